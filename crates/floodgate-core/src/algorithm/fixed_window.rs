@@ -1,0 +1,65 @@
+//! `fixed_window`: one counter per window; windows aligned to multiples of the period since the
+//! Unix epoch. Admits at most `limit` units per window, so up to `2 × limit` across a boundary
+//! (RELIABILITY B4: documented, and the price of one counter).
+
+use super::{Meter, window_start};
+use crate::policy::Policy;
+
+/// The fixed-window algorithm.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedWindow;
+
+/// Units admitted in the window starting at `window_start_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// Start of the counted window, a multiple of the period.
+    pub window_start_us: u64,
+    /// Units admitted in it.
+    pub count: u64,
+}
+
+impl Meter for FixedWindow {
+    type State = State;
+
+    fn fresh(now_us: u64, policy: &Policy) -> State {
+        State {
+            window_start_us: window_start(now_us, policy.period_us()),
+            count: 0,
+        }
+    }
+
+    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+        let current = window_start(now_us, policy.period_us());
+        if state.window_start_us < current {
+            *state = State {
+                window_start_us: current,
+                count: 0,
+            };
+        } else {
+            // A window in the future (the clock stepped back) is counted as the current one, so
+            // the lockout lasts at most until the current window ends.
+            state.window_start_us = current;
+        }
+    }
+
+    fn remaining(state: &State, _now_us: u64, policy: &Policy) -> u64 {
+        policy.limit().saturating_sub(state.count)
+    }
+
+    fn wait_us(state: &State, now_us: u64, _need: u64, policy: &Policy) -> u64 {
+        // The next window starts empty and need <= limit.
+        state.window_start_us + policy.period_us() - now_us
+    }
+
+    fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
+        state.count += cost;
+    }
+
+    fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {
+        if state.count == 0 {
+            0
+        } else {
+            state.window_start_us + policy.period_us() - now_us
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `gcra`: the generic cell rate algorithm. One timestamp of state, the theoretical arrival time
+//! (TAT); the same admissions as [`token_bucket`](super::token_bucket) with the same policy.
+//!
+//! The emission interval `period / limit` is rarely a whole number of microseconds, so the TAT is
+//! kept exactly as `tat_us + tat_frac / limit` microseconds with `0 ≤ tat_frac < limit`. A request
+//! of cost `c` is admitted iff `TAT' − now ≤ burst × period / limit`, where `TAT' = max(TAT, now) +
+//! c × period / limit`; multiplied through by `limit` every quantity is an integer below 2^53.
+
+use super::{Meter, narrow};
+use crate::policy::Policy;
+
+/// The GCRA algorithm.
+#[derive(Debug, Clone, Copy)]
+pub struct Gcra;
+
+/// The theoretical arrival time `tat_us + tat_frac / limit` microseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// Whole microseconds of the TAT.
+    pub tat_us: u64,
+    /// The fraction of a microsecond, in units of `1 / limit` µs; below `limit`.
+    pub tat_frac: u64,
+}
+
+/// `(TAT − now) × limit`, the scaled debt; zero at rest. Requires a settled state.
+fn debt(state: &State, now_us: u64, policy: &Policy) -> u128 {
+    u128::from(state.tat_us - now_us) * u128::from(policy.limit()) + u128::from(state.tat_frac)
+}
+
+/// `burst × period_us`: the largest debt a state may carry; below 2^52 by the policy bound.
+fn max_debt(policy: &Policy) -> u64 {
+    policy.capacity() * policy.period_us()
+}
+
+impl Meter for Gcra {
+    type State = State;
+
+    fn fresh(now_us: u64, _policy: &Policy) -> State {
+        State {
+            tat_us: now_us,
+            tat_frac: 0,
+        }
+    }
+
+    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+        let limit = policy.limit();
+        // A fraction left from a larger limit (the policy was changed) is cut, never carried.
+        state.tat_frac = state.tat_frac.min(limit - 1);
+        if state.tat_us < now_us || (state.tat_us == now_us && state.tat_frac == 0) {
+            *state = Self::fresh(now_us, policy);
+            return;
+        }
+        // A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
+        // bucket now, so no client waits longer than one burst's worth of refill.
+        let max = max_debt(policy);
+        if debt(state, now_us, policy) > u128::from(max) {
+            *state = State {
+                tat_us: now_us + max / limit,
+                tat_frac: max % limit,
+            };
+        }
+    }
+
+    fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
+        let slack = u128::from(max_debt(policy)) - debt(state, now_us, policy);
+        narrow(slack / u128::from(policy.period_us()))
+    }
+
+    fn wait_us(state: &State, now_us: u64, need: u64, policy: &Policy) -> u64 {
+        // Earliest t with (tat_us − t) × limit + tat_frac + need × period ≤ burst × period.
+        let slack = i128::from(max_debt(policy))
+            - i128::from(need * policy.period_us())
+            - i128::from(state.tat_frac);
+        let at = if slack >= 0 {
+            let slack = u64::try_from(slack).unwrap_or(u64::MAX);
+            state.tat_us.saturating_sub(slack / policy.limit())
+        } else {
+            // Only once the TAT itself has passed, i.e. at the next whole microsecond.
+            state.tat_us + 1
+        };
+        at.saturating_sub(now_us)
+    }
+
+    fn consume(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
+        let limit = policy.limit();
+        let scaled = state.tat_frac + cost * policy.period_us();
+        state.tat_us += scaled / limit;
+        state.tat_frac = scaled % limit;
+    }
+
+    fn reset_after_us(state: &State, now_us: u64, _policy: &Policy) -> u64 {
+        if state.tat_frac > 0 {
+            state.tat_us + 1 - now_us
+        } else {
+            state.tat_us - now_us
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Algorithm;
+    use std::time::Duration;
+
+    #[test]
+    fn fractional_emission_interval_is_exact() {
+        // 3 per second: the interval is 333 333.3… µs, never rounded.
+        let policy = Policy::new("p", Algorithm::Gcra, 3, Duration::from_secs(1)).unwrap();
+        let mut state = Gcra::fresh(0, &policy);
+        Gcra::consume(&mut state, 0, 3, &policy);
+        assert_eq!(state, State { tat_us: 1_000_000, tat_frac: 0 });
+        assert_eq!(Gcra::remaining(&state, 0, &policy), 0);
+        assert_eq!(Gcra::wait_us(&state, 0, 1, &policy), 333_334);
+        assert_eq!(Gcra::remaining(&state, 333_333, &policy), 0);
+        assert_eq!(Gcra::remaining(&state, 333_334, &policy), 1);
+    }
+}

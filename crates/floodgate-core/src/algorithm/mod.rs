@@ -1,0 +1,229 @@
+//! The five algorithms as pure functions of (state, now, cost, policy).
+//!
+//! Each algorithm lives in its own file and implements [`Meter`]: how its state catches up with
+//! time, how many units it could admit now, how long until it could admit more, and what
+//! consuming does. [`step`] and [`Evaluation`] build every decision from those pieces, so the
+//! memory store (which decides several policies under one lock before writing any) and the
+//! reference-model tests exercise the same arithmetic. The Redis scripts mirror each file line for
+//! line; all values are integers below 2^53 so Lua's doubles hold them exactly.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::decision::Decision;
+use crate::error::CostError;
+use crate::policy::{Algorithm, Policy};
+
+pub mod fixed_window;
+pub mod gcra;
+pub mod sliding_log;
+pub mod sliding_window;
+pub mod token_bucket;
+
+pub use fixed_window::FixedWindow;
+pub use gcra::Gcra;
+pub use sliding_log::SlidingLog;
+pub use sliding_window::SlidingWindow;
+pub use token_bucket::TokenBucket;
+
+/// The arithmetic of one algorithm, in whole microseconds and whole units.
+///
+/// Contract shared by all implementations, for a state that [`settle`](Meter::settle) brought up to
+/// `now_us`: [`remaining`](Meter::remaining) is the largest cost admissible now (so a request of
+/// cost `c` is admitted iff `c <= remaining`); [`wait_us`](Meter::wait_us) is the exact time until
+/// `need` units become admissible if nothing else is consumed; [`reset_after_us`](Meter::reset_after_us)
+/// is the time until the state is back at rest (full quota), zero meaning it can be forgotten.
+pub trait Meter {
+    /// What the algorithm stores per key.
+    type State: Clone + fmt::Debug + PartialEq + Eq;
+
+    /// The state of a key never seen, or back at rest, as of `now_us`.
+    fn fresh(now_us: u64, policy: &Policy) -> Self::State;
+
+    /// Brings `state` up to `now_us`: rolls windows, refills buckets, drops expired log entries,
+    /// and clamps stored times that lie further in the future than any legitimate state could (a
+    /// clock that stepped back), so that no client is locked out for longer than one period.
+    fn settle(state: &mut Self::State, now_us: u64, policy: &Policy);
+
+    /// The largest cost admissible at `now_us` (never negative, even after the limit was lowered).
+    fn remaining(state: &Self::State, now_us: u64, policy: &Policy) -> u64;
+
+    /// Microseconds until `need` units become admissible. Only called when `need > remaining`
+    /// and `need <= capacity`.
+    fn wait_us(state: &Self::State, now_us: u64, need: u64, policy: &Policy) -> u64;
+
+    /// Records `cost` admitted units at `now_us`. Only called when `cost <= remaining`.
+    fn consume(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
+
+    /// Microseconds until the key is back at its full quota; zero when it already is.
+    fn reset_after_us(state: &Self::State, now_us: u64, policy: &Policy) -> u64;
+}
+
+/// The result of one [`step`]: the decision, the state to keep, and how long to keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<S> {
+    /// The answer to the request.
+    pub decision: Decision,
+    /// The state to store; `None` when the key is at rest and can be forgotten. A denied request
+    /// consumed nothing, so storing its state back is optional (the Redis scripts do not write).
+    pub new_state: Option<S>,
+    /// Microseconds until `new_state` is back at rest; the expiry to give the stored key.
+    pub ttl_us: u64,
+}
+
+/// The first half of a decision: a settled state and whether the request fits in it.
+///
+/// Stores that check several policies at once evaluate all of them, then [`conclude`](Evaluation::conclude)
+/// each with `commit` set only if every enforced policy admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The largest cost admissible now, before this request.
+    pub remaining: u64,
+    /// Whether this policy alone admits the request (for cost 0: whether one unit would be).
+    pub allowed: bool,
+}
+
+impl Evaluation {
+    /// Settles `state` to `now_us` and judges a request of `cost` against it; consumes nothing.
+    /// A `cost` of zero judges one unit, so a peek reports whether the next request would pass.
+    pub fn of<M: Meter>(state: &mut M::State, now_us: u64, cost: u64, policy: &Policy) -> Self {
+        M::settle(state, now_us, policy);
+        let remaining = M::remaining(state, now_us, policy);
+        Evaluation {
+            remaining,
+            allowed: cost.max(1) <= remaining,
+        }
+    }
+
+    /// Finishes the decision: consumes `cost` if `commit` and this policy admitted, then reports.
+    /// Returns the decision and the state's time to rest in microseconds.
+    pub fn conclude<M: Meter>(
+        self,
+        state: &mut M::State,
+        now_us: u64,
+        cost: u64,
+        policy: &Policy,
+        commit: bool,
+    ) -> (Decision, u64) {
+        let consumed = commit && self.allowed && cost > 0;
+        let remaining = if consumed {
+            M::consume(state, now_us, cost, policy);
+            self.remaining - cost
+        } else {
+            self.remaining
+        };
+        let retry_after = (!self.allowed)
+            .then(|| Duration::from_micros(M::wait_us(state, now_us, cost.max(1), policy)));
+        let reset_after_us = M::reset_after_us(state, now_us, policy);
+        let decision = Decision {
+            allowed: self.allowed,
+            limit: policy.capacity(),
+            remaining,
+            reset_after: Duration::from_micros(reset_after_us),
+            retry_after,
+        };
+        (decision, reset_after_us)
+    }
+}
+
+/// Checks that `cost` can ever be admitted by `policy`.
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity.
+pub fn check_cost(policy: &Policy, cost: u64) -> Result<(), CostError> {
+    if cost > policy.capacity() {
+        return Err(CostError {
+            policy: policy.name().to_owned(),
+            cost,
+            capacity: policy.capacity(),
+        });
+    }
+    Ok(())
+}
+
+/// One decision of algorithm `M`, data in, data out. `cost == 0` peeks.
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity.
+pub fn step_with<M: Meter>(
+    state: Option<M::State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Result<Outcome<M::State>, CostError> {
+    check_cost(policy, cost)?;
+    let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
+    let evaluation = Evaluation::of::<M>(&mut state, now_us, cost, policy);
+    let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now_us, cost, policy, true);
+    Ok(Outcome {
+        decision,
+        new_state: (ttl_us > 0).then_some(state),
+        ttl_us,
+    })
+}
+
+/// The stored state of any algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // each variant holds its algorithm's state
+pub enum State {
+    FixedWindow(fixed_window::State),
+    SlidingLog(sliding_log::State),
+    SlidingWindow(sliding_window::State),
+    TokenBucket(token_bucket::State),
+    Gcra(gcra::State),
+}
+
+/// One decision under `policy`'s algorithm, data in, data out. `cost == 0` peeks.
+///
+/// A `state` of another algorithm's shape is ignored (treated as a key never seen).
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity.
+pub fn step(
+    state: Option<State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Result<Outcome<State>, CostError> {
+    fn wrap<S>(outcome: Outcome<S>, f: fn(S) -> State) -> Outcome<State> {
+        Outcome {
+            decision: outcome.decision,
+            new_state: outcome.new_state.map(f),
+            ttl_us: outcome.ttl_us,
+        }
+    }
+    // Variant names equal the Meter type names, so one arm shape serves all five.
+    macro_rules! dispatch {
+        ($($algorithm:ident),*) => {
+            match policy.algorithm() {
+                $(Algorithm::$algorithm => {
+                    let state = match state {
+                        Some(State::$algorithm(s)) => Some(s),
+                        _ => None,
+                    };
+                    wrap(step_with::<$algorithm>(state, now_us, cost, policy)?, State::$algorithm)
+                })*
+            }
+        };
+    }
+    Ok(dispatch!(FixedWindow, SlidingLog, SlidingWindow, TokenBucket, Gcra))
+}
+
+/// The start of the window containing `now_us`: windows are aligned to multiples of the period
+/// since the Unix epoch, so every instance agrees on them.
+pub(crate) fn window_start(now_us: u64, period_us: u64) -> u64 {
+    now_us - now_us % period_us
+}
+
+/// `ceil(a / b)` for `b > 0`.
+pub(crate) fn div_ceil(a: u128, b: u128) -> u128 {
+    a.div_ceil(b)
+}
+
+/// Narrows a value the policy bounds keep below 2^53.
+pub(crate) fn narrow(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}

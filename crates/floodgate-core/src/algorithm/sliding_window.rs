@@ -1,0 +1,118 @@
+//! `sliding_window`: the weighted approximation of a sliding window with two counters.
+//!
+//! A request of cost `c` is admitted iff `previous × (period − elapsed) / period + current + c ≤ limit`,
+//! where `elapsed` is the time since the current window started, in microseconds. The comparison
+//! is done in integers (`previous × (period − elapsed) ≤ (limit − current − c) × period`), which the
+//! policy bound `limit × period_us < 2^52` keeps exact in Lua.
+
+use super::{Meter, div_ceil, narrow, window_start};
+use crate::policy::Policy;
+
+/// The sliding-window (weighted counter) algorithm.
+#[derive(Debug, Clone, Copy)]
+pub struct SlidingWindow;
+
+/// The counts of the current window and the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// Start of the current window, a multiple of the period.
+    pub window_start_us: u64,
+    /// Units admitted in the window before.
+    pub previous: u64,
+    /// Units admitted in the current window.
+    pub current: u64,
+}
+
+/// `ceil(previous × (period − elapsed) / period)`: the previous window's weighted share.
+fn weighted_previous(state: &State, now_us: u64, period: u64) -> u64 {
+    let elapsed = now_us - state.window_start_us;
+    let weight = u128::from(state.previous) * u128::from(period - elapsed);
+    narrow(div_ceil(weight, u128::from(period)))
+}
+
+/// The smallest `elapsed` in `[0, period)` at which `count × (period − elapsed) ≤ budget × period`,
+/// or `period` if none.
+fn first_elapsed_within(count: u64, budget: u64, period: u64) -> u64 {
+    if count == 0 {
+        return 0;
+    }
+    let slack = u128::from(budget) * u128::from(period) / u128::from(count);
+    period - narrow(slack.min(u128::from(period)))
+}
+
+impl Meter for SlidingWindow {
+    type State = State;
+
+    fn fresh(now_us: u64, policy: &Policy) -> State {
+        State {
+            window_start_us: window_start(now_us, policy.period_us()),
+            previous: 0,
+            current: 0,
+        }
+    }
+
+    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+        let period = policy.period_us();
+        let current = window_start(now_us, period);
+        if state.window_start_us == current {
+            return;
+        }
+        if state.window_start_us > current {
+            // The clock stepped back: count the stored windows as the current ones, so the
+            // lockout ends within two periods at most.
+            state.window_start_us = current;
+        } else if state.window_start_us + period == current {
+            *state = State {
+                window_start_us: current,
+                previous: state.current,
+                current: 0,
+            };
+        } else {
+            *state = State {
+                window_start_us: current,
+                previous: 0,
+                current: 0,
+            };
+        }
+    }
+
+    fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
+        policy
+            .limit()
+            .saturating_sub(state.current)
+            .saturating_sub(weighted_previous(state, now_us, policy.period_us()))
+    }
+
+    fn wait_us(state: &State, now_us: u64, need: u64, policy: &Policy) -> u64 {
+        let (limit, period, start) = (policy.limit(), policy.period_us(), state.window_start_us);
+        // Later in this window, as the previous window's weight decays?
+        if state.current + need <= limit {
+            let elapsed = first_elapsed_within(state.previous, limit - state.current - need, period);
+            if elapsed < period {
+                return (start + elapsed).saturating_sub(now_us);
+            }
+        }
+        // In the next window, where today's count becomes the decaying previous one?
+        let elapsed = first_elapsed_within(state.current, limit - need, period);
+        if elapsed < period {
+            return (start + period + elapsed).saturating_sub(now_us);
+        }
+        // Only once both counts have left.
+        start + 2 * period - now_us
+    }
+
+    fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
+        state.current += cost;
+    }
+
+    fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {
+        let period = policy.period_us();
+        if state.current > 0 {
+            state.window_start_us + 2 * period - now_us
+        } else if state.previous > 0 {
+            state.window_start_us + period - now_us
+        } else {
+            0
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Where time comes from: the only module that reads the system clock.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A source of the current time in whole microseconds since the Unix epoch.
+///
+/// Implementations must never go backwards: the algorithms tolerate it (stored times in the
+/// future are clamped), but a clock that steps back makes windows repeat.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Microseconds since the Unix epoch. Always below 2^53.
+    fn now_us(&self) -> u64;
+}
+
+/// The wall clock as read once at construction, advanced by the monotonic clock since.
+///
+/// Window boundaries therefore agree with other hosts' Unix time (to within their NTP offset at
+/// start), and a later step of the wall clock (NTP, an operator) neither repeats a window nor locks
+/// a client out (RELIABILITY B2).
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    anchor_us: u64,
+    anchor: Instant,
+}
+
+impl SystemClock {
+    /// Reads the wall clock and the monotonic clock once.
+    #[allow(clippy::disallowed_methods)] // the one place the system clock is read
+    pub fn new() -> Self {
+        let anchor_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        SystemClock {
+            anchor_us,
+            anchor: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_us(&self) -> u64 {
+        let elapsed = u64::try_from(self.anchor.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.anchor_us.saturating_add(elapsed)
+    }
+}
+
+/// A clock that moves only when told to; clones share one time. For tests and simulations.
+///
+/// ```
+/// use std::time::Duration;
+/// use floodgate_core::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(1_000);
+/// let shared = clock.clone();
+/// clock.advance(Duration::from_millis(2));
+/// assert_eq!(shared.now_us(), 3_000);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    now_us: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock reading `now_us` microseconds since the Unix epoch.
+    pub fn new(now_us: u64) -> Self {
+        ManualClock {
+            now_us: Arc::new(AtomicU64::new(now_us)),
+        }
+    }
+
+    /// Moves every clone of this clock forward by `by` (saturating, whole microseconds).
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.advance_us(by);
+    }
+
+    /// Moves every clone of this clock forward by `by_us` microseconds.
+    pub fn advance_us(&self, by_us: u64) {
+        // fetch_update never fails with a closure that always returns Some.
+        let _ = self
+            .now_us
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(by_us))
+            });
+    }
+
+    /// Sets every clone of this clock to `now_us`, even backwards (to test clock steps).
+    pub fn set_us(&self, now_us: u64) {
+        self.now_us.store(now_us, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_us(&self) -> u64 {
+        self.now_us.load(Ordering::SeqCst)
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now_us(&self) -> u64 {
+        (**self).now_us()
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now_us(&self) -> u64 {
+        (**self).now_us()
+    }
+}
+
+/// Converts a duration to whole microseconds, rounding up so that waiting for the result is
+/// never too short, saturating at `u64::MAX`.
+pub fn ceil_micros(d: Duration) -> u64 {
+    let nanos = d.as_nanos();
+    u64::try_from(nanos.div_ceil(1_000)).unwrap_or(u64::MAX)
+}

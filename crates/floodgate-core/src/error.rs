@@ -1,0 +1,106 @@
+//! Errors of the pure core: an invalid policy, an unparseable period, a cost that can never pass.
+
+use std::time::Duration;
+
+use crate::policy::Algorithm;
+
+/// A policy that cannot be built, with a message that says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The name is empty, too long, or has characters outside `A-Z a-z 0-9 _ . -`.
+    #[error(
+        "invalid policy name {name:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.' and '-'"
+    )]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// `limit` is zero.
+    #[error("limit must be at least 1")]
+    ZeroLimit,
+    /// `limit` is larger than the exact arithmetic supports.
+    #[error("limit {limit} is too large: the most is {max}")]
+    LimitTooLarge {
+        /// The rejected limit.
+        limit: u64,
+        /// The largest accepted limit.
+        max: u64,
+    },
+    /// `period` is shorter than one millisecond.
+    #[error("period {period:?} is too short: the shortest is 1ms")]
+    PeriodTooShort {
+        /// The rejected period.
+        period: Duration,
+    },
+    /// `period` is longer than the longest supported.
+    #[error("period {period:?} is too long: the longest is 366d")]
+    PeriodTooLong {
+        /// The rejected period.
+        period: Duration,
+    },
+    /// `burst` is zero.
+    #[error("burst must be at least 1")]
+    ZeroBurst,
+    /// `burst` was given for an algorithm that has no burst.
+    #[error(
+        "burst is not supported by {algorithm}: only token_bucket and gcra have a burst; remove it or change the algorithm"
+    )]
+    BurstNotSupported {
+        /// The algorithm of the policy.
+        algorithm: Algorithm,
+    },
+    /// `capacity × period` in microseconds exceeds what the exact integer
+    /// arithmetic (shared with the Redis scripts, whose numbers are doubles) can hold.
+    #[error(
+        "{algorithm} with capacity {capacity} over {period:?} is too large for exact arithmetic \
+         (capacity x period in microseconds must stay below 2^52): shorten the period with a proportional \
+         limit, lower the {what}, or use fixed_window or sliding_log for large quotas"
+    )]
+    TooLargeForExactArithmetic {
+        /// The algorithm of the policy.
+        algorithm: Algorithm,
+        /// The burst (buckets) or limit (windows) that was too large.
+        capacity: u64,
+        /// The period of the policy.
+        period: Duration,
+        /// Which field sets the capacity: "burst" or "limit".
+        what: &'static str,
+    },
+}
+
+/// A period string that does not parse, such as `"10"` or `"1 week"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid period {input:?}: write a whole number followed by a unit, one of ms, s, m, h, d (e.g. 500ms, 1s, 1m, 1h, 1d)"
+)]
+pub struct ParsePeriodError {
+    /// The rejected text.
+    pub input: String,
+}
+
+/// A name that is not one of the five algorithms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown algorithm {input:?}: expected one of fixed_window, sliding_log, sliding_window, token_bucket, gcra"
+)]
+pub struct ParseAlgorithmError {
+    /// The rejected text.
+    pub input: String,
+}
+
+/// A request whose cost the policy can never admit, however long the client waits.
+///
+/// This is an error, not a denial: no `retry_after` would ever be honest for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cost {cost} can never be admitted by policy {policy:?}: its capacity is {capacity} per request"
+)]
+pub struct CostError {
+    /// The policy that cannot admit the cost.
+    pub policy: String,
+    /// The requested cost.
+    pub cost: u64,
+    /// The most the policy admits at once (its burst, or its limit).
+    pub capacity: u64,
+}
