@@ -20,7 +20,7 @@ use std::time::Duration;
 /// let second = algorithm::step(first.new_state, now_us, 2, &policy)?;
 /// assert!(!second.decision.allowed);
 /// assert_eq!(second.decision.retry_after, Some(Duration::from_secs(10)));
-/// # Ok::<(), floodgate_core::CostError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decision {

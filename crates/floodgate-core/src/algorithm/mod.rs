@@ -65,7 +65,9 @@ pub struct Outcome<S> {
     /// The answer to the request.
     pub decision: Decision,
     /// The state to store; `None` when the key is at rest and can be forgotten. A denied request
-    /// consumed nothing, so storing its state back is optional (the Redis scripts do not write).
+    /// consumed nothing, but its state may still differ from the input when a time from the
+    /// future (a clock that stepped back) was clamped: store it then, or the clamp does not bound
+    /// the lockout (the Redis scripts write on a denial only in that case).
     pub new_state: Option<S>,
     /// Microseconds until `new_state` is back at rest; the expiry to give the stored key.
     pub ttl_us: u64,
