@@ -23,7 +23,9 @@ pub const DIGEST_CLIENT_KEY_LEN: usize = 33;
 
 /// A key prefix that is not 1–64 characters of `A-Z a-z 0-9 _ . : -`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid key prefix {prefix:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'")]
+#[error(
+    "invalid key prefix {prefix:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'"
+)]
 pub struct PrefixError {
     /// The rejected prefix.
     pub prefix: String,
@@ -52,7 +54,8 @@ fn is_plain(client_key: &[u8]) -> bool {
     (1..=MAX_PLAIN_CLIENT_KEY).contains(&client_key.len())
         && client_key[0] != b'#'
         && client_key.iter().all(|&b| {
-            (0x21..=0x7e).contains(&b) && !matches!(b, b'{' | b'}' | b'#' | b'*' | b'?' | b'[' | b']' | b'\\')
+            (0x21..=0x7e).contains(&b)
+                && !matches!(b, b'{' | b'}' | b'#' | b'*' | b'?' | b'[' | b']' | b'\\')
         })
 }
 
@@ -113,7 +116,17 @@ mod tests {
     #[test]
     fn hostile_client_keys_are_digested_to_a_fixed_length() {
         let hostile: [&[u8]; 12] = [
-            b"", b"{", b"}", b"}abc", b"{}", b"a{b}c", b"a\0b", b"a\r\nb", b"\xff\xfe", b"*", b"#abc",
+            b"",
+            b"{",
+            b"}",
+            b"}abc",
+            b"{}",
+            b"a{b}c",
+            b"a\0b",
+            b"a\r\nb",
+            b"\xff\xfe",
+            b"*",
+            b"#abc",
             b"with space",
         ];
         for key in hostile {

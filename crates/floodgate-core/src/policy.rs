@@ -21,8 +21,10 @@ pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 pub const EXACT_ARITHMETIC_BOUND: u64 = 1 << 52;
 
 /// One of the five rate-limiting algorithms (SPEC §2).
+///
+/// Deliberately exhaustive: every store implements every algorithm, so a new one must fail to
+/// compile wherever it is not yet handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
 pub enum Algorithm {
     /// At most `limit` units per window; windows aligned to multiples of `period` since the Unix epoch.
     FixedWindow,
@@ -399,7 +401,17 @@ mod tests {
         assert_eq!(parse_period("0ms"), Ok(Duration::ZERO));
         assert_eq!(parse_period("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_period("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "s", "1", "1 s", "1.5s", "-1s", "1w", "1S", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "1",
+            "1 s",
+            "1.5s",
+            "-1s",
+            "1w",
+            "1S",
+            "99999999999999999999d",
+        ] {
             let err = parse_period(bad).unwrap_err();
             assert!(err.to_string().contains("500ms, 1s, 1m, 1h, 1d"), "{err}");
         }

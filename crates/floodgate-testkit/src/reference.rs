@@ -85,7 +85,6 @@ impl ReferenceModel {
                     <= u128::from(limit) * u128::from(period)
             }
             Algorithm::TokenBucket | Algorithm::Gcra => self.credit_at(t) >= cost * period,
-            other => panic!("no reference model for {other}"),
         }
     }
 
@@ -131,6 +130,17 @@ impl ReferenceModel {
         lo
     }
 
+    /// What [`decide`](Self::decide) would answer at `now_us`, recording nothing: for an
+    /// admission, `remaining` and `reset_after` are as before consuming. Models a policy that
+    /// admitted inside an all-or-nothing check that another policy denied.
+    ///
+    /// # Errors
+    ///
+    /// [`CostError`] when `cost` exceeds the policy's capacity.
+    pub fn judge(&self, now_us: u64, cost: u64) -> Result<Decision, CostError> {
+        self.clone().decide_inner(now_us, cost, false)
+    }
+
     /// Decides a request of `cost` at time `now_us` (never earlier than the previous call) and
     /// records it if admitted. `cost == 0` peeks: it reports on one unit and records nothing.
     ///
@@ -138,6 +148,15 @@ impl ReferenceModel {
     ///
     /// [`CostError`] when `cost` exceeds the policy's capacity.
     pub fn decide(&mut self, now_us: u64, cost: u64) -> Result<Decision, CostError> {
+        self.decide_inner(now_us, cost, true)
+    }
+
+    fn decide_inner(
+        &mut self,
+        now_us: u64,
+        cost: u64,
+        record: bool,
+    ) -> Result<Decision, CostError> {
         let capacity = self.policy.capacity();
         if cost > capacity {
             return Err(CostError {
@@ -157,7 +176,7 @@ impl ReferenceModel {
             };
             Duration::from_micros(at - now_us)
         });
-        if allowed && cost > 0 {
+        if record && allowed && cost > 0 {
             if self.is_bucket() {
                 self.credit = self.credit_at(now_us) - cost * period;
                 self.credit_at = now_us;

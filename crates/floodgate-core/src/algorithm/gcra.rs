@@ -109,7 +109,13 @@ mod tests {
         let policy = Policy::new("p", Algorithm::Gcra, 3, Duration::from_secs(1)).unwrap();
         let mut state = Gcra::fresh(0, &policy);
         Gcra::consume(&mut state, 0, 3, &policy);
-        assert_eq!(state, State { tat_us: 1_000_000, tat_frac: 0 });
+        assert_eq!(
+            state,
+            State {
+                tat_us: 1_000_000,
+                tat_frac: 0
+            }
+        );
         assert_eq!(Gcra::remaining(&state, 0, &policy), 0);
         assert_eq!(Gcra::wait_us(&state, 0, 1, &policy), 333_334);
         assert_eq!(Gcra::remaining(&state, 333_333, &policy), 0);

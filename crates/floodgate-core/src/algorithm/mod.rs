@@ -211,7 +211,13 @@ pub fn step(
             }
         };
     }
-    Ok(dispatch!(FixedWindow, SlidingLog, SlidingWindow, TokenBucket, Gcra))
+    Ok(dispatch!(
+        FixedWindow,
+        SlidingLog,
+        SlidingWindow,
+        TokenBucket,
+        Gcra
+    ))
 }
 
 /// The start of the window containing `now_us`: windows are aligned to multiples of the period

@@ -87,7 +87,8 @@ impl Meter for SlidingWindow {
         let (limit, period, start) = (policy.limit(), policy.period_us(), state.window_start_us);
         // Later in this window, as the previous window's weight decays?
         if state.current + need <= limit {
-            let elapsed = first_elapsed_within(state.previous, limit - state.current - need, period);
+            let elapsed =
+                first_elapsed_within(state.previous, limit - state.current - need, period);
             if elapsed < period {
                 return (start + elapsed).saturating_sub(now_us);
             }

@@ -29,7 +29,10 @@ fn a_state_from_an_hour_ahead_blocks_at_most_one_period() {
         );
         // The denial's clamped state is what a store keeps.
         let later = algorithm::step(denied.new_state, NOW + 2_000_000, 1, &policy).unwrap();
-        assert!(later.decision.allowed, "{algorithm}: still locked out two periods later");
+        assert!(
+            later.decision.allowed,
+            "{algorithm}: still locked out two periods later"
+        );
     }
 }
 

@@ -1,0 +1,61 @@
+//! Errors: a store that could not decide, and a limiter that could not answer.
+
+use floodgate_core::CostError;
+
+/// Why a store could not decide. Being limited is not an error: that is a denied
+/// [`Verdict`](crate::Verdict).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The cost can never be admitted by one of the policies.
+    #[error(transparent)]
+    Cost(#[from] CostError),
+    /// The memory store tracks its maximum number of keys and none of them is back at rest, so
+    /// a new key could not be tracked. Existing keys keep their state: the store never evicts a
+    /// key that still restricts a client (RELIABILITY F2).
+    #[error(
+        "memory store is full: {max_keys} keys are tracked and none is at rest, so a new key was not tracked; raise max_keys"
+    )]
+    Full {
+        /// The store's bound.
+        max_keys: usize,
+    },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later without a change of input or configuration (the
+    /// store recovers, keys expire). A cost error never is.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Cost(_) => false,
+            StoreError::Full { .. } => true,
+        }
+    }
+}
+
+/// Why a [`Limiter`](crate::Limiter) could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cost can never be admitted (HTTP 422): an error of the caller, never retried.
+    #[error(transparent)]
+    Cost(#[from] CostError),
+    /// The store failed and the policy fails closed (`on_error = "deny"`): answer "service
+    /// unavailable" (HTTP 503), never a quota denial.
+    #[error("rate-limit store unavailable and the policy fails closed: {source}")]
+    StoreUnavailable {
+        /// What the store reported.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed later unchanged.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Cost(_) => false,
+            Error::StoreUnavailable { source } => source.is_transient(),
+        }
+    }
+}
