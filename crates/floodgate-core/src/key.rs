@@ -134,8 +134,8 @@ mod tests {
             assert_eq!(tag.len(), DIGEST_CLIENT_KEY_LEN, "{key:?}");
             assert!(tag.bytes().skip(1).all(|b| b.is_ascii_hexdigit()));
         }
-        assert_eq!(client_tag(&vec![b'a'; 65]).len(), DIGEST_CLIENT_KEY_LEN);
-        assert_eq!(client_tag(&vec![b'a'; 64]).len(), 64);
+        assert_eq!(client_tag(&[b'a'; 65]).len(), DIGEST_CLIENT_KEY_LEN);
+        assert_eq!(client_tag(&[b'a'; 64]).len(), 64);
         assert_ne!(client_tag(b"{"), client_tag(b"}"));
     }
 

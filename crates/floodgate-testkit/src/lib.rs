@@ -2,6 +2,10 @@
 //! and guards that run real `redis-server` processes (one node or a cluster) on free loopback
 //! ports and clean up after themselves.
 
+mod cluster;
 pub mod reference;
+mod server;
 
+pub use cluster::RedisCluster;
 pub use reference::ReferenceModel;
+pub use server::{Endpoint, RedisServer, RedisServerBuilder, wait_until};

@@ -1,5 +1,8 @@
 //! Integration tests of the pure core: every algorithm against its brute-force reference model.
 
+// Tests fail by panicking; unwrap and expect are how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod clock_steps;
 mod differential;
 mod strategies;

@@ -1,6 +1,9 @@
 //! Integration tests of the floodgate library: the memory store against the reference models,
 //! under concurrency and under key floods, and the limiter's failure and waiting behaviour.
 
+// Tests fail by panicking; unwrap and expect are how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod boundedness;
 mod concurrency;
 mod differential;
