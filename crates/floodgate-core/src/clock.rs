@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current time in whole microseconds since the Unix epoch.
 ///
@@ -14,27 +14,35 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now_us(&self) -> u64;
 }
 
-/// The wall clock as read once at construction, advanced by the monotonic clock since.
+/// The wall clock as read once at construction, advanced by a monotonic clock since.
 ///
 /// Window boundaries therefore agree with other hosts' Unix time (to within their NTP offset at
 /// start), and a later step of the wall clock (NTP, an operator) neither repeats a window nor locks
 /// a client out (RELIABILITY B2).
-#[derive(Debug, Clone, Copy)]
+///
+/// The monotonic clock is `quanta`'s calibrated TSC where the CPU has a stable one (falling back
+/// to the OS monotonic clock otherwise): about 12 ns a read against 33 ns for `Instant::now` on
+/// a KVM guest, which is a fifth of an in-memory decision.
+#[derive(Debug, Clone)]
 pub struct SystemClock {
     anchor_us: u64,
-    anchor: Instant,
+    anchor_raw: u64,
+    monotonic: quanta::Clock,
 }
 
 impl SystemClock {
-    /// Reads the wall clock and the monotonic clock once.
+    /// Reads the wall clock and the monotonic clock once (the first clock in a process also
+    /// calibrates the TSC, which takes a few milliseconds).
     #[allow(clippy::disallowed_methods)] // the one place the system clock is read
     pub fn new() -> Self {
         let anchor_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let monotonic = quanta::Clock::new();
         SystemClock {
             anchor_us,
-            anchor: Instant::now(),
+            anchor_raw: monotonic.raw(),
+            monotonic,
         }
     }
 }
@@ -47,8 +55,10 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now_us(&self) -> u64 {
-        let elapsed = u64::try_from(self.anchor.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.anchor_us.saturating_add(elapsed)
+        let elapsed_ns = self
+            .monotonic
+            .delta_as_nanos(self.anchor_raw, self.monotonic.raw());
+        self.anchor_us.saturating_add(elapsed_ns / 1_000)
     }
 }
 

@@ -41,3 +41,8 @@ pub use verdict::{Source, Verdict};
 
 /// The pure core: algorithms, key encoding, reference types.
 pub use floodgate_core as core;
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

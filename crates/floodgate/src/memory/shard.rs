@@ -22,7 +22,8 @@ pub(crate) struct KeyId {
 #[derive(Debug)]
 pub(crate) struct Entry<S> {
     id: KeyId,
-    expires_at_us: u64,
+    /// When `state` is back at rest; the sweep drops the entry from then on.
+    pub(crate) expires_at_us: u64,
     pub(crate) state: S,
 }
 
@@ -139,18 +140,12 @@ impl Shard {
         self.earliest_expiry_us = self.earliest_expiry_us.min(expires_at_us);
     }
 
-    /// Records a new expiry for a tracked key, or forgets it if it is at rest (`ttl_us == 0`).
-    pub(crate) fn update<M: Tracked>(&mut self, id: KeyId, now_us: u64, ttl_us: u64) {
-        let table = M::table(self);
-        if ttl_us == 0 {
-            if let Ok(entry) = table.find_entry(id.low, |e| e.id == id) {
-                entry.remove();
-                self.len -= 1;
-                self.reclaimed += 1;
-            }
-        } else if let Some(entry) = table.find_mut(id.low, |e| e.id == id) {
-            // Consuming only moves a key's rest further away, so the sweep schedule stands.
-            entry.expires_at_us = now_us + ttl_us;
+    /// Forgets a key whose state is back at rest.
+    pub(crate) fn remove_at_rest<M: Tracked>(&mut self, id: KeyId) {
+        if let Ok(entry) = M::table(self).find_entry(id.low, |e| e.id == id) {
+            entry.remove();
+            self.len -= 1;
+            self.reclaimed += 1;
         }
     }
 
