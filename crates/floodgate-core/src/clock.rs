@@ -54,6 +54,7 @@ impl Default for SystemClock {
 }
 
 impl Clock for SystemClock {
+    #[inline]
     fn now_us(&self) -> u64 {
         let elapsed_ns = self
             .monotonic

@@ -49,6 +49,7 @@ impl Algorithm {
     ];
 
     /// The configuration name: `fixed_window`, `sliding_log`, `sliding_window`, `token_bucket` or `gcra`.
+    #[inline]
     pub const fn as_str(self) -> &'static str {
         match self {
             Algorithm::FixedWindow => "fixed_window",
@@ -60,6 +61,7 @@ impl Algorithm {
     }
 
     /// Whether the algorithm has a burst distinct from its limit.
+    #[inline]
     pub const fn has_burst(self) -> bool {
         matches!(self, Algorithm::TokenBucket | Algorithm::Gcra)
     }
@@ -280,47 +282,56 @@ impl Policy {
     }
 
     /// The policy's name, as it appears in headers, metrics and storage keys.
+    #[inline]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The algorithm.
+    #[inline]
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
     /// Units admitted per period (for the buckets: the refill rate is `limit / period`).
+    #[inline]
     pub fn limit(&self) -> u64 {
         self.limit
     }
 
     /// The period.
+    #[inline]
     pub fn period(&self) -> Duration {
         self.period
     }
 
     /// The period in whole microseconds, the unit of every algorithm's arithmetic.
+    #[inline]
     pub fn period_us(&self) -> u64 {
         self.period_us
     }
 
     /// The configured burst, if any (token_bucket and gcra only).
+    #[inline]
     pub fn burst(&self) -> Option<u64> {
         self.burst
     }
 
     /// The most units one request can ever be admitted for: the burst for the buckets (default
     /// `limit`), the limit for the windows. A larger cost is an error, not a denial.
+    #[inline]
     pub fn capacity(&self) -> u64 {
         self.burst.unwrap_or(self.limit)
     }
 
     /// Whether the policy enforces or only reports.
+    #[inline]
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
     /// The policy's own answer to store failures, if it overrides the store's.
+    #[inline]
     pub fn on_error(&self) -> Option<OnError> {
         self.on_error
     }

@@ -6,7 +6,7 @@
 //! of cost `c` is admitted iff `TAT' − now ≤ burst × period / limit`, where `TAT' = max(TAT, now) +
 //! c × period / limit`; multiplied through by `limit` every quantity is an integer below 2^53.
 
-use super::{Meter, narrow};
+use super::Meter;
 use crate::policy::Policy;
 
 /// The GCRA algorithm.
@@ -22,9 +22,15 @@ pub struct State {
     pub tat_frac: u64,
 }
 
-/// `(TAT − now) × limit`, the scaled debt; zero at rest. Requires a settled state.
+/// `(TAT − now) × limit`, the scaled debt; zero at rest. May exceed `max_debt` (and 2^64) only
+/// before [`Gcra::settle`] clamps it.
 fn debt(state: &State, now_us: u64, policy: &Policy) -> u128 {
     u128::from(state.tat_us - now_us) * u128::from(policy.limit()) + u128::from(state.tat_frac)
+}
+
+/// The debt of a settled state, at most `max_debt` < 2^52, so plain `u64` arithmetic is exact.
+fn settled_debt(state: &State, now_us: u64, policy: &Policy) -> u64 {
+    (state.tat_us - now_us) * policy.limit() + state.tat_frac
 }
 
 /// `burst × period_us`: the largest debt a state may carry; below 2^52 by the policy bound.
@@ -62,8 +68,7 @@ impl Meter for Gcra {
     }
 
     fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
-        let slack = u128::from(max_debt(policy)) - debt(state, now_us, policy);
-        narrow(slack / u128::from(policy.period_us()))
+        (max_debt(policy) - settled_debt(state, now_us, policy)) / policy.period_us()
     }
 
     fn wait_us(state: &State, now_us: u64, need: u64, policy: &Policy) -> u64 {

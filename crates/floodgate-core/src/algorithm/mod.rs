@@ -133,6 +133,7 @@ impl Evaluation {
 /// # Errors
 ///
 /// [`CostError`] when `cost` exceeds the policy's capacity.
+#[inline]
 pub fn check_cost(policy: &Policy, cost: u64) -> Result<(), CostError> {
     if cost > policy.capacity() {
         return Err(CostError {

@@ -26,8 +26,14 @@ pub struct State {
 /// `ceil(previous × (period − elapsed) / period)`: the previous window's weighted share.
 fn weighted_previous(state: &State, now_us: u64, period: u64) -> u64 {
     let elapsed = now_us - state.window_start_us;
-    let weight = u128::from(state.previous) * u128::from(period - elapsed);
-    narrow(div_ceil(weight, u128::from(period)))
+    // Within u64 unless a lowered limit left a count far above the policy's bound.
+    match state.previous.checked_mul(period - elapsed) {
+        Some(weight) => weight.div_ceil(period),
+        None => narrow(div_ceil(
+            u128::from(state.previous) * u128::from(period - elapsed),
+            u128::from(period),
+        )),
+    }
 }
 
 /// The smallest `elapsed` in `[0, period)` at which `count × (period − elapsed) ≤ budget × period`,

@@ -5,7 +5,7 @@
 //! `period_us` credit, and the bucket gains `limit` credit per microsecond. Fractions of a token
 //! are therefore never rounded, and the admissions equal [`gcra`](super::gcra)'s on every sequence.
 
-use super::{Meter, div_ceil, narrow};
+use super::Meter;
 use crate::policy::Policy;
 
 /// The token-bucket algorithm.
@@ -40,9 +40,9 @@ impl Meter for TokenBucket {
         // A last update in the future (the clock stepped back) is taken as now: nothing is
         // refilled for the gap, and the wait is never longer than one full refill.
         let elapsed = now_us.saturating_sub(state.updated_us);
-        let gained = u128::from(elapsed) * u128::from(policy.limit());
-        let credit = (u128::from(state.credit) + gained).min(u128::from(full(policy)));
-        state.credit = narrow(credit);
+        // Saturating: a long pause overflows the product, and any overflow means a full bucket.
+        let gained = elapsed.saturating_mul(policy.limit());
+        state.credit = state.credit.saturating_add(gained).min(full(policy));
         state.updated_us = now_us;
     }
 
@@ -51,8 +51,7 @@ impl Meter for TokenBucket {
     }
 
     fn wait_us(state: &State, _now_us: u64, need: u64, policy: &Policy) -> u64 {
-        let missing = need * policy.period_us() - state.credit;
-        narrow(div_ceil(u128::from(missing), u128::from(policy.limit())))
+        (need * policy.period_us() - state.credit).div_ceil(policy.limit())
     }
 
     fn consume(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
@@ -60,7 +59,6 @@ impl Meter for TokenBucket {
     }
 
     fn reset_after_us(state: &State, _now_us: u64, policy: &Policy) -> u64 {
-        let missing = full(policy) - state.credit;
-        narrow(div_ceil(u128::from(missing), u128::from(policy.limit())))
+        (full(policy) - state.credit).div_ceil(policy.limit())
     }
 }
