@@ -1,8 +1,8 @@
 //! The facade users call: a store plus what to do when it fails.
 
 use std::slice;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use floodgate_core::algorithm::check_cost;
@@ -42,7 +42,8 @@ impl<S> Clone for Limiter<S> {
 struct Shared<S> {
     store: S,
     on_error: OnError,
-    local: MemoryStore,
+    /// The fallback for `on_error = "local"`, built on first use.
+    local: OnceLock<MemoryStore>,
     fail_open: AtomicU64,
     fail_closed: AtomicU64,
     local_decisions: AtomicU64,
@@ -86,11 +87,10 @@ impl<S: Store> LimiterBuilder<S> {
 
     /// Builds the limiter.
     pub fn build(self) -> Limiter<S> {
-        let local = self.local.unwrap_or_else(|| {
-            MemoryStore::builder()
-                .max_keys(DEFAULT_LOCAL_MAX_KEYS)
-                .build()
-        });
+        let local = OnceLock::new();
+        if let Some(store) = self.local {
+            let _ = local.set(store);
+        }
         Limiter {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -196,7 +196,9 @@ impl<S: Store> Limiter<S> {
     /// that did not happen is never reported as done).
     pub async fn reset(&self, policy: &Policy, key: impl AsRef<[u8]>) -> Result<(), Error> {
         let (policies, key) = (slice::from_ref(policy), key.as_ref());
-        self.shared.local.reset_sync(policies, key);
+        if let Some(local) = self.shared.local.get() {
+            local.reset_sync(policies, key);
+        }
         self.shared
             .store
             .reset(policies, key)
@@ -276,10 +278,15 @@ impl<S: Store> Limiter<S> {
                 Err(Error::StoreUnavailable { source: error })
             }
             OnError::Local => {
+                let local = self.shared.local.get_or_init(|| {
+                    MemoryStore::builder()
+                        .max_keys(DEFAULT_LOCAL_MAX_KEYS)
+                        .build()
+                });
                 let local = if cost == 0 {
-                    self.shared.local.peek_sync(policies, key)
+                    local.peek_sync(policies, key)
                 } else {
-                    self.shared.local.acquire_sync(policies, key, cost)
+                    local.acquire_sync(policies, key, cost)
                 };
                 match local {
                     Ok(mut verdict) => {

@@ -59,7 +59,10 @@ impl Meter for Gcra {
         // A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
         // bucket now, so no client waits longer than one burst's worth of refill.
         let max = max_debt(policy);
-        if debt(state, now_us, policy) > u128::from(max) {
+        // Cheap test first: whole microseconds strictly below the burst's leave the debt under the
+        // max whatever the fraction, so no clamp (equality still needs the exact comparison).
+        let within_burst = state.tat_us - now_us < max / limit;
+        if !within_burst && debt(state, now_us, policy) > u128::from(max) {
             *state = State {
                 tat_us: now_us + max / limit,
                 tat_frac: max % limit,
@@ -125,5 +128,38 @@ mod tests {
         assert_eq!(Gcra::wait_us(&state, 0, 1, &policy), 333_334);
         assert_eq!(Gcra::remaining(&state, 333_333, &policy), 0);
         assert_eq!(Gcra::remaining(&state, 333_334, &policy), 1);
+    }
+
+    #[test]
+    fn a_tat_a_fraction_past_a_full_burst_is_clamped() {
+        // limit 3 per 1 s, burst 3: max debt 3 000 000, i.e. 1 000 000 whole µs and no fraction.
+        let policy = Policy::new("p", Algorithm::Gcra, 3, Duration::from_secs(1)).unwrap();
+        let now = 5_000_000;
+        // Whole microseconds equal to the burst, plus a fraction: one third of a µs too far.
+        let mut state = State {
+            tat_us: now + 1_000_000,
+            tat_frac: 1,
+        };
+        Gcra::settle(&mut state, now, &policy);
+        assert_eq!(
+            state,
+            State {
+                tat_us: now + 1_000_000,
+                tat_frac: 0
+            }
+        );
+        // Strictly inside the burst, nothing changes.
+        let mut inside = State {
+            tat_us: now + 999_999,
+            tat_frac: 2,
+        };
+        Gcra::settle(&mut inside, now, &policy);
+        assert_eq!(
+            inside,
+            State {
+                tat_us: now + 999_999,
+                tat_frac: 2
+            }
+        );
     }
 }

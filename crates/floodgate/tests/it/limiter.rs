@@ -30,8 +30,11 @@ fn full_store() -> MemoryStore {
 
 #[tokio::test]
 async fn a_failing_store_is_answered_per_on_error() {
+    // The fallback runs on a manual clock too: no test reads the system clock.
+    let fallback = MemoryStore::builder().clock(ManualClock::new(NOW)).build();
     let limiter = Limiter::builder(full_store())
         .on_error(OnError::Allow)
+        .local_store(fallback)
         .build();
     let verdict = limiter.check(&policy(10), "new", 1).await.unwrap();
     assert!(verdict.allowed);
