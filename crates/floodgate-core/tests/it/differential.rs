@@ -68,6 +68,11 @@ proptest! {
             bucket_state = b.new_state;
         }
     }
+}
+
+proptest! {
+    // RELIABILITY A6: 10 000 cases in memory.
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
 
     /// A denied client that waits exactly `retry_after` is admitted; 1 µs earlier it is not.
     #[test]

@@ -21,30 +21,19 @@ use crate::verdict::{Source, Verdict};
 /// The default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
-/// Runs `$body` with `$meter` bound to the `Meter` type of `$algorithm`.
+/// Runs `$body` with `$meter` bound to the `Meter` type of `$algorithm`. The `Algorithm`
+/// variants and the `Meter` types share their names, so one arm shape serves all five.
 macro_rules! with_meter {
     ($algorithm:expr, $meter:ident => $body:expr) => {
+        with_meter!(@arms $algorithm, $meter, $body,
+            FixedWindow SlidingLog SlidingWindow TokenBucket Gcra)
+    };
+    (@arms $algorithm:expr, $meter:ident, $body:expr, $($variant:ident)*) => {
         match $algorithm {
-            Algorithm::FixedWindow => {
-                type $meter = FixedWindow;
+            $(Algorithm::$variant => {
+                type $meter = $variant;
                 $body
-            }
-            Algorithm::SlidingLog => {
-                type $meter = SlidingLog;
-                $body
-            }
-            Algorithm::SlidingWindow => {
-                type $meter = SlidingWindow;
-                $body
-            }
-            Algorithm::TokenBucket => {
-                type $meter = TokenBucket;
-                $body
-            }
-            Algorithm::Gcra => {
-                type $meter = Gcra;
-                $body
-            }
+            })*
         }
     };
 }
