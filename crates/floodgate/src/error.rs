@@ -20,6 +20,34 @@ pub enum StoreError {
         /// The store's bound.
         max_keys: usize,
     },
+    /// The store did not answer within its deadline. The request may or may not have been
+    /// counted; it is never retried (a retry could count it twice).
+    #[error("rate-limit store did not answer within {after:?}")]
+    Timeout {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
+    /// Redis answered with an error, or the connection failed.
+    #[cfg(feature = "redis")]
+    #[error("redis: {source}")]
+    Redis {
+        /// The client's error.
+        #[from]
+        source: ::redis::RedisError,
+    },
+    /// The store answered something that is not a decision (a proxy, a bug, another program
+    /// writing our keys).
+    #[error("malformed reply from the rate-limit store: {detail}")]
+    Reply {
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The store's configuration cannot work, e.g. an unparseable URL.
+    #[error("invalid store configuration: {detail}")]
+    Config {
+        /// What is wrong, and how to fix it.
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -27,8 +55,13 @@ impl StoreError {
     /// store recovers, keys expire). A cost error never is.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Cost(_) => false,
-            StoreError::Full { .. } => true,
+            StoreError::Cost(_) | StoreError::Reply { .. } | StoreError::Config { .. } => false,
+            StoreError::Full { .. } | StoreError::Timeout { .. } => true,
+            #[cfg(feature = "redis")]
+            StoreError::Redis { source } => {
+                source.is_timeout()
+                    || !matches!(source.retry_method(), ::redis::RetryMethod::NoRetry)
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ mod clock;
 mod error;
 mod limiter;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod store;
 mod verdict;
 
@@ -36,6 +38,8 @@ pub use floodgate_core::{
 };
 pub use limiter::{DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats};
 pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
 pub use store::Store;
 pub use verdict::{Source, Verdict};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use floodgate_core::Decision;
+use floodgate_core::{Decision, Mode, Policy};
 use smallvec::SmallVec;
 
 /// Where a verdict came from.
@@ -37,5 +37,30 @@ impl Verdict {
     /// The first policy's decision (the only one for a single-policy check).
     pub fn decision(&self) -> Option<&Decision> {
         self.decisions.first()
+    }
+}
+
+/// Builds a store's verdict: when denied, the wait is the longest among enforced denials.
+pub(crate) fn verdict(
+    policies: &[Policy],
+    decisions: SmallVec<[Decision; 2]>,
+    allowed: bool,
+) -> Verdict {
+    let retry_after = if allowed {
+        None
+    } else {
+        policies
+            .iter()
+            .zip(&decisions)
+            .filter(|(p, _)| p.mode() == Mode::Enforce)
+            .filter_map(|(_, d)| d.retry_after)
+            .max()
+            .or(Some(Duration::ZERO))
+    };
+    Verdict {
+        allowed,
+        decisions,
+        retry_after,
+        source: Source::Store,
     }
 }

@@ -4,7 +4,6 @@ mod shard;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use floodgate_core::algorithm::{
     Evaluation, FixedWindow, Gcra, SlidingLog, SlidingWindow, TokenBucket, check_cost,
@@ -16,7 +15,7 @@ use smallvec::SmallVec;
 use self::shard::{KeyId, Shard, Tracked};
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::verdict::{Source, Verdict};
+use crate::verdict::{Verdict, verdict};
 
 /// The default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -414,31 +413,6 @@ fn decide_single<M: Tracked>(
         shard.insert::<M>(id, now_us + ttl_us, state);
     }
     Some((decision, allowed))
-}
-
-/// Builds the verdict: when denied, the wait is the longest among enforced denials.
-pub(crate) fn verdict(
-    policies: &[Policy],
-    decisions: SmallVec<[Decision; 2]>,
-    allowed: bool,
-) -> Verdict {
-    let retry_after = if allowed {
-        None
-    } else {
-        policies
-            .iter()
-            .zip(&decisions)
-            .filter(|(p, _)| p.mode() == Mode::Enforce)
-            .filter_map(|(_, d)| d.retry_after)
-            .max()
-            .or(Some(Duration::ZERO))
-    };
-    Verdict {
-        allowed,
-        decisions,
-        retry_after,
-        source: Source::Store,
-    }
 }
 
 fn evaluate<M: Tracked>(

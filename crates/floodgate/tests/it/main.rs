@@ -6,5 +6,9 @@
 
 mod boundedness;
 mod concurrency;
+mod conformance;
 mod differential;
+mod expiry;
 mod limiter;
+mod redis_differential;
+mod redis_exactness;

@@ -1,0 +1,26 @@
+-- floodgate: shared helpers for the algorithm modules and the driver (decide.lua).
+--
+-- Every number is an integer below 2^53, so Lua's doubles hold it exactly; divisions are floored
+-- and then corrected, because a double quotient may round across an integer.
+-- States are packed with struct.pack('<d…'): doubles, exact for such integers, 8 bytes each.
+
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then
+    q = q - 1
+  elseif (q + 1) * b <= a then
+    q = q + 1
+  end
+  return q
+end
+
+local function ceil_div(a, b)
+  return idiv(a + b - 1, b)
+end
+
+-- Writes `value` under `key` to expire once the state is at rest (`ttl_us` from now), never
+-- sooner than `min_ttl_ms` (tests that inject `now_us` let the clock run slower than Redis's).
+local function store_string(key, value, ttl_us, min_ttl_ms)
+  local ttl_ms = math.max(ceil_div(ttl_us, 1000), min_ttl_ms, 1)
+  redis.call('SET', key, value, 'PX', string.format('%d', ttl_ms))
+end
