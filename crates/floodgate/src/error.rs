@@ -27,6 +27,15 @@ pub enum StoreError {
         /// The deadline that passed.
         after: std::time::Duration,
     },
+    /// Recent calls to this part of the store failed, so calls fail fast until the next probe
+    /// instead of each waiting out the deadline.
+    #[error(
+        "rate-limit store unavailable: circuit open after repeated failures; next probe within {probe_interval:?}"
+    )]
+    CircuitOpen {
+        /// How often a probe call is let through.
+        probe_interval: std::time::Duration,
+    },
     /// Redis answered with an error, or the connection failed.
     #[cfg(feature = "redis")]
     #[error("redis: {source}")]
@@ -56,7 +65,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Cost(_) | StoreError::Reply { .. } | StoreError::Config { .. } => false,
-            StoreError::Full { .. } | StoreError::Timeout { .. } => true,
+            StoreError::Full { .. }
+            | StoreError::Timeout { .. }
+            | StoreError::CircuitOpen { .. } => true,
             #[cfg(feature = "redis")]
             StoreError::Redis { source } => {
                 source.is_timeout()

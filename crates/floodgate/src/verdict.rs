@@ -15,6 +15,9 @@ pub enum Source {
     FailOpen,
     /// The store failed and an in-process fallback limiter decided.
     Local,
+    /// The store denied this key moments ago until a time not yet reached; this instance
+    /// repeated that denial without asking again.
+    DenyCache,
 }
 
 /// The answer for one request under one or more policies, decided all-or-nothing.

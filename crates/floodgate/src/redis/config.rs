@@ -10,6 +10,12 @@ use crate::error::StoreError;
 /// The default per-call deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// The default number of consecutive failures that open a circuit breaker.
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 3;
+
+/// The default time between probes of an open breaker.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "floodgate";
 
@@ -24,6 +30,9 @@ pub struct RedisConfig {
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) probe_interval: Duration,
+    pub(crate) deny_cache: usize,
 }
 
 impl RedisConfig {
@@ -34,6 +43,9 @@ impl RedisConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             clock: None,
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            deny_cache: super::deny_cache::DEFAULT_CAPACITY,
         }
     }
 
@@ -49,6 +61,26 @@ impl RedisConfig {
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The circuit breaker: after `threshold` consecutive failed calls (timeouts, connection
+    /// errors) to one node's slots, calls there fail at once with
+    /// [`StoreError::CircuitOpen`] and one probe call goes through every `probe_interval`
+    /// (defaults: 3, 250 ms).
+    #[must_use]
+    pub fn breaker(mut self, threshold: u32, probe_interval: Duration) -> Self {
+        self.breaker_threshold = threshold.max(1);
+        self.probe_interval = probe_interval;
+        self
+    }
+
+    /// How many denied client keys this instance remembers, to answer their repeats without a
+    /// round trip until Redis's `retry_after` passes (default 10 000; 0 switches it off). See the
+    /// exactness argument on the store.
+    #[must_use]
+    pub fn deny_cache(mut self, capacity: usize) -> Self {
+        self.deny_cache = capacity;
         self
     }
 

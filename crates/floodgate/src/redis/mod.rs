@@ -13,9 +13,15 @@
 //!   running the script, are retried with a short backoff within the deadline; an I/O error is not
 //!   (the client library's own retries are switched off for that reason);
 //! - the single-node connection reconnects by itself in the background with capped exponential
-//!   backoff, and is created lazily, so a store can be built before Redis is up.
+//!   backoff, and is created lazily, so a store can be built before Redis is up;
+//! - a circuit breaker per group of hash slots opens after consecutive failures, so a dead or
+//!   hanging Redis costs one deadline per probe interval rather than one per request;
+//! - a local deny cache repeats a recent denial until Redis's `retry_after` passes (see
+//!   `deny_cache.rs` for why it never admits more than Redis would).
 
+mod breaker;
 mod config;
+mod deny_cache;
 mod reply;
 mod script;
 
@@ -30,12 +36,16 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
 use floodgate_core::algorithm::check_cost;
-use floodgate_core::key::{storage_key, validate_prefix};
+use floodgate_core::key::{client_tag, storage_key, validate_prefix};
 use floodgate_core::{Clock, Policy};
 use smallvec::SmallVec;
 
-pub use self::config::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisConfig};
+use self::breaker::{Admission, Breakers};
+pub use self::config::{
+    DEFAULT_BREAKER_THRESHOLD, DEFAULT_PREFIX, DEFAULT_PROBE_INTERVAL, DEFAULT_TIMEOUT, RedisConfig,
+};
 use self::config::{Target, parse_url};
+use self::deny_cache::DenyCache;
 use crate::error::StoreError;
 use crate::store::Store;
 use crate::verdict::{Verdict, verdict};
@@ -56,6 +66,8 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
+    breakers: Breakers,
+    deny_cache: Option<DenyCache>,
     /// Random per store: with `sequence`, names each call uniquely (sliding-log members).
     instance: u64,
     sequence: AtomicU64,
@@ -102,6 +114,11 @@ fn not_executed(error: &RedisError) -> bool {
     )
 }
 
+/// The cluster hash slot of a client key's storage keys: CRC16 of its hash tag, mod 16 384.
+fn slot_of(key: &[u8]) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(client_tag(key).as_bytes()) % 16_384
+}
+
 impl RedisStore {
     /// Connects per `config`. A single node is connected lazily (the first call connects, and
     /// the store reconnects by itself); a cluster's topology is read now.
@@ -114,7 +131,13 @@ impl RedisStore {
         validate_prefix(&config.prefix).map_err(|e| StoreError::Config {
             detail: e.to_string(),
         })?;
-        let connection = match parse_url(&config.url)? {
+        let target = parse_url(&config.url)?;
+        let breakers = Breakers::new(
+            matches!(target, Target::Cluster(_)),
+            config.breaker_threshold,
+            config.probe_interval,
+        );
+        let connection = match target {
             Target::Node(url) => {
                 let client = ::redis::Client::open(url)?;
                 let manager = ConnectionManagerConfig::new()
@@ -141,7 +164,10 @@ impl RedisStore {
                 connection,
                 prefix: config.prefix,
                 timeout: config.timeout,
-                clock: config.clock,
+                clock: config.clock.clone(),
+                breakers,
+                deny_cache: (config.deny_cache > 0)
+                    .then(|| DenyCache::new(config.deny_cache, config.clock.clone())),
                 instance,
                 sequence: AtomicU64::new(0),
             }),
@@ -159,6 +185,24 @@ impl RedisStore {
         }
         if policies.is_empty() {
             return Ok(verdict(policies, SmallVec::new(), true));
+        }
+        let need = cost.max(1);
+        let cached = self
+            .inner
+            .deny_cache
+            .as_ref()
+            .map(|cache| (cache, cache.key_id(key), cache.policies_id(policies)));
+        if let Some((cache, key_id, policies_id)) = cached
+            && let Some(verdict) = cache.get(key_id, policies_id, need)
+        {
+            return Ok(verdict);
+        }
+        let group = self.inner.breakers.group(slot_of(key));
+        let admission = self.inner.breakers.admit(group);
+        if admission == Admission::Open {
+            return Err(StoreError::CircuitOpen {
+                probe_interval: self.inner.breakers.probe_interval(),
+            });
         }
         let keys: Vec<String> = policies
             .iter()
@@ -188,7 +232,19 @@ impl RedisStore {
                 }
             }
         };
-        self.within_deadline(call).await
+        let result = self.within_deadline(call).await;
+        // A malformed reply still proves the store reachable; anything else failing counts.
+        let healthy = !matches!(
+            result,
+            Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
+        );
+        self.inner.breakers.record(group, admission, healthy);
+        if let (Some((cache, key_id, policies_id)), Ok(verdict)) = (cached, &result)
+            && !verdict.allowed
+        {
+            cache.put(key_id, policies_id, need, verdict);
+        }
+        result
     }
 
     async fn within_deadline<T>(
@@ -220,6 +276,9 @@ impl Store for RedisStore {
     async fn reset(&self, policies: &[Policy], key: &[u8]) -> Result<(), StoreError> {
         if policies.is_empty() {
             return Ok(());
+        }
+        if let Some(cache) = &self.inner.deny_cache {
+            cache.forget(cache.key_id(key));
         }
         let mut cmd = ::redis::cmd("DEL");
         for policy in policies {

@@ -9,7 +9,7 @@ use floodgate::redis::{RedisConfig, RedisStore};
 use floodgate::{Algorithm, ManualClock, MemoryStore, Mode, Policy, Store, StoreError};
 use floodgate_testkit::{RedisCluster, RedisServer};
 
-use crate::expiry::assert_every_key_expires;
+use crate::inspect::assert_every_key_expires;
 
 const NOW: u64 = 1_767_225_600_000_000;
 

@@ -45,10 +45,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn store(server: &RedisServer, clock: &ManualClock, case: u64) -> RedisStore {
-    // A prefix per case keeps cases apart on one server; a generous deadline absorbs a busy CI.
+    // A prefix per case keeps cases apart on one server; a generous deadline absorbs a busy CI;
+    // no deny cache, because this compares the script itself with `step`.
     let config = RedisConfig::new(server.url())
         .prefix(format!("case{case}"))
         .timeout(Duration::from_secs(5))
+        .deny_cache(0)
         .clock(clock.clone());
     RedisStore::connect(config).await.unwrap()
 }

@@ -9,7 +9,7 @@ use floodgate::redis::{RedisConfig, RedisStore};
 use floodgate::{Algorithm, Policy, Store};
 use floodgate_testkit::{RedisCluster, RedisServer};
 
-use crate::expiry::{assert_every_key_expires, keys_and_expires};
+use crate::inspect::{assert_every_key_expires, keys_and_expires};
 
 const INSTANCES: usize = 8;
 const TASKS: usize = 64;

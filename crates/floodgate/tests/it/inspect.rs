@@ -1,4 +1,4 @@
-//! Helpers that check what a test left in Redis.
+//! Helpers that read what a test left in Redis.
 
 use floodgate_testkit::RedisServer;
 
@@ -25,4 +25,13 @@ pub(crate) fn assert_every_key_expires(server: &RedisServer) {
         keys, expires,
         "{keys} keys but only {expires} with an expiry"
     );
+}
+
+/// One integer field of `INFO <section>`, e.g. `info_u64(server, "memory", "number_of_cached_scripts")`.
+pub(crate) fn info_u64(server: &RedisServer, section: &str, field: &str) -> u64 {
+    let info = server.cli(&["INFO", section]).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
 }

@@ -1,0 +1,356 @@
+//! Redis faults with real processes: kill -9 and restart, SIGSTOP, SCRIPT FLUSH, a store built
+//! before Redis is up, plus the deny cache's contract and the script cache's size. These measure
+//! real latency (deadlines are the point), on tokio's clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use floodgate::redis::{RedisConfig, RedisStore};
+use floodgate::{Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source, Store};
+use floodgate_testkit::RedisServer;
+use tokio::time::Instant;
+
+use crate::inspect::{assert_every_key_expires, info_u64};
+
+const DEADLINE: Duration = Duration::from_millis(50);
+
+fn hourly(limit: u64) -> Policy {
+    Policy::new("faults", Algorithm::Gcra, limit, Duration::from_secs(3600)).unwrap()
+}
+
+async fn store(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(RedisConfig::new(server.url()).timeout(DEADLINE))
+        .await
+        .unwrap()
+}
+
+/// Calls until a decision comes from Redis again; returns how long that took.
+async fn until_redis_decides(limiter: &Limiter<RedisStore>, policy: &Policy) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok(verdict) = limiter.check(policy, "recovery", 1).await
+            && verdict.source == Source::Store
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_is_answered_per_on_error_within_the_deadline_and_recovers() {
+    let mut server = RedisServer::start().unwrap();
+    let policy_allow = hourly(1_000);
+    let policy_deny = hourly(1_000).with_on_error(OnError::Deny);
+    let policy_local = Policy::new(
+        "local",
+        Algorithm::FixedWindow,
+        3,
+        Duration::from_secs(3600),
+    )
+    .unwrap()
+    .with_on_error(OnError::Local);
+    let limiter = Limiter::new(store(&server).await);
+    assert_eq!(
+        limiter.check(&policy_allow, "k", 1).await.unwrap().source,
+        Source::Store
+    );
+
+    server.kill();
+    let mut slowest = Duration::ZERO;
+    for i in 0..50 {
+        let started = Instant::now();
+        let allow = limiter.check(&policy_allow, "k", 1).await.unwrap();
+        assert!(
+            allow.allowed && allow.source == Source::FailOpen,
+            "C1: {allow:?}"
+        );
+        let deny = limiter.check(&policy_deny, "k", 1).await;
+        assert!(
+            matches!(deny, Err(Error::StoreUnavailable { .. })),
+            "C2: {deny:?}"
+        );
+        let local = limiter.check(&policy_local, "k", 1).await.unwrap();
+        assert_eq!(local.source, Source::Local, "C3");
+        assert_eq!(
+            local.allowed,
+            i < 3,
+            "C3: the local fallback enforces the policy"
+        );
+        slowest = slowest.max(started.elapsed() / 3);
+    }
+    assert!(
+        slowest < DEADLINE + Duration::from_millis(25),
+        "a decision took {slowest:?}"
+    );
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.fail_open, stats.fail_closed, stats.local),
+        (50, 50, 50)
+    );
+
+    server.restart().unwrap();
+    let recovery = until_redis_decides(&limiter, &policy_allow).await;
+    assert!(
+        recovery <= Duration::from_secs(1),
+        "recovered after {recovery:?}"
+    );
+    assert_every_key_expires(&server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_opens_the_breaker_and_costs_no_storm() {
+    let server = RedisServer::start().unwrap();
+    let limiter = Limiter::new(store(&server).await);
+    let policy = Arc::new(hourly(1_000_000));
+    assert!(limiter.check(&policy, "warm", 1).await.unwrap().allowed);
+
+    let paused = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let (limiter, policy, paused, stop) = (
+                limiter.clone(),
+                Arc::clone(&policy),
+                Arc::clone(&paused),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                let mut outage_latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let during = paused.load(Ordering::Relaxed);
+                    let started = Instant::now();
+                    let verdict = limiter.check(&policy, format!("k{t}"), 1).await.unwrap();
+                    if during && paused.load(Ordering::Relaxed) {
+                        outage_latencies.push(started.elapsed());
+                        assert_eq!(verdict.source, Source::FailOpen);
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                outage_latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.pause().unwrap();
+    paused.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    paused.store(false, Ordering::Relaxed);
+    server.resume().unwrap();
+    let recovery = until_redis_decides(&limiter, &policy).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies: Vec<Duration> = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let worst = latencies[latencies.len() - 1];
+    assert!(
+        latencies.len() > 1_000,
+        "only {} outage decisions",
+        latencies.len()
+    );
+    assert!(
+        p99 < Duration::from_millis(5),
+        "outage p99 {p99:?} (worst {worst:?})"
+    );
+    assert!(
+        worst < DEADLINE + Duration::from_millis(50),
+        "worst {worst:?}"
+    );
+    assert!(
+        recovery <= Duration::from_secs(1),
+        "recovered after {recovery:?}"
+    );
+    // One multiplexed connection for the store, one for redis-cli: no reconnection storm.
+    let connected = info_u64(&server, "clients", "connected_clients");
+    assert!(
+        connected <= 3,
+        "{connected} clients connected after the outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flushes_under_load_never_surface() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(RedisConfig::new(server.url()).timeout(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let policy = Arc::new([hourly(1_000_000)]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let decided = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (store, policy, stop, decided) = (
+                store.clone(),
+                Arc::clone(&policy),
+                Arc::clone(&stop),
+                Arc::clone(&decided),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let verdict = store
+                        .acquire(&policy[..], format!("k{t}").as_bytes(), 1)
+                        .await;
+                    assert!(verdict.is_ok_and(|v| v.allowed), "a flush surfaced");
+                    decided.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(server.cli(&["SCRIPT", "FLUSH"]).unwrap(), "OK");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(decided.load(Ordering::Relaxed) > 100);
+    assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_built_before_redis_starts_connects_once_it_is_up() {
+    let mut server = RedisServer::start().unwrap();
+    server.kill();
+    // The store is built while nothing listens.
+    let limiter = Limiter::new(store(&server).await);
+    let policy = hourly(10);
+    let verdict = limiter.check(&policy, "k", 1).await.unwrap();
+    assert_eq!(verdict.source, Source::FailOpen);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().unwrap();
+    let recovery = until_redis_decides(&limiter, &policy).await;
+    assert!(
+        recovery <= Duration::from_secs(1),
+        "connected {recovery:?} after Redis came up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deny_cache_spares_redis_and_never_admits() {
+    let server = RedisServer::start().unwrap();
+    let clock = ManualClock::new(1_767_225_600_000_000);
+    let config = RedisConfig::new(server.url())
+        .timeout(Duration::from_secs(2))
+        .clock(clock.clone());
+    let store = RedisStore::connect(config).await.unwrap();
+    let policies =
+        [Policy::new("cached", Algorithm::SlidingLog, 2, Duration::from_secs(10)).unwrap()];
+    assert!(
+        store
+            .acquire(&policies, b"hammer", 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        store
+            .acquire(&policies, b"hammer", 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let first = store.acquire(&policies, b"hammer", 1).await.unwrap();
+    assert!(!first.allowed);
+    assert_eq!(first.source, floodgate::Source::Store);
+    let calls_before = script_calls(&server);
+    for _ in 0..1_000 {
+        clock.advance(Duration::from_millis(1));
+        let repeat = store.acquire(&policies, b"hammer", 1).await.unwrap();
+        assert!(!repeat.allowed);
+        assert_eq!(repeat.source, floodgate::Source::DenyCache);
+    }
+    assert_eq!(
+        script_calls(&server),
+        calls_before,
+        "the repeats reached Redis"
+    );
+    // Exactly at the original retry_after, Redis decides again, and admits.
+    let retry = first.retry_after.unwrap();
+    clock.set_us(1_767_225_600_000_000 + u64::try_from(retry.as_micros()).unwrap() - 1);
+    assert_eq!(
+        store.acquire(&policies, b"hammer", 1).await.unwrap().source,
+        floodgate::Source::DenyCache
+    );
+    clock.advance(Duration::from_micros(1));
+    let admitted = store.acquire(&policies, b"hammer", 1).await.unwrap();
+    assert!(admitted.allowed && admitted.source == floodgate::Source::Store);
+    // A reset through this instance forgets the cached denial at once.
+    store.acquire(&policies, b"hammer", 1).await.unwrap();
+    assert!(
+        !store
+            .acquire(&policies, b"hammer", 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    store.reset(&policies, b"hammer").await.unwrap();
+    assert!(
+        store
+            .acquire(&policies, b"hammer", 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+}
+
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cached_script_whatever_the_keys() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(RedisConfig::new(server.url()).timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let policies = Arc::new([
+        hourly(5),
+        Policy::new(
+            "second",
+            Algorithm::SlidingWindow,
+            5,
+            Duration::from_secs(60),
+        )
+        .unwrap(),
+    ]);
+    let tasks: Vec<_> = (0..32u64)
+        .map(|t| {
+            let (store, policies) = (store.clone(), Arc::clone(&policies));
+            tokio::spawn(async move {
+                for i in (t..100_000).step_by(32) {
+                    let key = format!("{{}}{i}\r\n{{");
+                    store
+                        .acquire(&policies[..], key.as_bytes(), 1)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 1);
+    assert_every_key_expires(&server);
+}
