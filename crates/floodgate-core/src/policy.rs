@@ -260,6 +260,18 @@ impl Policy {
         self
     }
 
+    /// This policy with its limit and burst divided among `instances` processes (rounded up, at
+    /// least 1): what each may admit on its own when they cannot share state, so that together
+    /// they admit about what the shared policy would.
+    #[must_use]
+    pub fn share(&self, instances: u64) -> Policy {
+        let instances = instances.max(1);
+        let mut shared = self.clone();
+        shared.limit = self.limit.div_ceil(instances);
+        shared.burst = self.burst.map(|b| b.div_ceil(instances));
+        shared
+    }
+
     fn check_exact_arithmetic(&self) -> Result<(), PolicyError> {
         let multiplies = matches!(
             self.algorithm,

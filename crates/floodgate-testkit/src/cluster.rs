@@ -27,7 +27,8 @@ impl RedisCluster {
         Self::start_with(3, 0)
     }
 
-    /// Starts `masters` masters with `replicas` replicas each (`cluster-node-timeout 1000`),
+    /// Starts `masters` masters with `replicas` replicas each (`cluster-node-timeout 1000`,
+    /// `cluster-require-full-coverage no`),
     /// assigns all 16 384 slots, and waits until every node reports `cluster_state:ok` and every
     /// replica has synchronised with its master.
     ///
@@ -51,6 +52,9 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        // A dead master takes only its own slots down (RELIABILITY E5).
+                        "--cluster-require-full-coverage",
+                        "no",
                     ])
                     .start()?,
             );
@@ -142,5 +146,25 @@ impl RedisCluster {
                 .args(["-c", "-h", "127.0.0.1", "-p", &port.to_string()])
                 .args(args),
         )
+    }
+}
+
+impl RedisCluster {
+    /// The index in [`nodes`](RedisCluster::nodes) of the master serving `hash_tag`'s slot: the
+    /// one that accepts a write of `{hash_tag}` itself rather than redirecting.
+    ///
+    /// # Errors
+    ///
+    /// When no master accepts it.
+    pub fn master_of(&self, hash_tag: &str) -> std::io::Result<usize> {
+        let probe = format!("{{{hash_tag}}}:testkit-probe");
+        for (index, node) in self.nodes.iter().enumerate().take(self.masters) {
+            if node.cli(&["SET", &probe, "1", "PX", "1000"])? == "OK" {
+                return Ok(index);
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "no master serves {{{hash_tag}}}"
+        )))
     }
 }

@@ -44,6 +44,7 @@ struct Shared<S> {
     on_error: OnError,
     /// The fallback for `on_error = "local"`, built on first use.
     local: OnceLock<MemoryStore>,
+    local_share: u64,
     fail_open: AtomicU64,
     fail_closed: AtomicU64,
     local_decisions: AtomicU64,
@@ -67,9 +68,19 @@ pub struct LimiterBuilder<S> {
     store: S,
     on_error: OnError,
     local: Option<MemoryStore>,
+    local_share: u64,
 }
 
 impl<S: Store> LimiterBuilder<S> {
+    /// With `on_error = "local"`, how many instances share the limit: each instance's fallback
+    /// admits `limit / instances` (rounded up), so that the fleet as a whole stays near the shared
+    /// limit during an outage (default 1: each instance admits the whole limit).
+    #[must_use]
+    pub fn local_share(mut self, instances: u64) -> Self {
+        self.local_share = instances.max(1);
+        self
+    }
+
     /// The answer to store failures for policies that do not set their own (default `allow`).
     #[must_use]
     pub fn on_error(mut self, on_error: OnError) -> Self {
@@ -96,6 +107,7 @@ impl<S: Store> LimiterBuilder<S> {
                 store: self.store,
                 on_error: self.on_error,
                 local,
+                local_share: self.local_share,
                 fail_open: AtomicU64::new(0),
                 fail_closed: AtomicU64::new(0),
                 local_decisions: AtomicU64::new(0),
@@ -124,6 +136,7 @@ impl<S: Store> Limiter<S> {
             store,
             on_error: OnError::Allow,
             local: None,
+            local_share: 1,
         }
     }
 
@@ -283,10 +296,14 @@ impl<S: Store> Limiter<S> {
                         .max_keys(DEFAULT_LOCAL_MAX_KEYS)
                         .build()
                 });
+                let shared: SmallVec<[Policy; 2]> = policies
+                    .iter()
+                    .map(|p| p.share(self.shared.local_share))
+                    .collect();
                 let local = if cost == 0 {
-                    local.peek_sync(policies, key)
+                    local.peek_sync(&shared, key)
                 } else {
-                    local.acquire_sync(policies, key, cost)
+                    local.acquire_sync(&shared, key, cost)
                 };
                 match local {
                     Ok(mut verdict) => {

@@ -354,3 +354,130 @@ async fn one_cached_script_whatever_the_keys() {
     assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 1);
     assert_every_key_expires(&server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_fallback_admits_an_instances_share_of_the_limit() {
+    let mut server = RedisServer::start().unwrap();
+    let limiter = Limiter::builder(store(&server).await)
+        .local_share(8)
+        .build();
+    let policy = Policy::new(
+        "shared",
+        Algorithm::SlidingWindow,
+        80,
+        Duration::from_secs(3600),
+    )
+    .unwrap()
+    .with_on_error(OnError::Local);
+    server.kill();
+    let mut admitted = 0;
+    for _ in 0..50 {
+        let verdict = limiter.check(&policy, "k", 1).await.unwrap();
+        assert_eq!(verdict.source, Source::Local);
+        admitted += u64::from(verdict.allowed);
+    }
+    // ⌈80 / 8⌉ on this instance while Redis is down (RELIABILITY C3).
+    assert_eq!(admitted, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cancelled_mid_flight_leave_every_key_with_an_expiry() {
+    let server = RedisServer::start().unwrap();
+    for round in 0..5u64 {
+        let stores = eight_stores(&server).await;
+        let policies = Arc::new([
+            hourly(3),
+            Policy::new("log", Algorithm::SlidingLog, 4, Duration::from_secs(60)).unwrap(),
+        ]);
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let (store, policies) = (
+                    stores[t as usize % stores.len()].clone(),
+                    Arc::clone(&policies),
+                );
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        let key = format!("r{round}-{}", (i * 31 + t) % 500);
+                        let _ = store.acquire(&policies[..], key.as_bytes(), 1).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100 + 37 * round)).await;
+        // Abort every caller wherever it is, then drop the stores and their connections.
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        drop(stores);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_every_key_expires(&server);
+}
+
+async fn eight_stores(server: &RedisServer) -> Vec<RedisStore> {
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(
+            RedisStore::connect(RedisConfig::new(server.url()))
+                .await
+                .unwrap(),
+        );
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_cluster_master_affects_only_its_own_slots() {
+    let mut cluster = floodgate_testkit::RedisCluster::start().unwrap();
+    let store = RedisStore::connect(RedisConfig::new(cluster.url()).timeout(DEADLINE))
+        .await
+        .unwrap();
+    let limiter = Limiter::new(store);
+    let policy = hourly(1_000_000);
+    // A client key served by each master.
+    let mut keys = vec![None; cluster.masters()];
+    for i in 0.. {
+        let key = format!("client-{i}");
+        let master = cluster.master_of(&key).unwrap();
+        keys[master].get_or_insert(key);
+        if keys.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let keys: Vec<String> = keys.into_iter().map(Option::unwrap).collect();
+    for key in &keys {
+        assert_eq!(
+            limiter.check(&policy, key, 1).await.unwrap().source,
+            Source::Store
+        );
+    }
+    cluster.node_mut(0).unwrap().kill();
+    let started = Instant::now();
+    let mut dead_decisions = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        for (master, key) in keys.iter().enumerate() {
+            let t = Instant::now();
+            let verdict = limiter.check(&policy, key, 1).await.unwrap();
+            assert!(
+                t.elapsed() < DEADLINE + Duration::from_millis(50),
+                "{:?}",
+                t.elapsed()
+            );
+            if master == 0 {
+                assert_eq!(verdict.source, Source::FailOpen);
+                dead_decisions += 1;
+            } else {
+                assert_eq!(
+                    verdict.source,
+                    Source::Store,
+                    "master {master}'s slots were affected"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dead_decisions > 50);
+}
