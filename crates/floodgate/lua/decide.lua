@@ -1,5 +1,6 @@
 -- floodgate decision script: one request of `cost` units for one client under N policies, decided
--- all-or-nothing in one atomic call. Assembled after prelude.lua and the five algorithm modules.
+-- all-or-nothing in one atomic call. Assembled after prelude.lua and the five algorithm modules,
+-- each wrapped in a constructor (`<name>_module`) so that a call builds only the ones it uses.
 --
 -- KEYS[i]    the state key of policy i. All keys share the client's hash tag: one cluster slot.
 -- ARGV[1]    now_us: empty to read Redis TIME (production), or integer µs since the epoch (tests;
@@ -15,13 +16,22 @@
 --            without TTL), and a state at rest is deleted.
 -- Complexity: O(N) for N policies, plus each sliding log's own cost.
 
-local algorithms = {
-  fixed_window = fixed_window,
-  sliding_log = sliding_log,
-  sliding_window = sliding_window,
-  token_bucket = token_bucket,
-  gcra = gcra,
+local constructors = {
+  fixed_window = fixed_window_module,
+  sliding_log = sliding_log_module,
+  sliding_window = sliding_window_module,
+  token_bucket = token_bucket_module,
+  gcra = gcra_module,
 }
+local modules = {}
+local function algorithm(name)
+  local built = modules[name]
+  if not built and constructors[name] then
+    built = constructors[name]()
+    modules[name] = built
+  end
+  return built
+end
 
 local now, min_ttl_ms
 if ARGV[1] == '' then
@@ -38,12 +48,13 @@ local allowed = true
 for i = 1, #KEYS do
   local base = 4 + 5 * (i - 1)
   local p = {
-    algorithm = algorithms[ARGV[base]],
+    algorithm = algorithm(ARGV[base]),
     limit = tonumber(ARGV[base + 1]),
     period = tonumber(ARGV[base + 2]),
     capacity = tonumber(ARGV[base + 3]),
     shadow = ARGV[base + 4] == '1',
-    token = ARGV[3] .. ':' .. i,
+    call = ARGV[3],
+    index = i,
   }
   if not p.algorithm then
     return redis.error_reply('floodgate: unknown algorithm ' .. tostring(ARGV[base]))

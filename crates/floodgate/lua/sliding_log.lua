@@ -45,10 +45,10 @@ function sliding_log.wait(s, now, need, p)
 end
 
 function sliding_log.consume(s, now, cost, p)
-  local args, at = {}, fmt(now)
+  local args, at, prefix = {}, fmt(now), p.call .. ':' .. p.index .. ':'
   for unit = 1, cost do
     args[#args + 1] = at
-    args[#args + 1] = p.token .. ':' .. unit
+    args[#args + 1] = prefix .. unit
     -- Bounded argument lists: unpack has a C-stack limit.
     if #args >= 1000 or unit == cost then
       redis.call('ZADD', s.key, unpack(args))
