@@ -11,7 +11,7 @@ use floodgate::{Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source,
 use floodgate_testkit::RedisServer;
 use tokio::time::Instant;
 
-use crate::inspect::{assert_every_key_expires, info_u64};
+use crate::inspect::{assert_every_key_expires, info_u64, keys_and_expires};
 
 const DEADLINE: Duration = Duration::from_millis(50);
 
@@ -480,4 +480,73 @@ async fn a_dead_cluster_master_affects_only_its_own_slots() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(dead_decisions > 50);
+}
+
+/// The environment variable that turns this test binary into a hammering limiter process.
+const HAMMER_URL: &str = "FLOODGATE_TEST_HAMMER_URL";
+
+/// RELIABILITY C16: a limiter process killed with SIGKILL mid-call, ten times, never leaves a
+/// key without an expiry. The test runs its own binary again as the limiter process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limiter_process_killed_mid_call_leaves_every_key_with_an_expiry() {
+    if let Ok(url) = std::env::var(HAMMER_URL) {
+        hammer_until_killed(&url).await;
+    }
+    let server = RedisServer::start().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..10u64 {
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "redis_faults::a_limiter_process_killed_mid_call_leaves_every_key_with_an_expiry",
+                "--test-threads=1",
+            ])
+            .env(HAMMER_URL, server.url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill it while it is busy: once it has written, after a different pause each round.
+        let before = info_u64(&server, "stats", "total_commands_processed");
+        let started = Instant::now();
+        while info_u64(&server, "stats", "total_commands_processed") < before + 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the limiter process never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(7 + 23 * round)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let (keys, _) = keys_and_expires(&server);
+    assert!(keys > 100, "the killed processes wrote only {keys} keys");
+    assert_every_key_expires(&server);
+}
+
+/// The limiter process: 64 tasks deciding two policies, one a multi-unit sliding log, on 1 000
+/// keys, until killed.
+async fn hammer_until_killed(url: &str) -> ! {
+    let store = RedisStore::connect(RedisConfig::new(url).timeout(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let policies = Arc::new([
+        hourly(50),
+        Policy::new("log", Algorithm::SlidingLog, 40, Duration::from_secs(60)).unwrap(),
+    ]);
+    for t in 0..64u64 {
+        let (store, policies) = (store.clone(), Arc::clone(&policies));
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let key = format!("c16-{}", (i * 31 + t) % 1_000);
+                let _ = store
+                    .acquire(&policies[..], key.as_bytes(), 1 + i % 3)
+                    .await;
+            }
+        });
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }
