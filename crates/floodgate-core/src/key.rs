@@ -92,7 +92,12 @@ pub fn client_tag(client_key: &[u8]) -> Cow<'_, str> {
 /// instead of reading another algorithm's layout. The limit and period are not: changing them on
 /// reload keeps the counts (RELIABILITY A8, J4).
 pub fn storage_key(prefix: &str, policy: &Policy, client_key: &[u8]) -> String {
-    let tag = client_tag(client_key);
+    storage_key_for_tag(prefix, policy, &client_tag(client_key))
+}
+
+/// [`storage_key`] from a tag already computed with [`client_tag`], so that a caller deciding
+/// several policies for one client (or also deriving its cluster slot) digests a hostile key once.
+pub fn storage_key_for_tag(prefix: &str, policy: &Policy, tag: &str) -> String {
     let algorithm = policy.algorithm().as_str();
     let mut key =
         String::with_capacity(prefix.len() + policy.name().len() + algorithm.len() + tag.len() + 6);
@@ -102,7 +107,7 @@ pub fn storage_key(prefix: &str, policy: &Policy, client_key: &[u8]) -> String {
     key.push(':');
     key.push_str(algorithm);
     key.push_str(":{");
-    key.push_str(&tag);
+    key.push_str(tag);
     key.push('}');
     key
 }

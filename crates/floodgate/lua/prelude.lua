@@ -18,9 +18,14 @@ local function ceil_div(a, b)
   return idiv(a + b - 1, b)
 end
 
--- Writes `value` under `key` to expire once the state is at rest (`ttl_us` from now), never
--- sooner than `min_ttl_ms` (tests that inject `now_us` let the clock run slower than Redis's).
+-- The expiry of a state at rest `ttl_us` from now, as PX/PEXPIRE milliseconds: rounded up, at
+-- least 1, never sooner than `min_ttl_ms` (tests that inject `now_us` let the clock run slower
+-- than Redis's).
+local function expiry_ms(ttl_us, min_ttl_ms)
+  return string.format('%d', math.max(ceil_div(ttl_us, 1000), min_ttl_ms, 1))
+end
+
+-- Writes `value` under `key`, expiring once the state is at rest.
 local function store_string(key, value, ttl_us, min_ttl_ms)
-  local ttl_ms = math.max(ceil_div(ttl_us, 1000), min_ttl_ms, 1)
-  redis.call('SET', key, value, 'PX', string.format('%d', ttl_ms))
+  redis.call('SET', key, value, 'PX', expiry_ms(ttl_us, min_ttl_ms))
 end

@@ -64,6 +64,5 @@ function sliding_log.reset_after(s, now, p)
 end
 
 function sliding_log.store(key, s, now, p, ttl_us, min_ttl_ms)
-  local ttl_ms = math.max(ceil_div(ttl_us, 1000), min_ttl_ms, 1)
-  redis.call('PEXPIRE', key, fmt(ttl_ms))
+  redis.call('PEXPIRE', key, expiry_ms(ttl_us, min_ttl_ms))
 end

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use floodgate_core::algorithm::check_cost;
 use floodgate_core::{Decision, OnError, Policy};
 use smallvec::SmallVec;
 
@@ -332,7 +331,6 @@ impl<S: Store> Limiter<S> {
                 retry_after: None,
             })
             .collect();
-        debug_assert!(policies.iter().all(|p| check_cost(p, cost).is_ok()));
         Verdict {
             allowed: true,
             decisions,

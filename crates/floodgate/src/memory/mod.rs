@@ -226,7 +226,7 @@ impl MemoryStore {
         for policy in policies {
             let id = self.key_id(policy, key);
             let mut shard = self.lock(self.shard_of(id));
-            with_meter!(policy.algorithm(), M => shard.remove::<M>(id));
+            with_meter!(policy.algorithm(), M => { shard.remove::<M>(id); });
         }
     }
 

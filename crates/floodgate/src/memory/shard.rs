@@ -142,18 +142,20 @@ impl Shard {
 
     /// Forgets a key whose state is back at rest.
     pub(crate) fn remove_at_rest<M: Tracked>(&mut self, id: KeyId) {
-        if let Ok(entry) = M::table(self).find_entry(id.low, |e| e.id == id) {
-            entry.remove();
-            self.len -= 1;
+        if self.remove::<M>(id) {
             self.reclaimed += 1;
         }
     }
 
-    /// Forgets a key.
-    pub(crate) fn remove<M: Tracked>(&mut self, id: KeyId) {
-        if let Ok(entry) = M::table(self).find_entry(id.low, |e| e.id == id) {
-            entry.remove();
-            self.len -= 1;
+    /// Forgets a key; returns whether it was tracked.
+    pub(crate) fn remove<M: Tracked>(&mut self, id: KeyId) -> bool {
+        match M::table(self).find_entry(id.low, |e| e.id == id) {
+            Ok(entry) => {
+                entry.remove();
+                self.len -= 1;
+                true
+            }
+            Err(_) => false,
         }
     }
 

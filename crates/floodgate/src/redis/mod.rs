@@ -36,7 +36,7 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
 use floodgate_core::algorithm::check_cost;
-use floodgate_core::key::{client_tag, storage_key, validate_prefix};
+use floodgate_core::key::{client_tag, storage_key_for_tag, validate_prefix};
 use floodgate_core::{Clock, Policy};
 use smallvec::SmallVec;
 
@@ -114,9 +114,9 @@ fn not_executed(error: &RedisError) -> bool {
     )
 }
 
-/// The cluster hash slot of a client key's storage keys: CRC16 of its hash tag, mod 16 384.
-fn slot_of(key: &[u8]) -> u16 {
-    crc16::State::<crc16::XMODEM>::calculate(client_tag(key).as_bytes()) % 16_384
+/// The cluster hash slot of a client's storage keys: CRC16 of its hash tag, mod 16 384.
+fn slot_of(tag: &str) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % 16_384
 }
 
 impl RedisStore {
@@ -197,7 +197,9 @@ impl RedisStore {
         {
             return Ok(verdict);
         }
-        let group = self.inner.breakers.group(slot_of(key));
+        // The tag is computed once: it names every key and picks the breaker.
+        let tag = client_tag(key);
+        let group = self.inner.breakers.group(slot_of(&tag));
         let admission = self.inner.breakers.admit(group);
         if admission == Admission::Open {
             return Err(StoreError::CircuitOpen {
@@ -206,7 +208,7 @@ impl RedisStore {
         }
         let keys: Vec<String> = policies
             .iter()
-            .map(|p| storage_key(&self.inner.prefix, p, key))
+            .map(|p| storage_key_for_tag(&self.inner.prefix, p, &tag))
             .collect();
         let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
         let token = format!("{:x}.{sequence:x}", self.inner.instance);
@@ -280,9 +282,10 @@ impl Store for RedisStore {
         if let Some(cache) = &self.inner.deny_cache {
             cache.forget(cache.key_id(key));
         }
+        let tag = client_tag(key);
         let mut cmd = ::redis::cmd("DEL");
         for policy in policies {
-            cmd.arg(storage_key(&self.inner.prefix, policy, key));
+            cmd.arg(storage_key_for_tag(&self.inner.prefix, policy, &tag));
         }
         // One slot (one hash tag), so one DEL even on a cluster.
         self.within_deadline(async {
