@@ -1,6 +1,7 @@
 -- floodgate decision script: one request of `cost` units for one client under N policies, decided
 -- all-or-nothing in one atomic call. Assembled after prelude.lua and the five algorithm modules,
--- each wrapped in a constructor (`<name>_module`) so that a call builds only the ones it uses.
+-- each wrapped in a constructor (`<name>_module`, returning its six functions) so that a call
+-- builds only the ones it uses.
 --
 -- KEYS[i]    the state key of policy i. All keys share the client's hash tag: one cluster slot.
 -- ARGV[1]    now_us: empty to read Redis TIME (production), or integer µs since the epoch (tests;
@@ -23,69 +24,56 @@ local constructors = {
   token_bucket = token_bucket_module,
   gcra = gcra_module,
 }
-local modules = {}
-local function algorithm(name)
-  local built = modules[name]
-  if not built and constructors[name] then
-    built = constructors[name]()
-    modules[name] = built
-  end
-  return built
-end
+local built = {}
 
-local now, min_ttl_ms
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now, min_ttl_ms = tonumber(t[1]) * 1000000 + tonumber(t[2]), 0
-else
-  now, min_ttl_ms = tonumber(ARGV[1]), 3600000
-end
+local now, min_ttl_ms = clock(ARGV[1])
 local cost = tonumber(ARGV[2])
 local need = math.max(cost, 1)
 
-local policies, states, remaining, admits = {}, {}, {}, {}
+-- Phase 1: judge every policy; per policy i, its module, parameters and state (a, b).
+local modules, limits, periods, capacities, as, bs, dirties, lefts = {}, {}, {}, {}, {}, {}, {}, {}
 local allowed = true
 for i = 1, #KEYS do
   local base = 4 + 5 * (i - 1)
-  local p = {
-    algorithm = algorithm(ARGV[base]),
-    limit = tonumber(ARGV[base + 1]),
-    period = tonumber(ARGV[base + 2]),
-    capacity = tonumber(ARGV[base + 3]),
-    shadow = ARGV[base + 4] == '1',
-    call = ARGV[3],
-    index = i,
-  }
-  if not p.algorithm then
-    return redis.error_reply('floodgate: unknown algorithm ' .. tostring(ARGV[base]))
+  local name = ARGV[base]
+  local m = built[name]
+  if not m then
+    if not constructors[name] then
+      return redis.error_reply('floodgate: unknown algorithm ' .. tostring(name))
+    end
+    m = constructors[name]()
+    built[name] = m
   end
-  local s = p.algorithm.load(KEYS[i], now, p)
-  policies[i], states[i] = p, s
-  remaining[i] = p.algorithm.remaining(s, now, p)
-  admits[i] = need <= remaining[i]
-  if not admits[i] and not p.shadow then allowed = false end
+  local limit, period, capacity = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local a, b, dirty = m.load(KEYS[i], now, limit, period, capacity)
+  local left = m.remaining(a, b, now, limit, period, capacity)
+  if need > left and ARGV[base + 4] ~= '1' then allowed = false end
+  modules[i], limits[i], periods[i], capacities[i] = m, limit, period, capacity
+  as[i], bs[i], dirties[i], lefts[i] = a, b, dirty, left
 end
 
+-- Phase 2: consume only if every enforced policy admits (shadow ones consume when they admit).
 local reply = { now, allowed and 1 or 0 }
 for i = 1, #KEYS do
-  local p, s = policies[i], states[i]
-  local consumed = allowed and admits[i] and cost > 0
-  local left = remaining[i]
+  local m, key, limit, period, capacity = modules[i], KEYS[i], limits[i], periods[i], capacities[i]
+  local a, b, left = as[i], bs[i], lefts[i]
+  local admits = need <= left
+  local consumed = allowed and admits and cost > 0
   if consumed then
-    p.algorithm.consume(s, now, cost, p)
+    a, b = m.consume(key, a, b, now, cost, limit, period, ARGV[3] .. ':' .. i .. ':')
     left = left - cost
   end
   local retry = -1
-  if not admits[i] then retry = p.algorithm.wait(s, now, need, p) end
-  local reset = p.algorithm.reset_after(s, now, p)
-  if consumed or s.dirty then
+  if not admits then retry = m.wait(key, a, b, now, need, limit, period, capacity) end
+  local reset = m.reset_after(a, b, now, limit, period, capacity)
+  if consumed or dirties[i] then
     if reset > 0 then
-      p.algorithm.store(KEYS[i], s, now, p, reset, min_ttl_ms)
+      m.store(key, a, b, now, period, expiry_ms(reset, min_ttl_ms))
     else
-      redis.call('DEL', KEYS[i])
+      redis.call('DEL', key)
     end
   end
-  reply[#reply + 1] = admits[i] and 1 or 0
+  reply[#reply + 1] = admits and 1 or 0
   reply[#reply + 1] = left
   reply[#reply + 1] = reset
   reply[#reply + 1] = retry

@@ -2,41 +2,36 @@
 -- since the Unix epoch. Mirrors floodgate-core/src/algorithm/fixed_window.rs.
 --
 -- Key: a string struct.pack('<dd', window_start_us, count). Complexity: O(1).
+-- State: a = units counted in the current window; b unused.
 
-local fixed_window = {}
-
-function fixed_window.load(key, now, p)
-  local current = now - now % p.period
+local function load(key, now, limit, period, capacity)
+  local current = now - now % period
   local raw = redis.call('GET', key)
-  local s = { start = current, count = 0, dirty = false }
   if raw then
     local start, count = struct.unpack('<dd', raw)
-    if start >= current then
-      -- A window in the future (the clock stepped back) counts as the current one.
-      s.count = count
-      s.dirty = start > current
-    end
+    -- A window in the future (the clock stepped back) counts as the current one.
+    if start >= current then return count, 0, start > current end
   end
-  return s
+  return 0, 0, false
 end
 
-function fixed_window.remaining(s, now, p)
-  return math.max(p.limit - s.count, 0)
+local function remaining(a, b, now, limit, period, capacity)
+  return math.max(limit - a, 0)
 end
 
-function fixed_window.wait(s, now, need, p)
-  return s.start + p.period - now
+local function wait(key, a, b, now, need, limit, period, capacity)
+  return period - now % period
 end
 
-function fixed_window.consume(s, now, cost, p)
-  s.count = s.count + cost
+local function consume(key, a, b, now, cost, limit, period, member)
+  return a + cost, b
 end
 
-function fixed_window.reset_after(s, now, p)
-  if s.count == 0 then return 0 end
-  return s.start + p.period - now
+local function reset_after(a, b, now, limit, period, capacity)
+  if a == 0 then return 0 end
+  return period - now % period
 end
 
-function fixed_window.store(key, s, now, p, ttl_us, min_ttl_ms)
-  store_string(key, struct.pack('<dd', s.start, s.count), ttl_us, min_ttl_ms)
+local function store(key, a, b, now, period, expiry)
+  redis.call('SET', key, struct.pack('<dd', now - now % period, a), 'PX', expiry)
 end

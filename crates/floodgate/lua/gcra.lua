@@ -3,57 +3,50 @@
 -- floodgate-core/src/algorithm/gcra.rs.
 --
 -- Key: a string struct.pack('<dd', tat_us, tat_frac). Complexity: O(1).
+-- State: a = tat, b = frac, with TAT never earlier than now.
 
-local gcra = {}
-
-function gcra.load(key, now, p)
-  local s = { tat = now, frac = 0, dirty = false }
+local function load(key, now, limit, period, capacity)
   local raw = redis.call('GET', key)
-  if raw then
-    local tat, frac = struct.unpack('<dd', raw)
-    frac = math.min(frac, p.limit - 1)
-    if tat > now or (tat == now and frac > 0) then
-      s.tat, s.frac = tat, frac
-      -- A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
-      -- bucket now. Whole microseconds are compared first, so no product passes 2^53.
-      local max = p.capacity * p.period
-      local ahead, whole = tat - now, idiv(max, p.limit)
-      if ahead > whole or (ahead == whole and ahead * p.limit + frac > max) then
-        s.tat, s.frac, s.dirty = now + whole, max - whole * p.limit, true
-      end
-    end
+  if not raw then return now, 0, false end
+  local tat, frac = struct.unpack('<dd', raw)
+  frac = math.min(frac, limit - 1)
+  if tat < now or (tat == now and frac == 0) then return now, 0, false end
+  -- A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
+  -- bucket now. Whole microseconds are compared first, so no product passes 2^53.
+  local max = capacity * period
+  local ahead, whole = tat - now, idiv(max, limit)
+  if ahead > whole or (ahead == whole and ahead * limit + frac > max) then
+    return now + whole, max - whole * limit, true
   end
-  return s
+  return tat, frac, false
 end
 
-function gcra.remaining(s, now, p)
-  local debt = (s.tat - now) * p.limit + s.frac
-  return idiv(p.capacity * p.period - debt, p.period)
+local function remaining(a, b, now, limit, period, capacity)
+  return idiv(capacity * period - (a - now) * limit - b, period)
 end
 
-function gcra.wait(s, now, need, p)
-  local slack = p.capacity * p.period - need * p.period - s.frac
+local function wait(key, a, b, now, need, limit, period, capacity)
+  local slack = capacity * period - need * period - b
   local at
   if slack >= 0 then
-    at = math.max(s.tat - idiv(slack, p.limit), 0)
+    at = math.max(a - idiv(slack, limit), 0)
   else
-    at = s.tat + 1
+    at = a + 1
   end
   return math.max(at - now, 0)
 end
 
-function gcra.consume(s, now, cost, p)
-  local scaled = s.frac + cost * p.period
-  local whole = idiv(scaled, p.limit)
-  s.tat = s.tat + whole
-  s.frac = scaled - whole * p.limit
+local function consume(key, a, b, now, cost, limit, period, member)
+  local scaled = b + cost * period
+  local whole = idiv(scaled, limit)
+  return a + whole, scaled - whole * limit
 end
 
-function gcra.reset_after(s, now, p)
-  if s.frac > 0 then return s.tat + 1 - now end
-  return s.tat - now
+local function reset_after(a, b, now, limit, period, capacity)
+  if b > 0 then return a + 1 - now end
+  return a - now
 end
 
-function gcra.store(key, s, now, p, ttl_us, min_ttl_ms)
-  store_string(key, struct.pack('<dd', s.tat, s.frac), ttl_us, min_ttl_ms)
+local function store(key, a, b, now, period, expiry)
+  redis.call('SET', key, struct.pack('<dd', a, b), 'PX', expiry)
 end

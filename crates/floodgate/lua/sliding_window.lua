@@ -2,31 +2,27 @@
 -- Mirrors floodgate-core/src/algorithm/sliding_window.rs.
 --
 -- Key: a string struct.pack('<ddd', window_start_us, previous, current). Complexity: O(1).
+-- State: a = units in the previous window, b = units in the current one (which starts at
+-- now - now % period).
 
-local sliding_window = {}
-
-function sliding_window.load(key, now, p)
-  local current = now - now % p.period
-  local s = { start = current, previous = 0, current = 0, dirty = false }
+local function load(key, now, limit, period, capacity)
+  local current = now - now % period
   local raw = redis.call('GET', key)
   if raw then
     local start, previous, count = struct.unpack('<ddd', raw)
-    if start >= current then
-      -- The stored windows count as the current ones (a clock that stepped back).
-      s.previous, s.current, s.dirty = previous, count, start > current
-    elseif start + p.period == current then
-      s.previous = count
-    end
+    -- The stored windows count as the current ones (a clock that stepped back).
+    if start >= current then return previous, count, start > current end
+    if start + period == current then return count, 0, false end
   end
-  return s
+  return 0, 0, false
 end
 
 -- ceil(previous * (period - elapsed) / period); a product past 2^52 exceeds any limit * period,
 -- so the exact value no longer matters and `limit` saturates the remaining count just the same.
-local function weighted_previous(s, now, p)
-  local w = s.previous * (p.period - (now - s.start))
-  if w >= 4503599627370496 then return p.limit end
-  return ceil_div(w, p.period)
+local function weighted_previous(previous, elapsed, limit, period)
+  local w = previous * (period - elapsed)
+  if w >= 4503599627370496 then return limit end
+  return ceil_div(w, period)
 end
 
 -- The smallest elapsed in [0, period) with count * (period - elapsed) <= budget * period, or period.
@@ -35,30 +31,31 @@ local function first_elapsed_within(count, budget, period)
   return period - math.min(idiv(budget * period, count), period)
 end
 
-function sliding_window.remaining(s, now, p)
-  return math.max(p.limit - s.current - weighted_previous(s, now, p), 0)
+local function remaining(a, b, now, limit, period, capacity)
+  return math.max(limit - b - weighted_previous(a, now % period, limit, period), 0)
 end
 
-function sliding_window.wait(s, now, need, p)
-  if s.current + need <= p.limit then
-    local e = first_elapsed_within(s.previous, p.limit - s.current - need, p.period)
-    if e < p.period then return math.max(s.start + e - now, 0) end
+local function wait(key, a, b, now, need, limit, period, capacity)
+  local elapsed = now % period
+  if b + need <= limit then
+    local e = first_elapsed_within(a, limit - b - need, period)
+    if e < period then return math.max(e - elapsed, 0) end
   end
-  local e = first_elapsed_within(s.current, p.limit - need, p.period)
-  if e < p.period then return math.max(s.start + p.period + e - now, 0) end
-  return s.start + 2 * p.period - now
+  local e = first_elapsed_within(b, limit - need, period)
+  if e < period then return math.max(period + e - elapsed, 0) end
+  return 2 * period - elapsed
 end
 
-function sliding_window.consume(s, now, cost, p)
-  s.current = s.current + cost
+local function consume(key, a, b, now, cost, limit, period, member)
+  return a, b + cost
 end
 
-function sliding_window.reset_after(s, now, p)
-  if s.current > 0 then return s.start + 2 * p.period - now end
-  if s.previous > 0 then return s.start + p.period - now end
+local function reset_after(a, b, now, limit, period, capacity)
+  if b > 0 then return 2 * period - now % period end
+  if a > 0 then return period - now % period end
   return 0
 end
 
-function sliding_window.store(key, s, now, p, ttl_us, min_ttl_ms)
-  store_string(key, struct.pack('<ddd', s.start, s.previous, s.current), ttl_us, min_ttl_ms)
+local function store(key, a, b, now, period, expiry)
+  redis.call('SET', key, struct.pack('<ddd', now - now % period, a, b), 'PX', expiry)
 end

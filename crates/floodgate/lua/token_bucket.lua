@@ -3,44 +3,36 @@
 -- floodgate-core/src/algorithm/token_bucket.rs.
 --
 -- Key: a string struct.pack('<dd', credit, updated_us). Complexity: O(1).
+-- State: a = credit now; b unused.
 
-local token_bucket = {}
-
-function token_bucket.load(key, now, p)
-  local full = p.capacity * p.period
-  local s = { credit = full, dirty = false }
+local function load(key, now, limit, period, capacity)
+  local full = capacity * period
   local raw = redis.call('GET', key)
-  if raw then
-    local credit, updated = struct.unpack('<dd', raw)
-    -- A last update in the future (the clock stepped back) is taken as now.
-    local elapsed = math.max(now - updated, 0)
-    credit = math.min(credit, full)
-    if elapsed >= ceil_div(full - credit, p.limit) then
-      s.credit = full
-    else
-      s.credit = credit + elapsed * p.limit
-    end
-    s.dirty = updated > now
-  end
-  return s
+  if not raw then return full, 0, false end
+  local credit, updated = struct.unpack('<dd', raw)
+  -- A last update in the future (the clock stepped back) is taken as now.
+  local elapsed = math.max(now - updated, 0)
+  credit = math.min(credit, full)
+  if elapsed >= ceil_div(full - credit, limit) then return full, 0, updated > now end
+  return credit + elapsed * limit, 0, updated > now
 end
 
-function token_bucket.remaining(s, now, p)
-  return idiv(s.credit, p.period)
+local function remaining(a, b, now, limit, period, capacity)
+  return idiv(a, period)
 end
 
-function token_bucket.wait(s, now, need, p)
-  return ceil_div(need * p.period - s.credit, p.limit)
+local function wait(key, a, b, now, need, limit, period, capacity)
+  return ceil_div(need * period - a, limit)
 end
 
-function token_bucket.consume(s, now, cost, p)
-  s.credit = s.credit - cost * p.period
+local function consume(key, a, b, now, cost, limit, period, member)
+  return a - cost * period, b
 end
 
-function token_bucket.reset_after(s, now, p)
-  return ceil_div(p.capacity * p.period - s.credit, p.limit)
+local function reset_after(a, b, now, limit, period, capacity)
+  return ceil_div(capacity * period - a, limit)
 end
 
-function token_bucket.store(key, s, now, p, ttl_us, min_ttl_ms)
-  store_string(key, struct.pack('<dd', s.credit, now), ttl_us, min_ttl_ms)
+local function store(key, a, b, now, period, expiry)
+  redis.call('SET', key, struct.pack('<dd', a, now), 'PX', expiry)
 end

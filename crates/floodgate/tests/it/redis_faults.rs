@@ -319,12 +319,17 @@ fn script_calls(server: &RedisServer) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_cached_script_whatever_the_keys() {
+async fn six_cached_scripts_whatever_the_keys() {
     let server = RedisServer::start().unwrap();
     let store = RedisStore::connect(RedisConfig::new(server.url()).timeout(Duration::from_secs(5)))
         .await
         .unwrap();
-    let policies = Arc::new([
+    // Every single-policy script, and the multi-policy one.
+    let mut choices: Vec<Vec<Policy>> = Algorithm::ALL
+        .into_iter()
+        .map(|algorithm| vec![Policy::new("one", algorithm, 5, Duration::from_secs(3600)).unwrap()])
+        .collect();
+    choices.push(vec![
         hourly(5),
         Policy::new(
             "second",
@@ -334,16 +339,15 @@ async fn one_cached_script_whatever_the_keys() {
         )
         .unwrap(),
     ]);
+    let choices = Arc::new(choices);
     let tasks: Vec<_> = (0..32u64)
         .map(|t| {
-            let (store, policies) = (store.clone(), Arc::clone(&policies));
+            let (store, choices) = (store.clone(), Arc::clone(&choices));
             tokio::spawn(async move {
                 for i in (t..100_000).step_by(32) {
                     let key = format!("{{}}{i}\r\n{{");
-                    store
-                        .acquire(&policies[..], key.as_bytes(), 1)
-                        .await
-                        .unwrap();
+                    let policies = &choices[usize::try_from(i).unwrap() % choices.len()];
+                    store.acquire(policies, key.as_bytes(), 1).await.unwrap();
                 }
             })
         })
@@ -351,7 +355,7 @@ async fn one_cached_script_whatever_the_keys() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 1);
+    assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 6);
     assert_every_key_expires(&server);
 }
 
