@@ -5,6 +5,7 @@
 mod cluster;
 pub mod reference;
 mod server;
+mod tls;
 
 pub use cluster::RedisCluster;
 pub use reference::ReferenceModel;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::tls::{self, TestCertificates};
+
 /// How long a starting server may take to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,6 +33,7 @@ pub struct RedisServerBuilder {
     unix_socket: bool,
     args: Vec<String>,
     needs_bus_port: bool,
+    tls: bool,
 }
 
 impl RedisServerBuilder {
@@ -49,6 +52,16 @@ impl RedisServerBuilder {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Also listen for TLS on a second loopback port ([`RedisServer::tls_url`]), with a
+    /// certificate for `localhost` and `127.0.0.1` signed by a throwaway CA
+    /// ([`RedisServer::tls_ca_pem`]). Clients may present a certificate but need not. Needs the
+    /// `openssl` command.
+    #[must_use]
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -77,11 +90,20 @@ impl RedisServerBuilder {
             } else {
                 Endpoint::Tcp(free_port(self.needs_bus_port)?)
             };
+            let tls = if self.tls {
+                Some(TlsListener {
+                    port: free_port(false)?,
+                    certificates: tls::generate(dir.path())?,
+                })
+            } else {
+                None
+            };
             let mut server = RedisServer {
                 child: None,
                 endpoint,
                 dir,
                 args: self.args.clone(),
+                tls,
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -107,6 +129,14 @@ pub struct RedisServer {
     endpoint: Endpoint,
     dir: TempDir,
     args: Vec<String>,
+    tls: Option<TlsListener>,
+}
+
+/// The TLS port of a server started with [`RedisServerBuilder::tls`].
+#[derive(Debug)]
+struct TlsListener {
+    port: u16,
+    certificates: TestCertificates,
 }
 
 impl RedisServer {
@@ -142,6 +172,25 @@ impl RedisServer {
         match &self.endpoint {
             Endpoint::Tcp(port) => format!("redis://127.0.0.1:{port}"),
             Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
+        }
+    }
+
+    /// The `rediss://` URL of the TLS port, for a server started with [`RedisServerBuilder::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|tls| format!("rediss://localhost:{}", tls.port))
+    }
+
+    /// The PEM certificate of the CA that signed the TLS port's certificate.
+    ///
+    /// # Errors
+    ///
+    /// When the server has no TLS port, or the file cannot be read.
+    pub fn tls_ca_pem(&self) -> io::Result<Vec<u8>> {
+        match &self.tls {
+            Some(tls) => fs::read(&tls.certificates.ca),
+            None => Err(io::Error::other("this server was started without .tls()")),
         }
     }
 
@@ -242,7 +291,23 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.log_path())
-            .args(&self.args)
+            .args(&self.args);
+        if let Some(tls) = &self.tls {
+            command
+                .args([
+                    "--tls-port",
+                    &tls.port.to_string(),
+                    "--tls-auth-clients",
+                    "optional",
+                ])
+                .arg("--tls-cert-file")
+                .arg(&tls.certificates.server_certificate)
+                .arg("--tls-key-file")
+                .arg(&tls.certificates.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.certificates.ca);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

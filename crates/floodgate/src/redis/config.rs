@@ -23,7 +23,9 @@ pub const DEFAULT_PREFIX: &str = "floodgate";
 ///
 /// URL forms: `redis://[user:password@]host:port[/db]` (one node), `redis+unix:///path/to.sock`,
 /// and `redis+cluster://[user:password@]host1:port1,host2:port2,…` (a cluster: any reachable
-/// node lets the client discover the rest).
+/// node lets the client discover the rest). With the `tls` feature, `rediss://…` and
+/// `rediss+cluster://…` connect over TLS, verifying the server against the system's roots or
+/// [`RedisConfig::tls_root_certificate`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub(crate) url: String,
@@ -33,6 +35,46 @@ pub struct RedisConfig {
     pub(crate) breaker_threshold: u32,
     pub(crate) probe_interval: Duration,
     pub(crate) deny_cache: usize,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: TlsFiles,
+}
+
+/// PEM certificates for TLS connections (feature `tls`).
+#[cfg(feature = "tls")]
+#[derive(Clone, Default)]
+pub(crate) struct TlsFiles {
+    pub(crate) root: Option<Vec<u8>>,
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[cfg(feature = "tls")]
+impl TlsFiles {
+    /// The certificates as redis-rs takes them, or `None` to use the system's roots.
+    pub(crate) fn certificates(&self) -> Option<::redis::TlsCertificates> {
+        if self.root.is_none() && self.client.is_none() {
+            return None;
+        }
+        Some(::redis::TlsCertificates {
+            client_tls: self.client.clone().map(|(client_cert, client_key)| {
+                ::redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: self.root.clone(),
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key material itself.
+        f.debug_struct("TlsFiles")
+            .field("root", &self.root.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
 }
 
 impl RedisConfig {
@@ -46,6 +88,8 @@ impl RedisConfig {
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             deny_cache: super::deny_cache::DEFAULT_CAPACITY,
+            #[cfg(feature = "tls")]
+            tls: TlsFiles::default(),
         }
     }
 
@@ -84,6 +128,28 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts the certificate authorities in `pem` (instead of the system's roots) for
+    /// `rediss://` and `rediss+cluster://` connections.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and private key (PEM) to servers that require one
+    /// (`tls-auth-clients yes`).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_client_identity(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client = Some((certificate_pem.into(), key_pem.into()));
+        self
+    }
+
     /// **Tests only**: decide at this clock's time instead of Redis's `TIME`. Production stores
     /// leave it unset so that Redis is the clock of record and instances with skewed clocks
     /// still agree. With it set, keys expire no sooner than an hour, because the injected clock
@@ -102,15 +168,39 @@ pub(crate) enum Target {
     Cluster(Vec<String>),
 }
 
+#[cfg(any(feature = "tls", test))]
+impl Target {
+    /// Whether the connection is TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        match self {
+            Target::Node(url) => url.starts_with("rediss://"),
+            Target::Cluster(nodes) => nodes.iter().any(|url| url.starts_with("rediss://")),
+        }
+    }
+}
+
 /// Parses the URL forms of [`RedisConfig`].
 pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
     let invalid = |why: &str| StoreError::Config {
         detail: format!(
             "invalid redis URL {url:?}: {why}; expected redis://host:port[/db], redis+unix:///path, \
-             or redis+cluster://host1:port1,host2:port2"
+             or redis+cluster://host1:port1,host2:port2 (rediss:// and rediss+cluster:// for TLS)"
         ),
     };
-    if let Some(rest) = url.strip_prefix("redis+cluster://") {
+    let tls = url.starts_with("rediss://") || url.starts_with("rediss+cluster://");
+    if tls && !cfg!(feature = "tls") {
+        return Err(invalid(
+            "TLS needs floodgate built with the `tls` feature (features = [\"tls\"] in Cargo.toml)",
+        ));
+    }
+    let cluster = url
+        .strip_prefix("redis+cluster://")
+        .map(|rest| ("redis", rest))
+        .or_else(|| {
+            url.strip_prefix("rediss+cluster://")
+                .map(|rest| ("rediss", rest))
+        });
+    if let Some((scheme, rest)) = cluster {
         let (auth, hosts) = match rest.rsplit_once('@') {
             Some((auth, hosts)) => (Some(auth), hosts),
             None => (None, rest),
@@ -121,8 +211,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
             .map(str::trim)
             .filter(|h| !h.is_empty())
             .map(|host| match auth {
-                Some(auth) => format!("redis://{auth}@{host}"),
-                None => format!("redis://{host}"),
+                Some(auth) => format!("{scheme}://{auth}@{host}"),
+                None => format!("{scheme}://{host}"),
             })
             .collect();
         if nodes.is_empty() {
@@ -133,12 +223,10 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
         }
         return Ok(Target::Cluster(nodes));
     }
-    if url.starts_with("rediss://") {
-        return Err(invalid(
-            "TLS (rediss://) is not supported by this build yet; use redis:// behind a TLS tunnel",
-        ));
-    }
-    if url.starts_with("redis://") || url.starts_with("redis+unix://") || url.starts_with("unix://")
+    if url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://")
     {
         return Ok(Target::Node(url.to_owned()));
     }
@@ -163,14 +251,23 @@ mod tests {
             parse_url("redis+cluster://u:p@a:1,b:2").unwrap(),
             Target::Cluster(vec!["redis://u:p@a:1".into(), "redis://u:p@b:2".into()])
         );
-        for bad in [
-            "http://x",
-            "redis+cluster://",
-            "redis+cluster://a",
-            "rediss://x:1",
-        ] {
+        for bad in ["http://x", "redis+cluster://", "redis+cluster://a"] {
             let error = parse_url(bad).unwrap_err().to_string();
             assert!(error.contains("redis+cluster://host1"), "{error}");
         }
+    }
+
+    #[test]
+    fn tls_urls_need_the_tls_feature() {
+        for url in ["rediss://x:1", "rediss+cluster://a:1,b:2"] {
+            let parsed = parse_url(url);
+            if cfg!(feature = "tls") {
+                assert!(parsed.unwrap().is_tls(), "{url}");
+            } else {
+                let error = parsed.unwrap_err().to_string();
+                assert!(error.contains("`tls` feature"), "{error}");
+            }
+        }
+        assert!(!parse_url("redis://x:1").unwrap().is_tls());
     }
 }

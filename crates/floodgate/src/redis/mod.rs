@@ -114,6 +114,22 @@ fn not_executed(error: &RedisError) -> bool {
     )
 }
 
+/// A client for one node: with the configured certificates when the URL is TLS.
+#[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+fn node_client(
+    config: &RedisConfig,
+    target: &Target,
+    url: &str,
+) -> Result<::redis::Client, RedisError> {
+    #[cfg(feature = "tls")]
+    if let Some(certificates) = config.tls.certificates()
+        && target.is_tls()
+    {
+        return ::redis::Client::build_with_tls(url, certificates);
+    }
+    ::redis::Client::open(url)
+}
+
 /// The cluster hash slot of a client's storage keys: CRC16 of its hash tag, mod 16 384.
 fn slot_of(tag: &str) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % 16_384
@@ -137,9 +153,14 @@ impl RedisStore {
             config.breaker_threshold,
             config.probe_interval,
         );
-        let connection = match target {
+        #[cfg(feature = "tls")]
+        if target.is_tls() {
+            // rustls needs a process-wide provider; an application that installed its own keeps it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let connection = match &target {
             Target::Node(url) => {
-                let client = ::redis::Client::open(url)?;
+                let client = node_client(&config, &target, url)?;
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
                     // The store applies its own deadline to each call.
@@ -150,11 +171,16 @@ impl RedisStore {
                 Connection::Node(ConnectionManager::new_lazy_with_config(client, manager)?)
             }
             Target::Cluster(nodes) => {
-                let client = ClusterClientBuilder::new(nodes)
+                let builder = ClusterClientBuilder::new(nodes.clone())
                     // No library retries: an I/O error after sending may hide an executed call.
                     .retries(0)
-                    .connection_timeout(config.timeout.max(Duration::from_millis(100)))
-                    .build()?;
+                    .connection_timeout(config.timeout.max(Duration::from_millis(100)));
+                #[cfg(feature = "tls")]
+                let builder = match config.tls.certificates() {
+                    Some(certificates) if target.is_tls() => builder.certs(certificates),
+                    _ => builder,
+                };
+                let client = builder.build()?;
                 Connection::Cluster(client.get_async_connection().await?)
             }
         };

@@ -13,3 +13,5 @@ mod limiter;
 mod redis_differential;
 mod redis_exactness;
 mod redis_faults;
+#[cfg(feature = "tls")]
+mod redis_tls;
