@@ -139,7 +139,7 @@ async fn a_hanging_redis_opens_the_breaker_and_costs_no_storm() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.pause().unwrap();
     paused.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     paused.store(false, Ordering::Relaxed);
     server.resume().unwrap();
     let recovery = until_redis_decides(&limiter, &policy).await;
@@ -225,7 +225,7 @@ async fn a_store_built_before_redis_starts_connects_once_it_is_up() {
     let policy = hourly(10);
     let verdict = limiter.check(&policy, "k", 1).await.unwrap();
     assert_eq!(verdict.source, Source::FailOpen);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     server.restart().unwrap();
     let recovery = until_redis_decides(&limiter, &policy).await;
     assert!(
