@@ -1,0 +1,135 @@
+//! The rate-limit response headers: draft-ietf-httpapi-ratelimit-headers-10 `RateLimit-Policy` and
+//! `RateLimit` (RFC 9651 Structured Fields, serialised by `sfv`), legacy `X-RateLimit-*`, and
+//! `Retry-After`.
+
+use std::time::Duration;
+
+use floodgate::{Decision, Policy, Verdict};
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use sfv::{Integer, KeyRef, ListSerializer, StringRef};
+
+/// `RateLimit-Policy`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Limit` (legacy).
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining` (legacy).
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset` (legacy; seconds until reset).
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Which rate-limit headers responses carry. `Retry-After` is sent on every 429 whatever the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HeaderMode {
+    /// `RateLimit-Policy` and `RateLimit`, one list item per policy (the default).
+    #[default]
+    Draft,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` for the policy closest
+    /// to denying.
+    Legacy,
+    /// Both sets.
+    Both,
+    /// No rate-limit headers.
+    None,
+}
+
+/// Whole seconds, rounded up.
+pub(crate) fn ceil_seconds(duration: Duration) -> u64 {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() > 0 {
+        seconds.saturating_add(1)
+    } else {
+        seconds
+    }
+}
+
+/// A policy's window for `w`: its period in whole seconds, rounded up, at least 1.
+fn window_seconds(policy: &Policy) -> u64 {
+    ceil_seconds(policy.period()).max(1)
+}
+
+/// A decision's `t`: for a policy that denies, when the request would be admitted; otherwise when
+/// the quota is full again. A 429's `Retry-After` is the latest `t` among enforced denials.
+fn reset_seconds(decision: &Decision) -> u64 {
+    match decision.retry_after {
+        Some(retry_after) if !decision.allowed => ceil_seconds(retry_after),
+        _ => ceil_seconds(decision.reset_after),
+    }
+}
+
+/// The `Retry-After` of a denied verdict: delay-seconds, rounded up, at least 1.
+pub(crate) fn retry_after_seconds(verdict: &Verdict) -> u64 {
+    ceil_seconds(verdict.retry_after.unwrap_or_default()).max(1)
+}
+
+fn integer(value: u64) -> Integer {
+    // Structured Field Integers stop at 10^15 - 1; no quota or time of ours comes near it.
+    Integer::try_from(value).unwrap_or(Integer::MAX)
+}
+
+fn list(
+    policies: &[Policy],
+    decisions: &[Decision],
+    item: impl Fn(&Policy, &Decision) -> [(&'static str, u64); 2],
+) -> Option<HeaderValue> {
+    let mut serializer = ListSerializer::new();
+    for (policy, decision) in policies.iter().zip(decisions) {
+        // Policy names are 1-64 of [A-Za-z0-9_.-]: always a valid String.
+        let Ok(name) = StringRef::from_str(policy.name()) else {
+            continue;
+        };
+        let mut parameters = serializer.bare_item(name);
+        for (key, value) in item(policy, decision) {
+            parameters = parameters.parameter(KeyRef::constant(key), integer(value));
+        }
+    }
+    let text = serializer.finish()?;
+    HeaderValue::from_str(&text).ok()
+}
+
+/// Writes the headers of `mode` for `verdict` (and `Retry-After` when it denies).
+pub(crate) fn write(
+    headers: &mut HeaderMap,
+    mode: HeaderMode,
+    policies: &[Policy],
+    verdict: &Verdict,
+) {
+    if matches!(mode, HeaderMode::Draft | HeaderMode::Both) {
+        let policy_value = list(policies, &verdict.decisions, |policy, _| {
+            [("q", policy.capacity()), ("w", window_seconds(policy))]
+        });
+        let state_value = list(policies, &verdict.decisions, |_, decision| {
+            [("r", decision.remaining), ("t", reset_seconds(decision))]
+        });
+        if let (Some(policy_value), Some(state_value)) = (policy_value, state_value) {
+            headers.insert(RATELIMIT_POLICY.clone(), policy_value);
+            headers.insert(RATELIMIT.clone(), state_value);
+        }
+    }
+    if matches!(mode, HeaderMode::Legacy | HeaderMode::Both) {
+        // The policy closest to denying: fewest units left, then the longest wait.
+        let closest = policies
+            .iter()
+            .zip(&verdict.decisions)
+            .min_by_key(|(_, d)| (d.allowed, d.remaining, std::cmp::Reverse(reset_seconds(d))));
+        if let Some((policy, decision)) = closest {
+            headers.insert(
+                X_RATELIMIT_LIMIT.clone(),
+                HeaderValue::from(policy.capacity()),
+            );
+            headers.insert(
+                X_RATELIMIT_REMAINING.clone(),
+                HeaderValue::from(decision.remaining),
+            );
+            headers.insert(
+                X_RATELIMIT_RESET.clone(),
+                HeaderValue::from(reset_seconds(decision)),
+            );
+        }
+    }
+    if !verdict.allowed {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(verdict)));
+    }
+}

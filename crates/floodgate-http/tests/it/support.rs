@@ -1,0 +1,83 @@
+//! Shared test helpers: building requests, reading responses, parsing the RateLimit fields.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sfv::{BareItem, List, ListEntry, Parser};
+
+/// A GET of `uri` from `peer`, as axum records it with connect info.
+pub(crate) fn get_from(uri: &str, peer: &str) -> Request<Body> {
+    let mut request = Request::get(uri).body(Body::empty()).unwrap();
+    let peer: SocketAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request
+}
+
+/// The body as JSON.
+pub(crate) async fn json_body<B>(response: Response<B>) -> Value
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// One item of a `RateLimit-Policy` or `RateLimit` list: the policy name and its integer
+/// parameters, checked to be what the draft requires (a String, Integer parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RateLimitItem {
+    pub(crate) name: String,
+    pub(crate) params: Vec<(String, i64)>,
+}
+
+impl RateLimitItem {
+    pub(crate) fn param(&self, key: &str) -> i64 {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{self:?} has no {key}"))
+    }
+}
+
+/// Parses a header as an RFC 9651 List of String items with Integer parameters.
+pub(crate) fn parse_list(headers: &HeaderMap, name: &str) -> Vec<RateLimitItem> {
+    let lines: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+    assert_eq!(lines.len(), 1, "{name}: exactly one field line");
+    let list: List = Parser::new(lines[0])
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} is not an RFC 9651 List: {e:?}"));
+    assert!(!list.is_empty());
+    list.into_iter()
+        .map(|entry| {
+            let ListEntry::Item(item) = entry else {
+                panic!("{name}: inner lists are not allowed");
+            };
+            let BareItem::String(policy) = &item.bare_item else {
+                panic!(
+                    "{name}: the item must be a String, got {:?}",
+                    item.bare_item
+                );
+            };
+            let params = item
+                .params
+                .iter()
+                .map(|(key, value)| {
+                    let BareItem::Integer(integer) = value else {
+                        panic!("{name}: {key:?} must be an Integer, got {value:?}");
+                    };
+                    (key.as_str().to_owned(), i64::from(*integer))
+                })
+                .collect();
+            RateLimitItem {
+                name: policy.as_str().to_owned(),
+                params,
+            }
+        })
+        .collect()
+}
