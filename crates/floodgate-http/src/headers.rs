@@ -69,67 +69,83 @@ fn integer(value: u64) -> Integer {
     Integer::try_from(value).unwrap_or(Integer::MAX)
 }
 
-fn list(
-    policies: &[Policy],
-    decisions: &[Decision],
-    item: impl Fn(&Policy, &Decision) -> [(&'static str, u64); 2],
+/// A Structured Fields List of String items, one per policy, each with two Integer parameters.
+fn list<'a>(
+    items: impl Iterator<Item = (&'a str, [(&'static str, u64); 2])>,
 ) -> Option<HeaderValue> {
     let mut serializer = ListSerializer::new();
-    for (policy, decision) in policies.iter().zip(decisions) {
+    for (name, parameters) in items {
         // Policy names are 1-64 of [A-Za-z0-9_.-]: always a valid String.
-        let Ok(name) = StringRef::from_str(policy.name()) else {
+        let Ok(name) = StringRef::from_str(name) else {
             continue;
         };
-        let mut parameters = serializer.bare_item(name);
-        for (key, value) in item(policy, decision) {
-            parameters = parameters.parameter(KeyRef::constant(key), integer(value));
+        let mut item = serializer.bare_item(name);
+        for (key, value) in parameters {
+            item = item.parameter(KeyRef::constant(key), integer(value));
         }
     }
     let text = serializer.finish()?;
     HeaderValue::from_str(&text).ok()
 }
 
-/// Writes the headers of `mode` for `verdict` (and `Retry-After` when it denies).
-pub(crate) fn write(
-    headers: &mut HeaderMap,
+/// Writes one layer's headers. `RateLimit-Policy` depends on the policies alone, so it is
+/// serialised once, when the layer is built.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderWriter {
     mode: HeaderMode,
-    policies: &[Policy],
-    verdict: &Verdict,
-) {
-    if matches!(mode, HeaderMode::Draft | HeaderMode::Both) {
-        let policy_value = list(policies, &verdict.decisions, |policy, _| {
-            [("q", policy.capacity()), ("w", window_seconds(policy))]
-        });
-        let state_value = list(policies, &verdict.decisions, |_, decision| {
-            [("r", decision.remaining), ("t", reset_seconds(decision))]
-        });
-        if let (Some(policy_value), Some(state_value)) = (policy_value, state_value) {
-            headers.insert(RATELIMIT_POLICY.clone(), policy_value);
-            headers.insert(RATELIMIT.clone(), state_value);
-        }
+    policy_value: Option<HeaderValue>,
+}
+
+impl HeaderWriter {
+    pub(crate) fn new(mode: HeaderMode, policies: &[Policy]) -> Self {
+        let policy_value = list(policies.iter().map(|policy| {
+            (
+                policy.name(),
+                [("q", policy.capacity()), ("w", window_seconds(policy))],
+            )
+        }));
+        HeaderWriter { mode, policy_value }
     }
-    if matches!(mode, HeaderMode::Legacy | HeaderMode::Both) {
-        // The policy closest to denying: fewest units left, then the longest wait.
-        let closest = policies
-            .iter()
-            .zip(&verdict.decisions)
-            .min_by_key(|(_, d)| (d.allowed, d.remaining, std::cmp::Reverse(reset_seconds(d))));
-        if let Some((policy, decision)) = closest {
-            headers.insert(
-                X_RATELIMIT_LIMIT.clone(),
-                HeaderValue::from(policy.capacity()),
-            );
-            headers.insert(
-                X_RATELIMIT_REMAINING.clone(),
-                HeaderValue::from(decision.remaining),
-            );
-            headers.insert(
-                X_RATELIMIT_RESET.clone(),
-                HeaderValue::from(reset_seconds(decision)),
-            );
+
+    /// Writes the headers of the mode for `verdict` (and `Retry-After` when it denies).
+    pub(crate) fn write(&self, headers: &mut HeaderMap, policies: &[Policy], verdict: &Verdict) {
+        if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
+            let state_value = list(policies.iter().zip(&verdict.decisions).map(
+                |(policy, decision)| {
+                    (
+                        policy.name(),
+                        [("r", decision.remaining), ("t", reset_seconds(decision))],
+                    )
+                },
+            ));
+            if let (Some(policy_value), Some(state_value)) = (&self.policy_value, state_value) {
+                headers.insert(RATELIMIT_POLICY.clone(), policy_value.clone());
+                headers.insert(RATELIMIT.clone(), state_value);
+            }
         }
-    }
-    if !verdict.allowed {
-        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(verdict)));
+        if matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both) {
+            // The policy closest to denying: fewest units left, then the longest wait.
+            let closest = policies
+                .iter()
+                .zip(&verdict.decisions)
+                .min_by_key(|(_, d)| (d.allowed, d.remaining, std::cmp::Reverse(reset_seconds(d))));
+            if let Some((policy, decision)) = closest {
+                headers.insert(
+                    X_RATELIMIT_LIMIT.clone(),
+                    HeaderValue::from(policy.capacity()),
+                );
+                headers.insert(
+                    X_RATELIMIT_REMAINING.clone(),
+                    HeaderValue::from(decision.remaining),
+                );
+                headers.insert(
+                    X_RATELIMIT_RESET.clone(),
+                    HeaderValue::from(reset_seconds(decision)),
+                );
+            }
+        }
+        if !verdict.allowed {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(verdict)));
+        }
     }
 }

@@ -9,7 +9,7 @@ use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
 use tower_layer::Layer;
 
-use crate::headers::HeaderMode;
+use crate::headers::{HeaderMode, HeaderWriter};
 use crate::key::{ClientIp, KeyExtractor};
 use crate::service::RateLimit;
 
@@ -24,7 +24,7 @@ pub(crate) struct Config<St> {
     pub(crate) key: Box<dyn KeyExtractor>,
     pub(crate) cost: Box<CostFn>,
     pub(crate) exempt: Box<ExemptFn>,
-    pub(crate) headers: HeaderMode,
+    pub(crate) headers: HeaderWriter,
 }
 
 impl<St> fmt::Debug for Config<St> {
@@ -176,12 +176,12 @@ impl<St: Store> RateLimitLayerBuilder<St> {
     pub fn build(self) -> RateLimitLayer<St> {
         RateLimitLayer {
             config: Arc::new(Config {
+                headers: HeaderWriter::new(self.headers, &self.policies),
                 limiter: self.limiter,
                 policies: self.policies,
                 key: self.key,
                 cost: self.cost,
                 exempt: self.exempt,
-                headers: self.headers,
             }),
         }
     }

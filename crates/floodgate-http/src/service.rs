@@ -101,12 +101,9 @@ where
             };
             if verdict.allowed {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
-                headers::write(
-                    response.headers_mut(),
-                    config.headers,
-                    &config.policies,
-                    &verdict,
-                );
+                config
+                    .headers
+                    .write(response.headers_mut(), &config.policies, &verdict);
                 return Ok(response.map(Either::Left));
             }
             let violated: Vec<&str> = config
@@ -118,12 +115,9 @@ where
                 .collect();
             let mut response =
                 problem::quota_exceeded(&violated, headers::retry_after_seconds(&verdict));
-            headers::write(
-                response.headers_mut(),
-                config.headers,
-                &config.policies,
-                &verdict,
-            );
+            config
+                .headers
+                .write(response.headers_mut(), &config.policies, &verdict);
             Ok(ours(response))
         })
     }

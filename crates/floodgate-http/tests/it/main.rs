@@ -7,5 +7,6 @@
 mod client_ip;
 mod headers;
 mod layer;
+mod outage;
 mod real_socket;
 mod support;
