@@ -1,7 +1,7 @@
 //! A hanging Redis behind the layer (G6): each request is answered within the store's deadline
 //! (then at once, by the breaker), per the policy's `on_error`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -9,6 +9,7 @@ use floodgate::{Algorithm, Limiter, OnError, Policy, RedisConfig, RedisStore};
 use floodgate_http::{RateLimitLayer, TEMPORARY_REDUCED_CAPACITY};
 use floodgate_testkit::RedisServer;
 use http::StatusCode;
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::support::{get_from, json_body};
