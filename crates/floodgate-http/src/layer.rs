@@ -11,6 +11,7 @@ use tower_layer::Layer;
 
 use crate::headers::{HeaderMode, HeaderWriter};
 use crate::key::{ClientIp, KeyExtractor};
+use crate::metrics::DecisionCounters;
 use crate::service::RateLimit;
 
 type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
@@ -25,6 +26,7 @@ pub(crate) struct Config<St> {
     pub(crate) cost: Box<CostFn>,
     pub(crate) exempt: Box<ExemptFn>,
     pub(crate) headers: HeaderWriter,
+    pub(crate) counters: DecisionCounters,
 }
 
 impl<St> fmt::Debug for Config<St> {
@@ -172,11 +174,13 @@ impl<St: Store> RateLimitLayerBuilder<St> {
         self
     }
 
-    /// Builds the layer.
+    /// Builds the layer. Its `floodgate_decisions_total` counters are registered now, with the
+    /// `metrics` recorder installed at this point (if any).
     pub fn build(self) -> RateLimitLayer<St> {
         RateLimitLayer {
             config: Arc::new(Config {
                 headers: HeaderWriter::new(self.headers, &self.policies),
+                counters: DecisionCounters::new(&self.policies),
                 limiter: self.limiter,
                 policies: self.policies,
                 key: self.key,

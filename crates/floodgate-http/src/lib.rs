@@ -9,12 +9,17 @@
 //!   type `quota-exceeded`; a store outage under `on_error = "deny"` gets 503
 //!   `temporary-reduced-capacity`, never a 429.
 //!
+//! Decisions are counted in `floodgate_decisions_total{policy, outcome}` through the `metrics`
+//! facade (install a recorder before building layers); shadow policies show up there as
+//! `shadow_denied` and in the headers, never as a denial.
+//!
 //! Several layers stack (per second *and* per day, each counted on its own), and one layer with
 //! several policies checks them together, all-or-nothing, in one store call.
 
 mod headers;
 pub mod key;
 mod layer;
+mod metrics;
 mod problem;
 mod service;
 
@@ -23,5 +28,6 @@ pub use headers::{
     X_RATELIMIT_RESET,
 };
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
+pub use metrics::DECISIONS_TOTAL;
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};

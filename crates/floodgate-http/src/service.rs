@@ -95,10 +95,12 @@ where
             let verdict = match config.limiter.check_all(&config.policies, &key, cost).await {
                 Ok(verdict) => verdict,
                 Err(Error::StoreUnavailable { .. }) => {
+                    config.counters.record_error();
                     return Ok(ours(problem::store_unavailable(&config.policies)));
                 }
                 Err(error) => return Ok(ours(problem::impossible_cost(&error.to_string()))),
             };
+            config.counters.record(&verdict);
             if verdict.allowed {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config

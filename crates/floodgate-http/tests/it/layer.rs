@@ -413,3 +413,46 @@ async fn a_service_made_ready_and_dropped_reserves_nothing_and_clones_share_one_
         ]
     );
 }
+
+#[tokio::test]
+async fn decisions_are_counted_by_policy_and_outcome_with_shadow_denials_apart() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let clock = ManualClock::new(START_US);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let layer = metrics::with_local_recorder(&recorder, || {
+        RateLimitLayer::builder(limiter(&clock), per_minute("enforced", 3))
+            .policy(per_minute("trial", 1).with_mode(Mode::Shadow))
+            .build()
+    });
+    let app = app(layer);
+    for _ in 0..5 {
+        app.clone()
+            .oneshot(get_from("/", "192.0.2.1:1"))
+            .await
+            .unwrap();
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        assert!(
+            labels.iter().all(|l| !l.contains("192.0.2.1")),
+            "a client key in a label"
+        );
+        if let DebugValue::Counter(count) = value {
+            counts.insert(labels.join(","), count);
+        }
+    }
+    let get = |labels: &str| counts.get(labels).copied().unwrap_or(0);
+    // Requests 1-3 pass "enforced"; "trial" admits the first and shadow-denies the rest.
+    assert_eq!(get("policy=enforced,outcome=allowed"), 3);
+    assert_eq!(get("policy=enforced,outcome=denied"), 2);
+    assert_eq!(get("policy=trial,outcome=allowed"), 1);
+    assert_eq!(get("policy=trial,outcome=shadow_denied"), 4);
+    assert_eq!(get("policy=trial,outcome=denied"), 0);
+}
