@@ -200,3 +200,90 @@ fn ipv6_clients_are_grouped_by_prefix() {
     );
     assert_eq!(client_ip.key_for(ip("::ffff:203.0.113.7")), "203.0.113.7");
 }
+
+mod other_keys {
+    use floodgate_http::key::{
+        Extension, Global, Header, KeyError, KeyExtractor, KeyExtractorExt, Query, key_fn,
+    };
+    use http::{HeaderName, Request};
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = Request::get(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[derive(Clone)]
+    struct UserId(u64);
+
+    impl std::fmt::Display for UserId {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "user-{}", self.0)
+        }
+    }
+
+    #[test]
+    fn query_header_extension_global_and_closures_extract_their_keys() {
+        let query = Query::new("api_key");
+        assert_eq!(
+            query.extract(&parts("/x?a=1&api_key=k%20y", &[])).unwrap(),
+            b"k y"
+        );
+        assert!(matches!(
+            query.extract(&parts("/x?api_key=", &[])),
+            Err(KeyError::Missing { .. })
+        ));
+
+        let header = Header::new(HeaderName::from_static("x-api-key"));
+        assert_eq!(
+            header
+                .extract(&parts("/", &[("x-api-key", "abc")]))
+                .unwrap(),
+            b"abc"
+        );
+
+        let user = Extension::<UserId>::new("authenticated user");
+        let mut request = parts("/", &[]);
+        let missing = user.extract(&request).unwrap_err();
+        assert!(
+            missing.to_string().contains("authenticated user"),
+            "{missing}"
+        );
+        request.extensions.insert(UserId(42));
+        assert_eq!(user.extract(&request).unwrap(), b"user-42");
+
+        assert_eq!(Global.extract(&parts("/", &[])).unwrap(), b"global");
+        let by_path = key_fn(|request| Ok(request.uri.path().as_bytes().to_vec()));
+        assert_eq!(
+            by_path.extract(&parts("/tenants/7", &[])).unwrap(),
+            b"/tenants/7"
+        );
+    }
+
+    #[test]
+    fn composite_and_fallback_keys_never_collide() {
+        let a = key_fn(|r| Ok(r.headers["a"].as_bytes().to_vec()));
+        let b = key_fn(|r| Ok(r.headers["b"].as_bytes().to_vec()));
+        let pair = (a, b);
+        let one = pair
+            .extract(&parts("/", &[("a", "ab"), ("b", "c")]))
+            .unwrap();
+        let two = pair
+            .extract(&parts("/", &[("a", "a"), ("b", "bc")]))
+            .unwrap();
+        assert_ne!(one, two);
+
+        let api_key = Header::new(HeaderName::from_static("x-api-key")).or(Query::new("ip"));
+        let from_header = api_key
+            .extract(&parts("/", &[("x-api-key", "1.2.3.4")]))
+            .unwrap();
+        let from_fallback = api_key.extract(&parts("/?ip=1.2.3.4", &[])).unwrap();
+        assert_ne!(from_header, from_fallback);
+        assert!(matches!(
+            api_key.extract(&parts("/", &[])),
+            Err(KeyError::Missing { .. })
+        ));
+    }
+}
