@@ -60,7 +60,7 @@ fn reset_seconds(decision: &Decision) -> u64 {
 }
 
 /// The `Retry-After` of a denied verdict: delay-seconds, rounded up, at least 1.
-pub(crate) fn retry_after_seconds(verdict: &Verdict) -> u64 {
+pub fn retry_after_seconds(verdict: &Verdict) -> u64 {
     ceil_seconds(verdict.retry_after.unwrap_or_default()).max(1)
 }
 
@@ -88,27 +88,30 @@ fn list<'a>(
     HeaderValue::from_str(&text).ok()
 }
 
-/// Writes one layer's headers. `RateLimit-Policy` depends on the policies alone, so it is
-/// serialised once, when the layer is built.
+/// Writes the rate-limit headers for one set of policies, as the layer does; for services that
+/// decide outside a layer (a check API). `RateLimit-Policy` depends on the policies alone, so it
+/// is serialised once, here.
 #[derive(Debug, Clone)]
-pub(crate) struct HeaderWriter {
+pub struct RateLimitHeaders {
     mode: HeaderMode,
     policy_value: Option<HeaderValue>,
 }
 
-impl HeaderWriter {
-    pub(crate) fn new(mode: HeaderMode, policies: &[Policy]) -> Self {
+impl RateLimitHeaders {
+    /// The headers of `mode` for `policies`.
+    pub fn new(mode: HeaderMode, policies: &[Policy]) -> Self {
         let policy_value = list(policies.iter().map(|policy| {
             (
                 policy.name(),
                 [("q", policy.capacity()), ("w", window_seconds(policy))],
             )
         }));
-        HeaderWriter { mode, policy_value }
+        RateLimitHeaders { mode, policy_value }
     }
 
-    /// Writes the headers of the mode for `verdict` (and `Retry-After` when it denies).
-    pub(crate) fn write(&self, headers: &mut HeaderMap, policies: &[Policy], verdict: &Verdict) {
+    /// Writes the headers of the mode for `verdict` on `policies` (the same as given to
+    /// [`RateLimitHeaders::new`]), and `Retry-After` when it denies.
+    pub fn write(&self, headers: &mut HeaderMap, policies: &[Policy], verdict: &Verdict) {
         if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
             let state_value = list(policies.iter().zip(&verdict.decisions).map(
                 |(policy, decision)| {

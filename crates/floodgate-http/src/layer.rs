@@ -9,7 +9,7 @@ use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
 use tower_layer::Layer;
 
-use crate::headers::{HeaderMode, HeaderWriter};
+use crate::headers::{HeaderMode, RateLimitHeaders};
 use crate::key::{ClientIp, KeyExtractor};
 use crate::metrics::DecisionCounters;
 use crate::service::RateLimit;
@@ -25,7 +25,7 @@ pub(crate) struct Config<St> {
     pub(crate) key: Box<dyn KeyExtractor>,
     pub(crate) cost: Box<CostFn>,
     pub(crate) exempt: Box<ExemptFn>,
-    pub(crate) headers: HeaderWriter,
+    pub(crate) headers: RateLimitHeaders,
     pub(crate) counters: DecisionCounters,
 }
 
@@ -179,7 +179,7 @@ impl<St: Store> RateLimitLayerBuilder<St> {
     pub fn build(self) -> RateLimitLayer<St> {
         RateLimitLayer {
             config: Arc::new(Config {
-                headers: HeaderWriter::new(self.headers, &self.policies),
+                headers: RateLimitHeaders::new(self.headers, &self.policies),
                 counters: DecisionCounters::new(&self.policies),
                 limiter: self.limiter,
                 policies: self.policies,

@@ -20,12 +20,12 @@ mod headers;
 pub mod key;
 mod layer;
 mod metrics;
-mod problem;
+pub mod problem;
 mod service;
 
 pub use headers::{
-    HeaderMode, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING,
-    X_RATELIMIT_RESET,
+    HeaderMode, RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, X_RATELIMIT_LIMIT,
+    X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, retry_after_seconds,
 };
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
 pub use metrics::DECISIONS_TOTAL;

@@ -1,4 +1,4 @@
-//! RFC 9457 problem+json answers: 429 quota exceeded, 503 store unavailable, 401 no client key,
+//! RFC 9457 problem+json answers (public for services built beside the layer): 429 quota exceeded, 503 store unavailable, 401 no client key,
 //! 422 impossible cost, 500 misconfiguration.
 
 use bytes::Bytes;
@@ -14,8 +14,9 @@ pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-type
 pub const TEMPORARY_REDUCED_CAPACITY: &str =
     "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
 
-/// A problem+json response, never cached.
-pub(crate) fn problem(
+/// An RFC 9457 `application/problem+json` response, never cached: `type`, `title`, `status`,
+/// `detail`, and `violated-policies` when given.
+pub fn problem(
     status: StatusCode,
     kind: &str,
     title: &str,
@@ -43,7 +44,7 @@ pub(crate) fn problem(
 }
 
 /// 429: the enforced policies that denied, and when to retry.
-pub(crate) fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Response<Full<Bytes>> {
+pub fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Response<Full<Bytes>> {
     let detail = format!(
         "Too many requests under {}: retry after {retry_after_seconds} s.",
         quoted_list(violated)
@@ -58,7 +59,7 @@ pub(crate) fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Res
 }
 
 /// 503: the store is down and these policies fail closed. Never a 429: an outage is not quota.
-pub(crate) fn store_unavailable(policies: &[Policy]) -> Response<Full<Bytes>> {
+pub fn store_unavailable(policies: &[Policy]) -> Response<Full<Bytes>> {
     let names: Vec<&str> = policies.iter().map(Policy::name).collect();
     let detail = format!(
         "The rate-limit store is unavailable and {} fail closed; retry shortly.",
@@ -78,7 +79,7 @@ pub(crate) fn store_unavailable(policies: &[Policy]) -> Response<Full<Bytes>> {
 }
 
 /// 401: the request lacks the client key this route is limited by.
-pub(crate) fn missing_key(detail: &str) -> Response<Full<Bytes>> {
+pub fn missing_key(detail: &str) -> Response<Full<Bytes>> {
     let mut response = problem(
         StatusCode::UNAUTHORIZED,
         "about:blank",
@@ -94,7 +95,7 @@ pub(crate) fn missing_key(detail: &str) -> Response<Full<Bytes>> {
 }
 
 /// 422: a request whose cost exceeds what a policy can ever admit.
-pub(crate) fn impossible_cost(detail: &str) -> Response<Full<Bytes>> {
+pub fn impossible_cost(detail: &str) -> Response<Full<Bytes>> {
     problem(
         StatusCode::UNPROCESSABLE_ENTITY,
         "about:blank",
@@ -105,7 +106,7 @@ pub(crate) fn impossible_cost(detail: &str) -> Response<Full<Bytes>> {
 }
 
 /// 500: the server is set up so that no key can be read (no peer address recorded).
-pub(crate) fn misconfigured(detail: &str) -> Response<Full<Bytes>> {
+pub fn misconfigured(detail: &str) -> Response<Full<Bytes>> {
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         "about:blank",

@@ -47,6 +47,12 @@ pub trait KeyExtractor: Send + Sync + 'static {
     fn extract(&self, request: &Parts) -> Result<Vec<u8>, KeyError>;
 }
 
+impl KeyExtractor for Box<dyn KeyExtractor> {
+    fn extract(&self, request: &Parts) -> Result<Vec<u8>, KeyError> {
+        (**self).extract(request)
+    }
+}
+
 /// Combinators on key extractors.
 pub trait KeyExtractorExt: KeyExtractor + Sized {
     /// Uses `fallback` when this extractor finds no key (e.g. the client IP when no API key

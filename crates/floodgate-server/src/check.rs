@@ -1,0 +1,170 @@
+//! `POST /v1/check`: a decision for any language or proxy, with the same answers and headers as
+//! a limited route.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use floodgate::{Decision, Error, Limiter, Policy, Store, Verdict};
+use floodgate_http::problem::{impossible_cost, problem, store_unavailable};
+use floodgate_http::{HeaderMode, RateLimitHeaders};
+use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+
+/// The largest check request body accepted.
+pub const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// What the check API needs: the limiter and the policies by name.
+#[derive(Debug)]
+pub(crate) struct CheckState<St> {
+    pub(crate) limiter: Limiter<St>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) headers: HeaderMode,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    policy: Option<String>,
+    policies: Option<Vec<String>>,
+    key: String,
+    #[serde(default = "one")]
+    cost: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn bad_request(detail: &str) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "about:blank",
+        "Bad check request",
+        detail,
+        None,
+    )
+    .into_response()
+}
+
+pub(crate) async fn check<St: Store>(
+    State(state): State<Arc<CheckState<St>>>,
+    request: Request,
+) -> Response {
+    let body = match Limited::new(request.into_body(), MAX_CHECK_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "about:blank",
+                "Check request too large",
+                &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
+                None,
+            )
+            .into_response();
+        }
+    };
+    let request: CheckRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return bad_request(&format!(
+                "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"
+            ));
+        }
+    };
+    let (names, multi) = match (request.policy, request.policies) {
+        (Some(name), None) => (vec![name], false),
+        (None, Some(names)) if !names.is_empty() => (names, true),
+        _ => {
+            return bad_request(
+                "give either \"policy\": NAME or \"policies\": [NAME, …] (not both, not empty)",
+            );
+        }
+    };
+    let mut policies: Vec<Policy> = Vec::with_capacity(names.len());
+    for name in &names {
+        match state.config.policy(name) {
+            Some(policy) => policies.push(policy.clone()),
+            None => {
+                let defined: Vec<&str> = state.config.policies.iter().map(Policy::name).collect();
+                return problem(
+                    StatusCode::NOT_FOUND,
+                    "about:blank",
+                    "Unknown policy",
+                    &format!("no policy named {name:?}; defined: {}", defined.join(", ")),
+                    None,
+                )
+                .into_response();
+            }
+        }
+    }
+    let verdict = match state
+        .limiter
+        .check_all(&policies, request.key.as_bytes(), request.cost)
+        .await
+    {
+        Ok(verdict) => verdict,
+        Err(Error::StoreUnavailable { .. }) => return store_unavailable(&policies).into_response(),
+        Err(error) => return impossible_cost(&error.to_string()).into_response(),
+    };
+    let body = if multi {
+        json!({
+            "allowed": verdict.allowed,
+            "decisions": policies.iter().zip(&verdict.decisions).map(|(p, d)| decision_json(p, d)).collect::<Vec<_>>(),
+        })
+    } else {
+        let mut single = policies
+            .first()
+            .zip(verdict.decisions.first())
+            .map_or(Value::Null, |(p, d)| decision_json(p, d));
+        if let Some(object) = single.as_object_mut() {
+            object.insert("allowed".into(), json!(verdict.allowed));
+        }
+        single
+    };
+    respond(&state, &policies, &verdict, &body)
+}
+
+fn respond<St>(
+    state: &CheckState<St>,
+    policies: &[Policy],
+    verdict: &Verdict,
+    body: &Value,
+) -> Response {
+    let status = if verdict.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let mut response = Response::new(Body::from(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    RateLimitHeaders::new(state.headers, policies).write(headers, policies, verdict);
+    response
+}
+
+fn decision_json(policy: &Policy, decision: &Decision) -> Value {
+    json!({
+        "allowed": decision.allowed,
+        "policy": policy.name(),
+        "limit": decision.limit,
+        "remaining": decision.remaining,
+        "reset_after_ms": millis_ceil(decision.reset_after),
+        "retry_after_ms": decision.retry_after.map(millis_ceil),
+    })
+}
+
+/// Whole milliseconds, rounded up: waiting this long is always enough.
+fn millis_ceil(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,77 @@
+//! The TOML file as written: every key known (`deny_unknown_fields`), every value that can be
+//! wrong kept with its span, so that errors can name the line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) server: RawServer,
+    pub(crate) admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub(crate) storage: RawStorage,
+    #[serde(default, rename = "policy")]
+    pub(crate) policies: Vec<RawPolicy>,
+    #[serde(default, rename = "route")]
+    pub(crate) routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<Spanned<String>>,
+    pub(crate) ipv6_prefix: Option<Spanned<i64>>,
+    pub(crate) headers: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) listen: Spanned<String>,
+    pub(crate) token_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorage {
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) prefix: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) on_error: Option<Spanned<String>>,
+    pub(crate) max_keys: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub(crate) name: Spanned<String>,
+    pub(crate) algorithm: Spanned<String>,
+    pub(crate) limit: Spanned<i64>,
+    pub(crate) period: Spanned<String>,
+    pub(crate) burst: Option<Spanned<i64>>,
+    pub(crate) mode: Option<Spanned<String>>,
+    pub(crate) on_error: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    #[serde(rename = "match")]
+    pub(crate) matcher: Spanned<String>,
+    pub(crate) key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) policies: Vec<Spanned<String>>,
+    pub(crate) respond: Option<Spanned<RawRespond>>,
+    pub(crate) upstream: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRespond {
+    pub(crate) status: Spanned<i64>,
+    pub(crate) json: Option<toml::Value>,
+}

@@ -1,0 +1,126 @@
+//! The real `floodgate` binary, spawned as a user would run it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+/// A running `floodgate serve`, killed on drop.
+pub(crate) struct Floodgate {
+    child: Child,
+    pub(crate) address: SocketAddr,
+}
+
+impl Floodgate {
+    /// Starts `floodgate serve --listen 127.0.0.1:0 [--config FILE]` and waits for its address.
+    pub(crate) fn serve(config: Option<&Path>) -> Floodgate {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("floodgate exited before listening")
+                .unwrap();
+            if let Some((_, rest)) = line.split_once("address=") {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Floodgate { child, address }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for Floodgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion.
+pub(crate) fn floodgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_check_prints_every_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\n\n[[policy]]\nname = \"p\"\nalgorithm = \"leaky\"\nlimit = 0\nperiod = \"1m\"\n",
+    )
+    .unwrap();
+    let output = floodgate(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:2:10: invalid listen address"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:6:13: unknown algorithm"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml:7:9: limit 0"), "{stderr}");
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../floodgate.example.toml");
+    let output = floodgate(&["config", "check", example.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_file_with_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[storage]\non_error = \"maybe\"\n").unwrap();
+    let output = floodgate(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:2:12: unknown on_error \"maybe\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_decides_one_request_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let allowed = floodgate(&["check", "--config", file, "--policy", "p", "--key", "k"]);
+    assert_eq!(allowed.status.code(), Some(0));
+    let decision: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(decision["allowed"], true);
+    assert_eq!(decision["remaining"], 4);
+    let impossible = floodgate(&[
+        "check", "--config", file, "--policy", "p", "--key", "k", "--cost", "6",
+    ]);
+    assert_eq!(impossible.status.code(), Some(2));
+    let unknown = floodgate(&["check", "--config", file, "--policy", "nope", "--key", "k"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the service: configuration errors, and the real `floodgate` binary over
+//! real sockets, alone and two processes sharing one redis-server.
+
+// Tests fail by panicking; unwrap and expect are how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+mod config;
+mod service;

@@ -1,0 +1,188 @@
+//! The service over real sockets: the embedded demo, the check API, and two processes sharing
+//! one redis-server exactly (J1).
+
+use floodgate::Algorithm;
+use floodgate_testkit::RedisServer;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::binary::Floodgate;
+
+async fn post(
+    client: &Client,
+    url: &str,
+    body: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let response = client.post(url).body(body.to_owned()).send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_says_hello_ten_times_then_429() {
+    let service = Floodgate::serve(None);
+    let client = Client::new();
+    for _ in 0..10 {
+        let response = client.get(service.url("/")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            "\"per-ip\";q=10;w=60"
+        );
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!(body, json!({ "message": "Hello, World!" }));
+    }
+    let denied = client.get(service.url("/")).send().await.unwrap();
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    assert!(denied.headers().contains_key("retry-after"));
+    assert!(
+        denied.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .contains("r=0")
+    );
+    let problem: Value = serde_json::from_slice(&denied.bytes().await.unwrap()).unwrap();
+    assert_eq!(problem["violated-policies"], json!(["per-ip"]));
+
+    let missing = client.get(service.url("/nothing")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            client.get(service.url(path)).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        "[[policy]]\nname = \"burst\"\nalgorithm = \"gcra\"\nlimit = 2\nperiod = \"1h\"\n\
+         [[policy]]\nname = \"daily\"\nalgorithm = \"fixed_window\"\nlimit = 3\nperiod = \"1d\"\n",
+    )
+    .unwrap();
+    let service = Floodgate::serve(Some(&file));
+    let client = Client::new();
+    let url = service.url("/v1/check");
+
+    let (status, headers, body) = post(&client, &url, r#"{"policy": "burst", "key": "u1"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["allowed"], true);
+    assert_eq!(body["policy"], "burst");
+    assert_eq!(body["limit"], 2);
+    assert_eq!(body["remaining"], 1);
+    assert!(body["reset_after_ms"].as_u64().unwrap() > 0);
+    assert_eq!(body["retry_after_ms"], Value::Null);
+    assert!(headers.contains_key("ratelimit"));
+
+    let (status, _, body) = post(
+        &client,
+        &url,
+        r#"{"policy": "burst", "key": "u1", "cost": 2}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["allowed"], false);
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
+
+    // All-or-nothing: "burst" denies u1, so "daily" consumes nothing.
+    let multi = r#"{"policies": ["daily", "burst"], "key": "u1"}"#;
+    let (status, headers, body) = post(&client, &url, multi).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["decisions"][0]["remaining"], 2);
+    assert_eq!(body["decisions"][1]["remaining"], 0);
+    assert!(headers["ratelimit"].to_str().unwrap().contains("\"daily\""));
+    let (status, _, body) = post(&client, &url, multi).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        body["decisions"][0]["remaining"], 2,
+        "a denial consumed: {body}"
+    );
+
+    let bad: [(&str, StatusCode, &str); 6] = [
+        ("not json", StatusCode::BAD_REQUEST, "must be JSON"),
+        (
+            r#"{"policy": "burst", "key": "k", "extra": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (r#"{"key": "k"}"#, StatusCode::BAD_REQUEST, "either"),
+        (
+            r#"{"policy": "hourly", "key": "k"}"#,
+            StatusCode::NOT_FOUND,
+            "defined: burst, daily",
+        ),
+        (
+            r#"{"policy": "burst", "key": "k", "cost": 3}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "can never be admitted",
+        ),
+        (
+            r#"{"policy": "burst", "key": "k", "cost": -1}"#,
+            StatusCode::BAD_REQUEST,
+            "must be JSON",
+        ),
+    ];
+    for (body, expected, detail) in bad {
+        let (status, headers, problem) = post(&client, &url, body).await;
+        assert_eq!(status, expected, "{body}: {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(detail),
+            "{body}: {problem}"
+        );
+    }
+    let huge = format!(r#"{{"policy": "burst", "key": "{}"}}"#, "k".repeat(100_000));
+    let (status, _, _) = post(&client, &url, &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_redis_admit_exactly_the_limit_for_every_algorithm() {
+    let redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.toml");
+    let mut config = format!(
+        "[storage]\nurl = \"{}\"\ntimeout = \"2s\"\non_error = \"deny\"\n",
+        redis.url()
+    );
+    for algorithm in Algorithm::ALL {
+        config.push_str(&format!(
+            "[[policy]]\nname = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\nlimit = 100\nperiod = \"1h\"\n"
+        ));
+    }
+    std::fs::write(&file, config).unwrap();
+    let services = [Floodgate::serve(Some(&file)), Floodgate::serve(Some(&file))];
+    let urls = [services[0].url("/v1/check"), services[1].url("/v1/check")];
+    let client = Client::new();
+    for algorithm in Algorithm::ALL {
+        let body = format!(r#"{{"policy": "{algorithm}", "key": "shared"}}"#);
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let (client, url, body) = (client.clone(), urls[i % 2].clone(), body.clone());
+                tokio::spawn(
+                    async move { client.post(url).body(body).send().await.unwrap().status() },
+                )
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            let status = task.await.unwrap();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS,
+                "{status}"
+            );
+            admitted += usize::from(status == StatusCode::OK);
+        }
+        assert_eq!(admitted, 100, "{algorithm}");
+    }
+}
