@@ -107,15 +107,21 @@ pub(crate) async fn check<St: Store>(
             }
         }
     }
-    let verdict = match state
+    let started = tokio::time::Instant::now();
+    let decided = state
         .limiter
         .check_all(&policies, request.key.as_bytes(), request.cost)
-        .await
-    {
+        .await;
+    metrics::histogram!(crate::admin::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+    let verdict = match decided {
         Ok(verdict) => verdict,
-        Err(Error::StoreUnavailable { .. }) => return store_unavailable(&policies).into_response(),
+        Err(Error::StoreUnavailable { .. }) => {
+            record(&policies, None);
+            return store_unavailable(&policies).into_response();
+        }
         Err(error) => return impossible_cost(&error.to_string()).into_response(),
     };
+    record(&policies, Some(&verdict));
     let body = if multi {
         json!({
             "allowed": verdict.allowed,
@@ -132,6 +138,30 @@ pub(crate) async fn check<St: Store>(
         single
     };
     respond(&state, &policies, &verdict, &body)
+}
+
+/// Counts the decision of each policy as the layer does (`floodgate_decisions_total`); `None`
+/// when the store failed and the policies fail closed.
+fn record(policies: &[Policy], verdict: Option<&Verdict>) {
+    for (index, policy) in policies.iter().enumerate() {
+        let outcome = match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
+            None => "error",
+            Some((_, decision))
+                if !decision.allowed && policy.mode() == floodgate::Mode::Shadow =>
+            {
+                "shadow_denied"
+            }
+            Some((_, decision)) if !decision.allowed => "denied",
+            Some((verdict, _)) if verdict.allowed => "allowed",
+            Some(_) => continue,
+        };
+        metrics::counter!(
+            floodgate_http::DECISIONS_TOTAL,
+            "policy" => policy.name().to_owned(),
+            "outcome" => outcome
+        )
+        .increment(1);
+    }
 }
 
 fn respond<St>(
@@ -153,7 +183,7 @@ fn respond<St>(
     response
 }
 
-fn decision_json(policy: &Policy, decision: &Decision) -> Value {
+pub(crate) fn decision_json(policy: &Policy, decision: &Decision) -> Value {
     json!({
         "allowed": decision.allowed,
         "policy": policy.name(),

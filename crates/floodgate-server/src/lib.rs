@@ -1,11 +1,13 @@
 //! The floodgate service: `POST /v1/check` for any language or proxy, configured routes answered
-//! behind rate limits, on the memory store or Redis.
+//! behind rate limits, and an admin listener with `/metrics` and the limits API, on the memory
+//! store or Redis.
 //!
-//! [`run`] is the one entry point: the binary calls it with its listener and a shutdown signal,
-//! and tests call it with a listener on port 0.
+//! [`run`] is the one entry point: the binary calls it with its listeners and a shutdown signal,
+//! and tests call it with listeners on port 0.
 
 pub mod config;
 
+mod admin;
 mod check;
 mod routes;
 
@@ -14,11 +16,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use floodgate::{Limiter, MemoryStore, OnError, RedisConfig, RedisStore, Store, StoreError};
+use floodgate::{Limiter, MemoryStore, RedisConfig, RedisStore, Store, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::admin::StoreGauges;
 use crate::check::CheckState;
 pub use crate::check::MAX_CHECK_BODY;
 use crate::config::Config;
@@ -42,23 +47,44 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves `config` on `listener` until `shutdown` completes, then lets in-flight requests finish.
+/// The sockets the service answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Routes, `/v1/check`, `/healthz`, `/readyz`.
+    pub main: TcpListener,
+    /// `/metrics` and the limits API; never served on `main`.
+    pub admin: Option<TcpListener>,
+}
+
+/// Serves `config` until `shutdown` completes, then lets in-flight requests finish.
 ///
 /// # Errors
 ///
-/// [`ServeError`] when the store cannot be set up or the listener fails.
+/// [`ServeError`] when the store cannot be set up or a listener fails.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // The recorder must exist before layers register their counters.
+    let _ = admin::prometheus();
     let config = Arc::new(config);
     if config.storage.url.starts_with("memory://") {
         let store = MemoryStore::builder()
             .max_keys(config.storage.max_keys)
             .build();
-        let limiter = limiter(store, &config_on_error(&config));
-        serve(config, limiter, listener, shutdown).await
+        let gauges_store = store.clone();
+        let gauges: StoreGauges = Arc::new(move || {
+            let stats = gauges_store.stats();
+            metrics::gauge!("floodgate_memory_keys").set(stats.keys as f64);
+            metrics::gauge!("floodgate_memory_max_keys").set(stats.max_keys as f64);
+            metrics::counter!("floodgate_memory_reclaimed_total").absolute(stats.reclaimed);
+            metrics::counter!("floodgate_memory_refused_total").absolute(stats.refused);
+        });
+        let limiter = Limiter::builder(store)
+            .on_error(config.storage.on_error)
+            .build();
+        serve(config, limiter, gauges, listeners, shutdown).await
     } else {
         let redis = RedisConfig::new(&config.storage.url)
             .prefix(&config.storage.prefix)
@@ -69,21 +95,15 @@ pub async fn run(
                 url: config.storage.url.clone(),
                 source,
             })?;
-        let limiter = limiter(store, &config_on_error(&config));
-        serve(config, limiter, listener, shutdown).await
+        let limiter = Limiter::builder(store)
+            .on_error(config.storage.on_error)
+            .build();
+        serve(config, limiter, Arc::new(|| {}), listeners, shutdown).await
     }
 }
 
-fn config_on_error(config: &Config) -> OnError {
-    config.storage.on_error
-}
-
-fn limiter<St: Store>(store: St, on_error: &OnError) -> Limiter<St> {
-    Limiter::builder(store).on_error(*on_error).build()
-}
-
 /// The main listener's router on `limiter`.
-pub(crate) fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Router {
+fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Router {
     let check_state = Arc::new(CheckState {
         limiter: limiter.clone(),
         config: Arc::clone(&config),
@@ -108,7 +128,6 @@ pub(crate) fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Route
 /// Ready when a decision can be made: the store answers, or its failure is absorbed by
 /// `on_error`. A store down under `deny` is not ready (503).
 async fn ready<St: Store>(state: Arc<CheckState<St>>) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let Some(policy) = state.config.policies.first() else {
         return axum::Json(json!({ "status": "ready" })).into_response();
     };
@@ -123,16 +142,41 @@ async fn ready<St: Store>(state: Arc<CheckState<St>>) -> axum::response::Respons
 async fn serve<St: Store>(
     config: Arc<Config>,
     limiter: Limiter<St>,
-    listener: TcpListener,
+    store_gauges: StoreGauges,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = app(config, limiter);
-    tracing::info!(address = %listener.local_addr()?, "floodgate listening");
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let admin = listeners.admin.map(|listener| {
+        let router = admin::app(Arc::clone(&config), limiter.clone(), store_gauges);
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            tracing::info!(address = %listener.local_addr()?, "floodgate admin listening");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(until_stopped(stopped))
+                .await
+        })
+    });
+    let main = app(config, limiter);
+    tracing::info!(address = %listeners.main.local_addr()?, "floodgate listening");
     axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        listeners.main,
+        main.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(until_stopped(stopped))
     .await?;
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(result) => result?,
+            Err(join) => return Err(std::io::Error::other(join).into()),
+        }
+    }
     Ok(())
 }

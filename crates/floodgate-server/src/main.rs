@@ -117,10 +117,19 @@ async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
+    let main = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    floodgate_server::run(config, listener, shutdown_signal()).await?;
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?,
+        ),
+        None => None,
+    };
+    let listeners = floodgate_server::Listeners { main, admin };
+    floodgate_server::run(config, listeners, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -9,17 +9,30 @@ use std::process::{Child, Command, Output, Stdio};
 pub(crate) struct Floodgate {
     child: Child,
     pub(crate) address: SocketAddr,
+    /// The admin listener's address, when the configuration has one.
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 impl Floodgate {
     /// Starts `floodgate serve --listen 127.0.0.1:0 [--config FILE]` and waits for its address.
     pub(crate) fn serve(config: Option<&Path>) -> Floodgate {
+        Self::serve_with(config, &[], false)
+    }
+
+    /// As [`Floodgate::serve`], with environment variables, waiting for the admin listener too
+    /// when `admin` is set.
+    pub(crate) fn serve_with(
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        admin: bool,
+    ) -> Floodgate {
         let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate"));
         command.args(["serve", "--listen", "127.0.0.1:0"]);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
         let mut child = command
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -27,22 +40,51 @@ impl Floodgate {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
+        let (mut address, mut admin_address) = (None, None);
+        while address.is_none() || (admin && admin_address.is_none()) {
             let line = lines
                 .next()
                 .expect("floodgate exited before listening")
                 .unwrap();
             if let Some((_, rest)) = line.split_once("address=") {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                let parsed: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                if line.contains("admin listening") {
+                    admin_address = Some(parsed);
+                } else {
+                    address = Some(parsed);
+                }
             }
-        };
+        }
+        let address = address.unwrap();
         // Keep draining the log so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Floodgate { child, address }
+        Floodgate {
+            child,
+            address,
+            admin: admin_address,
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("no admin listener"))
+    }
+
+    /// Sends a signal (e.g. `-HUP`, `-TERM`) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub(crate) fn wait(&mut self) -> Option<i32> {
+        self.child.wait().unwrap().code()
     }
 }
 

@@ -4,6 +4,7 @@
 // Tests fail by panicking; unwrap and expect are how they say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod binary;
 mod config;
 mod service;
