@@ -13,6 +13,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::check::decision_json;
 use crate::config::Config;
@@ -43,12 +44,13 @@ pub(crate) type StoreGauges = Arc<dyn Fn() + Send + Sync>;
 
 struct AdminState<St> {
     limiter: Limiter<St>,
-    config: Arc<Config>,
+    /// The live configuration, replaced on reload.
+    config: watch::Receiver<Arc<Config>>,
     store_gauges: StoreGauges,
 }
 
 pub(crate) fn app<St: Store>(
-    config: Arc<Config>,
+    config: watch::Receiver<Arc<Config>>,
     limiter: Limiter<St>,
     store_gauges: StoreGauges,
 ) -> Router {
@@ -146,10 +148,11 @@ async fn peek<St: Store>(
     Path((policy, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(response) = unauthorized(&state.config, &headers) {
+    let config = Arc::clone(&state.config.borrow());
+    if let Some(response) = unauthorized(&config, &headers) {
         return response;
     }
-    let Some(policy) = state.config.policy(&policy).cloned() else {
+    let Some(policy) = config.policy(&policy).cloned() else {
         return unknown_policy(&policy);
     };
     match state.limiter.peek(&policy, key.as_bytes()).await {
@@ -172,10 +175,11 @@ async fn reset<St: Store>(
     Path((policy, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(response) = unauthorized(&state.config, &headers) {
+    let config = Arc::clone(&state.config.borrow());
+    if let Some(response) = unauthorized(&config, &headers) {
         return response;
     }
-    let Some(policy) = state.config.policy(&policy).cloned() else {
+    let Some(policy) = config.policy(&policy).cloned() else {
         return unknown_policy(&policy);
     };
     match state.limiter.reset(&policy, key.as_bytes()).await {

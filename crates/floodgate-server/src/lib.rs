@@ -13,7 +13,8 @@ mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -22,6 +23,7 @@ use floodgate::{Limiter, MemoryStore, RedisConfig, RedisStore, Store, StoreError
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use crate::admin::StoreGauges;
 use crate::check::CheckState;
@@ -56,7 +58,11 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-/// Serves `config` until `shutdown` completes, then lets in-flight requests finish.
+/// How long in-flight requests may take to finish after shutdown is asked for.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Serves `config` until `shutdown` completes, then lets in-flight requests finish (for at most
+/// [`DRAIN_DEADLINE`]).
 ///
 /// # Errors
 ///
@@ -66,9 +72,26 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let (_unchanging, configs) = watch::channel(config);
+    run_reloadable(configs, listeners, shutdown).await
+}
+
+/// As [`run`], applying each configuration sent on `configs` atomically: requests see either the
+/// old routes and policies or the new ones. The store is kept, so counters of unchanged policies
+/// carry over and a changed limit applies to the counts so far. `[storage]` and the listeners
+/// are read once; changing them needs a restart (a reload says so in the log).
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_reloadable(
+    configs: watch::Receiver<Config>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     // The recorder must exist before layers register their counters.
     let _ = admin::prometheus();
-    let config = Arc::new(config);
+    let config = Arc::new(configs.borrow().clone());
     if config.storage.url.starts_with("memory://") {
         let store = MemoryStore::builder()
             .max_keys(config.storage.max_keys)
@@ -84,7 +107,7 @@ pub async fn run(
         let limiter = Limiter::builder(store)
             .on_error(config.storage.on_error)
             .build();
-        serve(config, limiter, gauges, listeners, shutdown).await
+        serve(configs, limiter, gauges, listeners, shutdown).await
     } else {
         let redis = RedisConfig::new(&config.storage.url)
             .prefix(&config.storage.prefix)
@@ -98,7 +121,7 @@ pub async fn run(
         let limiter = Limiter::builder(store)
             .on_error(config.storage.on_error)
             .build();
-        serve(config, limiter, Arc::new(|| {}), listeners, shutdown).await
+        serve(configs, limiter, Arc::new(|| {}), listeners, shutdown).await
     }
 }
 
@@ -140,12 +163,13 @@ async fn ready<St: Store>(state: Arc<CheckState<St>>) -> axum::response::Respons
 }
 
 async fn serve<St: Store>(
-    config: Arc<Config>,
+    mut configs: watch::Receiver<Config>,
     limiter: Limiter<St>,
     store_gauges: StoreGauges,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let config = Arc::new(configs.borrow_and_update().clone());
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -154,8 +178,32 @@ async fn serve<St: Store>(
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+
+    // The live configuration: the main router is rebuilt and swapped whole on each reload.
+    let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
+    let (live_config, admin_config) = watch::channel(Arc::clone(&config));
+    {
+        let (current, limiter) = (Arc::clone(&current), limiter.clone());
+        tokio::spawn(async move {
+            while configs.changed().await.is_ok() {
+                let next = Arc::new(configs.borrow_and_update().clone());
+                if next.storage.url != config.storage.url
+                    || next.server.listen != config.server.listen
+                {
+                    tracing::warn!(
+                        "[storage] and listen addresses apply at restart only; the rest is reloaded"
+                    );
+                }
+                let router = app(Arc::clone(&next), limiter.clone());
+                *current.write().unwrap_or_else(PoisonError::into_inner) = router;
+                let _ = live_config.send(next);
+                tracing::info!("configuration reloaded");
+            }
+        });
+    }
+
     let admin = listeners.admin.map(|listener| {
-        let router = admin::app(Arc::clone(&config), limiter.clone(), store_gauges);
+        let router = admin::app(admin_config, limiter.clone(), store_gauges);
         let stopped = stopped.clone();
         tokio::spawn(async move {
             tracing::info!(address = %listener.local_addr()?, "floodgate admin listening");
@@ -164,19 +212,35 @@ async fn serve<St: Store>(
                 .await
         })
     });
-    let main = app(config, limiter);
+    let main = Router::new().fallback_service(tower::service_fn(move |request| {
+        let router = current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        router.oneshot(request)
+    }));
     tracing::info!(address = %listeners.main.local_addr()?, "floodgate listening");
-    axum::serve(
+    let graceful = axum::serve(
         listeners.main,
         main.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(until_stopped(stopped))
-    .await?;
+    .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let deadline = async {
+        until_stopped(stopped).await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+    };
+    tokio::select! {
+        served = graceful => served?,
+        () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
+    }
     if let Some(admin) = admin {
-        match admin.await {
-            Ok(result) => result?,
-            Err(join) => return Err(std::io::Error::other(join).into()),
+        // The admin listener drains on the same signal; it is not waited on past the deadline.
+        match tokio::time::timeout(Duration::from_millis(100), admin).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => return Err(std::io::Error::other(join).into()),
+            Err(_) => {}
         }
     }
+    tracing::info!("floodgate stopped");
     Ok(())
 }

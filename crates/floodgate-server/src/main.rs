@@ -129,8 +129,39 @@ async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
         None => None,
     };
     let listeners = floodgate_server::Listeners { main, admin };
-    floodgate_server::run(config, listeners, shutdown_signal()).await?;
+    let (configs, updates) = tokio::sync::watch::channel(config);
+    tokio::spawn(reload_on_hangup(path, configs));
+    floodgate_server::run_reloadable(updates, listeners, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Re-reads the file on each SIGHUP: a valid file replaces the running configuration at once,
+/// an invalid one is logged and changes nothing (J4).
+async fn reload_on_hangup(path: Option<PathBuf>, configs: tokio::sync::watch::Sender<Config>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(path) = &path else {
+                tracing::warn!("SIGHUP: no --config file to reload; running the embedded default");
+                continue;
+            };
+            match Config::from_file(path) {
+                Ok(config) => {
+                    let _ = configs.send(config);
+                }
+                Err(errors) => tracing::error!(
+                    "SIGHUP: {} rejected, keeping the running configuration:\n{errors}",
+                    path.display()
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, configs);
 }
 
 /// Ctrl-C or SIGTERM.

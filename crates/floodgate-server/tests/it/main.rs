@@ -7,4 +7,5 @@
 mod admin;
 mod binary;
 mod config;
+mod operations;
 mod service;
