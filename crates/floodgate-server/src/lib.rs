@@ -9,6 +9,7 @@ pub mod config;
 
 mod admin;
 mod check;
+mod proxy;
 mod routes;
 
 use std::future::Future;

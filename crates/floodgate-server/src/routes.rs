@@ -1,5 +1,5 @@
 //! Configured routes: matched in file order, each behind its own rate-limit layer, answered
-//! with a fixed response. Anything unmatched is a 404 problem.
+//! with a fixed response or forwarded to an upstream. Anything unmatched is a 404 problem.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::config::{Config, KeyPart, PathMatch, RouteAction, RouteMatch};
+use crate::proxy;
 
 type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
 
@@ -73,15 +74,15 @@ fn key_extractor(parts: &[KeyPart], config: &Config) -> Box<dyn KeyExtractor> {
 
 impl RouteTable {
     pub(crate) fn new<St: Store>(config: &Config, limiter: &Limiter<St>) -> Self {
+        let client = proxy::client();
         let routes = config
             .routes
             .iter()
             .map(|route| {
-                let RouteAction::Respond { status, body } = &route.action;
-                let handler = {
-                    {
+                let handler: RouteService = match &route.action {
+                    RouteAction::Respond { status, body } => {
                         let (status, body) = (*status, body.clone());
-                        tower::service_fn(move |_request: Request| {
+                        BoxCloneSyncService::new(tower::service_fn(move |_request: Request| {
                             let body = body.clone();
                             async move {
                                 let mut response = Response::new(Body::from(body));
@@ -92,7 +93,13 @@ impl RouteTable {
                                 );
                                 Ok::<_, Infallible>(response)
                             }
-                        })
+                        }))
+                    }
+                    RouteAction::Upstream { uri, timeout } => {
+                        let (client, uri, timeout) = (client.clone(), uri.clone(), *timeout);
+                        BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
+                            proxy::forward(client.clone(), uri.clone(), timeout, request)
+                        }))
                     }
                 };
                 let mut policies = route

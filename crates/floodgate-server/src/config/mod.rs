@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use floodgate::{OnError, Policy};
 use floodgate_http::HeaderMode;
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
 
 pub use self::error::{ConfigError, ConfigErrors};
@@ -113,7 +113,17 @@ pub enum RouteAction {
         /// The JSON body.
         body: Bytes,
     },
+    /// Forwards to an upstream, path and query unchanged.
+    Upstream {
+        /// `http://host:port` of the upstream.
+        uri: Uri,
+        /// How long the upstream may take to start answering before the client gets 504.
+        timeout: Duration,
+    },
 }
+
+/// The default `upstream_timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[[route]]`.
 #[derive(Debug, Clone)]

@@ -67,6 +67,7 @@ pub(crate) struct RawRoute {
     pub(crate) policies: Vec<Spanned<String>>,
     pub(crate) respond: Option<Spanned<RawRespond>>,
     pub(crate) upstream: Option<Spanned<String>>,
+    pub(crate) upstream_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

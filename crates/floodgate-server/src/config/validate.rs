@@ -419,6 +419,13 @@ fn route(
             );
         }
     }
+    if let (Some(timeout), None) = (&raw.upstream_timeout, &raw.upstream) {
+        diagnostics.error(
+            Some(timeout.span()),
+            "upstream_timeout without upstream",
+            Some("set upstream = \"http://host:port\" or remove upstream_timeout".to_owned()),
+        );
+    }
     let action = match (&raw.respond, &raw.upstream) {
         (Some(respond), None) => {
             let status = parse_or(
@@ -449,30 +456,28 @@ fn route(
             status.map(|status| RouteAction::Respond { status, body })
         }
         (None, Some(upstream)) => {
-            // Parsed first, so a bad URL is reported as such.
-            let parsed = parse_or(
+            let uri = parse_or(
                 diagnostics,
                 upstream,
                 |text| {
                     let uri = Uri::from_str(text)
                         .map_err(|_| format!("invalid upstream URL {text:?}"))?;
-                    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    let bare_path = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+                    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !bare_path {
                         return Err(format!("upstream {text:?} must be http://host:port"));
                     }
                     Ok(uri)
                 },
                 Some(
-                    "http://host:port, e.g. \"http://127.0.0.1:9000\"; the path and query are kept",
+                    "http://host:port, e.g. \"http://127.0.0.1:9000\"; requests keep their path and query",
                 ),
             );
-            if parsed.is_some() {
-                diagnostics.error(
-                    Some(upstream.span()),
-                    "proxy mode (upstream) is not implemented in this version yet",
-                    Some("use respond for now, or have your proxy call POST /v1/check".to_owned()),
-                );
-            }
-            None
+            let timeout = match &raw.upstream_timeout {
+                Some(timeout) => parse_or(diagnostics, timeout, |text| duration(text), None),
+                None => Some(super::DEFAULT_UPSTREAM_TIMEOUT),
+            };
+            uri.zip(timeout)
+                .map(|(uri, timeout)| RouteAction::Upstream { uri, timeout })
         }
         (Some(_), Some(_)) | (None, None) => {
             diagnostics.error(

@@ -15,7 +15,7 @@ fn the_example_file_and_the_embedded_default_are_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../floodgate.example.toml");
     let config = Config::from_file(&example).unwrap();
     assert_eq!(config.policies.len(), 2);
-    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.routes.len(), 3);
     let default = Config::embedded_default();
     assert_eq!(default.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(default.storage.url, "memory://");

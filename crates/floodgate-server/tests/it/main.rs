@@ -8,4 +8,5 @@ mod admin;
 mod binary;
 mod config;
 mod operations;
+mod proxy;
 mod service;

@@ -1,0 +1,159 @@
+//! Forwarding allowed requests to an upstream: a pooled HTTP/1 client, bodies streamed both ways,
+//! hop-by-hop headers removed, `X-Forwarded-For`, `Forwarded` and `Via` added. An unreachable
+//! upstream is a 502 problem, a slow one a 504.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use floodgate_http::problem::problem;
+use http::header::{CONNECTION, FORWARDED, HOST, VIA};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The HTTP client every upstream route shares: one connection pool per process.
+pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
+
+pub(crate) fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn via() -> HeaderValue {
+    HeaderValue::from_static("1.1 floodgate")
+}
+
+/// Forwards `request` to `upstream` and streams the answer back.
+pub(crate) async fn forward(
+    client: UpstreamClient,
+    upstream: Uri,
+    timeout: Duration,
+    request: Request,
+) -> Result<Response, Infallible> {
+    let (mut parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(upstream.scheme().cloned().unwrap_or(Scheme::HTTP));
+    target.authority = upstream
+        .authority()
+        .cloned()
+        .or_else(|| Authority::try_from("localhost").ok());
+    target.path_and_query = Some(path);
+    let Ok(uri) = Uri::from_parts(target) else {
+        return Ok(bad_gateway("the request path cannot be forwarded"));
+    };
+    parts.uri = uri;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if let Some(peer) = peer {
+        // Appended: whatever the client sent stays to the left, where no one should trust it.
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {peer}"),
+            None => peer.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        let node = match peer {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut element = format!("for={node};proto=http");
+        if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            if host
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                element.push_str(&format!(";host=\"{host}\""));
+            }
+        }
+        let forwarded = match headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {element}"),
+            None => element,
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+            headers.insert(FORWARDED, value);
+        }
+    }
+    headers.append(VIA, via());
+    let request = Request::from_parts(parts, body);
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.append(VIA, via());
+            Ok(Response::from_parts(parts, Body::new(body)))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "upstream unreachable");
+            Ok(bad_gateway("the upstream could not be reached"))
+        }
+        Err(_) => Ok(problem(
+            StatusCode::GATEWAY_TIMEOUT,
+            "about:blank",
+            "Upstream timed out",
+            &format!("the upstream did not answer within {timeout:?}"),
+            None,
+        )
+        .into_response()),
+    }
+}
+
+fn bad_gateway(detail: &str) -> Response {
+    problem(
+        StatusCode::BAD_GATEWAY,
+        "about:blank",
+        "Bad gateway",
+        detail,
+        None,
+    )
+    .into_response()
+}
