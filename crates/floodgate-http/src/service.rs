@@ -115,8 +115,10 @@ where
                 .filter(|(policy, decision)| policy.mode() == Mode::Enforce && !decision.allowed)
                 .map(|(policy, _)| policy.name())
                 .collect();
-            let mut response =
-                problem::quota_exceeded(&violated, headers::retry_after_seconds(&verdict));
+            let retry_after = headers::retry_after_seconds(&verdict);
+            // One line per denial, at debug: policy and path, never the client key.
+            tracing::debug!(policies = ?violated, path = parts.uri.path(), retry_after, "rate limited");
+            let mut response = problem::quota_exceeded(&violated, retry_after);
             config
                 .headers
                 .write(response.headers_mut(), &config.policies, &verdict);

@@ -1,6 +1,8 @@
 //! The service over real sockets: the embedded demo, the check API, and two processes sharing
 //! one redis-server exactly (J1).
 
+use std::time::Duration;
+
 use floodgate::Algorithm;
 use floodgate_testkit::RedisServer;
 use reqwest::{Client, StatusCode};
@@ -184,5 +186,90 @@ async fn two_processes_on_one_redis_admit_exactly_the_limit_for_every_algorithm(
             admitted += usize::from(status == StatusCode::OK);
         }
         assert_eq!(admitted, 100, "{algorithm}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_a_cluster_admit_exactly_the_limit() {
+    let cluster = floodgate_testkit::RedisCluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]\nurl = \"{}\"\ntimeout = \"2s\"\non_error = \"deny\"\n\
+             [[policy]]\nname = \"log\"\nalgorithm = \"sliding_log\"\nlimit = 100\nperiod = \"1h\"\n",
+            cluster.url()
+        ),
+    )
+    .unwrap();
+    let services = [Floodgate::serve(Some(&file)), Floodgate::serve(Some(&file))];
+    let client = Client::new();
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let (client, url) = (client.clone(), services[i % 2].url("/v1/check"));
+            tokio::spawn(async move {
+                let body = r#"{"policy": "log", "key": "tenant-7"}"#;
+                client.post(url).body(body).send().await.unwrap().status()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap() == StatusCode::OK);
+    }
+    assert_eq!(admitted, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_restart() {
+    let mut redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("outage.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]\nurl = \"{}\"\ntimeout = \"50ms\"\non_error = \"allow\"\n\
+             [[policy]]\nname = \"open\"\nalgorithm = \"gcra\"\nlimit = 1000\nperiod = \"1h\"\n\
+             [[policy]]\nname = \"closed\"\nalgorithm = \"gcra\"\nlimit = 1000\nperiod = \"1h\"\non_error = \"deny\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let service = Floodgate::serve(Some(&file));
+    let client = Client::new();
+    let url = service.url("/v1/check");
+    let check = |policy: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = format!(r#"{{"policy": "{policy}", "key": "k"}}"#);
+            let started = tokio::time::Instant::now();
+            let status = client.post(url).body(body).send().await.unwrap().status();
+            (status, started.elapsed())
+        }
+    };
+    assert_eq!(check("closed").await.0, StatusCode::OK);
+
+    redis.kill();
+    for _ in 0..20 {
+        let (open, open_took) = check("open").await;
+        let (closed, closed_took) = check("closed").await;
+        assert_eq!(open, StatusCode::OK);
+        assert_eq!(closed, StatusCode::SERVICE_UNAVAILABLE);
+        // The 50 ms deadline plus loopback HTTP and a debug build's slack.
+        assert!(
+            open_took.max(closed_took) < Duration::from_millis(250),
+            "{open_took:?} {closed_took:?}"
+        );
+    }
+
+    redis.restart().unwrap();
+    let back = tokio::time::Instant::now();
+    while check("closed").await.0 != StatusCode::OK {
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "still failing 1 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
