@@ -7,11 +7,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use floodgate::{Decision, Error, Limiter, Policy, Store, Verdict};
+use std::collections::HashMap;
+
+use floodgate::{Decision, Error, Limiter, Mode, Policy, Store, Verdict};
 use floodgate_http::problem::{impossible_cost, problem, store_unavailable};
 use floodgate_http::{HeaderMode, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
+use metrics::{Counter, Histogram};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,6 +29,71 @@ pub(crate) struct CheckState<St> {
     pub(crate) limiter: Limiter<St>,
     pub(crate) config: Arc<Config>,
     pub(crate) headers: HeaderMode,
+    /// Per policy name: its single-policy headers and its decision counters, built once so a
+    /// check does no registry lookups and no header serialisation it can avoid.
+    per_policy: HashMap<String, PolicyInstruments>,
+    latency: Histogram,
+}
+
+#[derive(Debug)]
+struct PolicyInstruments {
+    headers: RateLimitHeaders,
+    /// allowed, denied, shadow_denied, error.
+    outcomes: [Counter; 4],
+}
+
+impl<St> CheckState<St> {
+    pub(crate) fn new(limiter: Limiter<St>, config: Arc<Config>) -> Self {
+        let headers = config.server.headers;
+        let per_policy = config
+            .policies
+            .iter()
+            .map(|policy| {
+                let name = policy.name().to_owned();
+                let counter = |outcome: &'static str| {
+                    metrics::counter!(
+                        floodgate_http::DECISIONS_TOTAL,
+                        "policy" => name.clone(),
+                        "outcome" => outcome
+                    )
+                };
+                let instruments = PolicyInstruments {
+                    headers: RateLimitHeaders::new(headers, std::slice::from_ref(policy)),
+                    outcomes: [
+                        counter("allowed"),
+                        counter("denied"),
+                        counter("shadow_denied"),
+                        counter("error"),
+                    ],
+                };
+                (name, instruments)
+            })
+            .collect();
+        CheckState {
+            limiter,
+            config,
+            headers,
+            per_policy,
+            latency: metrics::histogram!(crate::admin::CHECK_DURATION),
+        }
+    }
+
+    /// Counts the decision of each policy as the layer does (`floodgate_decisions_total`);
+    /// `None` when the store failed and the policies fail closed.
+    fn record(&self, policies: &[Policy], verdict: Option<&Verdict>) {
+        for (index, policy) in policies.iter().enumerate() {
+            let outcome = match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
+                None => 3,
+                Some((_, decision)) if !decision.allowed && policy.mode() == Mode::Shadow => 2,
+                Some((_, decision)) if !decision.allowed => 1,
+                Some((verdict, _)) if verdict.allowed => 0,
+                Some(_) => continue,
+            };
+            if let Some(instruments) = self.per_policy.get(policy.name()) {
+                instruments.outcomes[outcome].increment(1);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,16 +180,16 @@ pub(crate) async fn check<St: Store>(
         .limiter
         .check_all(&policies, request.key.as_bytes(), request.cost)
         .await;
-    metrics::histogram!(crate::admin::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+    state.latency.record(started.elapsed().as_secs_f64());
     let verdict = match decided {
         Ok(verdict) => verdict,
         Err(Error::StoreUnavailable { .. }) => {
-            record(&policies, None);
+            state.record(&policies, None);
             return store_unavailable(&policies).into_response();
         }
         Err(error) => return impossible_cost(&error.to_string()).into_response(),
     };
-    record(&policies, Some(&verdict));
+    state.record(&policies, Some(&verdict));
     let body = if multi {
         json!({
             "allowed": verdict.allowed,
@@ -140,30 +208,6 @@ pub(crate) async fn check<St: Store>(
     respond(&state, &policies, &verdict, &body)
 }
 
-/// Counts the decision of each policy as the layer does (`floodgate_decisions_total`); `None`
-/// when the store failed and the policies fail closed.
-fn record(policies: &[Policy], verdict: Option<&Verdict>) {
-    for (index, policy) in policies.iter().enumerate() {
-        let outcome = match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
-            None => "error",
-            Some((_, decision))
-                if !decision.allowed && policy.mode() == floodgate::Mode::Shadow =>
-            {
-                "shadow_denied"
-            }
-            Some((_, decision)) if !decision.allowed => "denied",
-            Some((verdict, _)) if verdict.allowed => "allowed",
-            Some(_) => continue,
-        };
-        metrics::counter!(
-            floodgate_http::DECISIONS_TOTAL,
-            "policy" => policy.name().to_owned(),
-            "outcome" => outcome
-        )
-        .increment(1);
-    }
-}
-
 fn respond<St>(
     state: &CheckState<St>,
     policies: &[Policy],
@@ -179,7 +223,15 @@ fn respond<St>(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    RateLimitHeaders::new(state.headers, policies).write(headers, policies, verdict);
+    match (
+        policies,
+        policies
+            .first()
+            .and_then(|p| state.per_policy.get(p.name())),
+    ) {
+        ([_], Some(instruments)) => instruments.headers.write(headers, policies, verdict),
+        _ => RateLimitHeaders::new(state.headers, policies).write(headers, policies, verdict),
+    }
     response
 }
 

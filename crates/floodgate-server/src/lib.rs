@@ -128,11 +128,7 @@ pub async fn run_reloadable(
 
 /// The main listener's router on `limiter`.
 fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Router {
-    let check_state = Arc::new(CheckState {
-        limiter: limiter.clone(),
-        config: Arc::clone(&config),
-        headers: config.server.headers,
-    });
+    let check_state = Arc::new(CheckState::new(limiter.clone(), Arc::clone(&config)));
     let ready_state = Arc::clone(&check_state);
     let table = RouteTable::new(&config, &limiter);
     Router::new()
