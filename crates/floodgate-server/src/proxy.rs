@@ -10,9 +10,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use floodgate_http::problem::problem;
-use http::header::{CONNECTION, FORWARDED, HOST, VIA};
+use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, VIA};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -28,6 +29,9 @@ pub(crate) fn client() -> UpstreamClient {
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector)
 }
+
+/// Upstream bodies up to this size (by `Content-Length`) are buffered; larger ones stream.
+const BUFFERED_BODY: usize = 64 * 1024;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -130,6 +134,25 @@ pub(crate) async fn forward(
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             parts.headers.append(VIA, via());
+            let small = parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|length| length <= BUFFERED_BODY);
+            if small {
+                // A small body is read whole and sent with the headers in one write: streaming it
+                // would cost the client a second write and wake-up for a few bytes.
+                return match body.collect().await {
+                    Ok(collected) => Ok(Response::from_parts(
+                        parts,
+                        Body::from(collected.to_bytes()),
+                    )),
+                    Err(error) => {
+                        tracing::debug!(%error, "upstream body failed");
+                        Ok(bad_gateway("the upstream's answer broke off"))
+                    }
+                };
+            }
             Ok(Response::from_parts(parts, Body::new(body)))
         }
         Ok(Err(error)) => {
