@@ -119,10 +119,16 @@ pub async fn run_reloadable(
                 url: config.storage.url.clone(),
                 source,
             })?;
+        let gauges_store = store.clone();
+        let gauges: StoreGauges = Arc::new(move || {
+            let stats = gauges_store.stats();
+            metrics::gauge!("floodgate_breaker_open").set(stats.open_breakers as f64);
+            metrics::gauge!("floodgate_breakers").set(stats.breakers as f64);
+        });
         let limiter = Limiter::builder(store)
             .on_error(config.storage.on_error)
             .build();
-        serve(configs, limiter, Arc::new(|| {}), listeners, shutdown).await
+        serve(configs, limiter, gauges, listeners, shutdown).await
     }
 }
 

@@ -39,7 +39,7 @@ pub use floodgate_core::{
 pub use limiter::{DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats};
 pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
-pub use redis::{RedisConfig, RedisStore};
+pub use redis::{RedisConfig, RedisStats, RedisStore};
 pub use store::Store;
 pub use verdict::{Source, Verdict};
 

@@ -229,14 +229,15 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
     std::fs::write(
         &file,
         format!(
-            "[storage]\nurl = \"{}\"\ntimeout = \"50ms\"\non_error = \"allow\"\n\
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [storage]\nurl = \"{}\"\ntimeout = \"50ms\"\non_error = \"allow\"\n\
              [[policy]]\nname = \"open\"\nalgorithm = \"gcra\"\nlimit = 1000\nperiod = \"1h\"\n\
              [[policy]]\nname = \"closed\"\nalgorithm = \"gcra\"\nlimit = 1000\nperiod = \"1h\"\non_error = \"deny\"\n",
             redis.url()
         ),
     )
     .unwrap();
-    let service = Floodgate::serve(Some(&file));
+    let service = Floodgate::serve_with(Some(&file), &[], true);
     let client = Client::new();
     let url = service.url("/v1/check");
     let check = |policy: &'static str| {
@@ -263,6 +264,18 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
         );
     }
 
+    let metrics = client
+        .get(service.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("floodgate_breaker_open 1"), "{text}");
+    assert!(
+        text.contains(r#"floodgate_decisions_total{policy="closed",outcome="error"} 20"#),
+        "{text}"
+    );
+
     redis.restart().unwrap();
     let back = tokio::time::Instant::now();
     while check("closed").await.0 != StatusCode::OK {
@@ -272,4 +285,16 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let metrics = client
+        .get(service.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("floodgate_breaker_open 0")
+    );
 }

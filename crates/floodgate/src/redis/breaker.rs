@@ -66,6 +66,16 @@ impl Breakers {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// How many groups are open (failing fast or probing), and how many there are.
+    pub(crate) fn open_groups(&self) -> (usize, usize) {
+        let open = self
+            .groups
+            .iter()
+            .filter(|b| b.consecutive_failures.load(Ordering::Acquire) >= self.threshold)
+            .count();
+        (open, self.groups.len())
+    }
+
     /// Whether a call to `group` may go ahead.
     pub(crate) fn admit(&self, group: usize) -> Admission {
         let breaker = &self.groups[group];

@@ -53,6 +53,16 @@ use crate::verdict::{Verdict, verdict};
 /// How often a call answered by "not executed, try elsewhere or later" is sent again.
 const MAX_NOT_EXECUTED_RETRIES: u32 = 5;
 
+/// The state of a [`RedisStore`]'s circuit breakers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Breakers open now: their slots fail fast, with one probe per interval.
+    pub open_breakers: usize,
+    /// Breakers in all: 1 for a single node, one per group of 256 slots on a cluster.
+    pub breakers: usize,
+}
+
 /// A store on Redis: exact across every instance that shares the server or cluster.
 ///
 /// Clones share one connection (multiplexed: concurrent calls are pipelined on it).
@@ -198,6 +208,15 @@ impl RedisStore {
                 sequence: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The circuit breakers' state now.
+    pub fn stats(&self) -> RedisStats {
+        let (open_breakers, breakers) = self.inner.breakers.open_groups();
+        RedisStats {
+            open_breakers,
+            breakers,
+        }
     }
 
     async fn decide(

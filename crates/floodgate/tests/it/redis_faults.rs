@@ -137,12 +137,23 @@ async fn a_hanging_redis_opens_the_breaker_and_costs_no_storm() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(limiter.store().stats().open_breakers, 0);
     server.pause().unwrap();
     paused.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        limiter.store().stats().open_breakers,
+        1,
+        "the breaker did not open"
+    );
     paused.store(false, Ordering::Relaxed);
     server.resume().unwrap();
     let recovery = until_redis_decides(&limiter, &policy).await;
+    assert_eq!(
+        limiter.store().stats().open_breakers,
+        0,
+        "the breaker stayed open"
+    );
     stop.store(true, Ordering::Relaxed);
     let mut latencies: Vec<Duration> = Vec::new();
     for task in tasks {
