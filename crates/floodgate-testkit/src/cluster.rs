@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::server::{RedisServer, cli_output, wait_until};
+use crate::tls::{self, TestCertificates};
 
 /// How long the cluster may take to agree that all slots are served.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -15,6 +16,8 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     masters: usize,
+    /// The shared certificates of a TLS cluster; dropped after the nodes.
+    tls_dir: Option<tempfile::TempDir>,
 }
 
 impl RedisCluster {
@@ -37,14 +40,47 @@ impl RedisCluster {
     /// When fewer than 3 masters are asked for, a node does not start, or the cluster does not
     /// form within 30 s.
     pub fn start_with(masters: usize, replicas: usize) -> io::Result<Self> {
+        Self::start_nodes(masters, replicas, None)
+    }
+
+    /// A 3-master cluster whose nodes also listen for TLS, with certificates from one throwaway
+    /// CA ([`RedisCluster::tls_ca_pem`]); nodes talk TLS to each other on the cluster bus, and
+    /// answer TLS clients with their TLS ports ([`RedisCluster::tls_url`]). Needs `openssl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisCluster::start_with`], or when the certificates cannot be made.
+    pub fn start_tls() -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("floodgate-tls-")
+            .tempdir()?;
+        let certificates = tls::generate(dir.path())?;
+        let mut cluster = Self::start_nodes(3, 0, Some(certificates))?;
+        cluster.tls_dir = Some(dir);
+        Ok(cluster)
+    }
+
+    fn start_nodes(
+        masters: usize,
+        replicas: usize,
+        tls: Option<TestCertificates>,
+    ) -> io::Result<Self> {
         if masters < 3 {
             return Err(io::Error::other("a Redis Cluster needs at least 3 masters"));
         }
         let mut nodes = Vec::with_capacity(masters * (1 + replicas));
         for _ in 0..masters * (1 + replicas) {
+            let mut builder = RedisServer::builder().cluster_node();
+            if let Some(certificates) = &tls {
+                builder = builder.tls_with(certificates.clone()).args([
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                ]);
+            }
             nodes.push(
-                RedisServer::builder()
-                    .cluster_node()
+                builder
                     .args([
                         "--cluster-enabled",
                         "yes",
@@ -71,7 +107,11 @@ impl RedisCluster {
                 .args(&addresses)
                 .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]),
         )?;
-        let cluster = RedisCluster { nodes, masters };
+        let cluster = RedisCluster {
+            nodes,
+            masters,
+            tls_dir: None,
+        };
         cluster.wait_until_ok(FORM_TIMEOUT)?;
         // A replica that never completed its first sync is not eligible for promotion, so a
         // cluster is ready for failover tests only once every replica's link is up.
@@ -112,6 +152,29 @@ impl RedisCluster {
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
         format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The TLS URL listing every node, for a cluster from [`RedisCluster::start_tls`]:
+    /// `rediss+cluster://127.0.0.1:T1,…`.
+    pub fn tls_url(&self) -> Option<String> {
+        let hosts: Option<Vec<String>> = self
+            .nodes
+            .iter()
+            .map(|node| node.tls_port().map(|port| format!("127.0.0.1:{port}")))
+            .collect();
+        hosts.map(|hosts| format!("rediss+cluster://{}", hosts.join(",")))
+    }
+
+    /// The PEM certificate of the CA that signed every node's certificate.
+    ///
+    /// # Errors
+    ///
+    /// When the cluster was started without TLS.
+    pub fn tls_ca_pem(&self) -> io::Result<Vec<u8>> {
+        match self.nodes.first() {
+            Some(node) => node.tls_ca_pem(),
+            None => Err(io::Error::other("no nodes")),
+        }
     }
 
     /// Every node; the first `masters()` were created as masters.

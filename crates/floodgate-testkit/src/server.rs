@@ -34,6 +34,7 @@ pub struct RedisServerBuilder {
     args: Vec<String>,
     needs_bus_port: bool,
     tls: bool,
+    tls_certificates: Option<TestCertificates>,
 }
 
 impl RedisServerBuilder {
@@ -65,6 +66,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// As [`RedisServerBuilder::tls`], with certificates made once for several servers (the
+    /// nodes of one cluster must trust each other).
+    #[must_use]
+    pub(crate) fn tls_with(mut self, certificates: TestCertificates) -> Self {
+        self.tls = true;
+        self.tls_certificates = Some(certificates);
+        self
+    }
+
     /// Pick a port whose cluster bus port (`port + 10000`) is free too.
     #[must_use]
     pub(crate) fn cluster_node(mut self) -> Self {
@@ -93,7 +103,10 @@ impl RedisServerBuilder {
             let tls = if self.tls {
                 Some(TlsListener {
                     port: free_port(false)?,
-                    certificates: tls::generate(dir.path())?,
+                    certificates: match &self.tls_certificates {
+                        Some(certificates) => certificates.clone(),
+                        None => tls::generate(dir.path())?,
+                    },
                 })
             } else {
                 None
@@ -173,6 +186,11 @@ impl RedisServer {
             Endpoint::Tcp(port) => format!("redis://127.0.0.1:{port}"),
             Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
         }
+    }
+
+    /// The TLS port, for a server started with [`RedisServerBuilder::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|tls| tls.port)
     }
 
     /// The `rediss://` URL of the TLS port, for a server started with [`RedisServerBuilder::tls`].

@@ -24,7 +24,7 @@ pub(crate) fn generate(dir: &Path) -> io::Result<TestCertificates> {
     fs::write(
         &extensions,
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
     )?;
     let p256 = [
         "-newkey",

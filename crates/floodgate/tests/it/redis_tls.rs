@@ -50,3 +50,35 @@ async fn a_server_signed_by_an_unknown_ca_is_refused() {
     );
     assert_eq!(server.cli(&["DBSIZE"]).unwrap().trim(), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_decides_exactly_on_every_master() {
+    let cluster = floodgate_testkit::RedisCluster::start_tls().unwrap();
+    let config = RedisConfig::new(cluster.tls_url().unwrap())
+        .timeout(Duration::from_secs(2))
+        .tls_root_certificate(cluster.tls_ca_pem().unwrap());
+    let limiter = Limiter::new(RedisStore::connect(config).await.unwrap());
+    let policy = Policy::new("tls", Algorithm::Gcra, 5, Duration::from_secs(3600)).unwrap();
+    // Enough keys that every master owns some of them.
+    for key in 0..12 {
+        let mut admitted = 0;
+        for _ in 0..8 {
+            let verdict = limiter
+                .check(&policy, format!("client-{key}"), 1)
+                .await
+                .unwrap();
+            admitted += u32::from(verdict.allowed);
+        }
+        assert_eq!(admitted, 5, "client-{key}");
+    }
+    let mut keys_per_master = Vec::new();
+    for node in &cluster.nodes()[..cluster.masters()] {
+        let dbsize: u64 = node.cli(&["DBSIZE"]).unwrap().trim().parse().unwrap();
+        keys_per_master.push(dbsize);
+    }
+    assert!(
+        keys_per_master.iter().all(|n| *n > 0),
+        "{keys_per_master:?}"
+    );
+    assert_eq!(keys_per_master.iter().sum::<u64>(), 12);
+}
