@@ -12,10 +12,9 @@ use floodgate_http::problem::problem;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::check::decision_json;
+use crate::check::single_decision_json;
 use crate::config::Config;
 
 /// The latency histogram of check API decisions, in seconds.
@@ -156,15 +155,7 @@ async fn peek<St: Store>(
         return unknown_policy(&policy);
     };
     match state.limiter.peek(&policy, key.as_bytes()).await {
-        Ok(verdict) => {
-            let mut body = verdict
-                .decision()
-                .map_or(Value::Null, |d| decision_json(&policy, d));
-            if let Some(object) = body.as_object_mut() {
-                object.insert("allowed".into(), Value::Bool(verdict.allowed));
-            }
-            axum::Json(body).into_response()
-        }
+        Ok(verdict) => axum::Json(single_decision_json(&policy, &verdict)).into_response(),
         Err(_) => floodgate_http::problem::store_unavailable(std::slice::from_ref(&policy))
             .into_response(),
     }

@@ -196,14 +196,9 @@ pub(crate) async fn check<St: Store>(
             "decisions": policies.iter().zip(&verdict.decisions).map(|(p, d)| decision_json(p, d)).collect::<Vec<_>>(),
         })
     } else {
-        let mut single = policies
+        policies
             .first()
-            .zip(verdict.decisions.first())
-            .map_or(Value::Null, |(p, d)| decision_json(p, d));
-        if let Some(object) = single.as_object_mut() {
-            object.insert("allowed".into(), json!(verdict.allowed));
-        }
-        single
+            .map_or(Value::Null, |policy| single_decision_json(policy, &verdict))
     };
     respond(&state, &policies, &verdict, &body)
 }
@@ -235,7 +230,19 @@ fn respond<St>(
     response
 }
 
-pub(crate) fn decision_json(policy: &Policy, decision: &Decision) -> Value {
+/// The body of a single-policy check (also the admin API's and `floodgate check`'s output):
+/// the policy's decision, with `allowed` the verdict's (a shadow policy's denial still allows).
+pub fn single_decision_json(policy: &Policy, verdict: &Verdict) -> Value {
+    let mut body = verdict
+        .decision()
+        .map_or(Value::Null, |decision| decision_json(policy, decision));
+    if let Some(object) = body.as_object_mut() {
+        object.insert("allowed".into(), Value::Bool(verdict.allowed));
+    }
+    body
+}
+
+fn decision_json(policy: &Policy, decision: &Decision) -> Value {
     json!({
         "allowed": decision.allowed,
         "policy": policy.name(),

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use floodgate::{Limiter, MemoryStore, RedisConfig, RedisStore, Store, StoreError};
+use floodgate::{Limiter, MemoryStore, RedisStore, Store, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,7 +28,7 @@ use tower::ServiceExt;
 
 use crate::admin::StoreGauges;
 use crate::check::CheckState;
-pub use crate::check::MAX_CHECK_BODY;
+pub use crate::check::{MAX_CHECK_BODY, single_decision_json};
 use crate::config::Config;
 use crate::routes::RouteTable;
 
@@ -110,10 +110,7 @@ pub async fn run_reloadable(
             .build();
         serve(configs, limiter, gauges, listeners, shutdown).await
     } else {
-        let redis = RedisConfig::new(&config.storage.url)
-            .prefix(&config.storage.prefix)
-            .timeout(config.storage.timeout);
-        let store = RedisStore::connect(redis)
+        let store = RedisStore::connect(config.storage.redis_config())
             .await
             .map_err(|source| ServeError::Store {
                 url: config.storage.url.clone(),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use floodgate::{Limiter, MemoryStore, RedisConfig, RedisStore};
+use floodgate::{Limiter, MemoryStore, RedisStore};
 use floodgate_server::config::Config;
 
 #[derive(Debug, Parser)]
@@ -198,25 +198,14 @@ async fn check(path: PathBuf, policy: String, key: String, cost: u64) -> anyhow:
             .check(&policy, &key, cost)
             .await?
     } else {
-        let redis = RedisConfig::new(&config.storage.url)
-            .prefix(&config.storage.prefix)
-            .timeout(config.storage.timeout);
-        let limiter = Limiter::builder(RedisStore::connect(redis).await?)
+        let limiter = Limiter::builder(RedisStore::connect(config.storage.redis_config()).await?)
             .on_error(config.storage.on_error)
             .build();
         limiter.check(&policy, &key, cost).await?
     };
-    let decision = verdict.decision().context("no decision")?;
     println!(
         "{}",
-        serde_json::json!({
-            "allowed": verdict.allowed,
-            "policy": policy.name(),
-            "limit": decision.limit,
-            "remaining": decision.remaining,
-            "reset_after_ms": decision.reset_after.as_millis(),
-            "retry_after_ms": decision.retry_after.map(|d| d.as_millis()),
-        })
+        floodgate_server::single_decision_json(&policy, &verdict)
     );
     Ok(if verdict.allowed {
         ExitCode::SUCCESS

@@ -138,6 +138,15 @@ pub struct RouteConfig {
     pub action: RouteAction,
 }
 
+impl StorageConfig {
+    /// The Redis store's settings from `[storage]` (for a Redis URL).
+    pub fn redis_config(&self) -> floodgate::RedisConfig {
+        floodgate::RedisConfig::new(&self.url)
+            .prefix(&self.prefix)
+            .timeout(self.timeout)
+    }
+}
+
 impl Config {
     /// The embedded default: memory store on 127.0.0.1:8080, and the classic demo, `GET /`
     /// answering `{"message": "Hello, World!"}` 10 times a minute per client IP.
