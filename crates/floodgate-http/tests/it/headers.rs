@@ -12,7 +12,7 @@ use http::StatusCode;
 use proptest::prelude::*;
 use tower::ServiceExt;
 
-use crate::support::{get_from, parse_list};
+use crate::support::{cost_from_header, get_from, parse_list};
 
 fn ceil_seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_nanos().div_ceil(1_000_000_000)).unwrap()
@@ -26,13 +26,7 @@ async fn run(policy: Policy, steps: Vec<(u64, u64)>) -> Result<(), TestCaseError
     let clock = ManualClock::new(1_700_000_000_000_000);
     let limiter = Limiter::new(MemoryStore::builder().clock(clock.clone()).build());
     let layer = RateLimitLayer::builder(limiter, policy.clone())
-        .cost(|request| {
-            request
-                .headers
-                .get("x-cost")
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(1)
-        })
+        .cost(cost_from_header)
         .headers(HeaderMode::Both)
         .build();
     let app = Router::new()

@@ -12,7 +12,7 @@ use floodgate_http::{HeaderMode, QUOTA_EXCEEDED, RateLimitLayer};
 use http::{HeaderName, Method, Request, StatusCode};
 use tower::{Service, ServiceExt};
 
-use crate::support::{get_from, json_body, parse_list};
+use crate::support::{cost_from_header, get_from, json_body, parse_list};
 
 // A multiple of 60 s: fixed windows are aligned to the epoch, so a minute window starts here.
 const START_US: u64 = 1_699_999_980_000_000;
@@ -280,13 +280,7 @@ async fn without_a_peer_address_the_answer_says_how_to_serve() {
 async fn costs_are_charged_and_an_impossible_cost_is_a_422() {
     let clock = ManualClock::new(START_US);
     let layer = RateLimitLayer::builder(limiter(&clock), per_minute("units", 5))
-        .cost(|request| {
-            request
-                .headers
-                .get("x-cost")
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(1)
-        })
+        .cost(cost_from_header)
         .build();
     let app = app(layer);
     let with_cost = |cost: &str| {

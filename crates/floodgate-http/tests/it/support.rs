@@ -17,6 +17,15 @@ pub(crate) fn get_from(uri: &str, peer: &str) -> Request<Body> {
     request
 }
 
+/// A request's cost from its `x-cost` header, 1 without one.
+pub(crate) fn cost_from_header(request: &http::request::Parts) -> u64 {
+    request
+        .headers
+        .get("x-cost")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
 /// The body as JSON.
 pub(crate) async fn json_body<B>(response: Response<B>) -> Value
 where
