@@ -18,7 +18,8 @@ use ipnet::IpNet;
 pub use self::error::{ConfigError, ConfigErrors};
 
 /// The default main listener.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

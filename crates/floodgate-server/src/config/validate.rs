@@ -134,7 +134,7 @@ fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> ServerConfig {
         )
     });
     ServerConfig {
-        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        listen: listen.unwrap_or(super::DEFAULT_LISTEN),
         trusted_proxies,
         ipv6_prefix: ipv6_prefix.unwrap_or(64),
         headers: headers.unwrap_or_default(),
