@@ -38,6 +38,25 @@ pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every [`UPKEEP_EVERY`] until `stopped` completes.
+/// Without it every check's latency sample is kept until the next scrape, so a service that
+/// nobody scrapes would grow by a sample per request.
+pub(crate) async fn upkeep(stopped: impl std::future::Future<Output = ()>) {
+    let Some(handle) = prometheus() else { return };
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            () = &mut stopped => return,
+        }
+    }
+}
+
 /// Store figures refreshed into gauges at each scrape (the memory store's key counts).
 pub(crate) type StoreGauges = Arc<dyn Fn() + Send + Sync>;
 

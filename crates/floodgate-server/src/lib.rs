@@ -179,6 +179,8 @@ async fn serve<St: Store>(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
+    tokio::spawn(admin::upkeep(until_stopped(stopped.clone())));
+
     // The live configuration: the main router is rebuilt and swapped whole on each reload.
     let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
     let (live_config, admin_config) = watch::channel(Arc::clone(&config));
