@@ -9,6 +9,7 @@ pub mod config;
 
 mod admin;
 mod check;
+mod pool;
 mod proxy;
 mod routes;
 

@@ -1,6 +1,6 @@
-//! Forwarding allowed requests to an upstream: a pooled HTTP/1 client, bodies streamed both ways,
-//! hop-by-hop headers removed, `X-Forwarded-For`, `Forwarded` and `Via` added. An unreachable
-//! upstream is a 502 problem, a slow one a 504.
+//! Forwarding allowed requests to an upstream: pooled HTTP/1 connections, bodies streamed both
+//! ways, hop-by-hop headers removed, `X-Forwarded-For`, `Forwarded` and `Via` added. An
+//! unreachable upstream is a 502 problem, a slow one a 504.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,24 +11,11 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use floodgate_http::problem::problem;
 use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, VIA};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-/// The HTTP client every upstream route shares: one connection pool per process.
-pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
-
-pub(crate) fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
-}
+use crate::pool::UpstreamPool;
 
 /// Upstream bodies up to this size (by `Content-Length`) are buffered; larger ones stream.
 const BUFFERED_BODY: usize = 64 * 1024;
@@ -67,36 +54,48 @@ fn via() -> HeaderValue {
     HeaderValue::from_static("1.1 floodgate")
 }
 
-/// Forwards `request` to `upstream` and streams the answer back.
-pub(crate) async fn forward(
-    client: UpstreamClient,
-    upstream: Uri,
+/// One route's upstream: where requests go and how long it may take to answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    pool: UpstreamPool,
+    /// `Host` for requests that came without one.
+    host: Option<HeaderValue>,
     timeout: Duration,
-    request: Request,
-) -> Result<Response, Infallible> {
+}
+
+impl Upstream {
+    /// `uri`'s upstream reached through `pool` (routes to one upstream share its connections).
+    pub(crate) fn new(pool: UpstreamPool, uri: &Uri, timeout: Duration) -> Self {
+        Upstream {
+            pool,
+            host: uri
+                .authority()
+                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()),
+            timeout,
+        }
+    }
+}
+
+/// Forwards `request` to `upstream` and streams the answer back.
+pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Response, Infallible> {
+    let timeout = upstream.timeout;
     let (mut parts, body) = request.into_parts();
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip());
+    // Origin form: the upstream sees the path and query the client asked for.
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(upstream.scheme().cloned().unwrap_or(Scheme::HTTP));
-    target.authority = upstream
-        .authority()
-        .cloned()
-        .or_else(|| Authority::try_from("localhost").ok());
-    target.path_and_query = Some(path);
-    let Ok(uri) = Uri::from_parts(target) else {
-        return Ok(bad_gateway("the request path cannot be forwarded"));
-    };
-    parts.uri = uri;
+    parts.uri = Uri::from(path);
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
+    if let (false, Some(host)) = (headers.contains_key(HOST), &upstream.host) {
+        headers.insert(HOST, host.clone());
+    }
     if let Some(peer) = peer {
         // Appended: whatever the client sent stays to the left, where no one should trust it.
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -129,7 +128,7 @@ pub(crate) async fn forward(
     }
     headers.append(VIA, via());
     let request = Request::from_parts(parts, body);
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    match tokio::time::timeout(timeout, upstream.pool.send(request)).await {
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);

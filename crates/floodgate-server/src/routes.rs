@@ -1,6 +1,7 @@
 //! Configured routes: matched in file order, each behind its own rate-limit layer, answered
 //! with a fixed response or forwarded to an upstream. Anything unmatched is a 404 problem.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -12,11 +13,12 @@ use floodgate_http::RateLimitLayer;
 use floodgate_http::key::{ClientIp, Global, Header, KeyExtractor, Query};
 use floodgate_http::problem::problem;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode, Uri};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::config::{Config, KeyPart, PathMatch, RouteAction, RouteMatch};
+use crate::pool::UpstreamPool;
 use crate::proxy;
 
 type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
@@ -74,7 +76,7 @@ fn key_extractor(parts: &[KeyPart], config: &Config) -> Box<dyn KeyExtractor> {
 
 impl RouteTable {
     pub(crate) fn new<St: Store>(config: &Config, limiter: &Limiter<St>) -> Self {
-        let client = proxy::client();
+        let mut pools: HashMap<&Uri, UpstreamPool> = HashMap::new();
         let routes = config
             .routes
             .iter()
@@ -96,9 +98,13 @@ impl RouteTable {
                         }))
                     }
                     RouteAction::Upstream { uri, timeout } => {
-                        let (client, uri, timeout) = (client.clone(), uri.clone(), *timeout);
+                        let pool = pools
+                            .entry(uri)
+                            .or_insert_with(|| UpstreamPool::new(uri))
+                            .clone();
+                        let upstream = proxy::Upstream::new(pool, uri, *timeout);
                         BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
-                            proxy::forward(client.clone(), uri.clone(), timeout, request)
+                            proxy::forward(upstream.clone(), request)
                         }))
                     }
                 };

@@ -149,3 +149,94 @@ async fn the_proxy_forwards_faithfully_and_fails_as_problems() {
         "a denied request reached the upstream"
     );
 }
+
+/// A keep-alive HTTP/1.1 upstream that counts the connections it accepts. `/small` answers 2
+/// bytes, `/large` 200 000 (more than the proxy buffers, so it streams), and `/last` answers and
+/// then closes the connection without saying so, as an upstream's idle timeout would.
+async fn counting_upstream(connections: Arc<AtomicUsize>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            connections.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 4);
+                    let body = if head.starts_with("GET /large") {
+                        vec![b'x'; 200_000]
+                    } else {
+                        b"ok".to_vec()
+                    };
+                    let answer =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    socket.write_all(&body).await.unwrap();
+                    if head.starts_with("GET /last") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_a_closed_one_is_replaced() {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let up = counting_upstream(Arc::clone(&connections)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pool.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[route]]\nmatch = \"GET /*\"\nupstream = \"http://{up}\"\n\
+             [[route]]\nmatch = \"POST /*\"\nupstream = \"http://{up}\"\n"
+        ),
+    )
+    .unwrap();
+    let service = Floodgate::serve(Some(&file));
+    let client = Client::new();
+    let get = |path: &'static str| {
+        let (client, url) = (client.clone(), service.url(path));
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.bytes().await.unwrap()
+        }
+    };
+
+    // One request at a time, small and streamed answers alike, through two routes to the same
+    // upstream: every one reuses the first connection.
+    for round in 0..5 {
+        assert_eq!(get("/small").await.as_ref(), b"ok");
+        let posted = client.post(service.url("/small")).send().await.unwrap();
+        assert_eq!(posted.bytes().await.unwrap().as_ref(), b"ok");
+        let large = get("/large").await;
+        assert!(
+            large.len() == 200_000 && large.iter().all(|&b| b == b'x'),
+            "round {round}: the streamed answer changed"
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    // The upstream drops the connection after answering; the next request gets a new one.
+    assert_eq!(get("/last").await.as_ref(), b"ok");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        assert_eq!(get("/small").await.as_ref(), b"ok");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
