@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use floodgate::{Limiter, MemoryStore, RedisStore};
 use floodgate_server::config::Config;
 
+// The service allocates a little per request in many places (headers, bodies, futures); mimalloc
+// keeps those allocations thread-local where glibc's malloc takes arena locks and consolidates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "floodgate",
