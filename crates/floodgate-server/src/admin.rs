@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use floodgate::{Limiter, Store};
+use floodgate::{Limiter, Store, StoreErrorKind};
 use floodgate_http::problem::problem;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -94,6 +94,13 @@ async fn metrics<St: Store>(State(state): State<Arc<AdminState<St>>>) -> Respons
         ("local", stats.local),
     ] {
         metrics::counter!("floodgate_fallbacks_total", "kind" => kind).absolute(value);
+    }
+    for (kind, value) in stats.store_errors.iter() {
+        // A cost error is the caller's, answered 422, never a store failure.
+        if kind != StoreErrorKind::Cost {
+            metrics::counter!("floodgate_store_errors_total", "kind" => kind.as_str())
+                .absolute(value);
+        }
     }
     (state.store_gauges)();
     let Some(handle) = prometheus() else {

@@ -59,7 +59,75 @@ pub enum StoreError {
     },
 }
 
+/// What kind of failure a [`StoreError`] is, for counting and labelling (a metric label, a log
+/// field). Never carries a key or a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// [`StoreError::Cost`].
+    Cost,
+    /// [`StoreError::Full`].
+    Full,
+    /// [`StoreError::Timeout`].
+    Timeout,
+    /// [`StoreError::CircuitOpen`].
+    CircuitOpen,
+    /// `StoreError::Redis`: Redis answered an error or the connection failed.
+    Redis,
+    /// [`StoreError::Reply`].
+    Reply,
+    /// [`StoreError::Config`].
+    Config,
+}
+
+impl StoreErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [StoreErrorKind; 7] = [
+        StoreErrorKind::Cost,
+        StoreErrorKind::Full,
+        StoreErrorKind::Timeout,
+        StoreErrorKind::CircuitOpen,
+        StoreErrorKind::Redis,
+        StoreErrorKind::Reply,
+        StoreErrorKind::Config,
+    ];
+
+    /// The kind in snake case: `cost`, `full`, `timeout`, `circuit_open`, `redis`, `reply`,
+    /// `config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Cost => "cost",
+            StoreErrorKind::Full => "full",
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::CircuitOpen => "circuit_open",
+            StoreErrorKind::Redis => "redis",
+            StoreErrorKind::Reply => "reply",
+            StoreErrorKind::Config => "config",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Cost(_) => StoreErrorKind::Cost,
+            StoreError::Full { .. } => StoreErrorKind::Full,
+            StoreError::Timeout { .. } => StoreErrorKind::Timeout,
+            StoreError::CircuitOpen { .. } => StoreErrorKind::CircuitOpen,
+            #[cfg(feature = "redis")]
+            StoreError::Redis { .. } => StoreErrorKind::Redis,
+            StoreError::Reply { .. } => StoreErrorKind::Reply,
+            StoreError::Config { .. } => StoreErrorKind::Config,
+        }
+    }
+
     /// Whether the same call may succeed later without a change of input or configuration (the
     /// store recovers, keys expire). A cost error never is.
     pub fn is_transient(&self) -> bool {

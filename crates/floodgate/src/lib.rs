@@ -31,12 +31,14 @@ mod store;
 mod verdict;
 
 pub use clock::TokioClock;
-pub use error::{Error, StoreError};
+pub use error::{Error, StoreError, StoreErrorKind};
 pub use floodgate_core::{
     Algorithm, Clock, CostError, Decision, ManualClock, Mode, OnError, Policy, PolicyError,
     SystemClock, parse_period,
 };
-pub use limiter::{DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats};
+pub use limiter::{
+    DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats, StoreErrorCounts,
+};
 pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStats, RedisStore};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use floodgate_core::{Decision, OnError, Policy};
 use smallvec::SmallVec;
 
-use crate::error::{Error, StoreError};
+use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::memory::MemoryStore;
 use crate::store::Store;
 use crate::verdict::{Source, Verdict};
@@ -47,6 +47,8 @@ struct Shared<S> {
     fail_open: AtomicU64,
     fail_closed: AtomicU64,
     local_decisions: AtomicU64,
+    /// Store failures answered by `on_error`, by [`StoreErrorKind`] (indexed as `ALL`).
+    store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
 }
 
 /// How often a [`Limiter`] answered without its store.
@@ -59,6 +61,28 @@ pub struct LimiterStats {
     pub fail_closed: u64,
     /// Requests decided by the in-process fallback (`on_error = "local"`).
     pub local: u64,
+    /// The store failures behind those answers, by kind: each failure is answered exactly once,
+    /// so their sum is `fail_open + fail_closed + local`.
+    pub store_errors: StoreErrorCounts,
+}
+
+/// How many store failures a [`Limiter`] answered with its `on_error`, by [`StoreErrorKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreErrorCounts([u64; StoreErrorKind::ALL.len()]);
+
+impl StoreErrorCounts {
+    /// Failures of `kind` so far.
+    pub fn get(&self, kind: StoreErrorKind) -> u64 {
+        StoreErrorKind::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .map_or(0, |index| self.0[index])
+    }
+
+    /// Every kind with its count, zeros included, in [`StoreErrorKind::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (StoreErrorKind, u64)> + '_ {
+        StoreErrorKind::ALL.into_iter().zip(self.0)
+    }
 }
 
 /// Builds a [`Limiter`].
@@ -110,6 +134,7 @@ impl<S: Store> LimiterBuilder<S> {
                 fail_open: AtomicU64::new(0),
                 fail_closed: AtomicU64::new(0),
                 local_decisions: AtomicU64::new(0),
+                store_errors: Default::default(),
             }),
         }
     }
@@ -150,6 +175,12 @@ impl<S: Store> Limiter<S> {
             fail_open: self.shared.fail_open.load(Ordering::Relaxed),
             fail_closed: self.shared.fail_closed.load(Ordering::Relaxed),
             local: self.shared.local_decisions.load(Ordering::Relaxed),
+            store_errors: StoreErrorCounts(
+                self.shared
+                    .store_errors
+                    .each_ref()
+                    .map(|count| count.load(Ordering::Relaxed)),
+            ),
         }
     }
 
@@ -278,6 +309,10 @@ impl<S: Store> Limiter<S> {
     ) -> Result<Verdict, Error> {
         if let StoreError::Cost(cost_error) = error {
             return Err(Error::Cost(cost_error));
+        }
+        let kind = error.kind();
+        if let Some(index) = StoreErrorKind::ALL.iter().position(|&k| k == kind) {
+            self.shared.store_errors[index].fetch_add(1, Ordering::Relaxed);
         }
         let on_error = policies
             .iter()

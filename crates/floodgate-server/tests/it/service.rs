@@ -271,6 +271,17 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
         .unwrap();
     let text = metrics.text().await.unwrap();
     assert!(text.contains("floodgate_breaker_open 1"), "{text}");
+    // Each of the 40 checks during the outage met one store failure, counted by kind.
+    let store_errors: f64 = text
+        .lines()
+        .filter(|line| line.starts_with("floodgate_store_errors_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(store_errors, 40.0, "{text}");
+    assert!(
+        text.contains(r#"floodgate_store_errors_total{kind="circuit_open"}"#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"floodgate_decisions_total{policy="closed",outcome="error"} 20"#),
         "{text}"

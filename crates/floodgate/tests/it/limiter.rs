@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use floodgate::{
-    Algorithm, Error, Limiter, ManualClock, MemoryStore, Mode, OnError, Policy, Source, TokioClock,
+    Algorithm, Error, Limiter, ManualClock, MemoryStore, Mode, OnError, Policy, Source,
+    StoreErrorKind, TokioClock,
 };
 
 const NOW: u64 = 1_767_225_600_000_000;
@@ -58,6 +59,16 @@ async fn a_failing_store_is_answered_per_on_error() {
 
     let stats = limiter.stats();
     assert_eq!((stats.fail_open, stats.fail_closed, stats.local), (1, 1, 3));
+    // Every answer above came from a full store, and each failure is counted once by kind.
+    assert_eq!(stats.store_errors.get(StoreErrorKind::Full), 5);
+    assert_eq!(
+        stats
+            .store_errors
+            .iter()
+            .map(|(_, count)| count)
+            .sum::<u64>(),
+        5
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodgate::redis::{RedisConfig, RedisStore};
-use floodgate::{Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source, Store};
+use floodgate::{
+    Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source, Store, StoreErrorKind,
+};
 use floodgate_testkit::RedisServer;
 use tokio::time::Instant;
 
@@ -92,6 +94,14 @@ async fn a_killed_redis_is_answered_per_on_error_within_the_deadline_and_recover
     assert_eq!(
         (stats.fail_open, stats.fail_closed, stats.local),
         (50, 50, 50)
+    );
+    // A dead server shows first as connection errors, then as the open circuit.
+    let errors = stats.store_errors;
+    assert_eq!(errors.iter().map(|(_, count)| count).sum::<u64>(), 150);
+    assert!(
+        errors.get(StoreErrorKind::CircuitOpen) > 0
+            && errors.get(StoreErrorKind::Redis) + errors.get(StoreErrorKind::Timeout) > 0,
+        "{errors:?}"
     );
 
     server.restart().unwrap();
