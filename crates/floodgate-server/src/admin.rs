@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
-use crate::check::single_decision_json;
+use crate::check::single_decision_body;
 use crate::config::Config;
 
 /// The latency histogram of check API decisions, in seconds.
@@ -181,7 +181,7 @@ async fn peek<St: Store>(
         return unknown_policy(&policy);
     };
     match state.limiter.peek(&policy, key.as_bytes()).await {
-        Ok(verdict) => axum::Json(single_decision_json(&policy, &verdict)).into_response(),
+        Ok(verdict) => axum::Json(single_decision_body(&policy, &verdict)).into_response(),
         Err(_) => floodgate_http::problem::store_unavailable(std::slice::from_ref(&policy))
             .into_response(),
     }

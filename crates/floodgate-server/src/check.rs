@@ -15,8 +15,7 @@ use floodgate_http::{HeaderMode, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 use metrics::{Counter, Histogram};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
@@ -190,31 +189,39 @@ pub(crate) async fn check<St: Store>(
         Err(error) => return impossible_cost(&error.to_string()).into_response(),
     };
     state.record(&policies, Some(&verdict));
+    // Serialising these plain structs cannot fail; an empty body would still carry the status
+    // and headers.
     let body = if multi {
-        json!({
-            "allowed": verdict.allowed,
-            "decisions": policies.iter().zip(&verdict.decisions).map(|(p, d)| decision_json(p, d)).collect::<Vec<_>>(),
+        serde_json::to_vec(&MultiBody {
+            allowed: verdict.allowed,
+            decisions: policies
+                .iter()
+                .zip(&verdict.decisions)
+                .map(|(policy, decision)| decision_body(policy, decision))
+                .collect(),
         })
     } else {
-        policies
-            .first()
-            .map_or(Value::Null, |policy| single_decision_json(policy, &verdict))
+        serde_json::to_vec(
+            &policies
+                .first()
+                .and_then(|policy| single_decision_body(policy, &verdict)),
+        )
     };
-    respond(&state, &policies, &verdict, &body)
+    respond(&state, &policies, &verdict, body.unwrap_or_default())
 }
 
 fn respond<St>(
     state: &CheckState<St>,
     policies: &[Policy],
     verdict: &Verdict,
-    body: &Value,
+    body: Vec<u8>,
 ) -> Response {
     let status = if verdict.allowed {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut response = Response::new(Body::from(Bytes::from(body.to_string())));
+    let mut response = Response::new(Body::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -230,27 +237,51 @@ fn respond<St>(
     response
 }
 
-/// The body of a single-policy check (also the admin API's and `floodgate check`'s output):
-/// the policy's decision, with `allowed` the verdict's (a shadow policy's denial still allows).
-pub fn single_decision_json(policy: &Policy, verdict: &Verdict) -> Value {
-    let mut body = verdict
-        .decision()
-        .map_or(Value::Null, |decision| decision_json(policy, decision));
-    if let Some(object) = body.as_object_mut() {
-        object.insert("allowed".into(), Value::Bool(verdict.allowed));
-    }
-    body
+/// One policy's decision as the check API, the admin API and `floodgate check` write it
+/// (SPEC §4), fields in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionBody<'a> {
+    /// Whether the request may proceed. In a single-policy body this is the verdict's, so a
+    /// shadow policy's denial still says `true`.
+    pub allowed: bool,
+    /// The policy's name.
+    pub policy: &'a str,
+    /// The policy's capacity.
+    pub limit: u64,
+    /// Units left after this request.
+    pub remaining: u64,
+    /// Milliseconds until the policy is back at full capacity, rounded up.
+    pub reset_after_ms: u64,
+    /// On a denial, milliseconds until the same request would be admitted, rounded up.
+    pub retry_after_ms: Option<u64>,
 }
 
-fn decision_json(policy: &Policy, decision: &Decision) -> Value {
-    json!({
-        "allowed": decision.allowed,
-        "policy": policy.name(),
-        "limit": decision.limit,
-        "remaining": decision.remaining,
-        "reset_after_ms": millis_ceil(decision.reset_after),
-        "retry_after_ms": decision.retry_after.map(millis_ceil),
+/// The body of a multi-policy check: the all-or-nothing verdict and each policy's decision.
+#[derive(Debug, Serialize)]
+struct MultiBody<'a> {
+    allowed: bool,
+    decisions: Vec<DecisionBody<'a>>,
+}
+
+/// The body of a single-policy check (also the admin API's and `floodgate check`'s output):
+/// the policy's decision, with `allowed` the verdict's (a shadow policy's denial still allows).
+/// `None` only for a verdict without decisions, which a single-policy check never gives.
+pub fn single_decision_body<'a>(policy: &'a Policy, verdict: &Verdict) -> Option<DecisionBody<'a>> {
+    verdict.decision().map(|decision| DecisionBody {
+        allowed: verdict.allowed,
+        ..decision_body(policy, decision)
     })
+}
+
+fn decision_body<'a>(policy: &'a Policy, decision: &Decision) -> DecisionBody<'a> {
+    DecisionBody {
+        allowed: decision.allowed,
+        policy: policy.name(),
+        limit: decision.limit,
+        remaining: decision.remaining,
+        reset_after_ms: millis_ceil(decision.reset_after),
+        retry_after_ms: decision.retry_after.map(millis_ceil),
+    }
 }
 
 /// Whole milliseconds, rounded up: waiting this long is always enough.

@@ -13,14 +13,16 @@ mod pool;
 mod proxy;
 mod routes;
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use floodgate::{Limiter, MemoryStore, RedisStore, Store, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -29,7 +31,7 @@ use tower::ServiceExt;
 
 use crate::admin::StoreGauges;
 use crate::check::CheckState;
-pub use crate::check::{MAX_CHECK_BODY, single_decision_json};
+pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
 use crate::config::Config;
 use crate::routes::RouteTable;
 
@@ -215,19 +217,25 @@ async fn serve<St: Store>(
                 .await
         })
     });
-    let main = Router::new().fallback_service(tower::service_fn(move |request| {
-        let router = current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        router.oneshot(request)
-    }));
+    // Each connection's requests carry its peer address (as axum's `ConnectInfo`) and go to
+    // whichever router is live when they arrive.
+    let connections = tower::service_fn(move |connection: IncomingStream<'_, TcpListener>| {
+        let peer = ConnectInfo(*connection.remote_addr());
+        let current = Arc::clone(&current);
+        std::future::ready(Ok::<_, Infallible>(tower::service_fn(
+            move |mut request: Request| {
+                request.extensions_mut().insert(peer);
+                let router = current
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                router.oneshot(request)
+            },
+        )))
+    });
     tracing::info!(address = %listeners.main.local_addr()?, "floodgate listening");
-    let graceful = axum::serve(
-        listeners.main,
-        main.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let graceful = axum::serve(listeners.main, connections)
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
     let deadline = async {
         until_stopped(stopped).await;
         tokio::time::sleep(DRAIN_DEADLINE).await;

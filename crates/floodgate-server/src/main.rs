@@ -210,7 +210,7 @@ async fn check(path: PathBuf, policy: String, key: String, cost: u64) -> anyhow:
     };
     println!(
         "{}",
-        floodgate_server::single_decision_json(&policy, &verdict)
+        serde_json::to_string(&floodgate_server::single_decision_body(&policy, &verdict))?
     );
     Ok(if verdict.allowed {
         ExitCode::SUCCESS

@@ -85,6 +85,25 @@ async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_in
     assert!(body["reset_after_ms"].as_u64().unwrap() > 0);
     assert_eq!(body["retry_after_ms"], Value::Null);
     assert!(headers.contains_key("ratelimit"));
+    // Exactly SPEC §4's fields, no more.
+    let mut fields: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "allowed",
+            "limit",
+            "policy",
+            "remaining",
+            "reset_after_ms",
+            "retry_after_ms"
+        ]
+    );
 
     let (status, _, body) = post(
         &client,
