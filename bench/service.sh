@@ -5,6 +5,8 @@
 #   denied    the same kind of route limited to 1/min per random X-Api-Key: nearly all 429
 #   nginx-*   nginx limit_req in front of the same upstream (the anchors' configuration)
 #   upstream  the trivial upstream alone
+# Each line also gives the server's own CPU time per request. nginx serves the upstream in the
+# same workers, so its proxy alone costs its nginx-ip-high figure less its upstream figure.
 # for the memory store, then for a redis-server started here.
 #
 #   bench/service.sh [ROUNDS=2] [SECONDS=6]    # run it alone; needs nginx and wrk (Debian packages)
@@ -71,32 +73,50 @@ upstream = "http://127.0.0.1:$upstream_port"
 TOML
 }
 
-measure() { # name url [wrk args...]
-  local name=$1 url=$2; shift 2
-  local out
+# CPU time (user + system, in clock ticks) used so far by the given processes.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+measure() { # name url "server pids" [wrk args...]
+  local name=$1 url=$2 servers=$3; shift 3
+  local out before after
+  # shellcheck disable=SC2086 # pid lists are split on purpose
+  before=$(cpu_ticks $servers)
   out=$(wrk -t2 -c64 -d"${seconds}s" --latency "$@" "$url")
-  local rps p50 p99 non2xx
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks $servers)
+  local rps p50 p99 non2xx requests cpu_us
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  echo "{\"bench\": \"service\", \"round\": $round, \"store\": \"$store\", \"case\": \"$name\", \"requests_per_s\": $rps, \"p50\": \"$p50\", \"p99\": \"$p99\", \"non_2xx\": ${non2xx:-0}}"
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  # The server's own CPU per request, in µs (nginx cases: its workers, proxy and upstream).
+  cpu_us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+  echo "{\"bench\": \"service\", \"round\": $round, \"store\": \"$store\", \"case\": \"$name\", \"requests_per_s\": $rps, \"p50\": \"$p50\", \"p99\": \"$p99\", \"non_2xx\": ${non2xx:-0}, \"server_cpu_us_per_request\": $cpu_us}"
 }
 
+nginx_workers=$(pgrep -P "$(cat "$dir/nginx.pid")" | tr '\n' ' ')
 for round in $(seq 1 "$rounds"); do
   store=none
-  measure upstream "http://127.0.0.1:$upstream_port/"
-  measure nginx-ip-high "http://127.0.0.1:$nginx_port/ip-high" -s "$anchors/nginx/random_key.lua"
-  measure nginx-key-low "http://127.0.0.1:$nginx_port/key-low" -s "$anchors/nginx/random_key.lua"
+  measure upstream "http://127.0.0.1:$upstream_port/" "$nginx_workers"
+  measure nginx-ip-high "http://127.0.0.1:$nginx_port/ip-high" "$nginx_workers" -s "$anchors/nginx/random_key.lua"
+  measure nginx-key-low "http://127.0.0.1:$nginx_port/key-low" "$nginx_workers" -s "$anchors/nginx/random_key.lua"
   for store in memory redis; do
     if [ "$store" = memory ]; then url="memory://"; else url="redis://127.0.0.1:$redis_port"; fi
     config "$url" > "$dir/floodgate.toml"
     RUST_LOG=warn target/release/floodgate serve --config "$dir/floodgate.toml" > "$dir/floodgate.log" 2>&1 &
     fpid=$!
     until curl -s -o /dev/null "http://127.0.0.1:$floodgate_port/healthz"; do sleep 0.1; done
-    measure check "http://127.0.0.1:$floodgate_port/v1/check" -s bench/wrk/check.lua
-    measure proxied "http://127.0.0.1:$floodgate_port/proxied" -s "$anchors/nginx/random_key.lua"
-    measure denied "http://127.0.0.1:$floodgate_port/denied" -s "$anchors/nginx/random_key.lua"
+    measure check "http://127.0.0.1:$floodgate_port/v1/check" "$fpid" -s bench/wrk/check.lua
+    measure proxied "http://127.0.0.1:$floodgate_port/proxied" "$fpid" -s "$anchors/nginx/random_key.lua"
+    measure denied "http://127.0.0.1:$floodgate_port/denied" "$fpid" -s "$anchors/nginx/random_key.lua"
     kill "$fpid"; wait "$fpid" 2>/dev/null || true
     redis-cli -p "$redis_port" FLUSHALL >/dev/null
   done
