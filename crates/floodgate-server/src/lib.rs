@@ -192,11 +192,13 @@ async fn serve<St: Store>(
         tokio::spawn(async move {
             while configs.changed().await.is_ok() {
                 let next = Arc::new(configs.borrow_and_update().clone());
-                if next.storage.url != config.storage.url
+                let admin_listen = |config: &Config| config.admin.as_ref().map(|a| a.listen);
+                if next.storage != config.storage
                     || next.server.listen != config.server.listen
+                    || admin_listen(&next) != admin_listen(&config)
                 {
                     tracing::warn!(
-                        "[storage] and listen addresses apply at restart only; the rest is reloaded"
+                        "[storage] and the listen addresses (main and admin) apply at restart only; the rest is reloaded"
                     );
                 }
                 let router = app(Arc::clone(&next), limiter.clone());

@@ -59,7 +59,7 @@ pub struct AdminConfig {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     /// `memory://` or a Redis URL.
     pub url: String,
