@@ -135,14 +135,18 @@ async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
     };
     let listeners = floodgate_server::Listeners { main, admin };
     let (configs, updates) = tokio::sync::watch::channel(config);
-    tokio::spawn(reload_on_hangup(path, configs));
+    tokio::spawn(reload_on_hangup(path, listen, configs));
     floodgate_server::run_reloadable(updates, listeners, shutdown_signal()).await?;
     Ok(())
 }
 
 /// Re-reads the file on each SIGHUP: a valid file replaces the running configuration at once,
-/// an invalid one is logged and changes nothing (J4).
-async fn reload_on_hangup(path: Option<PathBuf>, configs: tokio::sync::watch::Sender<Config>) {
+/// an invalid one is logged and changes nothing (J4). `--listen` still overrides the file.
+async fn reload_on_hangup(
+    path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    configs: tokio::sync::watch::Sender<Config>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -155,7 +159,10 @@ async fn reload_on_hangup(path: Option<PathBuf>, configs: tokio::sync::watch::Se
                 continue;
             };
             match Config::from_file(path) {
-                Ok(config) => {
+                Ok(mut config) => {
+                    if let Some(listen) = listen {
+                        config.server.listen = listen;
+                    }
                     let _ = configs.send(config);
                 }
                 Err(errors) => tracing::error!(
@@ -166,7 +173,7 @@ async fn reload_on_hangup(path: Option<PathBuf>, configs: tokio::sync::watch::Se
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, configs);
+    let _ = (path, listen, configs);
 }
 
 /// Ctrl-C or SIGTERM.

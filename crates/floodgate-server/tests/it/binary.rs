@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A running `floodgate serve`, killed on drop.
 pub(crate) struct Floodgate {
@@ -11,6 +12,8 @@ pub(crate) struct Floodgate {
     pub(crate) address: SocketAddr,
     /// The admin listener's address, when the configuration has one.
     pub(crate) admin: Option<SocketAddr>,
+    /// Every log line after the listening ones, as the process writes them.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Floodgate {
@@ -57,11 +60,39 @@ impl Floodgate {
         }
         let address = address.unwrap();
         // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         Floodgate {
             child,
             address,
             admin: admin_address,
+            log,
+        }
+    }
+
+    /// Whether a log line read so far contains `needle`.
+    pub(crate) fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits up to 5 s for a log line containing `needle` and returns it.
+    pub(crate) async fn log_line(&self, needle: &str) -> String {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no log line with {needle:?} in {:#?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

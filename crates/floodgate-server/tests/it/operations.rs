@@ -71,8 +71,18 @@ async fn sighup_applies_a_valid_file_keeps_counters_and_rejects_an_invalid_one()
     }
     // The two units counted before the reload still count under the new limit.
     assert_eq!(peek(&client, &service).await, (8, 6));
+    // Lines are read in order: once the reload's last line is in, a warning would be too.
+    service.log_line("configuration reloaded").await;
+    assert!(
+        !service.logged("apply at restart only"),
+        "a reload that changed only a limit warned about a restart"
+    );
 
-    std::fs::write(&file, "[[policy]]\nname = \"p\"\nalgorithm = \"leaky\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[policy]]\nname = \"p\"\nalgorithm = \"leaky\"\nlimit = 8\nperiod = \"1h\"\n",
+    )
+    .unwrap();
     service.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -80,6 +90,30 @@ async fn sighup_applies_a_valid_file_keeps_counters_and_rejects_an_invalid_one()
         (8, 6),
         "an invalid file replaced the running one"
     );
+    // J4: the log says why, with the file's line and column.
+    let rejected = service
+        .log_line("rejected, keeping the running configuration")
+        .await;
+    assert!(rejected.contains("live.toml"), "{rejected}");
+    service.log_line("live.toml:3:13: unknown algorithm").await;
+
+    // Storage settings are read once: a reload that changes them applies the rest and says so.
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]
+on_error = \"deny\"\n{}",
+            config(9)
+        ),
+    )
+    .unwrap();
+    service.signal("-HUP");
+    service.log_line("apply at restart only").await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while peek(&client, &service).await.0 != 9 {
+        assert!(Instant::now() < until, "the rest of the file never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(load.await.unwrap() > 10);
 }
 
