@@ -92,6 +92,12 @@ impl StoreErrorKind {
         StoreErrorKind::Config,
     ];
 
+    /// Its position in [`StoreErrorKind::ALL`].
+    pub(crate) fn index(self) -> usize {
+        // ALL lists the kinds in declaration order, so the discriminant is the position (tested).
+        self as usize
+    }
+
     /// The kind in snake case: `cost`, `full`, `timeout`, `circuit_open`, `redis`, `reply`,
     /// `config`.
     pub fn as_str(self) -> &'static str {
@@ -168,6 +174,18 @@ impl Error {
         match self {
             Error::Cost(_) => false,
             Error::StoreUnavailable { source } => source.is_transient(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreErrorKind;
+
+    #[test]
+    fn every_kind_sits_at_its_index_in_all() {
+        for (position, kind) in StoreErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), position, "{kind}");
         }
     }
 }

@@ -73,10 +73,7 @@ pub struct StoreErrorCounts([u64; StoreErrorKind::ALL.len()]);
 impl StoreErrorCounts {
     /// Failures of `kind` so far.
     pub fn get(&self, kind: StoreErrorKind) -> u64 {
-        StoreErrorKind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .map_or(0, |index| self.0[index])
+        self.0[kind.index()]
     }
 
     /// Every kind with its count, zeros included, in [`StoreErrorKind::ALL`] order.
@@ -310,10 +307,7 @@ impl<S: Store> Limiter<S> {
         if let StoreError::Cost(cost_error) = error {
             return Err(Error::Cost(cost_error));
         }
-        let kind = error.kind();
-        if let Some(index) = StoreErrorKind::ALL.iter().position(|&k| k == kind) {
-            self.shared.store_errors[index].fetch_add(1, Ordering::Relaxed);
-        }
+        self.shared.store_errors[error.kind().index()].fetch_add(1, Ordering::Relaxed);
         let on_error = policies
             .iter()
             .map(|p| p.on_error().unwrap_or(self.shared.on_error))
