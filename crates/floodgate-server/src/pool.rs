@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -49,6 +50,8 @@ struct Shared {
     /// The host as `TcpStream::connect` takes it: no brackets around IPv6 literals.
     host: String,
     port: u16,
+    /// `Host` for requests that come without one: the upstream's authority.
+    authority: Option<HeaderValue>,
     idle: Mutex<Vec<IdleConnection>>,
 }
 
@@ -70,13 +73,17 @@ impl UpstreamPool {
             shared: Arc::new(Shared {
                 host,
                 port: upstream.port_u16().unwrap_or(80),
+                authority: upstream
+                    .authority()
+                    .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()),
                 idle: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) on an idle connection or a new one. The
-    /// answer's body gives the connection back to the pool once it has been read to the end.
+    /// Sends `request` (origin-form URI) on an idle connection or a new one, with `Host` set to
+    /// the upstream's authority when it has none. The answer's body gives the connection back
+    /// to the pool once it has been read to the end.
     ///
     /// A request that a reused connection closed before taking is sent again on a new
     /// connection: it never reached the upstream, so this cannot duplicate it.
@@ -85,6 +92,11 @@ impl UpstreamPool {
         request: Request<Body>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let mut request = request;
+        if let (false, Some(authority)) =
+            (request.headers().contains_key(HOST), &self.shared.authority)
+        {
+            request.headers_mut().insert(HOST, authority.clone());
+        }
         loop {
             let (mut sender, reused) = match self.take_idle().await {
                 Some(sender) => (sender, true),
@@ -189,15 +201,16 @@ impl PooledBody {
             body,
             lease: Some(lease),
         };
-        pooled.give_back_if_done();
+        if hyper::body::Body::is_end_stream(&pooled.body) {
+            pooled.give_back();
+        }
         pooled
     }
 
-    fn give_back_if_done(&mut self) {
-        if hyper::body::Body::is_end_stream(&self.body) {
-            if let Some(lease) = self.lease.take() {
-                lease.give_back();
-            }
+    /// Returns the connection, once: later calls find no lease.
+    fn give_back(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.give_back();
         }
     }
 }
@@ -212,12 +225,11 @@ impl hyper::body::Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => {
-                if let Some(lease) = self.lease.take() {
-                    lease.give_back();
-                }
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Ok(_))) if hyper::body::Body::is_end_stream(&self.body) => {
+                self.give_back();
             }
-            Poll::Ready(Some(Ok(_))) => self.give_back_if_done(),
+            Poll::Ready(Some(Ok(_))) => {}
             // A broken body leaves its connection unusable.
             Poll::Ready(Some(Err(_))) => self.lease = None,
             Poll::Pending => {}

@@ -57,23 +57,9 @@ fn via() -> HeaderValue {
 /// One route's upstream: where requests go and how long it may take to answer.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    pool: UpstreamPool,
-    /// `Host` for requests that came without one.
-    host: Option<HeaderValue>,
-    timeout: Duration,
-}
-
-impl Upstream {
-    /// `uri`'s upstream reached through `pool` (routes to one upstream share its connections).
-    pub(crate) fn new(pool: UpstreamPool, uri: &Uri, timeout: Duration) -> Self {
-        Upstream {
-            pool,
-            host: uri
-                .authority()
-                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()),
-            timeout,
-        }
-    }
+    /// The upstream's connections, shared by every route to it.
+    pub(crate) pool: UpstreamPool,
+    pub(crate) timeout: Duration,
 }
 
 /// Forwards `request` to `upstream` and streams the answer back.
@@ -93,9 +79,6 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
     parts.uri = Uri::from(path);
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
-    if let (false, Some(host)) = (headers.contains_key(HOST), &upstream.host) {
-        headers.insert(HOST, host.clone());
-    }
     if let Some(peer) = peer {
         // Appended: whatever the client sent stays to the left, where no one should trust it.
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

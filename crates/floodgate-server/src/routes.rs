@@ -102,7 +102,10 @@ impl RouteTable {
                             .entry(uri)
                             .or_insert_with(|| UpstreamPool::new(uri))
                             .clone();
-                        let upstream = proxy::Upstream::new(pool, uri, *timeout);
+                        let upstream = proxy::Upstream {
+                            pool,
+                            timeout: *timeout,
+                        };
                         BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
                             proxy::forward(upstream.clone(), request)
                         }))
