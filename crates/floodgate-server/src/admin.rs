@@ -10,7 +10,7 @@ use axum::routing::get;
 use floodgate::{Limiter, Store, StoreErrorKind};
 use floodgate_http::problem::problem;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
@@ -81,7 +81,7 @@ pub(crate) fn app<St: Store>(
         .route("/metrics", get(metrics::<St>))
         .route(
             "/v1/limits/{policy}/{key}",
-            get(peek::<St>).delete(reset::<St>),
+            get(limits::<St>).delete(limits::<St>),
         )
         .with_state(state)
 }
@@ -168,8 +168,11 @@ fn unknown_policy(name: &str) -> Response {
     .into_response()
 }
 
-async fn peek<St: Store>(
+/// `GET` reads a key's state without consuming; `DELETE` resets it. Both need the token when
+/// one is configured, and name a configured policy.
+async fn limits<St: Store>(
     State(state): State<Arc<AdminState<St>>>,
+    method: Method,
     Path((policy, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -180,28 +183,14 @@ async fn peek<St: Store>(
     let Some(policy) = config.policy(&policy).cloned() else {
         return unknown_policy(&policy);
     };
-    match state.limiter.peek(&policy, key.as_bytes()).await {
-        Ok(verdict) => axum::Json(single_decision_body(&policy, &verdict)).into_response(),
-        Err(_) => floodgate_http::problem::store_unavailable(std::slice::from_ref(&policy))
-            .into_response(),
-    }
-}
-
-async fn reset<St: Store>(
-    State(state): State<Arc<AdminState<St>>>,
-    Path((policy, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let config = Arc::clone(&state.config.borrow());
-    if let Some(response) = unauthorized(&config, &headers) {
-        return response;
-    }
-    let Some(policy) = config.policy(&policy).cloned() else {
-        return unknown_policy(&policy);
+    let answered = if method == Method::DELETE {
+        let reset = state.limiter.reset(&policy, key.as_bytes()).await;
+        reset.map(|()| StatusCode::NO_CONTENT.into_response())
+    } else {
+        let peeked = state.limiter.peek(&policy, key.as_bytes()).await;
+        peeked.map(|verdict| axum::Json(single_decision_body(&policy, &verdict)).into_response())
     };
-    match state.limiter.reset(&policy, key.as_bytes()).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(_) => floodgate_http::problem::store_unavailable(std::slice::from_ref(&policy))
-            .into_response(),
-    }
+    answered.unwrap_or_else(|_| {
+        floodgate_http::problem::store_unavailable(std::slice::from_ref(&policy)).into_response()
+    })
 }
