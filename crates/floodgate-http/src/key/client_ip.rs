@@ -148,24 +148,19 @@ impl ClientIp {
 
     /// The key for a client address: the address, or its network when grouped.
     pub fn key_for(&self, address: IpAddr) -> String {
-        match address.to_canonical() {
-            IpAddr::V4(v4) if self.ipv4_prefix == 32 => v4.to_string(),
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.ipv4_prefix))
-                    .unwrap_or(0);
-                let network = Ipv4Addr::from(u32::from(v4) & mask);
-                format!("{network}/{}", self.ipv4_prefix)
-            }
-            IpAddr::V6(v6) if self.ipv6_prefix == 128 => v6.to_string(),
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.ipv6_prefix))
-                    .unwrap_or(0);
-                let network = Ipv6Addr::from(u128::from(v6) & mask);
-                format!("{network}/{}", self.ipv6_prefix)
-            }
+        let address = address.to_canonical();
+        let (prefix, whole) = match address {
+            IpAddr::V4(_) => (self.ipv4_prefix, 32),
+            IpAddr::V6(_) => (self.ipv6_prefix, 128),
+        };
+        if prefix == whole {
+            return address.to_string();
         }
+        // The builder clamps both prefixes, so the network always exists.
+        IpNet::new(address, prefix).map_or_else(
+            |_| address.to_string(),
+            |network| network.trunc().to_string(),
+        )
     }
 
     fn is_trusted(&self, address: IpAddr) -> bool {
