@@ -28,6 +28,6 @@ pub use headers::{
     X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, retry_after_seconds,
 };
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
-pub use metrics::DECISIONS_TOTAL;
+pub use metrics::{DECISIONS_TOTAL, PolicyCounters};
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};

@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use floodgate::{Decision, Error, Limiter, Mode, Policy, Store, Verdict};
+use floodgate::{Decision, Error, Limiter, Policy, Store, Verdict};
 use floodgate_http::problem::{impossible_cost, problem, store_unavailable};
-use floodgate_http::{HeaderMode, RateLimitHeaders};
+use floodgate_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
-use metrics::{Counter, Histogram};
+use metrics::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -37,8 +37,7 @@ pub(crate) struct CheckState<St> {
 #[derive(Debug)]
 struct PolicyInstruments {
     headers: RateLimitHeaders,
-    /// allowed, denied, shadow_denied, error.
-    outcomes: [Counter; 4],
+    counters: PolicyCounters,
 }
 
 impl<St> CheckState<St> {
@@ -48,24 +47,11 @@ impl<St> CheckState<St> {
             .policies
             .iter()
             .map(|policy| {
-                let name = policy.name().to_owned();
-                let counter = |outcome: &'static str| {
-                    metrics::counter!(
-                        floodgate_http::DECISIONS_TOTAL,
-                        "policy" => name.clone(),
-                        "outcome" => outcome
-                    )
-                };
                 let instruments = PolicyInstruments {
                     headers: RateLimitHeaders::new(headers, std::slice::from_ref(policy)),
-                    outcomes: [
-                        counter("allowed"),
-                        counter("denied"),
-                        counter("shadow_denied"),
-                        counter("error"),
-                    ],
+                    counters: PolicyCounters::new(policy),
                 };
-                (name, instruments)
+                (policy.name().to_owned(), instruments)
             })
             .collect();
         CheckState {
@@ -81,15 +67,12 @@ impl<St> CheckState<St> {
     /// `None` when the store failed and the policies fail closed.
     fn record(&self, policies: &[Policy], verdict: Option<&Verdict>) {
         for (index, policy) in policies.iter().enumerate() {
-            let outcome = match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
-                None => 3,
-                Some((_, decision)) if !decision.allowed && policy.mode() == Mode::Shadow => 2,
-                Some((_, decision)) if !decision.allowed => 1,
-                Some((verdict, _)) if verdict.allowed => 0,
-                Some(_) => continue,
+            let Some(instruments) = self.per_policy.get(policy.name()) else {
+                continue;
             };
-            if let Some(instruments) = self.per_policy.get(policy.name()) {
-                instruments.outcomes[outcome].increment(1);
+            match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
+                Some((verdict, decision)) => instruments.counters.record(decision, verdict.allowed),
+                None => instruments.counters.record_error(),
             }
         }
     }
