@@ -19,7 +19,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --d
 trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; kill "$(cat "$dir/app.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"' EXIT
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-cargo build -q --release -p floodgate-http --example overhead
+cargo build -q --release -p floodwall-http --example overhead
 app=target/release/examples/overhead
 
 run() {

@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 anchors=${ANCHORS:-../shared/bench-anchors}
 
-cargo bench -q -p floodgate --bench memory_per_key
-cargo bench -q -p floodgate --bench memory -- --noplot 2>&1 |
+cargo bench -q -p floodwall --bench memory_per_key
+cargo bench -q -p floodwall --bench memory -- --noplot 2>&1 |
   awk '/^check\// {name=$1} /^ +time:/ && !/%/ {print name, $(NF-3), $(NF-2)}'
 
 if [ -d "$anchors/governor-bench" ]; then

@@ -4,7 +4,7 @@
 #   bench/redis.sh [ROUNDS=2]     # about 4 minutes a round on 2 cores; run it alone
 #
 # Each round runs, against the same fresh server:
-#   1. floodgate: 64 concurrent callers, 10 000 random keys, every algorithm (ops/s, p50, p99,
+#   1. floodwall: 64 concurrent callers, 10 000 random keys, every algorithm (ops/s, p50, p99,
 #      Redis usec_per_call of our script, Redis bytes per tracked client at 100 000 keys);
 #   2. redis-benchmark -P16 of the anchors' plain GCRA script (Redis's ceiling for that script);
 #   3. node rate-limiter-flexible, 64 concurrent consume() (if ../shared/bench-anchors/setup.sh ran);
@@ -24,10 +24,10 @@ redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemoni
 trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-cargo bench -q -p floodgate --bench redis_throughput --no-run 2>/dev/null
+cargo bench -q -p floodwall --bench redis_throughput --no-run 2>/dev/null
 for round in $(seq 1 "$rounds"); do
   echo "# round $round"
-  REDIS_URL="redis://127.0.0.1:$port" cargo bench -q -p floodgate --bench redis_throughput 2>/dev/null
+  REDIS_URL="redis://127.0.0.1:$port" cargo bench -q -p floodwall --bench redis_throughput 2>/dev/null
 
   redis-cli -p "$port" FLUSHALL >/dev/null
   sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$anchors/lua/gcra.lua")")

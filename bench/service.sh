@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The floodgate service beside nginx limit_req, in one run, with wrk -t2 -c64 on loopback:
+# The floodwall service beside nginx limit_req, in one run, with wrk -t2 -c64 on loopback:
 #   check     POST /v1/check, 10 000 random keys, nothing denied
 #   proxied   a route proxied to a trivial upstream, limited per IP, nothing denied
 #   denied    the same kind of route limited to 1/min per random X-Api-Key: nearly all 429
@@ -21,7 +21,7 @@ done
 dir=$(mktemp -d)
 nginx_port=${NGINX_PORT:-8390}
 upstream_port=${UPSTREAM_PORT:-8391}
-floodgate_port=${FLOODGATE_PORT:-8392}
+floodwall_port=${FLOODWALL_PORT:-8392}
 redis_port=${REDIS_PORT:-6393}
 pids=()
 cleanup() {
@@ -43,11 +43,11 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --d
 pids+=($!)
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-cargo build -q --release -p floodgate-server
+cargo build -q --release -p floodwall-server
 config() {
   cat <<TOML
 [server]
-listen = "127.0.0.1:$floodgate_port"
+listen = "127.0.0.1:$floodwall_port"
 [storage]
 url = "$1"
 [[policy]]
@@ -110,13 +110,13 @@ for round in $(seq 1 "$rounds"); do
   measure nginx-key-low "http://127.0.0.1:$nginx_port/key-low" "$nginx_workers" -s "$anchors/nginx/random_key.lua"
   for store in memory redis; do
     if [ "$store" = memory ]; then url="memory://"; else url="redis://127.0.0.1:$redis_port"; fi
-    config "$url" > "$dir/floodgate.toml"
-    RUST_LOG=warn target/release/floodgate serve --config "$dir/floodgate.toml" > "$dir/floodgate.log" 2>&1 &
+    config "$url" > "$dir/floodwall.toml"
+    RUST_LOG=warn target/release/floodwall serve --config "$dir/floodwall.toml" > "$dir/floodwall.log" 2>&1 &
     fpid=$!
-    until curl -s -o /dev/null "http://127.0.0.1:$floodgate_port/healthz"; do sleep 0.1; done
-    measure check "http://127.0.0.1:$floodgate_port/v1/check" "$fpid" -s bench/wrk/check.lua
-    measure proxied "http://127.0.0.1:$floodgate_port/proxied" "$fpid" -s "$anchors/nginx/random_key.lua"
-    measure denied "http://127.0.0.1:$floodgate_port/denied" "$fpid" -s "$anchors/nginx/random_key.lua"
+    until curl -s -o /dev/null "http://127.0.0.1:$floodwall_port/healthz"; do sleep 0.1; done
+    measure check "http://127.0.0.1:$floodwall_port/v1/check" "$fpid" -s bench/wrk/check.lua
+    measure proxied "http://127.0.0.1:$floodwall_port/proxied" "$fpid" -s "$anchors/nginx/random_key.lua"
+    measure denied "http://127.0.0.1:$floodwall_port/denied" "$fpid" -s "$anchors/nginx/random_key.lua"
     kill "$fpid"; wait "$fpid" 2>/dev/null || true
     redis-cli -p "$redis_port" FLUSHALL >/dev/null
   done

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use floodgate_http::key::{ClientIp, ForwardedHeader};
+use floodwall_http::key::{ClientIp, ForwardedHeader};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(v4_or_v6_seen, "{resolved} not in {text:?}");
     }
     for entry in String::from_utf8_lossy(rest).split(',') {
-        let _ = floodgate_http::key::parse_forwarded_for_entry(entry);
-        let _ = floodgate_http::key::parse_forwarded_entry(entry);
+        let _ = floodwall_http::key::parse_forwarded_for_entry(entry);
+        let _ = floodwall_http::key::parse_forwarded_entry(entry);
     }
 });

@@ -1,0 +1,486 @@
+//! What a limit is: an algorithm, a limit per period, an optional burst, a mode.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{ParseAlgorithmError, ParsePeriodError, PolicyError};
+
+/// The largest `limit` or `burst` a policy accepts.
+pub const MAX_LIMIT: u64 = 1 << 40;
+/// The largest `limit` of a `sliding_log` policy, which keeps one entry per admitted unit.
+pub const MAX_LOG_LIMIT: u64 = 1_000_000;
+/// The shortest period: one millisecond.
+pub const MIN_PERIOD: Duration = Duration::from_millis(1);
+/// The longest period: 366 days.
+pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
+/// `capacity × period_us` must stay below this for the algorithms that multiply them, so that
+/// every intermediate value is an integer a double holds exactly (the Redis scripts run on Lua
+/// numbers).
+pub const EXACT_ARITHMETIC_BOUND: u64 = 1 << 52;
+
+/// One of the five rate-limiting algorithms (SPEC §2).
+///
+/// Deliberately exhaustive: every store implements every algorithm, so a new one must fail to
+/// compile wherever it is not yet handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// At most `limit` units per window; windows aligned to multiples of `period` since the Unix epoch.
+    FixedWindow,
+    /// Exact: at most `limit` units in any interval of length `period` ending now.
+    SlidingLog,
+    /// Weighted approximation: `prev × (1 − elapsed/period) + current ≤ limit`.
+    SlidingWindow,
+    /// A bucket of `burst` tokens, refilled continuously at `limit / period`.
+    TokenBucket,
+    /// Generic cell rate algorithm: the same admissions as `TokenBucket` with one timestamp of state.
+    Gcra,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the documentation lists them.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingLog,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+        Algorithm::Gcra,
+    ];
+
+    /// The configuration name: `fixed_window`, `sliding_log`, `sliding_window`, `token_bucket` or `gcra`.
+    #[inline]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingLog => "sliding_log",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+
+    /// Whether the algorithm has a burst distinct from its limit.
+    #[inline]
+    pub const fn has_burst(self) -> bool {
+        matches!(self, Algorithm::TokenBucket | Algorithm::Gcra)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = ParseAlgorithmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| ParseAlgorithmError {
+                input: s.to_owned(),
+            })
+    }
+}
+
+/// Whether a policy may deny requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Deny requests over the limit (the default).
+    #[default]
+    Enforce,
+    /// Count and report, never deny: for trying a limit out on live traffic.
+    Shadow,
+}
+
+/// What a check answers when the shared store fails or misses its deadline (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnError {
+    /// Fail open: allow the request.
+    #[default]
+    Allow,
+    /// Fail closed: refuse the request as "service unavailable", never as a quota denial.
+    Deny,
+    /// Decide with an in-process limiter holding the same policy until the store is healthy.
+    Local,
+}
+
+impl OnError {
+    /// The configuration name: `allow`, `deny` or `local`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OnError::Allow => "allow",
+            OnError::Deny => "deny",
+            OnError::Local => "local",
+        }
+    }
+}
+
+impl FromStr for OnError {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(OnError::Allow),
+            "deny" => Ok(OnError::Deny),
+            "local" => Ok(OnError::Local),
+            other => Err(format!(
+                "unknown on_error {other:?}: expected one of allow, deny, local"
+            )),
+        }
+    }
+}
+
+/// A validated rate limit: which algorithm, how many units per period, how large a burst.
+///
+/// Construction checks every bound, so a `Policy` in hand is always one the algorithms (and the
+/// Redis scripts) compute exactly. Cloning is cheap.
+///
+/// ```
+/// use std::time::Duration;
+/// use floodwall_core::{Algorithm, Policy};
+///
+/// // 10 requests per minute per client, as a sliding window.
+/// let per_ip = Policy::new("per-ip", Algorithm::SlidingWindow, 10, Duration::from_secs(60))?;
+/// assert_eq!(per_ip.capacity(), 10);
+///
+/// // An API key may burst to 20, refilled at 2 per second.
+/// let api = Policy::new("api", Algorithm::TokenBucket, 2, Duration::from_secs(1))?.with_burst(20)?;
+/// assert_eq!(api.capacity(), 20);
+///
+/// // Windows have no burst.
+/// assert!(per_ip.clone().with_burst(5).is_err());
+/// # Ok::<(), floodwall_core::PolicyError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Policy {
+    name: Arc<str>,
+    algorithm: Algorithm,
+    limit: u64,
+    period: Duration,
+    burst: Option<u64>,
+    mode: Mode,
+    on_error: Option<OnError>,
+    period_us: u64,
+}
+
+impl Policy {
+    /// A policy of `limit` units per `period` under `algorithm`, enforced, with the store's `on_error`.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] when the name is not 1–64 characters of `A-Z a-z 0-9 _ . -`, the limit is 0
+    /// or above [`MAX_LIMIT`] (or [`MAX_LOG_LIMIT`] for `sliding_log`), the period is outside
+    /// 1 ms ..= 366 days, or `limit × period_us` reaches [`EXACT_ARITHMETIC_BOUND`] for an
+    /// algorithm that multiplies them.
+    pub fn new(
+        name: impl AsRef<str>,
+        algorithm: Algorithm,
+        limit: u64,
+        period: Duration,
+    ) -> Result<Self, PolicyError> {
+        let name = name.as_ref();
+        if !is_valid_name(name) {
+            return Err(PolicyError::InvalidName {
+                name: name.to_owned(),
+            });
+        }
+        if limit == 0 {
+            return Err(PolicyError::ZeroLimit);
+        }
+        let max = if algorithm == Algorithm::SlidingLog {
+            MAX_LOG_LIMIT
+        } else {
+            MAX_LIMIT
+        };
+        if limit > max {
+            return Err(PolicyError::LimitTooLarge { limit, max });
+        }
+        if period < MIN_PERIOD {
+            return Err(PolicyError::PeriodTooShort { period });
+        }
+        if period > MAX_PERIOD {
+            return Err(PolicyError::PeriodTooLong { period });
+        }
+        let policy = Policy {
+            name: Arc::from(name),
+            algorithm,
+            limit,
+            period,
+            burst: None,
+            mode: Mode::Enforce,
+            on_error: None,
+            // Bounded by MAX_PERIOD, so the cast cannot truncate.
+            period_us: period.as_micros() as u64,
+        };
+        policy.check_exact_arithmetic()?;
+        Ok(policy)
+    }
+
+    /// The same policy with a burst (bucket size) other than its limit.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::BurstNotSupported`] for the window algorithms, [`PolicyError::ZeroBurst`],
+    /// [`PolicyError::LimitTooLarge`], or [`PolicyError::TooLargeForExactArithmetic`].
+    pub fn with_burst(mut self, burst: u64) -> Result<Self, PolicyError> {
+        if !self.algorithm.has_burst() {
+            return Err(PolicyError::BurstNotSupported {
+                algorithm: self.algorithm,
+            });
+        }
+        if burst == 0 {
+            return Err(PolicyError::ZeroBurst);
+        }
+        if burst > MAX_LIMIT {
+            return Err(PolicyError::LimitTooLarge {
+                limit: burst,
+                max: MAX_LIMIT,
+            });
+        }
+        self.burst = Some(burst);
+        self.check_exact_arithmetic()?;
+        Ok(self)
+    }
+
+    /// The same policy in `mode`.
+    #[must_use]
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The same policy with its own answer for store failures, overriding the store's.
+    #[must_use]
+    pub fn with_on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = Some(on_error);
+        self
+    }
+
+    /// This policy with its limit and burst divided among `instances` processes (rounded up, at
+    /// least 1): what each may admit on its own when they cannot share state, so that together
+    /// they admit about what the shared policy would.
+    #[must_use]
+    pub fn share(&self, instances: u64) -> Policy {
+        let instances = instances.max(1);
+        let mut shared = self.clone();
+        shared.limit = self.limit.div_ceil(instances);
+        shared.burst = self.burst.map(|b| b.div_ceil(instances));
+        shared
+    }
+
+    fn check_exact_arithmetic(&self) -> Result<(), PolicyError> {
+        let multiplies = matches!(
+            self.algorithm,
+            Algorithm::SlidingWindow | Algorithm::TokenBucket | Algorithm::Gcra
+        );
+        let product = u128::from(self.capacity()) * u128::from(self.period_us);
+        if multiplies && product >= u128::from(EXACT_ARITHMETIC_BOUND) {
+            return Err(PolicyError::TooLargeForExactArithmetic {
+                algorithm: self.algorithm,
+                capacity: self.capacity(),
+                period: self.period,
+                what: if self.burst.is_some() {
+                    "burst"
+                } else {
+                    "limit"
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The policy's name, as it appears in headers, metrics and storage keys.
+    #[inline]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The algorithm.
+    #[inline]
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Units admitted per period (for the buckets: the refill rate is `limit / period`).
+    #[inline]
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The period.
+    #[inline]
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// The period in whole microseconds, the unit of every algorithm's arithmetic.
+    #[inline]
+    pub fn period_us(&self) -> u64 {
+        self.period_us
+    }
+
+    /// The configured burst, if any (token_bucket and gcra only).
+    #[inline]
+    pub fn burst(&self) -> Option<u64> {
+        self.burst
+    }
+
+    /// The most units one request can ever be admitted for: the burst for the buckets (default
+    /// `limit`), the limit for the windows. A larger cost is an error, not a denial.
+    #[inline]
+    pub fn capacity(&self) -> u64 {
+        self.burst.unwrap_or(self.limit)
+    }
+
+    /// Whether the policy enforces or only reports.
+    #[inline]
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The policy's own answer to store failures, if it overrides the store's.
+    #[inline]
+    pub fn on_error(&self) -> Option<OnError> {
+        self.on_error
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Policy");
+        s.field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("limit", &self.limit)
+            .field("period", &self.period);
+        if let Some(burst) = self.burst {
+            s.field("burst", &burst);
+        }
+        s.field("mode", &self.mode);
+        if let Some(on_error) = self.on_error {
+            s.field("on_error", &on_error);
+        }
+        s.finish()
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Parses a human period: a whole number followed by `ms`, `s`, `m`, `h` or `d`.
+///
+/// ```
+/// use std::time::Duration;
+/// use floodwall_core::parse_period;
+///
+/// assert_eq!(parse_period("500ms")?, Duration::from_millis(500));
+/// assert_eq!(parse_period("1m")?, Duration::from_secs(60));
+/// assert_eq!(parse_period("1d")?, Duration::from_secs(86_400));
+/// assert!(parse_period("10").is_err());
+/// # Ok::<(), floodwall_core::ParsePeriodError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ParsePeriodError`] for a missing number or unit, an unknown unit, or a number too large to
+/// represent; its message lists the accepted forms.
+pub fn parse_period(input: &str) -> Result<Duration, ParsePeriodError> {
+    let error = || ParsePeriodError {
+        input: input.to_owned(),
+    };
+    let digits_end = input
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(error)?;
+    let (number, unit) = input.split_at(digits_end);
+    if number.is_empty() {
+        return Err(error());
+    }
+    let n: u64 = number.parse().map_err(|_| error())?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(error()),
+    };
+    let millis = n.checked_mul(millis_per_unit).ok_or_else(error)?;
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_unit_and_rejects_the_rest() {
+        assert_eq!(parse_period("0ms"), Ok(Duration::ZERO));
+        assert_eq!(parse_period("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_period("2h"), Ok(Duration::from_secs(7200)));
+        for bad in [
+            "",
+            "s",
+            "1",
+            "1 s",
+            "1.5s",
+            "-1s",
+            "1w",
+            "1S",
+            "99999999999999999999d",
+        ] {
+            let err = parse_period(bad).unwrap_err();
+            assert!(err.to_string().contains("500ms, 1s, 1m, 1h, 1d"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_policies_with_a_hint() {
+        let min = Duration::from_secs(60);
+        assert_eq!(
+            Policy::new("a", Algorithm::Gcra, 0, min),
+            Err(PolicyError::ZeroLimit)
+        );
+        assert!(matches!(
+            Policy::new("a b", Algorithm::Gcra, 1, min),
+            Err(PolicyError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Policy::new("a", Algorithm::Gcra, 1, Duration::from_micros(999)),
+            Err(PolicyError::PeriodTooShort { .. })
+        ));
+        assert!(matches!(
+            Policy::new("a", Algorithm::FixedWindow, 1, min)
+                .unwrap()
+                .with_burst(2),
+            Err(PolicyError::BurstNotSupported { .. })
+        ));
+        assert!(matches!(
+            Policy::new("a", Algorithm::Gcra, 1, min)
+                .unwrap()
+                .with_burst(0),
+            Err(PolicyError::ZeroBurst)
+        ));
+        // 1 000 000 per day does not fit the exact arithmetic of a bucket; fixed_window takes it.
+        let day = Duration::from_secs(86_400);
+        let err = Policy::new("a", Algorithm::Gcra, 1_000_000, day).unwrap_err();
+        assert!(err.to_string().contains("fixed_window"), "{err}");
+        assert!(Policy::new("a", Algorithm::FixedWindow, 1_000_000, day).is_ok());
+        assert!(Policy::new("a", Algorithm::Gcra, 50_000, day).is_ok());
+    }
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.as_str().parse::<Algorithm>(), Ok(a));
+        }
+        let err = "leaky_bucket".parse::<Algorithm>().unwrap_err();
+        assert!(err.to_string().contains("token_bucket, gcra"));
+    }
+}

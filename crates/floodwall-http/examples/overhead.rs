@@ -1,0 +1,60 @@
+//! The Hello-API route with and without the rate-limit layer, for `bench/http.sh`: the layer's
+//! cost per request when the limit is never reached.
+//!
+//! ```text
+//! MODE=none|memory|redis [REDIS_URL=redis://…] LISTEN=127.0.0.1:3100 \
+//!     cargo run --release -p floodwall-http --example overhead
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Json;
+use axum::routing::get;
+use floodwall::{Algorithm, Limiter, MemoryStore, Policy, RedisConfig, RedisStore, Store};
+use floodwall_http::RateLimitLayer;
+use serde_json::{Value, json};
+
+async fn hello() -> Json<Value> {
+    Json(json!({ "message": "Hello, World!" }))
+}
+
+fn limited<St: Store>(limiter: Limiter<St>) -> Result<Router, floodwall::PolicyError> {
+    // Per client IP, far above what one machine can send: every request is allowed and counted.
+    let policy = Policy::new(
+        "per-ip",
+        Algorithm::Gcra,
+        1_000_000_000,
+        Duration::from_secs(1),
+    )?;
+    Ok(Router::new()
+        .route("/", get(hello))
+        .route_layer(RateLimitLayer::new(limiter, policy)))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen: SocketAddr = std::env::var("LISTEN")
+        .unwrap_or_else(|_| "127.0.0.1:3100".into())
+        .parse()?;
+    let mode = std::env::var("MODE").unwrap_or_else(|_| "memory".into());
+    let router = match mode.as_str() {
+        "none" => Router::new().route("/", get(hello)),
+        "memory" => limited(Limiter::new(MemoryStore::new()))?,
+        "redis" => {
+            let url = std::env::var("REDIS_URL")?;
+            limited(Limiter::new(
+                RedisStore::connect(RedisConfig::new(url)).await?,
+            ))?
+        }
+        other => return Err(format!("MODE must be none, memory or redis, not {other:?}").into()),
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The rate-limit response headers: draft-ietf-httpapi-ratelimit-headers-10 `RateLimit-Policy` and
+//! `RateLimit` (RFC 9651 Structured Fields, serialised by `sfv`), legacy `X-RateLimit-*`, and
+//! `Retry-After`.
+
+use std::time::Duration;
+
+use floodwall::{Decision, Policy, Verdict};
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use sfv::{Integer, KeyRef, ListSerializer, StringRef};
+
+/// `RateLimit-Policy`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Limit` (legacy).
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining` (legacy).
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset` (legacy; seconds until reset).
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Which rate-limit headers responses carry. `Retry-After` is sent on every 429 whatever the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HeaderMode {
+    /// `RateLimit-Policy` and `RateLimit`, one list item per policy (the default).
+    #[default]
+    Draft,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` for the policy closest
+    /// to denying.
+    Legacy,
+    /// Both sets.
+    Both,
+    /// No rate-limit headers.
+    None,
+}
+
+/// Whole seconds, rounded up.
+pub(crate) fn ceil_seconds(duration: Duration) -> u64 {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() > 0 {
+        seconds.saturating_add(1)
+    } else {
+        seconds
+    }
+}
+
+/// A policy's window for `w`: its period in whole seconds, rounded up, at least 1.
+fn window_seconds(policy: &Policy) -> u64 {
+    ceil_seconds(policy.period()).max(1)
+}
+
+/// A decision's `t`: for a policy that denies, when the request would be admitted; otherwise when
+/// the quota is full again. A 429's `Retry-After` is the latest `t` among enforced denials.
+fn reset_seconds(decision: &Decision) -> u64 {
+    match decision.retry_after {
+        Some(retry_after) if !decision.allowed => ceil_seconds(retry_after),
+        _ => ceil_seconds(decision.reset_after),
+    }
+}
+
+/// The `Retry-After` of a denied verdict: delay-seconds, rounded up, at least 1.
+pub fn retry_after_seconds(verdict: &Verdict) -> u64 {
+    ceil_seconds(verdict.retry_after.unwrap_or_default()).max(1)
+}
+
+fn integer(value: u64) -> Integer {
+    // Structured Field Integers stop at 10^15 - 1; no quota or time of ours comes near it.
+    Integer::try_from(value).unwrap_or(Integer::MAX)
+}
+
+/// A Structured Fields List of String items, one per policy, each with two Integer parameters.
+fn list<'a>(
+    items: impl Iterator<Item = (&'a str, [(&'static str, u64); 2])>,
+) -> Option<HeaderValue> {
+    let mut serializer = ListSerializer::new();
+    for (name, parameters) in items {
+        // Policy names are 1-64 of [A-Za-z0-9_.-]: always a valid String.
+        let Ok(name) = StringRef::from_str(name) else {
+            continue;
+        };
+        let mut item = serializer.bare_item(name);
+        for (key, value) in parameters {
+            item = item.parameter(KeyRef::constant(key), integer(value));
+        }
+    }
+    let text = serializer.finish()?;
+    HeaderValue::from_str(&text).ok()
+}
+
+/// Writes the rate-limit headers for one set of policies, as the layer does; for services that
+/// decide outside a layer (a check API). `RateLimit-Policy` depends on the policies alone, so it
+/// is serialised once, here.
+#[derive(Debug, Clone)]
+pub struct RateLimitHeaders {
+    mode: HeaderMode,
+    policy_value: Option<HeaderValue>,
+}
+
+impl RateLimitHeaders {
+    /// The headers of `mode` for `policies`.
+    pub fn new(mode: HeaderMode, policies: &[Policy]) -> Self {
+        let policy_value = list(policies.iter().map(|policy| {
+            (
+                policy.name(),
+                [("q", policy.capacity()), ("w", window_seconds(policy))],
+            )
+        }));
+        RateLimitHeaders { mode, policy_value }
+    }
+
+    /// Writes the headers of the mode for `verdict` on `policies` (the same as given to
+    /// [`RateLimitHeaders::new`]), and `Retry-After` when it denies.
+    pub fn write(&self, headers: &mut HeaderMap, policies: &[Policy], verdict: &Verdict) {
+        if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
+            let state_value = list(policies.iter().zip(&verdict.decisions).map(
+                |(policy, decision)| {
+                    (
+                        policy.name(),
+                        [("r", decision.remaining), ("t", reset_seconds(decision))],
+                    )
+                },
+            ));
+            if let (Some(policy_value), Some(state_value)) = (&self.policy_value, state_value) {
+                headers.insert(RATELIMIT_POLICY.clone(), policy_value.clone());
+                headers.insert(RATELIMIT.clone(), state_value);
+            }
+        }
+        if matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both) {
+            // The policy closest to denying: fewest units left, then the longest wait.
+            let closest = policies
+                .iter()
+                .zip(&verdict.decisions)
+                .min_by_key(|(_, d)| (d.allowed, d.remaining, std::cmp::Reverse(reset_seconds(d))));
+            if let Some((policy, decision)) = closest {
+                headers.insert(
+                    X_RATELIMIT_LIMIT.clone(),
+                    HeaderValue::from(policy.capacity()),
+                );
+                headers.insert(
+                    X_RATELIMIT_REMAINING.clone(),
+                    HeaderValue::from(decision.remaining),
+                );
+                headers.insert(
+                    X_RATELIMIT_RESET.clone(),
+                    HeaderValue::from(reset_seconds(decision)),
+                );
+            }
+        }
+        if !verdict.allowed {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(verdict)));
+        }
+    }
+}

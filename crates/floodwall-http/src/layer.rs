@@ -1,0 +1,200 @@
+//! [`RateLimitLayer`]: the configuration, shared by every service it makes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use floodwall::{Limiter, MemoryStore, Policy, Store};
+use http::Method;
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
+use http::request::Parts;
+use tower_layer::Layer;
+
+use crate::headers::{HeaderMode, RateLimitHeaders};
+use crate::key::{ClientIp, KeyExtractor};
+use crate::metrics::DecisionCounters;
+use crate::service::RateLimit;
+
+type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
+type ExemptFn = dyn Fn(&Parts) -> bool + Send + Sync;
+
+/// What every [`RateLimit`] service of one layer shares, behind one `Arc`.
+pub(crate) struct Config<St> {
+    pub(crate) limiter: Limiter<St>,
+    /// At least one; several are checked together, all-or-nothing, for the same key.
+    pub(crate) policies: Vec<Policy>,
+    pub(crate) key: Box<dyn KeyExtractor>,
+    pub(crate) cost: Box<CostFn>,
+    pub(crate) exempt: Box<ExemptFn>,
+    pub(crate) headers: RateLimitHeaders,
+    pub(crate) counters: DecisionCounters,
+}
+
+impl<St> fmt::Debug for Config<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("policies", &self.policies)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tower [`Layer`] that rate-limits requests: the Rust form of a `@rate_limit` decorator.
+///
+/// Each request is keyed (by default by client IP), then checked against the layer's policies in
+/// one store call, all-or-nothing. Allowed requests reach the inner service and get the
+/// rate-limit headers on the way out. Denied ones are answered 429 with `Retry-After`, the
+/// headers and a problem+json body, and a store that is down under `on_error = "deny"` is answered
+/// 503. The service's error type stays the inner one's (`Infallible` for axum), so no
+/// `HandleErrorLayer` is needed. Every clone of the layer and of its services shares one
+/// configuration and one limiter.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use floodwall::{Algorithm, Limiter, MemoryStore, Policy};
+/// use floodwall_http::RateLimitLayer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = Limiter::new(MemoryStore::new());
+/// let per_ip = Policy::new("per-ip", Algorithm::SlidingWindow, 10, Duration::from_secs(60))?;
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "Hello, World!" }))
+///     .route_layer(RateLimitLayer::new(limiter, per_ip));
+/// # let _ = app; Ok(()) }
+/// ```
+pub struct RateLimitLayer<St = MemoryStore> {
+    config: Arc<Config<St>>,
+}
+
+impl<St> Clone for RateLimitLayer<St> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<St> fmt::Debug for RateLimitLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<St: Store> RateLimitLayer<St> {
+    /// A layer checking `policy` per client IP (the TCP peer; see [`ClientIp`]), with the draft
+    /// headers.
+    pub fn new(limiter: Limiter<St>, policy: Policy) -> Self {
+        Self::builder(limiter, policy).build()
+    }
+
+    /// A builder for a layer checking `policy` (add more with [`RateLimitLayerBuilder::policy`]).
+    pub fn builder(limiter: Limiter<St>, policy: Policy) -> RateLimitLayerBuilder<St> {
+        RateLimitLayerBuilder {
+            limiter,
+            policies: vec![policy],
+            key: Box::new(ClientIp::new()),
+            cost: Box::new(|_| 1),
+            exempt: Box::new(is_cors_preflight),
+            headers: HeaderMode::default(),
+        }
+    }
+
+    /// The policies this layer checks.
+    pub fn policies(&self) -> &[Policy] {
+        &self.config.policies
+    }
+}
+
+impl<S, St> Layer<S> for RateLimitLayer<St> {
+    type Service = RateLimit<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(inner, Arc::clone(&self.config))
+    }
+}
+
+/// Options for a [`RateLimitLayer`].
+pub struct RateLimitLayerBuilder<St = MemoryStore> {
+    limiter: Limiter<St>,
+    policies: Vec<Policy>,
+    key: Box<dyn KeyExtractor>,
+    cost: Box<CostFn>,
+    exempt: Box<ExemptFn>,
+    headers: HeaderMode,
+}
+
+impl<St> fmt::Debug for RateLimitLayerBuilder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayerBuilder")
+            .field("policies", &self.policies)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: Store> RateLimitLayerBuilder<St> {
+    /// Also checks `policy`, together with the others in one store call: a request is admitted
+    /// only if every enforced policy admits it (e.g. 10 per second *and* 1000 per day).
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// Keys requests with `key` instead of the client IP. A request without that key is answered
+    /// 401; use [`KeyExtractorExt::or`](crate::key::KeyExtractorExt::or) to fall back instead.
+    #[must_use]
+    pub fn key(mut self, key: impl KeyExtractor) -> Self {
+        self.key = Box::new(key);
+        self
+    }
+
+    /// Charges each request `cost(request)` units instead of 1. A cost above a policy's capacity
+    /// is answered 422; a cost of 0 only reads the state.
+    #[must_use]
+    pub fn cost(mut self, cost: impl Fn(&Parts) -> u64 + Send + Sync + 'static) -> Self {
+        self.cost = Box::new(cost);
+        self
+    }
+
+    /// Passes requests for which `exempt(request)` holds straight through, never counted nor
+    /// limited (health checks, say). CORS preflights stay exempt whatever the predicate.
+    #[must_use]
+    pub fn exempt(mut self, exempt: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        self.exempt = Box::new(move |request| is_cors_preflight(request) || exempt(request));
+        self
+    }
+
+    /// Which rate-limit headers to send (default [`HeaderMode::Draft`]).
+    #[must_use]
+    pub fn headers(mut self, headers: HeaderMode) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Builds the layer. Its `floodwall_decisions_total` counters are registered now, with the
+    /// `metrics` recorder installed at this point (if any).
+    pub fn build(self) -> RateLimitLayer<St> {
+        RateLimitLayer {
+            config: Arc::new(Config {
+                headers: RateLimitHeaders::new(self.headers, &self.policies),
+                counters: DecisionCounters::new(&self.policies),
+                limiter: self.limiter,
+                policies: self.policies,
+                key: self.key,
+                cost: self.cost,
+                exempt: self.exempt,
+            }),
+        }
+    }
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. Browsers send
+/// it on their own before the real request, so counting it would charge clients twice (G7).
+pub fn is_cors_preflight(request: &Parts) -> bool {
+    request.method == Method::OPTIONS
+        && request.headers.contains_key(ORIGIN)
+        && request.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+}

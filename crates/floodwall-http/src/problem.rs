@@ -1,0 +1,125 @@
+//! RFC 9457 problem+json answers (public for services built beside the layer): 429 quota exceeded, 503 store unavailable, 401 no client key,
+//! 422 impossible cost, 500 misconfiguration.
+
+use bytes::Bytes;
+use floodwall::Policy;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+/// The problem type of a quota denial (draft-ietf-httpapi-ratelimit-headers).
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+/// The problem type of a store outage answered by failing closed.
+pub const TEMPORARY_REDUCED_CAPACITY: &str =
+    "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
+
+/// An RFC 9457 `application/problem+json` response, never cached: `type`, `title`, `status`,
+/// `detail`, and `violated-policies` when given.
+pub fn problem(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: &str,
+    violated: Option<&[&str]>,
+) -> Response<Full<Bytes>> {
+    let mut body = json!({
+        "type": kind,
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let (Some(violated), Some(object)) = (violated, body.as_object_mut()) {
+        object.insert("violated-policies".into(), json!(violated));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// 429: the enforced policies that denied, and when to retry.
+pub fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Response<Full<Bytes>> {
+    let detail = format!(
+        "Too many requests under {}: retry after {retry_after_seconds} s.",
+        quoted_list(violated)
+    );
+    problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        QUOTA_EXCEEDED,
+        "Request quota exceeded",
+        &detail,
+        Some(violated),
+    )
+}
+
+/// 503: the store is down and these policies fail closed. Never a 429: an outage is not quota.
+pub fn store_unavailable(policies: &[Policy]) -> Response<Full<Bytes>> {
+    let names: Vec<&str> = policies.iter().map(Policy::name).collect();
+    let detail = format!(
+        "The rate-limit store is unavailable and {} fail closed; retry shortly.",
+        quoted_list(&names)
+    );
+    let mut response = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        TEMPORARY_REDUCED_CAPACITY,
+        "Temporarily reduced capacity",
+        &detail,
+        Some(&names),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// 401: the request lacks the client key this route is limited by.
+pub fn missing_key(detail: &str) -> Response<Full<Bytes>> {
+    let mut response = problem(
+        StatusCode::UNAUTHORIZED,
+        "about:blank",
+        "Unauthorized",
+        detail,
+        None,
+    );
+    // RFC 9110 requires a challenge on every 401.
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"));
+    response
+}
+
+/// 422: a request whose cost exceeds what a policy can ever admit.
+pub fn impossible_cost(detail: &str) -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "about:blank",
+        "Request cost exceeds the limit",
+        detail,
+        None,
+    )
+}
+
+/// 500: the server is set up so that no key can be read (no peer address recorded).
+pub fn misconfigured(detail: &str) -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "about:blank",
+        "Rate limiter misconfigured",
+        detail,
+        None,
+    )
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    match quoted.len() {
+        1 => format!("policy {}", quoted[0]),
+        _ => format!("policies {}", quoted.join(", ")),
+    }
+}

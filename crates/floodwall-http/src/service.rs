@@ -1,0 +1,132 @@
+//! [`RateLimit`]: the service that decides each request before the inner one sees it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use floodwall::{Error, Mode, Store};
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use tower_service::Service;
+
+use crate::headers;
+use crate::key::KeyError;
+use crate::layer::Config;
+use crate::problem;
+
+/// The body of a rate-limited service's responses: the inner service's, or one of ours.
+pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
+
+/// The future of a [`RateLimit`] call.
+pub type ResponseFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<RateLimitBody<B>>, E>> + Send>>;
+
+/// A service rate-limited by a [`RateLimitLayer`](crate::RateLimitLayer).
+///
+/// Readiness is the inner service's; nothing is reserved until `call`, so a service made ready
+/// and dropped costs no quota. A call's future decides once: dropped before the store answers,
+/// it may or may not have counted, but it is never counted twice.
+pub struct RateLimit<S, St> {
+    inner: S,
+    config: Arc<Config<St>>,
+}
+
+impl<S, St> RateLimit<S, St> {
+    pub(crate) fn new(inner: S, config: Arc<Config<St>>) -> Self {
+        RateLimit { inner, config }
+    }
+}
+
+impl<S: Clone, St> Clone for RateLimit<S, St> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for RateLimit<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    St: Store,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<RateLimitBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The ready service goes into the future; a fresh clone stays for the next poll_ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            if (config.exempt)(&parts) {
+                let response = inner.call(Request::from_parts(parts, body)).await?;
+                return Ok(response.map(Either::Left));
+            }
+            let key = match config.key.extract(&parts) {
+                Ok(key) => key,
+                Err(error @ KeyError::Missing { .. }) => {
+                    return Ok(ours(problem::missing_key(&error.to_string())));
+                }
+                Err(error) => return Ok(ours(problem::misconfigured(&error.to_string()))),
+            };
+            let cost = (config.cost)(&parts);
+            let verdict = match config.limiter.check_all(&config.policies, &key, cost).await {
+                Ok(verdict) => verdict,
+                Err(Error::StoreUnavailable { .. }) => {
+                    config.counters.record_error();
+                    return Ok(ours(problem::store_unavailable(&config.policies)));
+                }
+                Err(error) => return Ok(ours(problem::impossible_cost(&error.to_string()))),
+            };
+            config.counters.record(&verdict);
+            if verdict.allowed {
+                let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                config
+                    .headers
+                    .write(response.headers_mut(), &config.policies, &verdict);
+                return Ok(response.map(Either::Left));
+            }
+            let violated: Vec<&str> = config
+                .policies
+                .iter()
+                .zip(&verdict.decisions)
+                .filter(|(policy, decision)| policy.mode() == Mode::Enforce && !decision.allowed)
+                .map(|(policy, _)| policy.name())
+                .collect();
+            let retry_after = headers::retry_after_seconds(&verdict);
+            // One line per denial, at debug: policy and path, never the client key.
+            tracing::debug!(policies = ?violated, path = parts.uri.path(), retry_after, "rate limited");
+            let mut response = problem::quota_exceeded(&violated, retry_after);
+            config
+                .headers
+                .write(response.headers_mut(), &config.policies, &verdict);
+            Ok(ours(response))
+        })
+    }
+}
+
+fn ours<B>(response: Response<Full<Bytes>>) -> Response<RateLimitBody<B>> {
+    response.map(Either::Right)
+}

@@ -1,0 +1,93 @@
+//! The headers under random policies and timings: every RateLimit field parses as RFC 9651 with
+//! the draft's types (G3), and every Retry-After is whole seconds, at least 1, not earlier than
+//! the denying policies' `t`, and honest: waiting it out admits the same request (G2).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use floodwall::{Algorithm, Limiter, ManualClock, MemoryStore, Policy};
+use floodwall_http::{HeaderMode, RateLimitLayer};
+use http::StatusCode;
+use proptest::prelude::*;
+use tower::ServiceExt;
+
+use crate::support::{cost_from_header, get_from, parse_list};
+
+fn ceil_seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos().div_ceil(1_000_000_000)).unwrap()
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop::sample::select(Algorithm::ALL.to_vec())
+}
+
+async fn run(policy: Policy, steps: Vec<(u64, u64)>) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let limiter = Limiter::new(MemoryStore::builder().clock(clock.clone()).build());
+    let layer = RateLimitLayer::builder(limiter, policy.clone())
+        .cost(cost_from_header)
+        .headers(HeaderMode::Both)
+        .build();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route_layer(layer);
+    let request = |cost: u64| {
+        let mut request = get_from("/", "192.0.2.1:1");
+        request.headers_mut().insert("x-cost", cost.into());
+        request
+    };
+    for (advance_ms, cost) in steps {
+        clock.advance(Duration::from_millis(advance_ms));
+        let response = app.clone().oneshot(request(cost)).await.unwrap();
+        let headers = response.headers();
+        let quota = parse_list(headers, "ratelimit-policy");
+        let state = parse_list(headers, "ratelimit");
+        prop_assert_eq!(quota.len(), 1);
+        prop_assert_eq!(&quota[0].name, policy.name());
+        prop_assert_eq!(
+            quota[0].param("q"),
+            i64::try_from(policy.capacity()).unwrap()
+        );
+        prop_assert_eq!(quota[0].param("w"), ceil_seconds(policy.period()).max(1));
+        prop_assert!(state[0].param("r") >= 0 && state[0].param("t") >= 0);
+        if response.status() == StatusCode::OK {
+            prop_assert!(!headers.contains_key("retry-after"));
+            continue;
+        }
+        prop_assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        prop_assert!(retry >= 1);
+        prop_assert!(retry >= state[0].param("t"), "Retry-After before t");
+        prop_assert!(
+            retry <= ceil_seconds(policy.period() * 2).max(1),
+            "retry {retry}"
+        );
+        // Honest: after exactly Retry-After seconds the same request goes through.
+        clock.advance(Duration::from_secs(retry.unsigned_abs()));
+        let again = app.clone().oneshot(request(cost)).await.unwrap();
+        prop_assert_eq!(
+            again.status(),
+            StatusCode::OK,
+            "not admitted after Retry-After"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn retry_after_and_ratelimit_fields_hold_for_any_policy_and_timing(
+        algorithm in algorithm(),
+        limit in 1u64..12,
+        period_ms in 1u64..150_000,
+        steps in prop::collection::vec((0u64..4_000, 1u64..4), 1..40),
+    ) {
+        let policy = Policy::new("p", algorithm, limit, Duration::from_millis(period_ms)).unwrap();
+        let steps = steps.into_iter().map(|(ms, cost)| (ms, cost.min(limit))).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(run(policy, steps))?;
+    }
+}

@@ -1,0 +1,273 @@
+//! `POST /v1/check`: a decision for any language or proxy, with the same answers and headers as
+//! a limited route.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+use floodwall::{Decision, Error, Limiter, Policy, Store, Verdict};
+use floodwall_http::problem::{impossible_cost, problem, store_unavailable};
+use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
+use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
+use http_body_util::{BodyExt, Limited};
+use metrics::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// The largest check request body accepted.
+pub const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// What the check API needs: the limiter and the policies by name.
+#[derive(Debug)]
+pub(crate) struct CheckState<St> {
+    pub(crate) limiter: Limiter<St>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) headers: HeaderMode,
+    /// Per policy name: its single-policy headers and its decision counters, built once so a
+    /// check does no registry lookups and no header serialisation it can avoid.
+    per_policy: HashMap<String, PolicyInstruments>,
+    latency: Histogram,
+}
+
+#[derive(Debug)]
+struct PolicyInstruments {
+    headers: RateLimitHeaders,
+    counters: PolicyCounters,
+}
+
+impl<St> CheckState<St> {
+    pub(crate) fn new(limiter: Limiter<St>, config: Arc<Config>) -> Self {
+        let headers = config.server.headers;
+        let per_policy = config
+            .policies
+            .iter()
+            .map(|policy| {
+                let instruments = PolicyInstruments {
+                    headers: RateLimitHeaders::new(headers, std::slice::from_ref(policy)),
+                    counters: PolicyCounters::new(policy),
+                };
+                (policy.name().to_owned(), instruments)
+            })
+            .collect();
+        CheckState {
+            limiter,
+            config,
+            headers,
+            per_policy,
+            latency: metrics::histogram!(crate::admin::CHECK_DURATION),
+        }
+    }
+
+    /// Counts the decision of each policy as the layer does (`floodwall_decisions_total`);
+    /// `None` when the store failed and the policies fail closed.
+    fn record(&self, policies: &[Policy], verdict: Option<&Verdict>) {
+        for (index, policy) in policies.iter().enumerate() {
+            let Some(instruments) = self.per_policy.get(policy.name()) else {
+                continue;
+            };
+            match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
+                Some((verdict, decision)) => instruments.counters.record(decision, verdict.allowed),
+                None => instruments.counters.record_error(),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    policy: Option<String>,
+    policies: Option<Vec<String>>,
+    key: String,
+    #[serde(default = "one")]
+    cost: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn bad_request(detail: &str) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "about:blank",
+        "Bad check request",
+        detail,
+        None,
+    )
+    .into_response()
+}
+
+pub(crate) async fn check<St: Store>(
+    State(state): State<Arc<CheckState<St>>>,
+    request: Request,
+) -> Response {
+    let body = match Limited::new(request.into_body(), MAX_CHECK_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "about:blank",
+                "Check request too large",
+                &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
+                None,
+            )
+            .into_response();
+        }
+    };
+    let request: CheckRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return bad_request(&format!(
+                "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"
+            ));
+        }
+    };
+    let (names, multi) = match (request.policy, request.policies) {
+        (Some(name), None) => (vec![name], false),
+        (None, Some(names)) if !names.is_empty() => (names, true),
+        _ => {
+            return bad_request(
+                "give either \"policy\": NAME or \"policies\": [NAME, …] (not both, not empty)",
+            );
+        }
+    };
+    let mut policies: Vec<Policy> = Vec::with_capacity(names.len());
+    for name in &names {
+        match state.config.policy(name) {
+            Some(policy) => policies.push(policy.clone()),
+            None => {
+                let defined: Vec<&str> = state.config.policies.iter().map(Policy::name).collect();
+                return problem(
+                    StatusCode::NOT_FOUND,
+                    "about:blank",
+                    "Unknown policy",
+                    &format!("no policy named {name:?}; defined: {}", defined.join(", ")),
+                    None,
+                )
+                .into_response();
+            }
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let decided = state
+        .limiter
+        .check_all(&policies, request.key.as_bytes(), request.cost)
+        .await;
+    state.latency.record(started.elapsed().as_secs_f64());
+    let verdict = match decided {
+        Ok(verdict) => verdict,
+        Err(Error::StoreUnavailable { .. }) => {
+            state.record(&policies, None);
+            return store_unavailable(&policies).into_response();
+        }
+        Err(error) => return impossible_cost(&error.to_string()).into_response(),
+    };
+    state.record(&policies, Some(&verdict));
+    // Serialising these plain structs cannot fail; an empty body would still carry the status
+    // and headers.
+    let body = if multi {
+        serde_json::to_vec(&MultiBody {
+            allowed: verdict.allowed,
+            decisions: policies
+                .iter()
+                .zip(&verdict.decisions)
+                .map(|(policy, decision)| decision_body(policy, decision))
+                .collect(),
+        })
+    } else {
+        serde_json::to_vec(
+            &policies
+                .first()
+                .and_then(|policy| single_decision_body(policy, &verdict)),
+        )
+    };
+    respond(&state, &policies, &verdict, body.unwrap_or_default())
+}
+
+fn respond<St>(
+    state: &CheckState<St>,
+    policies: &[Policy],
+    verdict: &Verdict,
+    body: Vec<u8>,
+) -> Response {
+    let status = if verdict.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let mut response = Response::new(Body::from(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    match (
+        policies,
+        policies
+            .first()
+            .and_then(|p| state.per_policy.get(p.name())),
+    ) {
+        ([_], Some(instruments)) => instruments.headers.write(headers, policies, verdict),
+        _ => RateLimitHeaders::new(state.headers, policies).write(headers, policies, verdict),
+    }
+    response
+}
+
+/// One policy's decision as the check API, the admin API and `floodwall check` write it
+/// (SPEC §4), fields in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionBody<'a> {
+    /// Whether the request may proceed. In a single-policy body this is the verdict's, so a
+    /// shadow policy's denial still says `true`.
+    pub allowed: bool,
+    /// The policy's name.
+    pub policy: &'a str,
+    /// The policy's capacity.
+    pub limit: u64,
+    /// Units left after this request.
+    pub remaining: u64,
+    /// Milliseconds until the policy is back at full capacity, rounded up.
+    pub reset_after_ms: u64,
+    /// On a denial, milliseconds until the same request would be admitted, rounded up.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The body of a multi-policy check: the all-or-nothing verdict and each policy's decision.
+#[derive(Debug, Serialize)]
+struct MultiBody<'a> {
+    allowed: bool,
+    decisions: Vec<DecisionBody<'a>>,
+}
+
+/// The body of a single-policy check (also the admin API's and `floodwall check`'s output):
+/// the policy's decision, with `allowed` the verdict's (a shadow policy's denial still allows).
+/// `None` only for a verdict without decisions, which a single-policy check never gives.
+pub fn single_decision_body<'a>(policy: &'a Policy, verdict: &Verdict) -> Option<DecisionBody<'a>> {
+    verdict.decision().map(|decision| DecisionBody {
+        allowed: verdict.allowed,
+        ..decision_body(policy, decision)
+    })
+}
+
+fn decision_body<'a>(policy: &'a Policy, decision: &Decision) -> DecisionBody<'a> {
+    DecisionBody {
+        allowed: decision.allowed,
+        policy: policy.name(),
+        limit: decision.limit,
+        remaining: decision.remaining,
+        reset_after_ms: millis_ceil(decision.reset_after),
+        retry_after_ms: decision.retry_after.map(millis_ceil),
+    }
+}
+
+/// Whole milliseconds, rounded up: waiting this long is always enough.
+fn millis_ceil(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,207 @@
+//! The service's configuration: parsed from TOML once, validated into floodwall's own types, with
+//! every error naming the file, line, column and a fix.
+
+mod error;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use floodwall::{OnError, Policy};
+use floodwall_http::HeaderMode;
+use http::{Method, StatusCode, Uri};
+use ipnet::IpNet;
+
+pub use self::error::{ConfigError, ConfigErrors};
+
+/// The default main listener.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main listener and how clients are identified.
+    pub server: ServerConfig,
+    /// The admin listener, if any.
+    pub admin: Option<AdminConfig>,
+    /// Where limits are kept.
+    pub storage: StorageConfig,
+    /// The policies, by unique name, in file order.
+    pub policies: Vec<Policy>,
+    /// The routes, matched in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where routes, `/v1/check`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    /// Peers allowed to set `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients are keyed by this prefix.
+    pub ipv6_prefix: u8,
+    /// Which rate-limit headers responses carry.
+    pub headers: HeaderMode,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where `/metrics` and the admin API are served.
+    pub listen: SocketAddr,
+    /// The bearer token the admin API requires, read from the configured environment variable.
+    pub token: Option<String>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `memory://` or a Redis URL.
+    pub url: String,
+    /// The Redis key prefix.
+    pub prefix: String,
+    /// The per-decision deadline of the Redis store.
+    pub timeout: Duration,
+    /// What checks answer when the store fails (policies may override).
+    pub on_error: OnError,
+    /// The memory store's bound.
+    pub max_keys: usize,
+}
+
+/// How a route keys its requests: one or more parts, joined into a composite key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client IP (per `[server]` trusted proxies and IPv6 prefix).
+    Ip,
+    /// A request header.
+    Header(http::HeaderName),
+    /// A query parameter.
+    Query(String),
+    /// One key for everyone.
+    Global,
+}
+
+/// Which requests a route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// `None` matches every method (`*`).
+    pub method: Option<Method>,
+    /// The path, exact or (ending in `/*`) a prefix.
+    pub path: PathMatch,
+}
+
+/// A route's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// This path only.
+    Exact(String),
+    /// This path and everything below it (written `/api/*`; stored as `/api/`).
+    Prefix(String),
+}
+
+/// What a route does with an allowed request.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Answers with a fixed status and JSON body.
+    Respond {
+        /// The status.
+        status: StatusCode,
+        /// The JSON body.
+        body: Bytes,
+    },
+    /// Forwards to an upstream, path and query unchanged.
+    Upstream {
+        /// `http://host:port` of the upstream.
+        uri: Uri,
+        /// How long the upstream may take to start answering before the client gets 504.
+        timeout: Duration,
+    },
+}
+
+/// The default `upstream_timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Which requests.
+    pub matcher: RouteMatch,
+    /// Who they count against.
+    pub key: Vec<KeyPart>,
+    /// The names of the policies checked together, all-or-nothing.
+    pub policies: Vec<String>,
+    /// What an allowed request gets.
+    pub action: RouteAction,
+}
+
+impl StorageConfig {
+    /// The Redis store's settings from `[storage]` (for a Redis URL).
+    pub fn redis_config(&self) -> floodwall::RedisConfig {
+        floodwall::RedisConfig::new(&self.url)
+            .prefix(&self.prefix)
+            .timeout(self.timeout)
+    }
+}
+
+impl Config {
+    /// The embedded default: memory store on 127.0.0.1:8080, and the classic demo, `GET /`
+    /// answering `{"message": "Hello, World!"}` 10 times a minute per client IP.
+    pub fn embedded_default() -> Config {
+        // The same text as floodwall.example.toml's essentials, so the default is no special case.
+        const DEFAULT: &str = r#"
+[[policy]]
+name = "per-ip"
+algorithm = "sliding_window"
+limit = 10
+period = "1m"
+
+[[route]]
+match = "GET /"
+key = "ip"
+policies = ["per-ip"]
+respond = { status = 200, json = { message = "Hello, World!" } }
+"#;
+        match Config::parse(DEFAULT, Path::new("<embedded default>")) {
+            Ok(config) => config,
+            // The text is constant and covered by a test; this arm is never taken.
+            Err(errors) => unreachable!("the embedded default is invalid: {errors}"),
+        }
+    }
+
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with the file, line, column and a hint.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {error}"),
+                hint: None,
+            }])
+        })?;
+        Config::parse(&source, path)
+    }
+
+    /// Validates `source`, naming `file` in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_file`].
+    pub fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        validate::parse(source, file)
+    }
+
+    /// The policy named `name`.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name() == name)
+    }
+}

@@ -1,0 +1,497 @@
+//! From the raw file to a [`Config`]: every value checked, every error collected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use floodwall::core::parse_period;
+use floodwall::{Algorithm, Mode, OnError, Policy};
+use floodwall_http::HeaderMode;
+use http::{HeaderName, Method, StatusCode, Uri};
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::error::Diagnostics;
+use super::raw::{RawConfig, RawPolicy, RawRoute};
+use super::{
+    AdminConfig, Config, ConfigErrors, KeyPart, PathMatch, RouteAction, RouteConfig, RouteMatch,
+    ServerConfig, StorageConfig,
+};
+
+const STORAGE_SCHEMES: &str =
+    "memory://, redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://";
+
+pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    let mut diagnostics = Diagnostics::new(file, source);
+    let raw: RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let hint = error
+                .message()
+                .contains("unknown field")
+                .then(|| "see floodwall.example.toml for every key".to_owned());
+            diagnostics.error(error.span(), error.message().trim().to_owned(), hint);
+            return Err(ConfigErrors(diagnostics.errors));
+        }
+    };
+    let server = server(&raw, &mut diagnostics);
+    let admin = admin(&raw, &mut diagnostics);
+    let storage = storage(&raw, &mut diagnostics);
+    let policies = policies(&raw.policies, &mut diagnostics);
+    // Names of every [[policy]], valid or not: a route naming an invalid one is not reported again.
+    let mut defined: Vec<&str> = Vec::new();
+    for policy in &raw.policies {
+        if !defined.contains(&policy.name.get_ref().as_str()) {
+            defined.push(policy.name.get_ref());
+        }
+    }
+    let routes = raw
+        .routes
+        .iter()
+        .filter_map(|route| self::route(route, &defined, &mut diagnostics))
+        .collect();
+    if !diagnostics.errors.is_empty() {
+        let mut errors = diagnostics.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        server,
+        admin,
+        storage,
+        policies: policies.into_iter().map(|(policy, _)| policy).collect(),
+        routes,
+    })
+}
+
+/// Parses a spanned value with `parse`, recording `hint` at its span on failure.
+fn parse_or<T, R>(
+    diagnostics: &mut Diagnostics<'_>,
+    value: &Spanned<R>,
+    parse: impl FnOnce(&R) -> Result<T, String>,
+    hint: Option<&str>,
+) -> Option<T> {
+    match parse(value.get_ref()) {
+        Ok(parsed) => Some(parsed),
+        Err(message) => {
+            diagnostics.error(Some(value.span()), message, hint.map(str::to_owned));
+            None
+        }
+    }
+}
+
+fn socket_addr(text: &String) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("invalid listen address {text:?}"))
+}
+
+fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> ServerConfig {
+    let hint = Some("host:port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"");
+    let listen = raw
+        .server
+        .listen
+        .as_ref()
+        .and_then(|listen| parse_or(diagnostics, listen, socket_addr, hint));
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .iter()
+        .filter_map(|network| {
+            parse_or(
+                diagnostics,
+                network,
+                |text| {
+                    IpNet::from_str(text)
+                        .or_else(|_| IpAddr::from_str(text).map(IpNet::from))
+                        .map_err(|_| format!("invalid trusted proxy network {text:?}"))
+                },
+                Some("a CIDR such as \"10.0.0.0/8\" or \"fd00::/8\", or a single address"),
+            )
+        })
+        .collect();
+    let ipv6_prefix = raw.server.ipv6_prefix.as_ref().and_then(|bits| {
+        parse_or(
+            diagnostics,
+            bits,
+            |bits| u8::try_from(*bits).ok().filter(|b| *b <= 128).ok_or(format!("ipv6_prefix {bits} is out of range")),
+            Some("a prefix length from 0 to 128; 64 groups each subscriber's block, 128 keys every address"),
+        )
+    });
+    let headers = raw.server.headers.as_ref().and_then(|headers| {
+        parse_or(
+            diagnostics,
+            headers,
+            |text| match text.as_str() {
+                "draft" => Ok(HeaderMode::Draft),
+                "legacy" => Ok(HeaderMode::Legacy),
+                "both" => Ok(HeaderMode::Both),
+                "none" => Ok(HeaderMode::None),
+                other => Err(format!("unknown headers mode {other:?}")),
+            },
+            Some("one of draft, legacy, both, none"),
+        )
+    });
+    ServerConfig {
+        listen: listen.unwrap_or(super::DEFAULT_LISTEN),
+        trusted_proxies,
+        ipv6_prefix: ipv6_prefix.unwrap_or(64),
+        headers: headers.unwrap_or_default(),
+    }
+}
+
+fn admin(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Option<AdminConfig> {
+    let admin = raw.admin.as_ref()?;
+    let listen = parse_or(
+        diagnostics,
+        &admin.listen,
+        socket_addr,
+        Some("host:port, e.g. \"127.0.0.1:9090\"; keep it off public interfaces"),
+    )?;
+    let token = admin.token_env.as_ref().and_then(|name| {
+        parse_or(
+            diagnostics,
+            name,
+            |name| match std::env::var(name) {
+                Ok(token) if !token.is_empty() => Ok(Some(token)),
+                Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(_) => Err(format!("environment variable {name} is not valid UTF-8")),
+            },
+            None,
+        )
+        .flatten()
+    });
+    Some(AdminConfig { listen, token })
+}
+
+fn on_error(text: &String) -> Result<OnError, String> {
+    OnError::from_str(text).map_err(|_| format!("unknown on_error {text:?}"))
+}
+
+const ON_ERROR_HINT: &str = "one of allow (fail open), deny (fail closed: 503), local (an in-process limiter until the store is back)";
+
+fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig {
+    let storage = &raw.storage;
+    let url = storage.url.as_ref().and_then(|url| {
+        parse_or(
+            diagnostics,
+            url,
+            |text| {
+                let known = STORAGE_SCHEMES
+                    .split(", ")
+                    .any(|scheme| text.starts_with(scheme))
+                    || text.starts_with("unix://");
+                if known {
+                    Ok(text.clone())
+                } else {
+                    Err(format!("unknown storage URL {text:?}"))
+                }
+            },
+            Some(&format!("a URL starting with one of {STORAGE_SCHEMES}")),
+        )
+    });
+    let timeout = storage
+        .timeout
+        .as_ref()
+        .and_then(|timeout| parse_or(diagnostics, timeout, |text| duration(text), None));
+    let on_error = storage
+        .on_error
+        .as_ref()
+        .and_then(|value| parse_or(diagnostics, value, on_error, Some(ON_ERROR_HINT)));
+    let max_keys = storage.max_keys.as_ref().and_then(|max| {
+        parse_or(
+            diagnostics,
+            max,
+            |max| {
+                usize::try_from(*max)
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .ok_or(format!("max_keys {max} must be at least 1"))
+            },
+            Some("the memory store's bound on tracked keys, e.g. 1000000"),
+        )
+    });
+    StorageConfig {
+        url: url.unwrap_or_else(|| "memory://".to_owned()),
+        prefix: storage.prefix.as_ref().map_or_else(
+            || floodwall::redis::DEFAULT_PREFIX.to_owned(),
+            |p| p.get_ref().clone(),
+        ),
+        timeout: timeout.unwrap_or(floodwall::redis::DEFAULT_TIMEOUT),
+        on_error: on_error.unwrap_or(OnError::Allow),
+        max_keys: max_keys.unwrap_or(1_000_000),
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    match parse_period(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(format!(
+            "duration {text:?} must be more than zero (e.g. 50ms, 1s)"
+        )),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The valid policies, with the line each is defined on. A name used twice is an error at the
+/// second use, whether or not the first is valid.
+fn policies(raw: &[RawPolicy], diagnostics: &mut Diagnostics<'_>) -> Vec<(Policy, usize)> {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut valid = Vec::new();
+    for raw in raw {
+        let name = raw.name.get_ref().as_str();
+        let line = diagnostics.line_of(raw.name.span().start);
+        if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
+            diagnostics.error(
+                Some(raw.name.span()),
+                format!("duplicate policy name {name:?}"),
+                Some(format!(
+                    "it is first defined on line {first}; give each policy its own name"
+                )),
+            );
+            continue;
+        }
+        seen.push((name, line));
+        if let Some(policy) = policy(raw, diagnostics) {
+            valid.push((policy, line));
+        }
+    }
+    valid
+}
+
+fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> {
+    let algorithm = parse_or(
+        diagnostics,
+        &raw.algorithm,
+        |text| Algorithm::from_str(text).map_err(|e| e.to_string()),
+        None,
+    );
+    let period = parse_or(diagnostics, &raw.period, |text| duration(text), None);
+    let limit = parse_or(
+        diagnostics,
+        &raw.limit,
+        |limit| {
+            u64::try_from(*limit)
+                .ok()
+                .filter(|l| *l > 0)
+                .ok_or(format!("limit {limit} must be at least 1"))
+        },
+        Some("the number of requests (units) allowed per period"),
+    );
+    let mode = raw.mode.as_ref().and_then(|mode| {
+        parse_or(
+            diagnostics,
+            mode,
+            |text| match text.as_str() {
+                "enforce" => Ok(Mode::Enforce),
+                "shadow" => Ok(Mode::Shadow),
+                other => Err(format!("unknown mode {other:?}")),
+            },
+            Some("enforce (the default) or shadow (count and report, never deny)"),
+        )
+    });
+    let policy_on_error = raw
+        .on_error
+        .as_ref()
+        .and_then(|value| parse_or(diagnostics, value, on_error, Some(ON_ERROR_HINT)));
+    let (algorithm, period, limit) = (algorithm?, period?, limit?);
+    let mut policy = match Policy::new(raw.name.get_ref(), algorithm, limit, period) {
+        Ok(policy) => policy,
+        Err(error) => {
+            let span = match error {
+                floodwall::PolicyError::InvalidName { .. } => raw.name.span(),
+                floodwall::PolicyError::PeriodTooShort { .. }
+                | floodwall::PolicyError::PeriodTooLong { .. } => raw.period.span(),
+                _ => raw.limit.span(),
+            };
+            diagnostics.error(Some(span), error.to_string(), None);
+            return None;
+        }
+    };
+    if let Some(burst) = &raw.burst {
+        let Ok(value) = u64::try_from(*burst.get_ref()) else {
+            diagnostics.error(
+                Some(burst.span()),
+                format!("burst {} must be at least 1", burst.get_ref()),
+                None,
+            );
+            return None;
+        };
+        policy = match policy.with_burst(value) {
+            Ok(policy) => policy,
+            Err(error) => {
+                diagnostics.error(Some(burst.span()), error.to_string(), None);
+                return None;
+            }
+        };
+    }
+    if let Some(mode) = mode {
+        policy = policy.with_mode(mode);
+    }
+    if let Some(on_error) = policy_on_error {
+        policy = policy.with_on_error(on_error);
+    }
+    Some(policy)
+}
+
+const KEY_HINT: &str =
+    "ip, global, header:NAME, query:NAME, or parts joined by + (e.g. ip+header:x-api-key)";
+
+fn key(text: &String) -> Result<Vec<KeyPart>, String> {
+    text.split('+')
+        .map(|part| {
+            let part = part.trim();
+            match part.split_once(':') {
+                None if part == "ip" => Ok(KeyPart::Ip),
+                None if part == "global" => Ok(KeyPart::Global),
+                Some(("header", name)) => HeaderName::from_str(name.trim())
+                    .map(KeyPart::Header)
+                    .map_err(|_| format!("invalid header name {name:?} in key {text:?}")),
+                Some(("query", name)) if !name.trim().is_empty() => {
+                    Ok(KeyPart::Query(name.trim().to_owned()))
+                }
+                _ => Err(format!("unknown key {part:?} in {text:?}")),
+            }
+        })
+        .collect()
+}
+
+fn route_match(text: &String) -> Result<RouteMatch, String> {
+    let Some((method, path)) = text.trim().split_once(' ') else {
+        return Err(format!("route match {text:?} needs a method and a path"));
+    };
+    let method = match method {
+        "*" => None,
+        method => Some(
+            Method::from_bytes(method.as_bytes())
+                .map_err(|_| format!("invalid method {method:?} in {text:?}"))?,
+        ),
+    };
+    let path = path.trim();
+    if !path.starts_with('/') {
+        return Err(format!("route path {path:?} must start with /"));
+    }
+    let path = match path.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') => PathMatch::Prefix(prefix.to_owned()),
+        Some(_) => {
+            return Err(format!(
+                "a wildcard must follow a slash: write {:?}",
+                format!("{}/*", path.trim_end_matches('*').trim_end_matches('/'))
+            ));
+        }
+        None => PathMatch::Exact(path.to_owned()),
+    };
+    Ok(RouteMatch { method, path })
+}
+
+fn route(
+    raw: &RawRoute,
+    defined: &[&str],
+    diagnostics: &mut Diagnostics<'_>,
+) -> Option<RouteConfig> {
+    let matcher = parse_or(
+        diagnostics,
+        &raw.matcher,
+        route_match,
+        Some(
+            "\"METHOD PATH\": e.g. \"GET /\", \"POST /api/*\" (a prefix), \"* /health\" (any method)",
+        ),
+    );
+    let key = match &raw.key {
+        Some(text) => parse_or(diagnostics, text, key, Some(KEY_HINT)),
+        None => Some(vec![KeyPart::Ip]),
+    };
+    let mut names = Vec::new();
+    for name in &raw.policies {
+        if defined.contains(&name.get_ref().as_str()) {
+            names.push(name.get_ref().clone());
+        } else {
+            let hint = if defined.is_empty() {
+                "define it in a [[policy]] section".to_owned()
+            } else {
+                format!("defined policies: {}", defined.join(", "))
+            };
+            diagnostics.error(
+                Some(name.span()),
+                format!("route uses undefined policy {:?}", name.get_ref()),
+                Some(hint),
+            );
+        }
+    }
+    if let (Some(timeout), None) = (&raw.upstream_timeout, &raw.upstream) {
+        diagnostics.error(
+            Some(timeout.span()),
+            "upstream_timeout without upstream",
+            Some("set upstream = \"http://host:port\" or remove upstream_timeout".to_owned()),
+        );
+    }
+    let action = match (&raw.respond, &raw.upstream) {
+        (Some(respond), None) => {
+            let status = parse_or(
+                diagnostics,
+                &respond.get_ref().status,
+                |status| {
+                    u16::try_from(*status)
+                        .ok()
+                        .and_then(|s| StatusCode::from_u16(s).ok())
+                        .ok_or(format!("invalid status {status}"))
+                },
+                Some("an HTTP status from 100 to 999, e.g. 200"),
+            );
+            let body = match &respond.get_ref().json {
+                Some(json) => match serde_json::to_vec(json) {
+                    Ok(body) => Bytes::from(body),
+                    Err(error) => {
+                        diagnostics.error(
+                            Some(respond.span()),
+                            format!("respond.json cannot be written as JSON: {error}"),
+                            None,
+                        );
+                        return None;
+                    }
+                },
+                None => Bytes::new(),
+            };
+            status.map(|status| RouteAction::Respond { status, body })
+        }
+        (None, Some(upstream)) => {
+            let uri = parse_or(
+                diagnostics,
+                upstream,
+                |text| {
+                    let uri = Uri::from_str(text)
+                        .map_err(|_| format!("invalid upstream URL {text:?}"))?;
+                    let bare_path = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+                    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !bare_path {
+                        return Err(format!("upstream {text:?} must be http://host:port"));
+                    }
+                    Ok(uri)
+                },
+                Some(
+                    "http://host:port, e.g. \"http://127.0.0.1:9000\"; requests keep their path and query",
+                ),
+            );
+            let timeout = match &raw.upstream_timeout {
+                Some(timeout) => parse_or(diagnostics, timeout, |text| duration(text), None),
+                None => Some(super::DEFAULT_UPSTREAM_TIMEOUT),
+            };
+            uri.zip(timeout)
+                .map(|(uri, timeout)| RouteAction::Upstream { uri, timeout })
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            diagnostics.error(
+                Some(raw.matcher.span()),
+                "a route needs exactly one of respond or upstream",
+                Some("respond = { status = 200, json = { … } } answers here; upstream = \"http://…\" forwards".to_owned()),
+            );
+            None
+        }
+    };
+    Some(RouteConfig {
+        matcher: matcher?,
+        key: key?,
+        policies: names,
+        action: action?,
+    })
+}

@@ -1,0 +1,259 @@
+//! The floodwall service: `POST /v1/check` for any language or proxy, configured routes answered
+//! behind rate limits, and an admin listener with `/metrics` and the limits API, on the memory
+//! store or Redis.
+//!
+//! [`run`] is the one entry point: the binary calls it with its listeners and a shutdown signal,
+//! and tests call it with listeners on port 0.
+
+pub mod config;
+
+mod admin;
+mod check;
+mod pool;
+mod proxy;
+mod routes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use floodwall::{Limiter, MemoryStore, RedisStore, Store, StoreError};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::admin::StoreGauges;
+use crate::check::CheckState;
+pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
+use crate::config::Config;
+use crate::routes::RouteTable;
+
+/// Why the service could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The store could not be set up (an invalid or unreachable cluster URL, say).
+    #[error("storage {url}: {source}")]
+    Store {
+        /// The configured URL.
+        url: String,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The sockets the service answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Routes, `/v1/check`, `/healthz`, `/readyz`.
+    pub main: TcpListener,
+    /// `/metrics` and the limits API; never served on `main`.
+    pub admin: Option<TcpListener>,
+}
+
+/// How long in-flight requests may take to finish after shutdown is asked for.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Serves `config` until `shutdown` completes, then lets in-flight requests finish (for at most
+/// [`DRAIN_DEADLINE`]).
+///
+/// # Errors
+///
+/// [`ServeError`] when the store cannot be set up or a listener fails.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (_unchanging, configs) = watch::channel(config);
+    run_reloadable(configs, listeners, shutdown).await
+}
+
+/// As [`run`], applying each configuration sent on `configs` atomically: requests see either the
+/// old routes and policies or the new ones. The store is kept, so counters of unchanged policies
+/// carry over and a changed limit applies to the counts so far. `[storage]` and the listeners
+/// are read once; changing them needs a restart (a reload says so in the log).
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_reloadable(
+    configs: watch::Receiver<Config>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // The recorder must exist before layers register their counters.
+    let _ = admin::prometheus();
+    let config = Arc::new(configs.borrow().clone());
+    if config.storage.url.starts_with("memory://") {
+        let store = MemoryStore::builder()
+            .max_keys(config.storage.max_keys)
+            .build();
+        let gauges_store = store.clone();
+        let gauges: StoreGauges = Arc::new(move || {
+            let stats = gauges_store.stats();
+            metrics::gauge!("floodwall_memory_keys").set(stats.keys as f64);
+            metrics::gauge!("floodwall_memory_max_keys").set(stats.max_keys as f64);
+            metrics::counter!("floodwall_memory_reclaimed_total").absolute(stats.reclaimed);
+            metrics::counter!("floodwall_memory_refused_total").absolute(stats.refused);
+        });
+        let limiter = Limiter::builder(store)
+            .on_error(config.storage.on_error)
+            .build();
+        serve(configs, limiter, gauges, listeners, shutdown).await
+    } else {
+        let store = RedisStore::connect(config.storage.redis_config())
+            .await
+            .map_err(|source| ServeError::Store {
+                url: config.storage.url.clone(),
+                source,
+            })?;
+        let gauges_store = store.clone();
+        let gauges: StoreGauges = Arc::new(move || {
+            let stats = gauges_store.stats();
+            metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);
+            metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
+        });
+        let limiter = Limiter::builder(store)
+            .on_error(config.storage.on_error)
+            .build();
+        serve(configs, limiter, gauges, listeners, shutdown).await
+    }
+}
+
+/// The main listener's router on `limiter`.
+fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Router {
+    let check_state = Arc::new(CheckState::new(limiter.clone(), Arc::clone(&config)));
+    let ready_state = Arc::clone(&check_state);
+    let table = RouteTable::new(&config, &limiter);
+    Router::new()
+        .route(
+            "/v1/check",
+            post(check::check::<St>).with_state(check_state),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(move || ready(Arc::clone(&ready_state))))
+        .fallback(routes::dispatch)
+        .with_state(table)
+}
+
+/// Ready when a decision can be made: the store answers, or its failure is absorbed by
+/// `on_error`. A store down under `deny` is not ready (503).
+async fn ready<St: Store>(state: Arc<CheckState<St>>) -> axum::response::Response {
+    let Some(policy) = state.config.policies.first() else {
+        return axum::Json(json!({ "status": "ready" })).into_response();
+    };
+    match state.limiter.peek(policy, b"floodwall:readyz").await {
+        Ok(_) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(_) => {
+            floodwall_http::problem::store_unavailable(std::slice::from_ref(policy)).into_response()
+        }
+    }
+}
+
+async fn serve<St: Store>(
+    mut configs: watch::Receiver<Config>,
+    limiter: Limiter<St>,
+    store_gauges: StoreGauges,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let config = Arc::new(configs.borrow_and_update().clone());
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+
+    tokio::spawn(admin::upkeep(until_stopped(stopped.clone())));
+
+    // The live configuration: the main router is rebuilt and swapped whole on each reload.
+    let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
+    let (live_config, admin_config) = watch::channel(Arc::clone(&config));
+    {
+        let (current, limiter) = (Arc::clone(&current), limiter.clone());
+        tokio::spawn(async move {
+            while configs.changed().await.is_ok() {
+                let next = Arc::new(configs.borrow_and_update().clone());
+                let admin_listen = |config: &Config| config.admin.as_ref().map(|a| a.listen);
+                if next.storage != config.storage
+                    || next.server.listen != config.server.listen
+                    || admin_listen(&next) != admin_listen(&config)
+                {
+                    tracing::warn!(
+                        "[storage] and the listen addresses (main and admin) apply at restart only; the rest is reloaded"
+                    );
+                }
+                let router = app(Arc::clone(&next), limiter.clone());
+                *current.write().unwrap_or_else(PoisonError::into_inner) = router;
+                let _ = live_config.send(next);
+                tracing::info!("configuration reloaded");
+            }
+        });
+    }
+
+    let admin = listeners.admin.map(|listener| {
+        let router = admin::app(admin_config, limiter.clone(), store_gauges);
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(until_stopped(stopped))
+                .await
+        })
+    });
+    // Each connection's requests carry its peer address (as axum's `ConnectInfo`) and go to
+    // whichever router is live when they arrive.
+    let connections = tower::service_fn(move |connection: IncomingStream<'_, TcpListener>| {
+        let peer = ConnectInfo(*connection.remote_addr());
+        let current = Arc::clone(&current);
+        std::future::ready(Ok::<_, Infallible>(tower::service_fn(
+            move |mut request: Request| {
+                request.extensions_mut().insert(peer);
+                let router = current
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                router.oneshot(request)
+            },
+        )))
+    });
+    tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
+    let graceful = axum::serve(listeners.main, connections)
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let deadline = async {
+        until_stopped(stopped).await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+    };
+    tokio::select! {
+        served = graceful => served?,
+        () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
+    }
+    if let Some(admin) = admin {
+        // The admin listener drains on the same signal; it is not waited on past the deadline.
+        match tokio::time::timeout(Duration::from_millis(100), admin).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) => return Err(std::io::Error::other(join).into()),
+            Err(_) => {}
+        }
+    }
+    tracing::info!("floodwall stopped");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Forwarding allowed requests to an upstream: pooled HTTP/1 connections, bodies streamed both
+//! ways, hop-by-hop headers removed, `X-Forwarded-For`, `Forwarded` and `Via` added. An
+//! unreachable upstream is a 502 problem, a slow one a 504.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use floodwall_http::problem::problem;
+use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, VIA};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http_body_util::BodyExt;
+
+use crate::pool::UpstreamPool;
+
+/// Upstream bodies up to this size (by `Content-Length`) are buffered; larger ones stream.
+const BUFFERED_BODY: usize = 64 * 1024;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn via() -> HeaderValue {
+    HeaderValue::from_static("1.1 floodwall")
+}
+
+/// One route's upstream: where requests go and how long it may take to answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    /// The upstream's connections, shared by every route to it.
+    pub(crate) pool: UpstreamPool,
+    pub(crate) timeout: Duration,
+}
+
+/// Forwards `request` to `upstream` and streams the answer back.
+pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Response, Infallible> {
+    let timeout = upstream.timeout;
+    let (mut parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    // Origin form: the upstream sees the path and query the client asked for.
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if let Some(peer) = peer {
+        // Appended: whatever the client sent stays to the left, where no one should trust it.
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {peer}"),
+            None => peer.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        let node = match peer {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut element = format!("for={node};proto=http");
+        if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            if host
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                element.push_str(&format!(";host=\"{host}\""));
+            }
+        }
+        let forwarded = match headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {element}"),
+            None => element,
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+            headers.insert(FORWARDED, value);
+        }
+    }
+    headers.append(VIA, via());
+    let request = Request::from_parts(parts, body);
+    match tokio::time::timeout(timeout, upstream.pool.send(request)).await {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.append(VIA, via());
+            let small = parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|length| length <= BUFFERED_BODY);
+            if small {
+                // A small body is read whole and sent with the headers in one write: streaming it
+                // would cost the client a second write and wake-up for a few bytes.
+                return match body.collect().await {
+                    Ok(collected) => Ok(Response::from_parts(
+                        parts,
+                        Body::from(collected.to_bytes()),
+                    )),
+                    Err(error) => {
+                        tracing::debug!(%error, "upstream body failed");
+                        Ok(bad_gateway("the upstream's answer broke off"))
+                    }
+                };
+            }
+            Ok(Response::from_parts(parts, Body::new(body)))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "upstream unreachable");
+            Ok(bad_gateway("the upstream could not be reached"))
+        }
+        Err(_) => Ok(problem(
+            StatusCode::GATEWAY_TIMEOUT,
+            "about:blank",
+            "Upstream timed out",
+            &format!("the upstream did not answer within {timeout:?}"),
+            None,
+        )
+        .into_response()),
+    }
+}
+
+fn bad_gateway(detail: &str) -> Response {
+    problem(
+        StatusCode::BAD_GATEWAY,
+        "about:blank",
+        "Bad gateway",
+        detail,
+        None,
+    )
+    .into_response()
+}

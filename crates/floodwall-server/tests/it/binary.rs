@@ -1,0 +1,199 @@
+//! The real `floodwall` binary, spawned as a user would run it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A running `floodwall serve`, killed on drop.
+pub(crate) struct Floodwall {
+    child: Child,
+    pub(crate) address: SocketAddr,
+    /// The admin listener's address, when the configuration has one.
+    pub(crate) admin: Option<SocketAddr>,
+    /// Every log line after the listening ones, as the process writes them.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Floodwall {
+    /// Starts `floodwall serve --listen 127.0.0.1:0 [--config FILE]` and waits for its address.
+    pub(crate) fn serve(config: Option<&Path>) -> Floodwall {
+        Self::serve_with(config, &[], false)
+    }
+
+    /// As [`Floodwall::serve`], with environment variables, waiting for the admin listener too
+    /// when `admin` is set.
+    pub(crate) fn serve_with(
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        admin: bool,
+    ) -> Floodwall {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_floodwall"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut address, mut admin_address) = (None, None);
+        while address.is_none() || (admin && admin_address.is_none()) {
+            let line = lines
+                .next()
+                .expect("floodwall exited before listening")
+                .unwrap();
+            if let Some((_, rest)) = line.split_once("address=") {
+                let parsed: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                if line.contains("admin listening") {
+                    admin_address = Some(parsed);
+                } else {
+                    address = Some(parsed);
+                }
+            }
+        }
+        let address = address.unwrap();
+        // Keep draining the log so the child never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Floodwall {
+            child,
+            address,
+            admin: admin_address,
+            log,
+        }
+    }
+
+    /// Whether a log line read so far contains `needle`.
+    pub(crate) fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits up to 5 s for a log line containing `needle` and returns it.
+    pub(crate) async fn log_line(&self, needle: &str) -> String {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no log line with {needle:?} in {:#?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("no admin listener"))
+    }
+
+    /// Sends a signal (e.g. `-HUP`, `-TERM`) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub(crate) fn wait(&mut self) -> Option<i32> {
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Floodwall {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion.
+pub(crate) fn floodwall(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_floodwall"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_check_prints_every_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\n\n[[policy]]\nname = \"p\"\nalgorithm = \"leaky\"\nlimit = 0\nperiod = \"1m\"\n",
+    )
+    .unwrap();
+    let output = floodwall(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:2:10: invalid listen address"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:6:13: unknown algorithm"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml:7:9: limit 0"), "{stderr}");
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../floodwall.example.toml");
+    let output = floodwall(&["config", "check", example.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_file_with_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[storage]\non_error = \"maybe\"\n").unwrap();
+    let output = floodwall(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:2:12: unknown on_error \"maybe\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_decides_one_request_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let allowed = floodwall(&["check", "--config", file, "--policy", "p", "--key", "k"]);
+    assert_eq!(allowed.status.code(), Some(0));
+    let decision: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(decision["allowed"], true);
+    assert_eq!(decision["remaining"], 4);
+    let impossible = floodwall(&[
+        "check", "--config", file, "--policy", "p", "--key", "k", "--cost", "6",
+    ]);
+    assert_eq!(impossible.status.code(), Some(2));
+    let unknown = floodwall(&["check", "--config", file, "--policy", "nope", "--key", "k"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}

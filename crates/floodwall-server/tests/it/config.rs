@@ -1,0 +1,161 @@
+//! Every configuration error names the file, line and column, and says how to fix it.
+
+use std::path::Path;
+
+use floodwall_server::config::{Config, ConfigError};
+
+fn errors(source: &str) -> Vec<ConfigError> {
+    Config::parse(source, Path::new("test.toml")).unwrap_err().0
+}
+
+const POLICY: &str = "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n";
+
+#[test]
+fn the_example_file_and_the_embedded_default_are_valid() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../floodwall.example.toml");
+    let config = Config::from_file(&example).unwrap();
+    assert_eq!(config.policies.len(), 2);
+    assert_eq!(config.routes.len(), 3);
+    let default = Config::embedded_default();
+    assert_eq!(default.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(default.storage.url, "memory://");
+    assert_eq!(default.policy("per-ip").unwrap().limit(), 10);
+}
+
+#[test]
+fn each_mistake_is_reported_at_its_line_with_a_fix() {
+    // (file, line, column, words in the message, words in the message or hint)
+    let cases: Vec<(String, usize, usize, &str, &str)> = vec![
+        (
+            "[server]\nlisen = 1\n".into(),
+            2,
+            1,
+            "unknown field `lisen`",
+            "floodwall.example.toml",
+        ),
+        (
+            POLICY.replace("gcra", "leaky"),
+            3,
+            13,
+            "unknown algorithm \"leaky\"",
+            "fixed_window, sliding_log, sliding_window, token_bucket, gcra",
+        ),
+        (
+            POLICY.replace("\"1s\"", "\"1 sec\""),
+            5,
+            10,
+            "invalid period",
+            "500ms, 1s, 1m, 1h, 1d",
+        ),
+        (
+            POLICY.replace("limit = 5", "limit = 0"),
+            4,
+            9,
+            "limit 0",
+            "at least 1",
+        ),
+        (
+            POLICY.replace("gcra", "fixed_window") + "burst = 3\n",
+            6,
+            9,
+            "burst is not supported by fixed_window",
+            "token_bucket and gcra",
+        ),
+        (
+            format!("{POLICY}{POLICY}"),
+            7,
+            8,
+            "duplicate policy name \"p\"",
+            "first defined on line 2",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"q\"]\nrespond = {{ status = 200 }}\n"
+            ),
+            8,
+            13,
+            "undefined policy \"q\"",
+            "defined policies: p",
+        ),
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n".into(),
+            2,
+            20,
+            "invalid trusted proxy network",
+            "CIDR",
+        ),
+        (
+            "[storage]\non_error = \"retry\"\n".into(),
+            2,
+            12,
+            "unknown on_error",
+            "allow",
+        ),
+        (
+            "[storage]\nurl = \"mongodb://x\"\n".into(),
+            2,
+            7,
+            "unknown storage URL",
+            "redis+cluster://",
+        ),
+        (
+            "[server]\nheaders = \"ietf\"\n".into(),
+            2,
+            11,
+            "unknown headers mode",
+            "draft, legacy, both, none",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET api\"\npolicies = [\"p\"]\nrespond = {{ status = 200 }}\n"
+            ),
+            7,
+            9,
+            "must start with /",
+            "METHOD PATH",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\nkey = \"cookie:sid\"\nrespond = {{ status = 200 }}\n"
+            ),
+            8,
+            7,
+            "unknown key",
+            "header:NAME",
+        ),
+        (
+            "[[route]]\nmatch = \"GET /\"\n".into(),
+            2,
+            9,
+            "exactly one of respond or upstream",
+            "respond",
+        ),
+    ];
+    for (source, line, column, message, fix) in cases {
+        let errors = errors(&source);
+        let error = &errors[0];
+        let text = error.to_string();
+        assert_eq!(
+            (error.line, error.column),
+            (line, column),
+            "{text}\n--- in ---\n{source}"
+        );
+        assert!(
+            text.starts_with(&format!("test.toml:{line}:{column}: ")),
+            "{text}"
+        );
+        assert!(error.message.contains(message), "{text}");
+        assert!(text.contains(fix), "no fix in: {text}");
+    }
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_not_just_the_first() {
+    let source = format!(
+        "[server]\nlisten = \"nowhere\"\n[storage]\ntimeout = \"soon\"\n{}",
+        POLICY.replace("limit = 5", "limit = -1")
+    );
+    let errors = errors(&source);
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 4, 8], "{errors:?}");
+}

@@ -1,0 +1,201 @@
+//! Brute-force reference models of the five algorithms, written as plainly as possible.
+//!
+//! They share no code with `floodwall-core`'s arithmetic. The windows keep the flat list of every
+//! admission and recount it from scratch; the buckets keep a credit counter advanced one
+//! microsecond tick at a time. Everything else — `remaining`, `retry_after`, `reset_after` — is
+//! found by asking the model's one predicate, "would `cost` be admitted at time `t`?", at
+//! candidate costs and times. The models are slow on purpose; keep periods short in tests.
+
+use std::time::Duration;
+
+use floodwall_core::{Algorithm, CostError, Decision, Policy};
+
+/// A reference model of one policy for one key.
+#[derive(Debug, Clone)]
+pub struct ReferenceModel {
+    policy: Policy,
+    /// Windows: every admission ever, as (time, units).
+    admitted: Vec<(u64, u64)>,
+    /// Buckets: credit in units of 1/period_us token, and the tick it was counted at.
+    credit: u64,
+    credit_at: u64,
+}
+
+impl ReferenceModel {
+    /// A model of a key never seen, as of time `start_us`.
+    pub fn new(policy: Policy, start_us: u64) -> Self {
+        let full = policy.capacity() * policy.period_us();
+        ReferenceModel {
+            policy,
+            admitted: Vec::new(),
+            credit: full,
+            credit_at: start_us,
+        }
+    }
+
+    fn is_bucket(&self) -> bool {
+        matches!(
+            self.policy.algorithm(),
+            Algorithm::TokenBucket | Algorithm::Gcra
+        )
+    }
+
+    /// Bucket credit at time `t`, ticking one microsecond at a time from the last count.
+    fn credit_at(&self, t: u64) -> u64 {
+        let full = self.policy.capacity() * self.policy.period_us();
+        let mut credit = self.credit;
+        let mut tick = self.credit_at;
+        while tick < t && credit < full {
+            credit = (credit + self.policy.limit()).min(full);
+            tick += 1;
+        }
+        credit
+    }
+
+    fn units_where(&self, keep: impl Fn(u64) -> bool) -> u64 {
+        self.admitted
+            .iter()
+            .filter(|(at, _)| keep(*at))
+            .map(|(_, units)| units)
+            .sum()
+    }
+
+    /// The model's one predicate: would a request of `cost` be admitted at time `t`, if nothing
+    /// else happened before it?
+    pub fn admits(&self, t: u64, cost: u64) -> bool {
+        let limit = self.policy.limit();
+        let period = self.policy.period_us();
+        match self.policy.algorithm() {
+            Algorithm::FixedWindow => {
+                let in_window = self.units_where(|at| at / period == t / period);
+                in_window + cost <= limit
+            }
+            Algorithm::SlidingLog => {
+                let in_interval = self.units_where(|at| at + period > t && at <= t);
+                in_interval + cost <= limit
+            }
+            Algorithm::SlidingWindow => {
+                let window = t / period;
+                let current = self.units_where(|at| at / period == window);
+                let previous = self.units_where(|at| at / period + 1 == window);
+                let elapsed = t % period;
+                // previous × (1 − elapsed/period) + current + cost ≤ limit, times period.
+                u128::from(previous) * u128::from(period - elapsed)
+                    + u128::from(current + cost) * u128::from(period)
+                    <= u128::from(limit) * u128::from(period)
+            }
+            Algorithm::TokenBucket | Algorithm::Gcra => self.credit_at(t) >= cost * period,
+        }
+    }
+
+    fn remaining_at(&self, t: u64) -> u64 {
+        if self.is_bucket() {
+            // Whole tokens in the bucket.
+            return self.credit_at(t) / self.policy.period_us();
+        }
+        (0..=self.policy.capacity())
+            .rev()
+            .find(|&c| self.admits(t, c))
+            .unwrap_or(0)
+    }
+
+    /// Buckets: the first tick at or after `from` when the credit reaches `target`, ticking
+    /// forward one microsecond at a time.
+    fn first_tick_with_credit(&self, from: u64, target: u64) -> u64 {
+        let full = self.policy.capacity() * self.policy.period_us();
+        let mut credit = self.credit_at(from);
+        let mut t = from;
+        while credit < target {
+            credit = (credit + self.policy.limit()).min(full);
+            t += 1;
+        }
+        t
+    }
+
+    /// Windows: the first time at or after `from` when `ok(t)` holds. Admissibility only grows
+    /// with time when nothing is consumed (counts leave, weights decay), so a binary search over
+    /// three periods, by which every window state is at rest, finds it.
+    fn first_time(&self, from: u64, ok: impl Fn(u64) -> bool) -> u64 {
+        let horizon = 3 * self.policy.period_us();
+        let (mut lo, mut hi) = (from, from + horizon);
+        assert!(ok(hi), "the model never admits within {horizon} µs");
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if ok(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// What [`decide`](Self::decide) would answer at `now_us`, recording nothing: for an
+    /// admission, `remaining` and `reset_after` are as before consuming. Models a policy that
+    /// admitted inside an all-or-nothing check that another policy denied.
+    ///
+    /// # Errors
+    ///
+    /// [`CostError`] when `cost` exceeds the policy's capacity.
+    pub fn judge(&self, now_us: u64, cost: u64) -> Result<Decision, CostError> {
+        self.clone().decide_inner(now_us, cost, false)
+    }
+
+    /// Decides a request of `cost` at time `now_us` (never earlier than the previous call) and
+    /// records it if admitted. `cost == 0` peeks: it reports on one unit and records nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CostError`] when `cost` exceeds the policy's capacity.
+    pub fn decide(&mut self, now_us: u64, cost: u64) -> Result<Decision, CostError> {
+        self.decide_inner(now_us, cost, true)
+    }
+
+    fn decide_inner(
+        &mut self,
+        now_us: u64,
+        cost: u64,
+        record: bool,
+    ) -> Result<Decision, CostError> {
+        let capacity = self.policy.capacity();
+        if cost > capacity {
+            return Err(CostError {
+                policy: self.policy.name().to_owned(),
+                cost,
+                capacity,
+            });
+        }
+        let need = cost.max(1);
+        let allowed = self.admits(now_us, need);
+        let period = self.policy.period_us();
+        let retry_after = (!allowed).then(|| {
+            let at = if self.is_bucket() {
+                self.first_tick_with_credit(now_us, need * period)
+            } else {
+                self.first_time(now_us, |t| self.admits(t, need))
+            };
+            Duration::from_micros(at - now_us)
+        });
+        if record && allowed && cost > 0 {
+            if self.is_bucket() {
+                self.credit = self.credit_at(now_us) - cost * period;
+                self.credit_at = now_us;
+            } else {
+                self.admitted.push((now_us, cost));
+            }
+        }
+        let remaining = self.remaining_at(now_us);
+        let reset_at = if self.is_bucket() {
+            self.first_tick_with_credit(now_us, capacity * period)
+        } else {
+            self.first_time(now_us, |t| self.remaining_at(t) == capacity)
+        };
+        Ok(Decision {
+            allowed,
+            limit: capacity,
+            remaining,
+            reset_after: Duration::from_micros(reset_at - now_us),
+            retry_after,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `MemoryStore` decision cost per algorithm, beside governor's keyed limiter on the same key
+//! pattern, in one run: 1 key and 10 000 random keys, 1 thread and 2 threads sharing one store.
+//!
+//! Nothing is denied (a quota no request reaches), as in the anchors' `keyed-allow` case. Two-
+//! thread cases report the time per decision of the *combined* throughput, so a figure below the
+//! one-thread figure means the second thread added throughput.
+//!
+//! `cargo bench -p floodwall --bench memory`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use floodwall::{Algorithm, MemoryStore, Policy};
+use governor::{Quota, RateLimiter};
+
+const KEYS: u64 = 10_000;
+const SEQUENCE: usize = 1 << 16;
+
+/// A fixed pseudo-random key sequence (xorshift64*), so the RNG costs nothing in the loop.
+fn key_sequence(seed: u64, keys: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..SEQUENCE)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys
+        })
+        .collect()
+}
+
+/// A policy no benchmark reaches: every decision is an admission.
+fn never_reached(algorithm: Algorithm) -> Policy {
+    let (limit, period) = match algorithm {
+        // One log entry per admission: keep the log short by letting entries leave quickly.
+        Algorithm::SlidingLog => (1_000_000, Duration::from_millis(1)),
+        _ => (1_000_000_000, Duration::from_secs(1)),
+    };
+    Policy::new("bench", algorithm, limit, period).unwrap()
+}
+
+/// Runs `check` over the key sequence on `threads` threads, `iters` decisions in all.
+fn run_threads(
+    threads: usize,
+    iters: u64,
+    keys: u64,
+    check: impl Fn(u64) -> bool + Sync,
+) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    let per_thread = iters / threads as u64 + 1;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (barrier, check) = (&barrier, &check);
+            scope.spawn(move || {
+                let sequence = key_sequence(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1), keys);
+                barrier.wait();
+                for i in 0..per_thread as usize {
+                    black_box(check(black_box(sequence[i & (SEQUENCE - 1)])));
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        #[allow(clippy::disallowed_methods)] // a benchmark measures wall time
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    for threads in [1usize, 2] {
+        for (pattern, keys) in [("1-key", 1u64), ("10k-random", KEYS)] {
+            let mut group = c.benchmark_group(format!("check/{threads}-thread/{pattern}"));
+            group.throughput(Throughput::Elements(1));
+            for algorithm in Algorithm::ALL {
+                let store = MemoryStore::builder().max_keys(100_000).build();
+                let policy = [never_reached(algorithm)];
+                for k in 0..keys {
+                    store.acquire_sync(&policy, &k.to_le_bytes(), 1).unwrap();
+                }
+                group.bench_function(BenchmarkId::new("floodwall", algorithm), |b| {
+                    b.iter_custom(|iters| {
+                        run_threads(threads, iters, keys, |k| {
+                            store
+                                .acquire_sync(&policy, &k.to_le_bytes(), 1)
+                                .unwrap()
+                                .allowed
+                        })
+                    });
+                });
+            }
+            let quota = Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+            let governor: Arc<governor::DefaultKeyedRateLimiter<u64>> =
+                Arc::new(RateLimiter::keyed(quota));
+            for k in 0..keys {
+                let _ = governor.check_key(&k);
+            }
+            group.bench_function(BenchmarkId::new("governor", "keyed-gcra"), |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, keys, |k| governor.check_key(&k).is_ok())
+                });
+            });
+            group.finish();
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,61 @@
+//! Resident memory per tracked key in `MemoryStore`, per algorithm, at 1 000 000 keys.
+//!
+//! Measures the growth of the process's resident set (`/proc/self/statm`) while a fresh store
+//! takes 1 000 000 distinct keys, each admitted once under a policy that keeps it away from rest.
+//! Prints one JSON line per algorithm. Under `cargo test` (no `--bench`), it checks 10 000 keys
+//! only, as a smoke test.
+//!
+//! `cargo bench -p floodwall --bench memory_per_key`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use floodwall::{Algorithm, MemoryStore, Policy};
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let only = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let Some(only) = only else {
+        // Freed memory stays with the allocator, so each algorithm is measured in a fresh process.
+        for algorithm in Algorithm::ALL {
+            let mut child = std::process::Command::new(&args[0]);
+            if bench {
+                child.arg("--bench");
+            }
+            let status = child.arg(algorithm.as_str()).status().unwrap();
+            assert!(status.success(), "{algorithm}: {status}");
+        }
+        return;
+    };
+    let algorithm: Algorithm = only.parse().unwrap();
+    let keys: u64 = if bench { 1_000_000 } else { 10_000 };
+    let policy = [Policy::new("p", algorithm, 100, Duration::from_secs(3600)).unwrap()];
+    let before = resident_bytes();
+    let store = MemoryStore::builder().max_keys(keys as usize * 2).build();
+    for k in 0..keys {
+        assert!(
+            store
+                .acquire_sync(&policy, &k.to_le_bytes(), 1)
+                .unwrap()
+                .allowed
+        );
+    }
+    let after = resident_bytes();
+    assert_eq!(store.stats().keys as u64, keys);
+    let per_key = after.saturating_sub(before) as f64 / keys as f64;
+    println!(
+        "{{\"bench\": \"memory_per_key\", \"algorithm\": \"{algorithm}\", \"keys\": {keys}, \"bytes_per_key\": {per_key:.1}}}"
+    );
+}

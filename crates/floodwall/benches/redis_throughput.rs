@@ -1,0 +1,193 @@
+//! `RedisStore` under load: decisions per second and latency percentiles with 64 concurrent
+//! callers on 10 000 random keys, Redis CPU per decision (`INFO commandstats`), and Redis memory
+//! per tracked client at 100 000 keys, for each algorithm.
+//!
+//! `REDIS_URL=redis://127.0.0.1:PORT cargo bench -p floodwall --bench redis_throughput` (what
+//! `bench/redis.sh` runs, beside the anchors on the same server). Without `--bench` (under
+//! `cargo test`) it starts its own server and runs a short smoke pass.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use floodwall::redis::{RedisConfig, RedisStore};
+use floodwall::{Algorithm, Policy, Store};
+use floodwall_testkit::RedisServer;
+use tokio::time::Instant;
+
+const CALLERS: usize = 64;
+
+fn throughput_policy(algorithm: Algorithm) -> Policy {
+    // Never reached at ~10 requests per key per second, as in the anchors' scripts.
+    let limit = if algorithm == Algorithm::SlidingLog {
+        100
+    } else {
+        1_000
+    };
+    Policy::new("bench", algorithm, limit, Duration::from_secs(1)).unwrap()
+}
+
+/// A number from `INFO <section>`: the value of `field:<number>`, or with `sub` the
+/// `sub=<number>` inside `field:a=…,b=…` (as in commandstats).
+async fn info_number(
+    connection: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+    field: &str,
+    sub: Option<&str>,
+) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+            let value = match sub {
+                Some(sub) => rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(sub)?.strip_prefix('='))?,
+                None => rest,
+            };
+            value.trim().parse().ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
+    let client = redis::Client::open(url).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let config = RedisConfig::new(url).timeout(Duration::from_secs(2));
+    let store = RedisStore::connect(config).await.unwrap();
+    for algorithm in Algorithm::ALL {
+        let policy = Arc::new([throughput_policy(algorithm)]);
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        for k in 0..keys {
+            store
+                .acquire(&policy[..], k.to_string().as_bytes(), 1)
+                .await
+                .unwrap();
+        }
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let callers: Vec<_> = (0..CALLERS as u64)
+            .map(|c| {
+                let (store, policy, stop) = (store.clone(), Arc::clone(&policy), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut x = 0x9e37_79b9_7f4a_7c15 ^ (c + 1);
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        x ^= x >> 12;
+                        x ^= x << 25;
+                        x ^= x >> 27;
+                        let key = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
+                        let t = Instant::now();
+                        let verdict = store
+                            .acquire(&policy[..], key.to_string().as_bytes(), 1)
+                            .await
+                            .unwrap();
+                        latencies.push(t.elapsed());
+                        assert!(verdict.allowed);
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for caller in callers {
+            latencies.extend(caller.await.unwrap());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort();
+        let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
+        let usec_per_call = info_number(
+            &mut admin,
+            "commandstats",
+            "cmdstat_evalsha",
+            Some("usec_per_call"),
+        )
+        .await;
+
+        // Memory per tracked client: a fresh keyspace, `memory_keys` clients, one request each
+        // (ten for the sliding log, for the anchors' 10-entry log), on an hour-long policy.
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let before = info_number(&mut admin, "memory", "used_memory", None).await;
+        let memory_policy =
+            Arc::new([Policy::new("mem", algorithm, 1_000, Duration::from_secs(3600)).unwrap()]);
+        let per_client = if algorithm == Algorithm::SlidingLog {
+            10
+        } else {
+            1
+        };
+        let fillers: Vec<_> = (0..CALLERS as u64)
+            .map(|c| {
+                let (store, policy) = (store.clone(), Arc::clone(&memory_policy));
+                tokio::spawn(async move {
+                    for k in (c..memory_keys).step_by(CALLERS) {
+                        for _ in 0..per_client {
+                            store
+                                .acquire(
+                                    &policy[..],
+                                    format!("203.0.{}.{}", k / 256, k % 256).as_bytes(),
+                                    1,
+                                )
+                                .await
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for filler in fillers {
+            filler.await.unwrap();
+        }
+        let after = info_number(&mut admin, "memory", "used_memory", None).await;
+        let bytes_per_client = (after - before) / memory_keys as f64;
+        println!(
+            "{{\"bench\": \"floodwall-redis\", \"algorithm\": \"{algorithm}\", \"callers\": {CALLERS}, \"keys\": {keys}, \
+             \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"usec_per_call\": {usec_per_call:.2}, \
+             \"bytes_per_client\": {bytes_per_client:.1}, \"entries_per_client\": {per_client}}}",
+            latencies.len() as f64 / elapsed,
+            pct(50),
+            pct(99),
+        );
+    }
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    match (bench, std::env::var("REDIS_URL")) {
+        (true, Ok(url)) => {
+            let seconds = std::env::var("BENCH_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5.0);
+            runtime.block_on(run(&url, seconds, 10_000, 100_000));
+        }
+        _ => {
+            // Smoke pass: our own server, a fraction of a second per algorithm.
+            let server = RedisServer::start().unwrap();
+            runtime.block_on(run(&server.url(), 0.2, 1_000, 1_000));
+        }
+    }
+}

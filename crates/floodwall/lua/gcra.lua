@@ -1,0 +1,52 @@
+-- gcra: the theoretical arrival time TAT = tat + frac / limit microseconds (0 <= frac < limit);
+-- admitted iff (max(TAT, now) - now) * limit + cost * period <= burst * period. Mirrors
+-- floodwall-core/src/algorithm/gcra.rs.
+--
+-- Key: a string struct.pack('<dd', tat_us, tat_frac). Complexity: O(1).
+-- State: a = tat, b = frac, with TAT never earlier than now.
+
+local function load(key, now, limit, period, capacity)
+  local raw = redis.call('GET', key)
+  if not raw then return now, 0, false end
+  local tat, frac = struct.unpack('<dd', raw)
+  frac = math.min(frac, limit - 1)
+  if tat < now or (tat == now and frac == 0) then return now, 0, false end
+  -- A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
+  -- bucket now. Whole microseconds are compared first, so no product passes 2^53.
+  local max = capacity * period
+  local ahead, whole = tat - now, idiv(max, limit)
+  if ahead > whole or (ahead == whole and ahead * limit + frac > max) then
+    return now + whole, max - whole * limit, true
+  end
+  return tat, frac, false
+end
+
+local function remaining(a, b, now, limit, period, capacity)
+  return idiv(capacity * period - (a - now) * limit - b, period)
+end
+
+local function wait(key, a, b, now, need, limit, period, capacity)
+  local slack = capacity * period - need * period - b
+  local at
+  if slack >= 0 then
+    at = math.max(a - idiv(slack, limit), 0)
+  else
+    at = a + 1
+  end
+  return math.max(at - now, 0)
+end
+
+local function consume(key, a, b, now, cost, limit, period, member)
+  local scaled = b + cost * period
+  local whole = idiv(scaled, limit)
+  return a + whole, scaled - whole * limit
+end
+
+local function reset_after(a, b, now, limit, period, capacity)
+  if b > 0 then return a + 1 - now end
+  return a - now
+end
+
+local function store(key, a, b, now, period, expiry)
+  redis.call('SET', key, struct.pack('<dd', a, b), 'PX', expiry)
+end

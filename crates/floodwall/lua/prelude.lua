@@ -1,0 +1,39 @@
+-- floodwall: shared helpers for the algorithm modules and the drivers (single.lua, decide.lua).
+--
+-- Every number is an integer below 2^53, so Lua's doubles hold it exactly; divisions are floored
+-- and then corrected, because a double quotient may round across an integer.
+-- States are packed with struct.pack('<d…'): doubles, exact for such integers, 8 bytes each.
+--
+-- Speed: the script body runs anew on every call, and each function defined in it is a closure
+-- built per call. States are therefore passed as plain values (two numbers per policy), never as
+-- tables, and the single-policy scripts define only their own algorithm's functions.
+
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then
+    q = q - 1
+  elseif (q + 1) * b <= a then
+    q = q + 1
+  end
+  return q
+end
+
+local function ceil_div(a, b)
+  return idiv(a + b - 1, b)
+end
+
+-- The expiry of a state at rest `ttl_us` from now, as PX/PEXPIRE milliseconds: rounded up, at
+-- least 1, never sooner than `min_ttl_ms` (tests that inject `now_us` let the clock run slower
+-- than Redis's).
+local function expiry_ms(ttl_us, min_ttl_ms)
+  return string.format('%d', math.max(ceil_div(ttl_us, 1000), min_ttl_ms, 1))
+end
+
+-- ARGV[1] -> now in µs and the shortest expiry allowed in ms: Redis TIME when empty (production).
+local function clock(now_arg)
+  if now_arg == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000000 + tonumber(t[2]), 0
+  end
+  return tonumber(now_arg), 3600000
+end

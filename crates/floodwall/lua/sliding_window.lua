@@ -1,0 +1,61 @@
+-- sliding_window: admitted iff previous * (period - elapsed) <= (limit - current - cost) * period.
+-- Mirrors floodwall-core/src/algorithm/sliding_window.rs.
+--
+-- Key: a string struct.pack('<ddd', window_start_us, previous, current). Complexity: O(1).
+-- State: a = units in the previous window, b = units in the current one (which starts at
+-- now - now % period).
+
+local function load(key, now, limit, period, capacity)
+  local current = now - now % period
+  local raw = redis.call('GET', key)
+  if raw then
+    local start, previous, count = struct.unpack('<ddd', raw)
+    -- The stored windows count as the current ones (a clock that stepped back).
+    if start >= current then return previous, count, start > current end
+    if start + period == current then return count, 0, false end
+  end
+  return 0, 0, false
+end
+
+-- ceil(previous * (period - elapsed) / period); a product past 2^52 exceeds any limit * period,
+-- so the exact value no longer matters and `limit` saturates the remaining count just the same.
+local function weighted_previous(previous, elapsed, limit, period)
+  local w = previous * (period - elapsed)
+  if w >= 4503599627370496 then return limit end
+  return ceil_div(w, period)
+end
+
+-- The smallest elapsed in [0, period) with count * (period - elapsed) <= budget * period, or period.
+local function first_elapsed_within(count, budget, period)
+  if count == 0 then return 0 end
+  return period - math.min(idiv(budget * period, count), period)
+end
+
+local function remaining(a, b, now, limit, period, capacity)
+  return math.max(limit - b - weighted_previous(a, now % period, limit, period), 0)
+end
+
+local function wait(key, a, b, now, need, limit, period, capacity)
+  local elapsed = now % period
+  if b + need <= limit then
+    local e = first_elapsed_within(a, limit - b - need, period)
+    if e < period then return math.max(e - elapsed, 0) end
+  end
+  local e = first_elapsed_within(b, limit - need, period)
+  if e < period then return math.max(period + e - elapsed, 0) end
+  return 2 * period - elapsed
+end
+
+local function consume(key, a, b, now, cost, limit, period, member)
+  return a, b + cost
+end
+
+local function reset_after(a, b, now, limit, period, capacity)
+  if b > 0 then return 2 * period - now % period end
+  if a > 0 then return period - now % period end
+  return 0
+end
+
+local function store(key, a, b, now, period, expiry)
+  redis.call('SET', key, struct.pack('<ddd', now - now % period, a, b), 'PX', expiry)
+end

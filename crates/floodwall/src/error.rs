@@ -1,0 +1,191 @@
+//! Errors: a store that could not decide, and a limiter that could not answer.
+
+use floodwall_core::CostError;
+
+/// Why a store could not decide. Being limited is not an error: that is a denied
+/// [`Verdict`](crate::Verdict).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The cost can never be admitted by one of the policies.
+    #[error(transparent)]
+    Cost(#[from] CostError),
+    /// The memory store tracks its maximum number of keys and none of them is back at rest, so
+    /// a new key could not be tracked. Existing keys keep their state: the store never evicts a
+    /// key that still restricts a client (RELIABILITY F2).
+    #[error(
+        "memory store is full: {max_keys} keys are tracked and none is at rest, so a new key was not tracked; raise max_keys"
+    )]
+    Full {
+        /// The store's bound.
+        max_keys: usize,
+    },
+    /// The store did not answer within its deadline. The request may or may not have been
+    /// counted; it is never retried (a retry could count it twice).
+    #[error("rate-limit store did not answer within {after:?}")]
+    Timeout {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
+    /// Recent calls to this part of the store failed, so calls fail fast until the next probe
+    /// instead of each waiting out the deadline.
+    #[error(
+        "rate-limit store unavailable: circuit open after repeated failures; next probe within {probe_interval:?}"
+    )]
+    CircuitOpen {
+        /// How often a probe call is let through.
+        probe_interval: std::time::Duration,
+    },
+    /// Redis answered with an error, or the connection failed.
+    #[cfg(feature = "redis")]
+    #[error("redis: {source}")]
+    Redis {
+        /// The client's error.
+        #[from]
+        source: ::redis::RedisError,
+    },
+    /// The store answered something that is not a decision (a proxy, a bug, another program
+    /// writing our keys).
+    #[error("malformed reply from the rate-limit store: {detail}")]
+    Reply {
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The store's configuration cannot work, e.g. an unparseable URL.
+    #[error("invalid store configuration: {detail}")]
+    Config {
+        /// What is wrong, and how to fix it.
+        detail: String,
+    },
+}
+
+/// What kind of failure a [`StoreError`] is, for counting and labelling (a metric label, a log
+/// field). Never carries a key or a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// [`StoreError::Cost`].
+    Cost,
+    /// [`StoreError::Full`].
+    Full,
+    /// [`StoreError::Timeout`].
+    Timeout,
+    /// [`StoreError::CircuitOpen`].
+    CircuitOpen,
+    /// `StoreError::Redis`: Redis answered an error or the connection failed.
+    Redis,
+    /// [`StoreError::Reply`].
+    Reply,
+    /// [`StoreError::Config`].
+    Config,
+}
+
+impl StoreErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [StoreErrorKind; 7] = [
+        StoreErrorKind::Cost,
+        StoreErrorKind::Full,
+        StoreErrorKind::Timeout,
+        StoreErrorKind::CircuitOpen,
+        StoreErrorKind::Redis,
+        StoreErrorKind::Reply,
+        StoreErrorKind::Config,
+    ];
+
+    /// Its position in [`StoreErrorKind::ALL`].
+    pub(crate) fn index(self) -> usize {
+        // ALL lists the kinds in declaration order, so the discriminant is the position (tested).
+        self as usize
+    }
+
+    /// The kind in snake case: `cost`, `full`, `timeout`, `circuit_open`, `redis`, `reply`,
+    /// `config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Cost => "cost",
+            StoreErrorKind::Full => "full",
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::CircuitOpen => "circuit_open",
+            StoreErrorKind::Redis => "redis",
+            StoreErrorKind::Reply => "reply",
+            StoreErrorKind::Config => "config",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Cost(_) => StoreErrorKind::Cost,
+            StoreError::Full { .. } => StoreErrorKind::Full,
+            StoreError::Timeout { .. } => StoreErrorKind::Timeout,
+            StoreError::CircuitOpen { .. } => StoreErrorKind::CircuitOpen,
+            #[cfg(feature = "redis")]
+            StoreError::Redis { .. } => StoreErrorKind::Redis,
+            StoreError::Reply { .. } => StoreErrorKind::Reply,
+            StoreError::Config { .. } => StoreErrorKind::Config,
+        }
+    }
+
+    /// Whether the same call may succeed later without a change of input or configuration (the
+    /// store recovers, keys expire). A cost error never is.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Cost(_) | StoreError::Reply { .. } | StoreError::Config { .. } => false,
+            StoreError::Full { .. }
+            | StoreError::Timeout { .. }
+            | StoreError::CircuitOpen { .. } => true,
+            #[cfg(feature = "redis")]
+            StoreError::Redis { source } => {
+                source.is_timeout()
+                    || !matches!(source.retry_method(), ::redis::RetryMethod::NoRetry)
+            }
+        }
+    }
+}
+
+/// Why a [`Limiter`](crate::Limiter) could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cost can never be admitted (HTTP 422): an error of the caller, never retried.
+    #[error(transparent)]
+    Cost(#[from] CostError),
+    /// The store failed and the policy fails closed (`on_error = "deny"`): answer "service
+    /// unavailable" (HTTP 503), never a quota denial.
+    #[error("rate-limit store unavailable and the policy fails closed: {source}")]
+    StoreUnavailable {
+        /// What the store reported.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed later unchanged.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Cost(_) => false,
+            Error::StoreUnavailable { source } => source.is_transient(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreErrorKind;
+
+    #[test]
+    fn every_kind_sits_at_its_index_in_all() {
+        for (position, kind) in StoreErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), position, "{kind}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Boundedness under key floods (RELIABILITY F1, F2 at test scale).
+
+use std::time::Duration;
+
+use floodwall::{Algorithm, ManualClock, MemoryStore, Policy, StoreError};
+
+const NOW: u64 = 1_767_225_600_000_000;
+
+#[test]
+fn two_million_keys_never_exceed_the_cap_and_a_denied_key_stays_denied() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder()
+        .max_keys(100_000)
+        .clock(clock.clone())
+        .build();
+    let policy = [Policy::new("per-ip", Algorithm::Gcra, 5, Duration::from_secs(60)).unwrap()];
+
+    // The attacker exhausts its own key first.
+    for _ in 0..5 {
+        assert!(store.acquire_sync(&policy, b"attacker", 1).unwrap().allowed);
+    }
+    assert!(!store.acquire_sync(&policy, b"attacker", 1).unwrap().allowed);
+
+    // Then floods distinct keys, hoping to evict its own counter.
+    let (mut tracked, mut refused) = (0u64, 0u64);
+    for i in 0..2_000_000u64 {
+        match store.acquire_sync(&policy, &i.to_le_bytes(), 1) {
+            Ok(verdict) => {
+                assert!(verdict.allowed);
+                tracked += 1;
+            }
+            Err(StoreError::Full { max_keys }) => {
+                assert_eq!(max_keys, 100_000);
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+        if i % 50_000 == 0 {
+            assert!(store.stats().keys <= 100_000);
+            let verdict = store.acquire_sync(&policy, b"attacker", 1).unwrap();
+            assert!(
+                !verdict.allowed,
+                "the attacker's key was evicted after {i} keys"
+            );
+        }
+        clock.advance_us(1);
+    }
+    let stats = store.stats();
+    assert!(stats.keys <= 100_000, "{stats:?}");
+    assert!(
+        tracked >= 90_000,
+        "shards should fill close to the cap: {tracked}"
+    );
+    assert_eq!(stats.refused, refused);
+    assert!(!store.acquire_sync(&policy, b"attacker", 1).unwrap().allowed);
+}
+
+#[test]
+fn keys_at_rest_are_reclaimed_without_being_asked() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder()
+        .max_keys(10_000)
+        .clock(clock.clone())
+        .build();
+    let policy = [Policy::new("p", Algorithm::FixedWindow, 1, Duration::from_secs(1)).unwrap()];
+    for round in 0..20u64 {
+        // Each round half fills the store with new keys (shards are capped one by one, so a full
+        // round could overflow an unlucky shard), then time moves past their windows.
+        for i in 0..5_000u64 {
+            let key = (round * 1_000_000 + i).to_le_bytes();
+            let verdict = store.acquire_sync(&policy, &key, 1);
+            assert!(verdict.is_ok(), "round {round} key {i}: {verdict:?}");
+        }
+        assert!(store.stats().keys <= 10_000);
+        clock.advance(Duration::from_secs(2));
+    }
+    assert!(store.stats().reclaimed >= 19 * 5_000 - 10_000);
+}
+
+#[test]
+fn a_key_back_at_rest_is_dropped_on_its_next_request() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    let policy = [Policy::new("p", Algorithm::TokenBucket, 2, Duration::from_secs(1)).unwrap()];
+    store.acquire_sync(&policy, b"k", 1).unwrap();
+    assert_eq!(store.stats().keys, 1);
+    clock.advance(Duration::from_secs(1));
+    let peek = store.peek_sync(&policy, b"k").unwrap();
+    assert_eq!(peek.decisions[0].remaining, 2);
+    assert_eq!(store.stats().keys, 0);
+}
+
+#[test]
+fn hostile_client_keys_cost_no_more_than_plain_ones() {
+    let store = MemoryStore::builder().clock(ManualClock::new(NOW)).build();
+    let policy = [Policy::new("p", Algorithm::SlidingWindow, 3, Duration::from_secs(1)).unwrap()];
+    let huge = vec![b'{'; 1 << 20];
+    for key in [
+        &b""[..],
+        b"{",
+        b"}",
+        b"a{b}c",
+        b"\0\r\n",
+        b"\xff\xfe",
+        &huge,
+    ] {
+        assert!(store.acquire_sync(&policy, key, 1).unwrap().allowed);
+    }
+    assert_eq!(store.stats().keys, 7);
+}

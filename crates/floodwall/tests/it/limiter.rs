@@ -1,0 +1,159 @@
+//! The limiter's failure policy, shadow mode, reset and waiting acquire.
+
+use std::time::Duration;
+
+use floodwall::{
+    Algorithm, Error, Limiter, ManualClock, MemoryStore, Mode, OnError, Policy, Source,
+    StoreErrorKind, TokioClock,
+};
+
+const NOW: u64 = 1_767_225_600_000_000;
+
+fn policy(limit: u64) -> Policy {
+    Policy::new(
+        "p",
+        Algorithm::FixedWindow,
+        limit,
+        Duration::from_secs(3600),
+    )
+    .unwrap()
+}
+
+/// A store with room for one key, already taken: every new key is a real store failure.
+fn full_store() -> MemoryStore {
+    let store = MemoryStore::builder()
+        .max_keys(1)
+        .clock(ManualClock::new(NOW))
+        .build();
+    store.acquire_sync(&[policy(10)], b"occupant", 1).unwrap();
+    store
+}
+
+#[tokio::test]
+async fn a_failing_store_is_answered_per_on_error() {
+    // The fallback runs on a manual clock too: no test reads the system clock.
+    let fallback = MemoryStore::builder().clock(ManualClock::new(NOW)).build();
+    let limiter = Limiter::builder(full_store())
+        .on_error(OnError::Allow)
+        .local_store(fallback)
+        .build();
+    let verdict = limiter.check(&policy(10), "new", 1).await.unwrap();
+    assert!(verdict.allowed);
+    assert_eq!(verdict.source, Source::FailOpen);
+
+    let deny = policy(10).with_on_error(OnError::Deny);
+    let error = limiter.check(&deny, "new", 1).await.unwrap_err();
+    assert!(matches!(error, Error::StoreUnavailable { .. }));
+    assert!(error.is_transient());
+
+    let local = policy(2).with_on_error(OnError::Local);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(limiter.check(&local, "new", 1).await.unwrap());
+    }
+    assert_eq!(
+        answers.iter().map(|v| v.allowed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert!(answers.iter().all(|v| v.source == Source::Local));
+
+    let stats = limiter.stats();
+    assert_eq!((stats.fail_open, stats.fail_closed, stats.local), (1, 1, 3));
+    // Every answer above came from a full store, and each failure is counted once by kind.
+    assert_eq!(stats.store_errors.get(StoreErrorKind::Full), 5);
+    assert_eq!(
+        stats
+            .store_errors
+            .iter()
+            .map(|(_, count)| count)
+            .sum::<u64>(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn the_strictest_on_error_among_policies_wins() {
+    let limiter = Limiter::new(full_store());
+    let policies = [policy(10), policy(10).with_on_error(OnError::Deny)];
+    assert!(limiter.check_all(&policies, "new", 1).await.is_err());
+}
+
+#[tokio::test]
+async fn a_cost_above_capacity_is_an_error_even_when_failing_open() {
+    let limiter = Limiter::new(full_store());
+    let error = limiter.check(&policy(10), "new", 11).await.unwrap_err();
+    assert!(matches!(error, Error::Cost(_)));
+    assert!(!error.is_transient());
+}
+
+#[tokio::test]
+async fn a_shadow_policy_reports_but_never_denies() {
+    let limiter = Limiter::new(MemoryStore::builder().clock(ManualClock::new(NOW)).build());
+    let trial = Policy::new(
+        "trial",
+        Algorithm::FixedWindow,
+        2,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let policies = [policy(5), trial.with_mode(Mode::Shadow)];
+    let mut shadow_denials = 0;
+    for _ in 0..5 {
+        let verdict = limiter.check_all(&policies, "k", 1).await.unwrap();
+        assert!(verdict.allowed);
+        shadow_denials += usize::from(!verdict.decisions[1].allowed);
+    }
+    assert_eq!(shadow_denials, 3);
+    assert!(!limiter.check_all(&policies, "k", 1).await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn reset_gives_a_full_quota_back() {
+    let limiter = Limiter::new(MemoryStore::builder().clock(ManualClock::new(NOW)).build());
+    let p = policy(1);
+    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed);
+    assert!(!limiter.check(&p, "k", 1).await.unwrap().allowed);
+    limiter.reset(&p, "k").await.unwrap();
+    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_waits_exactly_as_long_as_the_policy_requires() {
+    let clock = TokioClock::starting_at(NOW);
+    let limiter = Limiter::new(MemoryStore::builder().clock(clock).build());
+    // 2 per second, burst 1: twenty calls take 9.5 s after the first.
+    let policy = Policy::new("outgoing", Algorithm::Gcra, 2, Duration::from_secs(1))
+        .unwrap()
+        .with_burst(1)
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    for _ in 0..20 {
+        let verdict = limiter
+            .acquire(&policy, "worker", 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(verdict.allowed);
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(9_500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(9_600), "{elapsed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_gives_up_when_the_wait_would_pass_the_deadline() {
+    let limiter = Limiter::new(
+        MemoryStore::builder()
+            .clock(TokioClock::starting_at(NOW))
+            .build(),
+    );
+    let p = policy(1);
+    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed);
+    let started = tokio::time::Instant::now();
+    let verdict = limiter
+        .acquire(&p, "k", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(!verdict.allowed);
+    assert!(verdict.retry_after.unwrap() > Duration::from_secs(1));
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}

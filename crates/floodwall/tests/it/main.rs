@@ -1,0 +1,17 @@
+//! Integration tests of the floodwall library: the memory store against the reference models,
+//! under concurrency and under key floods, and the limiter's failure and waiting behaviour.
+
+// Tests fail by panicking; unwrap and expect are how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod boundedness;
+mod concurrency;
+mod conformance;
+mod differential;
+mod inspect;
+mod limiter;
+mod redis_differential;
+mod redis_exactness;
+mod redis_faults;
+#[cfg(feature = "tls")]
+mod redis_tls;
