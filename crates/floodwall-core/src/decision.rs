@@ -26,8 +26,9 @@ use std::time::Duration;
 pub struct Decision {
     /// Whether the request may go on. A denied request consumed nothing.
     pub allowed: bool,
-    /// The policy's capacity: the most units one request can ever be admitted for.
-    pub limit: u64,
+    /// The policy's capacity: the most units one request can ever be admitted for (its burst
+    /// for the buckets, else its limit). Written as `limit` in JSON bodies and `q` in headers.
+    pub capacity: u64,
     /// Units that could still be admitted right now, after this request; never negative.
     pub remaining: u64,
     /// Time until the key is back to its full quota (zero when it already is).

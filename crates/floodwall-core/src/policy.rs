@@ -5,7 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{ParseAlgorithmError, ParsePeriodError, PolicyError};
+pub use crate::algorithm::Algorithm;
+use crate::error::{ParsePeriodError, PolicyError};
 
 /// The largest `limit` or `burst` a policy accepts.
 pub const MAX_LIMIT: u64 = 1 << 40;
@@ -20,72 +21,6 @@ pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 /// numbers).
 pub const EXACT_ARITHMETIC_BOUND: u64 = 1 << 52;
 
-/// One of the five rate-limiting algorithms (SPEC §2).
-///
-/// Deliberately exhaustive: every store implements every algorithm, so a new one must fail to
-/// compile wherever it is not yet handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Algorithm {
-    /// At most `limit` units per window; windows aligned to multiples of `period` since the Unix epoch.
-    FixedWindow,
-    /// Exact: at most `limit` units in any interval of length `period` ending now.
-    SlidingLog,
-    /// Weighted approximation: `prev × (1 − elapsed/period) + current ≤ limit`.
-    SlidingWindow,
-    /// A bucket of `burst` tokens, refilled continuously at `limit / period`.
-    TokenBucket,
-    /// Generic cell rate algorithm: the same admissions as `TokenBucket` with one timestamp of state.
-    Gcra,
-}
-
-impl Algorithm {
-    /// Every algorithm, in the order the documentation lists them.
-    pub const ALL: [Algorithm; 5] = [
-        Algorithm::FixedWindow,
-        Algorithm::SlidingLog,
-        Algorithm::SlidingWindow,
-        Algorithm::TokenBucket,
-        Algorithm::Gcra,
-    ];
-
-    /// The configuration name: `fixed_window`, `sliding_log`, `sliding_window`, `token_bucket` or `gcra`.
-    #[inline]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::FixedWindow => "fixed_window",
-            Algorithm::SlidingLog => "sliding_log",
-            Algorithm::SlidingWindow => "sliding_window",
-            Algorithm::TokenBucket => "token_bucket",
-            Algorithm::Gcra => "gcra",
-        }
-    }
-
-    /// Whether the algorithm has a burst distinct from its limit.
-    #[inline]
-    pub const fn has_burst(self) -> bool {
-        matches!(self, Algorithm::TokenBucket | Algorithm::Gcra)
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = ParseAlgorithmError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| ParseAlgorithmError {
-                input: s.to_owned(),
-            })
-    }
-}
-
 /// Whether a policy may deny requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
@@ -96,7 +31,7 @@ pub enum Mode {
     Shadow,
 }
 
-/// What a check answers when the shared store fails or misses its deadline (SPEC §3).
+/// What a check answers when the shared store fails or misses its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OnError {
     /// Fail open: allow the request.
@@ -191,11 +126,7 @@ impl Policy {
         if limit == 0 {
             return Err(PolicyError::ZeroLimit);
         }
-        let max = if algorithm == Algorithm::SlidingLog {
-            MAX_LOG_LIMIT
-        } else {
-            MAX_LIMIT
-        };
+        let max = algorithm.max_limit();
         if limit > max {
             return Err(PolicyError::LimitTooLarge { limit, max });
         }
@@ -273,10 +204,7 @@ impl Policy {
     }
 
     fn check_exact_arithmetic(&self) -> Result<(), PolicyError> {
-        let multiplies = matches!(
-            self.algorithm,
-            Algorithm::SlidingWindow | Algorithm::TokenBucket | Algorithm::Gcra
-        );
+        let multiplies = self.algorithm.multiplies_capacity_by_period();
         let product = u128::from(self.capacity()) * u128::from(self.period_us);
         if multiplies && product >= u128::from(EXACT_ARITHMETIC_BOUND) {
             return Err(PolicyError::TooLargeForExactArithmetic {

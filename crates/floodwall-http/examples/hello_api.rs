@@ -18,14 +18,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Json;
 use axum::routing::get;
-use floodwall::{Algorithm, Limiter, MemoryStore, Policy, RedisConfig, RedisStore, Store};
+use floodwall::{Algorithm, Limiter, MEMORY_URL, Policy, Storage, StorageConfig};
 use floodwall_http::RateLimitLayer;
 use floodwall_http::key::{Global, Header};
 use http::HeaderName;
 use serde_json::{Value, json};
 
 /// The demo's routes, each behind its own limit, on `limiter`'s store.
-pub(crate) fn app<St: Store>(limiter: Limiter<St>) -> Result<Router, floodwall::PolicyError> {
+pub(crate) fn app(limiter: Limiter) -> Result<Router, floodwall::PolicyError> {
     let per_ip = Policy::new(
         "per-ip",
         Algorithm::SlidingWindow,
@@ -68,18 +68,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = std::env::var("LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;
-    let router = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            println!("hello_api: limits shared through {url}");
-            app(Limiter::new(
-                RedisStore::connect(RedisConfig::new(url)).await?,
-            ))?
-        }
-        Err(_) => {
-            println!("hello_api: limits in this process (set REDIS_URL to share them)");
-            app(Limiter::new(MemoryStore::new()))?
-        }
-    };
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| MEMORY_URL.to_owned());
+    match url.as_str() {
+        MEMORY_URL => println!("hello_api: limits in this process (set REDIS_URL to share them)"),
+        url => println!("hello_api: limits shared through {url}"),
+    }
+    let store = Storage::connect(StorageConfig::from_url(&url)?).await?;
+    let router = app(Limiter::new(store))?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("hello_api: listening on http://{}", listener.local_addr()?);
     axum::serve(

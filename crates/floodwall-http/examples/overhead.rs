@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Json;
 use axum::routing::get;
-use floodwall::{Algorithm, Limiter, MemoryStore, Policy, RedisConfig, RedisStore, Store};
+use floodwall::{Algorithm, Limiter, MEMORY_URL, Policy, Storage, StorageConfig};
 use floodwall_http::RateLimitLayer;
 use serde_json::{Value, json};
 
@@ -20,7 +20,7 @@ async fn hello() -> Json<Value> {
     Json(json!({ "message": "Hello, World!" }))
 }
 
-fn limited<St: Store>(limiter: Limiter<St>) -> Result<Router, floodwall::PolicyError> {
+fn limited(limiter: Limiter) -> Result<Router, floodwall::PolicyError> {
     // Per client IP, far above what one machine can send: every request is allowed and counted.
     let policy = Policy::new(
         "per-ip",
@@ -41,12 +41,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::var("MODE").unwrap_or_else(|_| "memory".into());
     let router = match mode.as_str() {
         "none" => Router::new().route("/", get(hello)),
-        "memory" => limited(Limiter::new(MemoryStore::new()))?,
-        "redis" => {
-            let url = std::env::var("REDIS_URL")?;
-            limited(Limiter::new(
-                RedisStore::connect(RedisConfig::new(url)).await?,
-            ))?
+        "memory" | "redis" => {
+            let url = match mode.as_str() {
+                "redis" => std::env::var("REDIS_URL")?,
+                _ => MEMORY_URL.to_owned(),
+            };
+            let store = Storage::connect(StorageConfig::from_url(&url)?).await?;
+            limited(Limiter::new(store))?
         }
         other => return Err(format!("MODE must be none, memory or redis, not {other:?}").into()),
     };

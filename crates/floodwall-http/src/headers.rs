@@ -60,8 +60,8 @@ fn reset_seconds(decision: &Decision) -> u64 {
 }
 
 /// The `Retry-After` of a denied verdict: delay-seconds, rounded up, at least 1.
-pub fn retry_after_seconds(verdict: &Verdict) -> u64 {
-    ceil_seconds(verdict.retry_after.unwrap_or_default()).max(1)
+pub fn retry_after_seconds(verdict: &Verdict<'_>) -> u64 {
+    ceil_seconds(verdict.retry_after().unwrap_or_default()).max(1)
 }
 
 fn integer(value: u64) -> Integer {
@@ -88,49 +88,76 @@ fn list<'a>(
     HeaderValue::from_str(&text).ok()
 }
 
-/// Writes the rate-limit headers for one set of policies, as the layer does; for services that
-/// decide outside a layer (a check API). `RateLimit-Policy` depends on the policies alone, so it
-/// is serialised once, here.
+/// Policy name, `q` and `w`: everything `RateLimit-Policy` says about a policy.
+fn policy_item(policy: &Policy) -> (&str, [(&'static str, u64); 2]) {
+    (
+        policy.name(),
+        [("q", policy.capacity()), ("w", window_seconds(policy))],
+    )
+}
+
+/// Writes the rate-limit headers of a verdict, as the layer does; for services that decide
+/// outside a layer (a check API). Built for the policies a caller usually checks, so that their
+/// `RateLimit-Policy` is serialised once; a verdict on other policies still gets headers for
+/// its own policies, computed afresh.
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders {
     mode: HeaderMode,
+    /// The policies `policy_value` describes, as (name, q, w).
+    described: Vec<(String, u64, u64)>,
     policy_value: Option<HeaderValue>,
 }
 
 impl RateLimitHeaders {
-    /// The headers of `mode` for `policies`.
+    /// The headers of `mode`, with `RateLimit-Policy` prepared for `policies`.
     pub fn new(mode: HeaderMode, policies: &[Policy]) -> Self {
-        let policy_value = list(policies.iter().map(|policy| {
-            (
-                policy.name(),
-                [("q", policy.capacity()), ("w", window_seconds(policy))],
-            )
-        }));
-        RateLimitHeaders { mode, policy_value }
+        RateLimitHeaders {
+            mode,
+            described: policies
+                .iter()
+                .map(|p| (p.name().to_owned(), p.capacity(), window_seconds(p)))
+                .collect(),
+            policy_value: list(policies.iter().map(policy_item)),
+        }
     }
 
-    /// Writes the headers of the mode for `verdict` on `policies` (the same as given to
-    /// [`RateLimitHeaders::new`]), and `Retry-After` when it denies.
-    pub fn write(&self, headers: &mut HeaderMap, policies: &[Policy], verdict: &Verdict) {
+    /// `RateLimit-Policy` for the verdict's policies: the prepared value when they are the ones
+    /// it was prepared for.
+    fn policy_value(&self, verdict: &Verdict<'_>) -> Option<HeaderValue> {
+        let prepared = verdict.len() == self.described.len()
+            && verdict
+                .iter()
+                .zip(&self.described)
+                .all(|((p, _), (name, q, w))| {
+                    p.name() == name && p.capacity() == *q && window_seconds(p) == *w
+                });
+        if prepared {
+            self.policy_value.clone()
+        } else {
+            list(verdict.iter().map(|(policy, _)| policy_item(policy)))
+        }
+    }
+
+    /// Writes the headers of the mode for `verdict`, and `Retry-After` when it denies.
+    pub fn write(&self, headers: &mut HeaderMap, verdict: &Verdict<'_>) {
         if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
-            let state_value = list(policies.iter().zip(&verdict.decisions).map(
-                |(policy, decision)| {
-                    (
-                        policy.name(),
-                        [("r", decision.remaining), ("t", reset_seconds(decision))],
-                    )
-                },
-            ));
-            if let (Some(policy_value), Some(state_value)) = (&self.policy_value, state_value) {
-                headers.insert(RATELIMIT_POLICY.clone(), policy_value.clone());
+            let state_value = list(verdict.iter().map(|(policy, decision)| {
+                (
+                    policy.name(),
+                    [("r", decision.remaining), ("t", reset_seconds(decision))],
+                )
+            }));
+            if let (Some(policy_value), Some(state_value)) =
+                (self.policy_value(verdict), state_value)
+            {
+                headers.insert(RATELIMIT_POLICY.clone(), policy_value);
                 headers.insert(RATELIMIT.clone(), state_value);
             }
         }
         if matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both) {
             // The policy closest to denying: fewest units left, then the longest wait.
-            let closest = policies
+            let closest = verdict
                 .iter()
-                .zip(&verdict.decisions)
                 .min_by_key(|(_, d)| (d.allowed, d.remaining, std::cmp::Reverse(reset_seconds(d))));
             if let Some((policy, decision)) = closest {
                 headers.insert(
@@ -147,7 +174,7 @@ impl RateLimitHeaders {
                 );
             }
         }
-        if !verdict.allowed {
+        if !verdict.allowed() {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(verdict)));
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use floodwall::{Limiter, MemoryStore, Policy, Store};
+use floodwall::{Limiter, Policy};
 use http::Method;
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
@@ -18,8 +18,8 @@ type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
 type ExemptFn = dyn Fn(&Parts) -> bool + Send + Sync;
 
 /// What every [`RateLimit`] service of one layer shares, behind one `Arc`.
-pub(crate) struct Config<St> {
-    pub(crate) limiter: Limiter<St>,
+pub(crate) struct Config {
+    pub(crate) limiter: Limiter,
     /// At least one; several are checked together, all-or-nothing, for the same key.
     pub(crate) policies: Vec<Policy>,
     pub(crate) key: Box<dyn KeyExtractor>,
@@ -29,7 +29,7 @@ pub(crate) struct Config<St> {
     pub(crate) counters: DecisionCounters,
 }
 
-impl<St> fmt::Debug for Config<St> {
+impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("policies", &self.policies)
@@ -62,11 +62,11 @@ impl<St> fmt::Debug for Config<St> {
 ///     .route_layer(RateLimitLayer::new(limiter, per_ip));
 /// # let _ = app; Ok(()) }
 /// ```
-pub struct RateLimitLayer<St = MemoryStore> {
-    config: Arc<Config<St>>,
+pub struct RateLimitLayer {
+    config: Arc<Config>,
 }
 
-impl<St> Clone for RateLimitLayer<St> {
+impl Clone for RateLimitLayer {
     fn clone(&self) -> Self {
         RateLimitLayer {
             config: Arc::clone(&self.config),
@@ -74,7 +74,7 @@ impl<St> Clone for RateLimitLayer<St> {
     }
 }
 
-impl<St> fmt::Debug for RateLimitLayer<St> {
+impl fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("config", &self.config)
@@ -82,15 +82,15 @@ impl<St> fmt::Debug for RateLimitLayer<St> {
     }
 }
 
-impl<St: Store> RateLimitLayer<St> {
+impl RateLimitLayer {
     /// A layer checking `policy` per client IP (the TCP peer; see [`ClientIp`]), with the draft
     /// headers.
-    pub fn new(limiter: Limiter<St>, policy: Policy) -> Self {
+    pub fn new(limiter: Limiter, policy: Policy) -> Self {
         Self::builder(limiter, policy).build()
     }
 
     /// A builder for a layer checking `policy` (add more with [`RateLimitLayerBuilder::policy`]).
-    pub fn builder(limiter: Limiter<St>, policy: Policy) -> RateLimitLayerBuilder<St> {
+    pub fn builder(limiter: Limiter, policy: Policy) -> RateLimitLayerBuilder {
         RateLimitLayerBuilder {
             limiter,
             policies: vec![policy],
@@ -107,8 +107,8 @@ impl<St: Store> RateLimitLayer<St> {
     }
 }
 
-impl<S, St> Layer<S> for RateLimitLayer<St> {
-    type Service = RateLimit<S, St>;
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(inner, Arc::clone(&self.config))
@@ -116,8 +116,8 @@ impl<S, St> Layer<S> for RateLimitLayer<St> {
 }
 
 /// Options for a [`RateLimitLayer`].
-pub struct RateLimitLayerBuilder<St = MemoryStore> {
-    limiter: Limiter<St>,
+pub struct RateLimitLayerBuilder {
+    limiter: Limiter,
     policies: Vec<Policy>,
     key: Box<dyn KeyExtractor>,
     cost: Box<CostFn>,
@@ -125,7 +125,7 @@ pub struct RateLimitLayerBuilder<St = MemoryStore> {
     headers: HeaderMode,
 }
 
-impl<St> fmt::Debug for RateLimitLayerBuilder<St> {
+impl fmt::Debug for RateLimitLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayerBuilder")
             .field("policies", &self.policies)
@@ -134,12 +134,18 @@ impl<St> fmt::Debug for RateLimitLayerBuilder<St> {
     }
 }
 
-impl<St: Store> RateLimitLayerBuilder<St> {
+impl RateLimitLayerBuilder {
     /// Also checks `policy`, together with the others in one store call: a request is admitted
-    /// only if every enforced policy admits it (e.g. 10 per second *and* 1000 per day).
+    /// only if every enforced policy admits it (e.g. 10 per second *and* 1000 per day). A
+    /// policy of the same name and algorithm as one already added replaces it: one layer
+    /// counts each policy once.
     #[must_use]
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.policies.push(policy);
+        let same = |p: &Policy| p.name() == policy.name() && p.algorithm() == policy.algorithm();
+        match self.policies.iter_mut().find(|p| same(p)) {
+            Some(existing) => *existing = policy,
+            None => self.policies.push(policy),
+        }
         self
     }
 
@@ -176,7 +182,7 @@ impl<St: Store> RateLimitLayerBuilder<St> {
 
     /// Builds the layer. Its `floodwall_decisions_total` counters are registered now, with the
     /// `metrics` recorder installed at this point (if any).
-    pub fn build(self) -> RateLimitLayer<St> {
+    pub fn build(self) -> RateLimitLayer {
         RateLimitLayer {
             config: Arc::new(Config {
                 headers: RateLimitHeaders::new(self.headers, &self.policies),
@@ -192,7 +198,7 @@ impl<St: Store> RateLimitLayerBuilder<St> {
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. Browsers send
-/// it on their own before the real request, so counting it would charge clients twice (G7).
+/// it on their own before the real request, so counting it would charge clients twice.
 pub fn is_cors_preflight(request: &Parts) -> bool {
     request.method == Method::OPTIONS
         && request.headers.contains_key(ORIGIN)

@@ -1,8 +1,9 @@
-//! RFC 9457 problem+json answers (public for services built beside the layer): 429 quota exceeded, 503 store unavailable, 401 no client key,
-//! 422 impossible cost, 500 misconfiguration.
+//! RFC 9457 problem+json answers, public for services built beside the layer: 429 quota
+//! exceeded, 503 store unavailable, 401 no client key, 422 impossible cost, 500 misconfiguration,
+//! and [`limiter_error`], the one mapping of a limiter's errors to answers.
 
 use bytes::Bytes;
-use floodwall::Policy;
+use floodwall::{CheckError, Error, Policy};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -58,9 +59,32 @@ pub fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Response<F
     )
 }
 
+/// The answer to a check the limiter could not make: 503 for a store outage under
+/// `on_error = "deny"` (never a 429), 422 for a cost no policy can admit, 400 for a policy named
+/// twice, 500 for any other failure.
+pub fn limiter_error<'p>(
+    error: &Error,
+    policies: impl IntoIterator<Item = &'p Policy>,
+) -> Response<Full<Bytes>> {
+    match error {
+        Error::StoreUnavailable { .. } => store_unavailable(policies),
+        Error::Check(CheckError::Cost(_)) => impossible_cost(&error.to_string()),
+        Error::Check(CheckError::Duplicate { .. }) => problem(
+            StatusCode::BAD_REQUEST,
+            "about:blank",
+            "Policy named twice",
+            &error.to_string(),
+            None,
+        ),
+        _ => misconfigured(&error.to_string()),
+    }
+}
+
 /// 503: the store is down and these policies fail closed. Never a 429: an outage is not quota.
-pub fn store_unavailable(policies: &[Policy]) -> Response<Full<Bytes>> {
-    let names: Vec<&str> = policies.iter().map(Policy::name).collect();
+pub fn store_unavailable<'p>(
+    policies: impl IntoIterator<Item = &'p Policy>,
+) -> Response<Full<Bytes>> {
+    let names: Vec<&str> = policies.into_iter().map(Policy::name).collect();
     let detail = format!(
         "The rate-limit store is unavailable and {} fail closed; retry shortly.",
         quoted_list(&names)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::{Error, Mode, Store};
+use floodwall::{Error, Policy};
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use tower_service::Service;
@@ -29,18 +29,18 @@ pub type ResponseFuture<B, E> =
 /// Readiness is the inner service's; nothing is reserved until `call`, so a service made ready
 /// and dropped costs no quota. A call's future decides once: dropped before the store answers,
 /// it may or may not have counted, but it is never counted twice.
-pub struct RateLimit<S, St> {
+pub struct RateLimit<S> {
     inner: S,
-    config: Arc<Config<St>>,
+    config: Arc<Config>,
 }
 
-impl<S, St> RateLimit<S, St> {
-    pub(crate) fn new(inner: S, config: Arc<Config<St>>) -> Self {
+impl<S> RateLimit<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
         RateLimit { inner, config }
     }
 }
 
-impl<S: Clone, St> Clone for RateLimit<S, St> {
+impl<S: Clone> Clone for RateLimit<S> {
     fn clone(&self) -> Self {
         RateLimit {
             inner: self.inner.clone(),
@@ -49,7 +49,7 @@ impl<S: Clone, St> Clone for RateLimit<S, St> {
     }
 }
 
-impl<S: fmt::Debug, St> fmt::Debug for RateLimit<S, St> {
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -58,11 +58,10 @@ impl<S: fmt::Debug, St> fmt::Debug for RateLimit<S, St> {
     }
 }
 
-impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
-    St: Store,
     ReqBody: Send + 'static,
 {
     type Response = Response<RateLimitBody<ResBody>>;
@@ -94,34 +93,25 @@ where
             let cost = (config.cost)(&parts);
             let verdict = match config.limiter.check_all(&config.policies, &key, cost).await {
                 Ok(verdict) => verdict,
-                Err(Error::StoreUnavailable { .. }) => {
-                    config.counters.record_error();
-                    return Ok(ours(problem::store_unavailable(&config.policies)));
+                Err(error) => {
+                    if matches!(error, Error::StoreUnavailable { .. }) {
+                        config.counters.record_error();
+                    }
+                    return Ok(ours(problem::limiter_error(&error, &config.policies)));
                 }
-                Err(error) => return Ok(ours(problem::impossible_cost(&error.to_string()))),
             };
             config.counters.record(&verdict);
-            if verdict.allowed {
+            if verdict.allowed() {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
-                config
-                    .headers
-                    .write(response.headers_mut(), &config.policies, &verdict);
+                config.headers.write(response.headers_mut(), &verdict);
                 return Ok(response.map(Either::Left));
             }
-            let violated: Vec<&str> = config
-                .policies
-                .iter()
-                .zip(&verdict.decisions)
-                .filter(|(policy, decision)| policy.mode() == Mode::Enforce && !decision.allowed)
-                .map(|(policy, _)| policy.name())
-                .collect();
+            let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
             let retry_after = headers::retry_after_seconds(&verdict);
             // One line per denial, at debug: policy and path, never the client key.
             tracing::debug!(policies = ?violated, path = parts.uri.path(), retry_after, "rate limited");
             let mut response = problem::quota_exceeded(&violated, retry_after);
-            config
-                .headers
-                .write(response.headers_mut(), &config.policies, &verdict);
+            config.headers.write(response.headers_mut(), &verdict);
             Ok(ours(response))
         })
     }

@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus text) and the limits API, on its own socket so the
-//! main listener never exposes them (RELIABILITY I3).
+//! main listener never exposes them.
 
 use std::sync::{Arc, OnceLock};
 
@@ -7,15 +7,15 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use floodwall::{Limiter, Store, StoreErrorKind};
-use floodwall_http::problem::problem;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use floodwall::{Limiter, StorageStats};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
 use crate::check::single_decision_body;
 use crate::config::Config;
+use crate::error::ApiError;
 
 /// The latency histogram of check API decisions, in seconds.
 pub(crate) const CHECK_DURATION: &str = "floodwall_check_duration_seconds";
@@ -57,36 +57,38 @@ pub(crate) async fn upkeep(stopped: impl std::future::Future<Output = ()>) {
     }
 }
 
-/// Store figures refreshed into gauges at each scrape (the memory store's key counts).
-pub(crate) type StoreGauges = Arc<dyn Fn() + Send + Sync>;
-
-struct AdminState<St> {
-    limiter: Limiter<St>,
+struct AdminState {
+    limiter: Limiter,
     /// The live configuration, replaced on reload.
     config: watch::Receiver<Arc<Config>>,
-    store_gauges: StoreGauges,
 }
 
-pub(crate) fn app<St: Store>(
-    config: watch::Receiver<Arc<Config>>,
-    limiter: Limiter<St>,
-    store_gauges: StoreGauges,
-) -> Router {
-    let state = Arc::new(AdminState {
-        limiter,
-        config,
-        store_gauges,
-    });
+pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Router {
+    let state = Arc::new(AdminState { limiter, config });
     Router::new()
-        .route("/metrics", get(metrics::<St>))
-        .route(
-            "/v1/limits/{policy}/{key}",
-            get(limits::<St>).delete(limits::<St>),
-        )
+        .route("/metrics", get(metrics))
+        .route("/v1/limits/{policy}/{key}", get(limits).delete(limits))
         .with_state(state)
 }
 
-async fn metrics<St: Store>(State(state): State<Arc<AdminState<St>>>) -> Response {
+/// The store's own figures, as gauges: the memory store's keys, the Redis store's breakers.
+fn store_gauges(stats: StorageStats) {
+    match stats {
+        StorageStats::Memory(stats) => {
+            metrics::gauge!("floodwall_memory_keys").set(stats.keys as f64);
+            metrics::gauge!("floodwall_memory_max_keys").set(stats.max_keys as f64);
+            metrics::counter!("floodwall_memory_reclaimed_total").absolute(stats.reclaimed);
+            metrics::counter!("floodwall_memory_refused_total").absolute(stats.refused);
+        }
+        StorageStats::Redis(stats) => {
+            metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);
+            metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
+        }
+        _ => {}
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let stats = state.limiter.stats();
     for (kind, value) in [
         ("fail_open", stats.fail_open),
@@ -96,22 +98,11 @@ async fn metrics<St: Store>(State(state): State<Arc<AdminState<St>>>) -> Respons
         metrics::counter!("floodwall_fallbacks_total", "kind" => kind).absolute(value);
     }
     for (kind, value) in stats.store_errors.iter() {
-        // A cost error is the caller's, answered 422, never a store failure.
-        if kind != StoreErrorKind::Cost {
-            metrics::counter!("floodwall_store_errors_total", "kind" => kind.as_str())
-                .absolute(value);
-        }
+        metrics::counter!("floodwall_store_errors_total", "kind" => kind.as_str()).absolute(value);
     }
-    (state.store_gauges)();
+    store_gauges(state.limiter.store().stats());
     let Some(handle) = prometheus() else {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "about:blank",
-            "Metrics unavailable",
-            "another metrics recorder was installed in this process",
-            None,
-        )
-        .into_response();
+        return ApiError::MetricsUnavailable.into_response();
     };
     handle.run_upkeep();
     let mut response = handle.render().into_response();
@@ -132,65 +123,43 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// The 401 answer when a token is configured and the request does not carry it.
-fn unauthorized(config: &Config, headers: &HeaderMap) -> Option<Response> {
+/// Refuses a request without the bearer token, when one is configured.
+fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
     // No token configured: the admin API is open to whoever reaches the admin listener.
-    let token = config.admin.as_ref()?.token.as_deref()?;
+    let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_deref()) else {
+        return Ok(());
+    };
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
     if same_token(given, token.as_bytes()) {
-        return None;
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
-    let mut response = problem(
-        StatusCode::UNAUTHORIZED,
-        "about:blank",
-        "Unauthorized",
-        "the admin API needs Authorization: Bearer <token> (the token is in the variable named by [admin] token_env)",
-        None,
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Some(response)
-}
-
-fn unknown_policy(name: &str) -> Response {
-    problem(
-        StatusCode::NOT_FOUND,
-        "about:blank",
-        "Unknown policy",
-        &format!("no policy named {name:?}"),
-        None,
-    )
-    .into_response()
 }
 
 /// `GET` reads a key's state without consuming; `DELETE` resets it. Both need the token when
 /// one is configured, and name a configured policy.
-async fn limits<St: Store>(
-    State(state): State<Arc<AdminState<St>>>,
+async fn limits(
+    State(state): State<Arc<AdminState>>,
     method: Method,
     Path((policy, key)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
     let config = Arc::clone(&state.config.borrow());
-    if let Some(response) = unauthorized(&config, &headers) {
-        return response;
-    }
-    let Some(policy) = config.policy(&policy).cloned() else {
-        return unknown_policy(&policy);
-    };
+    authorize(&config, &headers)?;
+    let policy = config
+        .policy(&policy)
+        .cloned()
+        .ok_or_else(|| ApiError::unknown_policy(&policy, &config.policies))?;
     let answered = if method == Method::DELETE {
         let reset = state.limiter.reset(&policy, key.as_bytes()).await;
         reset.map(|()| StatusCode::NO_CONTENT.into_response())
     } else {
         let peeked = state.limiter.peek(&policy, key.as_bytes()).await;
-        peeked.map(|verdict| axum::Json(single_decision_body(&policy, &verdict)).into_response())
+        peeked.map(|verdict| axum::Json(single_decision_body(&verdict)).into_response())
     };
-    answered.unwrap_or_else(|_| {
-        floodwall_http::problem::store_unavailable(std::slice::from_ref(&policy)).into_response()
-    })
+    answered.map_err(|error| ApiError::Limiter(error, vec![policy.clone()]))
 }

@@ -9,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use floodwall::{Decision, Error, Limiter, Policy, Store, Verdict};
-use floodwall_http::problem::{impossible_cost, problem, store_unavailable};
+use floodwall::{Decision, Error, Limiter, Policy, Verdict};
 use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
@@ -18,14 +17,15 @@ use metrics::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::error::ApiError;
 
 /// The largest check request body accepted.
 pub const MAX_CHECK_BODY: usize = 64 * 1024;
 
 /// What the check API needs: the limiter and the policies by name.
 #[derive(Debug)]
-pub(crate) struct CheckState<St> {
-    pub(crate) limiter: Limiter<St>,
+pub(crate) struct CheckState {
+    pub(crate) limiter: Limiter,
     pub(crate) config: Arc<Config>,
     pub(crate) headers: HeaderMode,
     /// Per policy name: its single-policy headers and its decision counters, built once so a
@@ -40,8 +40,8 @@ struct PolicyInstruments {
     counters: PolicyCounters,
 }
 
-impl<St> CheckState<St> {
-    pub(crate) fn new(limiter: Limiter<St>, config: Arc<Config>) -> Self {
+impl CheckState {
+    pub(crate) fn new(limiter: Limiter, config: Arc<Config>) -> Self {
         let headers = config.server.headers;
         let per_policy = config
             .policies
@@ -63,16 +63,20 @@ impl<St> CheckState<St> {
         }
     }
 
-    /// Counts the decision of each policy as the layer does (`floodwall_decisions_total`);
-    /// `None` when the store failed and the policies fail closed.
-    fn record(&self, policies: &[Policy], verdict: Option<&Verdict>) {
-        for (index, policy) in policies.iter().enumerate() {
-            let Some(instruments) = self.per_policy.get(policy.name()) else {
-                continue;
-            };
-            match verdict.and_then(|v| v.decisions.get(index).map(|d| (v, d))) {
-                Some((verdict, decision)) => instruments.counters.record(decision, verdict.allowed),
-                None => instruments.counters.record_error(),
+    /// Counts the decision of each policy as the layer does (`floodwall_decisions_total`).
+    fn record(&self, verdict: &Verdict<'_>) {
+        for (policy, decision) in verdict.iter() {
+            if let Some(instruments) = self.per_policy.get(policy.name()) {
+                instruments.counters.record(decision, verdict.allowed());
+            }
+        }
+    }
+
+    /// Counts a check of `policies` that the store could not decide (failing closed).
+    fn record_error(&self, policies: &[Policy]) {
+        for policy in policies {
+            if let Some(instruments) = self.per_policy.get(policy.name()) {
+                instruments.counters.record_error();
             }
         }
     }
@@ -92,71 +96,43 @@ fn one() -> u64 {
     1
 }
 
-fn bad_request(detail: &str) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        "about:blank",
-        "Bad check request",
-        detail,
-        None,
-    )
-    .into_response()
+pub(crate) async fn check(State(state): State<Arc<CheckState>>, request: Request) -> Response {
+    decide(&state, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(crate) async fn check<St: Store>(
-    State(state): State<Arc<CheckState<St>>>,
-    request: Request,
-) -> Response {
-    let body = match Limited::new(request.into_body(), MAX_CHECK_BODY)
+async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiError> {
+    let body = Limited::new(request.into_body(), MAX_CHECK_BODY)
         .collect()
         .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "about:blank",
-                "Check request too large",
-                &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
-                None,
-            )
-            .into_response();
-        }
-    };
-    let request: CheckRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(error) => {
-            return bad_request(&format!(
-                "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"
-            ));
-        }
-    };
+        .map_err(|_| ApiError::CheckTooLarge)?
+        .to_bytes();
+    let request: CheckRequest = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::BadCheck(format!(
+            "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"
+        ))
+    })?;
     let (names, multi) = match (request.policy, request.policies) {
         (Some(name), None) => (vec![name], false),
         (None, Some(names)) if !names.is_empty() => (names, true),
         _ => {
-            return bad_request(
-                "give either \"policy\": NAME or \"policies\": [NAME, …] (not both, not empty)",
-            );
+            return Err(ApiError::BadCheck(
+                "give either \"policy\": NAME or \"policies\": [NAME, …] (not both, not empty)"
+                    .to_owned(),
+            ));
         }
     };
-    let mut policies: Vec<Policy> = Vec::with_capacity(names.len());
-    for name in &names {
-        match state.config.policy(name) {
-            Some(policy) => policies.push(policy.clone()),
-            None => {
-                let defined: Vec<&str> = state.config.policies.iter().map(Policy::name).collect();
-                return problem(
-                    StatusCode::NOT_FOUND,
-                    "about:blank",
-                    "Unknown policy",
-                    &format!("no policy named {name:?}; defined: {}", defined.join(", ")),
-                    None,
-                )
-                .into_response();
-            }
-        }
-    }
+    let policies = names
+        .iter()
+        .map(|name| {
+            state
+                .config
+                .policy(name)
+                .cloned()
+                .ok_or_else(|| ApiError::unknown_policy(name, &state.config.policies))
+        })
+        .collect::<Result<Vec<Policy>, ApiError>>()?;
     let started = tokio::time::Instant::now();
     let decided = state
         .limiter
@@ -165,41 +141,32 @@ pub(crate) async fn check<St: Store>(
     state.latency.record(started.elapsed().as_secs_f64());
     let verdict = match decided {
         Ok(verdict) => verdict,
-        Err(Error::StoreUnavailable { .. }) => {
-            state.record(&policies, None);
-            return store_unavailable(&policies).into_response();
+        Err(error) => {
+            if matches!(error, Error::StoreUnavailable { .. }) {
+                state.record_error(&policies);
+            }
+            return Err(ApiError::Limiter(error, policies.clone()));
         }
-        Err(error) => return impossible_cost(&error.to_string()).into_response(),
     };
-    state.record(&policies, Some(&verdict));
+    state.record(&verdict);
     // Serialising these plain structs cannot fail; an empty body would still carry the status
     // and headers.
     let body = if multi {
         serde_json::to_vec(&MultiBody {
-            allowed: verdict.allowed,
-            decisions: policies
+            allowed: verdict.allowed(),
+            decisions: verdict
                 .iter()
-                .zip(&verdict.decisions)
                 .map(|(policy, decision)| decision_body(policy, decision))
                 .collect(),
         })
     } else {
-        serde_json::to_vec(
-            &policies
-                .first()
-                .and_then(|policy| single_decision_body(policy, &verdict)),
-        )
+        serde_json::to_vec(&single_decision_body(&verdict))
     };
-    respond(&state, &policies, &verdict, body.unwrap_or_default())
+    Ok(respond(state, &verdict, body.unwrap_or_default()))
 }
 
-fn respond<St>(
-    state: &CheckState<St>,
-    policies: &[Policy],
-    verdict: &Verdict,
-    body: Vec<u8>,
-) -> Response {
-    let status = if verdict.allowed {
+fn respond(state: &CheckState, verdict: &Verdict<'_>, body: Vec<u8>) -> Response {
+    let status = if verdict.allowed() {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
@@ -208,20 +175,20 @@ fn respond<St>(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    match (
-        policies,
-        policies
-            .first()
-            .and_then(|p| state.per_policy.get(p.name())),
-    ) {
-        ([_], Some(instruments)) => instruments.headers.write(headers, policies, verdict),
-        _ => RateLimitHeaders::new(state.headers, policies).write(headers, policies, verdict),
+    // A single policy's headers were prepared; several are written afresh.
+    let prepared = match verdict.iter().next() {
+        Some((policy, _)) if verdict.len() == 1 => state.per_policy.get(policy.name()),
+        _ => None,
+    };
+    match prepared {
+        Some(instruments) => instruments.headers.write(headers, verdict),
+        None => RateLimitHeaders::new(state.headers, &[]).write(headers, verdict),
     }
     response
 }
 
-/// One policy's decision as the check API, the admin API and `floodwall check` write it
-/// (SPEC §4), fields in this order.
+/// One policy's decision as the check API, the admin API and `floodwall check` write it, fields
+/// in this order (other programs parse it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DecisionBody<'a> {
     /// Whether the request may proceed. In a single-policy body this is the verdict's, so a
@@ -247,20 +214,24 @@ struct MultiBody<'a> {
 }
 
 /// The body of a single-policy check (also the admin API's and `floodwall check`'s output):
-/// the policy's decision, with `allowed` the verdict's (a shadow policy's denial still allows).
-/// `None` only for a verdict without decisions, which a single-policy check never gives.
-pub fn single_decision_body<'a>(policy: &'a Policy, verdict: &Verdict) -> Option<DecisionBody<'a>> {
-    verdict.decision().map(|decision| DecisionBody {
-        allowed: verdict.allowed,
-        ..decision_body(policy, decision)
-    })
+/// the first policy's decision, with `allowed` the verdict's (a shadow policy's denial still
+/// allows). `None` only for a verdict without decisions, which a single-policy check never
+/// gives.
+pub fn single_decision_body<'p>(verdict: &Verdict<'p>) -> Option<DecisionBody<'p>> {
+    verdict
+        .iter()
+        .next()
+        .map(|(policy, decision)| DecisionBody {
+            allowed: verdict.allowed(),
+            ..decision_body(policy, decision)
+        })
 }
 
 fn decision_body<'a>(policy: &'a Policy, decision: &Decision) -> DecisionBody<'a> {
     DecisionBody {
         allowed: decision.allowed,
         policy: policy.name(),
-        limit: decision.limit,
+        limit: decision.capacity,
         remaining: decision.remaining,
         reset_after_ms: millis_ceil(decision.reset_after),
         retry_after_ms: decision.retry_after.map(millis_ceil),

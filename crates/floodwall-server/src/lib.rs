@@ -9,6 +9,7 @@ pub mod config;
 
 mod admin;
 mod check;
+mod error;
 mod pool;
 mod proxy;
 mod routes;
@@ -23,16 +24,15 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
-use floodwall::{Limiter, MemoryStore, RedisStore, Store, StoreError};
+use floodwall::{Limiter, Storage, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::admin::StoreGauges;
 use crate::check::CheckState;
 pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::routes::RouteTable;
 
 /// Why the service could not run.
@@ -95,53 +95,34 @@ pub async fn run_reloadable(
 ) -> Result<(), ServeError> {
     // The recorder must exist before layers register their counters.
     let _ = admin::prometheus();
-    let config = Arc::new(configs.borrow().clone());
-    if config.storage.url.starts_with("memory://") {
-        let store = MemoryStore::builder()
-            .max_keys(config.storage.max_keys)
-            .build();
-        let gauges_store = store.clone();
-        let gauges: StoreGauges = Arc::new(move || {
-            let stats = gauges_store.stats();
-            metrics::gauge!("floodwall_memory_keys").set(stats.keys as f64);
-            metrics::gauge!("floodwall_memory_max_keys").set(stats.max_keys as f64);
-            metrics::counter!("floodwall_memory_reclaimed_total").absolute(stats.reclaimed);
-            metrics::counter!("floodwall_memory_refused_total").absolute(stats.refused);
-        });
-        let limiter = Limiter::builder(store)
-            .on_error(config.storage.on_error)
-            .build();
-        serve(configs, limiter, gauges, listeners, shutdown).await
-    } else {
-        let store = RedisStore::connect(config.storage.redis_config())
-            .await
-            .map_err(|source| ServeError::Store {
-                url: config.storage.url.clone(),
-                source,
-            })?;
-        let gauges_store = store.clone();
-        let gauges: StoreGauges = Arc::new(move || {
-            let stats = gauges_store.stats();
-            metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);
-            metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
-        });
-        let limiter = Limiter::builder(store)
-            .on_error(config.storage.on_error)
-            .build();
-        serve(configs, limiter, gauges, listeners, shutdown).await
-    }
+    let storage = configs.borrow().storage.clone();
+    let limiter = limiter(&storage).await?;
+    serve(configs, limiter, listeners, shutdown).await
+}
+
+/// The limiter `[storage]` describes: its store, connected (a single Redis node lazily), and
+/// its `on_error`. The service and `floodwall check` both decide through it.
+///
+/// # Errors
+///
+/// [`ServeError::Store`] when the store cannot be set up (an unreachable cluster, say).
+pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
+    let store = Storage::connect(storage.store.clone())
+        .await
+        .map_err(|source| ServeError::Store {
+            url: storage.url().to_owned(),
+            source,
+        })?;
+    Ok(Limiter::builder(store).on_error(storage.on_error).build())
 }
 
 /// The main listener's router on `limiter`.
-fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Router {
+fn app(config: Arc<Config>, limiter: Limiter) -> Router {
     let check_state = Arc::new(CheckState::new(limiter.clone(), Arc::clone(&config)));
     let ready_state = Arc::clone(&check_state);
     let table = RouteTable::new(&config, &limiter);
     Router::new()
-        .route(
-            "/v1/check",
-            post(check::check::<St>).with_state(check_state),
-        )
+        .route("/v1/check", post(check::check).with_state(check_state))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({ "status": "ok" })) }),
@@ -153,22 +134,19 @@ fn app<St: Store>(config: Arc<Config>, limiter: Limiter<St>) -> Router {
 
 /// Ready when a decision can be made: the store answers, or its failure is absorbed by
 /// `on_error`. A store down under `deny` is not ready (503).
-async fn ready<St: Store>(state: Arc<CheckState<St>>) -> axum::response::Response {
+async fn ready(state: Arc<CheckState>) -> axum::response::Response {
     let Some(policy) = state.config.policies.first() else {
         return axum::Json(json!({ "status": "ready" })).into_response();
     };
     match state.limiter.peek(policy, b"floodwall:readyz").await {
         Ok(_) => axum::Json(json!({ "status": "ready" })).into_response(),
-        Err(_) => {
-            floodwall_http::problem::store_unavailable(std::slice::from_ref(policy)).into_response()
-        }
+        Err(_) => floodwall_http::problem::store_unavailable([policy]).into_response(),
     }
 }
 
-async fn serve<St: Store>(
+async fn serve(
     mut configs: watch::Receiver<Config>,
-    limiter: Limiter<St>,
-    store_gauges: StoreGauges,
+    limiter: Limiter,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -210,7 +188,7 @@ async fn serve<St: Store>(
     }
 
     let admin = listeners.admin.map(|listener| {
-        let router = admin::app(admin_config, limiter.clone(), store_gauges);
+        let router = admin::app(admin_config, limiter.clone());
         let stopped = stopped.clone();
         tokio::spawn(async move {
             tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");

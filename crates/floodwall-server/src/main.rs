@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use floodwall::{Limiter, MemoryStore, RedisStore};
 use floodwall_server::config::Config;
 
 // The service allocates a little per request in many places (headers, bodies, futures); mimalloc
@@ -205,21 +204,13 @@ async fn check(path: PathBuf, policy: String, key: String, cost: u64) -> anyhow:
         .policy(&policy)
         .cloned()
         .with_context(|| format!("no policy named {policy:?} in {}", path.display()))?;
-    let verdict = if config.storage.url.starts_with("memory://") {
-        Limiter::new(MemoryStore::new())
-            .check(&policy, &key, cost)
-            .await?
-    } else {
-        let limiter = Limiter::builder(RedisStore::connect(config.storage.redis_config()).await?)
-            .on_error(config.storage.on_error)
-            .build();
-        limiter.check(&policy, &key, cost).await?
-    };
+    let limiter = floodwall_server::limiter(&config.storage).await?;
+    let verdict = limiter.check(&policy, &key, cost).await?;
     println!(
         "{}",
-        serde_json::to_string(&floodwall_server::single_decision_body(&policy, &verdict))?
+        serde_json::to_string(&floodwall_server::single_decision_body(&verdict))?
     );
-    Ok(if verdict.allowed {
+    Ok(if verdict.allowed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

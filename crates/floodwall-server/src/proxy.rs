@@ -6,13 +6,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use floodwall_http::problem::problem;
 use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, VIA};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body_util::BodyExt;
 
 use crate::pool::UpstreamPool;
@@ -131,7 +131,7 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
                     )),
                     Err(error) => {
                         tracing::debug!(%error, "upstream body failed");
-                        Ok(bad_gateway("the upstream's answer broke off"))
+                        Ok(ApiError::BadGateway("the upstream's answer broke off").into_response())
                     }
                 };
             }
@@ -139,26 +139,8 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, "upstream unreachable");
-            Ok(bad_gateway("the upstream could not be reached"))
+            Ok(ApiError::BadGateway("the upstream could not be reached").into_response())
         }
-        Err(_) => Ok(problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "about:blank",
-            "Upstream timed out",
-            &format!("the upstream did not answer within {timeout:?}"),
-            None,
-        )
-        .into_response()),
+        Err(_) => Ok(ApiError::UpstreamTimeout(timeout).into_response()),
     }
-}
-
-fn bad_gateway(detail: &str) -> Response {
-    problem(
-        StatusCode::BAD_GATEWAY,
-        "about:blank",
-        "Bad gateway",
-        detail,
-        None,
-    )
-    .into_response()
 }

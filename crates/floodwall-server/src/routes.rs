@@ -8,16 +8,16 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use floodwall::{Limiter, Store};
+use floodwall::Limiter;
 use floodwall_http::RateLimitLayer;
 use floodwall_http::key::{ClientIp, Global, Header, KeyExtractor, Query};
-use floodwall_http::problem::problem;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, StatusCode, Uri};
+use http::{HeaderValue, Uri};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::config::{Config, KeyPart, PathMatch, RouteAction, RouteMatch};
+use crate::error::ApiError;
 use crate::pool::UpstreamPool;
 use crate::proxy;
 
@@ -75,7 +75,7 @@ fn key_extractor(parts: &[KeyPart], config: &Config) -> Box<dyn KeyExtractor> {
 }
 
 impl RouteTable {
-    pub(crate) fn new<St: Store>(config: &Config, limiter: &Limiter<St>) -> Self {
+    pub(crate) fn new(config: &Config, limiter: &Limiter) -> Self {
         let mut pools: HashMap<&Uri, UpstreamPool> = HashMap::new();
         let routes = config
             .routes
@@ -143,18 +143,10 @@ impl RouteTable {
 /// Answers a request with the first matching route, or 404.
 pub(crate) async fn dispatch(State(table): State<RouteTable>, request: Request) -> Response {
     let Some((_, service)) = table.routes.iter().find(|(m, _)| m.matches(&request)) else {
-        let detail = format!(
-            "no route matches {} {}",
-            request.method(),
-            request.uri().path()
-        );
-        return problem(
-            StatusCode::NOT_FOUND,
-            "about:blank",
-            "Not Found",
-            &detail,
-            None,
-        )
+        return ApiError::NoRoute {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+        }
         .into_response();
     };
     match service.clone().oneshot(request).await {

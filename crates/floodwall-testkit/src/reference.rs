@@ -151,6 +151,44 @@ impl ReferenceModel {
         self.decide_inner(now_us, cost, true)
     }
 
+    /// Gives back `cost` units at `now_us` (never earlier than the previous call): the newest
+    /// admissions for the windows, that much credit for the buckets, never past a full quota.
+    /// Reports the state afterwards, allowed.
+    pub fn refund(&mut self, now_us: u64, cost: u64) -> Decision {
+        let period = self.policy.period_us();
+        let capacity = self.policy.capacity();
+        if self.is_bucket() {
+            let full = capacity * period;
+            self.credit = (self.credit_at(now_us) + cost * period).min(full);
+            self.credit_at = now_us;
+        } else {
+            let mut left = cost;
+            while left > 0 {
+                let Some(newest) = self.admitted.last_mut() else {
+                    break;
+                };
+                let taken = left.min(newest.1);
+                newest.1 -= taken;
+                left -= taken;
+                if newest.1 == 0 {
+                    self.admitted.pop();
+                }
+            }
+        }
+        let reset_at = if self.is_bucket() {
+            self.first_tick_with_credit(now_us, capacity * period)
+        } else {
+            self.first_time(now_us, |t| self.remaining_at(t) == capacity)
+        };
+        Decision {
+            allowed: true,
+            capacity,
+            remaining: self.remaining_at(now_us),
+            reset_after: Duration::from_micros(reset_at - now_us),
+            retry_after: None,
+        }
+    }
+
     fn decide_inner(
         &mut self,
         now_us: u64,
@@ -192,7 +230,7 @@ impl ReferenceModel {
         };
         Ok(Decision {
             allowed,
-            limit: capacity,
+            capacity,
             remaining,
             reset_after: Duration::from_micros(reset_at - now_us),
             retry_after,

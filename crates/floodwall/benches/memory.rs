@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use floodwall::{Algorithm, MemoryStore, Policy};
+use floodwall::{Algorithm, Check, MemoryStore, Policy};
 use governor::{Quota, RateLimiter};
 
 const KEYS: u64 = 10_000;
@@ -82,15 +82,17 @@ fn bench(c: &mut Criterion) {
                 let store = MemoryStore::builder().max_keys(100_000).build();
                 let policy = [never_reached(algorithm)];
                 for k in 0..keys {
-                    store.acquire_sync(&policy, &k.to_le_bytes(), 1).unwrap();
+                    let key = k.to_le_bytes();
+                    store
+                        .acquire_sync(&Check::new(&policy, &key, 1).unwrap())
+                        .unwrap();
                 }
                 group.bench_function(BenchmarkId::new("floodwall", algorithm), |b| {
                     b.iter_custom(|iters| {
                         run_threads(threads, iters, keys, |k| {
-                            store
-                                .acquire_sync(&policy, &k.to_le_bytes(), 1)
-                                .unwrap()
-                                .allowed
+                            let key = k.to_le_bytes();
+                            let check = Check::new(&policy, &key, 1).unwrap();
+                            store.acquire_sync(&check).unwrap().allowed
                         })
                     });
                 });

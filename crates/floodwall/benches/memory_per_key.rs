@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use floodwall::{Algorithm, MemoryStore, Policy};
+use floodwall::{Algorithm, Check, MemoryStore, Policy};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -45,12 +45,9 @@ fn main() {
     let before = resident_bytes();
     let store = MemoryStore::builder().max_keys(keys as usize * 2).build();
     for k in 0..keys {
-        assert!(
-            store
-                .acquire_sync(&policy, &k.to_le_bytes(), 1)
-                .unwrap()
-                .allowed
-        );
+        let key = k.to_le_bytes();
+        let check = Check::new(&policy, &key, 1).unwrap();
+        assert!(store.acquire_sync(&check).unwrap().allowed);
     }
     let after = resident_bytes();
     assert_eq!(store.stats().keys as u64, keys);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Policy, Store};
+use floodwall::{Algorithm, Check, Policy, Store};
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;
 
@@ -68,10 +68,9 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
             .await
             .unwrap();
         for k in 0..keys {
-            store
-                .acquire(&policy[..], k.to_string().as_bytes(), 1)
-                .await
-                .unwrap();
+            let key = k.to_string();
+            let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
+            store.acquire(&check).await.unwrap();
         }
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")
@@ -91,13 +90,12 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
                         x ^= x << 25;
                         x ^= x >> 27;
                         let key = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
+                        let key = key.to_string();
                         let t = Instant::now();
-                        let verdict = store
-                            .acquire(&policy[..], key.to_string().as_bytes(), 1)
-                            .await
-                            .unwrap();
+                        let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
+                        let answer = store.acquire(&check).await.unwrap();
                         latencies.push(t.elapsed());
-                        assert!(verdict.allowed);
+                        assert!(answer.allowed);
                     }
                     latencies
                 })
@@ -140,14 +138,9 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
                 tokio::spawn(async move {
                     for k in (c..memory_keys).step_by(CALLERS) {
                         for _ in 0..per_client {
-                            store
-                                .acquire(
-                                    &policy[..],
-                                    format!("203.0.{}.{}", k / 256, k % 256).as_bytes(),
-                                    1,
-                                )
-                                .await
-                                .unwrap();
+                            let key = format!("203.0.{}.{}", k / 256, k % 256);
+                            let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
+                            store.acquire(&check).await.unwrap();
                         }
                     }
                 })

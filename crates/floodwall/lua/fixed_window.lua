@@ -27,6 +27,10 @@ local function consume(key, a, b, now, cost, limit, period, member)
   return a + cost, b
 end
 
+local function refund(key, a, b, now, cost, limit, period, capacity)
+  return math.max(a - cost, 0), b
+end
+
 local function reset_after(a, b, now, limit, period, capacity)
   if a == 0 then return 0 end
   return period - now % period

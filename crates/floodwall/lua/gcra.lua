@@ -42,6 +42,13 @@ local function consume(key, a, b, now, cost, limit, period, member)
   return a + whole, scaled - whole * limit
 end
 
+-- The TAT moves back by `cost` emission intervals, never before now (rest).
+local function refund(key, a, b, now, cost, limit, period, capacity)
+  local debt = math.max((a - now) * limit + b - cost * period, 0)
+  local whole = idiv(debt, limit)
+  return now + whole, debt - whole * limit
+end
+
 local function reset_after(a, b, now, limit, period, capacity)
   if b > 0 then return a + 1 - now end
   return a - now

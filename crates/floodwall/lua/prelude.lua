@@ -37,3 +37,33 @@ local function clock(now_arg)
   end
   return tonumber(now_arg), 3600000
 end
+
+-- Writes a policy's state after a decision or a refund: with an expiry at the time it is back at
+-- rest (`reset` µs from now), or deleted when it already is, so no key is ever left without a TTL.
+local function persist(store, key, a, b, now, period, reset, min_ttl_ms)
+  if reset > 0 then
+    store(key, a, b, now, period, expiry_ms(reset, min_ttl_ms))
+  else
+    redis.call('DEL', key)
+  end
+end
+
+-- Finishes one policy's decision after its module's load and remaining: consumes `cost` when
+-- `commit` is true and the policy admits, writes the state when it changed, and returns the
+-- reply's four items for the policy: admits (1 | 0), remaining, reset_after_us, retry_after_us
+-- (-1 when it admits). A cost of 0 judges one unit and consumes nothing.
+local function conclude(consume, wait, reset_after, store, key, a, b, dirty, left, now, cost,
+                        commit, limit, period, capacity, member, min_ttl_ms)
+  local need = math.max(cost, 1)
+  local admits = need <= left
+  local consumed = commit and admits and cost > 0
+  if consumed then
+    a, b = consume(key, a, b, now, cost, limit, period, member)
+    left = left - cost
+  end
+  local retry = -1
+  if not admits then retry = wait(key, a, b, now, need, limit, period, capacity) end
+  local reset = reset_after(a, b, now, limit, period, capacity)
+  if consumed or dirty then persist(store, key, a, b, now, period, reset, min_ttl_ms) end
+  return admits and 1 or 0, left, reset, retry
+end

@@ -53,6 +53,15 @@ local function consume(key, a, b, now, cost, limit, period, member)
   return a + cost, now
 end
 
+-- The newest units are the ones a refund gives back: they are what was just consumed.
+local function refund(key, a, b, now, cost, limit, period, capacity)
+  if a == 0 then return 0, nil end
+  redis.call('ZPOPMAX', key, math.min(cost, a))
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if not newest[2] then return 0, nil end
+  return math.max(a - cost, 0), tonumber(newest[2])
+end
+
 local function reset_after(a, b, now, limit, period, capacity)
   if b then return b + period - now end
   return 0

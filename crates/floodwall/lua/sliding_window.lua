@@ -50,6 +50,12 @@ local function consume(key, a, b, now, cost, limit, period, member)
   return a, b + cost
 end
 
+-- Units consumed before the window rolled now sit in the previous count.
+local function refund(key, a, b, now, cost, limit, period, capacity)
+  local from_current = math.min(cost, b)
+  return math.max(a - (cost - from_current), 0), b - from_current
+end
+
 local function reset_after(a, b, now, limit, period, capacity)
   if b > 0 then return 2 * period - now % period end
   if a > 0 then return period - now % period end

@@ -29,6 +29,10 @@ local function consume(key, a, b, now, cost, limit, period, member)
   return a - cost * period, b
 end
 
+local function refund(key, a, b, now, cost, limit, period, capacity)
+  return math.min(a + cost * period, capacity * period), b
+end
+
 local function reset_after(a, b, now, limit, period, capacity)
   return ceil_div(capacity * period - a, limit)
 end

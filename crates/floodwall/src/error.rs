@@ -3,16 +3,15 @@
 use floodwall_core::CostError;
 
 /// Why a store could not decide. Being limited is not an error: that is a denied
-/// [`Verdict`](crate::Verdict).
+/// [`Verdict`](crate::Verdict). A cost that can never pass is not a store's concern either: a
+/// [`Check`](crate::Check) cannot be built with one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The cost can never be admitted by one of the policies.
-    #[error(transparent)]
-    Cost(#[from] CostError),
     /// The memory store tracks its maximum number of keys and none of them is back at rest, so
     /// a new key could not be tracked. Existing keys keep their state: the store never evicts a
-    /// key that still restricts a client (RELIABILITY F2).
+    /// key that still restricts a client, so flooding new keys cannot buy a denied one a fresh
+    /// quota.
     #[error(
         "memory store is full: {max_keys} keys are tracked and none is at rest, so a new key was not tracked; raise max_keys"
     )]
@@ -64,8 +63,6 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StoreErrorKind {
-    /// [`StoreError::Cost`].
-    Cost,
     /// [`StoreError::Full`].
     Full,
     /// [`StoreError::Timeout`].
@@ -82,8 +79,7 @@ pub enum StoreErrorKind {
 
 impl StoreErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [StoreErrorKind; 7] = [
-        StoreErrorKind::Cost,
+    pub const ALL: [StoreErrorKind; 6] = [
         StoreErrorKind::Full,
         StoreErrorKind::Timeout,
         StoreErrorKind::CircuitOpen,
@@ -98,11 +94,9 @@ impl StoreErrorKind {
         self as usize
     }
 
-    /// The kind in snake case: `cost`, `full`, `timeout`, `circuit_open`, `redis`, `reply`,
-    /// `config`.
+    /// The kind in snake case: `full`, `timeout`, `circuit_open`, `redis`, `reply`, `config`.
     pub fn as_str(self) -> &'static str {
         match self {
-            StoreErrorKind::Cost => "cost",
             StoreErrorKind::Full => "full",
             StoreErrorKind::Timeout => "timeout",
             StoreErrorKind::CircuitOpen => "circuit_open",
@@ -123,7 +117,6 @@ impl StoreError {
     /// What kind of failure this is.
     pub fn kind(&self) -> StoreErrorKind {
         match self {
-            StoreError::Cost(_) => StoreErrorKind::Cost,
             StoreError::Full { .. } => StoreErrorKind::Full,
             StoreError::Timeout { .. } => StoreErrorKind::Timeout,
             StoreError::CircuitOpen { .. } => StoreErrorKind::CircuitOpen,
@@ -135,10 +128,10 @@ impl StoreError {
     }
 
     /// Whether the same call may succeed later without a change of input or configuration (the
-    /// store recovers, keys expire). A cost error never is.
+    /// store recovers, keys expire).
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Cost(_) | StoreError::Reply { .. } | StoreError::Config { .. } => false,
+            StoreError::Reply { .. } | StoreError::Config { .. } => false,
             StoreError::Full { .. }
             | StoreError::Timeout { .. }
             | StoreError::CircuitOpen { .. } => true,
@@ -151,13 +144,33 @@ impl StoreError {
     }
 }
 
+/// Why a [`Check`](crate::Check) cannot be made as asked: an error of the caller, never
+/// retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// The cost can never be admitted by one of the policies (HTTP 422).
+    #[error(transparent)]
+    Cost(#[from] CostError),
+    /// The same policy is named twice for the same client key; each would judge the request
+    /// against the same state, so together they could admit more than the policy allows.
+    #[error(
+        "policy {policy:?} is named twice for the same client key: name each (policy, key) pair once"
+    )]
+    Duplicate {
+        /// The policy named twice.
+        policy: String,
+    },
+}
+
 /// Why a [`Limiter`](crate::Limiter) could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The cost can never be admitted (HTTP 422): an error of the caller, never retried.
+    /// The check cannot be made as asked (a cost no policy can admit, a pair named twice): an
+    /// error of the caller, never retried.
     #[error(transparent)]
-    Cost(#[from] CostError),
+    Check(#[from] CheckError),
     /// The store failed and the policy fails closed (`on_error = "deny"`): answer "service
     /// unavailable" (HTTP 503), never a quota denial.
     #[error("rate-limit store unavailable and the policy fails closed: {source}")]
@@ -168,11 +181,17 @@ pub enum Error {
     },
 }
 
+impl From<CostError> for Error {
+    fn from(error: CostError) -> Self {
+        Error::Check(CheckError::Cost(error))
+    }
+}
+
 impl Error {
     /// Whether the same call may succeed later unchanged.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Cost(_) => false,
+            Error::Check(_) => false,
             Error::StoreUnavailable { source } => source.is_transient(),
         }
     }

@@ -1,8 +1,8 @@
 //! Exact rate limiting shared by every instance of an application.
 //!
 //! A [`Limiter`] decides "may this client spend `cost` units now?" under one or more
-//! [`Policy`]s, against a [`Store`] that holds the shared state: [`MemoryStore`] in process (the
-//! embedded default), Redis for many instances (next). Being limited is a value (a denied
+//! [`Policy`]s, against a [`Storage`] that holds the shared state: [`MemoryStore`] in process
+//! (the embedded default), or Redis for many instances. Being limited is a value (a denied
 //! [`Verdict`] with an exact `retry_after`); an [`Error`] means the limiter could not decide.
 //!
 //! ```
@@ -15,23 +15,28 @@
 //! let limiter = Limiter::new(MemoryStore::new());
 //!
 //! let verdict = limiter.check(&per_ip, "203.0.113.7", 1).await?;
-//! assert!(verdict.allowed);
-//! assert_eq!(verdict.decisions[0].remaining, 9);
+//! assert!(verdict.allowed());
+//! for (policy, decision) in verdict.iter() {
+//!     assert_eq!((policy.name(), decision.remaining), ("per-ip", 9));
+//! }
 //! # Ok(())
 //! # }
 //! ```
 
+mod check;
 mod clock;
 mod error;
 mod limiter;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod storage;
 mod store;
 mod verdict;
 
+pub use check::Check;
 pub use clock::TokioClock;
-pub use error::{Error, StoreError, StoreErrorKind};
+pub use error::{CheckError, Error, StoreError, StoreErrorKind};
 pub use floodwall_core::{
     Algorithm, Clock, CostError, Decision, ManualClock, Mode, OnError, Policy, PolicyError,
     SystemClock, parse_period,
@@ -42,8 +47,9 @@ pub use limiter::{
 pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStats, RedisStore};
+pub use storage::{MEMORY_URL, Storage, StorageConfig, StorageStats};
 pub use store::Store;
-pub use verdict::{Source, Verdict};
+pub use verdict::{Answer, Source, Verdict};
 
 /// The pure core: algorithms, key encoding, reference types.
 pub use floodwall_core as core;

@@ -8,15 +8,18 @@ use std::time::Duration;
 use floodwall_core::{Decision, OnError, Policy};
 use smallvec::SmallVec;
 
+use crate::check::Check;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::memory::MemoryStore;
+use crate::storage::Storage;
 use crate::store::Store;
-use crate::verdict::{Source, Verdict};
+use crate::verdict::{Answer, Source, Verdict};
 
 /// The default bound on keys tracked by the local fallback used with `on_error = "local"`.
 pub const DEFAULT_LOCAL_MAX_KEYS: usize = 100_000;
 
-/// Decides requests against a [`Store`], applying each policy's `on_error` when the store fails.
+/// Decides requests against a [`Storage`], applying each policy's `on_error` when the store
+/// fails.
 ///
 /// Clones share the store, the fallback and the counters.
 ///
@@ -24,22 +27,14 @@ pub const DEFAULT_LOCAL_MAX_KEYS: usize = 100_000;
 /// policy's own, else the limiter's): `deny` returns [`Error::StoreUnavailable`], `local`
 /// decides with an in-process [`MemoryStore`] holding the same policies, `allow` admits without
 /// counting. Every such answer is counted in [`LimiterStats`] and marked in [`Verdict::source`].
-#[derive(Debug)]
-pub struct Limiter<S = MemoryStore> {
-    shared: Arc<Shared<S>>,
-}
-
-impl<S> Clone for Limiter<S> {
-    fn clone(&self) -> Self {
-        Limiter {
-            shared: Arc::clone(&self.shared),
-        }
-    }
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Shared<S> {
-    store: S,
+struct Shared {
+    store: Storage,
     on_error: OnError,
     /// The fallback for `on_error = "local"`, built on first use.
     local: OnceLock<MemoryStore>,
@@ -50,7 +45,6 @@ struct Shared<S> {
     /// Store failures answered by `on_error`, by [`StoreErrorKind`] (indexed as `ALL`).
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
 }
-
 /// How often a [`Limiter`] answered without its store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -84,14 +78,14 @@ impl StoreErrorCounts {
 
 /// Builds a [`Limiter`].
 #[derive(Debug)]
-pub struct LimiterBuilder<S> {
-    store: S,
+pub struct LimiterBuilder {
+    store: Storage,
     on_error: OnError,
     local: Option<MemoryStore>,
     local_share: u64,
 }
 
-impl<S: Store> LimiterBuilder<S> {
+impl LimiterBuilder {
     /// With `on_error = "local"`, how many instances share the limit: each instance's fallback
     /// admits `limit / instances` (rounded up), so that the fleet as a whole stays near the shared
     /// limit during an outage (default 1: each instance admits the whole limit).
@@ -117,7 +111,7 @@ impl<S: Store> LimiterBuilder<S> {
     }
 
     /// Builds the limiter.
-    pub fn build(self) -> Limiter<S> {
+    pub fn build(self) -> Limiter {
         let local = OnceLock::new();
         if let Some(store) = self.local {
             let _ = local.set(store);
@@ -145,16 +139,16 @@ fn severity(on_error: OnError) -> u8 {
     }
 }
 
-impl<S: Store> Limiter<S> {
-    /// A limiter on `store` that fails open.
-    pub fn new(store: S) -> Self {
+impl Limiter {
+    /// A limiter on `store` (a [`MemoryStore`], a Redis store, or a [`Storage`]) that fails open.
+    pub fn new(store: impl Into<Storage>) -> Self {
         Self::builder(store).build()
     }
 
     /// A builder for the failure policy and the local fallback.
-    pub fn builder(store: S) -> LimiterBuilder<S> {
+    pub fn builder(store: impl Into<Storage>) -> LimiterBuilder {
         LimiterBuilder {
-            store,
+            store: store.into(),
             on_error: OnError::Allow,
             local: None,
             local_share: 1,
@@ -162,7 +156,7 @@ impl<S: Store> Limiter<S> {
     }
 
     /// The store.
-    pub fn store(&self) -> &S {
+    pub fn store(&self) -> &Storage {
         &self.shared.store
     }
 
@@ -185,34 +179,58 @@ impl<S: Store> Limiter<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::Cost`] when the policy can never admit `cost`; [`Error::StoreUnavailable`] when
-    /// the store failed and the policy fails closed.
-    pub async fn check(
+    /// [`Error::Check`] when the policy can never admit `cost`; [`Error::StoreUnavailable`]
+    /// when the store failed and the policy fails closed.
+    pub async fn check<'p>(
         &self,
-        policy: &Policy,
+        policy: &'p Policy,
         key: impl AsRef<[u8]>,
         cost: u64,
-    ) -> Result<Verdict, Error> {
+    ) -> Result<Verdict<'p>, Error> {
         self.check_all(slice::from_ref(policy), key, cost).await
     }
 
-    /// Decides a request under several policies at once, all-or-nothing: it is admitted only if
-    /// every enforced policy admits it, and then each admitting policy consumes.
+    /// Decides a request under several policies for one client key at once, all-or-nothing: it
+    /// is admitted only if every enforced policy admits it, and then each admitting policy
+    /// consumes.
     ///
     /// # Errors
     ///
-    /// As [`Limiter::check`].
-    pub async fn check_all(
+    /// As [`Limiter::check`], and [`Error::Check`] when a policy is named twice.
+    pub async fn check_all<'p>(
         &self,
-        policies: &[Policy],
+        policies: &'p [Policy],
         key: impl AsRef<[u8]>,
         cost: u64,
-    ) -> Result<Verdict, Error> {
-        let key = key.as_ref();
-        match self.shared.store.acquire(policies, key, cost).await {
-            Ok(verdict) => Ok(verdict),
-            Err(error) => self.fall_back(policies, key, cost, error),
-        }
+    ) -> Result<Verdict<'p>, Error> {
+        let check = Check::new(policies, key.as_ref(), cost)?;
+        let answer = self.decide(&check).await?;
+        Ok(Verdict::from_answer(policies, answer))
+    }
+
+    /// Decides a request under several (policy, client key) pairs at once, all-or-nothing: per
+    /// user *and* global, per IP *and* per tenant. Decisions come in the order of `pairs`.
+    ///
+    /// The memory store and a single Redis node decide it atomically. On a Redis cluster, pairs
+    /// whose keys share a slot are decided atomically and slots are decided one after another;
+    /// when a later slot denies, what the earlier ones consumed is refunded, so a request either
+    /// counts everywhere or nowhere. A crash between a consumption and its refund can only leave
+    /// a pair over-counted, never admit more than a policy allows.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::check_all`]; a duplicate is the same policy twice with the same key.
+    pub async fn check_each<'p, K: AsRef<[u8]>>(
+        &self,
+        pairs: &[(&'p Policy, K)],
+        cost: u64,
+    ) -> Result<Verdict<'p>, Error> {
+        let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
+        let answer = self.decide(&check).await?;
+        Ok(Verdict::from_answer(
+            pairs.iter().map(|(policy, _)| *policy),
+            answer,
+        ))
     }
 
     /// Reports whether one more unit would be admitted for `key`, consuming nothing.
@@ -220,12 +238,53 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     ///
     /// As [`Limiter::check`].
-    pub async fn peek(&self, policy: &Policy, key: impl AsRef<[u8]>) -> Result<Verdict, Error> {
-        let (policies, key) = (slice::from_ref(policy), key.as_ref());
-        match self.shared.store.peek(policies, key).await {
-            Ok(verdict) => Ok(verdict),
-            Err(error) => self.fall_back(policies, key, 0, error),
-        }
+    pub async fn peek<'p>(
+        &self,
+        policy: &'p Policy,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Verdict<'p>, Error> {
+        self.check(policy, key, 0).await
+    }
+
+    /// Gives back `cost` units to `key` under `policy`, as if an admission of them had not
+    /// happened, never past a full quota: for a request that was admitted but must not count
+    /// (its response failed, a gateway reported negative hits). Returns the state afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Check`] when the policy could never have admitted `cost`;
+    /// [`Error::StoreUnavailable`] when the store failed (whatever `on_error` says: a refund
+    /// that did not happen is never reported as done).
+    pub async fn refund<'p>(
+        &self,
+        policy: &'p Policy,
+        key: impl AsRef<[u8]>,
+        cost: u64,
+    ) -> Result<Verdict<'p>, Error> {
+        self.refund_each(&[(policy, key)], cost).await
+    }
+
+    /// [`Limiter::refund`] for several (policy, client key) pairs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::refund`].
+    pub async fn refund_each<'p, K: AsRef<[u8]>>(
+        &self,
+        pairs: &[(&'p Policy, K)],
+        cost: u64,
+    ) -> Result<Verdict<'p>, Error> {
+        let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
+        let answer = self
+            .shared
+            .store
+            .refund(&check)
+            .await
+            .map_err(|source| Error::StoreUnavailable { source })?;
+        Ok(Verdict::from_answer(
+            pairs.iter().map(|(policy, _)| *policy),
+            answer,
+        ))
     }
 
     /// Forgets `key`'s state under `policy`: its next request starts with a full quota.
@@ -235,13 +294,13 @@ impl<S: Store> Limiter<S> {
     /// [`Error::StoreUnavailable`] when the store failed (whatever `on_error` says: a reset
     /// that did not happen is never reported as done).
     pub async fn reset(&self, policy: &Policy, key: impl AsRef<[u8]>) -> Result<(), Error> {
-        let (policies, key) = (slice::from_ref(policy), key.as_ref());
+        let check = Check::new(slice::from_ref(policy), key.as_ref(), 0)?;
         if let Some(local) = self.shared.local.get() {
-            local.reset_sync(policies, key);
+            local.reset_sync(&check);
         }
         self.shared
             .store
-            .reset(policies, key)
+            .reset(&check)
             .await
             .map_err(|source| Error::StoreUnavailable { source })
     }
@@ -256,13 +315,13 @@ impl<S: Store> Limiter<S> {
     /// # Errors
     ///
     /// As [`Limiter::check`].
-    pub async fn acquire(
+    pub async fn acquire<'p>(
         &self,
-        policy: &Policy,
+        policy: &'p Policy,
         key: impl AsRef<[u8]>,
         cost: u64,
         max_wait: Duration,
-    ) -> Result<Verdict, Error> {
+    ) -> Result<Verdict<'p>, Error> {
         self.acquire_all(slice::from_ref(policy), key, cost, max_wait)
             .await
     }
@@ -271,23 +330,23 @@ impl<S: Store> Limiter<S> {
     ///
     /// # Errors
     ///
-    /// As [`Limiter::check`].
-    pub async fn acquire_all(
+    /// As [`Limiter::check_all`].
+    pub async fn acquire_all<'p>(
         &self,
-        policies: &[Policy],
+        policies: &'p [Policy],
         key: impl AsRef<[u8]>,
         cost: u64,
         max_wait: Duration,
-    ) -> Result<Verdict, Error> {
-        let key = key.as_ref();
+    ) -> Result<Verdict<'p>, Error> {
+        let check = Check::new(policies, key.as_ref(), cost)?;
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let verdict = self.check_all(policies, key, cost).await?;
-            if verdict.allowed {
+            let verdict = Verdict::from_answer(policies, self.decide(&check).await?);
+            if verdict.allowed() {
                 return Ok(verdict);
             }
             let wait = verdict
-                .retry_after
+                .retry_after()
                 .unwrap_or_default()
                 .max(Duration::from_micros(1));
             if tokio::time::Instant::now() + wait > deadline {
@@ -297,19 +356,18 @@ impl<S: Store> Limiter<S> {
         }
     }
 
-    fn fall_back(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        cost: u64,
-        error: StoreError,
-    ) -> Result<Verdict, Error> {
-        if let StoreError::Cost(cost_error) = error {
-            return Err(Error::Cost(cost_error));
+    /// Asks the store, and answers its failure per `on_error`.
+    async fn decide(&self, check: &Check<'_>) -> Result<Answer, Error> {
+        match self.shared.store.acquire(check).await {
+            Ok(answer) => Ok(answer),
+            Err(error) => self.fall_back(check, error),
         }
+    }
+
+    fn fall_back(&self, check: &Check<'_>, error: StoreError) -> Result<Answer, Error> {
         self.shared.store_errors[error.kind().index()].fetch_add(1, Ordering::Relaxed);
-        let on_error = policies
-            .iter()
+        let on_error = check
+            .policies()
             .map(|p| p.on_error().unwrap_or(self.shared.on_error))
             .max_by_key(|&o| severity(o))
             .unwrap_or(self.shared.on_error);
@@ -318,52 +376,52 @@ impl<S: Store> Limiter<S> {
                 self.shared.fail_closed.fetch_add(1, Ordering::Relaxed);
                 Err(Error::StoreUnavailable { source: error })
             }
-            OnError::Local => {
-                let local = self.shared.local.get_or_init(|| {
-                    MemoryStore::builder()
-                        .max_keys(DEFAULT_LOCAL_MAX_KEYS)
-                        .build()
-                });
-                let shared: SmallVec<[Policy; 2]> = policies
-                    .iter()
-                    .map(|p| p.share(self.shared.local_share))
-                    .collect();
-                let local = if cost == 0 {
-                    local.peek_sync(&shared, key)
-                } else {
-                    local.acquire_sync(&shared, key, cost)
-                };
-                match local {
-                    Ok(mut verdict) => {
-                        self.shared.local_decisions.fetch_add(1, Ordering::Relaxed);
-                        verdict.source = Source::Local;
-                        Ok(verdict)
-                    }
-                    // The fallback is bounded too; beyond it, fail open rather than refuse all.
-                    Err(_) => Ok(self.fail_open(policies, cost)),
+            OnError::Local => match self.decide_locally(check) {
+                Some(mut answer) => {
+                    self.shared.local_decisions.fetch_add(1, Ordering::Relaxed);
+                    answer.source = Source::Local;
+                    Ok(answer)
                 }
-            }
-            OnError::Allow => Ok(self.fail_open(policies, cost)),
+                // The fallback is bounded too (and a cost above an instance's share can never
+                // pass it); beyond it, fail open, counted, rather than refuse all.
+                None => Ok(self.fail_open(check)),
+            },
+            OnError::Allow => Ok(self.fail_open(check)),
         }
     }
 
+    /// Decides `check` in process, each policy's limit divided by `local_share`.
+    fn decide_locally(&self, check: &Check<'_>) -> Option<Answer> {
+        let local = self.shared.local.get_or_init(|| {
+            MemoryStore::builder()
+                .max_keys(DEFAULT_LOCAL_MAX_KEYS)
+                .build()
+        });
+        let shares: SmallVec<[Policy; 2]> = check
+            .policies()
+            .map(|p| p.share(self.shared.local_share))
+            .collect();
+        let pairs = shares.iter().zip(check.pairs()).map(|(p, (_, k))| (p, *k));
+        let shared_check = Check::each(pairs, check.cost()).ok()?;
+        local.acquire_sync(&shared_check).ok()
+    }
+
     /// An uncounted admission: each decision reports the policy's capacity less this cost.
-    fn fail_open(&self, policies: &[Policy], cost: u64) -> Verdict {
+    fn fail_open(&self, check: &Check<'_>) -> Answer {
         self.shared.fail_open.fetch_add(1, Ordering::Relaxed);
-        let decisions: SmallVec<[Decision; 2]> = policies
-            .iter()
+        let decisions = check
+            .policies()
             .map(|p| Decision {
                 allowed: true,
-                limit: p.capacity(),
-                remaining: p.capacity().saturating_sub(cost),
+                capacity: p.capacity(),
+                remaining: p.capacity().saturating_sub(check.cost()),
                 reset_after: Duration::ZERO,
                 retry_after: None,
             })
             .collect();
-        Verdict {
+        Answer {
             allowed: true,
             decisions,
-            retry_after: None,
             source: Source::FailOpen,
         }
     }

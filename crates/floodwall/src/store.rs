@@ -3,52 +3,39 @@
 use std::fmt;
 use std::future::Future;
 
-use floodwall_core::Policy;
-
+use crate::check::Check;
 use crate::error::StoreError;
-use crate::verdict::Verdict;
+use crate::verdict::Answer;
 
-/// Shared rate-limit state: decides requests atomically per client key.
+/// Shared rate-limit state: decides checks atomically.
 ///
-/// Every method takes several policies for one client key and treats them as one unit: a request
-/// is admitted only if every enforced ([`Mode::Enforce`](floodwall_core::Mode)) policy admits it,
-/// and then each policy that admitted consumes; otherwise none consumes. Shadow policies are
-/// decided and reported but never deny. Implementations must be exact under concurrency: no
-/// interleaving of calls, from any number of tasks or instances, admits more than the policies
-/// allow.
+/// A [`Check`] is decided as one unit: it is admitted only if every enforced
+/// ([`Mode::Enforce`](floodwall_core::Mode)) policy admits it for its key, and then each pair
+/// whose policy admitted consumes; otherwise none consumes. Shadow policies are decided and
+/// reported but never deny. Implementations must be exact under concurrency: no interleaving of
+/// calls, from any number of tasks or instances, admits more than the policies allow.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
-    /// Decides a request of `cost` units for `key` and consumes if admitted. `cost == 0` peeks.
+    /// Decides `check` and consumes if admitted. A cost of 0 peeks: reports whether one more
+    /// unit would be admitted, consuming nothing.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Cost`] when a policy can never admit `cost`; other variants when the store
-    /// could not decide.
-    fn acquire(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        cost: u64,
-    ) -> impl Future<Output = Result<Verdict, StoreError>> + Send;
+    /// When the store could not decide (unreachable, too slow, full).
+    fn acquire(&self, check: &Check<'_>)
+    -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
-    /// Reports whether one more unit would be admitted for `key`, consuming nothing.
+    /// Gives back `check`'s cost under each pair, as if an admission of it had not happened,
+    /// never past a full quota. Answers the state after the refund (allowed, no retry).
     ///
     /// # Errors
     ///
-    /// As [`acquire`](Store::acquire).
-    fn peek(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-    ) -> impl Future<Output = Result<Verdict, StoreError>> + Send;
+    /// When the store could not be reached; the refund may or may not have happened.
+    fn refund(&self, check: &Check<'_>) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
-    /// Forgets the state of `key` under each policy: its next request starts with a full quota.
+    /// Forgets the state of each pair: its next request starts with a full quota.
     ///
     /// # Errors
     ///
     /// When the store could not be reached.
-    fn reset(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn reset(&self, check: &Check<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

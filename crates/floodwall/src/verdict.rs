@@ -1,4 +1,5 @@
-//! The answer for one request under one or more policies.
+//! The answer for one request under one or more policies: a store's [`Answer`], and the
+//! [`Verdict`] that pairs each of its decisions with the policy it belongs to.
 
 use std::time::Duration;
 
@@ -20,50 +21,124 @@ pub enum Source {
     DenyCache,
 }
 
-/// The answer for one request under one or more policies, decided all-or-nothing.
+/// What a [`Store`](crate::Store) answers for a [`Check`](crate::Check): whether the request is
+/// admitted, and one decision per (policy, key) pair, in the check's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Whether the request may go on: every enforced policy admitted it. When false, no policy
-    /// consumed anything.
+pub struct Answer {
+    /// Every enforced policy admitted, and each admitting pair consumed. When false, nothing
+    /// was consumed.
     pub allowed: bool,
-    /// One decision per policy, in the order the policies were given. A shadow policy's decision
-    /// may say `allowed: false` while the verdict allows.
+    /// One decision per pair, in the check's order.
     pub decisions: SmallVec<[Decision; 2]>,
-    /// When denied: how long until every enforced policy would admit the same request, if no one
-    /// else consumed meanwhile.
-    pub retry_after: Option<Duration>,
     /// Who decided.
     pub source: Source,
 }
 
-impl Verdict {
-    /// The first policy's decision (the only one for a single-policy check).
-    pub fn decision(&self) -> Option<&Decision> {
-        self.decisions.first()
+impl Answer {
+    /// A store's own answer.
+    pub fn from_store(allowed: bool, decisions: SmallVec<[Decision; 2]>) -> Self {
+        Answer {
+            allowed,
+            decisions,
+            source: Source::Store,
+        }
     }
 }
 
-/// Builds a store's verdict: when denied, the wait is the longest among enforced denials.
-pub(crate) fn verdict(
-    policies: &[Policy],
-    decisions: SmallVec<[Decision; 2]>,
+/// The answer for one request under one or more policies, decided all-or-nothing: each
+/// decision together with the policy it belongs to.
+///
+/// A verdict borrows the policies it was decided under, so it can never be read against the
+/// wrong ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verdict<'p> {
     allowed: bool,
-) -> Verdict {
-    let retry_after = if allowed {
-        None
-    } else {
-        policies
-            .iter()
-            .zip(&decisions)
-            .filter(|(p, _)| p.mode() == Mode::Enforce)
-            .filter_map(|(_, d)| d.retry_after)
-            .max()
-            .or(Some(Duration::ZERO))
-    };
-    Verdict {
-        allowed,
-        decisions,
-        retry_after,
-        source: Source::Store,
+    retry_after: Option<Duration>,
+    source: Source,
+    policies: SmallVec<[&'p Policy; 2]>,
+    decisions: SmallVec<[Decision; 2]>,
+}
+
+impl<'p> Verdict<'p> {
+    /// Pairs a store's `answer` with the policies of the [`Check`](crate::Check) it answers,
+    /// in the check's order. When denied, the verdict's wait is the longest among the enforced
+    /// policies' denials. The [`Limiter`](crate::Limiter) does this for every check; callers of
+    /// a store's own methods do it themselves.
+    pub fn from_answer(policies: impl IntoIterator<Item = &'p Policy>, answer: Answer) -> Self {
+        let policies: SmallVec<[&'p Policy; 2]> = policies.into_iter().collect();
+        let retry_after = (!answer.allowed).then(|| {
+            policies
+                .iter()
+                .zip(&answer.decisions)
+                .filter(|(policy, _)| policy.mode() == Mode::Enforce)
+                .filter_map(|(_, decision)| decision.retry_after)
+                .max()
+                .unwrap_or(Duration::ZERO)
+        });
+        Verdict {
+            allowed: answer.allowed,
+            retry_after,
+            source: answer.source,
+            policies,
+            decisions: answer.decisions,
+        }
+    }
+
+    /// Whether the request may go on: every enforced policy admitted it. When false, no policy
+    /// consumed anything.
+    #[inline]
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// When denied: how long until every enforced policy would admit the same request, if no
+    /// one else consumed meanwhile. `None` when allowed.
+    #[inline]
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Who decided.
+    #[inline]
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Each policy with its decision, in the order the policies were given. A shadow policy's
+    /// decision may say `allowed: false` while the verdict allows.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'p Policy, &Decision)> + '_ {
+        self.policies.iter().copied().zip(&self.decisions)
+    }
+
+    /// The decisions alone, in the order the policies were given.
+    #[inline]
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// The first policy's decision (the only one for a single-policy check).
+    #[inline]
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decisions.first()
+    }
+
+    /// The enforced policies that denied: the ones a denial names.
+    pub fn violated(&self) -> impl Iterator<Item = &'p Policy> + '_ {
+        self.iter()
+            .filter(|(policy, decision)| policy.mode() == Mode::Enforce && !decision.allowed)
+            .map(|(policy, _)| policy)
+    }
+
+    /// How many policies were checked.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Whether no policy was checked (such a verdict always allows).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty()
     }
 }

@@ -20,6 +20,8 @@ pub struct State {
 
 impl Meter for FixedWindow {
     type State = State;
+    const HAS_BURST: bool = false;
+    const MULTIPLIES_CAPACITY_BY_PERIOD: bool = false;
 
     fn fresh(now_us: u64, policy: &Policy) -> State {
         State {
@@ -53,6 +55,10 @@ impl Meter for FixedWindow {
 
     fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
         state.count += cost;
+    }
+
+    fn refund(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
+        state.count = state.count.saturating_sub(cost);
     }
 
     fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {

@@ -40,6 +40,8 @@ fn max_debt(policy: &Policy) -> u64 {
 
 impl Meter for Gcra {
     type State = State;
+    const HAS_BURST: bool = true;
+    const MULTIPLIES_CAPACITY_BY_PERIOD: bool = true;
 
     fn fresh(now_us: u64, _policy: &Policy) -> State {
         State {
@@ -94,6 +96,16 @@ impl Meter for Gcra {
         let scaled = state.tat_frac + cost * policy.period_us();
         state.tat_us += scaled / limit;
         state.tat_frac = scaled % limit;
+    }
+
+    fn refund(state: &mut State, now_us: u64, cost: u64, policy: &Policy) {
+        // The TAT moves back by `cost` emission intervals, never before now (rest).
+        let limit = policy.limit();
+        let debt = settled_debt(state, now_us, policy).saturating_sub(cost * policy.period_us());
+        *state = State {
+            tat_us: now_us + debt / limit,
+            tat_frac: debt % limit,
+        };
     }
 
     fn reset_after_us(state: &State, now_us: u64, _policy: &Policy) -> u64 {

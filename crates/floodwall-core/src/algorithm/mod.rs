@@ -1,8 +1,9 @@
-//! The five algorithms as pure functions of (state, now, cost, policy).
+//! The algorithms as pure functions of (state, now, cost, policy).
 //!
 //! Each algorithm lives in its own file and implements [`Meter`]: how its state catches up with
 //! time, how many units it could admit now, how long until it could admit more, and what
-//! consuming does. [`step`] and [`Evaluation`] build every decision from those pieces, so the
+//! consuming and refunding do. The registry ([`for_each_algorithm!`](crate::for_each_algorithm))
+//! lists them once. [`step`] and [`Evaluation`] build every decision from those pieces, so the
 //! memory store (which decides several policies under one lock before writing any) and the
 //! reference-model tests exercise the same arithmetic. The Redis scripts mirror each file line for
 //! line; all values are integers below 2^53 so Lua's doubles hold them exactly.
@@ -12,16 +13,18 @@ use std::time::Duration;
 
 use crate::decision::Decision;
 use crate::error::CostError;
-use crate::policy::{Algorithm, Policy};
+use crate::policy::Policy;
 
 pub mod fixed_window;
 pub mod gcra;
+mod registry;
 pub mod sliding_log;
 pub mod sliding_window;
 pub mod token_bucket;
 
 pub use fixed_window::FixedWindow;
 pub use gcra::Gcra;
+pub use registry::{Algorithm, State, refund, step};
 pub use sliding_log::SlidingLog;
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
@@ -36,6 +39,16 @@ pub use token_bucket::TokenBucket;
 pub trait Meter {
     /// What the algorithm stores per key.
     type State: Clone + fmt::Debug + PartialEq + Eq;
+
+    /// Whether a policy of this algorithm may have a burst other than its limit.
+    const HAS_BURST: bool;
+
+    /// The largest limit (and burst) a policy of this algorithm accepts.
+    const MAX_LIMIT: u64 = crate::policy::MAX_LIMIT;
+
+    /// Whether the arithmetic multiplies the capacity by the period in microseconds, which must
+    /// then stay below [`EXACT_ARITHMETIC_BOUND`](crate::EXACT_ARITHMETIC_BOUND).
+    const MULTIPLIES_CAPACITY_BY_PERIOD: bool;
 
     /// The state of a key never seen, or back at rest, as of `now_us`.
     fn fresh(now_us: u64, policy: &Policy) -> Self::State;
@@ -54,6 +67,11 @@ pub trait Meter {
 
     /// Records `cost` admitted units at `now_us`. Only called when `cost <= remaining`.
     fn consume(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
+
+    /// Gives back `cost` units admitted earlier: the inverse of [`consume`](Meter::consume),
+    /// stopping at rest (a full quota), so a refund never grants more than was taken. Called on a
+    /// settled state with `cost <= capacity`.
+    fn refund(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
 
     /// Microseconds until the key is back at its full quota; zero when it already is.
     fn reset_after_us(state: &Self::State, now_us: u64, policy: &Policy) -> u64;
@@ -119,7 +137,7 @@ impl Evaluation {
         let reset_after_us = M::reset_after_us(state, now_us, policy);
         let decision = Decision {
             allowed: self.allowed,
-            limit: policy.capacity(),
+            capacity: policy.capacity(),
             remaining,
             reset_after: Duration::from_micros(reset_after_us),
             retry_after,
@@ -167,58 +185,48 @@ pub fn step_with<M: Meter>(
     })
 }
 
-/// The stored state of any algorithm.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(missing_docs)] // each variant holds its algorithm's state
-pub enum State {
-    FixedWindow(fixed_window::State),
-    SlidingLog(sliding_log::State),
-    SlidingWindow(sliding_window::State),
-    TokenBucket(token_bucket::State),
-    Gcra(gcra::State),
-}
-
-/// One decision under `policy`'s algorithm, data in, data out. `cost == 0` peeks.
-///
-/// A `state` of another algorithm's shape is ignored (treated as a key never seen).
+/// Gives back `cost` units of algorithm `M`, data in, data out: the state settled to `now_us`,
+/// then refunded, never past rest. The decision reports the state after the refund (allowed,
+/// with no retry).
 ///
 /// # Errors
 ///
 /// [`CostError`] when `cost` exceeds the policy's capacity.
-pub fn step(
-    state: Option<State>,
+pub fn refund_with<M: Meter>(
+    state: Option<M::State>,
     now_us: u64,
     cost: u64,
     policy: &Policy,
-) -> Result<Outcome<State>, CostError> {
-    fn wrap<S>(outcome: Outcome<S>, f: fn(S) -> State) -> Outcome<State> {
-        Outcome {
-            decision: outcome.decision,
-            new_state: outcome.new_state.map(f),
-            ttl_us: outcome.ttl_us,
-        }
-    }
-    // Variant names equal the Meter type names, so one arm shape serves all five.
-    macro_rules! dispatch {
-        ($($algorithm:ident),*) => {
-            match policy.algorithm() {
-                $(Algorithm::$algorithm => {
-                    let state = match state {
-                        Some(State::$algorithm(s)) => Some(s),
-                        _ => None,
-                    };
-                    wrap(step_with::<$algorithm>(state, now_us, cost, policy)?, State::$algorithm)
-                })*
-            }
-        };
-    }
-    Ok(dispatch!(
-        FixedWindow,
-        SlidingLog,
-        SlidingWindow,
-        TokenBucket,
-        Gcra
-    ))
+) -> Result<Outcome<M::State>, CostError> {
+    check_cost(policy, cost)?;
+    let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
+    let (decision, ttl_us) = refund_in_place::<M>(&mut state, now_us, cost, policy);
+    Ok(Outcome {
+        decision,
+        new_state: (ttl_us > 0).then_some(state),
+        ttl_us,
+    })
+}
+
+/// Settles `state` to `now_us` and gives back `cost` units (at most the policy's capacity);
+/// returns the decision after the refund and the state's time to rest in microseconds.
+pub fn refund_in_place<M: Meter>(
+    state: &mut M::State,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> (Decision, u64) {
+    M::settle(state, now_us, policy);
+    M::refund(state, now_us, cost.min(policy.capacity()), policy);
+    let reset_after_us = M::reset_after_us(state, now_us, policy);
+    let decision = Decision {
+        allowed: true,
+        capacity: policy.capacity(),
+        remaining: M::remaining(state, now_us, policy),
+        reset_after: Duration::from_micros(reset_after_us),
+        retry_after: None,
+    };
+    (decision, reset_after_us)
 }
 
 /// The start of the window containing `now_us`: windows are aligned to multiples of the period

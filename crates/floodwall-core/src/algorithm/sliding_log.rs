@@ -50,6 +50,9 @@ impl State {
 
 impl Meter for SlidingLog {
     type State = State;
+    const HAS_BURST: bool = false;
+    const MAX_LIMIT: u64 = crate::policy::MAX_LOG_LIMIT;
+    const MULTIPLIES_CAPACITY_BY_PERIOD: bool = false;
 
     fn fresh(_now_us: u64, _policy: &Policy) -> State {
         State::default()
@@ -99,6 +102,23 @@ impl Meter for SlidingLog {
                 at_us: now_us,
                 units: cost,
             }),
+        }
+    }
+
+    fn refund(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
+        // The newest units are the ones a refund gives back: they are what was just consumed.
+        let mut left = cost;
+        while left > 0 {
+            let Some(newest) = state.entries.back_mut() else {
+                break;
+            };
+            let taken = left.min(newest.units);
+            newest.units -= taken;
+            state.total -= taken;
+            left -= taken;
+            if newest.units == 0 {
+                state.entries.pop_back();
+            }
         }
     }
 

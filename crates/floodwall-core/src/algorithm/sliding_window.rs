@@ -48,6 +48,8 @@ fn first_elapsed_within(count: u64, budget: u64, period: u64) -> u64 {
 
 impl Meter for SlidingWindow {
     type State = State;
+    const HAS_BURST: bool = false;
+    const MULTIPLIES_CAPACITY_BY_PERIOD: bool = true;
 
     fn fresh(now_us: u64, policy: &Policy) -> State {
         State {
@@ -110,6 +112,13 @@ impl Meter for SlidingWindow {
 
     fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
         state.current += cost;
+    }
+
+    fn refund(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
+        // Units consumed before the window rolled now sit in `previous`.
+        let from_current = cost.min(state.current);
+        state.current -= from_current;
+        state.previous = state.previous.saturating_sub(cost - from_current);
     }
 
     fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {

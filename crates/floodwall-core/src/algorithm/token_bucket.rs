@@ -28,6 +28,8 @@ fn full(policy: &Policy) -> u64 {
 
 impl Meter for TokenBucket {
     type State = State;
+    const HAS_BURST: bool = true;
+    const MULTIPLIES_CAPACITY_BY_PERIOD: bool = true;
 
     fn fresh(now_us: u64, policy: &Policy) -> State {
         State {
@@ -56,6 +58,10 @@ impl Meter for TokenBucket {
 
     fn consume(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
         state.credit -= cost * policy.period_us();
+    }
+
+    fn refund(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
+        state.credit = (state.credit + cost * policy.period_us()).min(full(policy));
     }
 
     fn reset_after_us(state: &State, _now_us: u64, policy: &Policy) -> u64 {

@@ -17,7 +17,7 @@ use crate::support::{cost_from_header, get_from, json_body, parse_list};
 // A multiple of 60 s: fixed windows are aligned to the epoch, so a minute window starts here.
 const START_US: u64 = 1_699_999_980_000_000;
 
-fn limiter(clock: &ManualClock) -> Limiter<MemoryStore> {
+fn limiter(clock: &ManualClock) -> Limiter {
     Limiter::new(MemoryStore::builder().clock(clock.clone()).build())
 }
 
@@ -206,12 +206,10 @@ async fn stacked_layers_each_count() {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
-    let outer = limiter
-        .peek(&per_minute("outer", 3), b"192.0.2.1")
-        .await
-        .unwrap();
+    let outer_policy = per_minute("outer", 3);
+    let outer = limiter.peek(&outer_policy, b"192.0.2.1").await.unwrap();
     // The layer added last runs first: its denial stopped the third request before "outer".
-    assert_eq!(outer.decisions[0].remaining, 1);
+    assert_eq!(outer.decisions()[0].remaining, 1);
 }
 
 #[tokio::test]
@@ -374,7 +372,7 @@ async fn a_service_made_ready_and_dropped_reserves_nothing_and_clones_share_one_
         drop(ready);
     }
     let untouched = limiter.peek(&policy, b"192.0.2.1").await.unwrap();
-    assert_eq!(untouched.decisions[0].remaining, 2);
+    assert_eq!(untouched.decisions()[0].remaining, 2);
 
     let (mut first, mut second) = (service.clone(), service);
     let a = first

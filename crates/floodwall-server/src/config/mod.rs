@@ -59,18 +59,12 @@ pub struct AdminConfig {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
-    /// `memory://` or a Redis URL.
-    pub url: String,
-    /// The Redis key prefix.
-    pub prefix: String,
-    /// The per-decision deadline of the Redis store.
-    pub timeout: Duration,
+    /// The store: the memory store with its bound, or Redis with its URL, prefix and deadline.
+    pub store: floodwall::StorageConfig,
     /// What checks answer when the store fails (policies may override).
     pub on_error: OnError,
-    /// The memory store's bound.
-    pub max_keys: usize,
 }
 
 /// How a route keys its requests: one or more parts, joined into a composite key.
@@ -140,11 +134,12 @@ pub struct RouteConfig {
 }
 
 impl StorageConfig {
-    /// The Redis store's settings from `[storage]` (for a Redis URL).
-    pub fn redis_config(&self) -> floodwall::RedisConfig {
-        floodwall::RedisConfig::new(&self.url)
-            .prefix(&self.prefix)
-            .timeout(self.timeout)
+    /// The store's URL, for messages: `memory://` or the Redis URL.
+    pub fn url(&self) -> &str {
+        match &self.store {
+            floodwall::StorageConfig::Redis(redis) => redis.url(),
+            _ => floodwall::MEMORY_URL,
+        }
     }
 }
 

@@ -6,8 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use floodwall::core::key::validate_prefix;
 use floodwall::core::parse_period;
-use floodwall::{Algorithm, Mode, OnError, Policy};
+use floodwall::memory::DEFAULT_MAX_KEYS;
+use floodwall::redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisConfig};
+use floodwall::{Algorithm, MEMORY_URL, Mode, OnError, Policy};
 use floodwall_http::HeaderMode;
 use http::{HeaderName, Method, StatusCode, Uri};
 use ipnet::IpNet;
@@ -171,24 +174,34 @@ fn on_error(text: &String) -> Result<OnError, String> {
 
 const ON_ERROR_HINT: &str = "one of allow (fail open), deny (fail closed: 503), local (an in-process limiter until the store is back)";
 
+/// `[storage]`, checked with the store's own URL and prefix rules, so that what connecting
+/// would refuse is reported here with its line.
 fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig {
     let storage = &raw.storage;
     let url = storage.url.as_ref().and_then(|url| {
         parse_or(
             diagnostics,
             url,
-            |text| {
-                let known = STORAGE_SCHEMES
-                    .split(", ")
-                    .any(|scheme| text.starts_with(scheme))
-                    || text.starts_with("unix://");
-                if known {
-                    Ok(text.clone())
-                } else {
+            |text| match floodwall::StorageConfig::from_url(text) {
+                Ok(_) => Ok(text.clone()),
+                Err(_) if !STORAGE_SCHEMES.split(", ").any(|s| text.starts_with(s)) => {
                     Err(format!("unknown storage URL {text:?}"))
                 }
+                Err(error) => Err(error.to_string()),
             },
             Some(&format!("a URL starting with one of {STORAGE_SCHEMES}")),
+        )
+    });
+    let prefix = storage.prefix.as_ref().and_then(|prefix| {
+        parse_or(
+            diagnostics,
+            prefix,
+            |text| {
+                validate_prefix(text)
+                    .map(|()| text.clone())
+                    .map_err(|e| e.to_string())
+            },
+            Some("letters, digits and '_', '-', '.', ':', e.g. \"floodwall\""),
         )
     });
     let timeout = storage
@@ -212,15 +225,19 @@ fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig 
             Some("the memory store's bound on tracked keys, e.g. 1000000"),
         )
     });
-    StorageConfig {
-        url: url.unwrap_or_else(|| "memory://".to_owned()),
-        prefix: storage.prefix.as_ref().map_or_else(
-            || floodwall::redis::DEFAULT_PREFIX.to_owned(),
-            |p| p.get_ref().clone(),
+    let store = match url {
+        Some(url) if url != MEMORY_URL => floodwall::StorageConfig::Redis(
+            RedisConfig::new(url)
+                .prefix(prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()))
+                .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT)),
         ),
-        timeout: timeout.unwrap_or(floodwall::redis::DEFAULT_TIMEOUT),
+        _ => floodwall::StorageConfig::Memory {
+            max_keys: max_keys.unwrap_or(DEFAULT_MAX_KEYS),
+        },
+    };
+    StorageConfig {
+        store,
         on_error: on_error.unwrap_or(OnError::Allow),
-        max_keys: max_keys.unwrap_or(1_000_000),
     }
 }
 

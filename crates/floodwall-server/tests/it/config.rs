@@ -18,7 +18,7 @@ fn the_example_file_and_the_embedded_default_are_valid() {
     assert_eq!(config.routes.len(), 3);
     let default = Config::embedded_default();
     assert_eq!(default.server.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(default.storage.url, "memory://");
+    assert_eq!(default.storage.url(), "memory://");
     assert_eq!(default.policy("per-ip").unwrap().limit(), 10);
 }
 

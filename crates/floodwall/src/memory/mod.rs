@@ -5,37 +5,19 @@ mod shard;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use floodwall_core::algorithm::{
-    Evaluation, FixedWindow, Gcra, SlidingLog, SlidingWindow, TokenBucket, check_cost,
-};
-use floodwall_core::{Algorithm, Clock, Decision, Mode, Policy, SystemClock};
+use floodwall_core::algorithm::{Evaluation, refund_in_place};
+use floodwall_core::{Clock, Decision, Mode, Policy, SystemClock, with_meter};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use smallvec::SmallVec;
 
 use self::shard::{KeyId, Shard, Tracked};
+use crate::check::Check;
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::verdict::{Verdict, verdict};
+use crate::verdict::Answer;
 
 /// The default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
-
-/// Runs `$body` with `$meter` bound to the `Meter` type of `$algorithm`. The `Algorithm`
-/// variants and the `Meter` types share their names, so one arm shape serves all five.
-macro_rules! with_meter {
-    ($algorithm:expr, $meter:ident => $body:expr) => {
-        with_meter!(@arms $algorithm, $meter, $body,
-            FixedWindow SlidingLog SlidingWindow TokenBucket Gcra)
-    };
-    (@arms $algorithm:expr, $meter:ident, $body:expr, $($variant:ident)*) => {
-        match $algorithm {
-            $(Algorithm::$variant => {
-                type $meter = $variant;
-                $body
-            })*
-        }
-    };
-}
 
 /// An in-process store: exact under concurrency, bounded whatever keys clients send.
 ///
@@ -52,8 +34,7 @@ macro_rules! with_meter {
 /// - **Never evicts a restricting key**: when a shard is full of keys whose state still limits a
 ///   client, a *new* key is refused with [`StoreError::Full`] (counted in
 ///   [`MemoryStats::refused`]) rather than evicting one; the limiter's `on_error` decides the
-///   refused request. Flooding new keys therefore never gives a denied client a fresh quota
-///   (RELIABILITY F2).
+///   refused request. Flooding new keys therefore never gives a denied client a fresh quota.
 ///
 /// Clones share the same state.
 #[derive(Debug, Clone)]
@@ -201,29 +182,65 @@ impl MemoryStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Cost`] when a policy can never admit `cost`; [`StoreError::Full`] when the
-    /// request would be admitted but its key cannot be tracked.
-    pub fn acquire_sync(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        self.decide(policies, key, cost, true)
+    /// [`StoreError::Full`] when the request would be admitted but a key it needs cannot be
+    /// tracked.
+    pub fn acquire_sync(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        let ids: SmallVec<[KeyId; 2]> = check
+            .pairs()
+            .iter()
+            .map(|(policy, key)| self.key_id(policy, key))
+            .collect();
+        let mut locked = self.lock_all(&ids);
+        // The clock is read under the locks, so decisions on one key are time-ordered.
+        let now = self.inner.clock.now_us();
+        let cost = check.cost();
+        let cap = self.inner.per_shard_max;
+        // Room is made before evaluating, so no entry vanishes between evaluation and commit.
+        if cost > 0 {
+            locked.sweep_if_due(&ids, now, cap);
+        }
+
+        // Phase 1: judge every pair; nothing is consumed yet.
+        let mut judged: SmallVec<[(Evaluation, bool); 2]> = SmallVec::new();
+        for ((policy, _), &id) in check.pairs().iter().zip(&ids) {
+            let shard = locked.shard(id);
+            judged.push(
+                with_meter!(policy.algorithm(), M => evaluate::<M>(shard, id, now, cost, policy)),
+            );
+        }
+        let allowed = check
+            .policies()
+            .zip(&judged)
+            .all(|(policy, (evaluation, _))| policy.mode() == Mode::Shadow || evaluation.allowed);
+        let commit = allowed && cost > 0;
+        if commit {
+            locked.make_room_for_new_keys(&ids, &judged, cap, self.inner.max_keys)?;
+        }
+
+        // Phase 2: consume where admitted if everything enforced admitted, and report.
+        let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
+        for (((policy, _), &id), (evaluation, _)) in check.pairs().iter().zip(&ids).zip(judged) {
+            let shard = locked.shard(id);
+            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, id, now, cost, policy, evaluation, commit)));
+        }
+        Ok(Answer::from_store(allowed, decisions))
     }
 
-    /// [`Store::peek`] without a future.
-    ///
-    /// # Errors
-    ///
-    /// As [`MemoryStore::acquire_sync`], never [`StoreError::Full`].
-    pub fn peek_sync(&self, policies: &[Policy], key: &[u8]) -> Result<Verdict, StoreError> {
-        self.decide(policies, key, 0, false)
+    /// [`Store::refund`] without a future.
+    pub fn refund_sync(&self, check: &Check<'_>) -> Answer {
+        let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
+        for (policy, key) in check.pairs() {
+            let id = self.key_id(policy, key);
+            let mut shard = self.lock(self.shard_of(id));
+            let now = self.inner.clock.now_us();
+            decisions.push(with_meter!(policy.algorithm(), M => refund::<M>(&mut shard, id, now, check.cost(), policy)));
+        }
+        Answer::from_store(true, decisions)
     }
 
     /// [`Store::reset`] without a future.
-    pub fn reset_sync(&self, policies: &[Policy], key: &[u8]) {
-        for policy in policies {
+    pub fn reset_sync(&self, check: &Check<'_>) {
+        for (policy, key) in check.pairs() {
             let id = self.key_id(policy, key);
             let mut shard = self.lock(self.shard_of(id));
             with_meter!(policy.algorithm(), M => { shard.remove::<M>(id); });
@@ -271,150 +288,76 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides `policies` for `key` all-or-nothing under their shards' locks.
-    fn decide(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        cost: u64,
-        may_commit: bool,
-    ) -> Result<Verdict, StoreError> {
-        for policy in policies {
-            check_cost(policy, cost)?;
-        }
-        if let [policy] = policies {
-            return self.decide_one(policy, key, cost, may_commit);
-        }
-        let ids: SmallVec<[KeyId; 2]> = policies.iter().map(|p| self.key_id(p, key)).collect();
+    /// Locks the shards of `ids` in ascending index order, so that concurrent multi-key calls
+    /// cannot deadlock.
+    fn lock_all(&self, ids: &[KeyId]) -> Locked<'_> {
         let mut order: SmallVec<[usize; 2]> = ids.iter().map(|&id| self.shard_of(id)).collect();
         order.sort_unstable();
         order.dedup();
-        // Locks are taken in ascending shard order, so concurrent multi-policy calls cannot
-        // deadlock; the clock is read under them, so decisions on one key are time-ordered.
-        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 2]> =
-            order.iter().map(|&index| self.lock(index)).collect();
-        let now = self.inner.clock.now_us();
-        let slot = |id: KeyId| {
-            order
+        Locked {
+            guards: order.iter().map(|&index| self.lock(index)).collect(),
+            order,
+            mask: self.inner.shard_mask,
+        }
+    }
+}
+
+/// The locked shards of one decision, in ascending index order.
+struct Locked<'a> {
+    order: SmallVec<[usize; 2]>,
+    guards: SmallVec<[MutexGuard<'a, Shard>; 2]>,
+    mask: usize,
+}
+
+impl Locked<'_> {
+    /// The position among the locked shards of the one holding `id`.
+    fn slot(&self, id: KeyId) -> usize {
+        let index = (id.high as usize) & self.mask;
+        self.order.iter().position(|&i| i == index).unwrap_or(0)
+    }
+
+    fn shard(&mut self, id: KeyId) -> &mut Shard {
+        let slot = self.slot(id);
+        &mut self.guards[slot]
+    }
+
+    /// Sweeps each shard that the keys of `ids` may grow past its bound.
+    fn sweep_if_due(&mut self, ids: &[KeyId], now_us: u64, cap: usize) {
+        for slot in 0..self.guards.len() {
+            let incoming = ids.iter().filter(|&&id| self.slot(id) == slot).count();
+            self.guards[slot].sweep_if_due(now_us, incoming, cap);
+        }
+    }
+
+    /// Checks that every shard can track the new keys an admission would add (the keys not yet
+    /// tracked whose policy admits); a full one refuses the whole request, counted.
+    fn make_room_for_new_keys(
+        &mut self,
+        ids: &[KeyId],
+        judged: &[(Evaluation, bool)],
+        cap: usize,
+        max_keys: usize,
+    ) -> Result<(), StoreError> {
+        for slot in 0..self.guards.len() {
+            let new_keys = ids
                 .iter()
-                .position(|&i| i == self.shard_of(id))
-                .unwrap_or(0)
-        };
-        let consumes = may_commit && cost > 0;
-
-        // Make room before evaluating, so no entry vanishes between evaluation and commit.
-        if consumes {
-            for (g, shard) in guards.iter_mut().enumerate() {
-                let here = ids.iter().filter(|&&id| slot(id) == g).count();
-                shard.sweep_if_due(now, here, self.inner.per_shard_max);
+                .zip(judged)
+                .filter(|&(&id, &(evaluation, tracked))| {
+                    !tracked && evaluation.allowed && self.slot(id) == slot
+                })
+                .count();
+            let shard = &mut self.guards[slot];
+            if new_keys > 0 && shard.len + new_keys > cap {
+                shard.refused += 1;
+                return Err(StoreError::Full { max_keys });
             }
         }
-
-        // Evaluate every policy; nothing is consumed yet.
-        let mut evaluations: SmallVec<[Evaluation; 2]> = SmallVec::new();
-        let mut new_keys: SmallVec<[usize; 2]> = SmallVec::from_elem(0, guards.len());
-        for (policy, &id) in policies.iter().zip(&ids) {
-            let g = slot(id);
-            let shard = &mut guards[g];
-            let (evaluation, tracked) =
-                with_meter!(policy.algorithm(), M => evaluate::<M>(shard, id, now, cost, policy));
-            if !tracked && evaluation.allowed && consumes {
-                new_keys[g] += 1;
-            }
-            evaluations.push(evaluation);
-        }
-        let allowed = policies
-            .iter()
-            .zip(&evaluations)
-            .all(|(p, e)| p.mode() == Mode::Shadow || e.allowed);
-        let commit = allowed && consumes;
-        if commit {
-            for (g, shard) in guards.iter_mut().enumerate() {
-                if shard.len + new_keys[g] > self.inner.per_shard_max {
-                    shard.refused += 1;
-                    return Err(StoreError::Full {
-                        max_keys: self.inner.max_keys,
-                    });
-                }
-            }
-        }
-
-        // Conclude: consume where admitted if everything enforced admitted.
-        let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
-        for ((policy, &id), evaluation) in policies.iter().zip(&ids).zip(evaluations) {
-            let shard = &mut guards[slot(id)];
-            let decision = with_meter!(policy.algorithm(), M => conclude::<M>(shard, id, now, cost, policy, evaluation, commit));
-            decisions.push(decision);
-        }
-        drop(guards);
-        Ok(verdict(policies, decisions, allowed))
+        Ok(())
     }
 }
 
-impl MemoryStore {
-    /// [`MemoryStore::decide`] for one policy: one lock, one table lookup for a tracked key.
-    fn decide_one(
-        &self,
-        policy: &Policy,
-        key: &[u8],
-        cost: u64,
-        may_commit: bool,
-    ) -> Result<Verdict, StoreError> {
-        let id = self.key_id(policy, key);
-        let mut shard = self.lock(self.shard_of(id));
-        let now = self.inner.clock.now_us();
-        let consumes = may_commit && cost > 0;
-        let cap = self.inner.per_shard_max;
-        if consumes {
-            shard.sweep_if_due(now, 1, cap);
-        }
-        let (decision, allowed) = with_meter!(policy.algorithm(), M => decide_single::<M>(&mut shard, id, now, cost, policy, consumes, cap))
-            .ok_or(StoreError::Full { max_keys: self.inner.max_keys })?;
-        drop(shard);
-        let mut decisions = SmallVec::new();
-        decisions.push(decision);
-        Ok(verdict(std::slice::from_ref(policy), decisions, allowed))
-    }
-}
-
-/// Decides one policy for one key in its locked shard; `None` when an admission needs a new
-/// key and the shard is full (counted as refused).
-fn decide_single<M: Tracked>(
-    shard: &mut Shard,
-    id: KeyId,
-    now_us: u64,
-    cost: u64,
-    policy: &Policy,
-    consumes: bool,
-    cap: usize,
-) -> Option<(Decision, bool)> {
-    let shadow = policy.mode() == Mode::Shadow;
-    if let Some(entry) = shard.get_mut::<M>(id) {
-        let evaluation = Evaluation::of::<M>(&mut entry.state, now_us, cost, policy);
-        let allowed = evaluation.allowed || shadow;
-        let (decision, ttl_us) =
-            evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, allowed && consumes);
-        entry.expires_at_us = now_us + ttl_us;
-        if ttl_us == 0 {
-            shard.remove_at_rest::<M>(id);
-        }
-        return Some((decision, allowed));
-    }
-    let mut state = M::fresh(now_us, policy);
-    let evaluation = Evaluation::of::<M>(&mut state, now_us, cost, policy);
-    let allowed = evaluation.allowed || shadow;
-    if allowed && consumes && evaluation.allowed && shard.len >= cap {
-        shard.refused += 1;
-        return None;
-    }
-    let (decision, ttl_us) =
-        evaluation.conclude::<M>(&mut state, now_us, cost, policy, allowed && consumes);
-    if ttl_us > 0 {
-        shard.insert::<M>(id, now_us + ttl_us, state);
-    }
-    Some((decision, allowed))
-}
-
+/// Judges a request of `cost` against the key's state (settled in place when tracked); returns
+/// the evaluation and whether the key is tracked.
 fn evaluate<M: Tracked>(
     shard: &mut Shard,
     id: KeyId,
@@ -434,6 +377,7 @@ fn evaluate<M: Tracked>(
     }
 }
 
+/// Finishes a judged pair: consumes if `commit`, stores or forgets the state, and reports.
 fn conclude<M: Tracked>(
     shard: &mut Shard,
     id: KeyId,
@@ -461,22 +405,38 @@ fn conclude<M: Tracked>(
     decision
 }
 
+/// Gives back `cost` units of the key's state, forgetting it once at rest.
+fn refund<M: Tracked>(
+    shard: &mut Shard,
+    id: KeyId,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Decision {
+    let Some(entry) = shard.get_mut::<M>(id) else {
+        // A key not tracked is at rest: there is nothing to give back.
+        let mut fresh = M::fresh(now_us, policy);
+        return refund_in_place::<M>(&mut fresh, now_us, cost, policy).0;
+    };
+    let (decision, ttl_us) = refund_in_place::<M>(&mut entry.state, now_us, cost, policy);
+    entry.expires_at_us = now_us + ttl_us;
+    if ttl_us == 0 {
+        shard.remove_at_rest::<M>(id);
+    }
+    decision
+}
+
 impl Store for MemoryStore {
-    async fn acquire(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        self.acquire_sync(policies, key, cost)
+    async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        self.acquire_sync(check)
     }
 
-    async fn peek(&self, policies: &[Policy], key: &[u8]) -> Result<Verdict, StoreError> {
-        self.peek_sync(policies, key)
+    async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        Ok(self.refund_sync(check))
     }
 
-    async fn reset(&self, policies: &[Policy], key: &[u8]) -> Result<(), StoreError> {
-        self.reset_sync(policies, key);
+    async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        self.reset_sync(check);
         Ok(())
     }
 }

@@ -1,10 +1,7 @@
 //! One shard of the memory store: a table per algorithm, sized to that algorithm's state.
 
 use floodwall_core::Meter;
-use floodwall_core::algorithm::{
-    FixedWindow, Gcra, SlidingLog, SlidingWindow, TokenBucket, fixed_window, gcra, sliding_log,
-    sliding_window, token_bucket,
-};
+use floodwall_core::algorithm;
 use hashbrown::HashTable;
 
 /// A key's identity: a 128-bit keyed hash of (policy name, algorithm, client key). The client
@@ -32,36 +29,46 @@ pub(crate) trait Tracked: Meter {
     fn table(shard: &mut Shard) -> &mut HashTable<Entry<Self::State>>;
 }
 
-macro_rules! tracked {
-    ($($meter:ty => $field:ident),* $(,)?) => {
-        $(impl Tracked for $meter {
+/// The shard's tables, one per algorithm of the registry, each sized to that algorithm's state.
+macro_rules! shard_tables {
+    ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
+        $(impl Tracked for algorithm::$variant {
             fn table(shard: &mut Shard) -> &mut HashTable<Entry<Self::State>> {
-                &mut shard.$field
+                &mut shard.tables.$module
             }
         })*
+
+        /// One table per algorithm.
+        #[derive(Debug, Default)]
+        struct Tables {
+            $($module: HashTable<Entry<algorithm::$module::State>>,)*
+        }
 
         impl Shard {
             /// Drops every entry at rest at `now_us`; returns how many.
             fn drop_at_rest(&mut self, now_us: u64) -> usize {
                 let before = self.len;
                 let mut expiries = Vec::with_capacity(self.len);
-                $(self.$field.retain(|e| {
+                $(let table = &mut self.tables.$module;
+                table.retain(|e| {
                     let keep = e.expires_at_us > now_us;
                     if keep {
                         expiries.push(e.expires_at_us);
                     }
                     keep
                 });
-                if self.$field.capacity() > 4 * self.$field.len() + 64 {
-                    self.$field.shrink_to(2 * self.$field.len(), |e| e.id.low);
+                if table.capacity() > 4 * table.len() + 64 {
+                    table.shrink_to(2 * table.len(), |e| e.id.low);
                 })*
-                self.len = 0 $(+ self.$field.len())*;
+                self.len = 0 $(+ self.tables.$module.len())*;
                 self.earliest_expiry_us = next_sweep_worth_it(&mut expiries);
                 before - self.len
             }
         }
     };
 }
+
+floodwall_core::for_each_algorithm!([shard_tables]);
 
 /// The time by which a sixteenth of the remaining entries will be at rest. Sweeping no earlier
 /// means every sweep of a full shard frees a batch, so a flood of new keys into a full store costs
@@ -74,22 +81,10 @@ fn next_sweep_worth_it(expiries: &mut [u64]) -> u64 {
     *expiries.select_nth_unstable(k).1
 }
 
-tracked! {
-    FixedWindow => fixed_window,
-    SlidingLog => sliding_log,
-    SlidingWindow => sliding_window,
-    TokenBucket => token_bucket,
-    Gcra => gcra,
-}
-
 /// Entries of every algorithm whose keys hash to this shard, and the shard's bookkeeping.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    fixed_window: HashTable<Entry<fixed_window::State>>,
-    sliding_log: HashTable<Entry<sliding_log::State>>,
-    sliding_window: HashTable<Entry<sliding_window::State>>,
-    token_bucket: HashTable<Entry<token_bucket::State>>,
-    gcra: HashTable<Entry<gcra::State>>,
+    tables: Tables,
     /// Entries in all tables.
     pub(crate) len: usize,
     /// Sweeping before this time would free too little to be worth a scan (see
@@ -108,11 +103,7 @@ const FIRST_SWEEP_AT_LEN: usize = 1024;
 impl Shard {
     pub(crate) fn new() -> Self {
         Shard {
-            fixed_window: HashTable::new(),
-            sliding_log: HashTable::new(),
-            sliding_window: HashTable::new(),
-            token_bucket: HashTable::new(),
-            gcra: HashTable::new(),
+            tables: Tables::default(),
             len: 0,
             earliest_expiry_us: u64::MAX,
             sweep_at_len: FIRST_SWEEP_AT_LEN,
@@ -125,7 +116,7 @@ impl Shard {
         M::table(self).find_mut(id.low, |e| e.id == id)
     }
 
-    /// Tracks a new key. The caller made room with [`Shard::make_room`].
+    /// Tracks a new key. The caller checked that the shard has room for it.
     pub(crate) fn insert<M: Tracked>(&mut self, id: KeyId, expires_at_us: u64, state: M::State) {
         M::table(self).insert_unique(
             id.low,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use floodwall_core::Clock;
+use floodwall_core::key::validate_prefix;
 use std::sync::Arc;
 
 use crate::error::StoreError;
@@ -39,9 +40,32 @@ pub struct RedisConfig {
     pub(crate) tls: TlsFiles,
 }
 
+impl PartialEq for RedisConfig {
+    /// Equal settings; an injected clock is equal only to itself.
+    fn eq(&self, other: &Self) -> bool {
+        let same_clock = match (&self.clock, &other.clock) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        #[cfg(feature = "tls")]
+        let same_tls = self.tls == other.tls;
+        #[cfg(not(feature = "tls"))]
+        let same_tls = true;
+        same_clock
+            && same_tls
+            && self.url == other.url
+            && self.prefix == other.prefix
+            && self.timeout == other.timeout
+            && self.breaker_threshold == other.breaker_threshold
+            && self.probe_interval == other.probe_interval
+            && self.deny_cache == other.deny_cache
+    }
+}
+
 /// PEM certificates for TLS connections (feature `tls`).
 #[cfg(feature = "tls")]
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct TlsFiles {
     pub(crate) root: Option<Vec<u8>>,
     pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
@@ -148,6 +172,24 @@ impl RedisConfig {
     ) -> Self {
         self.tls.client = Some((certificate_pem.into(), key_pem.into()));
         self
+    }
+
+    /// Checks what [`RedisStore::connect`](super::RedisStore::connect) refuses before it
+    /// connects: the URL's form and the key prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] naming what is wrong and the accepted forms.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        validate_prefix(&self.prefix).map_err(|e| StoreError::Config {
+            detail: e.to_string(),
+        })?;
+        parse_url(&self.url).map(|_| ())
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// **Tests only**: decide at this clock's time instead of Redis's `TIME`. Production stores

@@ -24,7 +24,7 @@ use floodwall_core::{Clock, Policy};
 use siphasher::sip::SipHasher13;
 use tokio::time::Instant;
 
-use crate::verdict::{Source, Verdict};
+use crate::verdict::{Answer, Source};
 
 /// The default number of client keys remembered.
 pub(crate) const DEFAULT_CAPACITY: usize = 10_000;
@@ -37,7 +37,7 @@ struct Entry {
     cost: u64,
     denied_at_us: u64,
     until_us: u64,
-    verdict: Verdict,
+    answer: Answer,
 }
 
 /// Denials by client key, bounded.
@@ -84,7 +84,7 @@ impl DenyCache {
     }
 
     /// A fingerprint of everything about `policies` that a decision depends on.
-    pub(crate) fn policies_id(&self, policies: &[Policy]) -> u64 {
+    pub(crate) fn policies_id(&self, policies: &[&Policy]) -> u64 {
         let mut hasher = self.hasher();
         for p in policies {
             hasher.write(p.name().as_bytes());
@@ -99,7 +99,7 @@ impl DenyCache {
     }
 
     /// The cached denial for a request of `need` units, its waits shortened by the time since.
-    pub(crate) fn get(&self, key_id: u64, policies_id: u64, need: u64) -> Option<Verdict> {
+    pub(crate) fn get(&self, key_id: u64, policies_id: u64, need: u64) -> Option<Answer> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(&key_id)?;
         let now = self.now_us();
@@ -112,24 +112,39 @@ impl DenyCache {
         }
         let elapsed = Duration::from_micros(now - entry.denied_at_us);
         let shorten = |d: Duration| d.saturating_sub(elapsed).max(Duration::from_micros(1));
-        let mut verdict = entry.verdict.clone();
-        verdict.retry_after = verdict.retry_after.map(shorten);
-        for decision in &mut verdict.decisions {
+        let mut answer = entry.answer.clone();
+        for decision in &mut answer.decisions {
             decision.retry_after = decision.retry_after.map(shorten);
             decision.reset_after = decision.reset_after.saturating_sub(elapsed);
         }
-        verdict.source = Source::DenyCache;
-        Some(verdict)
+        answer.source = Source::DenyCache;
+        Some(answer)
     }
 
-    /// Remembers a denial of `need` units, received just now.
-    pub(crate) fn put(&self, key_id: u64, policies_id: u64, need: u64, verdict: &Verdict) {
-        let Some(retry_after) = verdict.retry_after.filter(|r| !r.is_zero()) else {
-            return;
-        };
-        if verdict.allowed {
+    /// Remembers a denial of `need` units under `policies`, received just now. It lasts as long
+    /// as the longest wait among the enforced policies that denied.
+    pub(crate) fn put(
+        &self,
+        key_id: u64,
+        policies_id: u64,
+        need: u64,
+        answer: &Answer,
+        policies: &[&Policy],
+    ) {
+        if answer.allowed {
             return;
         }
+        let retry_after = policies
+            .iter()
+            .zip(&answer.decisions)
+            .filter(|(policy, decision)| {
+                policy.mode() == floodwall_core::Mode::Enforce && !decision.allowed
+            })
+            .filter_map(|(_, decision)| decision.retry_after)
+            .max();
+        let Some(retry_after) = retry_after.filter(|r| !r.is_zero()) else {
+            return;
+        };
         let now = self.now_us();
         let until = now.saturating_add(u64::try_from(retry_after.as_micros()).unwrap_or(u64::MAX));
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -147,7 +162,7 @@ impl DenyCache {
                 cost: need,
                 denied_at_us: now,
                 until_us: until,
-                verdict: verdict.clone(),
+                answer: answer.clone(),
             },
         );
     }

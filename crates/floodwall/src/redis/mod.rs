@@ -35,10 +35,10 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
-use floodwall_core::algorithm::check_cost;
-use floodwall_core::key::{client_tag, storage_key_for_tag, validate_prefix};
-use floodwall_core::{Clock, Policy};
+use floodwall_core::key::{client_tag, storage_key_for_tag};
+use floodwall_core::{Clock, Decision, Policy};
 use smallvec::SmallVec;
+use tokio::time::Instant;
 
 use self::breaker::{Admission, Breakers};
 pub use self::config::{
@@ -46,9 +46,11 @@ pub use self::config::{
 };
 use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
+use self::script::Operation;
+use crate::check::Check;
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::verdict::{Verdict, verdict};
+use crate::verdict::Answer;
 
 /// How often a call answered by "not executed, try elsewhere or later" is sent again.
 const MAX_NOT_EXECUTED_RETRIES: u32 = 5;
@@ -154,9 +156,7 @@ impl RedisStore {
     /// [`StoreError::Config`] for an invalid URL or prefix; [`StoreError::Redis`] when a
     /// cluster's nodes cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
-        validate_prefix(&config.prefix).map_err(|e| StoreError::Config {
-            detail: e.to_string(),
-        })?;
+        config.validate()?;
         let target = parse_url(&config.url)?;
         let breakers = Breakers::new(
             matches!(target, Target::Cluster(_)),
@@ -219,42 +219,188 @@ impl RedisStore {
         }
     }
 
-    async fn decide(
+    /// Runs `operation` for `check`: one call when every pair shares a client key (one hash
+    /// tag, one slot) or the store is one node, otherwise one call per slot.
+    async fn run(&self, check: &Check<'_>, operation: Operation) -> Result<Answer, StoreError> {
+        if check.is_empty() {
+            return Ok(Answer::from_store(true, SmallVec::new()));
+        }
+        match check.shared_key() {
+            Some(key) => self.run_for_client(check, key, operation).await,
+            None => self.run_across_clients(check, operation).await,
+        }
+    }
+
+    /// One call for pairs of one client key, answered from the deny cache when it can be.
+    async fn run_for_client(
         &self,
-        policies: &[Policy],
+        check: &Check<'_>,
         key: &[u8],
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        for policy in policies {
-            check_cost(policy, cost)?;
-        }
-        if policies.is_empty() {
-            return Ok(verdict(policies, SmallVec::new(), true));
-        }
-        let need = cost.max(1);
+        operation: Operation,
+    ) -> Result<Answer, StoreError> {
+        let policies: SmallVec<[&Policy; 2]> = check.policies().collect();
+        let need = check.cost().max(1);
         let cached = self
             .inner
             .deny_cache
             .as_ref()
-            .map(|cache| (cache, cache.key_id(key), cache.policies_id(policies)));
+            .filter(|_| operation == Operation::Decide)
+            .map(|cache| (cache, cache.key_id(key), cache.policies_id(&policies)));
         if let Some((cache, key_id, policies_id)) = cached
-            && let Some(verdict) = cache.get(key_id, policies_id, need)
+            && let Some(answer) = cache.get(key_id, policies_id, need)
         {
-            return Ok(verdict);
+            return Ok(answer);
         }
         // The tag is computed once: it names every key and picks the breaker.
         let tag = client_tag(key);
-        let group = self.inner.breakers.group(slot_of(&tag));
+        let keys: SmallVec<[String; 2]> = policies
+            .iter()
+            .map(|p| storage_key_for_tag(&self.inner.prefix, p, &tag))
+            .collect();
+        let deadline = Instant::now() + self.inner.timeout;
+        let answer = self
+            .call(
+                slot_of(&tag),
+                &keys,
+                &policies,
+                check.cost(),
+                operation,
+                deadline,
+            )
+            .await?;
+        if let Some((cache, key_id, policies_id)) = cached
+            && !answer.allowed
+        {
+            cache.put(key_id, policies_id, need, &answer, &policies);
+        }
+        Ok(answer)
+    }
+
+    /// Pairs of several client keys. One node decides them in one atomic call. A cluster
+    /// decides each slot's pairs atomically, slot after slot; if any slot denies (or fails),
+    /// every slot that consumed is refunded, so the request counts everywhere or nowhere.
+    async fn run_across_clients(
+        &self,
+        check: &Check<'_>,
+        operation: Operation,
+    ) -> Result<Answer, StoreError> {
+        let pairs = check.pairs();
+        let tags: SmallVec<[_; 2]> = pairs.iter().map(|(_, key)| client_tag(key)).collect();
+        let keys: SmallVec<[String; 2]> = pairs
+            .iter()
+            .zip(&tags)
+            .map(|((policy, _), tag)| storage_key_for_tag(&self.inner.prefix, policy, tag))
+            .collect();
+        let policies: SmallVec<[&Policy; 2]> = check.policies().collect();
+        let deadline = Instant::now() + self.inner.timeout;
+        let cost = check.cost();
+        let Connection::Cluster(_) = self.inner.connection else {
+            let slot = slot_of(&tags[0]);
+            return self
+                .call(slot, &keys, &policies, cost, operation, deadline)
+                .await;
+        };
+
+        // Slots in ascending order, each with the positions of its pairs.
+        let mut slots: SmallVec<[(u16, usize); 2]> = tags
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| (slot_of(tag), i))
+            .collect();
+        slots.sort_unstable();
+        let mut decisions: SmallVec<[Option<Decision>; 2]> = SmallVec::from_elem(None, pairs.len());
+        let mut allowed = true;
+        let mut consumed: SmallVec<[SmallVec<[usize; 2]>; 2]> = SmallVec::new();
+        let mut failure = None;
+        for group in slots.chunk_by(|a, b| a.0 == b.0) {
+            let positions: SmallVec<[usize; 2]> = group.iter().map(|&(_, i)| i).collect();
+            let group_keys: SmallVec<[String; 2]> =
+                positions.iter().map(|&i| keys[i].clone()).collect();
+            let group_policies: SmallVec<[&Policy; 2]> =
+                positions.iter().map(|&i| policies[i]).collect();
+            match self
+                .call(
+                    group[0].0,
+                    &group_keys,
+                    &group_policies,
+                    cost,
+                    operation,
+                    deadline,
+                )
+                .await
+            {
+                Ok(answer) => {
+                    allowed &= answer.allowed;
+                    if answer.allowed && cost > 0 && operation == Operation::Decide {
+                        consumed.push(positions.clone());
+                    }
+                    for (&i, decision) in positions.iter().zip(answer.decisions) {
+                        decisions[i] = Some(decision);
+                    }
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        if !allowed || failure.is_some() {
+            // Undo every slot that consumed; what the refund reports is the state as if this
+            // request had never come. A refund that fails leaves that slot over-counted, never
+            // under.
+            for positions in consumed {
+                let group_keys: SmallVec<[String; 2]> =
+                    positions.iter().map(|&i| keys[i].clone()).collect();
+                let group_policies: SmallVec<[&Policy; 2]> =
+                    positions.iter().map(|&i| policies[i]).collect();
+                let refund_deadline = Instant::now() + self.inner.timeout;
+                let slot = slot_of(&tags[positions[0]]);
+                let refunded = self
+                    .call(
+                        slot,
+                        &group_keys,
+                        &group_policies,
+                        cost,
+                        Operation::Refund,
+                        refund_deadline,
+                    )
+                    .await;
+                if let Ok(answer) = refunded {
+                    for (&i, after) in positions.iter().zip(answer.decisions) {
+                        if let Some(decision) = &mut decisions[i] {
+                            decision.remaining = after.remaining;
+                            decision.reset_after = after.reset_after;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let decisions = decisions.into_iter().flatten().collect();
+        Ok(Answer::from_store(allowed, decisions))
+    }
+
+    /// One script call for pairs on one slot (or on the one node), with the store's failure
+    /// handling: the slot's breaker, script reload on NOSCRIPT, retried redirections, and the
+    /// `deadline`.
+    async fn call(
+        &self,
+        slot: u16,
+        keys: &[String],
+        policies: &[&Policy],
+        cost: u64,
+        operation: Operation,
+        deadline: Instant,
+    ) -> Result<Answer, StoreError> {
+        let group = self.inner.breakers.group(slot);
         let admission = self.inner.breakers.admit(group);
         if admission == Admission::Open {
             return Err(StoreError::CircuitOpen {
                 probe_interval: self.inner.breakers.probe_interval(),
             });
         }
-        let keys: Vec<String> = policies
-            .iter()
-            .map(|p| storage_key_for_tag(&self.inner.prefix, p, &tag))
-            .collect();
         let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
         let token = format!("{:x}.{sequence:x}", self.inner.instance);
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
@@ -262,7 +408,8 @@ impl RedisStore {
             let mut with_source = false;
             let mut retries = 0;
             loop {
-                let cmd = script::command(with_source, &keys, now_us, cost, &token, policies);
+                let cmd =
+                    script::command(operation, with_source, keys, now_us, cost, &token, policies);
                 match self.inner.connection.query(&cmd).await {
                     Ok(reply) => return reply::decode(&reply, policies),
                     Err(e)
@@ -279,26 +426,31 @@ impl RedisStore {
                 }
             }
         };
-        let result = self.within_deadline(call).await;
+        let result = self.until(deadline, call).await;
         // A malformed reply still proves the store reachable; anything else failing counts.
         let healthy = !matches!(
             result,
             Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
         );
         self.inner.breakers.record(group, admission, healthy);
-        if let (Some((cache, key_id, policies_id)), Ok(verdict)) = (cached, &result)
-            && !verdict.allowed
-        {
-            cache.put(key_id, policies_id, need, verdict);
-        }
         result
     }
 
-    async fn within_deadline<T>(
+    /// Drops this instance's cached denials of `check`'s client keys.
+    fn forget_denials(&self, check: &Check<'_>) {
+        if let Some(cache) = &self.inner.deny_cache {
+            for (_, key) in check.pairs() {
+                cache.forget(cache.key_id(key));
+            }
+        }
+    }
+
+    async fn until<T>(
         &self,
+        deadline: Instant,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.inner.timeout, call)
+        tokio::time::timeout_at(deadline, call)
             .await
             .unwrap_or(Err(StoreError::Timeout {
                 after: self.inner.timeout,
@@ -307,36 +459,29 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    async fn acquire(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        cost: u64,
-    ) -> Result<Verdict, StoreError> {
-        self.decide(policies, key, cost).await
+    async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        self.run(check, Operation::Decide).await
     }
 
-    async fn peek(&self, policies: &[Policy], key: &[u8]) -> Result<Verdict, StoreError> {
-        self.decide(policies, key, 0).await
+    async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        // A refund changes what a cached denial assumed.
+        self.forget_denials(check);
+        self.run(check, Operation::Refund).await
     }
 
-    async fn reset(&self, policies: &[Policy], key: &[u8]) -> Result<(), StoreError> {
-        if policies.is_empty() {
-            return Ok(());
+    async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        self.forget_denials(check);
+        // Keys of one client share a slot; several clients may not, so one DEL each.
+        let deadline = Instant::now() + self.inner.timeout;
+        for (policy, key) in check.pairs() {
+            let key = storage_key_for_tag(&self.inner.prefix, policy, &client_tag(key));
+            let cmd = ::redis::cmd("DEL").arg(key).to_owned();
+            self.until(deadline, async {
+                self.inner.connection.query(&cmd).await?;
+                Ok(())
+            })
+            .await?;
         }
-        if let Some(cache) = &self.inner.deny_cache {
-            cache.forget(cache.key_id(key));
-        }
-        let tag = client_tag(key);
-        let mut cmd = ::redis::cmd("DEL");
-        for policy in policies {
-            cmd.arg(storage_key_for_tag(&self.inner.prefix, policy, &tag));
-        }
-        // One slot (one hash tag), so one DEL even on a cluster.
-        self.within_deadline(async {
-            self.inner.connection.query(&cmd).await?;
-            Ok(())
-        })
-        .await
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! Decoding the script's reply: pure, and strict, because a proxy or another program can answer
-//! anything (RELIABILITY C14).
+//! anything (nil, strings, negative or huge numbers, arrays of the wrong length).
 
 use std::time::Duration;
 
@@ -8,10 +8,10 @@ use floodwall_core::{Decision, Policy};
 use smallvec::SmallVec;
 
 use crate::error::StoreError;
-use crate::verdict::{Verdict, verdict};
+use crate::verdict::Answer;
 
 /// Decodes `{ now_us, allowed, (allowed, remaining, reset_after_us, retry_after_us)… }`.
-pub(crate) fn decode(reply: &Value, policies: &[Policy]) -> Result<Verdict, StoreError> {
+pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, StoreError> {
     let malformed = |detail: String| StoreError::Reply { detail };
     let Value::Array(items) = reply else {
         return Err(malformed(format!("expected an array, got {reply:?}")));
@@ -56,13 +56,13 @@ pub(crate) fn decode(reply: &Value, policies: &[Policy]) -> Result<Verdict, Stor
         };
         decisions.push(Decision {
             allowed: admits,
-            limit: policy.capacity(),
+            capacity: policy.capacity(),
             remaining: non_negative(base + 1)?,
             reset_after: Duration::from_micros(non_negative(base + 2)?),
             retry_after,
         });
     }
-    Ok(verdict(policies, decisions, allowed))
+    Ok(Answer::from_store(allowed, decisions))
 }
 
 #[cfg(test)]
@@ -70,8 +70,8 @@ mod tests {
     use super::*;
     use floodwall_core::Algorithm;
 
-    fn policy() -> Vec<Policy> {
-        vec![Policy::new("p", Algorithm::Gcra, 5, Duration::from_secs(1)).unwrap()]
+    fn policy() -> Policy {
+        Policy::new("p", Algorithm::Gcra, 5, Duration::from_secs(1)).unwrap()
     }
 
     #[test]
@@ -84,9 +84,12 @@ mod tests {
             Value::Int(200_000),
             Value::Int(200_000),
         ]);
-        let verdict = decode(&reply, &policy()).unwrap();
-        assert!(!verdict.allowed);
-        assert_eq!(verdict.retry_after, Some(Duration::from_millis(200)));
+        let answer = decode(&reply, &[&policy()]).unwrap();
+        assert!(!answer.allowed);
+        assert_eq!(
+            answer.decisions[0].retry_after,
+            Some(Duration::from_millis(200))
+        );
     }
 
     #[test]
@@ -132,7 +135,7 @@ mod tests {
         ];
         for reply in bad {
             assert!(
-                matches!(decode(&reply, &policy()), Err(StoreError::Reply { .. })),
+                matches!(decode(&reply, &[&policy()]), Err(StoreError::Reply { .. })),
                 "{reply:?}"
             );
         }

@@ -1,8 +1,9 @@
-//! The decision scripts, assembled from `lua/`, and the call that runs one.
+//! The scripts, assembled from `lua/`, and the call that runs one.
 //!
-//! Six constant texts: one per algorithm for a single policy (the common call), and one that
-//! decides any mix of policies all-or-nothing. Redis therefore caches exactly six scripts
-//! whatever the keys (RELIABILITY I2). All six take the same KEYS and ARGV and give the same reply.
+//! Constant texts: one per algorithm for a single policy (the common call), one that decides
+//! any mix of (policy, key) pairs all-or-nothing, and one that refunds. Redis therefore caches a
+//! fixed number of scripts whatever the keys; no script text is ever built from input. All take
+//! the same KEYS and ARGV and give the same reply shape.
 
 use std::sync::LazyLock;
 
@@ -16,89 +17,107 @@ macro_rules! shebang {
     };
 }
 
-/// The single-policy script of one algorithm: the helpers, that module's six functions and the
+/// The single-policy script of one algorithm: the helpers, that module's functions and the
 /// straight-line driver. The script body runs anew on every call and each function in it is a
 /// closure built per call, so leaving the other modules out is most of its speed.
 macro_rules! single {
-    ($name:literal) => {
+    ($name:ident) => {
         concat!(
             shebang!(),
             "local ALGORITHM = '",
-            $name,
+            stringify!($name),
             "'\n",
             include_str!("../../lua/prelude.lua"),
-            include_str!(concat!("../../lua/", $name, ".lua")),
+            include_str!(concat!("../../lua/", stringify!($name), ".lua")),
             include_str!("../../lua/single.lua"),
         )
     };
 }
 
-/// One algorithm module wrapped in a constructor returning its six functions, for the
-/// multi-policy script: a call builds only the modules its policies use.
+/// One algorithm module wrapped in a constructor returning its functions, for the multi-policy
+/// scripts: a call builds only the modules its policies use.
 macro_rules! module {
-    ($name:literal) => {
+    ($name:ident) => {
         concat!(
             "local function ",
-            $name,
+            stringify!($name),
             "_module()\n",
-            include_str!(concat!("../../lua/", $name, ".lua")),
+            include_str!(concat!("../../lua/", stringify!($name), ".lua")),
             "return { load = load, remaining = remaining, wait = wait, consume = consume, ",
-            "reset_after = reset_after, store = store }\nend\n",
+            "refund = refund, reset_after = reset_after, store = store }\nend\n",
         )
     };
 }
 
-/// The scripts' texts: the five single-policy ones in [`Algorithm::ALL`] order, then the
-/// multi-policy one.
-pub(crate) const SOURCES: [&str; 6] = [
-    single!("fixed_window"),
-    single!("sliding_log"),
-    single!("sliding_window"),
-    single!("token_bucket"),
-    single!("gcra"),
-    concat!(
-        shebang!(),
-        include_str!("../../lua/prelude.lua"),
-        module!("fixed_window"),
-        module!("sliding_log"),
-        module!("sliding_window"),
-        module!("token_bucket"),
-        module!("gcra"),
-        include_str!("../../lua/decide.lua"),
-    ),
-];
+/// The texts of every script, from the algorithm registry: the single-policy ones in
+/// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`].
+macro_rules! sources {
+    ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
+        /// The text every multi-policy script starts with: the helpers, every module's
+        /// constructor, the table naming them, and the builder that uses it.
+        macro_rules! modules {
+            () => {
+                concat!(
+                    shebang!(),
+                    include_str!("../../lua/prelude.lua"),
+                    $(module!($module),)*
+                    "local constructors = { ",
+                    $(stringify!($module), " = ", stringify!($module), "_module, ",)*
+                    "}\n",
+                    include_str!("../../lua/modules.lua"),
+                )
+            };
+        }
+        pub(crate) const SOURCES: [&str; Algorithm::ALL.len() + 2] = [
+            $(single!($module),)*
+            concat!(modules!(), include_str!("../../lua/decide.lua")),
+            concat!(modules!(), include_str!("../../lua/refund.lua")),
+        ];
+    };
+}
 
-/// The multi-policy script's index in [`SOURCES`].
-const MULTI: usize = 5;
+floodwall_core::for_each_algorithm!([sources]);
+
+/// The multi-policy decision script's index in [`SOURCES`].
+const DECIDE: usize = Algorithm::ALL.len();
+
+/// The refund script's index in [`SOURCES`].
+const REFUND: usize = DECIDE + 1;
 
 /// Each script's SHA-1, as EVALSHA wants it.
-static SHA1: LazyLock<[String; 6]> =
+static SHA1: LazyLock<[String; SOURCES.len()]> =
     LazyLock::new(|| SOURCES.map(|source| ::redis::Script::new(source).get_hash().to_owned()));
 
-/// The script that decides `policies`: its algorithm's own for one policy, else the general one.
-fn script_for(policies: &[Policy]) -> usize {
-    match policies {
-        [policy] => match policy.algorithm() {
-            Algorithm::FixedWindow => 0,
-            Algorithm::SlidingLog => 1,
-            Algorithm::SlidingWindow => 2,
-            Algorithm::TokenBucket => 3,
-            Algorithm::Gcra => 4,
-        },
-        _ => MULTI,
+/// What a call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// Decide (and consume when admitted).
+    Decide,
+    /// Give back.
+    Refund,
+}
+
+/// The script for `operation` on `policies`: for a decision on one policy, its algorithm's own.
+fn script_for(operation: Operation, policies: &[&Policy]) -> usize {
+    match (operation, policies) {
+        (Operation::Refund, _) => REFUND,
+        (Operation::Decide, [policy]) => policy.algorithm().index(),
+        (Operation::Decide, _) => DECIDE,
     }
 }
 
-/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the script that decides `policies`.
+/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the script for `operation` on `policies`,
+/// whose state keys are `keys`.
 pub(crate) fn command(
+    operation: Operation,
     with_source: bool,
     keys: &[String],
     now_us: Option<u64>,
     cost: u64,
     token: &str,
-    policies: &[Policy],
+    policies: &[&Policy],
 ) -> ::redis::Cmd {
-    let script = script_for(policies);
+    let script = script_for(operation, policies);
     let mut cmd = ::redis::Cmd::new();
     if with_source {
         cmd.arg("EVAL").arg(SOURCES[script]);
@@ -131,8 +150,16 @@ mod tests {
             let marker = format!("local ALGORITHM = '{}'", algorithm.as_str());
             assert!(SOURCES[index].contains(&marker), "{algorithm}");
             let policy = Policy::new("p", algorithm, 1, std::time::Duration::from_secs(1));
-            assert_eq!(script_for(&[policy.unwrap()]), index);
+            let policy = policy.unwrap();
+            assert_eq!(script_for(Operation::Decide, &[&policy]), index);
+            assert_eq!(script_for(Operation::Refund, &[&policy]), REFUND);
         }
-        assert!(!SOURCES[MULTI].contains("local ALGORITHM"));
+        for multi in [DECIDE, REFUND] {
+            assert!(!SOURCES[multi].contains("local ALGORITHM"));
+            for algorithm in Algorithm::ALL {
+                let entry = format!("{0} = {0}_module,", algorithm.as_str());
+                assert!(SOURCES[multi].contains(&entry), "{algorithm}");
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Boundedness under key floods (RELIABILITY F1, F2 at test scale).
 
+use crate::support::check_sync;
 use std::time::Duration;
 
 use floodwall::{Algorithm, ManualClock, MemoryStore, Policy, StoreError};
@@ -17,16 +18,24 @@ fn two_million_keys_never_exceed_the_cap_and_a_denied_key_stays_denied() {
 
     // The attacker exhausts its own key first.
     for _ in 0..5 {
-        assert!(store.acquire_sync(&policy, b"attacker", 1).unwrap().allowed);
+        assert!(
+            check_sync(&store, &policy, b"attacker", 1)
+                .unwrap()
+                .allowed()
+        );
     }
-    assert!(!store.acquire_sync(&policy, b"attacker", 1).unwrap().allowed);
+    assert!(
+        !check_sync(&store, &policy, b"attacker", 1)
+            .unwrap()
+            .allowed()
+    );
 
     // Then floods distinct keys, hoping to evict its own counter.
     let (mut tracked, mut refused) = (0u64, 0u64);
     for i in 0..2_000_000u64 {
-        match store.acquire_sync(&policy, &i.to_le_bytes(), 1) {
+        match check_sync(&store, &policy, &i.to_le_bytes(), 1) {
             Ok(verdict) => {
-                assert!(verdict.allowed);
+                assert!(verdict.allowed());
                 tracked += 1;
             }
             Err(StoreError::Full { max_keys }) => {
@@ -37,9 +46,9 @@ fn two_million_keys_never_exceed_the_cap_and_a_denied_key_stays_denied() {
         }
         if i % 50_000 == 0 {
             assert!(store.stats().keys <= 100_000);
-            let verdict = store.acquire_sync(&policy, b"attacker", 1).unwrap();
+            let verdict = check_sync(&store, &policy, b"attacker", 1).unwrap();
             assert!(
-                !verdict.allowed,
+                !verdict.allowed(),
                 "the attacker's key was evicted after {i} keys"
             );
         }
@@ -52,7 +61,11 @@ fn two_million_keys_never_exceed_the_cap_and_a_denied_key_stays_denied() {
         "shards should fill close to the cap: {tracked}"
     );
     assert_eq!(stats.refused, refused);
-    assert!(!store.acquire_sync(&policy, b"attacker", 1).unwrap().allowed);
+    assert!(
+        !check_sync(&store, &policy, b"attacker", 1)
+            .unwrap()
+            .allowed()
+    );
 }
 
 #[test]
@@ -68,7 +81,7 @@ fn keys_at_rest_are_reclaimed_without_being_asked() {
         // round could overflow an unlucky shard), then time moves past their windows.
         for i in 0..5_000u64 {
             let key = (round * 1_000_000 + i).to_le_bytes();
-            let verdict = store.acquire_sync(&policy, &key, 1);
+            let verdict = check_sync(&store, &policy, &key, 1);
             assert!(verdict.is_ok(), "round {round} key {i}: {verdict:?}");
         }
         assert!(store.stats().keys <= 10_000);
@@ -82,11 +95,11 @@ fn a_key_back_at_rest_is_dropped_on_its_next_request() {
     let clock = ManualClock::new(NOW);
     let store = MemoryStore::builder().clock(clock.clone()).build();
     let policy = [Policy::new("p", Algorithm::TokenBucket, 2, Duration::from_secs(1)).unwrap()];
-    store.acquire_sync(&policy, b"k", 1).unwrap();
+    check_sync(&store, &policy, b"k", 1).unwrap();
     assert_eq!(store.stats().keys, 1);
     clock.advance(Duration::from_secs(1));
-    let peek = store.peek_sync(&policy, b"k").unwrap();
-    assert_eq!(peek.decisions[0].remaining, 2);
+    let peek = check_sync(&store, &policy, b"k", 0).unwrap();
+    assert_eq!(peek.decisions()[0].remaining, 2);
     assert_eq!(store.stats().keys, 0);
 }
 
@@ -104,7 +117,7 @@ fn hostile_client_keys_cost_no_more_than_plain_ones() {
         b"\xff\xfe",
         &huge,
     ] {
-        assert!(store.acquire_sync(&policy, key, 1).unwrap().allowed);
+        assert!(check_sync(&store, &policy, key, 1).unwrap().allowed());
     }
     assert_eq!(store.stats().keys, 7);
 }

@@ -1,6 +1,7 @@
 //! Exactness under concurrency in memory (RELIABILITY A10): many threads and tasks on one key
 //! admit exactly the limit.
 
+use crate::support::check_sync;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,7 +30,10 @@ fn sixty_four_threads_on_one_key_admit_exactly_the_limit() {
             for _ in 0..64 {
                 scope.spawn(|| {
                     for _ in 0..ATTEMPTS / 64 + 1 {
-                        if store.acquire_sync(&policy, b"one-key", 1).unwrap().allowed {
+                        if check_sync(&store, &policy, b"one-key", 1)
+                            .unwrap()
+                            .allowed()
+                        {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -37,8 +41,8 @@ fn sixty_four_threads_on_one_key_admit_exactly_the_limit() {
             }
         });
         assert_eq!(admitted.load(Ordering::Relaxed), 100, "{algorithm}");
-        let peek = store.peek_sync(&policy, b"one-key").unwrap();
-        assert_eq!(peek.decisions[0].remaining, 0, "{algorithm}");
+        let peek = check_sync(&store, &policy, b"one-key", 0).unwrap();
+        assert_eq!(peek.decisions()[0].remaining, 0, "{algorithm}");
     }
 }
 
@@ -59,7 +63,12 @@ async fn sixty_four_tasks_through_several_limiters_admit_exactly_the_limit() {
                 );
                 tokio::spawn(async move {
                     for _ in 0..ATTEMPTS / 64 + 1 {
-                        if limiter.check(&policy, "one-key", 1).await.unwrap().allowed {
+                        if limiter
+                            .check(&policy, "one-key", 1)
+                            .await
+                            .unwrap()
+                            .allowed()
+                        {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                         tokio::task::yield_now().await;
@@ -99,13 +108,10 @@ fn stacked_policies_under_contention_consume_together() {
             scope.spawn(move || {
                 for _ in 0..500 {
                     // Alternate the order of the keys' shards by alternating the policy order.
-                    let verdict = if t % 2 == 0 {
-                        store.acquire_sync(policies, b"k", 1).unwrap()
-                    } else {
-                        let reversed = [policies[1].clone(), policies[0].clone()];
-                        store.acquire_sync(&reversed, b"k", 1).unwrap()
-                    };
-                    if verdict.allowed {
+                    let reversed = [policies[1].clone(), policies[0].clone()];
+                    let order = if t % 2 == 0 { policies } else { &reversed[..] };
+                    let verdict = check_sync(store, order, b"k", 1).unwrap();
+                    if verdict.allowed() {
                         admitted.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -113,7 +119,7 @@ fn stacked_policies_under_contention_consume_together() {
         }
     });
     assert_eq!(admitted.load(Ordering::Relaxed), 100);
-    let hour = store.peek_sync(&policies[1..], b"k").unwrap();
+    let hour = check_sync(&store, &policies[1..], b"k", 0).unwrap();
     // A denial by the per-minute policy consumed nothing from the per-hour one.
-    assert_eq!(hour.decisions[0].remaining, 50);
+    assert_eq!(hour.decisions()[0].remaining, 50);
 }

@@ -3,10 +3,11 @@
 //! `ManualClock` (the Redis stores are told to use it instead of `TIME`), so every expectation is
 //! exact.
 
+use crate::support::StoreExt;
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, ManualClock, MemoryStore, Mode, Policy, Store, StoreError};
+use floodwall::{Algorithm, ManualClock, MemoryStore, Mode, Policy, Store};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
 use crate::inspect::assert_every_key_expires;
@@ -25,29 +26,29 @@ async fn admits_up_to_the_limit_then_denies_until_retry_after(
         let policies = [policy("three", algorithm, 3, Duration::from_secs(10))];
         let key = format!("limit-{algorithm}");
         for n in 0..3 {
-            let verdict = store.acquire(&policies, key.as_bytes(), 1).await.unwrap();
-            assert!(verdict.allowed, "{algorithm}: request {n}");
-            assert_eq!(verdict.decisions[0].remaining, 2 - n, "{algorithm}");
+            let verdict = store.check(&policies, key.as_bytes(), 1).await.unwrap();
+            assert!(verdict.allowed(), "{algorithm}: request {n}");
+            assert_eq!(verdict.decisions()[0].remaining, 2 - n, "{algorithm}");
         }
-        let denied = store.acquire(&policies, key.as_bytes(), 1).await.unwrap();
-        assert!(!denied.allowed, "{algorithm}");
-        let retry = denied.retry_after.unwrap();
+        let denied = store.check(&policies, key.as_bytes(), 1).await.unwrap();
+        assert!(!denied.allowed(), "{algorithm}");
+        let retry = denied.retry_after().unwrap();
         clock.advance(retry - Duration::from_micros(1));
         assert!(
             !store
-                .acquire(&policies, key.as_bytes(), 1)
+                .check(&policies, key.as_bytes(), 1)
                 .await
                 .unwrap()
-                .allowed,
+                .allowed(),
             "{algorithm}: early"
         );
         clock.advance(Duration::from_micros(1));
         assert!(
             store
-                .acquire(&policies, key.as_bytes(), 1)
+                .check(&policies, key.as_bytes(), 1)
                 .await
                 .unwrap()
-                .allowed,
+                .allowed(),
             "{algorithm}: on time"
         );
     }
@@ -66,22 +67,22 @@ async fn several_policies_are_all_or_nothing(store: &impl Store, _clock: &Manual
     for _ in 0..3 {
         assert!(
             store
-                .acquire(&policies, b"stacked", 1)
+                .check(&policies, b"stacked", 1)
                 .await
                 .unwrap()
-                .allowed
+                .allowed()
         );
     }
-    let denied = store.acquire(&policies, b"stacked", 1).await.unwrap();
-    assert!(!denied.allowed);
+    let denied = store.check(&policies, b"stacked", 1).await.unwrap();
+    assert!(!denied.allowed());
     assert!(
-        denied.decisions[0].allowed,
+        denied.decisions()[0].allowed,
         "the per-second policy alone would admit"
     );
-    assert!(!denied.decisions[1].allowed);
+    assert!(!denied.decisions()[1].allowed);
     // The denial consumed nothing from the per-second policy.
-    let peek = store.peek(&policies[..1], b"stacked").await.unwrap();
-    assert_eq!(peek.decisions[0].remaining, 2);
+    let peek = store.look(&policies[..1], b"stacked").await.unwrap();
+    assert_eq!(peek.decisions()[0].remaining, 2);
 }
 
 async fn a_shadow_policy_reports_but_never_denies(store: &impl Store, _clock: &ManualClock) {
@@ -95,9 +96,9 @@ async fn a_shadow_policy_reports_but_never_denies(store: &impl Store, _clock: &M
         policy("trial", Algorithm::SlidingLog, 1, Duration::from_secs(60)).with_mode(Mode::Shadow),
     ];
     for n in 0..3 {
-        let verdict = store.acquire(&policies, b"shadowed", 1).await.unwrap();
-        assert!(verdict.allowed);
-        assert_eq!(verdict.decisions[1].allowed, n == 0);
+        let verdict = store.check(&policies, b"shadowed", 1).await.unwrap();
+        assert!(verdict.allowed());
+        assert_eq!(verdict.decisions()[1].allowed, n == 0);
     }
 }
 
@@ -106,22 +107,26 @@ async fn peek_consumes_nothing_and_reset_restores(store: &impl Store, _clock: &M
         let policies = [policy("peeked", algorithm, 2, Duration::from_secs(60))];
         let key = format!("peek-{algorithm}");
         for _ in 0..5 {
-            let peek = store.peek(&policies, key.as_bytes()).await.unwrap();
-            assert!(peek.allowed);
-            assert_eq!(peek.decisions[0].remaining, 2, "{algorithm}");
+            let peek = store.look(&policies, key.as_bytes()).await.unwrap();
+            assert!(peek.allowed());
+            assert_eq!(peek.decisions()[0].remaining, 2, "{algorithm}");
         }
-        store.acquire(&policies, key.as_bytes(), 2).await.unwrap();
+        store.check(&policies, key.as_bytes(), 2).await.unwrap();
         assert!(
-            !store.peek(&policies, key.as_bytes()).await.unwrap().allowed,
-            "{algorithm}"
-        );
-        store.reset(&policies, key.as_bytes()).await.unwrap();
-        assert_eq!(
-            store
-                .peek(&policies, key.as_bytes())
+            !store
+                .look(&policies, key.as_bytes())
                 .await
                 .unwrap()
-                .decisions[0]
+                .allowed(),
+            "{algorithm}"
+        );
+        store.forget(&policies, key.as_bytes()).await.unwrap();
+        assert_eq!(
+            store
+                .look(&policies, key.as_bytes())
+                .await
+                .unwrap()
+                .decisions()[0]
                 .remaining,
             2
         );
@@ -158,27 +163,16 @@ async fn hostile_keys_are_distinct_and_harmless(store: &impl Store, _clock: &Man
         b"*?[]",
     ];
     for key in keys {
-        let verdict = store.acquire(&policies, key, 1).await.unwrap();
+        let verdict = store.check(&policies, key, 1).await.unwrap();
         assert!(
-            verdict.allowed,
+            verdict.allowed(),
             "{:?}",
             String::from_utf8_lossy(&key[..key.len().min(8)])
         );
     }
     for key in keys {
-        assert!(!store.acquire(&policies, key, 1).await.unwrap().allowed);
+        assert!(!store.check(&policies, key, 1).await.unwrap().allowed());
     }
-}
-
-async fn a_cost_above_capacity_is_an_error(store: &impl Store, _clock: &ManualClock) {
-    let policies = [policy(
-        "small",
-        Algorithm::TokenBucket,
-        2,
-        Duration::from_secs(1),
-    )];
-    let error = store.acquire(&policies, b"costly", 3).await.unwrap_err();
-    assert!(matches!(error, StoreError::Cost(_)), "{error}");
 }
 
 async fn behaves_like_every_store(store: &impl Store, clock: &ManualClock) {
@@ -187,7 +181,6 @@ async fn behaves_like_every_store(store: &impl Store, clock: &ManualClock) {
     a_shadow_policy_reports_but_never_denies(store, clock).await;
     peek_consumes_nothing_and_reset_restores(store, clock).await;
     hostile_keys_are_distinct_and_harmless(store, clock).await;
-    a_cost_above_capacity_is_an_error(store, clock).await;
 }
 
 async fn redis_store(url: String, clock: &ManualClock) -> RedisStore {

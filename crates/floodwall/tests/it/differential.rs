@@ -1,9 +1,10 @@
 //! `MemoryStore` against the brute-force reference models on the same random sequences, under a
 //! `ManualClock` (RELIABILITY A6, A11), single policies and all-or-nothing pairs.
 
+use crate::support::check_sync;
 use std::time::Duration;
 
-use floodwall::{Algorithm, ManualClock, MemoryStore, Mode, Policy, StoreError};
+use floodwall::{Algorithm, Check, CheckError, ManualClock, MemoryStore, Mode, Policy, Verdict};
 use floodwall_testkit::ReferenceModel;
 use proptest::prelude::*;
 
@@ -58,19 +59,16 @@ proptest! {
             clock.advance_us(advance);
             let now = start + (clock_now(&clock) - start);
             let expected = models[key].decide(now, cost);
-            let actual = if cost == 0 {
-                store.peek_sync(&policies, keys[key].as_bytes())
-            } else {
-                store.acquire_sync(&policies, keys[key].as_bytes(), cost)
-            };
-            match (actual, expected) {
-                (Ok(verdict), Ok(expected)) => {
-                    prop_assert_eq!(verdict.decisions[0], expected, "request {}", i);
-                    prop_assert_eq!(verdict.allowed, expected.allowed);
-                    prop_assert_eq!(verdict.retry_after, expected.retry_after);
+            // A cost no policy can admit never reaches the store: the check is refused first.
+            match (Check::new(&policies, keys[key].as_bytes(), cost), expected) {
+                (Ok(check), Ok(expected)) => {
+                    let verdict = Verdict::from_answer(&policies, store.acquire_sync(&check).unwrap());
+                    prop_assert_eq!(verdict.decisions()[0], expected, "request {}", i);
+                    prop_assert_eq!(verdict.allowed(), expected.allowed);
+                    prop_assert_eq!(verdict.retry_after(), expected.retry_after);
                 }
-                (Err(StoreError::Cost(a)), Err(b)) => prop_assert_eq!(a, b),
-                (actual, expected) => prop_assert!(false, "store {:?} vs model {:?}", actual, expected),
+                (Err(CheckError::Cost(a)), Err(b)) => prop_assert_eq!(a, b),
+                (actual, expected) => prop_assert!(false, "check {:?} vs model {:?}", actual, expected),
             }
         }
     }
@@ -105,9 +103,9 @@ proptest! {
             } else {
                 judged
             };
-            let verdict = store.acquire_sync(&policies, b"client", cost).unwrap();
-            prop_assert_eq!(verdict.allowed, allowed);
-            prop_assert_eq!(verdict.decisions.to_vec(), expected);
+            let verdict = check_sync(&store, &policies, b"client", cost).unwrap();
+            prop_assert_eq!(verdict.allowed(), allowed);
+            prop_assert_eq!(verdict.decisions().to_vec(), expected);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The limiter's failure policy, shadow mode, reset and waiting acquire.
 
+use crate::support::check_sync;
 use std::time::Duration;
 
 use floodwall::{
-    Algorithm, Error, Limiter, ManualClock, MemoryStore, Mode, OnError, Policy, Source,
+    Algorithm, CheckError, Error, Limiter, ManualClock, MemoryStore, Mode, OnError, Policy, Source,
     StoreErrorKind, TokioClock,
 };
 
@@ -25,7 +26,7 @@ fn full_store() -> MemoryStore {
         .max_keys(1)
         .clock(ManualClock::new(NOW))
         .build();
-    store.acquire_sync(&[policy(10)], b"occupant", 1).unwrap();
+    check_sync(&store, &[policy(10)], b"occupant", 1).unwrap();
     store
 }
 
@@ -37,9 +38,10 @@ async fn a_failing_store_is_answered_per_on_error() {
         .on_error(OnError::Allow)
         .local_store(fallback)
         .build();
-    let verdict = limiter.check(&policy(10), "new", 1).await.unwrap();
-    assert!(verdict.allowed);
-    assert_eq!(verdict.source, Source::FailOpen);
+    let new = policy(10);
+    let verdict = limiter.check(&new, "new", 1).await.unwrap();
+    assert!(verdict.allowed());
+    assert_eq!(verdict.source(), Source::FailOpen);
 
     let deny = policy(10).with_on_error(OnError::Deny);
     let error = limiter.check(&deny, "new", 1).await.unwrap_err();
@@ -52,10 +54,10 @@ async fn a_failing_store_is_answered_per_on_error() {
         answers.push(limiter.check(&local, "new", 1).await.unwrap());
     }
     assert_eq!(
-        answers.iter().map(|v| v.allowed).collect::<Vec<_>>(),
+        answers.iter().map(|v| v.allowed()).collect::<Vec<_>>(),
         [true, true, false]
     );
-    assert!(answers.iter().all(|v| v.source == Source::Local));
+    assert!(answers.iter().all(|v| v.source() == Source::Local));
 
     let stats = limiter.stats();
     assert_eq!((stats.fail_open, stats.fail_closed, stats.local), (1, 1, 3));
@@ -82,7 +84,10 @@ async fn the_strictest_on_error_among_policies_wins() {
 async fn a_cost_above_capacity_is_an_error_even_when_failing_open() {
     let limiter = Limiter::new(full_store());
     let error = limiter.check(&policy(10), "new", 11).await.unwrap_err();
-    assert!(matches!(error, Error::Cost(_)));
+    assert!(
+        matches!(error, Error::Check(CheckError::Cost(_))),
+        "{error}"
+    );
     assert!(!error.is_transient());
 }
 
@@ -100,21 +105,27 @@ async fn a_shadow_policy_reports_but_never_denies() {
     let mut shadow_denials = 0;
     for _ in 0..5 {
         let verdict = limiter.check_all(&policies, "k", 1).await.unwrap();
-        assert!(verdict.allowed);
-        shadow_denials += usize::from(!verdict.decisions[1].allowed);
+        assert!(verdict.allowed());
+        shadow_denials += usize::from(!verdict.decisions()[1].allowed);
     }
     assert_eq!(shadow_denials, 3);
-    assert!(!limiter.check_all(&policies, "k", 1).await.unwrap().allowed);
+    assert!(
+        !limiter
+            .check_all(&policies, "k", 1)
+            .await
+            .unwrap()
+            .allowed()
+    );
 }
 
 #[tokio::test]
 async fn reset_gives_a_full_quota_back() {
     let limiter = Limiter::new(MemoryStore::builder().clock(ManualClock::new(NOW)).build());
     let p = policy(1);
-    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed);
-    assert!(!limiter.check(&p, "k", 1).await.unwrap().allowed);
+    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed());
+    assert!(!limiter.check(&p, "k", 1).await.unwrap().allowed());
     limiter.reset(&p, "k").await.unwrap();
-    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed);
+    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed());
 }
 
 #[tokio::test(start_paused = true)]
@@ -132,7 +143,7 @@ async fn acquire_waits_exactly_as_long_as_the_policy_requires() {
             .acquire(&policy, "worker", 1, Duration::from_secs(5))
             .await
             .unwrap();
-        assert!(verdict.allowed);
+        assert!(verdict.allowed());
     }
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(9_500), "{elapsed:?}");
@@ -147,13 +158,13 @@ async fn acquire_gives_up_when_the_wait_would_pass_the_deadline() {
             .build(),
     );
     let p = policy(1);
-    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed);
+    assert!(limiter.check(&p, "k", 1).await.unwrap().allowed());
     let started = tokio::time::Instant::now();
     let verdict = limiter
         .acquire(&p, "k", 1, Duration::from_secs(1))
         .await
         .unwrap();
-    assert!(!verdict.allowed);
-    assert!(verdict.retry_after.unwrap() > Duration::from_secs(1));
+    assert!(!verdict.allowed());
+    assert!(verdict.retry_after().unwrap() > Duration::from_secs(1));
     assert_eq!(started.elapsed(), Duration::ZERO);
 }

@@ -15,3 +15,4 @@ mod redis_exactness;
 mod redis_faults;
 #[cfg(feature = "tls")]
 mod redis_tls;
+mod support;

@@ -1,12 +1,15 @@
 //! The Lua script against the Rust `step` on the same random sequences, with an injected clock
 //! (RELIABILITY A11), and all-or-nothing policy pairs against the memory store.
 
+use crate::support::{StoreExt, check_sync};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::core::algorithm;
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, ManualClock, MemoryStore, Mode, Policy, Store, StoreError};
+use floodwall::{
+    Algorithm, Check, CheckError, ManualClock, MemoryStore, Mode, Policy, Store, Verdict,
+};
 use floodwall_testkit::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -75,18 +78,25 @@ fn the_lua_script_agrees_with_step() {
                     now += advance;
                     clock.set_us(now);
                     let expected = algorithm::step(state.clone(), now, cost, &policy);
-                    let actual = store.acquire(&policies, b"client", cost).await;
+                    // A cost no policy can admit never reaches the script: the check is refused.
+                    let actual = match Check::new(&policies, b"client", cost) {
+                        Ok(check) => Ok(Verdict::from_answer(
+                            &policies,
+                            store.acquire(&check).await.unwrap(),
+                        )),
+                        Err(error) => Err(error),
+                    };
                     match (actual, expected) {
                         (Ok(verdict), Ok(outcome)) => {
                             prop_assert_eq!(
-                                verdict.decisions[0],
+                                verdict.decisions()[0],
                                 outcome.decision,
                                 "request {}",
                                 i
                             );
                             state = outcome.new_state;
                         }
-                        (Err(StoreError::Cost(a)), Err(b)) => prop_assert_eq!(a, b),
+                        (Err(CheckError::Cost(a)), Err(b)) => prop_assert_eq!(a, b),
                         (actual, expected) => {
                             prop_assert!(false, "redis {:?} vs step {:?}", actual, expected)
                         }
@@ -131,8 +141,8 @@ fn policy_pairs_agree_with_the_memory_store() {
                     now += advance;
                     clock.set_us(now);
                     let cost = cost.min(capacity);
-                    let expected = memory.acquire_sync(&policies, b"client", cost).unwrap();
-                    let actual = redis.acquire(&policies, b"client", cost).await.unwrap();
+                    let expected = check_sync(&memory, &policies, b"client", cost).unwrap();
+                    let actual = redis.check(&policies, b"client", cost).await.unwrap();
                     prop_assert_eq!(actual, expected);
                 }
                 Ok(())

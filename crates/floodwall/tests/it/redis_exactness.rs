@@ -1,12 +1,13 @@
 //! Exactness across instances (RELIABILITY A1, A2, A3, E1): many `RedisStore`s, each with its own
 //! connection, racing on the same keys through real redis-server processes, on Redis's clock.
 
+use crate::support::StoreExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Policy, Store};
+use floodwall::{Algorithm, Policy};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
 use crate::inspect::{assert_every_key_expires, keys_and_expires};
@@ -40,10 +41,10 @@ async fn one_hot_key_admits_exactly_the_limit(url: &str) {
                 tokio::spawn(async move {
                     for _ in 0..20 {
                         if store
-                            .acquire(&policy[..], b"one-key", 1)
+                            .check(&policy[..], b"one-key", 1)
                             .await
                             .unwrap()
-                            .allowed
+                            .allowed()
                         {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
@@ -104,10 +105,10 @@ async fn every_key_admits_exactly_its_limit_spread_over_all_masters() {
                 for a in (t..KEYS * 12).step_by(TASKS) {
                     let key = a % KEYS;
                     if store
-                        .acquire(&policy[..], key.to_string().as_bytes(), 1)
+                        .check(&policy[..], key.to_string().as_bytes(), 1)
                         .await
                         .unwrap()
-                        .allowed
+                        .allowed()
                     {
                         admitted[key as usize].fetch_add(1, Ordering::Relaxed);
                     }

@@ -2,13 +2,14 @@
 //! before Redis is up, plus the deny cache's contract and the script cache's size. These measure
 //! real latency (deadlines are the point), on tokio's clock.
 
+use crate::support::StoreExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
 use floodwall::{
-    Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source, Store, StoreErrorKind,
+    Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source, StorageStats, StoreErrorKind,
 };
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;
@@ -27,12 +28,20 @@ async fn store(server: &RedisServer) -> RedisStore {
         .unwrap()
 }
 
+/// The Redis store's open circuit breakers.
+fn open_breakers(limiter: &Limiter) -> usize {
+    match limiter.store().stats() {
+        StorageStats::Redis(stats) => stats.open_breakers,
+        other => panic!("not a Redis store: {other:?}"),
+    }
+}
+
 /// Calls until a decision comes from Redis again; returns how long that took.
-async fn until_redis_decides(limiter: &Limiter<RedisStore>, policy: &Policy) -> Duration {
+async fn until_redis_decides(limiter: &Limiter, policy: &Policy) -> Duration {
     let started = Instant::now();
     loop {
         if let Ok(verdict) = limiter.check(policy, "recovery", 1).await
-            && verdict.source == Source::Store
+            && verdict.source() == Source::Store
         {
             return started.elapsed();
         }
@@ -59,7 +68,7 @@ async fn a_killed_redis_is_answered_per_on_error_within_the_deadline_and_recover
     .with_on_error(OnError::Local);
     let limiter = Limiter::new(store(&server).await);
     assert_eq!(
-        limiter.check(&policy_allow, "k", 1).await.unwrap().source,
+        limiter.check(&policy_allow, "k", 1).await.unwrap().source(),
         Source::Store
     );
 
@@ -69,7 +78,7 @@ async fn a_killed_redis_is_answered_per_on_error_within_the_deadline_and_recover
         let started = Instant::now();
         let allow = limiter.check(&policy_allow, "k", 1).await.unwrap();
         assert!(
-            allow.allowed && allow.source == Source::FailOpen,
+            allow.allowed() && allow.source() == Source::FailOpen,
             "C1: {allow:?}"
         );
         let deny = limiter.check(&policy_deny, "k", 1).await;
@@ -78,9 +87,9 @@ async fn a_killed_redis_is_answered_per_on_error_within_the_deadline_and_recover
             "C2: {deny:?}"
         );
         let local = limiter.check(&policy_local, "k", 1).await.unwrap();
-        assert_eq!(local.source, Source::Local, "C3");
+        assert_eq!(local.source(), Source::Local, "C3");
         assert_eq!(
-            local.allowed,
+            local.allowed(),
             i < 3,
             "C3: the local fallback enforces the policy"
         );
@@ -118,7 +127,7 @@ async fn a_hanging_redis_opens_the_breaker_and_costs_no_storm() {
     let server = RedisServer::start().unwrap();
     let limiter = Limiter::new(store(&server).await);
     let policy = Arc::new(hourly(1_000_000));
-    assert!(limiter.check(&policy, "warm", 1).await.unwrap().allowed);
+    assert!(limiter.check(&policy, "warm", 1).await.unwrap().allowed());
 
     let paused = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -138,7 +147,7 @@ async fn a_hanging_redis_opens_the_breaker_and_costs_no_storm() {
                     let verdict = limiter.check(&policy, format!("k{t}"), 1).await.unwrap();
                     if during && paused.load(Ordering::Relaxed) {
                         outage_latencies.push(started.elapsed());
-                        assert_eq!(verdict.source, Source::FailOpen);
+                        assert_eq!(verdict.source(), Source::FailOpen);
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -147,23 +156,15 @@ async fn a_hanging_redis_opens_the_breaker_and_costs_no_storm() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(limiter.store().stats().open_breakers, 0);
+    assert_eq!(open_breakers(&limiter), 0);
     server.pause().unwrap();
     paused.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        limiter.store().stats().open_breakers,
-        1,
-        "the breaker did not open"
-    );
+    assert_eq!(open_breakers(&limiter), 1, "the breaker did not open");
     paused.store(false, Ordering::Relaxed);
     server.resume().unwrap();
     let recovery = until_redis_decides(&limiter, &policy).await;
-    assert_eq!(
-        limiter.store().stats().open_breakers,
-        0,
-        "the breaker stayed open"
-    );
+    assert_eq!(open_breakers(&limiter), 0, "the breaker stayed open");
     stop.store(true, Ordering::Relaxed);
     let mut latencies: Vec<Duration> = Vec::new();
     for task in tasks {
@@ -217,9 +218,9 @@ async fn script_flushes_under_load_never_surface() {
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let verdict = store
-                        .acquire(&policy[..], format!("k{t}").as_bytes(), 1)
+                        .check(&policy[..], format!("k{t}").as_bytes(), 1)
                         .await;
-                    assert!(verdict.is_ok_and(|v| v.allowed), "a flush surfaced");
+                    assert!(verdict.is_ok_and(|v| v.allowed()), "a flush surfaced");
                     decided.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -245,7 +246,7 @@ async fn a_store_built_before_redis_starts_connects_once_it_is_up() {
     let limiter = Limiter::new(store(&server).await);
     let policy = hourly(10);
     let verdict = limiter.check(&policy, "k", 1).await.unwrap();
-    assert_eq!(verdict.source, Source::FailOpen);
+    assert_eq!(verdict.source(), Source::FailOpen);
     tokio::time::sleep(Duration::from_secs(5)).await;
     server.restart().unwrap();
     let recovery = until_redis_decides(&limiter, &policy).await;
@@ -267,27 +268,27 @@ async fn the_deny_cache_spares_redis_and_never_admits() {
         [Policy::new("cached", Algorithm::SlidingLog, 2, Duration::from_secs(10)).unwrap()];
     assert!(
         store
-            .acquire(&policies, b"hammer", 1)
+            .check(&policies, b"hammer", 1)
             .await
             .unwrap()
-            .allowed
+            .allowed()
     );
     assert!(
         store
-            .acquire(&policies, b"hammer", 1)
+            .check(&policies, b"hammer", 1)
             .await
             .unwrap()
-            .allowed
+            .allowed()
     );
-    let first = store.acquire(&policies, b"hammer", 1).await.unwrap();
-    assert!(!first.allowed);
-    assert_eq!(first.source, floodwall::Source::Store);
+    let first = store.check(&policies, b"hammer", 1).await.unwrap();
+    assert!(!first.allowed());
+    assert_eq!(first.source(), floodwall::Source::Store);
     let calls_before = script_calls(&server);
     for _ in 0..1_000 {
         clock.advance(Duration::from_millis(1));
-        let repeat = store.acquire(&policies, b"hammer", 1).await.unwrap();
-        assert!(!repeat.allowed);
-        assert_eq!(repeat.source, floodwall::Source::DenyCache);
+        let repeat = store.check(&policies, b"hammer", 1).await.unwrap();
+        assert!(!repeat.allowed());
+        assert_eq!(repeat.source(), floodwall::Source::DenyCache);
     }
     assert_eq!(
         script_calls(&server),
@@ -295,31 +296,31 @@ async fn the_deny_cache_spares_redis_and_never_admits() {
         "the repeats reached Redis"
     );
     // Exactly at the original retry_after, Redis decides again, and admits.
-    let retry = first.retry_after.unwrap();
+    let retry = first.retry_after().unwrap();
     clock.set_us(1_767_225_600_000_000 + u64::try_from(retry.as_micros()).unwrap() - 1);
     assert_eq!(
-        store.acquire(&policies, b"hammer", 1).await.unwrap().source,
+        store.check(&policies, b"hammer", 1).await.unwrap().source(),
         floodwall::Source::DenyCache
     );
     clock.advance(Duration::from_micros(1));
-    let admitted = store.acquire(&policies, b"hammer", 1).await.unwrap();
-    assert!(admitted.allowed && admitted.source == floodwall::Source::Store);
+    let admitted = store.check(&policies, b"hammer", 1).await.unwrap();
+    assert!(admitted.allowed() && admitted.source() == floodwall::Source::Store);
     // A reset through this instance forgets the cached denial at once.
-    store.acquire(&policies, b"hammer", 1).await.unwrap();
+    store.check(&policies, b"hammer", 1).await.unwrap();
     assert!(
         !store
-            .acquire(&policies, b"hammer", 1)
+            .check(&policies, b"hammer", 1)
             .await
             .unwrap()
-            .allowed
+            .allowed()
     );
-    store.reset(&policies, b"hammer").await.unwrap();
+    store.forget(&policies, b"hammer").await.unwrap();
     assert!(
         store
-            .acquire(&policies, b"hammer", 1)
+            .check(&policies, b"hammer", 1)
             .await
             .unwrap()
-            .allowed
+            .allowed()
     );
 }
 
@@ -368,7 +369,7 @@ async fn six_cached_scripts_whatever_the_keys() {
                 for i in (t..100_000).step_by(32) {
                     let key = format!("{{}}{i}\r\n{{");
                     let policies = &choices[usize::try_from(i).unwrap() % choices.len()];
-                    store.acquire(policies, key.as_bytes(), 1).await.unwrap();
+                    store.check(policies, key.as_bytes(), 1).await.unwrap();
                 }
             })
         })
@@ -398,8 +399,8 @@ async fn the_local_fallback_admits_an_instances_share_of_the_limit() {
     let mut admitted = 0;
     for _ in 0..50 {
         let verdict = limiter.check(&policy, "k", 1).await.unwrap();
-        assert_eq!(verdict.source, Source::Local);
-        admitted += u64::from(verdict.allowed);
+        assert_eq!(verdict.source(), Source::Local);
+        admitted += u64::from(verdict.allowed());
     }
     // ⌈80 / 8⌉ on this instance while Redis is down (RELIABILITY C3).
     assert_eq!(admitted, 10);
@@ -423,7 +424,7 @@ async fn calls_cancelled_mid_flight_leave_every_key_with_an_expiry() {
                 tokio::spawn(async move {
                     for i in 0.. {
                         let key = format!("r{round}-{}", (i * 31 + t) % 500);
-                        let _ = store.acquire(&policies[..], key.as_bytes(), 1).await;
+                        let _ = store.check(&policies[..], key.as_bytes(), 1).await;
                     }
                 })
             })
@@ -475,7 +476,7 @@ async fn a_dead_cluster_master_affects_only_its_own_slots() {
     let keys: Vec<String> = keys.into_iter().map(Option::unwrap).collect();
     for key in &keys {
         assert_eq!(
-            limiter.check(&policy, key, 1).await.unwrap().source,
+            limiter.check(&policy, key, 1).await.unwrap().source(),
             Source::Store
         );
     }
@@ -492,11 +493,11 @@ async fn a_dead_cluster_master_affects_only_its_own_slots() {
                 t.elapsed()
             );
             if master == 0 {
-                assert_eq!(verdict.source, Source::FailOpen);
+                assert_eq!(verdict.source(), Source::FailOpen);
                 dead_decisions += 1;
             } else {
                 assert_eq!(
-                    verdict.source,
+                    verdict.source(),
                     Source::Store,
                     "master {master}'s slots were affected"
                 );
@@ -565,9 +566,7 @@ async fn hammer_until_killed(url: &str) -> ! {
         tokio::spawn(async move {
             for i in 0u64.. {
                 let key = format!("c16-{}", (i * 31 + t) % 1_000);
-                let _ = store
-                    .acquire(&policies[..], key.as_bytes(), 1 + i % 3)
-                    .await;
+                let _ = store.check(&policies[..], key.as_bytes(), 1 + i % 3).await;
             }
         });
     }

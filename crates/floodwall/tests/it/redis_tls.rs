@@ -1,8 +1,9 @@
 //! `rediss://`: a TLS connection that verifies the server, and decides exactly as plain TCP does.
 
+use crate::support::StoreExt;
 use std::time::Duration;
 
-use floodwall::{Limiter, RedisConfig, RedisStore, Store, StoreError};
+use floodwall::{Limiter, RedisConfig, RedisStore, StoreError};
 use floodwall_core::{Algorithm, Policy};
 use floodwall_testkit::RedisServer;
 
@@ -20,7 +21,7 @@ async fn a_tls_connection_decides_exactly() {
     let mut admitted = 0;
     for _ in 0..8 {
         let verdict = limiter.check(&policy, "client", 1).await.unwrap();
-        admitted += u32::from(verdict.allowed);
+        admitted += u32::from(verdict.allowed());
     }
     assert_eq!(admitted, 5);
     // The state is where a plain connection to the same server sees it.
@@ -39,7 +40,8 @@ async fn a_server_signed_by_an_unknown_ca_is_refused() {
         .tls_root_certificate(stranger.tls_ca_pem().unwrap());
     let store = RedisStore::connect(config).await.unwrap();
     let policy = Policy::new("tls", Algorithm::Gcra, 5, Duration::from_secs(3600)).unwrap();
-    let result = store.acquire(&[policy], b"client", 1).await;
+    let policies = [policy];
+    let result = store.check(&policies, b"client", 1).await;
     // The handshake fails on every reconnection attempt, so the call runs out its deadline.
     assert!(
         matches!(
@@ -67,7 +69,7 @@ async fn a_tls_cluster_decides_exactly_on_every_master() {
                 .check(&policy, format!("client-{key}"), 1)
                 .await
                 .unwrap();
-            admitted += u32::from(verdict.allowed);
+            admitted += u32::from(verdict.allowed());
         }
         assert_eq!(admitted, 5, "client-{key}");
     }

@@ -1,0 +1,241 @@
+//! The one list of algorithms, and everything generated from it.
+//!
+//! [`for_each_algorithm!`](crate::for_each_algorithm) names every algorithm once, in
+//! documentation order, as its [`Algorithm`] variant (which is also its [`Meter`] type's name)
+//! and its module (which is also its configuration name and its Lua file's name). From it come
+//! [`Algorithm`] itself, the stored [`State`] of any algorithm, [`step`] and
+//! [`with_meter!`](crate::with_meter); the memory store's tables and the Redis script table are
+//! generated from it too. A new algorithm is a new entry here, its own module and its own Lua
+//! file.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{CostError, Meter, Outcome, refund_with, step_with};
+use crate::error::ParseAlgorithmError;
+use crate::policy::Policy;
+
+/// Calls the macro in brackets with every algorithm: `[$($args)*]`, then for each algorithm its
+/// documentation, its variant (and `Meter` type) name and its module (and configuration) name,
+/// each entry ending in a comma.
+///
+/// ```
+/// macro_rules! names {
+///     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
+///         [$(stringify!($module)),*]
+///     };
+/// }
+/// let names = floodwall_core::for_each_algorithm!([names]);
+/// assert_eq!(names[0], "fixed_window");
+/// assert_eq!(names.len(), floodwall_core::Algorithm::ALL.len());
+/// ```
+#[macro_export]
+macro_rules! for_each_algorithm {
+    ([$($then:tt)+] $($args:tt)*) => {
+        $($then)+ ! {
+            [$($args)*]
+            /// At most `limit` units per window; windows aligned to multiples of `period` since the
+            /// Unix epoch.
+            FixedWindow fixed_window,
+            /// Exact: at most `limit` units in any interval of length `period` ending now.
+            SlidingLog sliding_log,
+            /// Weighted approximation: `prev × (1 − elapsed/period) + current ≤ limit`.
+            SlidingWindow sliding_window,
+            /// A bucket of `burst` tokens, refilled continuously at `limit / period`.
+            TokenBucket token_bucket,
+            /// Generic cell rate algorithm: the same admissions as `TokenBucket` with one timestamp
+            /// of state.
+            Gcra gcra,
+        }
+    };
+}
+
+/// Runs `$body` with the type alias `$meter` bound to the [`Meter`] of `$algorithm`, an
+/// [`Algorithm`] value: one match arm per algorithm, each monomorphised.
+///
+/// ```
+/// use floodwall_core::{Algorithm, Meter, with_meter};
+///
+/// let burst = with_meter!(Algorithm::Gcra, M => M::HAS_BURST);
+/// assert!(burst);
+/// ```
+#[macro_export]
+macro_rules! with_meter {
+    ($algorithm:expr, $meter:ident => $body:expr) => {
+        $crate::for_each_algorithm!([$crate::__with_meter_arms] $algorithm, $meter, $body)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_meter_arms {
+    ([$algorithm:expr, $meter:ident, $body:expr] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
+        match $algorithm {
+            $($crate::Algorithm::$variant => {
+                type $meter = $crate::algorithm::$variant;
+                $body
+            })*
+        }
+    };
+}
+
+macro_rules! algorithm_enum {
+    ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
+        /// One of the rate-limiting algorithms.
+        ///
+        /// Deliberately exhaustive: every store implements every algorithm, so a new one must fail
+        /// to compile wherever it is not yet handled.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Algorithm {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Algorithm {
+            /// Every algorithm, in the order the documentation lists them.
+            pub const ALL: [Algorithm; [$(Algorithm::$variant),*].len()] = [$(Algorithm::$variant),*];
+
+            /// The configuration name: `fixed_window`, `sliding_log`, `sliding_window`,
+            /// `token_bucket` or `gcra`.
+            #[inline]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Algorithm::$variant => stringify!($module),)*
+                }
+            }
+        }
+
+        /// The stored state of any algorithm.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[allow(missing_docs)] // each variant holds its algorithm's state
+        pub enum State {
+            $($variant(super::$module::State),)*
+        }
+
+        /// Wraps and unwraps one algorithm's state in [`State`].
+        trait Stored: Meter + Sized {
+            fn wrap(state: Self::State) -> State;
+            fn unwrap(state: State) -> Option<Self::State>;
+        }
+
+        $(impl Stored for super::$variant {
+            fn wrap(state: Self::State) -> State {
+                State::$variant(state)
+            }
+            fn unwrap(state: State) -> Option<Self::State> {
+                match state {
+                    State::$variant(state) => Some(state),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+for_each_algorithm!([algorithm_enum]);
+
+impl Algorithm {
+    /// Its position in [`Algorithm::ALL`].
+    #[inline]
+    pub const fn index(self) -> usize {
+        // ALL lists the variants in declaration order, so the discriminant is the position.
+        self as usize
+    }
+
+    /// Whether the algorithm has a burst distinct from its limit.
+    #[inline]
+    pub fn has_burst(self) -> bool {
+        with_meter!(self, M => M::HAS_BURST)
+    }
+
+    /// The largest limit a policy of this algorithm accepts.
+    #[inline]
+    pub fn max_limit(self) -> u64 {
+        with_meter!(self, M => M::MAX_LIMIT)
+    }
+
+    /// Whether its arithmetic multiplies capacity by the period in microseconds, so that the
+    /// product must stay below [`EXACT_ARITHMETIC_BOUND`](crate::EXACT_ARITHMETIC_BOUND).
+    #[inline]
+    pub fn multiplies_capacity_by_period(self) -> bool {
+        with_meter!(self, M => M::MULTIPLIES_CAPACITY_BY_PERIOD)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = ParseAlgorithmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| ParseAlgorithmError {
+                input: s.to_owned(),
+            })
+    }
+}
+
+fn wrap<M: Stored>(outcome: Outcome<M::State>) -> Outcome<State> {
+    Outcome {
+        decision: outcome.decision,
+        new_state: outcome.new_state.map(M::wrap),
+        ttl_us: outcome.ttl_us,
+    }
+}
+
+/// One decision under `policy`'s algorithm, data in, data out. `cost == 0` peeks.
+///
+/// A `state` of another algorithm's shape is ignored (treated as a key never seen).
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity.
+pub fn step(
+    state: Option<State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Result<Outcome<State>, CostError> {
+    with_meter!(policy.algorithm(), M => {
+        let state = state.and_then(M::unwrap);
+        Ok(wrap::<M>(step_with::<M>(state, now_us, cost, policy)?))
+    })
+}
+
+/// Gives back `cost` units under `policy`'s algorithm, data in, data out: the inverse of an
+/// admission of `cost`, never past a full quota. A `state` of another algorithm's shape is
+/// ignored (a key at rest has nothing to give back).
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity (no admission could have consumed it).
+pub fn refund(
+    state: Option<State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Result<Outcome<State>, CostError> {
+    with_meter!(policy.algorithm(), M => {
+        let state = state.and_then(M::unwrap);
+        Ok(wrap::<M>(refund_with::<M>(state, now_us, cost, policy)?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_sits_at_its_index_and_round_trips_its_name() {
+        for (position, algorithm) in Algorithm::ALL.into_iter().enumerate() {
+            assert_eq!(algorithm.index(), position, "{algorithm}");
+            assert_eq!(algorithm.as_str().parse::<Algorithm>(), Ok(algorithm));
+        }
+    }
+}

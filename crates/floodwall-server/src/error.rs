@@ -1,0 +1,110 @@
+//! Every answer the service gives instead of a decision or an upstream's response, as one type
+//! with one mapping to RFC 9457 problem+json.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use floodwall::Policy;
+use floodwall_http::problem::{limiter_error, problem};
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderValue, StatusCode};
+
+use crate::check::MAX_CHECK_BODY;
+
+/// What went wrong with a request, and so how it is answered.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// 400: the body is not a check request; the text says what is expected.
+    BadCheck(String),
+    /// 413: a check body over [`MAX_CHECK_BODY`].
+    CheckTooLarge,
+    /// 404: no policy of that name; the configured ones are listed.
+    UnknownPolicy {
+        /// The name asked for.
+        name: String,
+        /// The names configured.
+        defined: Vec<String>,
+    },
+    /// 404: no route takes the request.
+    NoRoute {
+        /// The request's method.
+        method: http::Method,
+        /// The request's path (never its query).
+        path: String,
+    },
+    /// 401: the admin API needs the bearer token.
+    Unauthorized,
+    /// The limiter could not decide under these policies: 503 for a store outage failing
+    /// closed, 422 for a cost no policy admits, 400 for a policy named twice.
+    Limiter(floodwall::Error, Vec<Policy>),
+    /// 502: the upstream could not be reached, or its answer broke off.
+    BadGateway(&'static str),
+    /// 504: the upstream did not start answering in time.
+    UpstreamTimeout(Duration),
+    /// 503: `/metrics` without the service's recorder (another was installed first).
+    MetricsUnavailable,
+}
+
+impl ApiError {
+    /// The 404 for `name`, listing the policies of `policies`.
+    pub(crate) fn unknown_policy(name: &str, policies: &[Policy]) -> Self {
+        ApiError::UnknownPolicy {
+            name: name.to_owned(),
+            defined: policies.iter().map(|p| p.name().to_owned()).collect(),
+        }
+    }
+}
+
+fn about_blank(status: StatusCode, title: &str, detail: &str) -> Response {
+    problem(status, "about:blank", title, detail, None).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadCheck(detail) => {
+                about_blank(StatusCode::BAD_REQUEST, "Bad check request", &detail)
+            }
+            ApiError::CheckTooLarge => about_blank(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Check request too large",
+                &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
+            ),
+            ApiError::UnknownPolicy { name, defined } => about_blank(
+                StatusCode::NOT_FOUND,
+                "Unknown policy",
+                &format!("no policy named {name:?}; defined: {}", defined.join(", ")),
+            ),
+            ApiError::NoRoute { method, path } => about_blank(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                &format!("no route matches {method} {path}"),
+            ),
+            ApiError::Unauthorized => {
+                let mut response = about_blank(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "the admin API needs Authorization: Bearer <token> (the token is in the variable named by [admin] token_env)",
+                );
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            ApiError::Limiter(error, policies) => limiter_error(&error, &policies).into_response(),
+            ApiError::BadGateway(detail) => {
+                about_blank(StatusCode::BAD_GATEWAY, "Bad gateway", detail)
+            }
+            ApiError::UpstreamTimeout(timeout) => about_blank(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Upstream timed out",
+                &format!("the upstream did not answer within {timeout:?}"),
+            ),
+            ApiError::MetricsUnavailable => about_blank(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Metrics unavailable",
+                "another metrics recorder was installed in this process",
+            ),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+-- floodwall refund script: gives back `cost` units under N (policy, key) pairs, as if an
+-- admission of `cost` had not happened, never past a full quota. Assembled like decide.lua.
+--
+-- KEYS and ARGV exactly as decide.lua (ARGV[3], the call token, is unused).
+-- Reply:     as decide.lua, every policy allowed: { now_us, 1, then for each policy i: 1,
+--              remaining, reset_after_us, -1 }
+-- Writes:    each key, with an expiry at the time its state is back at rest, or deleted when it is.
+-- Complexity: O(N) for N policies, plus O(cost · log M) for a sliding log of M members.
+
+local now, min_ttl_ms = clock(ARGV[1])
+local cost = tonumber(ARGV[2])
+
+local reply = { now, 1 }
+for i = 1, #KEYS do
+  local base = 4 + 5 * (i - 1)
+  local m = module_for(ARGV[base])
+  if not m then
+    return redis.error_reply('floodwall: unknown algorithm ' .. tostring(ARGV[base]))
+  end
+  local key = KEYS[i]
+  local limit, period, capacity = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local a, b = m.load(key, now, limit, period, capacity)
+  a, b = m.refund(key, a, b, now, cost, limit, period, capacity)
+  local reset = m.reset_after(a, b, now, limit, period, capacity)
+  persist(m.store, key, a, b, now, period, reset, min_ttl_ms)
+  reply[#reply + 1] = 1
+  reply[#reply + 1] = m.remaining(a, b, now, limit, period, capacity)
+  reply[#reply + 1] = reset
+  reply[#reply + 1] = -1
+end
+return reply

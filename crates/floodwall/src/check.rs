@@ -1,0 +1,164 @@
+//! What a store is asked: (policy, client key) pairs and a cost, validated once.
+
+use floodwall_core::Policy;
+use floodwall_core::algorithm::check_cost;
+use smallvec::SmallVec;
+
+use crate::error::CheckError;
+
+/// One all-or-nothing request to a [`Store`](crate::Store): `cost` units for each (policy,
+/// client key) pair. It is admitted only if every enforced policy admits it for its key, and
+/// then each admitting pair consumes; otherwise none does. A cost of 0 peeks (judges one unit,
+/// consumes nothing).
+///
+/// A `Check` can only be built with a cost that every one of its policies can admit, and with
+/// each (policy, key) pair once, so no store ever sees a cost that can never pass or a pair that
+/// would be judged twice against the same state. The [`Limiter`](crate::Limiter) builds them; stores used
+/// directly take them too.
+#[derive(Debug, Clone)]
+pub struct Check<'a> {
+    pairs: SmallVec<[(&'a Policy, &'a [u8]); 2]>,
+    cost: u64,
+    /// Whether every pair has the same client key (the common case: several policies, one
+    /// client), so a Redis store can decide them in one call under one hash tag.
+    one_key: bool,
+}
+
+impl<'a> Check<'a> {
+    /// `cost` units for `key` under every one of `policies`.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckError::Cost`] when a policy can never admit `cost`; [`CheckError::Duplicate`] when
+    /// a policy is named twice.
+    pub fn new(policies: &'a [Policy], key: &'a [u8], cost: u64) -> Result<Self, CheckError> {
+        Check::build(
+            policies.iter().map(|policy| (policy, key)).collect(),
+            cost,
+            true,
+        )
+    }
+
+    /// `cost` units for each (policy, client key) pair: per-user *and* global, per-IP *and*
+    /// per-tenant, in one all-or-nothing check.
+    ///
+    /// # Errors
+    ///
+    /// As [`Check::new`]; a duplicate is the same policy twice with the same key.
+    pub fn each(
+        pairs: impl IntoIterator<Item = (&'a Policy, &'a [u8])>,
+        cost: u64,
+    ) -> Result<Self, CheckError> {
+        let pairs: SmallVec<[(&'a Policy, &'a [u8]); 2]> = pairs.into_iter().collect();
+        let one_key = pairs.windows(2).all(|w| w[0].1 == w[1].1);
+        Check::build(pairs, cost, one_key)
+    }
+
+    fn build(
+        pairs: SmallVec<[(&'a Policy, &'a [u8]); 2]>,
+        cost: u64,
+        one_key: bool,
+    ) -> Result<Self, CheckError> {
+        for (n, (policy, key)) in pairs.iter().enumerate() {
+            check_cost(policy, cost)?;
+            // Stores key state by name and algorithm; checks name a handful of policies.
+            let twice = pairs[..n].iter().any(|(other, other_key)| {
+                other.name() == policy.name()
+                    && other.algorithm() == policy.algorithm()
+                    && other_key == key
+            });
+            if twice {
+                return Err(CheckError::Duplicate {
+                    policy: policy.name().to_owned(),
+                });
+            }
+        }
+        Ok(Check {
+            pairs,
+            cost,
+            one_key,
+        })
+    }
+
+    /// The units asked for; 0 for a peek.
+    #[inline]
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// The (policy, client key) pairs, in the order given.
+    #[inline]
+    pub fn pairs(&self) -> &[(&'a Policy, &'a [u8])] {
+        &self.pairs
+    }
+
+    /// The policies, in the order given.
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = &'a Policy> + '_ {
+        self.pairs.iter().map(|(policy, _)| *policy)
+    }
+
+    /// The client key, when every pair has the same one.
+    pub fn shared_key(&self) -> Option<&'a [u8]> {
+        match self.pairs.first() {
+            Some((_, key)) if self.one_key => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether there are no pairs (always admitted).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The number of pairs.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use floodwall_core::Algorithm;
+
+    use super::*;
+
+    #[test]
+    fn a_cost_no_policy_can_admit_is_refused_up_front() {
+        let small = Policy::new("small", Algorithm::Gcra, 2, Duration::from_secs(1)).unwrap();
+        let large = Policy::new("large", Algorithm::Gcra, 9, Duration::from_secs(1)).unwrap();
+        let both = [large.clone(), small.clone()];
+        let Err(CheckError::Cost(error)) = Check::new(&both, b"k", 3) else {
+            panic!("a cost of 3 exceeds the small policy's capacity");
+        };
+        assert_eq!(error.policy, "small");
+        assert!(Check::new(&both, b"k", 2).is_ok());
+        assert!(Check::each([(&large, &b"a"[..]), (&small, &b"b"[..])], 3).is_err());
+    }
+
+    #[test]
+    fn knows_when_every_pair_shares_one_client() {
+        let p = Policy::new("p", Algorithm::Gcra, 2, Duration::from_secs(1)).unwrap();
+        let q = Policy::new("q", Algorithm::Gcra, 2, Duration::from_secs(1)).unwrap();
+        let shared = Check::each([(&p, &b"a"[..]), (&q, &b"a"[..])], 1).unwrap();
+        assert_eq!(shared.shared_key(), Some(&b"a"[..]));
+        let split = Check::each([(&p, &b"a"[..]), (&q, &b"b"[..])], 1).unwrap();
+        assert_eq!(split.shared_key(), None);
+        assert_eq!(split.len(), 2);
+    }
+
+    #[test]
+    fn a_pair_named_twice_is_refused() {
+        let p = Policy::new("p", Algorithm::Gcra, 2, Duration::from_secs(1)).unwrap();
+        let twice = [p.clone(), p.clone()];
+        assert_eq!(
+            Check::new(&twice, b"k", 1).unwrap_err(),
+            CheckError::Duplicate { policy: "p".into() }
+        );
+        // The same policy for two different clients is two pairs.
+        assert!(Check::each([(&p, &b"a"[..]), (&p, &b"b"[..])], 1).is_ok());
+    }
+}

@@ -1,0 +1,169 @@
+//! The store chosen at run time: memory or Redis, built once from a validated configuration.
+
+use crate::check::Check;
+use crate::error::StoreError;
+use crate::memory::{DEFAULT_MAX_KEYS, MemoryStats, MemoryStore};
+#[cfg(feature = "redis")]
+use crate::redis::{RedisConfig, RedisStats, RedisStore};
+use crate::store::Store;
+use crate::verdict::Answer;
+
+/// Which store to build: what [`Storage::connect`] accepts.
+///
+/// [`StorageConfig::from_url`] and [`StorageConfig::validate`] check everything that connecting
+/// would refuse for the form of the configuration (an unknown scheme, a cluster URL without
+/// nodes, an invalid key prefix), so a configuration checker can report it before anything
+/// connects.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StorageConfig {
+    /// The embedded memory store.
+    Memory {
+        /// The most keys it tracks at once.
+        max_keys: usize,
+    },
+    /// A Redis node or cluster.
+    #[cfg(feature = "redis")]
+    Redis(RedisConfig),
+}
+
+/// The URL of the memory store.
+pub const MEMORY_URL: &str = "memory://";
+
+impl StorageConfig {
+    /// The memory store with its default bound.
+    pub fn memory() -> Self {
+        StorageConfig::Memory {
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+
+    /// `memory://`, or a Redis URL with the Redis store's defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] when the URL is neither, naming the accepted forms.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url == MEMORY_URL {
+            return Ok(StorageConfig::memory());
+        }
+        #[cfg(feature = "redis")]
+        {
+            let config = StorageConfig::Redis(RedisConfig::new(url));
+            config.validate()?;
+            Ok(config)
+        }
+        #[cfg(not(feature = "redis"))]
+        Err(StoreError::Config {
+            detail: format!(
+                "unknown storage URL {url:?}: this build has the memory store only ({MEMORY_URL}); Redis needs the `redis` feature"
+            ),
+        })
+    }
+
+    /// Checks what [`Storage::connect`] would refuse without connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] naming what is wrong.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        match self {
+            StorageConfig::Memory { .. } => Ok(()),
+            #[cfg(feature = "redis")]
+            StorageConfig::Redis(config) => config.validate(),
+        }
+    }
+}
+
+/// A store chosen at run time. Both stores give the same answers; this is the type the
+/// [`Limiter`](crate::Limiter) holds.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Storage {
+    /// The embedded store.
+    Memory(MemoryStore),
+    /// A Redis node or cluster.
+    #[cfg(feature = "redis")]
+    Redis(RedisStore),
+}
+
+/// What a [`Storage`] reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageStats {
+    /// The memory store's key counts.
+    Memory(MemoryStats),
+    /// The Redis store's circuit breakers.
+    #[cfg(feature = "redis")]
+    Redis(RedisStats),
+}
+
+impl Storage {
+    /// Builds the store `config` describes. A single Redis node is connected lazily; a cluster's
+    /// topology is read now.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] for an invalid configuration; [`StoreError::Redis`](StoreError)
+    /// when a cluster's nodes cannot be reached.
+    pub async fn connect(config: StorageConfig) -> Result<Self, StoreError> {
+        match config {
+            StorageConfig::Memory { max_keys } => Ok(Storage::Memory(
+                MemoryStore::builder().max_keys(max_keys).build(),
+            )),
+            #[cfg(feature = "redis")]
+            StorageConfig::Redis(config) => Ok(Storage::Redis(RedisStore::connect(config).await?)),
+        }
+    }
+
+    /// The store's own figures.
+    pub fn stats(&self) -> StorageStats {
+        match self {
+            Storage::Memory(store) => StorageStats::Memory(store.stats()),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => StorageStats::Redis(store.stats()),
+        }
+    }
+}
+
+impl From<MemoryStore> for Storage {
+    fn from(store: MemoryStore) -> Self {
+        Storage::Memory(store)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<RedisStore> for Storage {
+    fn from(store: RedisStore) -> Self {
+        Storage::Redis(store)
+    }
+}
+
+impl Store for Storage {
+    async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        match self {
+            Storage::Memory(store) => store.acquire_sync(check),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.acquire(check).await,
+        }
+    }
+
+    async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        match self {
+            Storage::Memory(store) => Ok(store.refund_sync(check)),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.refund(check).await,
+        }
+    }
+
+    async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        match self {
+            Storage::Memory(store) => {
+                store.reset_sync(check);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.reset(check).await,
+        }
+    }
+}
