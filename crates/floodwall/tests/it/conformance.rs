@@ -7,7 +7,7 @@ use crate::support::StoreExt;
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, ManualClock, MemoryStore, Mode, Policy, Store};
+use floodwall::{Algorithm, Check, ManualClock, MemoryStore, Mode, Policy, Store, Verdict};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
 use crate::inspect::assert_every_key_expires;
@@ -175,12 +175,155 @@ async fn hostile_keys_are_distinct_and_harmless(store: &impl Store, _clock: &Man
     }
 }
 
+/// `cost` for each (policy, key) pair through the store, paired back with the policies.
+async fn check_each<'p>(
+    store: &impl Store,
+    pairs: &[(&'p Policy, &[u8])],
+    cost: u64,
+) -> Verdict<'p> {
+    let check = Check::each(pairs.iter().copied(), cost).unwrap();
+    let answer = store.acquire(&check).await.unwrap();
+    Verdict::from_answer(pairs.iter().map(|(policy, _)| *policy), answer)
+}
+
+async fn remaining(store: &impl Store, policy: &Policy, key: &[u8]) -> u64 {
+    let policies = [policy.clone()];
+    store.look(&policies, key).await.unwrap().decisions()[0].remaining
+}
+
+async fn checks_across_keys_are_all_or_nothing(store: &impl Store, _clock: &ManualClock) {
+    let minute = Duration::from_secs(60);
+    let per_user = policy("per-user", Algorithm::FixedWindow, 2, minute);
+    let global = policy("global", Algorithm::SlidingWindow, 3, minute);
+    // Many users, so that on a cluster some pairs are decided user slot first and others global
+    // slot first (the slots of "user-2" and "user-6" are below that of "all", the others above):
+    // a denial by either slot must leave the other uncharged.
+    let users: Vec<String> = (0..8).map(|u| format!("user-{u}")).collect();
+    let pairs = |user: &str| {
+        [
+            (&per_user, user.as_bytes().to_vec()),
+            (&global, b"all".to_vec()),
+        ]
+    };
+    let ask = |user: String| {
+        let pairs = pairs(&user);
+        async move {
+            let pairs: Vec<(&Policy, &[u8])> = pairs.iter().map(|(p, k)| (*p, &k[..])).collect();
+            let verdict = check_each(store, &pairs, 1).await;
+            (
+                verdict.allowed(),
+                verdict
+                    .decisions()
+                    .iter()
+                    .map(|d| d.allowed)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(ask(users[0].clone()).await, (true, vec![true, true]));
+    assert_eq!(ask(users[0].clone()).await, (true, vec![true, true]));
+    // The user's own limit denies; the global unit is not taken.
+    assert_eq!(ask(users[0].clone()).await, (false, vec![false, true]));
+    assert_eq!(remaining(store, &global, b"all").await, 1);
+    assert_eq!(ask(users[1].clone()).await, (true, vec![true, true]));
+    // The global limit denies every other user now, and none of them is charged.
+    for user in &users[2..] {
+        assert_eq!(
+            ask(user.clone()).await,
+            (false, vec![true, false]),
+            "{user}"
+        );
+        assert_eq!(
+            remaining(store, &per_user, user.as_bytes()).await,
+            2,
+            "{user}"
+        );
+    }
+    assert_eq!(remaining(store, &per_user, users[1].as_bytes()).await, 1);
+
+    // A refund gives the units back under each pair, and never past a full quota.
+    let refund = Check::each(
+        [(&per_user, users[1].as_bytes()), (&global, &b"all"[..])],
+        1,
+    )
+    .unwrap();
+    let after = store.refund(&refund).await.unwrap();
+    assert!(after.allowed);
+    assert_eq!(
+        after
+            .decisions
+            .iter()
+            .map(|d| d.remaining)
+            .collect::<Vec<_>>(),
+        [2, 1]
+    );
+    let again = store.refund(&refund).await.unwrap();
+    assert_eq!(
+        again
+            .decisions
+            .iter()
+            .map(|d| d.remaining)
+            .collect::<Vec<_>>(),
+        [2, 2]
+    );
+    assert_eq!(ask(users[5].clone()).await, (true, vec![true, true]));
+}
+
+async fn refunds_restore_each_algorithm(store: &impl Store, _clock: &ManualClock) {
+    for algorithm in Algorithm::ALL {
+        let policies = [policy("refund", algorithm, 4, Duration::from_secs(10))];
+        let key = format!("refund-{algorithm}");
+        for _ in 0..4 {
+            assert!(
+                store
+                    .check(&policies, key.as_bytes(), 1)
+                    .await
+                    .unwrap()
+                    .allowed()
+            );
+        }
+        assert!(
+            !store
+                .check(&policies, key.as_bytes(), 1)
+                .await
+                .unwrap()
+                .allowed()
+        );
+        let check = Check::new(&policies, key.as_bytes(), 3).unwrap();
+        let after = store.refund(&check).await.unwrap();
+        assert_eq!(after.decisions[0].remaining, 3, "{algorithm}");
+        assert!(
+            store
+                .check(&policies, key.as_bytes(), 3)
+                .await
+                .unwrap()
+                .allowed(),
+            "{algorithm}"
+        );
+        assert!(
+            !store
+                .check(&policies, key.as_bytes(), 1)
+                .await
+                .unwrap()
+                .allowed(),
+            "{algorithm}"
+        );
+        // A key back at rest by a refund is forgotten, like any key at rest.
+        let all = Check::new(&policies, key.as_bytes(), 4).unwrap();
+        let rest = store.refund(&all).await.unwrap();
+        assert_eq!(rest.decisions[0].remaining, 4, "{algorithm}");
+        assert_eq!(rest.decisions[0].reset_after, Duration::ZERO, "{algorithm}");
+    }
+}
+
 async fn behaves_like_every_store(store: &impl Store, clock: &ManualClock) {
     admits_up_to_the_limit_then_denies_until_retry_after(store, clock).await;
     several_policies_are_all_or_nothing(store, clock).await;
     a_shadow_policy_reports_but_never_denies(store, clock).await;
     peek_consumes_nothing_and_reset_restores(store, clock).await;
     hostile_keys_are_distinct_and_harmless(store, clock).await;
+    checks_across_keys_are_all_or_nothing(store, clock).await;
+    refunds_restore_each_algorithm(store, clock).await;
 }
 
 async fn redis_store(url: String, clock: &ManualClock) -> RedisStore {

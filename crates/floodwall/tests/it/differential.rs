@@ -110,6 +110,47 @@ proptest! {
     }
 }
 
+/// (advance µs, refund?, cost): checks and refunds of one key, interleaved.
+fn checks_and_refunds() -> impl Strategy<Value = Vec<(u64, bool, u64)>> {
+    let advance = prop_oneof![3 => Just(0u64), 4 => 0u64..400, 2 => 0u64..6_000];
+    let cost = prop_oneof![6 => Just(1u64), 3 => 0u64..=13];
+    proptest::collection::vec((advance, proptest::bool::weighted(0.3), cost), 1..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Refunds give back exactly what the model gives back (its newest admissions, or that much
+    /// credit), never past a full quota, and later decisions agree again.
+    #[test]
+    fn refunds_agree_with_the_reference_model(
+        policy in algorithm().prop_flat_map(|a| policy("p", a)),
+        start in 0u64..10_000_000,
+        operations in checks_and_refunds(),
+    ) {
+        let start = EPOCH_US + start;
+        let clock = ManualClock::new(start);
+        let store = store(&clock);
+        let mut model = ReferenceModel::new(policy.clone(), start);
+        let policies = [policy];
+        for (i, (advance, refund, cost)) in operations.into_iter().enumerate() {
+            clock.advance_us(advance);
+            let now = clock_now(&clock);
+            let cost = cost.min(policies[0].capacity());
+            let check = Check::new(&policies, b"client", cost).unwrap();
+            if refund {
+                let expected = model.refund(now, cost);
+                let answer = store.refund_sync(&check);
+                prop_assert_eq!(answer.decisions[0], expected, "refund {}", i);
+            } else {
+                let expected = model.decide(now, cost).unwrap();
+                let answer = store.acquire_sync(&check).unwrap();
+                prop_assert_eq!(answer.decisions[0], expected, "request {}", i);
+            }
+        }
+    }
+}
+
 fn clock_now(clock: &ManualClock) -> u64 {
     use floodwall::Clock;
     clock.now_us()

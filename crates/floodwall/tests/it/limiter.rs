@@ -168,3 +168,46 @@ async fn acquire_gives_up_when_the_wait_would_pass_the_deadline() {
     assert!(verdict.retry_after().unwrap() > Duration::from_secs(1));
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test]
+async fn a_refund_gives_back_what_was_taken_and_no_more() {
+    let limiter = Limiter::new(MemoryStore::builder().clock(ManualClock::new(NOW)).build());
+    let p = policy(3);
+    for _ in 0..3 {
+        assert!(limiter.check(&p, "k", 1).await.unwrap().allowed());
+    }
+    assert!(!limiter.check(&p, "k", 1).await.unwrap().allowed());
+    let after = limiter.refund(&p, "k", 2).await.unwrap();
+    assert_eq!(after.decisions()[0].remaining, 2);
+    assert!(limiter.check(&p, "k", 2).await.unwrap().allowed());
+    // Never past a full quota, and never for a cost no admission could have taken.
+    let rest = limiter.refund(&p, "k", 3).await.unwrap();
+    assert_eq!(rest.decisions()[0].remaining, 3);
+    let error = limiter.refund(&p, "k", 4).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Check(CheckError::Cost(_))),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn checks_across_keys_name_each_pair_once() {
+    let limiter = Limiter::new(MemoryStore::new());
+    let (per_user, global) = (policy(2), policy(5));
+    let error = limiter
+        .check_each(&[(&per_user, "u"), (&global, "u")], 1)
+        .await
+        .unwrap_err();
+    // Both policies are named "p": for one key they would share one state.
+    assert!(
+        matches!(error, Error::Check(CheckError::Duplicate { .. })),
+        "{error}"
+    );
+    let other = Policy::new("q", Algorithm::Gcra, 5, Duration::from_secs(1)).unwrap();
+    let verdict = limiter
+        .check_each(&[(&per_user, "u"), (&other, "all")], 1)
+        .await
+        .unwrap();
+    let names: Vec<&str> = verdict.iter().map(|(p, _)| p.name()).collect();
+    assert_eq!(names, ["p", "q"]);
+}

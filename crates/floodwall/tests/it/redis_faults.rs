@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
 use floodwall::{
-    Algorithm, Error, Limiter, ManualClock, OnError, Policy, Source, StorageStats, StoreErrorKind,
+    Algorithm, Check, Error, Limiter, ManualClock, OnError, Policy, Source, StorageStats, Store,
+    StoreError, StoreErrorKind,
 };
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;
@@ -341,12 +342,12 @@ fn script_calls(server: &RedisServer) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_cached_scripts_whatever_the_keys() {
+async fn seven_cached_scripts_whatever_the_keys() {
     let server = RedisServer::start().unwrap();
     let store = RedisStore::connect(RedisConfig::new(server.url()).timeout(Duration::from_secs(5)))
         .await
         .unwrap();
-    // Every single-policy script, and the multi-policy one.
+    // Every single-policy script, the multi-policy one, and (every seventh call) the refund.
     let mut choices: Vec<Vec<Policy>> = Algorithm::ALL
         .into_iter()
         .map(|algorithm| vec![Policy::new("one", algorithm, 5, Duration::from_secs(3600)).unwrap()])
@@ -370,6 +371,10 @@ async fn six_cached_scripts_whatever_the_keys() {
                     let key = format!("{{}}{i}\r\n{{");
                     let policies = &choices[usize::try_from(i).unwrap() % choices.len()];
                     store.check(policies, key.as_bytes(), 1).await.unwrap();
+                    if i % 7 == 0 {
+                        let check = Check::new(policies, key.as_bytes(), 1).unwrap();
+                        store.refund(&check).await.unwrap();
+                    }
                 }
             })
         })
@@ -377,7 +382,8 @@ async fn six_cached_scripts_whatever_the_keys() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 6);
+    // One per algorithm for a single policy, the multi-policy one, and the refund.
+    assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 7);
     assert_every_key_expires(&server);
 }
 
@@ -506,6 +512,63 @@ async fn a_dead_cluster_master_affects_only_its_own_slots() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(dead_decisions > 50);
+}
+
+/// A check across keys whose later slot cannot be reached refunds what the earlier slot
+/// consumed: the request counts nowhere, and the failure is answered per `on_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_across_slots_that_fails_halfway_is_refunded() {
+    let cluster = floodwall_testkit::RedisCluster::start().unwrap();
+    // "user-2" hashes to slot 157 and "everyone" to 14 112: the user's slot is decided first,
+    // on another master than the global key's.
+    let (user, everyone) = ("user-2", "everyone");
+    assert_ne!(
+        cluster.master_of(user).unwrap(),
+        cluster.master_of(everyone).unwrap()
+    );
+    let store = RedisStore::connect(RedisConfig::new(cluster.url()).timeout(DEADLINE))
+        .await
+        .unwrap();
+    let (per_user, global) = (
+        hourly(5),
+        Policy::new("global", Algorithm::Gcra, 100, Duration::from_secs(3600)).unwrap(),
+    );
+    let pairs = [(&per_user, user.as_bytes()), (&global, everyone.as_bytes())];
+    let check = Check::each(pairs, 2).unwrap();
+    assert!(store.acquire(&check).await.unwrap().allowed);
+
+    let global_master = cluster.master_of(everyone).unwrap();
+    cluster.nodes()[global_master].pause().unwrap();
+    let failed = store.acquire(&check).await;
+    cluster.nodes()[global_master].resume().unwrap();
+    assert!(
+        matches!(failed, Err(StoreError::Timeout { .. })),
+        "{failed:?}"
+    );
+    let policies = [per_user.clone()];
+    let peek = store.look(&policies, user.as_bytes()).await.unwrap();
+    assert_eq!(
+        peek.decisions()[0].remaining,
+        3,
+        "the failed check stayed counted"
+    );
+
+    // Through a limiter failing closed, the same failure is a 503's error, and still refunded.
+    cluster.nodes()[global_master].pause().unwrap();
+    let limiter = Limiter::builder(store.clone())
+        .on_error(OnError::Deny)
+        .build();
+    let denied = limiter
+        .check_each(&[(&per_user, user), (&global, everyone)], 2)
+        .await;
+    cluster.nodes()[global_master].resume().unwrap();
+    assert!(
+        matches!(denied, Err(Error::StoreUnavailable { .. })),
+        "{denied:?}"
+    );
+    let peek = store.look(&policies, user.as_bytes()).await.unwrap();
+    assert_eq!(peek.decisions()[0].remaining, 3);
+    cluster.nodes().iter().for_each(assert_every_key_expires);
 }
 
 /// The environment variable that turns this test binary into a hammering limiter process.
