@@ -14,8 +14,16 @@ fn a_server_starts_answers_and_is_killed_on_drop() {
     assert_eq!(server.cli(&["SET", "k", "v"]).unwrap(), "OK");
     assert_eq!(server.cli(&["GET", "k"]).unwrap(), "v");
     assert_eq!(server.cli(&["CONFIG", "GET", "save"]).unwrap(), "save");
+    // The port reported is the one this process listens on, and a second guard gets its own
+    // server: state never leaks between tests, and nothing of a server on another port is used.
     let port = server.port().unwrap();
-    assert_ne!(port, 6379);
+    assert_eq!(
+        server.cli(&["CONFIG", "GET", "port"]).unwrap(),
+        format!("port\n{port}")
+    );
+    let other = RedisServer::start().unwrap();
+    assert_ne!(other.port(), Some(port));
+    assert_eq!(other.cli(&["GET", "k"]).unwrap(), "");
     let pid = server.pid().unwrap();
     drop(server);
     assert!(

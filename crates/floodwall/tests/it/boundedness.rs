@@ -120,4 +120,31 @@ fn hostile_client_keys_cost_no_more_than_plain_ones() {
         assert!(check_sync(&store, &policy, key, 1).unwrap().allowed());
     }
     assert_eq!(store.stats().keys, 7);
+
+    // 10 000 distinct keys of 64 KB each: 625 MB if the store kept their bytes, a couple of
+    // MB for the entries it does keep (a fixed-size hash per key). The bound leaves room for
+    // whatever other tests allocate meanwhile.
+    let Some(before) = resident_bytes() else {
+        return;
+    };
+    let mut key = vec![b'{'; 64 * 1024];
+    for i in 0..10_000u64 {
+        key[..8].copy_from_slice(&i.to_le_bytes());
+        assert!(check_sync(&store, &policy, &key, 1).unwrap().allowed());
+    }
+    assert_eq!(store.stats().keys, 10_007);
+    let grown = resident_bytes().unwrap_or(before).saturating_sub(before);
+    assert!(
+        grown < 128 << 20,
+        "10 000 large keys grew the process by {} MB",
+        grown >> 20
+    );
+}
+
+/// This process's resident memory, from /proc (Linux; elsewhere the measurement is skipped).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

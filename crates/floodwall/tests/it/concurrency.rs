@@ -46,8 +46,11 @@ fn sixty_four_threads_on_one_key_admit_exactly_the_limit() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// More worker threads than cores: the OS preempts workers in the middle of a decision, so tasks
+// on different workers genuinely interleave inside the store (each decision itself never awaits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn sixty_four_tasks_through_several_limiters_admit_exactly_the_limit() {
+    let workers = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     for algorithm in Algorithm::ALL {
         let store = store();
         // Several limiter instances over one shared store, as several app handlers would hold.
@@ -61,8 +64,10 @@ async fn sixty_four_tasks_through_several_limiters_admit_exactly_the_limit() {
                     Arc::clone(&policy),
                     Arc::clone(&admitted),
                 );
+                let workers = Arc::clone(&workers);
                 tokio::spawn(async move {
                     for _ in 0..ATTEMPTS / 64 + 1 {
+                        workers.lock().unwrap().insert(std::thread::current().id());
                         if limiter
                             .check(&policy, "one-key", 1)
                             .await
@@ -81,6 +86,8 @@ async fn sixty_four_tasks_through_several_limiters_admit_exactly_the_limit() {
         }
         assert_eq!(admitted.load(Ordering::Relaxed), 100, "{algorithm}");
     }
+    let workers = workers.lock().unwrap().len();
+    assert!(workers > 1, "every task ran on one worker thread");
 }
 
 #[test]

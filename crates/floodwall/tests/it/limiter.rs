@@ -75,9 +75,49 @@ async fn a_failing_store_is_answered_per_on_error() {
 
 #[tokio::test]
 async fn the_strictest_on_error_among_policies_wins() {
-    let limiter = Limiter::new(full_store());
-    let policies = [policy(10), policy(10).with_on_error(OnError::Deny)];
-    assert!(limiter.check_all(&policies, "new", 1).await.is_err());
+    // deny over local over allow, in whichever order the policies come.
+    let named = |name: &str, on_error: OnError| {
+        Policy::new(name, Algorithm::FixedWindow, 10, Duration::from_secs(3600))
+            .unwrap()
+            .with_on_error(on_error)
+    };
+    let (allow, local, deny) = (
+        named("allow", OnError::Allow),
+        named("local", OnError::Local),
+        named("deny", OnError::Deny),
+    );
+    for policies in [
+        [allow.clone(), deny.clone()],
+        [deny.clone(), allow.clone()],
+        [local.clone(), deny.clone()],
+        [deny.clone(), local.clone()],
+    ] {
+        let limiter = Limiter::new(full_store());
+        let error = limiter.check_all(&policies, "new", 1).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::StoreUnavailable { source } if source.kind() == StoreErrorKind::Full),
+            "{error}"
+        );
+        assert_eq!(limiter.stats().fail_closed, 1);
+    }
+    for policies in [
+        [allow.clone(), local.clone()],
+        [local.clone(), allow.clone()],
+    ] {
+        let limiter = Limiter::new(full_store());
+        let verdict = limiter.check_all(&policies, "new", 1).await.unwrap();
+        assert_eq!(verdict.source(), Source::Local);
+        assert_eq!(limiter.stats().local, 1);
+    }
+    // Without an override, the limiter's own on_error decides.
+    let limiter = Limiter::builder(full_store())
+        .on_error(OnError::Deny)
+        .build();
+    let plain = [policy(10)];
+    assert!(matches!(
+        limiter.check_all(&plain, "new", 1).await,
+        Err(Error::StoreUnavailable { .. })
+    ));
 }
 
 #[tokio::test]
