@@ -10,6 +10,7 @@ pub mod config;
 mod admin;
 mod check;
 mod error;
+mod listener;
 mod pool;
 mod proxy;
 mod routes;
@@ -28,11 +29,13 @@ use floodwall::{Limiter, Storage, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::check::CheckState;
 pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
 use crate::config::{Config, StorageConfig};
+use crate::listener::BoundedListener;
 use crate::routes::RouteTable;
 
 /// Why the service could not run.
@@ -116,8 +119,10 @@ pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
     Ok(Limiter::builder(store).on_error(storage.on_error).build())
 }
 
-/// The main listener's router on `limiter`.
-fn app(config: Arc<Config>, limiter: Limiter) -> Router {
+/// The main listener's router for `config`, deciding with `limiter`: routes, `/v1/check`,
+/// `/healthz` and `/readyz`. Requests must carry the peer's address as axum's
+/// `ConnectInfo<SocketAddr>` extension (the service's connections add it), which `ip` keys read.
+pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
     let check_state = Arc::new(CheckState::new(limiter.clone(), Arc::clone(&config)));
     let ready_state = Arc::clone(&check_state);
     let table = RouteTable::new(&config, &limiter);
@@ -144,6 +149,19 @@ async fn ready(state: Arc<CheckState>) -> axum::response::Response {
     }
 }
 
+/// Serves until `shutdown` completes, then drains.
+///
+/// Who owns what: every task this function starts is in `tasks` and is aborted when it returns,
+/// however it returns, so a service stopped in a test leaves nothing running:
+/// - the shutdown watcher turns `shutdown` into the `stopped` signal every other part waits on;
+/// - metrics upkeep folds histogram samples into buckets every few seconds;
+/// - the reloader swaps the live router (and the admin listener's configuration) whole on each
+///   new configuration from `configs`;
+/// - the admin server drains on `stopped` and gets a short grace period after the main one.
+///
+/// The main server runs on the caller's task. Connections are hyper's, one task each, spawned by
+/// `axum::serve` and told to finish on `stopped`; each listener keeps at most
+/// `[server] max_connections` of them open.
 async fn serve(
     mut configs: watch::Receiver<Config>,
     limiter: Limiter,
@@ -151,32 +169,41 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = Arc::new(configs.borrow_and_update().clone());
+    let max_connections = config.server.max_connections;
+    // Every task answers an io::Result, so that the admin server's own can be read back.
+    let mut tasks: JoinSet<std::io::Result<()>> = JoinSet::new();
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
+        Ok(())
     });
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
-    tokio::spawn(admin::upkeep(until_stopped(stopped.clone())));
+    let upkeep = admin::upkeep(until_stopped(stopped.clone()));
+    tasks.spawn(async move {
+        upkeep.await;
+        Ok(())
+    });
 
     // The live configuration: the main router is rebuilt and swapped whole on each reload.
     let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
     let (live_config, admin_config) = watch::channel(Arc::clone(&config));
     {
         let (current, limiter) = (Arc::clone(&current), limiter.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while configs.changed().await.is_ok() {
                 let next = Arc::new(configs.borrow_and_update().clone());
                 let admin_listen = |config: &Config| config.admin.as_ref().map(|a| a.listen);
                 if next.storage != config.storage
                     || next.server.listen != config.server.listen
+                    || next.server.max_connections != config.server.max_connections
                     || admin_listen(&next) != admin_listen(&config)
                 {
                     tracing::warn!(
-                        "[storage] and the listen addresses (main and admin) apply at restart only; the rest is reloaded"
+                        "[storage], the listen addresses (main and admin) and max_connections apply at restart only; the rest is reloaded"
                     );
                 }
                 let router = app(Arc::clone(&next), limiter.clone());
@@ -184,22 +211,27 @@ async fn serve(
                 let _ = live_config.send(next);
                 tracing::info!("configuration reloaded");
             }
+            Ok(())
         });
     }
 
-    let admin = listeners.admin.map(|listener| {
-        let router = admin::app(admin_config, limiter.clone());
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
+    let admin = match listeners.admin {
+        Some(listener) => {
             tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
-            axum::serve(listener, router)
-                .with_graceful_shutdown(until_stopped(stopped))
-                .await
-        })
-    });
+            let listener = BoundedListener::new(listener, max_connections);
+            let router = admin::app(admin_config, limiter.clone());
+            let stopped = stopped.clone();
+            Some(tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(until_stopped(stopped))
+                    .await
+            }))
+        }
+        None => None,
+    };
     // Each connection's requests carry its peer address (as axum's `ConnectInfo`) and go to
     // whichever router is live when they arrive.
-    let connections = tower::service_fn(move |connection: IncomingStream<'_, TcpListener>| {
+    let connections = tower::service_fn(move |connection: IncomingStream<'_, BoundedListener>| {
         let peer = ConnectInfo(*connection.remote_addr());
         let current = Arc::clone(&current);
         std::future::ready(Ok::<_, Infallible>(tower::service_fn(
@@ -214,8 +246,9 @@ async fn serve(
         )))
     });
     tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
-    let graceful = axum::serve(listeners.main, connections)
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let main = BoundedListener::new(listeners.main, max_connections);
+    let graceful =
+        axum::serve(main, connections).with_graceful_shutdown(until_stopped(stopped.clone()));
     let deadline = async {
         until_stopped(stopped).await;
         tokio::time::sleep(DRAIN_DEADLINE).await;
@@ -225,11 +258,20 @@ async fn serve(
         () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
     }
     if let Some(admin) = admin {
-        // The admin listener drains on the same signal; it is not waited on past the deadline.
-        match tokio::time::timeout(Duration::from_millis(100), admin).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(join)) => return Err(std::io::Error::other(join).into()),
-            Err(_) => {}
+        // The admin listener drains on the same signal; past a short grace it is aborted with
+        // the other tasks.
+        let finished = async {
+            while let Some(joined) = tasks.join_next_with_id().await {
+                if let Ok((id, result)) = joined
+                    && id == admin.id()
+                {
+                    return Some(result);
+                }
+            }
+            None
+        };
+        if let Ok(Some(result)) = tokio::time::timeout(Duration::from_millis(100), finished).await {
+            result?;
         }
     }
     tracing::info!("floodwall stopped");

@@ -47,7 +47,12 @@ pub struct ServerConfig {
     pub ipv6_prefix: u8,
     /// Which rate-limit headers responses carry.
     pub headers: HeaderMode,
+    /// The most connections each listener (main and admin) keeps open; past it, new ones wait.
+    pub max_connections: usize,
 }
+
+/// The default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// `[admin]`.
 #[derive(Debug, Clone)]

@@ -26,6 +26,7 @@ pub(crate) struct RawServer {
     pub(crate) trusted_proxies: Vec<Spanned<String>>,
     pub(crate) ipv6_prefix: Option<Spanned<i64>>,
     pub(crate) headers: Option<Spanned<String>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,9 @@ use super::{
     ServerConfig, StorageConfig,
 };
 
+/// The largest `max_connections` accepted.
+const MAX_CONNECTIONS_BOUND: usize = 1_000_000;
+
 const STORAGE_SCHEMES: &str =
     "memory://, redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://";
 
@@ -136,11 +139,27 @@ fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> ServerConfig {
             Some("one of draft, legacy, both, none"),
         )
     });
+    let max_connections = raw.server.max_connections.as_ref().and_then(|max| {
+        parse_or(
+            diagnostics,
+            max,
+            |max| {
+                usize::try_from(*max)
+                    .ok()
+                    .filter(|m| (1..=MAX_CONNECTIONS_BOUND).contains(m))
+                    .ok_or(format!(
+                        "max_connections {max} must be from 1 to {MAX_CONNECTIONS_BOUND}"
+                    ))
+            },
+            Some("open connections per listener, e.g. 10000; keep it below the process's file descriptor limit"),
+        )
+    });
     ServerConfig {
         listen: listen.unwrap_or(super::DEFAULT_LISTEN),
         trusted_proxies,
         ipv6_prefix: ipv6_prefix.unwrap_or(64),
         headers: headers.unwrap_or_default(),
+        max_connections: max_connections.unwrap_or(super::DEFAULT_MAX_CONNECTIONS),
     }
 }
 

@@ -98,6 +98,28 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "unknown storage URL",
             "redis+cluster://",
         ),
+        // What connecting would refuse is caught here, with its line.
+        (
+            "[storage]\nurl = \"redis+cluster://a\"\n".into(),
+            2,
+            7,
+            "every cluster node needs host:port",
+            "redis+cluster://",
+        ),
+        (
+            "[storage]\nurl = \"redis://x:1\"\nprefix = \"has space\"\n".into(),
+            3,
+            10,
+            "prefix",
+            "letters, digits",
+        ),
+        (
+            "[server]\nmax_connections = 0\n".into(),
+            2,
+            19,
+            "max_connections 0 must be from 1",
+            "file descriptor limit",
+        ),
         (
             "[server]\nheaders = \"ietf\"\n".into(),
             2,

@@ -1,12 +1,15 @@
-//! Integration tests of the service: configuration errors, and the real `floodwall` binary over
-//! real sockets, alone and two processes sharing one redis-server.
+//! Integration tests of the service: configuration errors; the router in process (`oneshot`);
+//! `run` on port 0 over real sockets; and the real `floodwall` binary where a process is the
+//! point (command line, signals, exit codes, process-wide metrics, two processes on one Redis).
 
 // Tests fail by panicking; unwrap and expect are how they say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod app;
 mod binary;
 mod config;
+mod in_process;
 mod operations;
 mod proxy;
 mod service;

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use crate::binary::Floodwall;
+use crate::in_process::Service;
 
 /// An upstream on a free port: `/up/echo` returns the request body, `/up/headers` the request
 /// headers, `/up/slow` answers after 2 s, `/up/limited` counts its calls.
@@ -61,19 +61,13 @@ async fn the_proxy_forwards_faithfully_and_fails_as_problems() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("proxy.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[[policy]]\nname = \"two\"\nalgorithm = \"fixed_window\"\nlimit = 2\nperiod = \"1h\"\n\
-             [[route]]\nmatch = \"GET /up/limited\"\npolicies = [\"two\"]\nupstream = \"http://{up}\"\n\
-             [[route]]\nmatch = \"* /up/*\"\nupstream = \"http://{up}\"\nupstream_timeout = \"300ms\"\n\
-             [[route]]\nmatch = \"* /down/*\"\nupstream = \"http://{closed}\"\n"
-        ),
-    )
-    .unwrap();
-    let service = Floodwall::serve(Some(&file));
+    let service = Service::start(&format!(
+        "[[policy]]\nname = \"two\"\nalgorithm = \"fixed_window\"\nlimit = 2\nperiod = \"1h\"\n\
+         [[route]]\nmatch = \"GET /up/limited\"\npolicies = [\"two\"]\nupstream = \"http://{up}\"\n\
+         [[route]]\nmatch = \"* /up/*\"\nupstream = \"http://{up}\"\nupstream_timeout = \"300ms\"\n\
+         [[route]]\nmatch = \"* /down/*\"\nupstream = \"http://{closed}\"\n"
+    ))
+    .await;
     let client = Client::new();
 
     // 1 MB of varied bytes, both ways, unchanged.
@@ -197,17 +191,11 @@ async fn counting_upstream(connections: Arc<AtomicUsize>) -> SocketAddr {
 async fn upstream_connections_are_reused_and_a_closed_one_is_replaced() {
     let connections = Arc::new(AtomicUsize::new(0));
     let up = counting_upstream(Arc::clone(&connections)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("pool.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[[route]]\nmatch = \"GET /*\"\nupstream = \"http://{up}\"\n\
-             [[route]]\nmatch = \"POST /*\"\nupstream = \"http://{up}\"\n"
-        ),
-    )
-    .unwrap();
-    let service = Floodwall::serve(Some(&file));
+    let service = Service::start(&format!(
+        "[[route]]\nmatch = \"GET /*\"\nupstream = \"http://{up}\"\n\
+         [[route]]\nmatch = \"POST /*\"\nupstream = \"http://{up}\"\n"
+    ))
+    .await;
     let client = Client::new();
     let get = |path: &'static str| {
         let (client, url) = (client.clone(), service.url(path));

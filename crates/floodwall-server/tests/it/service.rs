@@ -8,7 +8,10 @@ use floodwall_testkit::RedisServer;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
+use floodwall_server::config::Config;
+
 use crate::binary::Floodwall;
+use crate::in_process::Service;
 
 async fn post(
     client: &Client,
@@ -23,7 +26,7 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_default_says_hello_ten_times_then_429() {
-    let service = Floodwall::serve(None);
+    let service = Service::start_config(Config::embedded_default()).await;
     let client = Client::new();
     for _ in 0..10 {
         let response = client.get(service.url("/")).send().await.unwrap();
@@ -64,15 +67,11 @@ async fn the_embedded_default_says_hello_ten_times_then_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("f.toml");
-    std::fs::write(
-        &file,
+    let service = Service::start(
         "[[policy]]\nname = \"burst\"\nalgorithm = \"gcra\"\nlimit = 2\nperiod = \"1h\"\n\
          [[policy]]\nname = \"daily\"\nalgorithm = \"fixed_window\"\nlimit = 3\nperiod = \"1d\"\n",
     )
-    .unwrap();
-    let service = Floodwall::serve(Some(&file));
+    .await;
     let client = Client::new();
     let url = service.url("/v1/check");
 

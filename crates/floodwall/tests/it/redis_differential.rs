@@ -122,7 +122,8 @@ fn the_lua_script_agrees_with_step() {
 
 /// What Redis holds after a decision: the scripts write only when a policy consumes or when a
 /// stored time lay in the future (the clock stepped back) and was clamped; a peek or a denial
-/// otherwise leaves the key as it was. While time only moves forward that is the same as
+/// otherwise leaves the key as it was, except that the sliding log's script removes expired
+/// members on every call. While time only moves forward that is the same as
 /// keeping every settled state, because settling twice equals settling once at the later time;
 /// after a step back it is not (a settle at a later time may have refilled a bucket), so the
 /// oracle keeps what the script keeps.
@@ -134,7 +135,9 @@ fn stored_after(
     policy: &Policy,
 ) -> Option<State> {
     let consumed = cost > 0 && outcome.decision.allowed;
+    let settled_in_place = policy.algorithm() == Algorithm::SlidingLog;
     if consumed
+        || settled_in_place
         || before
             .as_ref()
             .is_some_and(|s| from_future(s, now_us, policy))

@@ -1,0 +1,71 @@
+//! The service in this test process: `floodwall_server::run` on listeners bound to port 0, as the
+//! binary runs it, stopped through its shutdown future. For tests that need no process of their
+//! own (signals, exit codes and process-wide metrics do; see `binary.rs`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use floodwall_server::config::Config;
+use floodwall_server::{Listeners, ServeError, run};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running service, stopped on drop.
+pub(crate) struct Service {
+    pub(crate) address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Service {
+    /// Serves the configuration in `text` (`[admin]` gets a listener of its own).
+    pub(crate) async fn start(text: &str) -> Service {
+        let config = Config::parse(text, Path::new("test.toml")).unwrap();
+        Service::start_config(config).await
+    }
+
+    /// Serves `config` on 127.0.0.1, port 0.
+    pub(crate) async fn start_config(config: Config) -> Service {
+        let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = match config.admin {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let address = main.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(config, Listeners { main, admin }, async {
+            let _ = stopped.await;
+        }));
+        Service {
+            address,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Asks the service to stop and waits until `run` returns what it returns.
+    pub(crate) async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("run did not return after shutdown")
+            .unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
