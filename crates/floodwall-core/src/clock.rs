@@ -18,7 +18,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 ///
 /// Window boundaries therefore agree with other hosts' Unix time (to within their NTP offset at
 /// start), and a later step of the wall clock (NTP, an operator) neither repeats a window nor locks
-/// a client out (RELIABILITY B2).
+/// a client out.
 ///
 /// The monotonic clock is `quanta`'s calibrated TSC where the CPU has a stable one (falling back
 /// to the OS monotonic clock otherwise): about 12 ns a read against 33 ns for `Instant::now` on

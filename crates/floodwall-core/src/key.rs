@@ -5,7 +5,7 @@
 //! one slot and is decided in one script call. Client keys are untrusted: a key that is empty,
 //! longer than [`MAX_PLAIN_CLIENT_KEY`] bytes, or holds anything but printable ASCII outside
 //! `{}#*?[]\` is replaced by `#` and 32 hex digits of its SHA-256, so no client can move the slot,
-//! empty the tag, inject glob patterns, or make a key long (RELIABILITY E2, I1). Plain keys never
+//! empty the tag, inject glob patterns, or make a key long. Plain keys never
 //! start with `#`, so a digest cannot collide with a plain key.
 
 use std::borrow::Cow;
@@ -90,7 +90,7 @@ pub fn client_tag(client_key: &[u8]) -> Cow<'_, str> {
 ///
 /// The algorithm is part of the key so that changing a policy's algorithm starts fresh state
 /// instead of reading another algorithm's layout. The limit and period are not: changing them on
-/// reload keeps the counts (RELIABILITY A8, J4).
+/// reload keeps the counts.
 pub fn storage_key(prefix: &str, policy: &Policy, client_key: &[u8]) -> String {
     storage_key_for_tag(prefix, policy, &client_tag(client_key))
 }

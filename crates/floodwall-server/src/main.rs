@@ -140,7 +140,7 @@ async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
 }
 
 /// Re-reads the file on each SIGHUP: a valid file replaces the running configuration at once,
-/// an invalid one is logged and changes nothing (J4). `--listen` still overrides the file.
+/// an invalid one is logged and changes nothing. `--listen` still overrides the file.
 async fn reload_on_hangup(
     path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,

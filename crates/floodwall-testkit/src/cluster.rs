@@ -88,7 +88,7 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
-                        // A dead master takes only its own slots down (RELIABILITY E5).
+                        // A dead master takes only its own slots down.
                         "--cluster-require-full-coverage",
                         "no",
                     ])

@@ -1,6 +1,6 @@
 //! `fixed_window`: one counter per window; windows aligned to multiples of the period since the
 //! Unix epoch. Admits at most `limit` units per window, so up to `2 × limit` across a boundary
-//! (RELIABILITY B4: documented, and the price of one counter).
+//! (documented: the price of keeping one counter).
 
 use super::{Meter, window_start};
 use crate::policy::Policy;

@@ -1,5 +1,5 @@
 //! A clock that steps back never locks a client out for longer than the policy allows
-//! (RELIABILITY B2, B3): stored times in the future are clamped.
+//! (docs/testing.md: B2, B3): stored times in the future are clamped.
 
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ fn lowering_the_limit_below_usage_clamps_remaining_to_zero() {
             assert!(!after.decision.allowed, "{algorithm}");
             assert!(after.decision.retry_after.is_some(), "{algorithm}");
         }
-        // Raising it above usage admits immediately (RELIABILITY A8).
+        // Raising it above usage admits immediately (docs/testing.md: A8).
         let higher = Policy::new("p", algorithm, 20, Duration::from_secs(60)).unwrap();
         let raised = algorithm::step(spent.new_state, NOW + 2, 1, &higher).unwrap();
         assert!(raised.decision.allowed, "{algorithm}");

@@ -1,4 +1,4 @@
-//! `step` against the brute-force reference models (RELIABILITY A6, A11), GCRA against the token
+//! `step` against the brute-force reference models (docs/testing.md: A6, A11), GCRA against the token
 //! bucket, and `retry_after` honesty.
 
 use floodwall_core::algorithm::{self, Outcome};
@@ -71,7 +71,7 @@ proptest! {
 }
 
 proptest! {
-    // RELIABILITY A6: 10 000 cases in memory.
+    // docs/testing.md: A6: 10 000 cases in memory.
     #![proptest_config(ProptestConfig::with_cases(10_000))]
 
     /// A denied client that waits exactly `retry_after` is admitted; 1 µs earlier it is not.

@@ -15,7 +15,7 @@ use super::{KeyError, KeyExtractor, peer_addr};
 pub const DEFAULT_MAX_HOPS: usize = 32;
 
 /// Which header carries the chain of addresses behind trusted proxies. Only the configured one
-/// is read, so a client cannot pick the one that suits it (RELIABILITY H6).
+/// is read, so a client cannot pick the one that suits it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ForwardedHeader {

@@ -1,4 +1,4 @@
-//! Client identity tables (RELIABILITY H1-H8): which address a request is keyed by.
+//! Client identity tables (docs/testing.md: H1-H8): which address a request is keyed by.
 
 use std::net::IpAddr;
 

@@ -84,7 +84,7 @@ async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_in
     assert!(body["reset_after_ms"].as_u64().unwrap() > 0);
     assert_eq!(body["retry_after_ms"], Value::Null);
     assert!(headers.contains_key("ratelimit"));
-    // Exactly SPEC §4's fields, no more.
+    // Exactly the documented fields, no more: other programs parse them.
     let mut fields: Vec<&str> = body
         .as_object()
         .unwrap()

@@ -2,7 +2,7 @@
 //! request.
 //!
 //! There is one breaker per group of 256 hash slots (one group on a single node), so on a cluster
-//! the failure of one master opens only the groups of slots it served (RELIABILITY E5).
+//! the failure of one master opens only the groups of slots it served.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Boundedness under key floods (RELIABILITY F1, F2 at test scale).
+//! Boundedness under key floods (docs/testing.md: F1, F2 at test scale).
 
 use crate::support::check_sync;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Exactness under concurrency in memory (RELIABILITY A10): many threads and tasks on one key
+//! Exactness under concurrency in memory (docs/testing.md: A10): many threads and tasks on one key
 //! admit exactly the limit.
 
 use crate::support::check_sync;

@@ -1,5 +1,5 @@
 //! `MemoryStore` against the brute-force reference models on the same random sequences, under a
-//! `ManualClock` (RELIABILITY A6, A11), single policies and all-or-nothing pairs.
+//! `ManualClock` (docs/testing.md: A6, A11), single policies and all-or-nothing pairs.
 
 use crate::support::check_sync;
 use std::time::Duration;

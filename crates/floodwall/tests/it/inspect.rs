@@ -18,7 +18,7 @@ pub(crate) fn keys_and_expires(server: &RedisServer) -> (u64, u64) {
     (field("keys"), field("expires"))
 }
 
-/// Every key the limiter wrote carries an expiry (RELIABILITY C16).
+/// Every key the limiter wrote carries an expiry (docs/testing.md: C16).
 pub(crate) fn assert_every_key_expires(server: &RedisServer) {
     let (keys, expires) = keys_and_expires(server);
     assert_eq!(

@@ -1,5 +1,5 @@
 //! The Lua script against the Rust `step` on the same random sequences, with an injected clock
-//! (RELIABILITY A11), and all-or-nothing policy pairs against the memory store.
+//! (docs/testing.md: A11), and all-or-nothing policy pairs against the memory store.
 
 use crate::support::{StoreExt, check_sync};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! Exactness across instances (RELIABILITY A1, A2, A3, E1): many `RedisStore`s, each with its own
+//! Exactness across instances (docs/testing.md: A1, A2, A3, E1): many `RedisStore`s, each with its own
 //! connection, racing on the same keys through real redis-server processes, on Redis's clock.
 
 use crate::support::StoreExt;

@@ -408,7 +408,7 @@ async fn the_local_fallback_admits_an_instances_share_of_the_limit() {
         assert_eq!(verdict.source(), Source::Local);
         admitted += u64::from(verdict.allowed());
     }
-    // ⌈80 / 8⌉ on this instance while Redis is down (RELIABILITY C3).
+    // ⌈80 / 8⌉ on this instance while Redis is down (docs/testing.md: C3).
     assert_eq!(admitted, 10);
 }
 
@@ -574,7 +574,7 @@ async fn a_check_across_slots_that_fails_halfway_is_refunded() {
 /// The environment variable that turns this test binary into a hammering limiter process.
 const HAMMER_URL: &str = "FLOODWALL_TEST_HAMMER_URL";
 
-/// RELIABILITY C16: a limiter process killed with SIGKILL mid-call, ten times, never leaves a
+/// docs/testing.md: C16: a limiter process killed with SIGKILL mid-call, ten times, never leaves a
 /// key without an expiry. The test runs its own binary again as the limiter process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limiter_process_killed_mid_call_leaves_every_key_with_an_expiry() {
