@@ -44,7 +44,8 @@ pub enum PolicyError {
     ZeroBurst,
     /// `burst` was given for an algorithm that has no burst.
     #[error(
-        "burst is not supported by {algorithm}: only token_bucket and gcra have a burst; remove it or change the algorithm"
+        "burst is not supported by {algorithm}: only {} have a burst; remove it or change the algorithm",
+        names(Algorithm::has_burst)
     )]
     BurstNotSupported {
         /// The algorithm of the policy.
@@ -69,6 +70,20 @@ pub enum PolicyError {
     },
 }
 
+/// The configuration names of the algorithms that `keep`, comma-separated, "and" before the last
+/// of two.
+fn names(keep: impl Fn(Algorithm) -> bool) -> String {
+    let names: Vec<&str> = Algorithm::ALL
+        .into_iter()
+        .filter(|&a| keep(a))
+        .map(Algorithm::as_str)
+        .collect();
+    match names.as_slice() {
+        [a, b] => format!("{a} and {b}"),
+        _ => names.join(", "),
+    }
+}
+
 /// A period string that does not parse, such as `"10"` or `"1 week"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -79,11 +94,9 @@ pub struct ParsePeriodError {
     pub input: String,
 }
 
-/// A name that is not one of the five algorithms.
+/// A name that is not one of the algorithms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown algorithm {input:?}: expected one of fixed_window, sliding_log, sliding_window, token_bucket, gcra"
-)]
+#[error("unknown algorithm {input:?}: expected one of {}", names(|_| true))]
 pub struct ParseAlgorithmError {
     /// The rejected text.
     pub input: String,
