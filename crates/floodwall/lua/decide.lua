@@ -26,15 +26,10 @@ local need = math.max(cost, 1)
 local modules, limits, periods, capacities, as, bs, dirties, lefts = {}, {}, {}, {}, {}, {}, {}, {}
 local allowed = true
 for i = 1, #KEYS do
-  local base = 4 + 5 * (i - 1)
-  local m = module_for(ARGV[base])
-  if not m then
-    return redis.error_reply('floodwall: unknown algorithm ' .. tostring(ARGV[base]))
-  end
-  local limit, period, capacity = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local m, limit, period, capacity, shadow = policy_at(i)
   local a, b, dirty = m.load(KEYS[i], now, limit, period, capacity)
   local left = m.remaining(a, b, now, limit, period, capacity)
-  if need > left and ARGV[base + 4] ~= '1' then allowed = false end
+  if need > left and not shadow then allowed = false end
   modules[i], limits[i], periods[i], capacities[i] = m, limit, period, capacity
   as[i], bs[i], dirties[i], lefts[i] = a, b, dirty, left
 end

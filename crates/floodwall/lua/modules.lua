@@ -14,3 +14,15 @@ local function module_for(name)
   end
   return m
 end
+
+-- Policy i's module and parameters from ARGV (the layout is decide.lua's): module, limit,
+-- period_us, capacity and whether it is in shadow mode. An unknown algorithm is a script error.
+local function policy_at(i)
+  local base = 4 + 5 * (i - 1)
+  local m = module_for(ARGV[base])
+  if not m then
+    error({ err = 'floodwall: unknown algorithm ' .. tostring(ARGV[base]) })
+  end
+  return m, tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
+    ARGV[base + 4] == '1'
+end

@@ -12,13 +12,8 @@ local cost = tonumber(ARGV[2])
 
 local reply = { now, 1 }
 for i = 1, #KEYS do
-  local base = 4 + 5 * (i - 1)
-  local m = module_for(ARGV[base])
-  if not m then
-    return redis.error_reply('floodwall: unknown algorithm ' .. tostring(ARGV[base]))
-  end
+  local m, limit, period, capacity = policy_at(i)
   local key = KEYS[i]
-  local limit, period, capacity = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local a, b = m.load(key, now, limit, period, capacity)
   a, b = m.refund(key, a, b, now, cost, limit, period, capacity)
   local reset = m.reset_after(a, b, now, limit, period, capacity)

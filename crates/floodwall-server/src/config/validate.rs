@@ -143,14 +143,7 @@ fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> ServerConfig {
         parse_or(
             diagnostics,
             max,
-            |max| {
-                usize::try_from(*max)
-                    .ok()
-                    .filter(|m| (1..=MAX_CONNECTIONS_BOUND).contains(m))
-                    .ok_or(format!(
-                        "max_connections {max} must be from 1 to {MAX_CONNECTIONS_BOUND}"
-                    ))
-            },
+            |max| count("max_connections", *max, MAX_CONNECTIONS_BOUND),
             Some("open connections per listener, e.g. 10000; keep it below the process's file descriptor limit"),
         )
     });
@@ -235,12 +228,7 @@ fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig 
         parse_or(
             diagnostics,
             max,
-            |max| {
-                usize::try_from(*max)
-                    .ok()
-                    .filter(|m| *m > 0)
-                    .ok_or(format!("max_keys {max} must be at least 1"))
-            },
+            |max| count("max_keys", *max, usize::MAX),
             Some("the memory store's bound on tracked keys, e.g. 1000000"),
         )
     });
@@ -258,6 +246,17 @@ fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig 
         store,
         on_error: on_error.unwrap_or(OnError::Allow),
     }
+}
+
+/// A bound of `name`: a whole number from 1 to `most`.
+fn count(name: &str, value: i64, most: usize) -> Result<usize, String> {
+    usize::try_from(value)
+        .ok()
+        .filter(|n| (1..=most).contains(n))
+        .ok_or_else(|| match most {
+            usize::MAX => format!("{name} {value} must be at least 1"),
+            _ => format!("{name} {value} must be from 1 to {most}"),
+        })
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
