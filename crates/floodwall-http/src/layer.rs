@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use floodwall::{Limiter, Policy};
-use http::Method;
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
+use http::{Method, StatusCode};
 use tower_layer::Layer;
 
 use crate::headers::{HeaderMode, RateLimitHeaders};
@@ -16,6 +16,7 @@ use crate::service::RateLimit;
 
 type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
 type ExemptFn = dyn Fn(&Parts) -> bool + Send + Sync;
+type RefundFn = dyn Fn(StatusCode) -> bool + Send + Sync;
 
 /// What every [`RateLimit`] service of one layer shares, behind one `Arc`.
 pub(crate) struct Config {
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) key: Box<dyn KeyExtractor>,
     pub(crate) cost: Box<CostFn>,
     pub(crate) exempt: Box<ExemptFn>,
+    /// When it holds for the inner service's status, the request's units are given back.
+    pub(crate) refund: Option<Box<RefundFn>>,
     pub(crate) headers: RateLimitHeaders,
     pub(crate) counters: DecisionCounters,
 }
@@ -97,6 +100,7 @@ impl RateLimitLayer {
             key: Box::new(ClientIp::new()),
             cost: Box::new(|_| 1),
             exempt: Box::new(is_cors_preflight),
+            refund: None,
             headers: HeaderMode::default(),
         }
     }
@@ -122,6 +126,7 @@ pub struct RateLimitLayerBuilder {
     key: Box<dyn KeyExtractor>,
     cost: Box<CostFn>,
     exempt: Box<ExemptFn>,
+    refund: Option<Box<RefundFn>>,
     headers: HeaderMode,
 }
 
@@ -173,6 +178,20 @@ impl RateLimitLayerBuilder {
         self
     }
 
+    /// Gives a request's units back when the inner service answers a status for which
+    /// `refund(status)` holds, e.g. `|status| status.is_server_error()`: a request the API failed
+    /// to serve then does not count against the client. Answers the layer gives itself (429,
+    /// 503) never consumed anything. The refund is a second store call after the response; if it
+    /// fails, the request stays counted (never the other way round).
+    #[must_use]
+    pub fn refund_when(
+        mut self,
+        refund: impl Fn(StatusCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.refund = Some(Box::new(refund));
+        self
+    }
+
     /// Which rate-limit headers to send (default [`HeaderMode::Draft`]).
     #[must_use]
     pub fn headers(mut self, headers: HeaderMode) -> Self {
@@ -192,6 +211,7 @@ impl RateLimitLayerBuilder {
                 key: self.key,
                 cost: self.cost,
                 exempt: self.exempt,
+                refund: self.refund,
             }),
         }
     }

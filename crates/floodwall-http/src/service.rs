@@ -63,6 +63,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     ReqBody: Send + 'static,
+    ResBody: Send,
 {
     type Response = Response<RateLimitBody<ResBody>>;
     type Error = S::Error;
@@ -104,6 +105,17 @@ where
             if verdict.allowed() {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config.headers.write(response.headers_mut(), &verdict);
+                if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
+                    // The policies that consumed: every one that admitted.
+                    let consumed: Vec<(&Policy, &[u8])> = verdict
+                        .iter()
+                        .filter(|(_, decision)| decision.allowed)
+                        .map(|(policy, _)| (policy, key.as_slice()))
+                        .collect();
+                    if let Err(error) = config.limiter.refund_each(&consumed, cost).await {
+                        tracing::debug!(%error, "refund failed; the request stays counted");
+                    }
+                }
                 return Ok(response.map(Either::Left));
             }
             let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();

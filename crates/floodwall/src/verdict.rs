@@ -36,6 +36,7 @@ pub struct Answer {
 
 impl Answer {
     /// A store's own answer.
+    #[inline]
     pub fn from_store(allowed: bool, decisions: SmallVec<[Decision; 2]>) -> Self {
         Answer {
             allowed,

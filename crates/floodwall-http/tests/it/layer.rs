@@ -448,3 +448,51 @@ async fn decisions_are_counted_by_policy_and_outcome_with_shadow_denials_apart()
     assert_eq!(get("policy=trial,outcome=shadow_denied"), 4);
     assert_eq!(get("policy=trial,outcome=denied"), 0);
 }
+
+#[tokio::test]
+async fn responses_the_api_failed_to_serve_are_refunded_when_asked() {
+    let clock = ManualClock::new(START_US);
+    let layer = RateLimitLayer::builder(limiter(&clock), per_minute("per-ip", 2))
+        .refund_when(|status| status.is_server_error())
+        .build();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route_layer(layer);
+    for _ in 0..5 {
+        let failed = status_of(&app, get_from("/fail", "192.0.2.1:5000")).await;
+        assert_eq!(failed, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    // The failures counted nothing: the client still has its two requests, then a 429.
+    for expected in [
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        assert_eq!(
+            status_of(&app, get_from("/", "192.0.2.1:5000")).await,
+            expected
+        );
+    }
+    // Without the option, a failure counts like any answer.
+    let plain = app_failing(RateLimitLayer::new(
+        limiter(&clock),
+        per_minute("per-ip", 2),
+    ));
+    for expected in [
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        assert_eq!(
+            status_of(&plain, get_from("/fail", "192.0.2.1:5000")).await,
+            expected
+        );
+    }
+}
+
+fn app_failing(layer: RateLimitLayer) -> Router {
+    Router::new()
+        .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route_layer(layer)
+}

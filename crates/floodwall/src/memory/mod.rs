@@ -185,43 +185,41 @@ impl MemoryStore {
     /// [`StoreError::Full`] when the request would be admitted but a key it needs cannot be
     /// tracked.
     pub fn acquire_sync(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
-        let ids: SmallVec<[KeyId; 2]> = check
-            .pairs()
-            .iter()
-            .map(|(policy, key)| self.key_id(policy, key))
-            .collect();
-        let mut locked = self.lock_all(&ids);
+        // Containers are filled by pushes, not collected through iterator adapters: this is every
+        // request's path, and the adapters cost more than the loops.
+        let mut judged: SmallVec<[Judged; 2]> = SmallVec::new();
+        for (policy, key) in check.pairs() {
+            judged.push(Judged::of(self.key_id(policy, key)));
+        }
+        let mut locked = self.lock_all(&judged);
         // The clock is read under the locks, so decisions on one key are time-ordered.
         let now = self.inner.clock.now_us();
         let cost = check.cost();
         let cap = self.inner.per_shard_max;
-        // Room is made before evaluating, so no entry vanishes between evaluation and commit.
+        // Room is made before judging, so no entry vanishes between judging and concluding.
         if cost > 0 {
-            locked.sweep_if_due(&ids, now, cap);
+            locked.sweep_if_due(&judged, now, cap);
         }
 
-        // Phase 1: judge every pair; nothing is consumed yet.
-        let mut judged: SmallVec<[(Evaluation, bool); 2]> = SmallVec::new();
-        for ((policy, _), &id) in check.pairs().iter().zip(&ids) {
-            let shard = locked.shard(id);
-            judged.push(
-                with_meter!(policy.algorithm(), M => evaluate::<M>(shard, id, now, cost, policy)),
-            );
+        // Phase 1: judge every pair, settling tracked keys in place; nothing is consumed yet.
+        for ((policy, _), judged) in check.pairs().iter().zip(&mut judged) {
+            let shard = locked.shard(judged.id);
+            with_meter!(policy.algorithm(), M => judge::<M>(shard, judged, now, cost, policy));
         }
         let allowed = check
             .policies()
             .zip(&judged)
-            .all(|(policy, (evaluation, _))| policy.mode() == Mode::Shadow || evaluation.allowed);
+            .all(|(policy, judged)| policy.mode() == Mode::Shadow || judged.evaluation.allowed);
         let commit = allowed && cost > 0;
         if commit {
-            locked.make_room_for_new_keys(&ids, &judged, cap, self.inner.max_keys)?;
+            locked.make_room_for_new_keys(&judged, cap, self.inner.max_keys)?;
         }
 
         // Phase 2: consume where admitted if everything enforced admitted, and report.
-        let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
-        for (((policy, _), &id), (evaluation, _)) in check.pairs().iter().zip(&ids).zip(judged) {
-            let shard = locked.shard(id);
-            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, id, now, cost, policy, evaluation, commit)));
+        let mut decisions = SmallVec::new();
+        for ((policy, _), judged) in check.pairs().iter().zip(&judged) {
+            let shard = locked.shard(judged.id);
+            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, commit)));
         }
         Ok(Answer::from_store(allowed, decisions))
     }
@@ -290,12 +288,21 @@ impl MemoryStore {
 
     /// Locks the shards of `ids` in ascending index order, so that concurrent multi-key calls
     /// cannot deadlock.
-    fn lock_all(&self, ids: &[KeyId]) -> Locked<'_> {
-        let mut order: SmallVec<[usize; 2]> = ids.iter().map(|&id| self.shard_of(id)).collect();
-        order.sort_unstable();
-        order.dedup();
+    fn lock_all(&self, pairs: &[Judged]) -> Locked<'_> {
+        let mut order: SmallVec<[usize; 2]> = SmallVec::new();
+        for pair in pairs {
+            order.push(self.shard_of(pair.id));
+        }
+        if order.len() > 1 {
+            order.sort_unstable();
+            order.dedup();
+        }
+        let mut guards = SmallVec::new();
+        for &index in &order {
+            guards.push(self.lock(index));
+        }
         Locked {
-            guards: order.iter().map(|&index| self.lock(index)).collect(),
+            guards,
             order,
             mask: self.inner.shard_mask,
         }
@@ -321,10 +328,10 @@ impl Locked<'_> {
         &mut self.guards[slot]
     }
 
-    /// Sweeps each shard that the keys of `ids` may grow past its bound.
-    fn sweep_if_due(&mut self, ids: &[KeyId], now_us: u64, cap: usize) {
+    /// Sweeps each shard that the keys of `pairs` may grow past its bound.
+    fn sweep_if_due(&mut self, pairs: &[Judged], now_us: u64, cap: usize) {
         for slot in 0..self.guards.len() {
-            let incoming = ids.iter().filter(|&&id| self.slot(id) == slot).count();
+            let incoming = pairs.iter().filter(|p| self.slot(p.id) == slot).count();
             self.guards[slot].sweep_if_due(now_us, incoming, cap);
         }
     }
@@ -333,18 +340,14 @@ impl Locked<'_> {
     /// tracked whose policy admits); a full one refuses the whole request, counted.
     fn make_room_for_new_keys(
         &mut self,
-        ids: &[KeyId],
-        judged: &[(Evaluation, bool)],
+        judged: &[Judged],
         cap: usize,
         max_keys: usize,
     ) -> Result<(), StoreError> {
         for slot in 0..self.guards.len() {
-            let new_keys = ids
+            let new_keys = judged
                 .iter()
-                .zip(judged)
-                .filter(|&(&id, &(evaluation, tracked))| {
-                    !tracked && evaluation.allowed && self.slot(id) == slot
-                })
+                .filter(|j| j.position.is_none() && j.evaluation.allowed && self.slot(j.id) == slot)
                 .count();
             let shard = &mut self.guards[slot];
             if new_keys > 0 && shard.len + new_keys > cap {
@@ -356,38 +359,56 @@ impl Locked<'_> {
     }
 }
 
-/// Judges a request of `cost` against the key's state (settled in place when tracked); returns
-/// the evaluation and whether the key is tracked.
-fn evaluate<M: Tracked>(
-    shard: &mut Shard,
+/// One pair of a decision: its key, where the key sits in its table if tracked, and the
+/// judgement of phase 1.
+#[derive(Debug, Clone, Copy)]
+struct Judged {
     id: KeyId,
-    now_us: u64,
-    cost: u64,
-    policy: &Policy,
-) -> (Evaluation, bool) {
-    match shard.get_mut::<M>(id) {
-        Some(entry) => (
-            Evaluation::of::<M>(&mut entry.state, now_us, cost, policy),
-            true,
-        ),
-        None => {
-            let mut fresh = M::fresh(now_us, policy);
-            (Evaluation::of::<M>(&mut fresh, now_us, cost, policy), false)
+    position: Option<usize>,
+    evaluation: Evaluation,
+}
+
+impl Judged {
+    fn of(id: KeyId) -> Self {
+        Judged {
+            id,
+            position: None,
+            evaluation: Evaluation {
+                remaining: 0,
+                allowed: false,
+            },
         }
     }
 }
 
-/// Finishes a judged pair: consumes if `commit`, stores or forgets the state, and reports.
-fn conclude<M: Tracked>(
+/// Judges a request of `cost` against the key's state, settled in place when tracked.
+fn judge<M: Tracked>(
     shard: &mut Shard,
-    id: KeyId,
+    judged: &mut Judged,
     now_us: u64,
     cost: u64,
     policy: &Policy,
-    evaluation: Evaluation,
+) {
+    let id = judged.id;
+    judged.position = shard.position::<M>(id);
+    judged.evaluation = match judged.position.and_then(|p| shard.at::<M>(p, id)) {
+        Some(entry) => Evaluation::of::<M>(&mut entry.state, now_us, cost, policy),
+        None => Evaluation::of::<M>(&mut M::fresh(now_us, policy), now_us, cost, policy),
+    };
+}
+
+/// Finishes a judged pair: consumes if `commit`, stores or forgets the state, and reports. A
+/// position that an earlier pair's insert moved is found again by [`Shard::at`].
+fn conclude<M: Tracked>(
+    shard: &mut Shard,
+    judged: &Judged,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
     commit: bool,
 ) -> Decision {
-    if let Some(entry) = shard.get_mut::<M>(id) {
+    let (id, evaluation) = (judged.id, judged.evaluation);
+    if let Some(entry) = judged.position.and_then(|p| shard.at::<M>(p, id)) {
         let (decision, ttl_us) =
             evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, commit);
         entry.expires_at_us = now_us + ttl_us;

@@ -116,6 +116,29 @@ impl Shard {
         M::table(self).find_mut(id.low, |e| e.id == id)
     }
 
+    /// Where `id`'s entry sits in its table, if it is tracked. Reaching it again by
+    /// [`Shard::at`] costs no second lookup while nothing is inserted into that table.
+    pub(crate) fn position<M: Tracked>(&mut self, id: KeyId) -> Option<usize> {
+        M::table(self).find_bucket_index(id.low, |e| e.id == id)
+    }
+
+    /// `id`'s entry, at `position` when it is still there (nothing was inserted since), found
+    /// again otherwise.
+    pub(crate) fn at<M: Tracked>(
+        &mut self,
+        position: usize,
+        id: KeyId,
+    ) -> Option<&mut Entry<M::State>> {
+        let still_there = M::table(self)
+            .get_bucket(position)
+            .is_some_and(|e| e.id == id);
+        if still_there {
+            M::table(self).get_bucket_mut(position)
+        } else {
+            self.get_mut::<M>(id)
+        }
+    }
+
     /// Tracks a new key. The caller checked that the shard has room for it.
     pub(crate) fn insert<M: Tracked>(&mut self, id: KeyId, expires_at_us: u64, state: M::State) {
         M::table(self).insert_unique(
