@@ -31,3 +31,9 @@ pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
 pub use metrics::{DECISIONS_TOTAL, PolicyCounters};
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};
+
+/// The README's examples (the library's and this crate's), compiled and run as doc tests here,
+/// where both crates are in reach.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

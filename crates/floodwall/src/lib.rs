@@ -53,8 +53,3 @@ pub use verdict::{Answer, Source, Verdict};
 
 /// The pure core: algorithms, key encoding, reference types.
 pub use floodwall_core as core;
-
-/// The README's examples, compiled and run as doc tests.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
