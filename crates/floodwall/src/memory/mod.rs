@@ -212,7 +212,7 @@ impl MemoryStore {
             .all(|(policy, judged)| policy.mode() == Mode::Shadow || judged.evaluation.allowed);
         let commit = allowed && cost > 0;
         if commit {
-            locked.make_room_for_new_keys(&judged, cap, self.inner.max_keys)?;
+            locked.check_room_for_new_keys(&judged, cap, self.inner.max_keys)?;
         }
 
         // Phase 2: consume where admitted if everything enforced admitted, and report.
@@ -318,11 +318,13 @@ struct Locked<'a> {
 
 impl Locked<'_> {
     /// The position among the locked shards of the one holding `id`.
+    #[inline]
     fn slot(&self, id: KeyId) -> usize {
         let index = (id.high as usize) & self.mask;
         self.order.iter().position(|&i| i == index).unwrap_or(0)
     }
 
+    #[inline]
     fn shard(&mut self, id: KeyId) -> &mut Shard {
         let slot = self.slot(id);
         &mut self.guards[slot]
@@ -338,7 +340,7 @@ impl Locked<'_> {
 
     /// Checks that every shard can track the new keys an admission would add (the keys not yet
     /// tracked whose policy admits); a full one refuses the whole request, counted.
-    fn make_room_for_new_keys(
+    fn check_room_for_new_keys(
         &mut self,
         judged: &[Judged],
         cap: usize,
@@ -382,6 +384,7 @@ impl Judged {
 }
 
 /// Judges a request of `cost` against the key's state, settled in place when tracked.
+#[inline]
 fn judge<M: Tracked>(
     shard: &mut Shard,
     judged: &mut Judged,
@@ -399,6 +402,7 @@ fn judge<M: Tracked>(
 
 /// Finishes a judged pair: consumes if `commit`, stores or forgets the state, and reports. A
 /// position that an earlier pair's insert moved is found again by [`Shard::at`].
+#[inline]
 fn conclude<M: Tracked>(
     shard: &mut Shard,
     judged: &Judged,

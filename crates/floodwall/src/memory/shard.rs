@@ -118,12 +118,14 @@ impl Shard {
 
     /// Where `id`'s entry sits in its table, if it is tracked. Reaching it again by
     /// [`Shard::at`] costs no second lookup while nothing is inserted into that table.
+    #[inline]
     pub(crate) fn position<M: Tracked>(&mut self, id: KeyId) -> Option<usize> {
         M::table(self).find_bucket_index(id.low, |e| e.id == id)
     }
 
     /// `id`'s entry, at `position` when it is still there (nothing was inserted since), found
     /// again otherwise.
+    #[inline]
     pub(crate) fn at<M: Tracked>(
         &mut self,
         position: usize,
