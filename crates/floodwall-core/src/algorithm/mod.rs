@@ -174,14 +174,9 @@ pub fn step_with<M: Meter>(
     cost: u64,
     policy: &Policy,
 ) -> Result<Outcome<M::State>, CostError> {
-    check_cost(policy, cost)?;
-    let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
-    let evaluation = Evaluation::of::<M>(&mut state, now_us, cost, policy);
-    let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now_us, cost, policy, true);
-    Ok(Outcome {
-        decision,
-        new_state: (ttl_us > 0).then_some(state),
-        ttl_us,
+    in_place::<M>(state, now_us, cost, policy, |state| {
+        let evaluation = Evaluation::of::<M>(state, now_us, cost, policy);
+        evaluation.conclude::<M>(state, now_us, cost, policy, true)
     })
 }
 
@@ -198,9 +193,23 @@ pub fn refund_with<M: Meter>(
     cost: u64,
     policy: &Policy,
 ) -> Result<Outcome<M::State>, CostError> {
+    in_place::<M>(state, now_us, cost, policy, |state| {
+        refund_in_place::<M>(state, now_us, cost, policy)
+    })
+}
+
+/// Runs `operate` on `state` (a key never seen is fresh) once `cost` is known to be admissible,
+/// and keeps the state only while it is away from rest.
+fn in_place<M: Meter>(
+    state: Option<M::State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+    operate: impl FnOnce(&mut M::State) -> (Decision, u64),
+) -> Result<Outcome<M::State>, CostError> {
     check_cost(policy, cost)?;
     let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
-    let (decision, ttl_us) = refund_in_place::<M>(&mut state, now_us, cost, policy);
+    let (decision, ttl_us) = operate(&mut state);
     Ok(Outcome {
         decision,
         new_state: (ttl_us > 0).then_some(state),

@@ -181,14 +181,6 @@ impl FromStr for Algorithm {
     }
 }
 
-fn wrap<M: Stored>(outcome: Outcome<M::State>) -> Outcome<State> {
-    Outcome {
-        decision: outcome.decision,
-        new_state: outcome.new_state.map(M::wrap),
-        ttl_us: outcome.ttl_us,
-    }
-}
-
 /// One decision under `policy`'s algorithm, data in, data out. `cost == 0` peeks.
 ///
 /// A `state` of another algorithm's shape is ignored (treated as a key never seen).
@@ -202,10 +194,7 @@ pub fn step(
     cost: u64,
     policy: &Policy,
 ) -> Result<Outcome<State>, CostError> {
-    with_meter!(policy.algorithm(), M => {
-        let state = state.and_then(M::unwrap);
-        Ok(wrap::<M>(step_with::<M>(state, now_us, cost, policy)?))
-    })
+    with_meter!(policy.algorithm(), M => stored::<M>(step_with::<M>, state, now_us, cost, policy))
 }
 
 /// Gives back `cost` units under `policy`'s algorithm, data in, data out: the inverse of an
@@ -221,9 +210,30 @@ pub fn refund(
     cost: u64,
     policy: &Policy,
 ) -> Result<Outcome<State>, CostError> {
-    with_meter!(policy.algorithm(), M => {
-        let state = state.and_then(M::unwrap);
-        Ok(wrap::<M>(refund_with::<M>(state, now_us, cost, policy)?))
+    with_meter!(policy.algorithm(), M => stored::<M>(refund_with::<M>, state, now_us, cost, policy))
+}
+
+/// An operation of one algorithm on its own state: `step_with` or `refund_with`.
+type Operation<M> = fn(
+    Option<<M as Meter>::State>,
+    u64,
+    u64,
+    &Policy,
+) -> Result<Outcome<<M as Meter>::State>, CostError>;
+
+/// One algorithm's `operation` on a stored [`State`], unwrapped going in and wrapped coming out.
+fn stored<M: Stored>(
+    operation: Operation<M>,
+    state: Option<State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Result<Outcome<State>, CostError> {
+    let outcome = operation(state.and_then(M::unwrap), now_us, cost, policy)?;
+    Ok(Outcome {
+        decision: outcome.decision,
+        new_state: outcome.new_state.map(M::wrap),
+        ttl_us: outcome.ttl_us,
     })
 }
 
