@@ -191,7 +191,7 @@ impl MemoryStore {
         for (policy, key) in check.pairs() {
             judged.push(Judged::of(self.key_id(policy, key)));
         }
-        let mut locked = self.lock_all(&judged);
+        let mut locked = self.lock_all(&mut judged);
         // The clock is read under the locks, so decisions on one key are time-ordered.
         let now = self.inner.clock.now_us();
         let cost = check.cost();
@@ -203,7 +203,7 @@ impl MemoryStore {
 
         // Phase 1: judge every pair, settling tracked keys in place; nothing is consumed yet.
         for ((policy, _), judged) in check.pairs().iter().zip(&mut judged) {
-            let shard = locked.shard(judged.id);
+            let shard = locked.shard(judged);
             with_meter!(policy.algorithm(), M => judge::<M>(shard, judged, now, cost, policy));
         }
         let allowed = check
@@ -218,7 +218,7 @@ impl MemoryStore {
         // Phase 2: consume where admitted if everything enforced admitted, and report.
         let mut decisions = SmallVec::new();
         for ((policy, _), judged) in check.pairs().iter().zip(&judged) {
-            let shard = locked.shard(judged.id);
+            let shard = locked.shard(judged);
             decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, commit)));
         }
         Ok(Answer::from_store(allowed, decisions))
@@ -288,53 +288,45 @@ impl MemoryStore {
 
     /// Locks the shards of `ids` in ascending index order, so that concurrent multi-key calls
     /// cannot deadlock.
-    fn lock_all(&self, pairs: &[Judged]) -> Locked<'_> {
+    /// Each pair learns which of the locked shards holds its key.
+    fn lock_all(&self, pairs: &mut [Judged]) -> Locked<'_> {
         let mut order: SmallVec<[usize; 2]> = SmallVec::new();
-        for pair in pairs {
+        for pair in pairs.iter() {
             order.push(self.shard_of(pair.id));
         }
         if order.len() > 1 {
             order.sort_unstable();
             order.dedup();
         }
+        for pair in pairs.iter_mut() {
+            let index = self.shard_of(pair.id);
+            pair.slot = order.iter().position(|&i| i == index).unwrap_or(0);
+        }
         let mut guards = SmallVec::new();
         for &index in &order {
             guards.push(self.lock(index));
         }
-        Locked {
-            guards,
-            order,
-            mask: self.inner.shard_mask,
-        }
+        Locked { guards }
     }
 }
 
 /// The locked shards of one decision, in ascending index order.
 struct Locked<'a> {
-    order: SmallVec<[usize; 2]>,
     guards: SmallVec<[MutexGuard<'a, Shard>; 2]>,
-    mask: usize,
 }
 
 impl Locked<'_> {
-    /// The position among the locked shards of the one holding `id`.
+    /// The locked shard holding `pair`'s key.
     #[inline]
-    fn slot(&self, id: KeyId) -> usize {
-        let index = (id.high as usize) & self.mask;
-        self.order.iter().position(|&i| i == index).unwrap_or(0)
-    }
-
-    #[inline]
-    fn shard(&mut self, id: KeyId) -> &mut Shard {
-        let slot = self.slot(id);
-        &mut self.guards[slot]
+    fn shard(&mut self, pair: &Judged) -> &mut Shard {
+        &mut self.guards[pair.slot]
     }
 
     /// Sweeps each shard that the keys of `pairs` may grow past its bound.
     fn sweep_if_due(&mut self, pairs: &[Judged], now_us: u64, cap: usize) {
-        for slot in 0..self.guards.len() {
-            let incoming = pairs.iter().filter(|p| self.slot(p.id) == slot).count();
-            self.guards[slot].sweep_if_due(now_us, incoming, cap);
+        for (slot, shard) in self.guards.iter_mut().enumerate() {
+            let incoming = pairs.iter().filter(|p| p.slot == slot).count();
+            shard.sweep_if_due(now_us, incoming, cap);
         }
     }
 
@@ -346,12 +338,11 @@ impl Locked<'_> {
         cap: usize,
         max_keys: usize,
     ) -> Result<(), StoreError> {
-        for slot in 0..self.guards.len() {
+        for (slot, shard) in self.guards.iter_mut().enumerate() {
             let new_keys = judged
                 .iter()
-                .filter(|j| j.position.is_none() && j.evaluation.allowed && self.slot(j.id) == slot)
+                .filter(|j| j.position.is_none() && j.evaluation.allowed && j.slot == slot)
                 .count();
-            let shard = &mut self.guards[slot];
             if new_keys > 0 && shard.len + new_keys > cap {
                 shard.refused += 1;
                 return Err(StoreError::Full { max_keys });
@@ -366,6 +357,8 @@ impl Locked<'_> {
 #[derive(Debug, Clone, Copy)]
 struct Judged {
     id: KeyId,
+    /// Which of the decision's locked shards holds the key.
+    slot: usize,
     position: Option<usize>,
     evaluation: Evaluation,
 }
@@ -374,6 +367,7 @@ impl Judged {
     fn of(id: KeyId) -> Self {
         Judged {
             id,
+            slot: 0,
             position: None,
             evaluation: Evaluation {
                 remaining: 0,
