@@ -298,9 +298,12 @@ impl MemoryStore {
             order.sort_unstable();
             order.dedup();
         }
-        for pair in pairs.iter_mut() {
-            let index = self.shard_of(pair.id);
-            pair.slot = order.iter().position(|&i| i == index).unwrap_or(0);
+        // With one shard locked every pair is in it, and slot 0 is already each pair's.
+        if order.len() > 1 {
+            for pair in pairs.iter_mut() {
+                let index = self.shard_of(pair.id);
+                pair.slot = order.iter().position(|&i| i == index).unwrap_or(0);
+            }
         }
         let mut guards = SmallVec::new();
         for &index in &order {
@@ -324,8 +327,12 @@ impl Locked<'_> {
 
     /// Sweeps each shard that the keys of `pairs` may grow past its bound.
     fn sweep_if_due(&mut self, pairs: &[Judged], now_us: u64, cap: usize) {
+        let one_shard = self.guards.len() == 1;
         for (slot, shard) in self.guards.iter_mut().enumerate() {
-            let incoming = pairs.iter().filter(|p| p.slot == slot).count();
+            let incoming = match one_shard {
+                true => pairs.len(),
+                false => pairs.iter().filter(|p| p.slot == slot).count(),
+            };
             shard.sweep_if_due(now_us, incoming, cap);
         }
     }
