@@ -290,6 +290,12 @@ impl MemoryStore {
     /// cannot deadlock.
     /// Each pair learns which of the locked shards holds its key.
     fn lock_all(&self, pairs: &mut [Judged]) -> Locked<'_> {
+        let mut guards = SmallVec::new();
+        // One pair: one shard, nothing to order, and slot 0 is already the pair's.
+        if let [pair] = pairs {
+            guards.push(self.lock(self.shard_of(pair.id)));
+            return Locked { guards };
+        }
         let mut order: SmallVec<[usize; 2]> = SmallVec::new();
         for pair in pairs.iter() {
             order.push(self.shard_of(pair.id));
@@ -305,7 +311,6 @@ impl MemoryStore {
                 pair.slot = order.iter().position(|&i| i == index).unwrap_or(0);
             }
         }
-        let mut guards = SmallVec::new();
         for &index in &order {
             guards.push(self.lock(index));
         }
