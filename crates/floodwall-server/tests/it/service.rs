@@ -128,7 +128,7 @@ async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_in
         "a denial consumed: {body}"
     );
 
-    let bad: [(&str, StatusCode, &str); 6] = [
+    let bad: [(&str, StatusCode, &str); 7] = [
         ("not json", StatusCode::BAD_REQUEST, "must be JSON"),
         (
             r#"{"policy": "burst", "key": "k", "extra": 1}"#,
@@ -150,6 +150,11 @@ async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_in
             r#"{"policy": "burst", "key": "k", "cost": -1}"#,
             StatusCode::BAD_REQUEST,
             "must be JSON",
+        ),
+        (
+            r#"{"policies": ["daily", "daily"], "key": "k"}"#,
+            StatusCode::BAD_REQUEST,
+            "named twice",
         ),
     ];
     for (body, expected, detail) in bad {

@@ -52,6 +52,16 @@ use crate::error::StoreError;
 use crate::store::Store;
 use crate::verdict::Answer;
 
+/// The pairs of a check across keys that live in one cluster slot, and their one call's keys
+/// and policies.
+struct SlotGroup<'p> {
+    slot: u16,
+    /// The pairs' positions in the check.
+    positions: SmallVec<[usize; 2]>,
+    keys: SmallVec<[String; 2]>,
+    policies: SmallVec<[&'p Policy; 2]>,
+}
+
 /// How often a call answered by "not executed, try elsewhere or later" is sent again.
 const MAX_NOT_EXECUTED_RETRIES: u32 = 5;
 
@@ -308,33 +318,32 @@ impl RedisStore {
             .map(|(i, tag)| (slot_of(tag), i))
             .collect();
         slots.sort_unstable();
+        // Each slot's pairs, with the keys and policies of their call (its refund reuses them).
+        let groups: SmallVec<[SlotGroup<'_>; 2]> = slots
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| SlotGroup {
+                slot: group[0].0,
+                positions: group.iter().map(|&(_, i)| i).collect(),
+                keys: group.iter().map(|&(_, i)| keys[i].clone()).collect(),
+                policies: group.iter().map(|&(_, i)| policies[i]).collect(),
+            })
+            .collect();
         let mut decisions: SmallVec<[Option<Decision>; 2]> = SmallVec::from_elem(None, pairs.len());
         let mut allowed = true;
-        let mut consumed: SmallVec<[SmallVec<[usize; 2]>; 2]> = SmallVec::new();
+        let mut consumed: SmallVec<[&SlotGroup<'_>; 2]> = SmallVec::new();
         let mut failure = None;
-        for group in slots.chunk_by(|a, b| a.0 == b.0) {
-            let positions: SmallVec<[usize; 2]> = group.iter().map(|&(_, i)| i).collect();
-            let group_keys: SmallVec<[String; 2]> =
-                positions.iter().map(|&i| keys[i].clone()).collect();
-            let group_policies: SmallVec<[&Policy; 2]> =
-                positions.iter().map(|&i| policies[i]).collect();
+        for group in &groups {
+            let (keys, policies) = (&group.keys, &group.policies);
             match self
-                .call(
-                    group[0].0,
-                    &group_keys,
-                    &group_policies,
-                    cost,
-                    operation,
-                    deadline,
-                )
+                .call(group.slot, keys, policies, cost, operation, deadline)
                 .await
             {
                 Ok(answer) => {
                     allowed &= answer.allowed;
                     if answer.allowed && cost > 0 && operation == Operation::Decide {
-                        consumed.push(positions.clone());
+                        consumed.push(group);
                     }
-                    for (&i, decision) in positions.iter().zip(answer.decisions) {
+                    for (&i, decision) in group.positions.iter().zip(answer.decisions) {
                         decisions[i] = Some(decision);
                     }
                 }
@@ -348,25 +357,21 @@ impl RedisStore {
             // Undo every slot that consumed; what the refund reports is the state as if this
             // request had never come. A refund that fails leaves that slot over-counted, never
             // under.
-            for positions in consumed {
-                let group_keys: SmallVec<[String; 2]> =
-                    positions.iter().map(|&i| keys[i].clone()).collect();
-                let group_policies: SmallVec<[&Policy; 2]> =
-                    positions.iter().map(|&i| policies[i]).collect();
+            for group in consumed {
+                let (keys, policies) = (&group.keys, &group.policies);
                 let refund_deadline = Instant::now() + self.inner.timeout;
-                let slot = slot_of(&tags[positions[0]]);
                 let refunded = self
                     .call(
-                        slot,
-                        &group_keys,
-                        &group_policies,
+                        group.slot,
+                        keys,
+                        policies,
                         cost,
                         Operation::Refund,
                         refund_deadline,
                     )
                     .await;
                 if let Ok(answer) = refunded {
-                    for (&i, after) in positions.iter().zip(answer.decisions) {
+                    for (&i, after) in group.positions.iter().zip(answer.decisions) {
                         if let Some(decision) = &mut decisions[i] {
                             decision.remaining = after.remaining;
                             decision.reset_after = after.reset_after;
