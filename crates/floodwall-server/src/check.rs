@@ -106,7 +106,7 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
     let body = Limited::new(request.into_body(), MAX_CHECK_BODY)
         .collect()
         .await
-        .map_err(|_| ApiError::CheckTooLarge)?
+        .map_err(|error| ApiError::reading_body(&*error))?
         .to_bytes();
     let request: CheckRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadCheck(format!(

@@ -18,6 +18,10 @@ pub(crate) enum ApiError {
     BadCheck(String),
     /// 413: a check body over [`MAX_CHECK_BODY`].
     CheckTooLarge,
+    /// 408: the request body stopped arriving for longer than `[server] body_timeout`.
+    BodyTimeout,
+    /// 400: the request body could not be read: malformed chunked framing, or cut off.
+    BadBody,
     /// 404: no policy of that name; the configured ones are listed.
     UnknownPolicy {
         /// The name asked for.
@@ -46,6 +50,22 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// The answer to a failure reading a check request's body: 413 past its size limit, 408
+    /// when it stalled, 400 when it was malformed or cut off.
+    pub(crate) fn reading_body(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Some(error);
+        while let Some(error) = cause {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return ApiError::CheckTooLarge;
+            }
+            if error.is::<crate::connections::BodyStalled>() {
+                return ApiError::BodyTimeout;
+            }
+            cause = error.source();
+        }
+        ApiError::BadBody
+    }
+
     /// The 404 for `name`, listing the policies of `policies`.
     pub(crate) fn unknown_policy(name: &str, policies: &[Policy]) -> Self {
         ApiError::UnknownPolicy {
@@ -69,6 +89,16 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Check request too large",
                 &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
+            ),
+            ApiError::BodyTimeout => about_blank(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body timed out",
+                "the request body stopped arriving; send it without long pauses",
+            ),
+            ApiError::BadBody => about_blank(
+                StatusCode::BAD_REQUEST,
+                "Malformed request body",
+                "the request body could not be read: malformed chunked encoding, or cut off",
             ),
             ApiError::UnknownPolicy { name, defined } => about_blank(
                 StatusCode::NOT_FOUND,

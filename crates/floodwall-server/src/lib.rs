@@ -9,33 +9,29 @@ pub mod config;
 
 mod admin;
 mod check;
+mod connections;
 mod error;
-mod listener;
 mod pool;
 mod proxy;
 mod routes;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use floodwall::{Limiter, Storage, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tower::ServiceExt;
 
 use crate::check::CheckState;
 pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
 use crate::config::{Config, StorageConfig};
-use crate::listener::BoundedListener;
+use crate::connections::{ConnectionLimits, RouterSource};
 use crate::routes::RouteTable;
 
 /// Why the service could not run.
@@ -159,9 +155,10 @@ async fn ready(state: Arc<CheckState>) -> axum::response::Response {
 ///   new configuration from `configs`;
 /// - the admin server drains on `stopped` and gets a short grace period after the main one.
 ///
-/// The main server runs on the caller's task. Connections are hyper's, one task each, spawned by
-/// `axum::serve` and told to finish on `stopped`; each listener keeps at most
-/// `[server] max_connections` of them open.
+/// The main server runs on the caller's task. Connections are hyper's, one task each, with the
+/// header, idle and body deadlines of `[server]`, told to finish on `stopped`; each listener
+/// keeps at most `[server] max_connections` of them open, fewer if the file descriptor limit
+/// (raised to its hard limit here) would not hold them.
 async fn serve(
     mut configs: watch::Receiver<Config>,
     limiter: Limiter,
@@ -169,7 +166,35 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = Arc::new(configs.borrow_and_update().clone());
-    let max_connections = config.server.max_connections;
+    let fd_limit = connections::raise_fd_limit();
+    let proxies = config
+        .routes
+        .iter()
+        .any(|route| matches!(route.action, config::RouteAction::Upstream { .. }));
+    let limits = |share: (u64, u64), fds_per_connection: u64, listener: &str| {
+        let server = &config.server;
+        let fit =
+            connections::fit_to_fds(server.max_connections, fd_limit, share, fds_per_connection);
+        if fit < server.max_connections {
+            tracing::warn!(
+                listener,
+                max_connections = fit,
+                configured = server.max_connections,
+                fd_limit = fd_limit.unwrap_or_default(),
+                "max_connections lowered to fit the file descriptor limit; raise the limit (LimitNOFILE, ulimit -n) to allow more"
+            );
+        }
+        ConnectionLimits {
+            max_connections: fit,
+            header_timeout: server.header_timeout,
+            idle_timeout: server.idle_timeout,
+            body_timeout: server.body_timeout,
+            max_header_bytes: server.max_header_bytes,
+        }
+    };
+    let main_limits = limits((3, 4), if proxies { 2 } else { 1 }, "main");
+    let admin_limits = listeners.admin.as_ref().map(|_| limits((1, 8), 1, "admin"));
+
     // Every task answers an io::Result, so that the admin server's own can be read back.
     let mut tasks: JoinSet<std::io::Result<()>> = JoinSet::new();
     let (stop, stopped) = watch::channel(false);
@@ -218,43 +243,42 @@ async fn serve(
     let admin = match listeners.admin {
         Some(listener) => {
             tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
-            let listener = BoundedListener::new(listener, max_connections);
             let router = admin::app(admin_config, limiter.clone());
+            let limits = admin_limits.unwrap_or(main_limits);
             let stopped = stopped.clone();
             Some(tasks.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(until_stopped(stopped))
-                    .await
+                connections::serve(
+                    listener,
+                    limits,
+                    Arc::new(move || router.clone()),
+                    until_stopped(stopped),
+                )
+                .await;
+                Ok(())
             }))
         }
         None => None,
     };
-    // Each connection's requests carry its peer address (as axum's `ConnectInfo`) and go to
-    // whichever router is live when they arrive.
-    let connections = tower::service_fn(move |connection: IncomingStream<'_, BoundedListener>| {
-        let peer = ConnectInfo(*connection.remote_addr());
-        let current = Arc::clone(&current);
-        std::future::ready(Ok::<_, Infallible>(tower::service_fn(
-            move |mut request: Request| {
-                request.extensions_mut().insert(peer);
-                let router = current
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                router.oneshot(request)
-            },
-        )))
-    });
     tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
-    let main = BoundedListener::new(listeners.main, max_connections);
-    let graceful =
-        axum::serve(main, connections).with_graceful_shutdown(until_stopped(stopped.clone()));
+    // Each request goes to whichever router is live when it arrives.
+    let live: RouterSource = Arc::new(move || {
+        current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    });
+    let main = connections::serve(
+        listeners.main,
+        main_limits,
+        live,
+        until_stopped(stopped.clone()),
+    );
     let deadline = async {
         until_stopped(stopped).await;
         tokio::time::sleep(DRAIN_DEADLINE).await;
     };
     tokio::select! {
-        served = graceful => served?,
+        () = main => {}
         () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
     }
     if let Some(admin) = admin {

@@ -47,12 +47,30 @@ pub struct ServerConfig {
     pub ipv6_prefix: u8,
     /// Which rate-limit headers responses carry.
     pub headers: HeaderMode,
-    /// The most connections each listener (main and admin) keeps open; past it, new ones wait.
+    /// The most connections each listener (main and admin) keeps open; past it, the one that
+    /// has waited longest without a request in flight is closed, and new ones wait.
     pub max_connections: usize,
+    /// A request's headers must arrive within this of its first byte (or of the connection's
+    /// start), or the connection is closed.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A request body that stops arriving for this long ends the request (408).
+    pub body_timeout: Duration,
+    /// The most bytes a request's line and headers may take (431 past it).
+    pub max_header_bytes: usize,
 }
 
 /// The default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The default `header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default `body_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default `max_header_bytes`: nginx's default of four 8 KiB buffers.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// `[admin]`.
 #[derive(Debug, Clone)]

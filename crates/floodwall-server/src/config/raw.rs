@@ -27,6 +27,10 @@ pub(crate) struct RawServer {
     pub(crate) ipv6_prefix: Option<Spanned<i64>>,
     pub(crate) headers: Option<Spanned<String>>,
     pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) header_timeout: Option<Spanned<String>>,
+    pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) body_timeout: Option<Spanned<String>>,
+    pub(crate) max_header_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

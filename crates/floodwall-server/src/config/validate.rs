@@ -25,6 +25,10 @@ use super::{
 
 /// The largest `max_connections` accepted.
 const MAX_CONNECTIONS_BOUND: usize = 1_000_000;
+/// The bounds of `max_header_bytes`: below 8 KiB common browsers' cookies do not fit (and the
+/// HTTP/1 parser needs that much); above 1 MiB a few thousand connections hold gigabytes.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES_BOUND: usize = 1024 * 1024;
 
 const STORAGE_SCHEMES: &str =
     "memory://, redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://";
@@ -147,7 +151,49 @@ fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> ServerConfig {
             Some("open connections per listener, e.g. 10000; keep it below the process's file descriptor limit"),
         )
     });
+    let timeout =
+        |value: &Option<Spanned<String>>, default: Duration, diagnostics: &mut Diagnostics<'_>| {
+            value
+                .as_ref()
+                .map_or(Some(default), |text| {
+                    parse_or(diagnostics, text, |text| duration(text), None)
+                })
+                .unwrap_or(default)
+        };
+    let header_timeout = timeout(
+        &raw.server.header_timeout,
+        super::DEFAULT_HEADER_TIMEOUT,
+        diagnostics,
+    );
+    let idle_timeout = timeout(
+        &raw.server.idle_timeout,
+        super::DEFAULT_IDLE_TIMEOUT,
+        diagnostics,
+    );
+    let body_timeout = timeout(
+        &raw.server.body_timeout,
+        super::DEFAULT_BODY_TIMEOUT,
+        diagnostics,
+    );
+    let max_header_bytes = raw.server.max_header_bytes.as_ref().and_then(|max| {
+        parse_or(
+            diagnostics,
+            max,
+            |max| match count("max_header_bytes", *max, MAX_HEADER_BYTES_BOUND) {
+                Ok(bytes) if bytes >= MIN_HEADER_BYTES => Ok(bytes),
+                Ok(_) => Err(format!(
+                    "max_header_bytes {max} must be at least {MIN_HEADER_BYTES}"
+                )),
+                Err(message) => Err(message),
+            },
+            Some("bytes for a request's line and headers, e.g. 32768"),
+        )
+    });
     ServerConfig {
+        header_timeout,
+        idle_timeout,
+        body_timeout,
+        max_header_bytes: max_header_bytes.unwrap_or(super::DEFAULT_MAX_HEADER_BYTES),
         listen: listen.unwrap_or(super::DEFAULT_LISTEN),
         trusted_proxies,
         ipv6_prefix: ipv6_prefix.unwrap_or(64),

@@ -118,17 +118,24 @@ async fn the_router_answers_checks_routes_and_problems_in_process() {
 }
 
 /// `[server] max_connections` bounds the open connections of a listener: past it, a new
-/// connection is not taken until one closes, and the service stops cleanly all the same.
+/// connection waits while every open one has a request in flight, takes the place of one that
+/// has none, and the service stops cleanly all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_keeps_at_most_max_connections_open() {
+    use tokio::io::AsyncWriteExt;
+
     let service = Service::start(&format!("[server]\nmax_connections = 3\n{CONFIG}")).await;
-    let mut idle = Vec::new();
+    // Three requests in flight: each check's body is announced and never finished.
+    let mut busy = Vec::new();
     for _ in 0..3 {
-        idle.push(
-            tokio::net::TcpStream::connect(service.address)
-                .await
-                .unwrap(),
-        );
+        let mut stream = tokio::net::TcpStream::connect(service.address)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+            .await
+            .unwrap();
+        busy.push(stream);
     }
     // Give the listener the moment it needs to take all three.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -141,9 +148,17 @@ async fn a_listener_keeps_at_most_max_connections_open() {
         waiting.as_ref().is_err_and(reqwest::Error::is_timeout),
         "a fourth connection was served: {waiting:?}"
     );
-    drop(idle.pop());
+    drop(busy.pop());
     let served = client.get(service.url("/healthz")).send().await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
-    drop(idle);
+    // The client's keep-alive connection now waits with no request; a new client takes its
+    // place instead of waiting.
+    let other = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let served = other.get(service.url("/healthz")).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    drop(busy);
     service.stop().await.unwrap();
 }

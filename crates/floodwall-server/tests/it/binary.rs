@@ -34,8 +34,26 @@ impl Floodwall {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        command.envs(env.iter().copied());
+        Self::spawn(command, admin)
+    }
+
+    /// As [`Floodwall::serve_with`] with `admin`, in a process that may open at most
+    /// `fd_limit` file descriptors (soft and hard limit alike).
+    pub(crate) fn serve_with_fd_limit(config: &Path, fd_limit: u64) -> Floodwall {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {fd_limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_floodwall"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config);
+        Self::spawn(command, true)
+    }
+
+    /// Runs `command` (a `floodwall serve`) and waits for its listeners' addresses.
+    fn spawn(mut command: Command, admin: bool) -> Floodwall {
         let mut child = command
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -111,6 +129,17 @@ impl Floodwall {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// The process's resident memory, in bytes.
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
     }
 
     /// Waits for the process to exit and returns its exit code.

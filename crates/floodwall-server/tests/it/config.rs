@@ -121,6 +121,20 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "file descriptor limit",
         ),
         (
+            "[server]\nheader_timeout = \"0s\"\n".into(),
+            2,
+            18,
+            "must be more than zero",
+            "",
+        ),
+        (
+            "[server]\nmax_header_bytes = 1000\n".into(),
+            2,
+            20,
+            "must be at least 8192",
+            "e.g. 32768",
+        ),
+        (
             "[server]\nheaders = \"ietf\"\n".into(),
             2,
             11,

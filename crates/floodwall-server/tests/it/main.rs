@@ -9,6 +9,7 @@ mod admin;
 mod app;
 mod binary;
 mod config;
+mod connections;
 mod in_process;
 mod operations;
 mod proxy;
