@@ -138,8 +138,26 @@ impl RateLimitHeaders {
         }
     }
 
-    /// Writes the headers of the mode for `verdict`, and `Retry-After` when it denies.
+    /// Writes the headers of the mode for `verdict`, and `Retry-After` when it denies. A verdict
+    /// admitted without counting (the store failed and `on_error` allowed it) reports only the
+    /// policies (`RateLimit-Policy`, `X-RateLimit-Limit`): it has no remaining or reset to tell.
     pub fn write(&self, headers: &mut HeaderMap, verdict: &Verdict<'_>) {
+        if verdict.source() == floodwall::Source::FailOpen {
+            if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
+                if let Some(policy_value) = self.policy_value(verdict) {
+                    headers.insert(RATELIMIT_POLICY.clone(), policy_value);
+                }
+            }
+            if let (HeaderMode::Legacy | HeaderMode::Both, Some((policy, _))) =
+                (self.mode, verdict.iter().next())
+            {
+                headers.insert(
+                    X_RATELIMIT_LIMIT.clone(),
+                    HeaderValue::from(policy.capacity()),
+                );
+            }
+            return;
+        }
         if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
             let state_value = list(verdict.iter().map(|(policy, decision)| {
                 (

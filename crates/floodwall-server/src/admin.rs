@@ -78,7 +78,7 @@ fn store_gauges(stats: StorageStats) {
             metrics::gauge!("floodwall_memory_keys").set(stats.keys as f64);
             metrics::gauge!("floodwall_memory_max_keys").set(stats.max_keys as f64);
             metrics::counter!("floodwall_memory_reclaimed_total").absolute(stats.reclaimed);
-            metrics::counter!("floodwall_memory_refused_total").absolute(stats.refused);
+            metrics::counter!("floodwall_memory_evicted_total").absolute(stats.evicted);
         }
         StorageStats::Redis(stats) => {
             metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);

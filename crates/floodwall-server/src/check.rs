@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use floodwall::{Decision, Error, Limiter, Policy, Verdict};
+use floodwall::{Decision, Error, Limiter, Policy, Source, Verdict};
 use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
@@ -156,7 +156,7 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
             allowed: verdict.allowed(),
             decisions: verdict
                 .iter()
-                .map(|(policy, decision)| decision_body(policy, decision))
+                .map(|(policy, decision)| decision_body(&verdict, policy, decision))
                 .collect(),
         })
     } else {
@@ -198,10 +198,12 @@ pub struct DecisionBody<'a> {
     pub policy: &'a str,
     /// The policy's capacity.
     pub limit: u64,
-    /// Units left after this request.
-    pub remaining: u64,
-    /// Milliseconds until the policy is back at full capacity, rounded up.
-    pub reset_after_ms: u64,
+    /// Units left after this request; `null` when nothing was counted (the store failed and
+    /// `on_error` admitted the request).
+    pub remaining: Option<u64>,
+    /// Milliseconds until the policy is back at full capacity, rounded up; `null` when nothing
+    /// was counted.
+    pub reset_after_ms: Option<u64>,
     /// On a denial, milliseconds until the same request would be admitted, rounded up.
     pub retry_after_ms: Option<u64>,
 }
@@ -223,17 +225,23 @@ pub fn single_decision_body<'p>(verdict: &Verdict<'p>) -> Option<DecisionBody<'p
         .next()
         .map(|(policy, decision)| DecisionBody {
             allowed: verdict.allowed(),
-            ..decision_body(policy, decision)
+            ..decision_body(verdict, policy, decision)
         })
 }
 
-fn decision_body<'a>(policy: &'a Policy, decision: &Decision) -> DecisionBody<'a> {
+/// One decision of `verdict`, with its counts only if the verdict was counted.
+fn decision_body<'a>(
+    verdict: &Verdict<'_>,
+    policy: &'a Policy,
+    decision: &Decision,
+) -> DecisionBody<'a> {
+    let counted = verdict.source() != Source::FailOpen;
     DecisionBody {
         allowed: decision.allowed,
         policy: policy.name(),
         limit: decision.capacity,
-        remaining: decision.remaining,
-        reset_after_ms: millis_ceil(decision.reset_after),
+        remaining: counted.then_some(decision.remaining),
+        reset_after_ms: counted.then(|| millis_ceil(decision.reset_after)),
         retry_after_ms: decision.retry_after.map(millis_ceil),
     }
 }

@@ -8,17 +8,6 @@ use floodwall_core::CostError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The memory store tracks its maximum number of keys and none of them is back at rest, so
-    /// a new key could not be tracked. Existing keys keep their state: the store never evicts a
-    /// key that still restricts a client, so flooding new keys cannot buy a denied one a fresh
-    /// quota.
-    #[error(
-        "memory store is full: {max_keys} keys are tracked and none is at rest, so a new key was not tracked; raise max_keys"
-    )]
-    Full {
-        /// The store's bound.
-        max_keys: usize,
-    },
     /// The store did not answer within its deadline. The request may or may not have been
     /// counted; it is never retried (a retry could count it twice).
     #[error("rate-limit store did not answer within {after:?}")]
@@ -63,8 +52,6 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StoreErrorKind {
-    /// [`StoreError::Full`].
-    Full,
     /// [`StoreError::Timeout`].
     Timeout,
     /// [`StoreError::CircuitOpen`].
@@ -79,8 +66,7 @@ pub enum StoreErrorKind {
 
 impl StoreErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [StoreErrorKind; 6] = [
-        StoreErrorKind::Full,
+    pub const ALL: [StoreErrorKind; 5] = [
         StoreErrorKind::Timeout,
         StoreErrorKind::CircuitOpen,
         StoreErrorKind::Redis,
@@ -94,10 +80,9 @@ impl StoreErrorKind {
         self as usize
     }
 
-    /// The kind in snake case: `full`, `timeout`, `circuit_open`, `redis`, `reply`, `config`.
+    /// The kind in snake case: `timeout`, `circuit_open`, `redis`, `reply`, `config`.
     pub fn as_str(self) -> &'static str {
         match self {
-            StoreErrorKind::Full => "full",
             StoreErrorKind::Timeout => "timeout",
             StoreErrorKind::CircuitOpen => "circuit_open",
             StoreErrorKind::Redis => "redis",
@@ -117,7 +102,6 @@ impl StoreError {
     /// What kind of failure this is.
     pub fn kind(&self) -> StoreErrorKind {
         match self {
-            StoreError::Full { .. } => StoreErrorKind::Full,
             StoreError::Timeout { .. } => StoreErrorKind::Timeout,
             StoreError::CircuitOpen { .. } => StoreErrorKind::CircuitOpen,
             #[cfg(feature = "redis")]
@@ -132,9 +116,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Reply { .. } | StoreError::Config { .. } => false,
-            StoreError::Full { .. }
-            | StoreError::Timeout { .. }
-            | StoreError::CircuitOpen { .. } => true,
+            StoreError::Timeout { .. } | StoreError::CircuitOpen { .. } => true,
             #[cfg(feature = "redis")]
             StoreError::Redis { source } => {
                 source.is_timeout()

@@ -403,7 +403,7 @@ impl Limiter {
             .collect();
         let pairs = shares.iter().zip(check.pairs()).map(|(p, (_, k))| (p, *k));
         let shared_check = Check::each(pairs, check.cost()).ok()?;
-        local.acquire_sync(&shared_check).ok()
+        Some(local.acquire_sync(&shared_check))
     }
 
     /// An uncounted admission: each decision reports the policy's capacity less this cost.

@@ -88,7 +88,7 @@ pub enum Storage {
 }
 
 /// What a [`Storage`] reports about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum StorageStats {
     /// The memory store's key counts.
@@ -142,7 +142,7 @@ impl From<RedisStore> for Storage {
 impl Store for Storage {
     async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         match self {
-            Storage::Memory(store) => store.acquire_sync(check),
+            Storage::Memory(store) => Ok(store.acquire_sync(check)),
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.acquire(check).await,
         }

@@ -309,6 +309,20 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
         text.contains(r#"floodwall_decisions_total{policy="closed",outcome="error"} 20"#),
         "{text}"
     );
+    // An answer admitted without counting says so: no remaining or reset is made up.
+    let open = client
+        .post(&url)
+        .body(r#"{"policy": "open", "key": "k"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    assert!(open.headers().get("ratelimit").is_none());
+    assert!(open.headers().get("ratelimit-policy").is_some());
+    let body: serde_json::Value = open.json().await.unwrap();
+    assert_eq!(body["allowed"], true);
+    assert!(body["remaining"].is_null(), "{body}");
+    assert!(body["reset_after_ms"].is_null(), "{body}");
 
     redis.restart().unwrap();
     let back = tokio::time::Instant::now();

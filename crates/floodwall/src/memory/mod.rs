@@ -31,10 +31,17 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   negligible probability (about 2^-128 per pair).
 /// - **Reclaimed**: a key back at its full quota is dropped when a request finds it so, and
 ///   shards sweep keys at rest as they grow or fill, without any caller asking.
-/// - **Never evicts a restricting key**: when a shard is full of keys whose state still limits a
-///   client, a *new* key is refused with [`StoreError::Full`] (counted in
-///   [`MemoryStats::refused`]) rather than evicting one; the limiter's `on_error` decides the
-///   refused request. Flooding new keys therefore never gives a denied client a fresh quota.
+/// - **Full means evicting the least used keys, never refusing**: a new key always gets its
+///   exact limit. When a shard is full even after sweeping keys at rest, the entries with the
+///   smallest share of their quota in use at their last decision are evicted, the soonest at
+///   rest first among equals (at least the room needed, and a sixteenth of the shard, so a
+///   flood costs amortised O(1) per key); counted in [`MemoryStats::evicted`]. The bound on what
+///   an eviction gives back: a key evicted with a share `f` of its quota in use regains at most
+///   `f` of its capacity (use only decays after a decision), and every key kept in its shard
+///   had at least `f` in use ([`MemoryStats::evicted_most_used`] is the largest `f` so far). A
+///   flood of one-request keys is therefore evicted before any client that is actually being
+///   limited: a denied or exhausted key (all of its quota in use) goes only once its shard holds
+///   nothing else.
 ///
 /// Clones share the same state.
 #[derive(Debug, Clone)]
@@ -59,7 +66,7 @@ struct Inner {
 struct Padded(Mutex<Shard>);
 
 /// Counters of a [`MemoryStore`], summed over its shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub struct MemoryStats {
     /// Keys tracked now.
@@ -68,8 +75,12 @@ pub struct MemoryStats {
     pub max_keys: usize,
     /// Keys dropped because they were back at rest.
     pub reclaimed: u64,
-    /// New keys not tracked because the store was full of keys still restricting clients.
-    pub refused: u64,
+    /// Keys evicted to make room for new ones in a full shard, least used first.
+    pub evicted: u64,
+    /// The largest share of its quota (0.0 to 1.0) that an evicted key had in use at its last
+    /// decision: what any eviction has given back, at most, as a share of that key's capacity.
+    /// 0.0 while nothing was evicted.
+    pub evicted_most_used: f64,
 }
 
 /// Builds a [`MemoryStore`].
@@ -172,19 +183,18 @@ impl MemoryStore {
             let shard = self.lock(index);
             stats.keys += shard.len;
             stats.reclaimed += shard.reclaimed;
-            stats.refused += shard.refused;
+            stats.evicted += shard.evicted;
+            stats.evicted_most_used = stats
+                .evicted_most_used
+                .max(f64::from(shard.evicted_fill) / f64::from(u16::MAX));
         }
         stats
     }
 
     /// [`Store::acquire`] without a future: the memory store never waits on anything but a
-    /// shard's mutex.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Full`] when the request would be admitted but a key it needs cannot be
-    /// tracked.
-    pub fn acquire_sync(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+    /// shard's mutex, and never fails: a full shard makes room by evicting the entries closest
+    /// to rest (see [`MemoryStore`]).
+    pub fn acquire_sync(&self, check: &Check<'_>) -> Answer {
         // Containers are filled by pushes, not collected through iterator adapters: this is every
         // request's path, and the adapters cost more than the loops.
         let mut judged: SmallVec<[Judged; 2]> = SmallVec::new();
@@ -198,7 +208,7 @@ impl MemoryStore {
         let cap = self.inner.per_shard_max;
         // Room is made before judging, so no entry vanishes between judging and concluding.
         if cost > 0 {
-            locked.sweep_if_due(&judged, now, cap);
+            locked.make_room(check, &judged, now, cap);
         }
 
         // Phase 1: judge every pair, settling tracked keys in place; nothing is consumed yet.
@@ -211,9 +221,6 @@ impl MemoryStore {
             .zip(&judged)
             .all(|(policy, judged)| policy.mode() == Mode::Shadow || judged.evaluation.allowed);
         let commit = allowed && cost > 0;
-        if commit {
-            locked.check_room_for_new_keys(&judged, cap, self.inner.max_keys)?;
-        }
 
         // Phase 2: consume where admitted if everything enforced admitted, and report.
         let mut decisions = SmallVec::new();
@@ -221,7 +228,7 @@ impl MemoryStore {
             let shard = locked.shard(judged);
             decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, commit)));
         }
-        Ok(Answer::from_store(allowed, decisions))
+        Answer::from_store(allowed, decisions)
     }
 
     /// [`Store::refund`] without a future.
@@ -330,37 +337,36 @@ impl Locked<'_> {
         &mut self.guards[pair.slot]
     }
 
-    /// Sweeps each shard that the keys of `pairs` may grow past its bound.
-    fn sweep_if_due(&mut self, pairs: &[Judged], now_us: u64, cap: usize) {
+    /// Makes room, in each shard the keys of `pairs` may grow past `cap`, for every key of
+    /// `pairs`: keys at rest are swept first, and if the keys not yet tracked still do not fit,
+    /// the entries closest to rest are evicted.
+    fn make_room(&mut self, check: &Check<'_>, pairs: &[Judged], now_us: u64, cap: usize) {
         let one_shard = self.guards.len() == 1;
         for (slot, shard) in self.guards.iter_mut().enumerate() {
             let incoming = match one_shard {
                 true => pairs.len(),
                 false => pairs.iter().filter(|p| p.slot == slot).count(),
             };
-            shard.sweep_if_due(now_us, incoming, cap);
-        }
-    }
-
-    /// Checks that every shard can track the new keys an admission would add (the keys not yet
-    /// tracked whose policy admits); a full one refuses the whole request, counted.
-    fn check_room_for_new_keys(
-        &mut self,
-        judged: &[Judged],
-        cap: usize,
-        max_keys: usize,
-    ) -> Result<(), StoreError> {
-        for (slot, shard) in self.guards.iter_mut().enumerate() {
-            let new_keys = judged
-                .iter()
-                .filter(|j| j.position.is_none() && j.evaluation.allowed && j.slot == slot)
-                .count();
-            if new_keys > 0 && shard.len + new_keys > cap {
-                shard.refused += 1;
-                return Err(StoreError::Full { max_keys });
+            if !shard.sweep_due(incoming, cap) {
+                continue;
+            }
+            shard.sweep(now_us);
+            if shard.len + incoming <= cap {
+                continue;
+            }
+            let mut new_keys = 0;
+            for ((policy, _), pair) in check.pairs().iter().zip(pairs) {
+                if pair.slot == slot
+                    && with_meter!(policy.algorithm(), M => shard.position::<M>(pair.id)).is_none()
+                {
+                    new_keys += 1;
+                }
+            }
+            if shard.len + new_keys > cap {
+                // Room for every incoming key, tracked or not: one evicted here comes back new.
+                shard.evict_least_used(incoming, cap);
             }
         }
-        Ok(())
     }
 }
 
@@ -422,6 +428,7 @@ fn conclude<M: Tracked>(
         let (decision, ttl_us) =
             evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, commit);
         entry.expires_at_us = now_us + ttl_us;
+        entry.fill = shard::fill(&decision);
         if ttl_us == 0 {
             shard.remove_at_rest::<M>(id);
         }
@@ -431,7 +438,7 @@ fn conclude<M: Tracked>(
     let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now_us, cost, policy, commit);
     if ttl_us > 0 {
         // Only a committed consumption leaves a fresh key away from rest; room was made.
-        shard.insert::<M>(id, now_us + ttl_us, state);
+        shard.insert::<M>(id, now_us + ttl_us, shard::fill(&decision), state);
     }
     decision
 }
@@ -451,6 +458,7 @@ fn refund<M: Tracked>(
     };
     let (decision, ttl_us) = refund_in_place::<M>(&mut entry.state, now_us, cost, policy);
     entry.expires_at_us = now_us + ttl_us;
+    entry.fill = shard::fill(&decision);
     if ttl_us == 0 {
         shard.remove_at_rest::<M>(id);
     }
@@ -459,7 +467,7 @@ fn refund<M: Tracked>(
 
 impl Store for MemoryStore {
     async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
-        self.acquire_sync(check)
+        Ok(self.acquire_sync(check))
     }
 
     async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {

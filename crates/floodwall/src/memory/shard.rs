@@ -15,13 +15,26 @@ pub(crate) struct KeyId {
     pub(crate) high: u64,
 }
 
-/// A tracked key: its state and when that state is back at rest.
+/// A tracked key: its state, when that state is back at rest, and how much of its quota it had
+/// used at its last decision.
 #[derive(Debug)]
 pub(crate) struct Entry<S> {
     id: KeyId,
     /// When `state` is back at rest; the sweep drops the entry from then on.
     pub(crate) expires_at_us: u64,
+    /// The share of the quota in use after the last decision, in 1/65 535ths (see [`fill`]):
+    /// what evicting the entry could give back, at most, since use only decays.
+    pub(crate) fill: u16,
     pub(crate) state: S,
+}
+
+/// The share of its quota `decision` leaves in use, in 1/65 535ths: 65 535 for a denied or
+/// exhausted key, a fifth of that after one request of five.
+#[inline]
+pub(crate) fn fill(decision: &floodwall_core::Decision) -> u16 {
+    let used = decision.capacity.saturating_sub(decision.remaining);
+    let share = u128::from(used) * u128::from(u16::MAX) / u128::from(decision.capacity.max(1));
+    u16::try_from(share).unwrap_or(u16::MAX)
 }
 
 /// An algorithm whose states a shard keeps in a table of their own.
@@ -45,13 +58,13 @@ macro_rules! shard_tables {
         }
 
         impl Shard {
-            /// Drops every entry at rest at `now_us`; returns how many.
-            fn drop_at_rest(&mut self, now_us: u64) -> usize {
+            /// Drops every entry `keep` refuses, given its fill and rest time; returns how many.
+            fn drop_unless(&mut self, keep: impl Fn(u16, u64) -> bool + Copy) -> usize {
                 let before = self.len;
                 let mut expiries = Vec::with_capacity(self.len);
                 $(let table = &mut self.tables.$module;
                 table.retain(|e| {
-                    let keep = e.expires_at_us > now_us;
+                    let keep = keep(e.fill, e.expires_at_us);
                     if keep {
                         expiries.push(e.expires_at_us);
                     }
@@ -63,6 +76,17 @@ macro_rules! shard_tables {
                 self.len = 0 $(+ self.tables.$module.len())*;
                 self.earliest_expiry_us = next_sweep_worth_it(&mut expiries);
                 before - self.len
+            }
+
+            /// The rank (fill, then rest time) of the `count`-th entry in eviction order: least
+            /// used first, and among equals the soonest at rest (`count` ≥ 1).
+            fn eviction_rank(&mut self, count: usize) -> (u16, u64) {
+                let mut ranks = Vec::with_capacity(self.len);
+                $(ranks.extend(self.tables.$module.iter().map(|e| (e.fill, e.expires_at_us)));)*
+                match ranks.len().checked_sub(1) {
+                    Some(last) => *ranks.select_nth_unstable(count.saturating_sub(1).min(last)).1,
+                    None => (0, 0),
+                }
             }
         }
     };
@@ -94,8 +118,10 @@ pub(crate) struct Shard {
     sweep_at_len: usize,
     /// Entries dropped because they were back at rest.
     pub(crate) reclaimed: u64,
-    /// New keys not tracked because the shard was full of keys still restricting clients.
-    pub(crate) refused: u64,
+    /// Entries evicted, least used first, to make room for new keys in a full shard.
+    pub(crate) evicted: u64,
+    /// The largest fill of an evicted entry: what an eviction has given back, at most.
+    pub(crate) evicted_fill: u16,
 }
 
 const FIRST_SWEEP_AT_LEN: usize = 1024;
@@ -108,7 +134,8 @@ impl Shard {
             earliest_expiry_us: u64::MAX,
             sweep_at_len: FIRST_SWEEP_AT_LEN,
             reclaimed: 0,
-            refused: 0,
+            evicted: 0,
+            evicted_fill: 0,
         }
     }
 
@@ -142,12 +169,19 @@ impl Shard {
     }
 
     /// Tracks a new key. The caller checked that the shard has room for it.
-    pub(crate) fn insert<M: Tracked>(&mut self, id: KeyId, expires_at_us: u64, state: M::State) {
+    pub(crate) fn insert<M: Tracked>(
+        &mut self,
+        id: KeyId,
+        expires_at_us: u64,
+        fill: u16,
+        state: M::State,
+    ) {
         M::table(self).insert_unique(
             id.low,
             Entry {
                 id,
                 expires_at_us,
+                fill,
                 state,
             },
             |e| e.id.low,
@@ -175,14 +209,35 @@ impl Shard {
         }
     }
 
-    /// Drops entries at rest if the shard has doubled since the last sweep or `incoming` new keys
-    /// would not fit under `cap`, and something can have come to rest since.
-    pub(crate) fn sweep_if_due(&mut self, now_us: u64, incoming: usize, cap: usize) {
-        let due = self.len >= self.sweep_at_len || self.len + incoming > cap;
-        if due && now_us >= self.earliest_expiry_us {
-            let dropped = self.drop_at_rest(now_us);
+    /// Whether `incoming` keys call for a sweep: the shard has doubled since the last one, or
+    /// they may not fit under `cap`.
+    #[inline]
+    pub(crate) fn sweep_due(&self, incoming: usize, cap: usize) -> bool {
+        self.len >= self.sweep_at_len || self.len + incoming > cap
+    }
+
+    /// Drops entries at rest, if something can have come to rest since the last sweep.
+    pub(crate) fn sweep(&mut self, now_us: u64) {
+        if now_us >= self.earliest_expiry_us {
+            let dropped = self.drop_unless(|_, expires_at_us| expires_at_us > now_us);
             self.reclaimed += dropped as u64;
             self.sweep_at_len = (2 * self.len).max(FIRST_SWEEP_AT_LEN);
         }
+    }
+
+    /// Makes room for `new_keys` under `cap` by evicting the least used entries (and among
+    /// equals those soonest at rest): at least `new_keys`, and a sixteenth of the shard, so that
+    /// a flood of new keys into a full shard costs amortised O(1) per key. Every entry evicted
+    /// had used no larger a share of its quota than any entry kept.
+    pub(crate) fn evict_least_used(&mut self, new_keys: usize, cap: usize) {
+        if self.len + new_keys <= cap {
+            return;
+        }
+        let count = (self.len + new_keys - cap).max(self.len / 16);
+        let through = self.eviction_rank(count);
+        let evicted = self.drop_unless(|fill, expires_at_us| (fill, expires_at_us) > through);
+        self.evicted += evicted as u64;
+        self.evicted_fill = self.evicted_fill.max(through.0);
+        self.sweep_at_len = (2 * self.len).max(FIRST_SWEEP_AT_LEN);
     }
 }

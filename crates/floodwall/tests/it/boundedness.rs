@@ -3,7 +3,7 @@
 use crate::support::check_sync;
 use std::time::Duration;
 
-use floodwall::{Algorithm, ManualClock, MemoryStore, Policy, StoreError};
+use floodwall::{Algorithm, Limiter, ManualClock, MemoryStore, Policy, Source};
 
 const NOW: u64 = 1_767_225_600_000_000;
 
@@ -18,35 +18,19 @@ fn two_million_keys_never_exceed_the_cap_and_a_denied_key_stays_denied() {
 
     // The attacker exhausts its own key first.
     for _ in 0..5 {
-        assert!(
-            check_sync(&store, &policy, b"attacker", 1)
-                .unwrap()
-                .allowed()
-        );
+        assert!(check_sync(&store, &policy, b"attacker", 1).allowed());
     }
-    assert!(
-        !check_sync(&store, &policy, b"attacker", 1)
-            .unwrap()
-            .allowed()
-    );
+    assert!(!check_sync(&store, &policy, b"attacker", 1).allowed());
 
-    // Then floods distinct keys, hoping to evict its own counter.
-    let (mut tracked, mut refused) = (0u64, 0u64);
+    // Then floods distinct keys, hoping to evict its own counter. Every new key gets its
+    // exact quota: one request of five leaves four.
     for i in 0..2_000_000u64 {
-        match check_sync(&store, &policy, &i.to_le_bytes(), 1) {
-            Ok(verdict) => {
-                assert!(verdict.allowed());
-                tracked += 1;
-            }
-            Err(StoreError::Full { max_keys }) => {
-                assert_eq!(max_keys, 100_000);
-                refused += 1;
-            }
-            Err(other) => panic!("unexpected {other}"),
-        }
+        let verdict = check_sync(&store, &policy, &i.to_le_bytes(), 1);
+        assert!(verdict.allowed());
+        assert_eq!(verdict.decisions()[0].remaining, 4, "key {i}");
         if i % 50_000 == 0 {
             assert!(store.stats().keys <= 100_000);
-            let verdict = check_sync(&store, &policy, b"attacker", 1).unwrap();
+            let verdict = check_sync(&store, &policy, b"attacker", 1);
             assert!(
                 !verdict.allowed(),
                 "the attacker's key was evicted after {i} keys"
@@ -57,15 +41,66 @@ fn two_million_keys_never_exceed_the_cap_and_a_denied_key_stays_denied() {
     let stats = store.stats();
     assert!(stats.keys <= 100_000, "{stats:?}");
     assert!(
-        tracked >= 90_000,
-        "shards should fill close to the cap: {tracked}"
+        stats.keys >= 90_000,
+        "shards should stay close to the cap: {stats:?}"
     );
-    assert_eq!(stats.refused, refused);
-    assert!(
-        !check_sync(&store, &policy, b"attacker", 1)
-            .unwrap()
-            .allowed()
-    );
+    assert!(stats.evicted >= 1_900_000, "{stats:?}");
+    // Only flood keys were evicted: each had one unit of five in use, so no eviction gave back
+    // more than a fifth of a quota.
+    assert!(stats.evicted_most_used <= 0.2 + 1e-4, "{stats:?}");
+    assert!(!check_sync(&store, &policy, b"attacker", 1).allowed());
+}
+
+/// A full store (the flood of new `x-user` values that once made every new identity fail open)
+/// still limits a brand-new user to exactly its limit, with the true `remaining` each time, and
+/// keeps a denied attacker denied: neither flooding nor waiting buys quota.
+#[tokio::test]
+async fn a_full_store_limits_a_new_user_exactly_and_keeps_a_denied_one_denied() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder()
+        .max_keys(10_000)
+        .clock(clock.clone())
+        .build();
+    // The default on_error (allow), as the service runs it.
+    let limiter = Limiter::new(store.clone());
+    let login = Policy::new(
+        "login",
+        Algorithm::SlidingWindow,
+        5,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    for _ in 0..6 {
+        limiter.check(&login, "attacker", 1).await.unwrap();
+    }
+    // Twelve seconds of random users at test scale: five times the store's bound.
+    for i in 0..50_000u64 {
+        let verdict = limiter
+            .check(&login, format!("flood-{i}"), 1)
+            .await
+            .unwrap();
+        assert_eq!(verdict.source(), Source::Store);
+        if i % 200 == 0 {
+            clock.advance(Duration::from_millis(48));
+        }
+    }
+    let stats = store.stats();
+    assert!(stats.keys <= 10_000);
+    assert!(stats.evicted > 0);
+    assert!(stats.evicted_most_used <= 0.2 + 1e-4, "{stats:?}");
+
+    let mut remaining = Vec::new();
+    for _ in 0..20 {
+        let verdict = limiter.check(&login, "brand-new-user", 1).await.unwrap();
+        assert_eq!(verdict.source(), Source::Store);
+        if verdict.allowed() {
+            remaining.push(verdict.decisions()[0].remaining);
+        }
+    }
+    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+    let attacker = limiter.check(&login, "attacker", 1).await.unwrap();
+    assert!(!attacker.allowed());
+    assert_eq!(limiter.stats().fail_open, 0);
 }
 
 #[test]
@@ -77,12 +112,11 @@ fn keys_at_rest_are_reclaimed_without_being_asked() {
         .build();
     let policy = [Policy::new("p", Algorithm::FixedWindow, 1, Duration::from_secs(1)).unwrap()];
     for round in 0..20u64 {
-        // Each round half fills the store with new keys (shards are capped one by one, so a full
-        // round could overflow an unlucky shard), then time moves past their windows.
+        // Each round half fills the store with new keys, then time moves past their windows.
         for i in 0..5_000u64 {
             let key = (round * 1_000_000 + i).to_le_bytes();
             let verdict = check_sync(&store, &policy, &key, 1);
-            assert!(verdict.is_ok(), "round {round} key {i}: {verdict:?}");
+            assert!(verdict.allowed(), "round {round} key {i}: {verdict:?}");
         }
         assert!(store.stats().keys <= 10_000);
         clock.advance(Duration::from_secs(2));
@@ -95,10 +129,10 @@ fn a_key_back_at_rest_is_dropped_on_its_next_request() {
     let clock = ManualClock::new(NOW);
     let store = MemoryStore::builder().clock(clock.clone()).build();
     let policy = [Policy::new("p", Algorithm::TokenBucket, 2, Duration::from_secs(1)).unwrap()];
-    check_sync(&store, &policy, b"k", 1).unwrap();
+    check_sync(&store, &policy, b"k", 1);
     assert_eq!(store.stats().keys, 1);
     clock.advance(Duration::from_secs(1));
-    let peek = check_sync(&store, &policy, b"k", 0).unwrap();
+    let peek = check_sync(&store, &policy, b"k", 0);
     assert_eq!(peek.decisions()[0].remaining, 2);
     assert_eq!(store.stats().keys, 0);
 }
@@ -117,7 +151,7 @@ fn hostile_client_keys_cost_no_more_than_plain_ones() {
         b"\xff\xfe",
         &huge,
     ] {
-        assert!(check_sync(&store, &policy, key, 1).unwrap().allowed());
+        assert!(check_sync(&store, &policy, key, 1).allowed());
     }
     assert_eq!(store.stats().keys, 7);
 
@@ -130,7 +164,7 @@ fn hostile_client_keys_cost_no_more_than_plain_ones() {
     let mut key = vec![b'{'; 64 * 1024];
     for i in 0..10_000u64 {
         key[..8].copy_from_slice(&i.to_le_bytes());
-        assert!(check_sync(&store, &policy, &key, 1).unwrap().allowed());
+        assert!(check_sync(&store, &policy, &key, 1).allowed());
     }
     assert_eq!(store.stats().keys, 10_007);
     let grown = resident_bytes().unwrap_or(before).saturating_sub(before);

@@ -42,7 +42,7 @@ pub(crate) fn check_sync<'p>(
     policies: &'p [Policy],
     key: &[u8],
     cost: u64,
-) -> Result<Verdict<'p>, StoreError> {
+) -> Verdict<'p> {
     let check = Check::new(policies, key, cost).expect("a cost every policy admits");
-    Ok(Verdict::from_answer(policies, store.acquire_sync(&check)?))
+    Verdict::from_answer(policies, store.acquire_sync(&check))
 }
