@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floodwall::{Limiter, StorageStats};
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
@@ -113,33 +113,6 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     response
 }
 
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// Refuses a request without the bearer token, when one is configured.
-fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
-    // No token configured: the admin API is open to whoever reaches the admin listener.
-    let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_deref()) else {
-        return Ok(());
-    };
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
-    if same_token(given, token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
 /// `GET` reads a key's state without consuming; `DELETE` resets it. Both need the token when
 /// one is configured, and name a configured policy.
 async fn limits(
@@ -149,7 +122,11 @@ async fn limits(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let config = Arc::clone(&state.config.borrow());
-    authorize(&config, &headers)?;
+    crate::auth::bearer(
+        &headers,
+        config.admin.as_ref().and_then(|a| a.token.as_deref()),
+        crate::auth::Api::Admin,
+    )?;
     let policy = config
         .policy(&policy)
         .cloned()

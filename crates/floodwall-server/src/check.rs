@@ -103,6 +103,11 @@ pub(crate) async fn check(State(state): State<Arc<CheckState>>, request: Request
 }
 
 async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiError> {
+    crate::auth::bearer(
+        request.headers(),
+        state.config.check.token.as_deref(),
+        crate::auth::Api::Check,
+    )?;
     let body = Limited::new(request.into_body(), MAX_CHECK_BODY)
         .collect()
         .await
@@ -123,6 +128,13 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
             ));
         }
     };
+    let most = state.config.check.max_policies;
+    if names.len() > most {
+        return Err(ApiError::BadCheck(format!(
+            "a check names at most {most} policies ([check] max_policies); this one names {}",
+            names.len()
+        )));
+    }
     let policies = names
         .iter()
         .map(|name| {

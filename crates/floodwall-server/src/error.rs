@@ -36,8 +36,10 @@ pub(crate) enum ApiError {
         /// The request's path (never its query).
         path: String,
     },
-    /// 401: the admin API needs the bearer token.
-    Unauthorized,
+    /// 401: the admin or check API needs its bearer token.
+    Unauthorized(crate::auth::Api),
+    /// 400: a header that must appear at most once appeared more than once.
+    AmbiguousHeader(&'static str),
     /// The limiter could not decide under these policies: 503 for a store outage failing
     /// closed, 422 for a cost no policy admits, 400 for a policy named twice.
     Limiter(floodwall::Error, Vec<Policy>),
@@ -90,6 +92,11 @@ impl IntoResponse for ApiError {
                 "Check request too large",
                 &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
             ),
+            ApiError::AmbiguousHeader(name) => about_blank(
+                StatusCode::BAD_REQUEST,
+                "Ambiguous request",
+                &format!("the {name} header must appear at most once"),
+            ),
             ApiError::BodyTimeout => about_blank(
                 StatusCode::REQUEST_TIMEOUT,
                 "Request body timed out",
@@ -110,12 +117,16 @@ impl IntoResponse for ApiError {
                 "Not Found",
                 &format!("no route matches {method} {path}"),
             ),
-            ApiError::Unauthorized => {
-                let mut response = about_blank(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "the admin API needs Authorization: Bearer <token> (the token is in the variable named by [admin] token_env)",
-                );
+            ApiError::Unauthorized(api) => {
+                let detail = match api {
+                    crate::auth::Api::Admin => {
+                        "the admin API needs Authorization: Bearer <token> (the token is in the variable named by [admin] token_env)"
+                    }
+                    crate::auth::Api::Check => {
+                        "the check API needs Authorization: Bearer <token> (the token is in the variable named by [check] token_env)"
+                    }
+                };
+                let mut response = about_blank(StatusCode::UNAUTHORIZED, "Unauthorized", detail);
                 response
                     .headers_mut()
                     .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -8,6 +8,7 @@
 pub mod config;
 
 mod admin;
+mod auth;
 mod check;
 mod connections;
 mod error;
@@ -32,6 +33,7 @@ use crate::check::CheckState;
 pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
 use crate::config::{Config, StorageConfig};
 use crate::connections::{ConnectionLimits, RouterSource};
+use crate::error::ApiError;
 use crate::routes::RouteTable;
 
 /// Why the service could not run.
@@ -59,6 +61,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// `/metrics` and the limits API; never served on `main`.
     pub admin: Option<TcpListener>,
+    /// The check API, when `[check] listen` moves it off `main`.
+    pub check: Option<TcpListener>,
 }
 
 /// How long in-flight requests may take to finish after shutdown is asked for.
@@ -118,19 +122,39 @@ pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
 /// The main listener's router for `config`, deciding with `limiter`: routes, `/v1/check`,
 /// `/healthz` and `/readyz`. Requests must carry the peer's address as axum's
 /// `ConnectInfo<SocketAddr>` extension (the service's connections add it), which `ip` keys read.
+///
+/// `/v1/check` is on it unless `[check]` disables it or moves it to [`check_app`].
 pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
     let check_state = Arc::new(CheckState::new(limiter.clone(), Arc::clone(&config)));
     let ready_state = Arc::clone(&check_state);
     let table = RouteTable::new(&config, &limiter);
-    Router::new()
-        .route("/v1/check", post(check::check).with_state(check_state))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
+    let mut router = Router::new();
+    if config.check.enabled && config.check.listen.is_none() {
+        router = router.route("/v1/check", post(check::check).with_state(check_state));
+    }
+    router
+        .route("/healthz", get(healthz))
         .route("/readyz", get(move || ready(Arc::clone(&ready_state))))
         .fallback(routes::dispatch)
         .with_state(table)
+}
+
+/// The router of `[check] listen`: `/v1/check` and `/healthz`.
+pub fn check_app(config: Arc<Config>, limiter: Limiter) -> Router {
+    let check_state = Arc::new(CheckState::new(limiter, config));
+    Router::new()
+        .route("/v1/check", post(check::check).with_state(check_state))
+        .route("/healthz", get(healthz))
+        .fallback(|method: http::Method, uri: http::Uri| async move {
+            ApiError::NoRoute {
+                method,
+                path: uri.path().to_owned(),
+            }
+        })
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "status": "ok" }))
 }
 
 /// Ready when a decision can be made: the store answers, or its failure is absorbed by
@@ -142,6 +166,49 @@ async fn ready(state: Arc<CheckState>) -> axum::response::Response {
     match state.limiter.peek(policy, b"floodwall:readyz").await {
         Ok(_) => axum::Json(json!({ "status": "ready" })).into_response(),
         Err(_) => floodwall_http::problem::store_unavailable([policy]).into_response(),
+    }
+}
+
+/// Logs what is being served, from where, on what, and warns of an exposed check API.
+fn announce(config: &Config, main: &ConnectionLimits) {
+    let policies: Vec<String> = config
+        .policies
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} {}/{:?})",
+                p.name(),
+                p.algorithm(),
+                p.limit(),
+                p.period()
+            )
+        })
+        .collect();
+    let check = match (config.check.enabled, config.check.listen) {
+        (false, _) => "off".to_owned(),
+        (true, None) => format!("on {}", config.server.listen),
+        (true, Some(listen)) => format!("on {listen}"),
+    };
+    tracing::info!(
+        config = %config.file.display(),
+        store = config.storage.url(),
+        on_error = config.storage.on_error.as_str(),
+        policies = %policies.join(", "),
+        routes = config.routes.len(),
+        check_api = %check,
+        admin = %config.admin.as_ref().map_or("off".to_owned(), |a| a.listen.to_string()),
+        max_connections = main.max_connections,
+        "floodwall starting"
+    );
+    if config.check.enabled
+        && config.check.listen.is_none()
+        && config.check.token.is_none()
+        && !config.routes.is_empty()
+    {
+        tracing::warn!(
+            "the check API (POST /v1/check) shares the listener of {} routes and needs no token: any client that reaches a route can read and spend any key's quota; set [check] token_env, move it with [check] listen, or turn it off with [check] enabled = false",
+            config.routes.len()
+        );
     }
 }
 
@@ -193,31 +260,29 @@ async fn serve(
         }
     };
     let main_limits = limits((3, 4), if proxies { 2 } else { 1 }, "main");
-    let admin_limits = listeners.admin.as_ref().map(|_| limits((1, 8), 1, "admin"));
+    let side_limits = limits((1, 8), 1, "admin and check");
+    announce(&config, &main_limits);
 
-    // Every task answers an io::Result, so that the admin server's own can be read back.
-    let mut tasks: JoinSet<std::io::Result<()>> = JoinSet::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
     let (stop, stopped) = watch::channel(false);
     tasks.spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
-        Ok(())
     });
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
     let upkeep = admin::upkeep(until_stopped(stopped.clone()));
-    tasks.spawn(async move {
-        upkeep.await;
-        Ok(())
-    });
+    tasks.spawn(upkeep);
 
     // The live configuration: the main router is rebuilt and swapped whole on each reload.
     let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
+    let current_check = Arc::new(RwLock::new(check_app(Arc::clone(&config), limiter.clone())));
     let (live_config, admin_config) = watch::channel(Arc::clone(&config));
     {
         let (current, limiter) = (Arc::clone(&current), limiter.clone());
+        let current_check = Arc::clone(&current_check);
         tasks.spawn(async move {
             while configs.changed().await.is_ok() {
                 let next = Arc::new(configs.borrow_and_update().clone());
@@ -226,39 +291,47 @@ async fn serve(
                     || next.server.listen != config.server.listen
                     || next.server.max_connections != config.server.max_connections
                     || admin_listen(&next) != admin_listen(&config)
+                    || next.check.listen != config.check.listen
                 {
                     tracing::warn!(
-                        "[storage], the listen addresses (main and admin) and max_connections apply at restart only; the rest is reloaded"
+                        "[storage], the listen addresses (main, admin, check) and max_connections apply at restart only; the rest is reloaded"
                     );
                 }
                 let router = app(Arc::clone(&next), limiter.clone());
                 *current.write().unwrap_or_else(PoisonError::into_inner) = router;
+                let router = check_app(Arc::clone(&next), limiter.clone());
+                *current_check.write().unwrap_or_else(PoisonError::into_inner) = router;
                 let _ = live_config.send(next);
                 tracing::info!("configuration reloaded");
             }
-            Ok(())
         });
     }
 
-    let admin = match listeners.admin {
-        Some(listener) => {
-            tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
-            let router = admin::app(admin_config, limiter.clone());
-            let limits = admin_limits.unwrap_or(main_limits);
-            let stopped = stopped.clone();
-            Some(tasks.spawn(async move {
-                connections::serve(
-                    listener,
-                    limits,
-                    Arc::new(move || router.clone()),
-                    until_stopped(stopped),
-                )
-                .await;
-                Ok(())
-            }))
-        }
-        None => None,
-    };
+    let mut side_listeners = Vec::new();
+    if let Some(listener) = listeners.admin {
+        tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
+        let router = admin::app(admin_config, limiter.clone());
+        let served = connections::serve(
+            listener,
+            side_limits,
+            Arc::new(move || router.clone()),
+            until_stopped(stopped.clone()),
+        );
+        side_listeners.push(tasks.spawn(served).id());
+    }
+    if let Some(listener) = listeners.check {
+        tracing::info!(address = %listener.local_addr()?, "floodwall check API listening");
+        let current_check = Arc::clone(&current_check);
+        let live: RouterSource = Arc::new(move || {
+            current_check
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        });
+        let served =
+            connections::serve(listener, side_limits, live, until_stopped(stopped.clone()));
+        side_listeners.push(tasks.spawn(served).id());
+    }
     tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
     // Each request goes to whichever router is live when it arrives.
     let live: RouterSource = Arc::new(move || {
@@ -281,23 +354,19 @@ async fn serve(
         () = main => {}
         () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
     }
-    if let Some(admin) = admin {
-        // The admin listener drains on the same signal; past a short grace it is aborted with
-        // the other tasks.
-        let finished = async {
-            while let Some(joined) = tasks.join_next_with_id().await {
-                if let Ok((id, result)) = joined
-                    && id == admin.id()
-                {
-                    return Some(result);
-                }
-            }
-            None
-        };
-        if let Ok(Some(result)) = tokio::time::timeout(Duration::from_millis(100), finished).await {
-            result?;
+    // The admin and check listeners drain on the same signal; past a short grace they are
+    // aborted with the other tasks.
+    let finished = async {
+        while !side_listeners.is_empty() {
+            let id = match tasks.join_next_with_id().await {
+                Some(Ok((id, ()))) => id,
+                Some(Err(error)) => error.id(),
+                None => break,
+            };
+            side_listeners.retain(|listener| *listener != id);
         }
-    }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(100), finished).await;
     tracing::info!("floodwall stopped");
     Ok(())
 }

@@ -132,7 +132,15 @@ async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
         ),
         None => None,
     };
-    let listeners = floodwall_server::Listeners { main, admin };
+    let check = match (config.check.enabled, config.check.listen) {
+        (true, Some(listen)) => Some(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (check API)"))?,
+        ),
+        _ => None,
+    };
+    let listeners = floodwall_server::Listeners { main, admin, check };
     let (configs, updates) = tokio::sync::watch::channel(config);
     tokio::spawn(reload_on_hangup(path, listen, configs));
     floodwall_server::run_reloadable(updates, listeners, shutdown_signal()).await?;

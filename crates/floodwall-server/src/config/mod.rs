@@ -24,10 +24,14 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where it was read from (`<embedded default>` for the built-in one).
+    pub file: std::path::PathBuf,
     /// The main listener and how clients are identified.
     pub server: ServerConfig,
     /// The admin listener, if any.
     pub admin: Option<AdminConfig>,
+    /// The JSON check API: whether, where and behind which token it is served.
+    pub check: CheckConfig,
     /// Where limits are kept.
     pub storage: StorageConfig,
     /// The policies, by unique name, in file order.
@@ -79,6 +83,33 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token the admin API requires, read from the configured environment variable.
     pub token: Option<String>,
+}
+
+/// `[check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// Whether `POST /v1/check` is served at all.
+    pub enabled: bool,
+    /// Its own listener; `None` serves it on `[server] listen`.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token calls need, read from the configured environment variable.
+    pub token: Option<String>,
+    /// The most policies one check may name.
+    pub max_policies: usize,
+}
+
+/// The default `max_policies`.
+pub const DEFAULT_MAX_POLICIES: usize = 16;
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            enabled: true,
+            listen: None,
+            token: None,
+            max_policies: DEFAULT_MAX_POLICIES,
+        }
+    }
 }
 
 /// `[storage]`.

@@ -10,6 +10,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) server: RawServer,
     pub(crate) admin: Option<RawAdmin>,
+    pub(crate) check: Option<Spanned<RawCheck>>,
     #[serde(default)]
     pub(crate) storage: RawStorage,
     #[serde(default, rename = "policy")]
@@ -38,6 +39,16 @@ pub(crate) struct RawServer {
 pub(crate) struct RawAdmin {
     pub(crate) listen: Spanned<String>,
     pub(crate) token_env: Option<Spanned<String>>,
+    pub(crate) allow_unauthenticated: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) token_env: Option<Spanned<String>>,
+    pub(crate) max_policies: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -48,6 +48,8 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     };
     let server = server(&raw, &mut diagnostics);
     let admin = admin(&raw, &mut diagnostics);
+    let check = check(&raw, &mut diagnostics);
+    listeners_apart(&raw, &server, admin.as_ref(), &check, &mut diagnostics);
     let storage = storage(&raw, &mut diagnostics);
     let policies = policies(&raw.policies, &mut diagnostics);
     // Names of every [[policy]], valid or not: a route naming an invalid one is not reported again.
@@ -68,8 +70,10 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
+        file: file.to_owned(),
         server,
         admin,
+        check,
         storage,
         policies: policies.into_iter().map(|(policy, _)| policy).collect(),
         routes,
@@ -210,20 +214,115 @@ fn admin(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Option<AdminConf
         socket_addr,
         Some("host:port, e.g. \"127.0.0.1:9090\"; keep it off public interfaces"),
     )?;
-    let token = admin.token_env.as_ref().and_then(|name| {
+    let token = admin
+        .token_env
+        .as_ref()
+        .and_then(|name| token(name, diagnostics));
+    if token.is_none()
+        && admin.token_env.is_none()
+        && !listen.ip().is_loopback()
+        && admin.allow_unauthenticated != Some(true)
+    {
+        diagnostics.error(
+            Some(admin.listen.span()),
+            format!("the admin API on {listen} (beyond loopback) would answer anyone: it can reset any key's limit"),
+            Some("set token_env = \"FLOODWALL_ADMIN_TOKEN\" (and that variable), listen on 127.0.0.1, or set allow_unauthenticated = true".to_owned()),
+        );
+    }
+    Some(AdminConfig { listen, token })
+}
+
+/// Refuses two listeners on one address: the second bind would fail at start, or worse, the
+/// admin API would be served where the main listener's clients reach it.
+fn listeners_apart(
+    raw: &RawConfig,
+    server: &ServerConfig,
+    admin: Option<&AdminConfig>,
+    check: &super::CheckConfig,
+    diagnostics: &mut Diagnostics<'_>,
+) {
+    let same = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
+    let hint = || Some("give each listener its own port".to_owned());
+    if let (Some(admin), Some(raw_admin)) = (admin, &raw.admin) {
+        if same(admin.listen, server.listen) {
+            diagnostics.error(
+                Some(raw_admin.listen.span()),
+                format!("[admin] listen {} is also [server] listen", admin.listen),
+                hint(),
+            );
+        }
+    }
+    let raw_listen = raw.check.as_ref().and_then(|c| c.get_ref().listen.as_ref());
+    if let (Some(listen), Some(raw_listen)) = (check.listen, raw_listen) {
+        let clash = if same(listen, server.listen) {
+            Some("[server] listen")
+        } else if admin.is_some_and(|admin| same(listen, admin.listen)) {
+            Some("[admin] listen")
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            diagnostics.error(
+                Some(raw_listen.span()),
+                format!("[check] listen {listen} is also {other}"),
+                hint(),
+            );
+        }
+    }
+}
+
+/// The token in the environment variable `name`: a variable that is missing or empty is an
+/// error, never an open API.
+fn token(name: &Spanned<String>, diagnostics: &mut Diagnostics<'_>) -> Option<String> {
+    parse_or(
+        diagnostics,
+        name,
+        |name| match std::env::var(name) {
+            Ok(token) if !token.trim().is_empty() => Ok(token),
+            Ok(_) => Err(format!("environment variable {name} (token_env) is empty")),
+            Err(std::env::VarError::NotPresent) => Err(format!(
+                "environment variable {name} (token_env) is not set"
+            )),
+            Err(_) => Err(format!("environment variable {name} is not valid UTF-8")),
+        },
+        Some(
+            "set the variable to the token before starting, or remove token_env to serve without one",
+        ),
+    )
+}
+
+/// The most policies a check may be allowed to name.
+const MAX_POLICIES_BOUND: usize = 1024;
+
+fn check(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> super::CheckConfig {
+    let mut check = super::CheckConfig::default();
+    let Some(section) = &raw.check else {
+        return check;
+    };
+    let section = section.get_ref();
+    check.enabled = section.enabled.unwrap_or(true);
+    check.listen = section.listen.as_ref().and_then(|listen| {
         parse_or(
             diagnostics,
-            name,
-            |name| match std::env::var(name) {
-                Ok(token) if !token.is_empty() => Ok(Some(token)),
-                Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-                Err(_) => Err(format!("environment variable {name} is not valid UTF-8")),
-            },
-            None,
+            listen,
+            socket_addr,
+            Some("host:port, e.g. \"127.0.0.1:8082\"; omit it to serve the check API on [server] listen"),
         )
-        .flatten()
     });
-    Some(AdminConfig { listen, token })
+    check.token = section
+        .token_env
+        .as_ref()
+        .and_then(|name| token(name, diagnostics));
+    if let Some(max) = &section.max_policies {
+        check.max_policies = parse_or(
+            diagnostics,
+            max,
+            |max| count("max_policies", *max, MAX_POLICIES_BOUND),
+            Some("the most policies one check may name, e.g. 16"),
+        )
+        .unwrap_or(check.max_policies);
+    }
+    check
 }
 
 fn on_error(text: &String) -> Result<OnError, String> {

@@ -12,7 +12,7 @@ pub(crate) struct Floodwall {
     pub(crate) address: SocketAddr,
     /// The admin listener's address, when the configuration has one.
     pub(crate) admin: Option<SocketAddr>,
-    /// Every log line after the listening ones, as the process writes them.
+    /// Every log line, as the process writes them.
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -62,11 +62,13 @@ impl Floodwall {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut address, mut admin_address) = (None, None);
+        let mut early = Vec::new();
         while address.is_none() || (admin && admin_address.is_none()) {
             let line = lines
                 .next()
                 .expect("floodwall exited before listening")
                 .unwrap();
+            early.push(line.clone());
             if let Some((_, rest)) = line.split_once("address=") {
                 let parsed: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 if line.contains("admin listening") {
@@ -78,7 +80,7 @@ impl Floodwall {
         }
         let address = address.unwrap();
         // Keep draining the log so the child never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(early));
         let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {

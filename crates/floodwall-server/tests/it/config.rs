@@ -22,6 +22,15 @@ fn the_example_file_and_the_embedded_default_are_valid() {
     assert_eq!(default.policy("per-ip").unwrap().limit(), 10);
 }
 
+/// An admin API beyond loopback without a token starts only when the operator says so.
+#[test]
+fn an_open_admin_api_beyond_loopback_needs_allow_unauthenticated() {
+    let open = "[admin]\nlisten = \"0.0.0.0:9090\"\nallow_unauthenticated = true\n";
+    assert!(Config::parse(open, Path::new("test.toml")).is_ok());
+    let loopback = "[admin]\nlisten = \"[::1]:9090\"\n";
+    assert!(Config::parse(loopback, Path::new("test.toml")).is_ok());
+}
+
 #[test]
 fn each_mistake_is_reported_at_its_line_with_a_fix() {
     // (file, line, column, words in the message, words in the message or hint)
@@ -119,6 +128,49 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             19,
             "max_connections 0 must be from 1",
             "file descriptor limit",
+        ),
+        (
+            "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_env = \"FLOODWALL_TEST_UNSET_VARIABLE\"\n"
+                .into(),
+            3,
+            13,
+            "FLOODWALL_TEST_UNSET_VARIABLE (token_env) is not set",
+            "remove token_env",
+        ),
+        (
+            "[check]\ntoken_env = \"FLOODWALL_TEST_UNSET_VARIABLE\"\n".into(),
+            2,
+            13,
+            "is not set",
+            "set the variable",
+        ),
+        (
+            "[admin]\nlisten = \"0.0.0.0:9090\"\n".into(),
+            2,
+            10,
+            "beyond loopback",
+            "allow_unauthenticated = true",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n".into(),
+            4,
+            10,
+            "is also [server] listen",
+            "its own port",
+        ),
+        (
+            "[check]\nlisten = \"127.0.0.1:8080\"\n".into(),
+            2,
+            10,
+            "[check] listen 127.0.0.1:8080 is also [server] listen",
+            "its own port",
+        ),
+        (
+            "[check]\nmax_policies = 0\n".into(),
+            2,
+            16,
+            "max_policies 0 must be from 1 to 1024",
+            "e.g. 16",
         ),
         (
             "[server]\nheader_timeout = \"0s\"\n".into(),

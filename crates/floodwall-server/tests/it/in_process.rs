@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 /// A running service, stopped on drop.
 pub(crate) struct Service {
     pub(crate) address: SocketAddr,
+    /// The check API's own listener, when `[check] listen` gives it one.
+    pub(crate) check_address: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -33,13 +35,19 @@ impl Service {
             Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
             None => None,
         };
+        let check = match (config.check.enabled, config.check.listen) {
+            (true, Some(listen)) => Some(TcpListener::bind(listen).await.unwrap()),
+            _ => None,
+        };
+        let check_address = check.as_ref().map(|l| l.local_addr().unwrap());
         let address = main.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config, Listeners { main, admin }, async {
+        let task = tokio::spawn(run(config, Listeners { main, admin, check }, async {
             let _ = stopped.await;
         }));
         Service {
             address,
+            check_address,
             stop: Some(stop),
             task: Some(task),
         }

@@ -8,6 +8,7 @@
 mod admin;
 mod app;
 mod binary;
+mod check_api;
 mod config;
 mod connections;
 mod in_process;

@@ -1,0 +1,48 @@
+//! Bearer tokens for the admin API and the check API.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::error::ApiError;
+
+/// Which API a token guards, for the answer that asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// `[admin] token_env`.
+    Admin,
+    /// `[check] token_env`.
+    Check,
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Refuses a request without `Authorization: Bearer <token>` when a token is configured, and
+/// one with more than one `Authorization` header whether or not one is (which would count is
+/// ambiguous).
+pub(crate) fn bearer(headers: &HeaderMap, token: Option<&str>, api: Api) -> Result<(), ApiError> {
+    let mut given = headers.get_all(AUTHORIZATION).iter();
+    let first = given.next();
+    if given.next().is_some() {
+        return Err(ApiError::AmbiguousHeader("authorization"));
+    }
+    // No token configured: the API is open to whoever reaches its listener.
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let given = first
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if same_token(given, token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(api))
+    }
+}
