@@ -12,6 +12,7 @@ mod auth;
 mod check;
 mod connections;
 mod error;
+mod health;
 mod pool;
 mod proxy;
 mod routes;
@@ -21,7 +22,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use floodwall::{Limiter, Storage, StoreError};
 use serde_json::json;
@@ -46,6 +46,18 @@ pub enum ServeError {
         /// The configured URL.
         url: String,
         /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// The store refused the credentials or their permissions (a wrong password, an ACL):
+    /// retrying cannot help.
+    #[error(
+        "storage {url} refused access: {source}; check the password and the ACL user in [storage] url"
+    )]
+    StoreAccess {
+        /// The configured URL, without its password.
+        url: String,
+        /// What the store answered.
         #[source]
         source: StoreError,
     },
@@ -113,10 +125,17 @@ pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
     let store = Storage::connect(storage.store.clone())
         .await
         .map_err(|source| ServeError::Store {
-            url: storage.url().to_owned(),
+            url: storage.url(),
             source,
         })?;
-    Ok(Limiter::builder(store).on_error(storage.on_error).build())
+    let limiter = Limiter::builder(store).on_error(storage.on_error).build();
+    health::check_at_start(&limiter, &storage.url())
+        .await
+        .map_err(|source| ServeError::StoreAccess {
+            url: storage.url(),
+            source,
+        })?;
+    Ok(limiter)
 }
 
 /// The main listener's router for `config`, deciding with `limiter`: routes, `/v1/check`,
@@ -157,16 +176,10 @@ async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Ready when a decision can be made: the store answers, or its failure is absorbed by
-/// `on_error`. A store down under `deny` is not ready (503).
+/// Ready when a decision can be made: the store answers, or every policy absorbs its failure
+/// by `on_error`. A store down while some policy fails closed is not ready (503).
 async fn ready(state: Arc<CheckState>) -> axum::response::Response {
-    let Some(policy) = state.config.policies.first() else {
-        return axum::Json(json!({ "status": "ready" })).into_response();
-    };
-    match state.limiter.peek(policy, b"floodwall:readyz").await {
-        Ok(_) => axum::Json(json!({ "status": "ready" })).into_response(),
-        Err(_) => floodwall_http::problem::store_unavailable([policy]).into_response(),
-    }
+    health::ready(&state.limiter, &state.config).await
 }
 
 /// Logs what is being served, from where, on what, and warns of an exposed check API.
@@ -191,7 +204,7 @@ fn announce(config: &Config, main: &ConnectionLimits) {
     };
     tracing::info!(
         config = %config.file.display(),
-        store = config.storage.url(),
+        store = %config.storage.url(),
         on_error = config.storage.on_error.as_str(),
         policies = %policies.join(", "),
         routes = config.routes.len(),
@@ -218,6 +231,7 @@ fn announce(config: &Config, main: &ConnectionLimits) {
 /// however it returns, so a service stopped in a test leaves nothing running:
 /// - the shutdown watcher turns `shutdown` into the `stopped` signal every other part waits on;
 /// - metrics upkeep folds histogram samples into buckets every few seconds;
+/// - on Redis, the outage log records the store going down and coming back;
 /// - the reloader swaps the live router (and the admin listener's configuration) whole on each
 ///   new configuration from `configs`;
 /// - the admin server drains on `stopped` and gets a short grace period after the main one.
@@ -260,7 +274,10 @@ async fn serve(
         }
     };
     let main_limits = limits((3, 4), if proxies { 2 } else { 1 }, "main");
-    let side_limits = limits((1, 8), 1, "admin and check");
+    let side_limits = match listeners.admin.is_some() || listeners.check.is_some() {
+        true => limits((1, 8), 1, "admin and check"),
+        false => main_limits,
+    };
     announce(&config, &main_limits);
 
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -275,6 +292,14 @@ async fn serve(
 
     let upkeep = admin::upkeep(until_stopped(stopped.clone()));
     tasks.spawn(upkeep);
+    if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
+        let url: Arc<str> = config.storage.url().into();
+        tasks.spawn(health::log_outages(
+            limiter.clone(),
+            url,
+            until_stopped(stopped.clone()),
+        ));
+    }
 
     // The live configuration: the main router is rebuilt and swapped whole on each reload.
     let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));

@@ -111,9 +111,26 @@ impl StoreError {
         }
     }
 
+    /// Whether the store refused the credentials or their permissions: a wrong or missing
+    /// password, or an ACL without a command or key the store needs. Retrying cannot help; the
+    /// configuration must change.
+    pub fn is_access_denied(&self) -> bool {
+        match self {
+            #[cfg(feature = "redis")]
+            StoreError::Redis { source } => {
+                source.kind() == ::redis::ErrorKind::AuthenticationFailed
+                    || matches!(source.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the same call may succeed later without a change of input or configuration (the
     /// store recovers, keys expire).
     pub fn is_transient(&self) -> bool {
+        if self.is_access_denied() {
+            return false;
+        }
         match self {
             StoreError::Reply { .. } | StoreError::Config { .. } => false,
             StoreError::Timeout { .. } | StoreError::CircuitOpen { .. } => true,

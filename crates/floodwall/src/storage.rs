@@ -116,6 +116,20 @@ impl Storage {
         }
     }
 
+    /// Checks, within `within`, that the store accepts this process: always so in memory; for
+    /// Redis, see [`RedisStore::verify_access`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::verify_access`].
+    pub async fn verify_access(&self, within: std::time::Duration) -> Result<(), StoreError> {
+        match self {
+            Storage::Memory(_) => Ok(()),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.verify_access(within).await,
+        }
+    }
+
     /// The store's own figures.
     pub fn stats(&self) -> StorageStats {
         match self {

@@ -188,12 +188,29 @@ pub struct RouteConfig {
 }
 
 impl StorageConfig {
-    /// The store's URL, for messages: `memory://` or the Redis URL.
-    pub fn url(&self) -> &str {
+    /// The store's URL, for messages and logs: `memory://` or the Redis URL with any password
+    /// replaced by `***`.
+    pub fn url(&self) -> String {
         match &self.store {
-            floodwall::StorageConfig::Redis(redis) => redis.url(),
-            _ => floodwall::MEMORY_URL,
+            floodwall::StorageConfig::Redis(redis) => redact_password(redis.url()),
+            _ => floodwall::MEMORY_URL.to_owned(),
         }
+    }
+}
+
+/// `url` with the password of its user information (`scheme://user:password@host…`) replaced
+/// by `***`, so that it can be logged.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 

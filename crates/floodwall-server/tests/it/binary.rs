@@ -102,7 +102,23 @@ impl Floodwall {
 
     /// Waits up to 5 s for a log line containing `needle` and returns it.
     pub(crate) async fn log_line(&self, needle: &str) -> String {
-        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        self.log_line_within(needle, std::time::Duration::from_secs(5))
+            .await
+    }
+
+    /// Every log line so far that contains `needle`.
+    pub(crate) fn log_lines(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    /// Waits up to `within` for a log line containing `needle` and returns it.
+    pub(crate) async fn log_line_within(
+        &self,
+        needle: &str,
+        within: std::time::Duration,
+    ) -> String {
+        let until = tokio::time::Instant::now() + within;
         loop {
             if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
                 return line.clone();

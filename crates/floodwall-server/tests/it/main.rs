@@ -13,5 +13,6 @@ mod config;
 mod connections;
 mod in_process;
 mod operations;
+mod outages;
 mod proxy;
 mod service;

@@ -324,6 +324,9 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
     assert!(body["remaining"].is_null(), "{body}");
     assert!(body["reset_after_ms"].is_null(), "{body}");
 
+    // The outage is logged once, as it begins, and again when it ends.
+    let down = service.log_line("store unavailable").await;
+    assert!(down.contains("WARN"), "{down}");
     redis.restart().unwrap();
     let back = tokio::time::Instant::now();
     while check("closed").await.0 != StatusCode::OK {
@@ -345,4 +348,6 @@ async fn a_killed_redis_is_answered_per_on_error_and_enforcing_resumes_after_res
             .unwrap()
             .contains("floodwall_breaker_open 0")
     );
+    let up = service.log_line("store available again").await;
+    assert!(up.contains("failed_open="), "{up}");
 }

@@ -97,14 +97,16 @@ struct Inner {
 
 #[derive(Clone)]
 enum Connection {
-    Node(ConnectionManager),
+    /// The reconnecting connection, and the client that opens fresh ones (to see a refusal the
+    /// reconnecting one would only retry).
+    Node(ConnectionManager, Box<::redis::Client>),
     Cluster(ClusterConnection),
 }
 
 impl Connection {
     async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, RedisError> {
         match self {
-            Connection::Node(connection) => cmd.query_async(&mut connection.clone()).await,
+            Connection::Node(connection, _) => cmd.query_async(&mut connection.clone()).await,
             Connection::Cluster(connection) => cmd.query_async(&mut connection.clone()).await,
         }
     }
@@ -113,7 +115,7 @@ impl Connection {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let topology = match self.inner.connection {
-            Connection::Node(_) => "node",
+            Connection::Node(..) => "node",
             Connection::Cluster(_) => "cluster",
         };
         f.debug_struct("RedisStore")
@@ -188,7 +190,8 @@ impl RedisStore {
                     .set_min_delay(Duration::from_millis(10))
                     .set_max_delay(Duration::from_secs(1))
                     .set_number_of_retries(usize::MAX);
-                Connection::Node(ConnectionManager::new_lazy_with_config(client, manager)?)
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+                Connection::Node(manager, Box::new(client))
             }
             Target::Cluster(nodes) => {
                 let builder = ClusterClientBuilder::new(nodes.clone())
@@ -218,6 +221,37 @@ impl RedisStore {
                 sequence: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Checks, within `within`, that Redis accepts the store's credentials and lets it run
+    /// scripts on its keys, on a connection of its own (a refusal would only be retried by the
+    /// store's reconnecting one).
+    ///
+    /// # Errors
+    ///
+    /// The refusal (see [`StoreError::is_access_denied`]), or why Redis could not be asked:
+    /// [`StoreError::Timeout`], or the connection's error.
+    pub async fn verify_access(&self, within: Duration) -> Result<(), StoreError> {
+        let mut probe = ::redis::cmd("EVAL");
+        probe
+            .arg("return 1")
+            .arg(1)
+            .arg(format!("{}:probe", self.inner.prefix));
+        let asked = async {
+            match &self.inner.connection {
+                Connection::Node(_, client) => {
+                    let mut connection = client.get_multiplexed_async_connection().await?;
+                    probe.query_async::<Value>(&mut connection).await
+                }
+                Connection::Cluster(connection) => {
+                    probe.query_async::<Value>(&mut connection.clone()).await
+                }
+            }
+        };
+        match tokio::time::timeout(within, asked).await {
+            Ok(answer) => answer.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Timeout { after: within }),
+        }
     }
 
     /// The circuit breakers' state now.
