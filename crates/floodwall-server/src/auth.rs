@@ -31,7 +31,7 @@ pub(crate) fn bearer(headers: &HeaderMap, token: Option<&str>, api: Api) -> Resu
     let mut given = headers.get_all(AUTHORIZATION).iter();
     let first = given.next();
     if given.next().is_some() {
-        return Err(ApiError::AmbiguousHeader("authorization"));
+        return Err(ApiError::Ambiguous("the Authorization header".to_owned()));
     }
     // No token configured: the API is open to whoever reaches its listener.
     let Some(token) = token else {

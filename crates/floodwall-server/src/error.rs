@@ -38,8 +38,11 @@ pub(crate) enum ApiError {
     },
     /// 401: the admin or check API needs its bearer token.
     Unauthorized(crate::auth::Api),
-    /// 400: a header that must appear at most once appeared more than once.
-    AmbiguousHeader(&'static str),
+    /// 400: a header or query parameter that must appear at most once (one that keys the
+    /// request, `Host`, `Authorization`) appeared more than once; the text names it.
+    Ambiguous(String),
+    /// 400: a path no route can be chosen for safely.
+    BadPath(crate::path::PathError),
     /// The limiter could not decide under these policies: 503 for a store outage failing
     /// closed, 422 for a cost no policy admits, 400 for a policy named twice.
     Limiter(floodwall::Error, Vec<Policy>),
@@ -92,10 +95,15 @@ impl IntoResponse for ApiError {
                 "Check request too large",
                 &format!("a check request body is at most {MAX_CHECK_BODY} bytes"),
             ),
-            ApiError::AmbiguousHeader(name) => about_blank(
+            ApiError::Ambiguous(what) => about_blank(
                 StatusCode::BAD_REQUEST,
                 "Ambiguous request",
-                &format!("the {name} header must appear at most once"),
+                &format!("{what} must appear at most once"),
+            ),
+            ApiError::BadPath(error) => about_blank(
+                StatusCode::BAD_REQUEST,
+                "Bad path",
+                &format!("{error}; send the path as the resource is named"),
             ),
             ApiError::BodyTimeout => about_blank(
                 StatusCode::REQUEST_TIMEOUT,

@@ -13,6 +13,7 @@ mod check;
 mod connections;
 mod error;
 mod health;
+mod path;
 mod pool;
 mod proxy;
 mod routes;

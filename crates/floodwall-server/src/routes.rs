@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use floodwall::Limiter;
 use floodwall_http::RateLimitLayer;
 use floodwall_http::key::{ClientIp, Global, Header, KeyExtractor, Query};
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderValue, Uri};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -26,7 +26,14 @@ type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
 /// The routes, in match order.
 #[derive(Clone)]
 pub(crate) struct RouteTable {
-    routes: Arc<Vec<(RouteMatch, RouteService)>>,
+    routes: Arc<Vec<Route>>,
+}
+
+/// One route: which requests, what keys them, and the limited service that answers them.
+struct Route {
+    matcher: RouteMatch,
+    key: Vec<KeyPart>,
+    service: RouteService,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -131,7 +138,11 @@ impl RouteTable {
                     }
                     None => BoxCloneSyncService::new(handler),
                 };
-                (route.matcher.clone(), service)
+                Route {
+                    matcher: route.matcher.clone(),
+                    key: route.key.clone(),
+                    service,
+                }
             })
             .collect();
         RouteTable {
@@ -140,17 +151,76 @@ impl RouteTable {
     }
 }
 
-/// Answers a request with the first matching route, or 404.
+/// Answers a request with the first matching route, or 404. The route is chosen by the
+/// normalised path, and that path is what the route limits and forwards.
 pub(crate) async fn dispatch(State(table): State<RouteTable>, request: Request) -> Response {
-    let Some((_, service)) = table.routes.iter().find(|(m, _)| m.matches(&request)) else {
+    let request = match canonical(request) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let Some(route) = table.routes.iter().find(|r| r.matcher.matches(&request)) else {
         return ApiError::NoRoute {
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
         }
         .into_response();
     };
-    match service.clone().oneshot(request).await {
+    if let Err(error) = unambiguous_key(&route.key, &request) {
+        return error.into_response();
+    }
+    match route.service.clone().oneshot(request).await {
         Ok(response) => response,
         Err(infallible) => match infallible {},
     }
+}
+
+/// `request` in the one form routes see: one `Host` (an absolute-form URI's authority replaces
+/// the header), an origin-form URI, and a normalised path; or why it cannot be put so.
+fn canonical(mut request: Request) -> Result<Request, ApiError> {
+    if request.headers().get_all(HOST).iter().nth(1).is_some() {
+        return Err(ApiError::Ambiguous("the Host header".to_owned()));
+    }
+    let uri = request.uri();
+    let path = crate::path::normalize(uri.path()).map_err(ApiError::BadPath)?;
+    let authority = uri.authority().cloned();
+    let changed = matches!(path, std::borrow::Cow::Owned(_)) || authority.is_some();
+    if changed {
+        let path_and_query = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.into_owned(),
+        };
+        let origin = Uri::try_from(path_and_query)
+            .map_err(|_| ApiError::BadPath(crate::path::PathError::MalformedEscape))?;
+        if let Some(authority) = authority {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(HOST, host);
+            }
+        }
+        *request.uri_mut() = origin;
+    }
+    Ok(request)
+}
+
+/// Refuses a request that gives a header or query parameter its route is keyed on more than
+/// once: keying on one value while the upstream reads another would let a client choose whose
+/// quota it spends.
+fn unambiguous_key(key: &[KeyPart], request: &Request) -> Result<(), ApiError> {
+    for part in key {
+        match part {
+            KeyPart::Header(name) if request.headers().get_all(name).iter().nth(1).is_some() => {
+                return Err(ApiError::Ambiguous(format!("the {name} header")));
+            }
+            KeyPart::Query(name) => {
+                let query = request.uri().query().unwrap_or_default().as_bytes();
+                let given = form_urlencoded::parse(query)
+                    .filter(|(parameter, _)| parameter == name)
+                    .count();
+                if given > 1 {
+                    return Err(ApiError::Ambiguous(format!("the query parameter {name}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

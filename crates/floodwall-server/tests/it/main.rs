@@ -14,5 +14,6 @@ mod connections;
 mod in_process;
 mod operations;
 mod outages;
+mod paths;
 mod proxy;
 mod service;
