@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -66,8 +67,14 @@ struct AdminState {
 pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Router {
     let state = Arc::new(AdminState { limiter, config });
     Router::new()
-        .route("/metrics", get(metrics))
-        .route("/v1/limits/{policy}/{key}", get(limits).delete(limits))
+        .route("/metrics", get(metrics).fallback(crate::only("GET, HEAD")))
+        .route(
+            "/v1/limits/{policy}/{key}",
+            get(limits)
+                .delete(limits)
+                .fallback(crate::only("GET, HEAD, DELETE")),
+        )
+        .fallback(crate::no_route)
         .with_state(state)
 }
 
@@ -118,9 +125,14 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 async fn limits(
     State(state): State<Arc<AdminState>>,
     method: Method,
-    Path((policy, key)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Path((policy, key)) = path.map_err(|_| ApiError::Status {
+        status: StatusCode::BAD_REQUEST,
+        title: "Bad path",
+        detail: "the policy and key in /v1/limits/{policy}/{key} must be percent-encoded UTF-8",
+    })?;
     let config = Arc::clone(&state.config.borrow());
     crate::auth::bearer(
         &headers,

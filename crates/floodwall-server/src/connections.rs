@@ -25,6 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
@@ -366,6 +367,7 @@ async fn connection(
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let in_flight = activity.request_started();
             let (mut parts, body) = request.into_parts();
+            let refusal = crate::framing::refused(&parts);
             parts.extensions.insert(ConnectInfo(peer));
             let body = if http_body::Body::is_end_stream(&body) {
                 Body::new(body)
@@ -373,9 +375,15 @@ async fn connection(
                 Body::new(Steady::new(body, limits.body_timeout))
             };
             let request = Request::from_parts(parts, body);
-            let response = router().oneshot(request);
+            let routed = match refusal {
+                Some(refusal) => Err(refusal),
+                None => Ok(router().oneshot(request)),
+            };
             async move {
-                let response = response.await?;
+                let response = match routed {
+                    Ok(routed) => routed.await?,
+                    Err(refusal) => refusal.into_response(),
+                };
                 Ok::<_, Infallible>(response.map(|body| Answer {
                     body,
                     _in_flight: in_flight,

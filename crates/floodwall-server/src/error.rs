@@ -41,6 +41,22 @@ pub(crate) enum ApiError {
     /// 400: a header or query parameter that must appear at most once (one that keys the
     /// request, `Host`, `Authorization`) appeared more than once; the text names it.
     Ambiguous(String),
+    /// 405: a method the resource does not serve; `allow` lists those it does.
+    MethodNotAllowed {
+        /// The method asked for.
+        method: http::Method,
+        /// The `Allow` header's value.
+        allow: &'static str,
+    },
+    /// Any other refusal that is a fixed status with a fixed explanation.
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The problem's title.
+        title: &'static str,
+        /// What to do about it.
+        detail: &'static str,
+    },
     /// 400: a path no route can be chosen for safely.
     BadPath(crate::path::PathError),
     /// The limiter could not decide under these policies: 503 for a store outage failing
@@ -100,6 +116,22 @@ impl IntoResponse for ApiError {
                 "Ambiguous request",
                 &format!("{what} must appear at most once"),
             ),
+            ApiError::MethodNotAllowed { method, allow } => {
+                let mut response = about_blank(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method not allowed",
+                    &format!("{method} is not served here; allowed: {allow}"),
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+                response
+            }
+            ApiError::Status {
+                status,
+                title,
+                detail,
+            } => about_blank(status, title, detail),
             ApiError::BadPath(error) => about_blank(
                 StatusCode::BAD_REQUEST,
                 "Bad path",

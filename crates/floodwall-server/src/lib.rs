@@ -12,6 +12,7 @@ mod auth;
 mod check;
 mod connections;
 mod error;
+mod framing;
 mod health;
 mod path;
 mod pool;
@@ -150,11 +151,19 @@ pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
     let table = RouteTable::new(&config, &limiter);
     let mut router = Router::new();
     if config.check.enabled && config.check.listen.is_none() {
-        router = router.route("/v1/check", post(check::check).with_state(check_state));
+        router = router.route(
+            "/v1/check",
+            post(check::check)
+                .with_state(check_state)
+                .fallback(only("POST")),
+        );
     }
     router
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(move || ready(Arc::clone(&ready_state))))
+        .route("/healthz", get(healthz).fallback(only("GET, HEAD")))
+        .route(
+            "/readyz",
+            get(move || ready(Arc::clone(&ready_state))).fallback(only("GET, HEAD")),
+        )
         .fallback(routes::dispatch)
         .with_state(table)
 }
@@ -163,14 +172,29 @@ pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
 pub fn check_app(config: Arc<Config>, limiter: Limiter) -> Router {
     let check_state = Arc::new(CheckState::new(limiter, config));
     Router::new()
-        .route("/v1/check", post(check::check).with_state(check_state))
-        .route("/healthz", get(healthz))
-        .fallback(|method: http::Method, uri: http::Uri| async move {
-            ApiError::NoRoute {
-                method,
-                path: uri.path().to_owned(),
-            }
-        })
+        .route(
+            "/v1/check",
+            post(check::check)
+                .with_state(check_state)
+                .fallback(only("POST")),
+        )
+        .route("/healthz", get(healthz).fallback(only("GET, HEAD")))
+        .fallback(no_route)
+}
+
+/// A 405 problem naming the methods `allow`ed, for the methods a route does not serve.
+pub(crate) fn only(
+    allow: &'static str,
+) -> impl Fn(http::Method) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move |method| std::future::ready(ApiError::MethodNotAllowed { method, allow })
+}
+
+/// The 404 problem of a router with nothing at the path.
+pub(crate) async fn no_route(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError::NoRoute {
+        method,
+        path: uri.path().to_owned(),
+    }
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

@@ -10,12 +10,12 @@ use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, VIA};
+use http::header::{CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TRANSFER_ENCODING, VIA};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body_util::BodyExt;
 
-use crate::pool::UpstreamPool;
+use crate::pool::{UpstreamError, UpstreamPool};
 
 /// Upstream bodies up to this size (by `Content-Length`) are buffered; larger ones stream.
 const BUFFERED_BODY: usize = 64 * 1024;
@@ -114,7 +114,18 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
     match tokio::time::timeout(timeout, upstream.pool.send(request)).await {
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
+            if parts.headers.contains_key(CONTENT_LENGTH)
+                && parts.headers.contains_key(TRANSFER_ENCODING)
+            {
+                // Which of the two frames the body is ambiguous (a smuggling vector): refuse it.
+                return Ok(ApiError::BadGateway(
+                    "the upstream's answer had both Content-Length and Transfer-Encoding",
+                )
+                .into_response());
+            }
             strip_hop_by_hop(&mut parts.headers);
+            // Re-framed by this service's own connection to the client.
+            parts.headers.remove(TRANSFER_ENCODING);
             parts.headers.append(VIA, via());
             let small = parts
                 .headers
@@ -136,6 +147,10 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
                 };
             }
             Ok(Response::from_parts(parts, Body::new(body)))
+        }
+        // The client's body failed (malformed chunks, a stall, cut off): the client's fault.
+        Ok(Err(UpstreamError::Http(error))) if error.is_user() => {
+            Ok(ApiError::reading_body(&error).into_response())
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, "upstream unreachable");

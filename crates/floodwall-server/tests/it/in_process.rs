@@ -17,6 +17,8 @@ pub(crate) struct Service {
     pub(crate) address: SocketAddr,
     /// The check API's own listener, when `[check] listen` gives it one.
     pub(crate) check_address: Option<SocketAddr>,
+    /// The admin listener, when the configuration has one.
+    pub(crate) admin_address: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -35,6 +37,7 @@ impl Service {
             Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
             None => None,
         };
+        let admin_address = admin.as_ref().map(|l| l.local_addr().unwrap());
         let check = match (config.check.enabled, config.check.listen) {
             (true, Some(listen)) => Some(TcpListener::bind(listen).await.unwrap()),
             _ => None,
@@ -48,6 +51,7 @@ impl Service {
         Service {
             address,
             check_address,
+            admin_address,
             stop: Some(stop),
             task: Some(task),
         }

@@ -11,9 +11,15 @@ use tokio::net::TcpStream;
 
 use crate::in_process::Service;
 
-/// An upstream that answers every request with the path and query it received.
-async fn echo_upstream() -> SocketAddr {
-    let app = Router::new().fallback(|uri: Uri| async move { format!("upstream saw {uri}") });
+/// An upstream that answers every request with the path and query it received (and the
+/// `Host`, on `/public/host`).
+pub(crate) async fn echo_upstream() -> SocketAddr {
+    let app = Router::new().fallback(|uri: Uri, headers: http::HeaderMap| async move {
+        match uri.path() {
+            "/public/host" => format!("upstream saw host {:?}", headers.get("host")),
+            _ => format!("upstream saw {uri}"),
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -22,9 +28,14 @@ async fn echo_upstream() -> SocketAddr {
 
 /// Sends `head` (a request line and headers, without the blank line) and returns the status
 /// and body of the answer.
-async fn raw(service: SocketAddr, head: &str) -> (u16, String) {
+pub(crate) async fn raw(service: SocketAddr, head: &str) -> (u16, String) {
+    raw_with_body(service, head, "").await
+}
+
+/// As [`raw`], with `body` after the blank line, written as given.
+pub(crate) async fn raw_with_body(service: SocketAddr, head: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(service).await.unwrap();
-    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    let request = format!("{head}\r\nConnection: close\r\n\r\n{body}");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
@@ -37,7 +48,7 @@ async fn raw(service: SocketAddr, head: &str) -> (u16, String) {
     (status, body)
 }
 
-async fn service() -> Service {
+pub(crate) async fn service() -> Service {
     let up = echo_upstream().await;
     Service::start(&format!(
         r#"
