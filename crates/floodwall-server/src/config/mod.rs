@@ -3,6 +3,7 @@
 
 mod error;
 mod raw;
+mod schema;
 mod validate;
 
 use std::net::SocketAddr;

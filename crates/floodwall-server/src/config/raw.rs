@@ -79,8 +79,7 @@ pub(crate) struct RawRoute {
     #[serde(rename = "match")]
     pub(crate) matcher: Spanned<String>,
     pub(crate) key: Option<Spanned<String>>,
-    #[serde(default)]
-    pub(crate) policies: Vec<Spanned<String>>,
+    pub(crate) policies: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) respond: Option<Spanned<RawRespond>>,
     pub(crate) upstream: Option<Spanned<String>>,
     pub(crate) upstream_timeout: Option<Spanned<String>>,

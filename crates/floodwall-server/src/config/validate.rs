@@ -35,6 +35,19 @@ const STORAGE_SCHEMES: &str =
 
 pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mut diagnostics = Diagnostics::new(file, source);
+    if source.trim().is_empty() {
+        diagnostics.error(
+            None,
+            "the file is empty",
+            Some("start from floodwall.example.toml, or run floodwall serve without --config for the embedded demo".to_owned()),
+        );
+        return Err(ConfigErrors(diagnostics.errors));
+    }
+    if !super::schema::check(source, &mut diagnostics) {
+        let mut errors = diagnostics.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(errors));
+    }
     let raw: RawConfig = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(error) => {
@@ -537,6 +550,18 @@ fn key(text: &String) -> Result<Vec<KeyPart>, String> {
         .collect()
 }
 
+/// The methods a route may name (CONNECT is never served).
+const ROUTE_METHODS: [Method; 8] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+];
+
 fn route_match(text: &String) -> Result<RouteMatch, String> {
     let Some((method, path)) = text.trim().split_once(' ') else {
         return Err(format!("route match {text:?} needs a method and a path"));
@@ -544,8 +569,11 @@ fn route_match(text: &String) -> Result<RouteMatch, String> {
     let method = match method {
         "*" => None,
         method => Some(
-            Method::from_bytes(method.as_bytes())
-                .map_err(|_| format!("invalid method {method:?} in {text:?}"))?,
+            ROUTE_METHODS
+                .iter()
+                .find(|known| known.as_str() == method)
+                .cloned()
+                .ok_or_else(|| format!("unknown method {method:?} in {text:?}"))?,
         ),
     };
     let path = path.trim();
@@ -575,7 +603,7 @@ fn route(
         &raw.matcher,
         route_match,
         Some(
-            "\"METHOD PATH\": e.g. \"GET /\", \"POST /api/*\" (a prefix), \"* /health\" (any method)",
+            "\"METHOD PATH\": e.g. \"GET /\", \"POST /api/*\" (a prefix), \"* /health\" (any method); methods: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE",
         ),
     );
     let key = match &raw.key {
@@ -583,7 +611,17 @@ fn route(
         None => Some(vec![KeyPart::Ip]),
     };
     let mut names = Vec::new();
-    for name in &raw.policies {
+    if let Some(listed) = raw.policies.as_ref().filter(|p| p.get_ref().is_empty()) {
+        diagnostics.error(
+            Some(listed.span()),
+            "policies = [] limits nothing",
+            Some(
+                "name at least one policy, or leave policies out for a route without limits"
+                    .to_owned(),
+            ),
+        );
+    }
+    for name in raw.policies.iter().flat_map(|p| p.get_ref()) {
         if defined.contains(&name.get_ref().as_str()) {
             names.push(name.get_ref().clone());
         } else {
@@ -614,11 +652,25 @@ fn route(
                 |status| {
                     u16::try_from(*status)
                         .ok()
+                        .filter(|s| (200..=599).contains(s))
                         .and_then(|s| StatusCode::from_u16(s).ok())
-                        .ok_or(format!("invalid status {status}"))
+                        .ok_or(format!("status {status} cannot answer a request"))
                 },
-                Some("an HTTP status from 100 to 999, e.g. 200"),
+                Some("a final HTTP status from 200 to 599, e.g. 200"),
             );
+            let bodiless = status
+                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED);
+            if bodiless && respond.get_ref().json.is_some() {
+                diagnostics.error(
+                    Some(respond.span()),
+                    format!(
+                        "status {} has no body, but json is set",
+                        status.map_or(0, |s| s.as_u16())
+                    ),
+                    Some("remove json, or answer with a status that has a body (200)".to_owned()),
+                );
+                return None;
+            }
             let body = match &respond.get_ref().json {
                 Some(json) => match serde_json::to_vec(json) {
                     Ok(body) => Bytes::from(body),

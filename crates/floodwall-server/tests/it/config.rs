@@ -39,7 +39,59 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "[server]\nlisen = 1\n".into(),
             2,
             1,
-            "unknown field `lisen`",
+            "unknown key \"lisen\" in [server]",
+            "known keys there: listen",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = {{ status = 101 }}\n"
+            ),
+            9,
+            22,
+            "status 101",
+            "200 to 599",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = {{ status = 600 }}\n"
+            ),
+            9,
+            22,
+            "status 600",
+            "200 to 599",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = {{ status = 204, json = {{ a = 1 }} }}\n"
+            ),
+            9,
+            11,
+            "204 has no body",
+            "remove json",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = []\nrespond = {{ status = 200 }}\n"
+            ),
+            8,
+            12,
+            "policies = [] limits nothing",
+            "name at least one policy",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GETT /\"\npolicies = [\"p\"]\nrespond = {{ status = 200 }}\n"
+            ),
+            7,
+            9,
+            "unknown method \"GETT\"",
+            "GET, HEAD, POST",
+        ),
+        (
+            "  \n".into(),
+            1,
+            1,
+            "the file is empty",
             "floodwall.example.toml",
         ),
         (
@@ -235,6 +287,21 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
         assert!(error.message.contains(message), "{text}");
         assert!(text.contains(fix), "no fix in: {text}");
     }
+}
+
+/// Syntax errors and unknown keys are all reported together, however many there are.
+#[test]
+fn every_syntax_error_and_every_unknown_key_is_reported() {
+    let unknown = "[server]\nlisen = 1\nmax_conections = 5\n[admin]\nlisten = \"127.0.0.1:9\"\ntoken = \"x\"\n\
+                   [storage]\nurll = \"memory://\"\n[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n\
+                   burts = 3\nmode2 = \"x\"\n[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = { status = 200, jsn = 1 }\n\
+                   upstrem = \"x\"\n[typo]\nx = 1\n";
+    let errors = errors(unknown);
+    assert_eq!(errors.len(), 9, "{errors:#?}");
+    assert!(errors.iter().all(|e| e.message.starts_with("unknown key")));
+    let syntax = "[server\nlisten = \"a\"\n[storage]\nurl = = \"b\"\n";
+    let errors = self::errors(syntax);
+    assert!(errors.len() >= 2, "{errors:#?}");
 }
 
 #[test]
