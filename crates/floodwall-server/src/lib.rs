@@ -114,6 +114,12 @@ pub async fn run_reloadable(
     let _ = admin::prometheus();
     let storage = configs.borrow().storage.clone();
     let limiter = limiter(&storage).await?;
+    health::check_at_start(&limiter, &storage.url())
+        .await
+        .map_err(|source| ServeError::StoreAccess {
+            url: storage.url(),
+            source,
+        })?;
     serve(configs, limiter, listeners, shutdown).await
 }
 
@@ -130,14 +136,7 @@ pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
             url: storage.url(),
             source,
         })?;
-    let limiter = Limiter::builder(store).on_error(storage.on_error).build();
-    health::check_at_start(&limiter, &storage.url())
-        .await
-        .map_err(|source| ServeError::StoreAccess {
-            url: storage.url(),
-            source,
-        })?;
-    Ok(limiter)
+    Ok(Limiter::builder(store).on_error(storage.on_error).build())
 }
 
 /// The main listener's router for `config`, deciding with `limiter`: routes, `/v1/check`,

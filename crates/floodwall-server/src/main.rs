@@ -35,15 +35,28 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Decide one request and print the decision (exit 0 allowed, 1 denied, 2 error).
+    ///
+    /// Asks the store of `--config` directly (Redis), or a running service with `--server`.
     Check {
+        /// The service's configuration: its store and policies (and, with `--server`, the
+        /// check API's token).
+        #[arg(long, required_unless_present = "server")]
+        config: Option<PathBuf>,
+        /// Ask the running service at this URL (e.g. http://127.0.0.1:8080) instead.
         #[arg(long)]
-        config: PathBuf,
+        server: Option<String>,
+        /// The policy's name.
         #[arg(long)]
         policy: String,
+        /// The client key, e.g. an IP address or API key.
         #[arg(long)]
         key: String,
-        #[arg(long, default_value_t = 1)]
+        /// Units the request takes.
+        #[arg(long, default_value_t = 1, conflicts_with = "peek")]
         cost: u64,
+        /// Report the key's state without consuming anything.
+        #[arg(long)]
+        peek: bool,
     },
     /// Configuration tools.
     Config {
@@ -84,10 +97,18 @@ fn main() -> ExitCode {
             }
             Command::Check {
                 config,
+                server,
                 policy,
                 key,
                 cost,
-            } => check(config, policy, key, cost).await,
+                peek,
+            } => {
+                let cost = if peek { 0 } else { cost };
+                match server {
+                    Some(server) => ask_server(&server, config, &policy, &key, cost).await,
+                    None => check(config, policy, key, cost).await,
+                }
+            }
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => match Config::from_file(&file) {
@@ -103,9 +124,23 @@ fn main() -> ExitCode {
         }
     });
     result.unwrap_or_else(|error| {
-        eprintln!("floodwall: {error:#}");
+        eprintln!("floodwall: {}", report(&error));
         ExitCode::from(2)
     })
+}
+
+/// `error` and its causes on one line, each cause once: errors that already show their cause in
+/// their own message would otherwise repeat it.
+fn report(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -206,19 +241,97 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-async fn check(path: PathBuf, policy: String, key: String, cost: u64) -> anyhow::Result<ExitCode> {
+async fn check(
+    path: Option<PathBuf>,
+    policy: String,
+    key: String,
+    cost: u64,
+) -> anyhow::Result<ExitCode> {
+    let path = path.context("--config is needed without --server")?;
     let config = load(Some(&path))?;
-    let policy = config
-        .policy(&policy)
-        .cloned()
-        .with_context(|| format!("no policy named {policy:?} in {}", path.display()))?;
+    let policy = config.policy(&policy).cloned().with_context(|| {
+        let defined: Vec<&str> = config.policies.iter().map(|p| p.name()).collect();
+        format!(
+            "no policy named {policy:?} in {}; defined: {}",
+            path.display(),
+            defined.join(", ")
+        )
+    })?;
+    if matches!(
+        config.storage.store,
+        floodwall::StorageConfig::Memory { .. }
+    ) {
+        anyhow::bail!(
+            "{} keeps limits in memory, in the service's own process: a check from here would start from a fresh store and never deny; ask the running service with --server http://{}",
+            path.display(),
+            config.server.listen
+        );
+    }
     let limiter = floodwall_server::limiter(&config.storage).await?;
+    limiter
+        .store()
+        .verify_access(std::time::Duration::from_secs(2))
+        .await
+        .with_context(|| format!("the store at {} did not answer", config.storage.url()))?;
     let verdict = limiter.check(&policy, &key, cost).await?;
     println!(
         "{}",
         serde_json::to_string(&floodwall_server::single_decision_body(&verdict))?
     );
     Ok(if verdict.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `floodwall check --server`: asks a running service's check API, with the token of
+/// `[check] token_env` when a configuration is given, and prints its answer.
+async fn ask_server(
+    server: &str,
+    config: Option<PathBuf>,
+    policy: &str,
+    key: &str,
+    cost: u64,
+) -> anyhow::Result<ExitCode> {
+    let token = match &config {
+        Some(path) => load(Some(path))?.check.token,
+        None => None,
+    };
+    let base: http::Uri = server
+        .parse()
+        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:8080"))?;
+    let authority = base
+        .authority()
+        .filter(|_| base.scheme_str() == Some("http"))
+        .with_context(|| format!("--server {server:?} must be http://host:port"))?
+        .clone();
+    let stream = tokio::net::TcpStream::connect(authority.as_str())
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let body = serde_json::json!({ "policy": policy, "key": key, "cost": cost }).to_string();
+    let mut request = http::Request::post("/v1/check")
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let answer = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    let answer = String::from_utf8_lossy(&answer);
+    match status.as_u16() {
+        200 => println!("{answer}"),
+        429 => println!("{answer}"),
+        _ => anyhow::bail!("{server} answered {status}: {answer}"),
+    }
+    Ok(if status == http::StatusCode::OK {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

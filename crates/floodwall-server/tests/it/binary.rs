@@ -224,11 +224,15 @@ fn serve_refuses_an_invalid_file_with_its_errors() {
 
 #[test]
 fn check_decides_one_request_with_exit_codes() {
+    let redis = floodwall_testkit::RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f.toml");
     std::fs::write(
         &file,
-        "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n",
+        format!(
+            "[storage]\nurl = \"{}\"\n[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1h\"\n",
+            redis.url()
+        ),
     )
     .unwrap();
     let file = file.to_str().unwrap();
@@ -237,10 +241,109 @@ fn check_decides_one_request_with_exit_codes() {
     let decision: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
     assert_eq!(decision["allowed"], true);
     assert_eq!(decision["remaining"], 4);
+    // A second run sees the first one's count (the store is shared), and --peek takes nothing.
+    for _ in 0..2 {
+        let peeked = floodwall(&[
+            "check", "--config", file, "--policy", "p", "--key", "k", "--peek",
+        ]);
+        assert_eq!(peeked.status.code(), Some(0));
+        let decision: serde_json::Value = serde_json::from_slice(&peeked.stdout).unwrap();
+        assert_eq!(decision["remaining"], 4);
+    }
     let impossible = floodwall(&[
         "check", "--config", file, "--policy", "p", "--key", "k", "--cost", "6",
     ]);
     assert_eq!(impossible.status.code(), Some(2));
     let unknown = floodwall(&["check", "--config", file, "--policy", "nope", "--key", "k"]);
     assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("defined: p"), "{stderr}");
+}
+
+/// A memory store lives in the service's process: `floodwall check` refuses to decide in a
+/// fresh one of its own (which could never deny) and says how to ask the service instead.
+#[test]
+fn check_refuses_a_memory_store_and_names_the_server_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("memory.toml");
+    std::fs::write(
+        &file,
+        "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n",
+    )
+    .unwrap();
+    let refused = floodwall(&[
+        "check",
+        "--config",
+        file.to_str().unwrap(),
+        "--policy",
+        "p",
+        "--key",
+        "k",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--server"), "{stderr}");
+}
+
+/// An unreachable Redis is one line saying so, with the cause (connection refused).
+#[test]
+fn check_on_an_unreachable_redis_says_why_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("down.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]\nurl = \"redis://127.0.0.1:{port}\"\n[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let failed = floodwall(&[
+        "check",
+        "--config",
+        file.to_str().unwrap(),
+        "--policy",
+        "p",
+        "--key",
+        "k",
+    ]);
+    assert_eq!(failed.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(
+        failed.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&failed.stdout)
+    );
+}
+
+/// `--server` asks a running service, whose memory store does deny.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_asks_a_running_service_with_server() {
+    let service = crate::in_process::Service::start(
+        "[[policy]]\nname = \"p\"\nalgorithm = \"fixed_window\"\nlimit = 1\nperiod = \"1h\"\n",
+    )
+    .await;
+    let server = format!("http://{}", service.address);
+    let ask = |extra: &'static [&'static str]| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["check", "--server", &server, "--policy", "p", "--key", "k"];
+            args.extend_from_slice(extra);
+            floodwall(&args)
+        })
+    };
+    let peeked = ask(&["--peek"]).await.unwrap();
+    assert_eq!(peeked.status.code(), Some(0));
+    let first = ask(&[]).await.unwrap();
+    assert_eq!(first.status.code(), Some(0));
+    let second = ask(&[]).await.unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let decision: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(decision["allowed"], false);
 }
