@@ -168,3 +168,58 @@ async fn sigterm_drains_in_flight_requests_and_exits_promptly() {
     );
     assert!(answered > 0);
 }
+
+/// Every request that reached the service before SIGTERM is answered, whole: requests in
+/// flight, requests just written on idle keep-alive connections, and requests on connections
+/// still in the kernel's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_every_request_sent_before_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("drain.toml");
+    std::fs::write(&file, config(1_000_000)).unwrap();
+    let mut service = Floodwall::serve(Some(&file));
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Keep-alive connections that have been answered once and sit idle.
+    let mut kept = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(service.address)
+            .await
+            .unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut first = [0_u8; 1024];
+        let n = stream.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        kept.push(stream);
+    }
+    // New connections, each with its request written, some still queued in the kernel.
+    let mut fresh = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(service.address)
+            .await
+            .unwrap();
+        stream.write_all(request).await.unwrap();
+        fresh.push(stream);
+    }
+    // The kept connections' second requests, the last ones written before the signal.
+    for stream in &mut kept {
+        stream.write_all(request).await.unwrap();
+    }
+    service.signal("-TERM");
+    let mut unanswered = 0;
+    for mut stream in kept.into_iter().chain(fresh) {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+        match read.await {
+            Ok(Ok(_))
+                if answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(br#"{"ok":true}"#) => {}
+            _ => unanswered += 1,
+        }
+    }
+    assert_eq!(unanswered, 0, "of 300 requests sent before SIGTERM");
+    let code = tokio::task::spawn_blocking(move || service.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

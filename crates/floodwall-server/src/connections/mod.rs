@@ -11,32 +11,34 @@
 //! At the bound, the connection that has waited longest with no request in flight is closed to
 //! make room, so idle or dribbling sockets can never keep `/healthz` or a real client out.
 
-use std::collections::HashMap;
+mod activity;
+mod io;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use self::activity::{OpenConnections, Registered};
+pub(crate) use self::io::BodyStalled;
+use self::io::{Answer, Steady, Watched};
 
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +140,30 @@ pub(crate) async fn serve(
         }
     }
     let _ = drain.send(true);
+    // Connections already in the kernel's queue were made before the stop: take them too, so
+    // their requests are answered rather than reset.
+    let until = Instant::now() + BACKLOG_GRACE;
+    while Instant::now() < until {
+        // A queued connection is ready at once; a quiet moment means the queue is empty.
+        let Ok(Ok((stream, peer))) =
+            tokio::time::timeout(Duration::from_millis(2), listener.accept()).await
+        else {
+            break;
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            break;
+        };
+        connections.spawn(connection(
+            stream,
+            peer,
+            open.register(),
+            limits,
+            Arc::clone(&router),
+            draining.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
@@ -153,7 +179,7 @@ struct AcceptFailures {
 impl AcceptFailures {
     const LOG_EVERY: Duration = Duration::from_secs(5);
 
-    fn failed(&mut self, error: &io::Error) -> Duration {
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
         self.in_a_row = self.in_a_row.saturating_add(1);
         self.since_logged += 1;
         let now = Instant::now();
@@ -179,174 +205,6 @@ impl AcceptFailures {
         self.in_a_row = 0;
     }
 }
-
-/// The open connections of one listener, for closing the one that has waited longest.
-#[derive(Debug)]
-struct OpenConnections {
-    by_id: Mutex<HashMap<u64, Arc<Activity>>>,
-    next_id: AtomicU64,
-    /// The origin of every connection's times, so that they compare.
-    epoch: Instant,
-}
-
-impl Default for OpenConnections {
-    fn default() -> Self {
-        OpenConnections {
-            by_id: Mutex::default(),
-            next_id: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-}
-
-impl OpenConnections {
-    fn register(self: &Arc<Self>) -> Registered {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let activity = Arc::new(Activity::new(self.epoch));
-        self.by_id
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::clone(&activity));
-        Registered {
-            open: Arc::clone(self),
-            id,
-            activity,
-        }
-    }
-
-    /// Closes the connection that has waited longest with no request in flight, if any.
-    fn shed_longest_waiting(&self) {
-        let by_id = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
-        let longest = by_id
-            .values()
-            .filter(|activity| activity.in_flight.load(Ordering::Acquire) == 0)
-            .min_by_key(|activity| activity.waiting_since.load(Ordering::Acquire));
-        if let Some(activity) = longest {
-            activity.shed.store(true, Ordering::Release);
-            activity.changed.notify_one();
-        }
-    }
-}
-
-/// A connection's place in [`OpenConnections`], given up when the connection ends.
-#[derive(Debug)]
-struct Registered {
-    open: Arc<OpenConnections>,
-    id: u64,
-    activity: Arc<Activity>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.open
-            .by_id
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
-    }
-}
-
-/// What a connection is doing, shared by its socket, its requests and its watchdog.
-#[derive(Debug)]
-struct Activity {
-    /// Requests whose response has not been sent (or dropped) yet.
-    in_flight: AtomicUsize,
-    /// When the current wait for a request began, in microseconds since `epoch`.
-    waiting_since: AtomicU64,
-    /// Whether bytes of the next request have arrived since the wait began.
-    head_started: AtomicBool,
-    /// Set to close the connection at once.
-    shed: AtomicBool,
-    /// Woken on every change that moves the deadline.
-    changed: Notify,
-    epoch: Instant,
-}
-
-impl Activity {
-    fn new(epoch: Instant) -> Activity {
-        Activity {
-            in_flight: AtomicUsize::new(0),
-            waiting_since: AtomicU64::new(micros_since(epoch)),
-            // A new connection owes its first request's headers from the start.
-            head_started: AtomicBool::new(true),
-            shed: AtomicBool::new(false),
-            changed: Notify::new(),
-            epoch: Instant::now(),
-        }
-    }
-
-    /// When the connection must close if nothing changes; `None` while a request is in flight.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = Duration::from_micros(self.waiting_since.load(Ordering::Acquire));
-        let allowed = if self.head_started.load(Ordering::Acquire) {
-            limits.header_timeout
-        } else {
-            limits.idle_timeout
-        };
-        Some(self.epoch + since + allowed)
-    }
-
-    /// Completes when the connection must close: shed, or its phase outlasted its deadline.
-    async fn expired(&self, limits: &ConnectionLimits) {
-        loop {
-            let mut changed = pin!(self.changed.notified());
-            // Registered before the state is read, so that no change is missed in between.
-            changed.as_mut().enable();
-            if self.shed.load(Ordering::Acquire) {
-                return;
-            }
-            match self.deadline(limits) {
-                None => changed.await,
-                Some(deadline) if deadline <= Instant::now() => return,
-                Some(deadline) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {}
-                        () = changed => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(false, Ordering::Release);
-        self.changed.notify_one();
-        InFlight(Arc::clone(self))
-    }
-
-    fn bytes_arrived(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && !self.head_started.swap(true, Ordering::AcqRel)
-        {
-            self.changed.notify_one();
-        }
-    }
-}
-
-fn micros_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-/// One request in flight; dropped when its response has been sent or abandoned.
-#[derive(Debug)]
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let activity = &self.0;
-        if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            activity
-                .waiting_since
-                .store(micros_since(activity.epoch), Ordering::Release);
-            activity.changed.notify_one();
-        }
-    }
-}
-
 /// Serves one connection until it ends, is closed by its watchdog, or has drained.
 async fn connection(
     stream: TcpStream,
@@ -404,160 +262,40 @@ async fn connection(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let served = builder.serve_connection(io, requests);
     let mut served = pin!(served);
+    // Draining: a request in flight is finished (its answer says `Connection: close`); a
+    // request whose bytes have arrived is read and answered the same way; a connection with
+    // neither for `DRAIN_IDLE_GRACE` is closed. So every request that reached the service
+    // before it stopped gets an answer.
+    let mut draining_since: Option<Instant> = None;
     let mut drain_asked = false;
     loop {
         tokio::select! {
             // A connection's own errors (a reset, a malformed request) end only that connection.
             _ = served.as_mut() => break,
             () = activity.expired(&limits) => break,
-            _ = draining.wait_for(|drain| *drain), if !drain_asked => {
+            _ = draining.wait_for(|drain| *drain), if draining_since.is_none() => {
+                draining_since = Some(Instant::now());
+            }
+            () = tokio::time::sleep(DRAIN_POLL), if draining_since.is_some() && !drain_asked => {}
+        }
+        if let (Some(since), false) = (draining_since, drain_asked) {
+            if activity.in_flight.load(Ordering::Acquire) > 0 {
                 served.as_mut().graceful_shutdown();
                 drain_asked = true;
+            } else if activity.idle() && since.elapsed() >= DRAIN_IDLE_GRACE {
+                break;
             }
         }
     }
 }
 
-/// A response body that keeps its request counted as in flight until it has been sent.
-#[derive(Debug)]
-struct Answer {
-    body: Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Answer {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A request body that fails with [`BodyStalled`] when it stops arriving for `pause`, counted
-/// only while someone waits for it.
-#[derive(Debug)]
-struct Steady {
-    body: Incoming,
-    pause: Duration,
-    /// Armed when a read finds nothing yet; disarmed by the next frame.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-/// A request body paused for longer than `[server] body_timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body stopped arriving")]
-pub(crate) struct BodyStalled;
-
-impl Steady {
-    fn new(body: Incoming, pause: Duration) -> Steady {
-        Steady {
-            body,
-            pause,
-            stall: None,
-        }
-    }
-}
-
-impl http_body::Body for Steady {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.stall = None;
-                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let pause = this.pause;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
-                match stall.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled)))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A connection's socket, telling its watchdog when a request's first bytes arrive.
-#[derive(Debug)]
-struct Watched {
-    stream: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.bytes_arrived();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
+/// How long a draining connection with nothing in flight waits for a request already sent.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(100);
+/// How often a draining connection looks at its state.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// After the stop, connections the kernel already accepted are still taken (and answered, one
+/// request each), for at most this long.
+const BACKLOG_GRACE: Duration = Duration::from_millis(200);
 
 /// The file descriptors this process may open: the soft limit, raised to the hard limit first.
 /// `None` where the platform has no such limit.
