@@ -67,3 +67,32 @@ fn a_cost_above_capacity_is_an_error_not_a_denial() {
         assert_eq!((error.cost, error.capacity), (4, 3), "{algorithm}");
     }
 }
+
+/// A limit raised under an exhausted key: the counting algorithms count what was used against
+/// the new limit at once; token bucket and GCRA, whose state is what is left to draw (tokens)
+/// or owed in time (the theoretical arrival time), give the next unit after one interval of the
+/// new rate, then refill at it. The README documents exactly this.
+#[test]
+fn raising_the_limit_of_an_exhausted_key_is_documented_per_algorithm() {
+    for algorithm in Algorithm::ALL {
+        let low = Policy::new("p", algorithm, 3, Duration::from_secs(3600)).unwrap();
+        let high = Policy::new("p", algorithm, 100, Duration::from_secs(3600)).unwrap();
+        let spent = algorithm::step(None, NOW, 3, &low).unwrap();
+        let after = algorithm::step(spent.new_state.clone(), NOW + 1, 1, &high).unwrap();
+        match algorithm {
+            Algorithm::TokenBucket | Algorithm::Gcra => {
+                assert!(!after.decision.allowed, "{algorithm}");
+                // One interval of the new rate: 3600 s / 100, less the microsecond passed.
+                let wait = after.decision.retry_after.unwrap();
+                assert_eq!(wait, Duration::from_micros(36_000_000 - 1), "{algorithm}");
+                let waited = NOW + 1 + 36_000_000;
+                let later = algorithm::step(spent.new_state, waited, 1, &high).unwrap();
+                assert!(later.decision.allowed, "{algorithm}");
+            }
+            _ => {
+                assert!(after.decision.allowed, "{algorithm}");
+                assert_eq!(after.decision.remaining, 96, "{algorithm}");
+            }
+        }
+    }
+}
