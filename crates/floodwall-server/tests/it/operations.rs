@@ -169,46 +169,60 @@ async fn sigterm_drains_in_flight_requests_and_exits_promptly() {
     assert!(answered > 0);
 }
 
-/// Every request that reached the service before SIGTERM is answered, whole: requests in
-/// flight, requests just written on idle keep-alive connections, and requests on connections
-/// still in the kernel's queue.
+/// Every request that reached the service before SIGTERM is answered, whole: requests just
+/// written on idle keep-alive connections, and requests on connections still in the kernel's
+/// queue when the signal arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_every_request_sent_before_it() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drain.toml");
     std::fs::write(&file, config(1_000_000)).unwrap();
     let mut service = Floodwall::serve(Some(&file));
-    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let address = service.address;
+    let request: &'static [u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     // Keep-alive connections that have been answered once and sit idle.
     let mut kept = Vec::new();
-    for _ in 0..100 {
-        let mut stream = tokio::net::TcpStream::connect(service.address)
-            .await
-            .unwrap();
+    for _ in 0..600 {
+        let mut stream = TcpStream::connect(address).await.unwrap();
         stream.write_all(request).await.unwrap();
         let mut first = [0_u8; 1024];
         let n = stream.read(&mut first).await.unwrap();
         assert!(first[..n].starts_with(b"HTTP/1.1 200"));
         kept.push(stream);
     }
-    // New connections, each with its request written, some still queued in the kernel.
-    let mut fresh = Vec::new();
-    for _ in 0..200 {
-        let mut stream = tokio::net::TcpStream::connect(service.address)
-            .await
-            .unwrap();
-        stream.write_all(request).await.unwrap();
-        fresh.push(stream);
+    // New connections with their requests, many still queued in the kernel at the signal.
+    let sent: Vec<_> = (0..300)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(address).await.ok()?;
+                stream.write_all(request).await.ok()?;
+                Some(stream)
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    for task in sent {
+        if let Some(stream) = task.await.unwrap() {
+            written.push(stream);
+        }
     }
-    // The kept connections' second requests, the last ones written before the signal.
+    // Second requests on the kept connections, written back to back, the signal right after:
+    // the service has read only some of them when it starts to stop.
     for stream in &mut kept {
         stream.write_all(request).await.unwrap();
     }
     service.signal("-TERM");
+    written.extend(kept);
+    assert!(
+        written.len() >= 800,
+        "only {} requests were sent",
+        written.len()
+    );
     let mut unanswered = 0;
-    for mut stream in kept.into_iter().chain(fresh) {
+    for stream in &mut written {
         let mut answer = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
         match read.await {
@@ -217,7 +231,12 @@ async fn sigterm_answers_every_request_sent_before_it() {
             _ => unanswered += 1,
         }
     }
-    assert_eq!(unanswered, 0, "of 300 requests sent before SIGTERM");
+    assert_eq!(
+        unanswered,
+        0,
+        "of {} requests sent before SIGTERM",
+        written.len()
+    );
     let code = tokio::task::spawn_blocking(move || service.wait())
         .await
         .unwrap();
