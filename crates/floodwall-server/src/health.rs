@@ -121,6 +121,16 @@ impl Fallbacks {
     }
 }
 
+/// An outage in progress, as the log follows it.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    /// The fallback counters when it began, and when it was last reported.
+    at_start: Fallbacks,
+    reported: Fallbacks,
+    last_report: Instant,
+}
+
 /// Logs the store's outages as they begin and end, and while one lasts, at most one summary
 /// of fallback answers every [`SUMMARY_EVERY`]; until `stopped` completes.
 pub(crate) async fn log_outages(
@@ -132,15 +142,14 @@ pub(crate) async fn log_outages(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stopped);
     let (mut seen, mut errors_seen) = Fallbacks::of(&limiter);
-    // While down: since when, the counters then, and the last summary.
-    let mut outage: Option<(Instant, Fallbacks, Instant)> = None;
+    let mut outage: Option<Outage> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = &mut stopped => return,
         }
         let (now_seen, errors) = Fallbacks::of(&limiter);
-        match outage {
+        match &mut outage {
             None if errors > errors_seen => {
                 let cause = match probe(&limiter).await {
                     Err(error) => error.to_string(),
@@ -148,37 +157,38 @@ pub(crate) async fn log_outages(
                 };
                 tracing::warn!(store = %url, %cause, "store unavailable: answering per on_error until it is back");
                 let now = Instant::now();
-                outage = Some((now, seen, now));
+                outage = Some(Outage {
+                    since: now,
+                    at_start: seen,
+                    reported: seen,
+                    last_report: now,
+                });
             }
             None => {}
-            Some((since, at_start, last_summary)) => {
+            Some(current) => {
                 if probe(&limiter).await.is_ok() {
-                    let given = now_seen.since(at_start);
+                    let given = now_seen.since(current.at_start);
                     tracing::info!(
                         store = %url,
-                        down_for = ?since.elapsed(),
+                        down_for = ?current.since.elapsed(),
                         failed_open = given.open,
                         failed_closed = given.closed,
                         decided_locally = given.local,
                         "store available again"
                     );
                     outage = None;
-                } else if last_summary.elapsed() >= SUMMARY_EVERY {
-                    let given = now_seen.since(seen);
+                } else if current.last_report.elapsed() >= SUMMARY_EVERY {
+                    let given = now_seen.since(current.reported);
                     tracing::warn!(
                         store = %url,
-                        down_for = ?since.elapsed(),
+                        down_for = ?current.since.elapsed(),
                         failed_open = given.open,
                         failed_closed = given.closed,
                         decided_locally = given.local,
                         "store still unavailable; answers given by on_error since the last report"
                     );
-                    outage = Some((since, at_start, Instant::now()));
-                    seen = now_seen;
-                    errors_seen = errors;
-                    continue;
-                } else {
-                    continue;
+                    current.reported = now_seen;
+                    current.last_report = Instant::now();
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! every error naming the file, line, column and a fix.
 
 mod error;
+mod listeners;
 mod raw;
+mod routes;
 mod schema;
 mod validate;
 
@@ -270,5 +272,24 @@ respond = { status = 200, json = { message = "Hello, World!" } }
     /// The policy named `name`.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn logged_urls_never_show_a_password() {
+        for (url, shown) in [
+            ("memory://", "memory://"),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://:s3cret@h:6379", "redis://:***@h:6379"),
+            ("rediss://app:p@ss:w@rd@h:6380/1", "rediss://app:***@h:6380/1"),
+            ("redis+cluster://u:pw@a:1,b:2", "redis+cluster://u:***@a:1,b:2"),
+            ("redis://user@h:6379", "redis://user@h:6379"),
+        ] {
+            assert_eq!(redact_password(url), shown, "{url}");
+        }
     }
 }
