@@ -285,8 +285,14 @@ mod tests {
             ("memory://", "memory://"),
             ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
             ("redis://:s3cret@h:6379", "redis://:***@h:6379"),
-            ("rediss://app:p@ss:w@rd@h:6380/1", "rediss://app:***@h:6380/1"),
-            ("redis+cluster://u:pw@a:1,b:2", "redis+cluster://u:***@a:1,b:2"),
+            (
+                "rediss://app:p@ss:w@rd@h:6380/1",
+                "rediss://app:***@h:6380/1",
+            ),
+            (
+                "redis+cluster://u:pw@a:1,b:2",
+                "redis+cluster://u:***@a:1,b:2",
+            ),
             ("redis://user@h:6379", "redis://user@h:6379"),
         ] {
             assert_eq!(redact_password(url), shown, "{url}");

@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   fill slightly before the store does). Per-key memory does not depend on the client key: a
 ///   key is identified by a 128-bit keyed hash of (policy, client key), secret per store, so
 ///   clients can neither make keys large nor aim at a shard, and two keys share state with
-///   negligible probability (about 2^-128 per pair).
+///   negligible probability (about 2^-112 per pair: 16 of the 128 bits hold the key's fill).
 /// - **Reclaimed**: a key back at its full quota is dropped when a request finds it so, and
 ///   shards sweep keys at rest as they grow or fill, without any caller asking.
 /// - **Full means evicting the least used keys, never refusing**: a new key always gets its
@@ -428,7 +428,7 @@ fn conclude<M: Tracked>(
         let (decision, ttl_us) =
             evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, commit);
         entry.expires_at_us = now_us + ttl_us;
-        entry.fill = shard::fill(&decision);
+        entry.set_fill(shard::fill(&decision));
         if ttl_us == 0 {
             shard.remove_at_rest::<M>(id);
         }
@@ -458,7 +458,7 @@ fn refund<M: Tracked>(
     };
     let (decision, ttl_us) = refund_in_place::<M>(&mut entry.state, now_us, cost, policy);
     entry.expires_at_us = now_us + ttl_us;
-    entry.fill = shard::fill(&decision);
+    entry.set_fill(shard::fill(&decision));
     if ttl_us == 0 {
         shard.remove_at_rest::<M>(id);
     }

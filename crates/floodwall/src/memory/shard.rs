@@ -15,17 +15,37 @@ pub(crate) struct KeyId {
     pub(crate) high: u64,
 }
 
-/// A tracked key: its state, when that state is back at rest, and how much of its quota it had
-/// used at its last decision.
+/// A tracked key: its identity, its state, when that state is back at rest, and how much of
+/// its quota it had in use at its last decision.
 #[derive(Debug)]
 pub(crate) struct Entry<S> {
-    id: KeyId,
+    /// [`KeyId::low`]: the table's hash.
+    low: u64,
+    /// [`KeyId::high`]'s lower 48 bits, with the fill in the upper 16: the fill costs no
+    /// padding, and the identity keeps 112 bits (two keys collide with probability 2^-112).
+    high_and_fill: u64,
     /// When `state` is back at rest; the sweep drops the entry from then on.
     pub(crate) expires_at_us: u64,
+    pub(crate) state: S,
+}
+
+/// The bits of [`KeyId::high`] an entry keeps.
+const HIGH_BITS: u64 = (1 << 48) - 1;
+
+impl<S> Entry<S> {
+    fn is(&self, id: KeyId) -> bool {
+        self.low == id.low && (self.high_and_fill & HIGH_BITS) == (id.high & HIGH_BITS)
+    }
+
     /// The share of the quota in use after the last decision, in 1/65 535ths (see [`fill`]):
     /// what evicting the entry could give back, at most, since use only decays.
-    pub(crate) fill: u16,
-    pub(crate) state: S,
+    pub(crate) fn fill(&self) -> u16 {
+        (self.high_and_fill >> 48) as u16
+    }
+
+    pub(crate) fn set_fill(&mut self, fill: u16) {
+        self.high_and_fill = (self.high_and_fill & HIGH_BITS) | (u64::from(fill) << 48);
+    }
 }
 
 /// The share of its quota `decision` leaves in use, in 1/65 535ths: 65 535 for a denied or
@@ -64,14 +84,14 @@ macro_rules! shard_tables {
                 let mut expiries = Vec::with_capacity(self.len);
                 $(let table = &mut self.tables.$module;
                 table.retain(|e| {
-                    let keep = keep(e.fill, e.expires_at_us);
+                    let keep = keep(e.fill(), e.expires_at_us);
                     if keep {
                         expiries.push(e.expires_at_us);
                     }
                     keep
                 });
                 if table.capacity() > 4 * table.len() + 64 {
-                    table.shrink_to(2 * table.len(), |e| e.id.low);
+                    table.shrink_to(2 * table.len(), |e| e.low);
                 })*
                 self.len = 0 $(+ self.tables.$module.len())*;
                 self.earliest_expiry_us = next_sweep_worth_it(&mut expiries);
@@ -82,7 +102,7 @@ macro_rules! shard_tables {
             /// used first, and among equals the soonest at rest (`count` ≥ 1).
             fn eviction_rank(&mut self, count: usize) -> (u16, u64) {
                 let mut ranks = Vec::with_capacity(self.len);
-                $(ranks.extend(self.tables.$module.iter().map(|e| (e.fill, e.expires_at_us)));)*
+                $(ranks.extend(self.tables.$module.iter().map(|e| (e.fill(), e.expires_at_us)));)*
                 match ranks.len().checked_sub(1) {
                     Some(last) => *ranks.select_nth_unstable(count.saturating_sub(1).min(last)).1,
                     None => (0, 0),
@@ -140,14 +160,14 @@ impl Shard {
     }
 
     pub(crate) fn get_mut<M: Tracked>(&mut self, id: KeyId) -> Option<&mut Entry<M::State>> {
-        M::table(self).find_mut(id.low, |e| e.id == id)
+        M::table(self).find_mut(id.low, |e| e.is(id))
     }
 
     /// Where `id`'s entry sits in its table, if it is tracked. Reaching it again by
     /// [`Shard::at`] costs no second lookup while nothing is inserted into that table.
     #[inline]
     pub(crate) fn position<M: Tracked>(&mut self, id: KeyId) -> Option<usize> {
-        M::table(self).find_bucket_index(id.low, |e| e.id == id)
+        M::table(self).find_bucket_index(id.low, |e| e.is(id))
     }
 
     /// `id`'s entry, at `position` when it is still there (nothing was inserted since), found
@@ -160,7 +180,7 @@ impl Shard {
     ) -> Option<&mut Entry<M::State>> {
         let still_there = M::table(self)
             .get_bucket(position)
-            .is_some_and(|e| e.id == id);
+            .is_some_and(|e| e.is(id));
         if still_there {
             M::table(self).get_bucket_mut(position)
         } else {
@@ -179,12 +199,12 @@ impl Shard {
         M::table(self).insert_unique(
             id.low,
             Entry {
-                id,
+                low: id.low,
+                high_and_fill: (id.high & HIGH_BITS) | (u64::from(fill) << 48),
                 expires_at_us,
-                fill,
                 state,
             },
-            |e| e.id.low,
+            |e| e.low,
         );
         self.len += 1;
         self.earliest_expiry_us = self.earliest_expiry_us.min(expires_at_us);
@@ -199,7 +219,7 @@ impl Shard {
 
     /// Forgets a key; returns whether it was tracked.
     pub(crate) fn remove<M: Tracked>(&mut self, id: KeyId) -> bool {
-        match M::table(self).find_entry(id.low, |e| e.id == id) {
+        match M::table(self).find_entry(id.low, |e| e.is(id)) {
             Ok(entry) => {
                 entry.remove();
                 self.len -= 1;
