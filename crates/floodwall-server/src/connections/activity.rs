@@ -51,11 +51,13 @@ impl OpenConnections {
         let by_id = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
         let longest = by_id
             .values()
-            .filter(|activity| activity.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|activity| {
+                activity.in_flight.load(Ordering::Acquire) == 0
+                    && !activity.shed.load(Ordering::Acquire)
+            })
             .min_by_key(|activity| activity.waiting_since.load(Ordering::Acquire));
         if let Some(activity) = longest {
-            activity.shed.store(true, Ordering::Release);
-            activity.changed.notify_one();
+            activity.shed();
         }
     }
 }
@@ -92,8 +94,8 @@ pub(super) struct Activity {
     received: AtomicBool,
     /// Set to close the connection at once.
     shed: AtomicBool,
-    /// Woken on every change that moves the deadline.
-    changed: Notify,
+    /// Wakes the watchdog when the connection is shed.
+    shed_now: Notify,
     epoch: Instant,
 }
 
@@ -106,8 +108,8 @@ impl Activity {
             head_started: AtomicBool::new(true),
             received: AtomicBool::new(false),
             shed: AtomicBool::new(false),
-            changed: Notify::new(),
-            epoch: Instant::now(),
+            shed_now: Notify::new(),
+            epoch,
         }
     }
 
@@ -126,23 +128,28 @@ impl Activity {
     }
 
     /// Completes when the connection must close: shed, or its phase outlasted its deadline.
+    ///
+    /// Requests starting and ending do not wake it (that would cost every request a task
+    /// wake-up): it looks again at least every `header_timeout`, and the phase's clock starts
+    /// when the phase did, so a deadline is met exactly however late it looks.
     pub(super) async fn expired(&self, limits: &ConnectionLimits) {
+        let recheck = limits.header_timeout.min(limits.idle_timeout);
         loop {
-            let mut changed = pin!(self.changed.notified());
-            // Registered before the state is read, so that no change is missed in between.
-            changed.as_mut().enable();
+            let mut shed = pin!(self.shed_now.notified());
+            // Registered before the flag is read, so that a shed in between is not missed.
+            shed.as_mut().enable();
             if self.shed.load(Ordering::Acquire) {
                 return;
             }
-            match self.deadline(limits) {
-                None => changed.await,
-                Some(deadline) if deadline <= Instant::now() => return,
-                Some(deadline) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {}
-                        () = changed => {}
-                    }
-                }
+            let now = Instant::now();
+            let wake = match self.deadline(limits) {
+                Some(deadline) if deadline <= now => return,
+                Some(deadline) => deadline.min(now + recheck),
+                None => now + recheck,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = shed => return,
             }
         }
     }
@@ -151,23 +158,31 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(false, Ordering::Release);
         self.received.store(false, Ordering::Release);
-        self.changed.notify_one();
         InFlight(Arc::clone(self))
     }
 
+    /// Bytes were read: with no request in flight they begin the next one, whose headers are
+    /// owed within `header_timeout` from now.
     pub(super) fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return;
         }
         self.received.store(true, Ordering::Release);
         if !self.head_started.swap(true, Ordering::AcqRel) {
-            self.changed.notify_one();
+            self.waiting_since
+                .store(micros_since(self.epoch), Ordering::Release);
         }
     }
 
     /// Whether the connection is idle: no request in flight, and no byte of a next one.
     pub(super) fn idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0 && !self.received.load(Ordering::Acquire)
+    }
+
+    /// Closes the connection at once.
+    fn shed(&self) {
+        self.shed.store(true, Ordering::Release);
+        self.shed_now.notify_one();
     }
 }
 
@@ -186,7 +201,6 @@ impl Drop for InFlight {
             activity
                 .waiting_since
                 .store(micros_since(activity.epoch), Ordering::Release);
-            activity.changed.notify_one();
         }
     }
 }
