@@ -140,30 +140,31 @@ pub(crate) async fn serve(
         }
     }
     let _ = drain.send(true);
-    // Connections already in the kernel's queue were made before the stop: take them too, so
-    // their requests are answered rather than reset.
-    let until = Instant::now() + BACKLOG_GRACE;
-    while Instant::now() < until {
-        // A queued connection is ready at once; a quiet moment means the queue is empty.
-        let Ok(Ok((stream, peer))) =
-            tokio::time::timeout(Duration::from_millis(2), listener.accept()).await
-        else {
-            break;
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            break;
-        };
-        connections.spawn(connection(
-            stream,
-            peer,
-            open.register(),
-            limits,
-            Arc::clone(&router),
-            draining.clone(),
-            permit,
-        ));
+    // Connections already in the kernel's queue were made before the stop: take them too (as
+    // many as the bound allows), so their requests are answered rather than reset. The queue
+    // is read without waiting, so "empty" is exact, not a guess from a quiet moment.
+    if let Ok(queue) = listener.into_std() {
+        while let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+            let Ok((stream, peer)) = queue.accept() else {
+                break;
+            };
+            let Ok(stream) = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream))
+            else {
+                continue;
+            };
+            connections.spawn(connection(
+                stream,
+                peer,
+                open.register(),
+                limits,
+                Arc::clone(&router),
+                draining.clone(),
+                permit,
+            ));
+        }
     }
-    drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
@@ -290,12 +291,9 @@ async fn connection(
 }
 
 /// How long a draining connection with nothing in flight waits for a request already sent.
-const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(100);
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(250);
 /// How often a draining connection looks at its state.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
-/// After the stop, connections the kernel already accepted are still taken (and answered, one
-/// request each), for at most this long.
-const BACKLOG_GRACE: Duration = Duration::from_millis(200);
 
 /// The file descriptors this process may open: the soft limit, raised to the hard limit first.
 /// `None` where the platform has no such limit.
