@@ -260,26 +260,21 @@ fn check_decides_one_request_with_exit_codes() {
     assert!(stderr.contains("defined: p"), "{stderr}");
 }
 
+/// `floodwall check --policy p --key k` on a configuration of `storage` and one policy `p`.
+fn check_on(storage: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("check.toml");
+    let policy = "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n";
+    std::fs::write(&file, format!("{storage}{policy}")).unwrap();
+    let config = file.to_str().unwrap();
+    floodwall(&["check", "--config", config, "--policy", "p", "--key", "k"])
+}
+
 /// A memory store lives in the service's process: `floodwall check` refuses to decide in a
 /// fresh one of its own (which could never deny) and says how to ask the service instead.
 #[test]
 fn check_refuses_a_memory_store_and_names_the_server_flag() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("memory.toml");
-    std::fs::write(
-        &file,
-        "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n",
-    )
-    .unwrap();
-    let refused = floodwall(&[
-        "check",
-        "--config",
-        file.to_str().unwrap(),
-        "--policy",
-        "p",
-        "--key",
-        "k",
-    ]);
+    let refused = check_on("");
     assert_eq!(refused.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--server"), "{stderr}");
@@ -288,29 +283,8 @@ fn check_refuses_a_memory_store_and_names_the_server_flag() {
 /// An unreachable Redis is one line saying so, with the cause (connection refused).
 #[test]
 fn check_on_an_unreachable_redis_says_why_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("down.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[storage]\nurl = \"redis://127.0.0.1:{port}\"\n[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n"
-        ),
-    )
-    .unwrap();
-    let failed = floodwall(&[
-        "check",
-        "--config",
-        file.to_str().unwrap(),
-        "--policy",
-        "p",
-        "--key",
-        "k",
-    ]);
+    let port = crate::outages::closed_port();
+    let failed = check_on(&format!("[storage]\nurl = \"redis://127.0.0.1:{port}\"\n"));
     assert_eq!(failed.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

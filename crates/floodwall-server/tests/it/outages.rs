@@ -33,7 +33,7 @@ fn write(text: &str) -> tempfile::NamedTempFile {
 }
 
 /// A loopback port nothing listens on.
-fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
