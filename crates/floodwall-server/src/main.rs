@@ -68,8 +68,16 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate a file: exit 0, or print every error with its line and exit 2.
-    Check { file: PathBuf },
+    Check {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Print the example configuration, every key commented, to start a file from.
+    Example,
 }
+
+/// The example configuration, as the repository ships it.
+const EXAMPLE_CONFIG: &str = include_str!("../../../floodwall.example.toml");
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -108,6 +116,12 @@ fn main() -> ExitCode {
                     Some(server) => ask_server(&server, config, &policy, &key, cost).await,
                     None => check(config, policy, key, cost).await,
                 }
+            }
+            Command::Config {
+                command: ConfigCommand::Example,
+            } => {
+                print!("{EXAMPLE_CONFIG}");
+                Ok(ExitCode::SUCCESS)
             }
             Command::Config {
                 command: ConfigCommand::Check { file },

@@ -159,7 +159,7 @@ fn report_unknown(
             section.name
         ),
         Some(format!(
-            "known keys there: {}; see floodwall.example.toml for every key",
+            "known keys there: {}; `floodwall config example` prints every key",
             known.join(", ")
         )),
     );

@@ -25,7 +25,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         diagnostics.error(
             None,
             "the file is empty",
-            Some("start from floodwall.example.toml, or run floodwall serve without --config for the embedded demo".to_owned()),
+            Some("start from `floodwall config example > floodwall.toml`, or run floodwall serve without --config for the embedded demo".to_owned()),
         );
         return Err(ConfigErrors(diagnostics.errors));
     }
@@ -40,7 +40,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
             let hint = error
                 .message()
                 .contains("unknown field")
-                .then(|| "see floodwall.example.toml for every key".to_owned());
+                .then(|| "`floodwall config example` prints every key".to_owned());
             diagnostics.error(error.span(), error.message().trim().to_owned(), hint);
             return Err(ConfigErrors(diagnostics.errors));
         }

@@ -208,6 +208,21 @@ fn config_check_prints_every_error_and_exits_2() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
 
+/// `floodwall config example` prints the shipped example, which validates as it is: an
+/// installed binary carries what its hints point to.
+#[test]
+fn config_example_prints_a_valid_file() {
+    let printed = floodwall(&["config", "example"]);
+    assert_eq!(printed.status.code(), Some(0));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../floodwall.example.toml");
+    assert_eq!(printed.stdout, std::fs::read(&shipped).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("floodwall.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let checked = floodwall(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(0), "{checked:?}");
+}
+
 #[test]
 fn serve_refuses_an_invalid_file_with_its_errors() {
     let dir = tempfile::tempdir().unwrap();

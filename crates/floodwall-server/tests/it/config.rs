@@ -92,7 +92,7 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             1,
             1,
             "the file is empty",
-            "floodwall.example.toml",
+            "floodwall config example",
         ),
         (
             POLICY.replace("gcra", "leaky"),
