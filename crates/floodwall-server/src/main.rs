@@ -63,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script (e.g. `floodwall completions bash > /etc/bash_completion.d/floodwall`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, in roff (e.g. `floodwall man > /usr/local/share/man/man1/floodwall.1`).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +123,18 @@ fn main() -> ExitCode {
                     Some(server) => ask_server(&server, config, &policy, &key, cost).await,
                     None => check(config, policy, key, cost).await,
                 }
+            }
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "floodwall", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man => {
+                let command = <Cli as clap::CommandFactory>::command();
+                clap_mangen::Man::new(command)
+                    .render(&mut std::io::stdout())
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(anyhow::Error::from)
             }
             Command::Config {
                 command: ConfigCommand::Example,

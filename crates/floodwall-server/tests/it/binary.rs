@@ -223,6 +223,28 @@ fn config_example_prints_a_valid_file() {
     assert_eq!(checked.status.code(), Some(0), "{checked:?}");
 }
 
+/// Completions and the man page come from the command-line definitions themselves, so they
+/// name every subcommand.
+#[test]
+fn completions_and_the_man_page_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = floodwall(&["completions", shell]);
+        assert_eq!(script.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(script.stdout).unwrap();
+        for subcommand in ["serve", "check", "config"] {
+            assert!(script.contains(subcommand), "{shell} lacks {subcommand}");
+        }
+    }
+    let man = floodwall(&["man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let man = String::from_utf8(man.stdout).unwrap();
+    assert!(man.contains(".TH floodwall 1"), "{man}");
+    assert!(
+        man.contains("serve") && man.contains("completions"),
+        "{man}"
+    );
+}
+
 #[test]
 fn serve_refuses_an_invalid_file_with_its_errors() {
     let dir = tempfile::tempdir().unwrap();
