@@ -206,6 +206,16 @@ async fn ready(state: Arc<CheckState>) -> axum::response::Response {
     health::ready(&state.limiter, &state.config).await
 }
 
+/// The router of `current` that is live when each request arrives (a reload swaps it whole).
+fn live(current: Arc<RwLock<Router>>) -> RouterSource {
+    Arc::new(move || {
+        current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    })
+}
+
 /// Logs what is being served, from where, on what, and warns of an exposed check API.
 fn announce(config: &Config, main: &ConnectionLimits) {
     let policies: Vec<String> = config
@@ -327,11 +337,15 @@ async fn serve(
 
     // The live configuration: the main router is rebuilt and swapped whole on each reload.
     let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
-    let current_check = Arc::new(RwLock::new(check_app(Arc::clone(&config), limiter.clone())));
+    // The check API's own router exists only when it has a listener of its own.
+    let current_check = listeners
+        .check
+        .as_ref()
+        .map(|_| Arc::new(RwLock::new(check_app(Arc::clone(&config), limiter.clone()))));
     let (live_config, admin_config) = watch::channel(Arc::clone(&config));
     {
         let (current, limiter) = (Arc::clone(&current), limiter.clone());
-        let current_check = Arc::clone(&current_check);
+        let current_check = current_check.clone();
         tasks.spawn(async move {
             while configs.changed().await.is_ok() {
                 let next = Arc::new(configs.borrow_and_update().clone());
@@ -348,8 +362,10 @@ async fn serve(
                 }
                 let router = app(Arc::clone(&next), limiter.clone());
                 *current.write().unwrap_or_else(PoisonError::into_inner) = router;
-                let router = check_app(Arc::clone(&next), limiter.clone());
-                *current_check.write().unwrap_or_else(PoisonError::into_inner) = router;
+                if let Some(current_check) = &current_check {
+                    let router = check_app(Arc::clone(&next), limiter.clone());
+                    *current_check.write().unwrap_or_else(PoisonError::into_inner) = router;
+                }
                 let _ = live_config.send(next);
                 tracing::info!("configuration reloaded");
             }
@@ -368,31 +384,21 @@ async fn serve(
         );
         side_listeners.push(tasks.spawn(served).id());
     }
-    if let Some(listener) = listeners.check {
+    if let (Some(listener), Some(current_check)) = (listeners.check, current_check) {
         tracing::info!(address = %listener.local_addr()?, "floodwall check API listening");
-        let current_check = Arc::clone(&current_check);
-        let live: RouterSource = Arc::new(move || {
-            current_check
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        });
-        let served =
-            connections::serve(listener, side_limits, live, until_stopped(stopped.clone()));
+        let served = connections::serve(
+            listener,
+            side_limits,
+            live(current_check),
+            until_stopped(stopped.clone()),
+        );
         side_listeners.push(tasks.spawn(served).id());
     }
     tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
-    // Each request goes to whichever router is live when it arrives.
-    let live: RouterSource = Arc::new(move || {
-        current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    });
     let main = connections::serve(
         listeners.main,
         main_limits,
-        live,
+        live(current),
         until_stopped(stopped.clone()),
     );
     let deadline = async {

@@ -360,8 +360,7 @@ async fn ask_server(
         .to_bytes();
     let answer = String::from_utf8_lossy(&answer);
     match status.as_u16() {
-        200 => println!("{answer}"),
-        429 => println!("{answer}"),
+        200 | 429 => println!("{answer}"),
         _ => anyhow::bail!("{server} answered {status}: {answer}"),
     }
     Ok(if status == http::StatusCode::OK {

@@ -173,6 +173,13 @@ impl Drop for Floodwall {
     }
 }
 
+/// A temporary file holding `text`, removed on drop: a configuration to pass to the binary.
+pub(crate) fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
 /// Runs the binary to completion.
 pub(crate) fn floodwall(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_floodwall"))
@@ -299,11 +306,9 @@ fn check_decides_one_request_with_exit_codes() {
 
 /// `floodwall check --policy p --key k` on a configuration of `storage` and one policy `p`.
 fn check_on(storage: &str) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("check.toml");
     let policy = "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n";
-    std::fs::write(&file, format!("{storage}{policy}")).unwrap();
-    let config = file.to_str().unwrap();
+    let file = config_file(&format!("{storage}{policy}"));
+    let config = file.path().to_str().unwrap();
     floodwall(&["check", "--config", config, "--policy", "p", "--key", "k"])
 }
 

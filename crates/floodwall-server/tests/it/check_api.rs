@@ -4,7 +4,7 @@
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use crate::binary::Floodwall;
+use crate::binary::{Floodwall, config_file};
 use crate::in_process::Service;
 
 const POLICIES: &str = r#"
@@ -111,15 +111,9 @@ async fn a_check_names_at_most_max_policies_and_none_twice() {
     assert_eq!(status, StatusCode::OK);
 }
 
-fn write(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_token_the_check_api_refuses_everyone_else() {
-    let config = write(&format!(
+    let config = config_file(&format!(
         "[check]\ntoken_env = \"TEST_CHECK_TOKEN\"\n{POLICIES}"
     ));
     let service = Floodwall::serve_with(
@@ -174,7 +168,7 @@ async fn behind_a_token_the_check_api_refuses_everyone_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_check_api_beside_routes_is_announced_loudly() {
-    let config = write(POLICIES);
+    let config = config_file(POLICIES);
     let service = Floodwall::serve(Some(config.path()));
     let warning = service.log_line("needs no token").await;
     assert!(warning.contains("WARN"), "{warning}");

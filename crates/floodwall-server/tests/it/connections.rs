@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use crate::binary::Floodwall;
+use crate::binary::{Floodwall, config_file};
 use crate::in_process::Service;
 
 const CONFIG: &str = r#"
@@ -188,17 +188,11 @@ async fn headers_past_max_header_bytes_get_431() {
     assert_eq!(small.status(), 200);
 }
 
-fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
-
 /// Hundreds of connections each sending ~380 KB of headers and then dribbling cost the server
 /// at most a few tens of kilobytes each, not what they send.
 #[tokio::test]
 async fn fat_header_slowloris_keeps_memory_bounded() {
-    let config = write_config(CONFIG);
+    let config = config_file(CONFIG);
     let floodwall = Floodwall::serve(Some(config.path()));
     // Warm up the allocator and the connection machinery before the baseline.
     for _ in 0..20 {
@@ -248,7 +242,7 @@ async fn fat_header_slowloris_keeps_memory_bounded() {
 async fn healthz_and_admin_answer_while_idle_sockets_exceed_the_fd_limit() {
     // This test process holds the 1 100 sockets itself.
     rlimit::increase_nofile_limit(4096).unwrap();
-    let config = write_config(&format!("[admin]\nlisten = \"127.0.0.1:0\"\n{CONFIG}"));
+    let config = config_file(&format!("[admin]\nlisten = \"127.0.0.1:0\"\n{CONFIG}"));
     let floodwall = Floodwall::serve_with_fd_limit(config.path(), 1024);
     let mut idle = Vec::new();
     for _ in 0..1100 {

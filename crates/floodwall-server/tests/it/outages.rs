@@ -9,7 +9,7 @@ use floodwall_testkit::RedisServer;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use crate::binary::Floodwall;
+use crate::binary::{Floodwall, config_file};
 
 const POLICIES: &str = r#"
 [[policy]]
@@ -25,12 +25,6 @@ limit = 1000
 period = "1h"
 on_error = "deny"
 "#;
-
-fn write(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
 
 /// A loopback port nothing listens on.
 pub(crate) fn closed_port() -> u16 {
@@ -67,7 +61,7 @@ async fn credentials_or_an_acl_redis_refuses_stop_the_start_with_a_clear_error()
         format!("redis://app:wrong-password@127.0.0.1:{port}"),
         format!("redis://pinger:wrong-password@127.0.0.1:{port}"),
     ] {
-        let config = write(&format!("[storage]\nurl = \"{url}\"\n{POLICIES}"));
+        let config = config_file(&format!("[storage]\nurl = \"{url}\"\n{POLICIES}"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_floodwall"))
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(config.path())
@@ -95,7 +89,7 @@ async fn credentials_or_an_acl_redis_refuses_stop_the_start_with_a_clear_error()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_store_is_served_past_and_readyz_names_its_state() {
     let port = closed_port();
-    let config = write(&format!(
+    let config = config_file(&format!(
         "[storage]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout = \"50ms\"\n{POLICIES}"
     ));
     let service = Floodwall::serve(Some(config.path()));
@@ -120,7 +114,7 @@ async fn an_unreachable_store_is_served_past_and_readyz_names_its_state() {
     assert_eq!(open.status(), StatusCode::OK);
 
     // Every policy failing open: degraded, but ready.
-    let config = write(&format!(
+    let config = config_file(&format!(
         "[storage]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout = \"50ms\"\n\
          [[policy]]\nname = \"open\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1h\"\n"
     ));
@@ -135,7 +129,7 @@ async fn an_unreachable_store_is_served_past_and_readyz_names_its_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_is_summarised_at_most_every_few_seconds() {
     let mut redis = RedisServer::start().unwrap();
-    let config = write(&format!(
+    let config = config_file(&format!(
         "[storage]\nurl = \"{}\"\ntimeout = \"50ms\"\n{POLICIES}",
         redis.url()
     ));
