@@ -45,9 +45,21 @@ pub(crate) fn ceil_seconds(duration: Duration) -> u64 {
     }
 }
 
-/// A policy's window for `w`: its period in whole seconds, rounded up, at least 1.
+/// A policy's window for `w`, in whole seconds, rounded up, at least 1: the span over which a
+/// client can rely on `q` units.
+///
+/// For the windows that is the period. For the buckets, whose `q` is the burst, it is the time
+/// to refill the burst at the policy's rate (`burst × period / limit`): a bucket of 2/s with a
+/// burst of 10 says `q=10;w=5`, which both its sustained rate and its burst honour, where
+/// `q=10;w=1` would read as 10 per second.
 fn window_seconds(policy: &Policy) -> u64 {
-    ceil_seconds(policy.period()).max(1)
+    // capacity == limit for the windows, so this is their period.
+    let refill_us = (u128::from(policy.capacity()) * u128::from(policy.period_us()))
+        .div_ceil(u128::from(policy.limit()));
+    ceil_seconds(Duration::from_micros(
+        u64::try_from(refill_us).unwrap_or(u64::MAX),
+    ))
+    .max(1)
 }
 
 /// A decision's `t`: for a policy that denies, when the request would be admitted; otherwise when

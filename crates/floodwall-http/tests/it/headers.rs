@@ -91,3 +91,90 @@ proptest! {
         runtime.block_on(run(policy, steps))?;
     }
 }
+
+/// A client that paces itself by `RateLimit-Policy` alone — never more than `q` units in any
+/// `w` seconds — sends `steps` (milliseconds since its previous attempt) and skips any attempt
+/// that would break its own pacing; every request it does send must be admitted.
+async fn paced_client(policy: Policy, steps: Vec<u64>) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let limiter = Limiter::new(MemoryStore::builder().clock(clock.clone()).build());
+    let layer = RateLimitLayer::builder(limiter, policy.clone()).build();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route_layer(layer);
+    let first = app
+        .clone()
+        .oneshot(get_from("/", "192.0.2.1:1"))
+        .await
+        .unwrap();
+    let quota = parse_list(first.headers(), "ratelimit-policy");
+    let (q, w) = (quota[0].param("q"), quota[0].param("w"));
+    let window_ms = u64::try_from(w).unwrap() * 1000;
+    let mut now_ms = 0u64;
+    let mut sent = vec![0u64];
+    for advance_ms in steps {
+        clock.advance(Duration::from_millis(advance_ms));
+        now_ms += advance_ms;
+        let recent = sent.iter().filter(|&&t| t + window_ms > now_ms).count();
+        if i64::try_from(recent).unwrap() >= q {
+            continue;
+        }
+        let response = app
+            .clone()
+            .oneshot(get_from("/", "192.0.2.1:1"))
+            .await
+            .unwrap();
+        prop_assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{:?} denied a client keeping to q={} per w={} s at {} ms (sent at {:?})",
+            policy,
+            q,
+            w,
+            now_ms,
+            sent
+        );
+        sent.push(now_ms);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// `q` and `w` are a promise: for the buckets `q` is the burst and `w` the time to refill
+    /// it (a bucket of 2/s with a burst of 10 says `q=10;w=5`, not `w=1`), and a client that
+    /// keeps to `q` per `w` is never denied, by any algorithm whose count is exact.
+    #[test]
+    fn a_client_keeping_to_q_per_w_is_never_denied(
+        algorithm in prop::sample::select(vec![
+            Algorithm::TokenBucket, Algorithm::Gcra, Algorithm::FixedWindow, Algorithm::SlidingLog,
+        ]),
+        limit in 1u64..8,
+        burst_factor in 1u64..5,
+        period_ms in 1u64..4_000,
+        steps in prop::collection::vec(0u64..3_000, 1..60),
+    ) {
+        let period = Duration::from_millis(period_ms);
+        let mut policy = Policy::new("p", algorithm, limit, period).unwrap();
+        if algorithm.has_burst() {
+            policy = policy.with_burst(limit * burst_factor).unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(paced_client(policy, steps))?;
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_advertises_its_burst_over_the_time_to_refill_it() {
+    let bucket = Policy::new("api", Algorithm::TokenBucket, 2, Duration::from_secs(1))
+        .unwrap()
+        .with_burst(10)
+        .unwrap();
+    let limiter = Limiter::new(MemoryStore::new());
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route_layer(RateLimitLayer::new(limiter, bucket));
+    let response = app.oneshot(get_from("/", "192.0.2.1:1")).await.unwrap();
+    assert_eq!(response.headers()["ratelimit-policy"], "\"api\";q=10;w=5");
+}
