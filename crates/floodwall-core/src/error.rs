@@ -39,6 +39,14 @@ pub enum PolicyError {
         /// The rejected period.
         period: Duration,
     },
+    /// A calendar-month window that does not divide a year.
+    #[error(
+        "a calendar period of {months} months is not supported: use 1, 2, 3, 4, 6 or 12 months (1mo, 3mo for quarters, 12mo for years), or a period in days"
+    )]
+    CalendarMonths {
+        /// The rejected number of months.
+        months: u32,
+    },
     /// `burst` is zero.
     #[error("burst must be at least 1")]
     ZeroBurst,
@@ -87,7 +95,7 @@ fn names(keep: impl Fn(Algorithm) -> bool) -> String {
 /// A period string that does not parse, such as `"10"` or `"1 week"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid period {input:?}: write a whole number followed by a unit, one of ms, s, m, h, d (e.g. 500ms, 1s, 1m, 1h, 1d)"
+    "invalid period {input:?}: write a whole number followed by a unit, one of ms, s, m, h, d, w (e.g. 500ms, 1s, 1m, 1h, 1d, 1w), or mo for calendar months with fixed_window (1mo)"
 )]
 pub struct ParsePeriodError {
     /// The rejected text.

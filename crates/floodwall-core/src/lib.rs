@@ -7,6 +7,7 @@
 //! for line; property tests hold all of them to brute-force reference models.
 
 pub mod algorithm;
+mod calendar;
 mod clock;
 mod decision;
 mod error;
@@ -18,6 +19,6 @@ pub use clock::{Clock, ManualClock, SystemClock, ceil_micros};
 pub use decision::Decision;
 pub use error::{CostError, ParseAlgorithmError, ParsePeriodError, PolicyError};
 pub use policy::{
-    Algorithm, EXACT_ARITHMETIC_BOUND, MAX_LIMIT, MAX_LOG_LIMIT, MAX_PERIOD, MIN_PERIOD, Mode,
-    OnError, Policy, parse_period,
+    Algorithm, CALENDAR_MONTHS, EXACT_ARITHMETIC_BOUND, MAX_LIMIT, MAX_LOG_LIMIT, MAX_PERIOD,
+    MIN_PERIOD, Mode, NOMINAL_MONTH, OnError, Policy, parse_calendar_months, parse_period,
 };

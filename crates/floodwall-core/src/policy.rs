@@ -100,7 +100,16 @@ pub struct Policy {
     mode: Mode,
     on_error: Option<OnError>,
     period_us: u64,
+    /// Calendar months per window (a `fixed_window` only); 0 for a period of constant length.
+    months: u8,
 }
+
+/// The lengths of calendar-month windows a policy may have: the divisors of a year, so that
+/// every window starts on the same months each year.
+pub const CALENDAR_MONTHS: [u32; 6] = [1, 2, 3, 4, 6, 12];
+
+/// The nominal length of a calendar month, as `period()` reports it: 30 days.
+pub const NOMINAL_MONTH: Duration = Duration::from_secs(30 * 86_400);
 
 impl Policy {
     /// A policy of `limit` units per `period` under `algorithm`, enforced, with the store's `on_error`.
@@ -146,8 +155,47 @@ impl Policy {
             on_error: None,
             // Bounded by MAX_PERIOD, so the cast cannot truncate.
             period_us: period.as_micros() as u64,
+            months: 0,
         };
         policy.check_exact_arithmetic()?;
+        Ok(policy)
+    }
+
+    /// A `fixed_window` policy of `limit` units per `months` calendar months, UTC: windows start
+    /// at 00:00 UTC on the first of a month and last that month's real length (28 to 31 days a
+    /// month). `months` divides a year, so windows start on the same months every year: `1`
+    /// monthly, `3` quarterly (January, April, July, October), `12` yearly. [`period`](Self::period)
+    /// reports 30 days a month.
+    ///
+    /// ```
+    /// use floodwall_core::{Algorithm, Policy};
+    ///
+    /// let billing = Policy::monthly("monthly-quota", 100_000, 1)?;
+    /// assert_eq!(billing.algorithm(), Algorithm::FixedWindow);
+    /// assert_eq!(billing.calendar_months(), Some(1));
+    /// assert!(Policy::monthly("q", 10, 5).is_err());
+    /// # Ok::<(), floodwall_core::PolicyError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Policy::new`], and [`PolicyError::CalendarMonths`] when `months` is not one of
+    /// [`CALENDAR_MONTHS`].
+    pub fn monthly(name: impl AsRef<str>, limit: u64, months: u32) -> Result<Self, PolicyError> {
+        let Some(months) = CALENDAR_MONTHS
+            .contains(&months)
+            .then(|| u8::try_from(months).ok())
+            .flatten()
+        else {
+            return Err(PolicyError::CalendarMonths { months });
+        };
+        let mut policy = Policy::new(
+            name,
+            Algorithm::FixedWindow,
+            limit,
+            NOMINAL_MONTH * u32::from(months),
+        )?;
+        policy.months = months;
         Ok(policy)
     }
 
@@ -275,6 +323,13 @@ impl Policy {
     pub fn on_error(&self) -> Option<OnError> {
         self.on_error
     }
+
+    /// For a policy of calendar-month windows ([`Policy::monthly`]), the months per
+    /// window.
+    #[inline]
+    pub fn calendar_months(&self) -> Option<u32> {
+        (self.months > 0).then_some(u32::from(self.months))
+    }
 }
 
 impl fmt::Debug for Policy {
@@ -282,8 +337,11 @@ impl fmt::Debug for Policy {
         let mut s = f.debug_struct("Policy");
         s.field("name", &self.name)
             .field("algorithm", &self.algorithm)
-            .field("limit", &self.limit)
-            .field("period", &self.period);
+            .field("limit", &self.limit);
+        match self.calendar_months() {
+            Some(months) => s.field("period", &format_args!("{months}mo")),
+            None => s.field("period", &self.period),
+        };
         if let Some(burst) = self.burst {
             s.field("burst", &burst);
         }
@@ -302,7 +360,8 @@ fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Parses a human period: a whole number followed by `ms`, `s`, `m`, `h` or `d`.
+/// Parses a human period: a whole number followed by `ms`, `s`, `m`, `h`, `d` or `w` (7 days).
+/// Calendar months (`1mo`) have no constant length: see [`parse_calendar_months`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -337,10 +396,29 @@ pub fn parse_period(input: &str) -> Result<Duration, ParsePeriodError> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
         _ => return Err(error()),
     };
     let millis = n.checked_mul(millis_per_unit).ok_or_else(error)?;
     Ok(Duration::from_millis(millis))
+}
+
+/// Parses a period of calendar months, `<n>mo` (e.g. `1mo`, `3mo`): `None` when `input` is not
+/// written in months, so a caller can try [`parse_period`] next.
+///
+/// ```
+/// use floodwall_core::parse_calendar_months;
+///
+/// assert_eq!(parse_calendar_months("1mo"), Some(1));
+/// assert_eq!(parse_calendar_months("12mo"), Some(12));
+/// assert_eq!(parse_calendar_months("1m"), None);
+/// ```
+pub fn parse_calendar_months(input: &str) -> Option<u32> {
+    let number = input.strip_suffix("mo")?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
 }
 
 #[cfg(test)]
@@ -352,6 +430,7 @@ mod tests {
         assert_eq!(parse_period("0ms"), Ok(Duration::ZERO));
         assert_eq!(parse_period("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_period("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_period("2w"), Ok(Duration::from_secs(14 * 86_400)));
         for bad in [
             "",
             "s",
@@ -359,7 +438,8 @@ mod tests {
             "1 s",
             "1.5s",
             "-1s",
-            "1w",
+            "1mo",
+            "1W",
             "1S",
             "99999999999999999999d",
         ] {

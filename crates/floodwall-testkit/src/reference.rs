@@ -67,7 +67,9 @@ impl ReferenceModel {
         let period = self.policy.period_us();
         match self.policy.algorithm() {
             Algorithm::FixedWindow => {
-                let in_window = self.units_where(|at| at / period == t / period);
+                let window = fixed_window_start(&self.policy, t);
+                let in_window =
+                    self.units_where(|at| fixed_window_start(&self.policy, at) == window);
                 in_window + cost <= limit
             }
             Algorithm::SlidingLog => {
@@ -116,7 +118,8 @@ impl ReferenceModel {
     /// with time when nothing is consumed (counts leave, weights decay), so a binary search over
     /// three periods, by which every window state is at rest, finds it.
     fn first_time(&self, from: u64, ok: impl Fn(u64) -> bool) -> u64 {
-        let horizon = 3 * self.policy.period_us();
+        // Calendar months run up to 31 days where the period says 30.
+        let horizon = 4 * self.policy.period_us();
         let (mut lo, mut hi) = (from, from + horizon);
         assert!(ok(hi), "the model never admits within {horizon} µs");
         while lo < hi {
@@ -236,4 +239,52 @@ impl ReferenceModel {
             retry_after,
         })
     }
+}
+
+const DAY_US: u64 = 86_400_000_000;
+
+/// The start of the fixed window holding `t`: a multiple of the period since the epoch; for whole
+/// weeks, since the first Monday (1970-01-05, with the epoch starting the window before it); for
+/// calendar months, the first of the month, found in a table of month starts built by adding up
+/// month lengths.
+fn fixed_window_start(policy: &Policy, t: u64) -> u64 {
+    const WEEK_US: u64 = 7 * DAY_US;
+    if let Some(months) = policy.calendar_months() {
+        let starts = month_starts();
+        let month = starts.partition_point(|&start| start <= t) - 1;
+        let months = months as usize; // at most 12
+        let first = month - month % months;
+        return starts[first];
+    }
+    let period = policy.period_us();
+    if period % WEEK_US != 0 {
+        return t - t % period;
+    }
+    let monday = 4 * DAY_US;
+    if t < monday {
+        return 0;
+    }
+    monday + (t - monday) / period * period
+}
+
+/// The start of every month from January 1970 to December 2199, in µs since the epoch.
+fn month_starts() -> &'static [u64] {
+    static STARTS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    STARTS.get_or_init(|| {
+        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut starts = Vec::new();
+        let mut day = 0;
+        for year in 1970..2200 {
+            for month in 1..=12 {
+                starts.push(day * DAY_US);
+                day += match month {
+                    2 if leap(year) => 29,
+                    2 => 28,
+                    4 | 6 | 9 | 11 => 30,
+                    _ => 31,
+                };
+            }
+        }
+        starts
+    })
 }

@@ -1,11 +1,50 @@
--- fixed_window: at most `limit` units per window; windows aligned to multiples of the period
--- since the Unix epoch. Mirrors floodwall-core/src/algorithm/fixed_window.rs.
+-- fixed_window: at most `limit` units per window. Windows are aligned to multiples of the period
+-- since the Unix epoch; a period of whole weeks starts on Mondays, and calendar-month windows
+-- (`period` = minus the months per window) on the first of a month, all UTC. Mirrors
+-- floodwall-core/src/algorithm/fixed_window.rs and calendar.rs.
 --
 -- Key: a string struct.pack('<dd', window_start_us, count). Complexity: O(1).
 -- State: a = units counted in the current window; b unused.
 
+local DAY, WEEK, FIRST_MONDAY = 86400000000, 604800000000, 345600000000
+
+-- Days from 1970-01-01 to the first of `month` (1-12) of `year`, counting years from March.
+local function month_start_day(year, month)
+  local march_based = month - 3
+  if month <= 2 then
+    year, march_based = year - 1, month + 9
+  end
+  local era = idiv(year, 400)
+  local year_of_era = year - era * 400
+  local day_of_era = year_of_era * 365 + idiv(year_of_era, 4) - idiv(year_of_era, 100)
+    + idiv(153 * march_based + 2, 5)
+  return era * 146097 + day_of_era - 719468
+end
+
+-- [start, end) of the window holding `now`.
+local function window(now, period)
+  if period < 0 then
+    local shifted = idiv(now, DAY) + 719468
+    local era = idiv(shifted, 146097)
+    local doe = shifted - era * 146097
+    local yoe = idiv(doe - idiv(doe, 1460) + idiv(doe, 36524) - idiv(doe, 146096), 365)
+    local march_based = idiv(5 * (doe - (365 * yoe + idiv(yoe, 4) - idiv(yoe, 100))) + 2, 153)
+    local month = march_based < 10 and march_based + 3 or march_based - 9
+    local year = era * 400 + yoe + (month <= 2 and 1 or 0)
+    local index = year * 12 + month - 1
+    local first = index - index % -period
+    local next = first - period
+    return month_start_day(idiv(first, 12), first % 12 + 1) * DAY,
+      month_start_day(idiv(next, 12), next % 12 + 1) * DAY
+  end
+  local origin = 0
+  if period % WEEK == 0 then origin = FIRST_MONDAY % period end
+  local into = (now + period - origin) % period
+  return math.max(now - into, 0), now + period - into
+end
+
 local function load(key, now, limit, period, capacity)
-  local current = now - now % period
+  local current = window(now, period)
   local raw = redis.call('GET', key)
   if raw then
     local start, count = struct.unpack('<dd', raw)
@@ -20,7 +59,8 @@ local function remaining(a, b, now, limit, period, capacity)
 end
 
 local function wait(key, a, b, now, need, limit, period, capacity)
-  return period - now % period
+  local _, finish = window(now, period)
+  return finish - now
 end
 
 local function consume(key, a, b, now, cost, limit, period, member)
@@ -33,9 +73,10 @@ end
 
 local function reset_after(a, b, now, limit, period, capacity)
   if a == 0 then return 0 end
-  return period - now % period
+  local _, finish = window(now, period)
+  return finish - now
 end
 
 local function store(key, a, b, now, period, expiry)
-  redis.call('SET', key, struct.pack('<dd', now - now % period, a), 'PX', expiry)
+  redis.call('SET', key, struct.pack('<dd', (window(now, period)), a), 'PX', expiry)
 end

@@ -1,9 +1,19 @@
-//! `fixed_window`: one counter per window; windows aligned to multiples of the period since the
-//! Unix epoch. Admits at most `limit` units per window, so up to `2 × limit` across a boundary
-//! (documented: the price of keeping one counter).
+//! `fixed_window`: one counter per window. Windows are aligned to multiples of the period since
+//! the Unix epoch; a period of whole weeks starts on Mondays, and calendar-month windows on the
+//! first of a month (all UTC). Admits at most `limit` units per window, so up to `2 × limit`
+//! across a boundary (documented: the price of keeping one counter).
 
-use super::{Meter, window_start};
+use super::Meter;
+use crate::calendar;
 use crate::policy::Policy;
+
+/// The window containing `now_us`, as `[start, end)` in microseconds since the epoch.
+pub fn window(now_us: u64, policy: &Policy) -> (u64, u64) {
+    match policy.calendar_months() {
+        Some(months) => calendar::month_window(now_us, u64::from(months)),
+        None => calendar::period_window(now_us, policy.period_us()),
+    }
+}
 
 /// The fixed-window algorithm.
 #[derive(Debug, Clone, Copy)]
@@ -12,7 +22,7 @@ pub struct FixedWindow;
 /// Units admitted in the window starting at `window_start_us`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
-    /// Start of the counted window, a multiple of the period.
+    /// Start of the counted window.
     pub window_start_us: u64,
     /// Units admitted in it.
     pub count: u64,
@@ -25,13 +35,13 @@ impl Meter for FixedWindow {
 
     fn fresh(now_us: u64, policy: &Policy) -> State {
         State {
-            window_start_us: window_start(now_us, policy.period_us()),
+            window_start_us: window(now_us, policy).0,
             count: 0,
         }
     }
 
     fn settle(state: &mut State, now_us: u64, policy: &Policy) {
-        let current = window_start(now_us, policy.period_us());
+        let current = window(now_us, policy).0;
         if state.window_start_us < current {
             *state = State {
                 window_start_us: current,
@@ -48,9 +58,9 @@ impl Meter for FixedWindow {
         policy.limit().saturating_sub(state.count)
     }
 
-    fn wait_us(state: &State, now_us: u64, _need: u64, policy: &Policy) -> u64 {
+    fn wait_us(_state: &State, now_us: u64, _need: u64, policy: &Policy) -> u64 {
         // The next window starts empty and need <= limit.
-        state.window_start_us + policy.period_us() - now_us
+        window(now_us, policy).1 - now_us
     }
 
     fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
@@ -65,7 +75,7 @@ impl Meter for FixedWindow {
         if state.count == 0 {
             0
         } else {
-            state.window_start_us + policy.period_us() - now_us
+            window(now_us, policy).1 - now_us
         }
     }
 }

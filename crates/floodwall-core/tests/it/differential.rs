@@ -105,3 +105,69 @@ proptest! {
         }
     }
 }
+
+/// Calendar windows against the reference model, on sequences that cross month and year ends
+/// (leap Februaries included) and week boundaries: whole-week periods start on Mondays,
+/// calendar months on the first, with their real lengths.
+mod calendar {
+    use super::*;
+    use std::time::Duration;
+
+    const DAY_US: u64 = 86_400_000_000;
+
+    /// A calendar policy: 1, 2, 3, 4, 6 or 12 months, or 1 or 2 weeks.
+    fn policy() -> impl Strategy<Value = Policy> {
+        let months = proptest::sample::select(floodwall_core::CALENDAR_MONTHS.to_vec());
+        prop_oneof![
+            (1u64..=6, months)
+                .prop_map(|(limit, months)| Policy::monthly("p", limit, months).unwrap()),
+            (1u64..=6, 1u64..=2).prop_map(|(limit, weeks)| Policy::new(
+                "p",
+                Algorithm::FixedWindow,
+                limit,
+                Duration::from_secs(weeks * 7 * 86_400)
+            )
+            .unwrap()),
+        ]
+    }
+
+    /// Within a day of a month end somewhere from 1999 to 2101 (the century Februaries and
+    /// several leap ones among them).
+    fn start() -> impl Strategy<Value = u64> {
+        (10_592u64..48_000, 0u64..2 * DAY_US).prop_map(|(day, offset)| day * DAY_US + offset)
+    }
+
+    /// Steps of up to a few days, and now and then several weeks.
+    fn requests() -> impl Strategy<Value = Vec<(u64, u64)>> {
+        let advance = prop_oneof![
+            3 => Just(0u64),
+            3 => 0u64..3_600_000_000,
+            3 => 0u64..3 * DAY_US,
+            1 => 0u64..40 * DAY_US,
+        ];
+        proptest::collection::vec((advance, 0u64..=3), 1..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn calendar_windows_agree_with_the_reference_model(
+            policy in policy(),
+            start in start(),
+            requests in requests(),
+        ) {
+            let mut model = ReferenceModel::new(policy.clone(), start);
+            let mut state = None;
+            let mut now = start;
+            for (i, (advance, cost)) in requests.into_iter().enumerate() {
+                now += advance;
+                let cost = cost.min(policy.capacity());
+                let expected = model.decide(now, cost).unwrap();
+                let outcome = step(state.clone(), now, cost, &policy);
+                prop_assert_eq!(outcome.decision, expected, "request {} at {}µs cost {}", i, now, cost);
+                state = outcome.new_state;
+            }
+        }
+    }
+}

@@ -222,7 +222,12 @@ fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> 
         |text| Algorithm::from_str(text).map_err(|e| e.to_string()),
         None,
     );
-    let period = parse_or(diagnostics, &raw.period, |text| duration(text), None);
+    let months = floodwall::core::parse_calendar_months(raw.period.get_ref());
+    let period = match months {
+        // Calendar months have no constant length; checked with the policy below.
+        Some(_) => Some(floodwall::core::NOMINAL_MONTH),
+        None => parse_or(diagnostics, &raw.period, |text| duration(text), None),
+    };
     let limit = parse_or(
         diagnostics,
         &raw.limit,
@@ -251,13 +256,29 @@ fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> 
         .as_ref()
         .and_then(|value| parse_or(diagnostics, value, on_error, Some(ON_ERROR_HINT)));
     let (algorithm, period, limit) = (algorithm?, period?, limit?);
-    let mut policy = match Policy::new(raw.name.get_ref(), algorithm, limit, period) {
+    if months.is_some() && algorithm != Algorithm::FixedWindow {
+        diagnostics.error(
+            Some(raw.period.span()),
+            format!(
+                "calendar months ({}) are for fixed_window only: {algorithm} needs a period of constant length",
+                raw.period.get_ref()
+            ),
+            Some("use algorithm = \"fixed_window\" for a quota per calendar month, or a period in days (30d)".to_owned()),
+        );
+        return None;
+    }
+    let built = match months {
+        Some(months) => Policy::monthly(raw.name.get_ref(), limit, months),
+        None => Policy::new(raw.name.get_ref(), algorithm, limit, period),
+    };
+    let mut policy = match built {
         Ok(policy) => policy,
         Err(error) => {
             let span = match error {
                 floodwall::PolicyError::InvalidName { .. } => raw.name.span(),
                 floodwall::PolicyError::PeriodTooShort { .. }
-                | floodwall::PolicyError::PeriodTooLong { .. } => raw.period.span(),
+                | floodwall::PolicyError::PeriodTooLong { .. }
+                | floodwall::PolicyError::CalendarMonths { .. } => raw.period.span(),
                 _ => raw.limit.span(),
             };
             diagnostics.error(Some(span), error.to_string(), None);

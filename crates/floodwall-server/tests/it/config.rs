@@ -1,6 +1,7 @@
 //! Every configuration error names the file, line and column, and says how to fix it.
 
 use std::path::Path;
+use std::time::Duration;
 
 use floodwall_server::config::{Config, ConfigError};
 
@@ -107,6 +108,22 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             10,
             "invalid period",
             "500ms, 1s, 1m, 1h, 1d",
+        ),
+        (
+            POLICY.replace("\"1s\"", "\"1mo\""),
+            5,
+            10,
+            "calendar months (1mo) are for fixed_window only",
+            "algorithm = \"fixed_window\"",
+        ),
+        (
+            POLICY
+                .replace("gcra", "fixed_window")
+                .replace("\"1s\"", "\"5mo\""),
+            5,
+            10,
+            "5 months is not supported",
+            "1, 2, 3, 4, 6 or 12 months",
         ),
         (
             POLICY.replace("limit = 5", "limit = 0"),
@@ -313,4 +330,25 @@ fn every_error_in_a_file_is_reported_not_just_the_first() {
     let errors = errors(&source);
     let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, [2, 4, 8], "{errors:?}");
+}
+
+#[test]
+fn weeks_and_calendar_months_are_periods() {
+    let source = POLICY.replace("gcra", "fixed_window");
+    let config = |period: &str| {
+        Config::parse(
+            &source.replace("\"1s\"", &format!("\"{period}\"")),
+            Path::new("test.toml"),
+        )
+        .unwrap()
+    };
+    let weekly = config("1w");
+    assert_eq!(weekly.policies[0].period(), Duration::from_secs(7 * 86_400));
+    assert_eq!(weekly.policies[0].calendar_months(), None);
+    let quarterly = config("3mo");
+    assert_eq!(quarterly.policies[0].calendar_months(), Some(3));
+    assert_eq!(
+        quarterly.policies[0].algorithm(),
+        floodwall::Algorithm::FixedWindow
+    );
 }

@@ -92,6 +92,7 @@ impl DenyCache {
             hasher.write(p.algorithm().as_str().as_bytes());
             hasher.write_u64(p.limit());
             hasher.write_u64(p.period_us());
+            hasher.write_u32(p.calendar_months().unwrap_or(0));
             hasher.write_u64(p.capacity());
             hasher.write_u8(u8::from(p.mode() == floodwall_core::Mode::Shadow));
         }

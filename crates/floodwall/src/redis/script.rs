@@ -133,11 +133,21 @@ pub(crate) fn command(
     for policy in policies {
         cmd.arg(policy.algorithm().as_str())
             .arg(policy.limit())
-            .arg(policy.period_us())
+            .arg(period_arg(policy))
             .arg(policy.capacity())
             .arg(u8::from(policy.mode() == Mode::Shadow));
     }
     cmd
+}
+
+/// A policy's period as the scripts take it: microseconds, or minus the months per window for
+/// calendar-month windows.
+fn period_arg(policy: &Policy) -> i64 {
+    match policy.calendar_months() {
+        Some(months) => -i64::from(months),
+        // Bounded by MAX_PERIOD, far below i64::MAX.
+        None => i64::try_from(policy.period_us()).unwrap_or(i64::MAX),
+    }
 }
 
 #[cfg(test)]

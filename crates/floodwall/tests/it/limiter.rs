@@ -249,3 +249,28 @@ async fn checks_across_keys_name_each_pair_once() {
     let names: Vec<&str> = verdict.iter().map(|(p, _)| p.name()).collect();
     assert_eq!(names, ["p", "q"]);
 }
+
+/// A monthly quota spent on the last second of a leap February is back at 00:00 UTC on
+/// 1 March, and says so: `retry_after` is that second, `reset_after` the rest of the month.
+#[tokio::test]
+async fn a_calendar_month_quota_resets_on_the_first_of_the_month() {
+    // 2024-02-29 23:59:59 UTC and 2024-03-01 00:00:00 UTC.
+    let last_second = 1_709_251_199_000_000;
+    let march = 1_709_251_200_000_000;
+    let clock = ManualClock::new(last_second);
+    let limiter = Limiter::new(MemoryStore::builder().clock(clock.clone()).build());
+    let monthly = Policy::monthly("monthly", 3, 1).unwrap();
+    let spent = limiter.check(&monthly, "tenant", 3).await.unwrap();
+    assert!(spent.allowed());
+    assert_eq!(spent.decisions()[0].reset_after, Duration::from_secs(1));
+    let denied = limiter.check(&monthly, "tenant", 1).await.unwrap();
+    assert_eq!(denied.retry_after(), Some(Duration::from_secs(1)));
+    clock.set_us(march);
+    let again = limiter.check(&monthly, "tenant", 1).await.unwrap();
+    assert!(again.allowed());
+    // March has 31 days.
+    assert_eq!(
+        again.decisions()[0].reset_after,
+        Duration::from_secs(31 * 86_400)
+    );
+}

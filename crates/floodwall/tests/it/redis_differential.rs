@@ -72,16 +72,55 @@ async fn store(server: &RedisServer, clock: &ManualClock, case: u64) -> RedisSto
 
 #[test]
 fn the_lua_script_agrees_with_step() {
+    let start = (0u64..10_000_000).prop_map(|offset| EPOCH_US + offset);
+    script_agrees_with_step((policy("p"), start, requests()), 128);
+}
+
+/// Calendar windows (whole weeks from Monday, calendar months of their real lengths) computed
+/// by the script from the clock it is given, across month and year ends from 1999 to 2101.
+#[test]
+fn the_lua_script_agrees_with_step_on_calendar_windows() {
+    const DAY_US: u64 = 86_400_000_000;
+    let months = proptest::sample::select(floodwall::core::CALENDAR_MONTHS.to_vec());
+    let policy = prop_oneof![
+        (1u64..=20, months)
+            .prop_map(|(limit, months)| Policy::monthly("p", limit, months).unwrap()),
+        (1u64..=20, 1u64..=3).prop_map(|(limit, weeks)| {
+            let week = Duration::from_secs(7 * 86_400);
+            Policy::new(
+                "p",
+                Algorithm::FixedWindow,
+                limit,
+                week * u32::try_from(weeks).unwrap(),
+            )
+            .unwrap()
+        }),
+    ];
+    // Within a day before a month's end, mostly: the day numbers are random, the steps long.
+    let start = (10_592u64..48_000, 0u64..DAY_US).prop_map(|(day, offset)| day * DAY_US + offset);
+    let step = prop_oneof![
+        2 => Just(0i64),
+        3 => 0i64..3_600_000_000,
+        3 => 0i64..86_400_000_000 * 3,
+        1 => 0i64..86_400_000_000 * 40,
+        1 => -86_400_000_000i64..0,
+    ];
+    let requests = proptest::collection::vec((step, 0u64..=22), 1..30);
+    script_agrees_with_step((policy, start, requests), 96);
+}
+
+fn script_agrees_with_step(
+    strategy: impl Strategy<Value = (Policy, u64, Vec<(i64, u64)>)>,
+    cases: u32,
+) {
     let server = RedisServer::start().unwrap();
     let rt = runtime();
-    let mut runner = TestRunner::new(Config::with_cases(128));
+    let mut runner = TestRunner::new(Config::with_cases(cases));
     let cases = AtomicU64::new(0);
-    let strategy = (policy("p"), 0u64..10_000_000, requests());
     runner
         .run(&strategy, |(policy, start, requests)| {
             let case = cases.fetch_add(1, Ordering::Relaxed);
             rt.block_on(async {
-                let start = EPOCH_US + start;
                 let clock = ManualClock::new(start);
                 let store = store(&server, &clock, case).await;
                 let policies = [policy.clone()];
@@ -151,10 +190,11 @@ fn stored_after(
 /// Whether a stored state holds a time the scripts clamp at `now_us` (their `dirty` flag).
 fn from_future(state: &State, now_us: u64, policy: &Policy) -> bool {
     let period = policy.period_us();
-    let window = now_us - now_us % period;
     match state {
-        State::FixedWindow(s) => s.window_start_us > window,
-        State::SlidingWindow(s) => s.window_start_us > window,
+        State::FixedWindow(s) => {
+            s.window_start_us > algorithm::fixed_window::window(now_us, policy).0
+        }
+        State::SlidingWindow(s) => s.window_start_us > now_us - now_us % period,
         State::SlidingLog(s) => s.entries().any(|e| e.at_us > now_us),
         State::TokenBucket(s) => s.updated_us > now_us,
         State::Gcra(s) => {
