@@ -353,6 +353,38 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// `name (algorithm, limit per period[, burst N][, shadow])`, the period in the largest unit
+/// that writes it exactly, as the configuration would: `per-ip (sliding_window, 10 per 1m)`.
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {} per ", self.name, self.algorithm, self.limit)?;
+        match self.calendar_months() {
+            Some(months) => write!(f, "{months}mo")?,
+            None => {
+                let units = [
+                    ("w", 604_800_000_000),
+                    ("d", 86_400_000_000),
+                    ("h", 3_600_000_000),
+                    ("m", 60_000_000),
+                    ("s", 1_000_000),
+                    ("ms", 1_000),
+                ];
+                match units.iter().find(|(_, us)| self.period_us % us == 0) {
+                    Some((unit, us)) => write!(f, "{}{unit}", self.period_us / us)?,
+                    None => write!(f, "{}us", self.period_us)?,
+                }
+            }
+        }
+        if let Some(burst) = self.burst {
+            write!(f, ", burst {burst}")?;
+        }
+        if self.mode == Mode::Shadow {
+            f.write_str(", shadow")?;
+        }
+        f.write_str(")")
+    }
+}
+
 fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -446,6 +478,48 @@ mod tests {
             let err = parse_period(bad).unwrap_err();
             assert!(err.to_string().contains("500ms, 1s, 1m, 1h, 1d"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_policy_displays_as_the_configuration_writes_it() {
+        let hour = Duration::from_secs(3600);
+        let shown = |p: Policy| p.to_string();
+        assert_eq!(
+            shown(
+                Policy::new(
+                    "per-ip",
+                    Algorithm::SlidingWindow,
+                    10,
+                    Duration::from_secs(60)
+                )
+                .unwrap()
+            ),
+            "per-ip (sliding_window, 10 per 1m)"
+        );
+        assert_eq!(
+            shown(
+                Policy::new("api", Algorithm::Gcra, 2, Duration::from_millis(1500))
+                    .unwrap()
+                    .with_burst(20)
+                    .unwrap()
+                    .with_mode(Mode::Shadow)
+            ),
+            "api (gcra, 2 per 1500ms, burst 20, shadow)"
+        );
+        assert_eq!(
+            shown(Policy::new("w", Algorithm::FixedWindow, 1, hour * 24 * 14).unwrap()),
+            "w (fixed_window, 1 per 2w)"
+        );
+        assert_eq!(
+            shown(
+                Policy::new("u", Algorithm::FixedWindow, 1, Duration::from_micros(1_500)).unwrap()
+            ),
+            "u (fixed_window, 1 per 1500us)"
+        );
+        assert_eq!(
+            shown(Policy::monthly("q", 9, 3).unwrap()),
+            "q (fixed_window, 9 per 3mo)"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use floodwall::{Limiter, Storage, StoreError};
+use floodwall::{Limiter, Policy, Storage, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -218,19 +218,7 @@ fn live(current: Arc<RwLock<Router>>) -> RouterSource {
 
 /// Logs what is being served, from where, on what, and warns of an exposed check API.
 fn announce(config: &Config, main: &ConnectionLimits) {
-    let policies: Vec<String> = config
-        .policies
-        .iter()
-        .map(|p| {
-            format!(
-                "{} ({} {}/{:?})",
-                p.name(),
-                p.algorithm(),
-                p.limit(),
-                p.period()
-            )
-        })
-        .collect();
+    let policies: Vec<String> = config.policies.iter().map(Policy::to_string).collect();
     let check = match (config.check.enabled, config.check.listen) {
         (false, _) => "off".to_owned(),
         (true, None) => format!("on {}", config.server.listen),

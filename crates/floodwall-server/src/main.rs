@@ -16,7 +16,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "floodwall",
     version,
-    about = "Exact, shared rate limiting as a service"
+    about = "Exact, shared rate limiting as a service",
+    long_about = "Exact, shared rate limiting as a service: a JSON check API, a rate-limiting \
+reverse proxy and an admin API, over an in-memory store or Redis.\n\n\
+A bare `floodwall` serves the embedded demo on 127.0.0.1:8080 (memory store; GET / answers \
+10 times a minute per client IP). Start a configuration of your own with \
+`floodwall config example > floodwall.toml`, then `floodwall serve --config floodwall.toml`.",
+    after_help = "A bare `floodwall` serves the demo on 127.0.0.1:8080; `floodwall serve --config FILE` serves FILE."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,11 +33,12 @@ struct Cli {
 enum Command {
     /// Serve the check API and the configured routes (no config: the embedded demo).
     Serve {
-        /// The TOML configuration file.
-        #[arg(long)]
+        /// The TOML configuration file (`floodwall config example` prints one to start from).
+        /// SIGHUP reloads it.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Listen here instead of `[server] listen`.
-        #[arg(long)]
+        /// Listen here instead of `[server] listen`: IP:PORT or HOST:PORT.
+        #[arg(long, value_name = "ADDR", value_parser = listen_address)]
         listen: Option<std::net::SocketAddr>,
     },
     /// Decide one request and print the decision (exit 0 allowed, 1 denied, 2 error).
@@ -40,10 +47,10 @@ enum Command {
     Check {
         /// The service's configuration: its store and policies (and, with `--server`, the
         /// check API's token).
-        #[arg(long, required_unless_present = "server")]
+        #[arg(long, value_name = "FILE", required_unless_present = "server")]
         config: Option<PathBuf>,
         /// Ask the running service at this URL (e.g. http://127.0.0.1:8080) instead.
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         server: Option<String>,
         /// The policy's name.
         #[arg(long)]
@@ -58,8 +65,9 @@ enum Command {
         #[arg(long)]
         peek: bool,
     },
-    /// Configuration tools.
+    /// Configuration tools: validate a file, print the example.
     Config {
+        /// What to do with the configuration.
         #[command(subcommand)]
         command: ConfigCommand,
     },
@@ -94,7 +102,10 @@ fn main() -> ExitCode {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => exit_on_usage_error(&error),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -160,6 +171,28 @@ fn main() -> ExitCode {
         eprintln!("floodwall: {}", report(&error));
         ExitCode::from(2)
     })
+}
+
+/// Prints a usage error and exits (2, as clap does; help and version exit 0), adding a tip
+/// when the service's own flags come before `serve`.
+fn exit_on_usage_error(error: &clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let misplaced = error.kind() == ErrorKind::UnknownArgument
+        && matches!(
+            error.get(ContextKind::InvalidArg),
+            Some(ContextValue::String(flag)) if ["--config", "--listen"].iter().any(|f| flag.starts_with(f))
+        );
+    let _ = error.print();
+    if misplaced {
+        eprintln!(
+            "\ntip: --config and --listen belong to `serve`: floodwall serve --config FILE [--listen ADDR]"
+        );
+    }
+    std::process::exit(error.exit_code())
+}
+
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    floodwall_server::config::resolve_listen(text)
 }
 
 /// `error` and its causes on one line, each cause once: errors that already show their cause in
@@ -368,4 +401,29 @@ async fn ask_server(
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+
+    /// Every subcommand and every flag says what it is for, in `--help` and the man page.
+    #[test]
+    fn every_subcommand_and_flag_has_a_description() {
+        fn walk(command: &clap::Command, path: &str) {
+            for argument in command.get_arguments() {
+                let name = argument.get_id().as_str();
+                if ["help", "version"].contains(&name) {
+                    continue;
+                }
+                assert!(argument.get_help().is_some(), "{path} {name} has no help");
+            }
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                assert!(sub.get_about().is_some(), "{path} has no description");
+                walk(sub, &path);
+            }
+        }
+        walk(&<Cli as clap::CommandFactory>::command(), "floodwall");
+    }
 }

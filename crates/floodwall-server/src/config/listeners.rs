@@ -10,7 +10,8 @@ use toml::Spanned;
 
 use super::error::Diagnostics;
 use super::raw::RawConfig;
-use super::validate::{count, duration, parse_or, socket_addr};
+use super::resolve_listen;
+use super::validate::{count, duration, parse_or};
 use super::{AdminConfig, CheckConfig, ServerConfig};
 
 /// The bounds of `max_header_bytes`: below 8 KiB common browsers' cookies do not fit (and the
@@ -27,7 +28,7 @@ pub(super) fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Serv
         .server
         .listen
         .as_ref()
-        .and_then(|listen| parse_or(diagnostics, listen, socket_addr, hint));
+        .and_then(|listen| parse_or(diagnostics, listen, |text| resolve_listen(text), hint));
     let trusted_proxies = raw
         .server
         .trusted_proxies
@@ -131,7 +132,7 @@ pub(super) fn admin(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Optio
     let listen = parse_or(
         diagnostics,
         &admin.listen,
-        socket_addr,
+        |text| resolve_listen(text),
         Some("host:port, e.g. \"127.0.0.1:9090\"; keep it off public interfaces"),
     )?;
     let token = admin
@@ -225,7 +226,7 @@ pub(super) fn check(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Check
         parse_or(
             diagnostics,
             listen,
-            socket_addr,
+            |text| resolve_listen(text),
             Some("host:port, e.g. \"127.0.0.1:8082\"; omit it to serve the check API on [server] listen"),
         )
     });

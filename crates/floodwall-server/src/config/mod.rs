@@ -217,6 +217,40 @@ fn redact_password(url: &str) -> String {
     }
 }
 
+/// A listen address: `IP:PORT` (`[::1]:8080` for IPv6), or `NAME:PORT` with the name resolved
+/// now (`localhost:8080`); a name with several addresses listens on the first IPv4 one, else
+/// the first.
+///
+/// # Errors
+///
+/// A message saying what to write, or that the name did not resolve.
+pub fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let shape = || {
+        format!(
+            "invalid listen address {text:?}: write HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"
+        )
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+    let port: u16 = port.parse().map_err(|_| shape())?;
+    if host.is_empty() || host.contains([':', '/', ' ']) {
+        return Err(shape());
+    }
+    let addresses: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| format!("listen address {text:?}: cannot resolve {host:?}: {error}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("listen address {text:?}: {host:?} has no address"))
+}
+
 impl Config {
     /// The embedded default: memory store on 127.0.0.1:8080, and the classic demo, `GET /`
     /// answering `{"message": "Hello, World!"}` 10 times a minute per client IP.

@@ -1,6 +1,5 @@
 //! From the raw file to a [`Config`]: every value checked, every error collected.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -93,11 +92,6 @@ pub(super) fn parse_or<T, R>(
             None
         }
     }
-}
-
-pub(super) fn socket_addr(text: &String) -> Result<SocketAddr, String> {
-    text.parse()
-        .map_err(|_| format!("invalid listen address {text:?}"))
 }
 
 fn on_error(text: &String) -> Result<OnError, String> {

@@ -363,3 +363,33 @@ async fn check_asks_a_running_service_with_server() {
     let decision: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(decision["allowed"], false);
 }
+
+/// The help says what a bare `floodwall` does, and the service's flags given before `serve`
+/// get a usage error that shows where they go.
+#[test]
+fn the_command_line_teaches_its_own_use() {
+    let help = floodwall(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("A bare `floodwall` serves the embedded demo on 127.0.0.1:8080"),
+        "{help}"
+    );
+    for misplaced in [
+        &["--config", "floodwall.toml"][..],
+        &["--listen=127.0.0.1:1"],
+    ] {
+        let refused = floodwall(misplaced);
+        assert_eq!(refused.status.code(), Some(2));
+        let stderr = String::from_utf8(refused.stderr).unwrap();
+        assert!(stderr.contains("unexpected argument"), "{stderr}");
+        assert!(
+            stderr.contains("floodwall serve --config FILE [--listen ADDR]"),
+            "{stderr}"
+        );
+    }
+    let bad = floodwall(&["serve", "--listen", "8080"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(stderr.contains("localhost:8080"), "{stderr}");
+}

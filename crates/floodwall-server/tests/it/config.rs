@@ -352,3 +352,27 @@ fn weeks_and_calendar_months_are_periods() {
         floodwall::Algorithm::FixedWindow
     );
 }
+
+#[test]
+fn a_listen_address_may_name_a_host() {
+    let config = Config::parse(
+        "[server]\nlisten = \"localhost:8080\"\n",
+        Path::new("test.toml"),
+    )
+    .unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+    let unresolved = errors("[server]\nlisten = \"no-such-host.invalid:8080\"\n");
+    assert!(
+        unresolved[0]
+            .message
+            .contains("cannot resolve \"no-such-host.invalid\""),
+        "{}",
+        unresolved[0]
+    );
+    let errors = errors("[server]\nlisten = \"8080\"\n");
+    assert!(
+        errors[0].message.contains("write HOST:PORT"),
+        "{}",
+        errors[0]
+    );
+}
