@@ -17,6 +17,7 @@ use crate::service::RateLimit;
 type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
 type ExemptFn = dyn Fn(&Parts) -> bool + Send + Sync;
 type RefundFn = dyn Fn(StatusCode) -> bool + Send + Sync;
+use crate::observe::{DecisionRecord, ObserveFn};
 
 /// What every [`RateLimit`] service of one layer shares, behind one `Arc`.
 pub(crate) struct Config {
@@ -30,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) refund: Option<Box<RefundFn>>,
     pub(crate) headers: RateLimitHeaders,
     pub(crate) counters: DecisionCounters,
+    /// Told of every decision, when set.
+    pub(crate) observe: Option<Box<ObserveFn>>,
 }
 
 impl fmt::Debug for Config {
@@ -102,6 +105,7 @@ impl RateLimitLayer {
             exempt: Box::new(is_cors_preflight),
             refund: None,
             headers: HeaderMode::default(),
+            observe: None,
         }
     }
 
@@ -128,6 +132,7 @@ pub struct RateLimitLayerBuilder {
     exempt: Box<ExemptFn>,
     refund: Option<Box<RefundFn>>,
     headers: HeaderMode,
+    observe: Option<Box<ObserveFn>>,
 }
 
 impl fmt::Debug for RateLimitLayerBuilder {
@@ -199,6 +204,19 @@ impl RateLimitLayerBuilder {
         self
     }
 
+    /// Calls `observe` with every decision the layer makes ([`DecisionRecord`]: the request,
+    /// key, cost, verdict or error, and the time the store call took), before the request goes
+    /// on: for latency histograms or a decision log. It runs on the request's task, so it
+    /// should be quick; the clock is read only when an observer is set.
+    #[must_use]
+    pub fn observe(
+        mut self,
+        observe: impl Fn(&DecisionRecord<'_, '_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observe = Some(Box::new(observe));
+        self
+    }
+
     /// Builds the layer. Its `floodwall_decisions_total` counters are registered now, with the
     /// `metrics` recorder installed at this point (if any).
     pub fn build(self) -> RateLimitLayer {
@@ -212,6 +230,7 @@ impl RateLimitLayerBuilder {
                 cost: self.cost,
                 exempt: self.exempt,
                 refund: self.refund,
+                observe: self.observe,
             }),
         }
     }

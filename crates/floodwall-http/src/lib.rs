@@ -20,6 +20,7 @@ mod headers;
 pub mod key;
 mod layer;
 mod metrics;
+mod observe;
 pub mod problem;
 mod service;
 
@@ -29,6 +30,7 @@ pub use headers::{
 };
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
 pub use metrics::{DECISIONS_TOTAL, PolicyCounters};
+pub use observe::DecisionRecord;
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};
 

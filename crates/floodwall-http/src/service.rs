@@ -15,6 +15,7 @@ use tower_service::Service;
 use crate::headers;
 use crate::key::KeyError;
 use crate::layer::Config;
+use crate::observe::DecisionRecord;
 use crate::problem;
 
 /// The body of a rate-limited service's responses: the inner service's, or one of ours.
@@ -92,7 +93,18 @@ where
                 Err(error) => return Ok(ours(problem::misconfigured(&error.to_string()))),
             };
             let cost = (config.cost)(&parts);
-            let verdict = match config.limiter.check_all(&config.policies, &key, cost).await {
+            let started = config.observe.as_ref().map(|_| tokio::time::Instant::now());
+            let decided = config.limiter.check_all(&config.policies, &key, cost).await;
+            if let (Some(observe), Some(started)) = (&config.observe, started) {
+                observe(&DecisionRecord {
+                    request: &parts,
+                    key: &key,
+                    cost,
+                    outcome: decided.as_ref(),
+                    elapsed: started.elapsed(),
+                });
+            }
+            let verdict = match decided {
                 Ok(verdict) => verdict,
                 Err(error) => {
                     if matches!(error, Error::StoreUnavailable { .. }) {

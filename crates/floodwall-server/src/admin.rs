@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text) and the limits API, on its own socket so the
 //! main listener never exposes them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
@@ -11,52 +11,12 @@ use axum::routing::get;
 use floodwall::{Limiter, StorageStats};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
 use crate::check::single_decision_body;
 use crate::config::Config;
 use crate::error::ApiError;
-
-/// The latency histogram of check API decisions, in seconds.
-pub(crate) const CHECK_DURATION: &str = "floodwall_check_duration_seconds";
-
-/// The process's Prometheus recorder, installed on first use (before any layer registers its
-/// counters). `None` if another recorder was installed first by the embedding program.
-pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-            ];
-            PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .as_ref()
-}
-
-/// How often recorded histogram samples are folded into their buckets.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Folds histogram samples into buckets every [`UPKEEP_EVERY`] until `stopped` completes.
-/// Without it every check's latency sample is kept until the next scrape, so a service that
-/// nobody scrapes would grow by a sample per request.
-pub(crate) async fn upkeep(stopped: impl std::future::Future<Output = ()>) {
-    let Some(handle) = prometheus() else { return };
-    let mut every = tokio::time::interval(UPKEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = every.tick() => handle.run_upkeep(),
-            () = &mut stopped => return,
-        }
-    }
-}
+use crate::telemetry::prometheus;
 
 struct AdminState {
     limiter: Limiter,

@@ -13,11 +13,12 @@ use floodwall::{Decision, Error, Limiter, Policy, Source, Verdict};
 use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
-use metrics::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::decision_log::DecisionLog;
 use crate::error::ApiError;
+use crate::telemetry::{CHECK_ROUTE, RouteInstruments};
 
 /// The largest check request body accepted.
 pub const MAX_CHECK_BODY: usize = 64 * 1024;
@@ -31,7 +32,8 @@ pub(crate) struct CheckState {
     /// Per policy name: its single-policy headers and its decision counters, built once so a
     /// check does no registry lookups and no header serialisation it can avoid.
     per_policy: HashMap<String, PolicyInstruments>,
-    latency: Histogram,
+    instruments: RouteInstruments,
+    decision_log: Option<DecisionLog>,
 }
 
 #[derive(Debug)]
@@ -54,12 +56,14 @@ impl CheckState {
                 (policy.name().to_owned(), instruments)
             })
             .collect();
+        let decision_log = DecisionLog::new(&config.log);
         CheckState {
             limiter,
             config,
             headers,
             per_policy,
-            latency: metrics::histogram!(crate::admin::CHECK_DURATION),
+            instruments: RouteInstruments::new(CHECK_ROUTE),
+            decision_log,
         }
     }
 
@@ -97,9 +101,11 @@ fn one() -> u64 {
 }
 
 pub(crate) async fn check(State(state): State<Arc<CheckState>>, request: Request) -> Response {
-    decide(&state, request)
+    let response = decide(&state, request)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    state.instruments.answered(response.status());
+    response
 }
 
 async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiError> {
@@ -150,7 +156,15 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
         .limiter
         .check_all(&policies, request.key.as_bytes(), request.cost)
         .await;
-    state.latency.record(started.elapsed().as_secs_f64());
+    state.instruments.decided(started.elapsed());
+    if let Some(log) = &state.decision_log {
+        log.record(
+            CHECK_ROUTE,
+            request.key.as_bytes(),
+            request.cost,
+            decided.as_ref(),
+        );
+    }
     let verdict = match decided {
         Ok(verdict) => verdict,
         Err(error) => {

@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod check;
 mod connections;
+mod decision_log;
 mod error;
 mod framing;
 mod health;
@@ -18,6 +19,7 @@ mod path;
 mod pool;
 mod proxy;
 mod routes;
+mod telemetry;
 
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -111,7 +113,7 @@ pub async fn run_reloadable(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // The recorder must exist before layers register their counters.
-    let _ = admin::prometheus();
+    let _ = telemetry::prometheus();
     let storage = configs.borrow().storage.clone();
     let limiter = limiter(&storage).await?;
     health::check_at_start(&limiter, &storage.url())
@@ -312,7 +314,7 @@ async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
-    let upkeep = admin::upkeep(until_stopped(stopped.clone()));
+    let upkeep = telemetry::upkeep(until_stopped(stopped.clone()));
     tasks.spawn(upkeep);
     if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
         let url: Arc<str> = config.storage.url().into();
@@ -343,9 +345,10 @@ async fn serve(
                     || next.server.max_connections != config.server.max_connections
                     || admin_listen(&next) != admin_listen(&config)
                     || next.check.listen != config.check.listen
+                    || next.log.format != config.log.format
                 {
                     tracing::warn!(
-                        "[storage], the listen addresses (main, admin, check) and max_connections apply at restart only; the rest is reloaded"
+                        "[storage], the listen addresses (main, admin, check), max_connections and [log] format apply at restart only; the rest is reloaded"
                     );
                 }
                 let router = app(Arc::clone(&next), limiter.clone());

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use floodwall_server::config::Config;
+use floodwall_server::config::{Config, LogFormat};
 
 // The service allocates a little per request in many places (headers, bodies, futures); mimalloc
 // keeps those allocations thread-local where glibc's malloc takes arena locks and consolidates.
@@ -95,17 +95,31 @@ enum ConfigCommand {
 const EXAMPLE_CONFIG: &str = include_str!("../../../floodwall.example.toml");
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => exit_on_usage_error(&error),
     };
+    let command = cli.command.unwrap_or(Command::Serve {
+        config: None,
+        listen: None,
+    });
+    // `serve` reads its file before logging starts: the log's format is in it.
+    let mut served = None;
+    let format = match &command {
+        Command::Serve { config, .. } => match load(config.as_ref()) {
+            Ok(loaded) => {
+                let format = loaded.log.format;
+                served = Some(loaded);
+                format
+            }
+            Err(error) => {
+                eprintln!("floodwall: {}", report(&error));
+                return ExitCode::from(2);
+            }
+        },
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -114,13 +128,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve {
-            config: None,
-            listen: None,
-        }) {
-            Command::Serve { config, listen } => {
-                serve(config, listen).await.map(|()| ExitCode::SUCCESS)
-            }
+        match command {
+            Command::Serve { config, listen } => match served {
+                Some(loaded) => serve(loaded, config, listen)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                None => Err(anyhow::anyhow!("the configuration was not loaded")),
+            },
             Command::Check {
                 config,
                 server,
@@ -217,8 +231,28 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
-async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    let mut config = load(path.as_ref())?;
+/// Logs to standard output in `format`, at the level of `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        _ => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+    }
+}
+
+async fn serve(
+    mut config: Config,
+    path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
@@ -249,7 +283,8 @@ async fn serve(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
 }
 
 /// Re-reads the file on each SIGHUP: a valid file replaces the running configuration at once,
-/// an invalid one is logged and changes nothing. `--listen` still overrides the file.
+/// an invalid one is logged, one line per error, and changes nothing. `--listen` still overrides
+/// the file.
 async fn reload_on_hangup(
     path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
@@ -273,10 +308,19 @@ async fn reload_on_hangup(
                     }
                     let _ = configs.send(config);
                 }
-                Err(errors) => tracing::error!(
-                    "SIGHUP: {} rejected, keeping the running configuration:\n{errors}",
-                    path.display()
-                ),
+                Err(errors) => {
+                    for error in &errors.0 {
+                        tracing::error!("SIGHUP: {}", error.one_line());
+                    }
+                    let count = match errors.0.len() {
+                        1 => "1 error".to_owned(),
+                        n => format!("{n} errors"),
+                    };
+                    tracing::error!(
+                        "SIGHUP: {} rejected, keeping the running configuration ({count} above)",
+                        path.display()
+                    );
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ApiError;
@@ -15,6 +16,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body_util::BodyExt;
 
+use crate::decision_log::{Admission, PerSecond};
 use crate::pool::{UpstreamError, UpstreamPool};
 
 /// Upstream bodies up to this size (by `Content-Length`) are buffered; larger ones stream.
@@ -60,6 +62,27 @@ pub(crate) struct Upstream {
     /// The upstream's connections, shared by every route to it.
     pub(crate) pool: UpstreamPool,
     pub(crate) timeout: Duration,
+    /// Where it forwards to, for warnings.
+    pub(crate) target: Uri,
+    /// The route's label, for the warnings of failed forwards.
+    pub(crate) route: Arc<str>,
+    /// At most one such warning per second per route; the rest are counted in the next one.
+    pub(crate) warnings: Arc<PerSecond>,
+}
+
+impl Upstream {
+    /// Warns that a forward failed and the client got `status`, saying why.
+    fn failed(&self, status: u16, cause: &dyn std::fmt::Display) {
+        if let Admission::Admitted { dropped } = self.warnings.admit() {
+            tracing::warn!(
+                route = %self.route,
+                upstream = %self.target,
+                status,
+                dropped,
+                "upstream failed: {cause}"
+            );
+        }
+    }
 }
 
 /// Forwards `request` to `upstream` and streams the answer back.
@@ -118,10 +141,9 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
                 && parts.headers.contains_key(TRANSFER_ENCODING)
             {
                 // Which of the two frames the body is ambiguous (a smuggling vector): refuse it.
-                return Ok(ApiError::BadGateway(
-                    "the upstream's answer had both Content-Length and Transfer-Encoding",
-                )
-                .into_response());
+                let detail = "the upstream's answer had both Content-Length and Transfer-Encoding";
+                upstream.failed(502, &detail);
+                return Ok(ApiError::BadGateway(detail).into_response());
             }
             strip_hop_by_hop(&mut parts.headers);
             // Re-framed by this service's own connection to the client.
@@ -141,7 +163,7 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
                         Body::from(collected.to_bytes()),
                     )),
                     Err(error) => {
-                        tracing::debug!(%error, "upstream body failed");
+                        upstream.failed(502, &format_args!("its answer broke off: {error}"));
                         Ok(ApiError::BadGateway("the upstream's answer broke off").into_response())
                     }
                 };
@@ -153,9 +175,31 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
             Ok(ApiError::reading_body(&error).into_response())
         }
         Ok(Err(error)) => {
-            tracing::debug!(%error, "upstream unreachable");
+            upstream.failed(502, &format_args!("unreachable: {}", error_chain(&error)));
             Ok(ApiError::BadGateway("the upstream could not be reached").into_response())
         }
-        Err(_) => Ok(ApiError::UpstreamTimeout(timeout).into_response()),
+        Err(_) => {
+            upstream.failed(
+                504,
+                &format_args!("no answer within upstream_timeout ({timeout:?})"),
+            );
+            Ok(ApiError::UpstreamTimeout(timeout).into_response())
+        }
     }
+}
+
+/// An error and its sources on one line: hyper's own message ("client error (Connect)") says
+/// little without the cause beneath it ("Connection refused").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }

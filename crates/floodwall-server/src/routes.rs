@@ -9,17 +9,19 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use floodwall::Limiter;
-use floodwall_http::RateLimitLayer;
 use floodwall_http::key::{ClientIp, Global, Header, KeyExtractor, Query};
+use floodwall_http::{DecisionRecord, RateLimitLayer};
 use http::header::{CONTENT_TYPE, HOST};
-use http::{HeaderValue, Uri};
+use http::{HeaderValue, Method, Uri};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::config::{Config, KeyPart, PathMatch, RouteAction, RouteMatch};
+use crate::decision_log::{DecisionLog, PerSecond};
 use crate::error::ApiError;
 use crate::pool::UpstreamPool;
 use crate::proxy;
+use crate::telemetry::{RouteInstruments, UNMATCHED_ROUTE};
 
 type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
 
@@ -27,6 +29,8 @@ type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
 #[derive(Clone)]
 pub(crate) struct RouteTable {
     routes: Arc<Vec<Route>>,
+    /// The answers to requests no route takes.
+    unmatched: Arc<RouteInstruments>,
 }
 
 /// One route: which requests, what keys them, and the limited service that answers them.
@@ -34,6 +38,7 @@ struct Route {
     matcher: RouteMatch,
     key: Vec<KeyPart>,
     service: RouteService,
+    instruments: Arc<RouteInstruments>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -45,6 +50,15 @@ impl std::fmt::Debug for RouteTable {
 }
 
 impl RouteMatch {
+    /// The route as its `match` is written (`GET /api/*`): its label in metrics and logs.
+    pub(crate) fn label(&self) -> String {
+        let method = self.method.as_ref().map_or("*", Method::as_str);
+        match &self.path {
+            PathMatch::Exact(path) => format!("{method} {path}"),
+            PathMatch::Prefix(prefix) => format!("{method} {prefix}*"),
+        }
+    }
+
     fn matches(&self, request: &Request) -> bool {
         if self.method.as_ref().is_some_and(|m| m != request.method()) {
             return false;
@@ -84,10 +98,13 @@ fn key_extractor(parts: &[KeyPart], config: &Config) -> Box<dyn KeyExtractor> {
 impl RouteTable {
     pub(crate) fn new(config: &Config, limiter: &Limiter) -> Self {
         let mut pools: HashMap<&Uri, UpstreamPool> = HashMap::new();
+        let decision_log = DecisionLog::new(&config.log).map(Arc::new);
         let routes = config
             .routes
             .iter()
             .map(|route| {
+                let label: Arc<str> = Arc::from(route.matcher.label());
+                let instruments = Arc::new(RouteInstruments::new(&label));
                 let handler: RouteService = match &route.action {
                     RouteAction::Respond { status, body } => {
                         let (status, body) = (*status, body.clone());
@@ -112,6 +129,9 @@ impl RouteTable {
                         let upstream = proxy::Upstream {
                             pool,
                             timeout: *timeout,
+                            target: uri.clone(),
+                            route: Arc::clone(&label),
+                            warnings: Arc::new(PerSecond::new(1)),
                         };
                         BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
                             proxy::forward(upstream.clone(), request)
@@ -130,6 +150,11 @@ impl RouteTable {
                             })
                             .key(key_extractor(&route.key, config))
                             .headers(config.server.headers)
+                            .observe(observer(
+                                Arc::clone(&label),
+                                Arc::clone(&instruments),
+                                decision_log.clone(),
+                            ))
                             .build();
                         BoxCloneSyncService::new(
                             tower::Layer::layer(&layer, handler)
@@ -142,11 +167,28 @@ impl RouteTable {
                     matcher: route.matcher.clone(),
                     key: route.key.clone(),
                     service,
+                    instruments,
                 }
             })
             .collect();
         RouteTable {
             routes: Arc::new(routes),
+            unmatched: Arc::new(RouteInstruments::new(UNMATCHED_ROUTE)),
+        }
+    }
+}
+
+/// What a route's layer does with each decision: records its latency, and logs it when the
+/// decision log is on.
+fn observer(
+    label: Arc<str>,
+    instruments: Arc<RouteInstruments>,
+    decision_log: Option<Arc<DecisionLog>>,
+) -> impl Fn(&DecisionRecord<'_, '_>) + Send + Sync + 'static {
+    move |record| {
+        instruments.decided(record.elapsed);
+        if let Some(log) = &decision_log {
+            log.record(&label, record.key, record.cost, record.outcome);
         }
     }
 }
@@ -156,22 +198,27 @@ impl RouteTable {
 pub(crate) async fn dispatch(State(table): State<RouteTable>, request: Request) -> Response {
     let request = match canonical(request) {
         Ok(request) => request,
-        Err(error) => return error.into_response(),
+        Err(error) => return counted(&table.unmatched, error.into_response()),
     };
     let Some(route) = table.routes.iter().find(|r| r.matcher.matches(&request)) else {
-        return ApiError::NoRoute {
+        let refused = ApiError::NoRoute {
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
-        }
-        .into_response();
+        };
+        return counted(&table.unmatched, refused.into_response());
     };
     if let Err(error) = unambiguous_key(&route.key, &request) {
-        return error.into_response();
+        return counted(&route.instruments, error.into_response());
     }
     match route.service.clone().oneshot(request).await {
-        Ok(response) => response,
+        Ok(response) => counted(&route.instruments, response),
         Err(infallible) => match infallible {},
     }
+}
+
+fn counted(instruments: &RouteInstruments, response: Response) -> Response {
+    instruments.answered(response.status());
+    response
 }
 
 /// `request` in the one form routes see: one `Host` (an absolute-form URI's authority replaces

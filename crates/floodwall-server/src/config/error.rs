@@ -40,6 +40,13 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The error on one line, its hint after a `; hint:`: for logs, where a line is a record.
+    pub fn one_line(&self) -> String {
+        self.to_string().replace("\n  hint: ", "; hint: ")
+    }
+}
+
 impl std::error::Error for ConfigError {}
 
 /// Every problem found in one configuration file, in file order.

@@ -23,7 +23,7 @@ const MAX_HEADER_BYTES_BOUND: usize = 1024 * 1024;
 const MAX_CONNECTIONS_BOUND: usize = 1_000_000;
 
 pub(super) fn server(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> ServerConfig {
-    let hint = Some("host:port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"");
+    let hint = Some("host:port, e.g. \"127.0.0.1:8080\", \"[::1]:8080\" or \"localhost:8080\"");
     let listen = raw
         .server
         .listen

@@ -3,6 +3,7 @@
 
 mod error;
 mod listeners;
+mod log;
 mod raw;
 mod routes;
 mod schema;
@@ -19,6 +20,7 @@ use http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
 
 pub use self::error::{ConfigError, ConfigErrors};
+pub use self::log::{DEFAULT_DECISIONS_PER_SECOND, DecisionLogMode, LogConfig, LogFormat};
 
 /// The default main listener.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -35,6 +37,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The JSON check API: whether, where and behind which token it is served.
     pub check: CheckConfig,
+    /// The log's format and the decision log.
+    pub log: LogConfig,
     /// Where limits are kept.
     pub storage: StorageConfig,
     /// The policies, by unique name, in file order.

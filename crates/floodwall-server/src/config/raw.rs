@@ -11,6 +11,7 @@ pub(crate) struct RawConfig {
     pub(crate) server: RawServer,
     pub(crate) admin: Option<RawAdmin>,
     pub(crate) check: Option<Spanned<RawCheck>>,
+    pub(crate) log: Option<RawLog>,
     #[serde(default)]
     pub(crate) storage: RawStorage,
     #[serde(default, rename = "policy")]
@@ -90,4 +91,14 @@ pub(crate) struct RawRoute {
 pub(crate) struct RawRespond {
     pub(crate) status: Spanned<i64>,
     pub(crate) json: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) decisions: Option<Spanned<String>>,
+    pub(crate) sample: Option<Spanned<f64>>,
+    pub(crate) max_per_second: Option<Spanned<i64>>,
+    pub(crate) raw_keys: Option<bool>,
 }

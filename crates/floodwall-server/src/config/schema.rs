@@ -48,6 +48,19 @@ const CHECK: Section = Section {
     free: &[],
 };
 
+const LOG: Section = Section {
+    name: "[log]",
+    keys: &[
+        "format",
+        "decisions",
+        "sample",
+        "max_per_second",
+        "raw_keys",
+    ],
+    tables: &[],
+    free: &[],
+};
+
 const STORAGE: Section = Section {
     name: "[storage]",
     keys: &["url", "prefix", "timeout", "on_error", "max_keys"],
@@ -91,6 +104,7 @@ const FILE: Section = Section {
         ("server", &SERVER),
         ("admin", &ADMIN),
         ("check", &CHECK),
+        ("log", &LOG),
         ("storage", &STORAGE),
         ("policy", &POLICY),
         ("route", &ROUTE),

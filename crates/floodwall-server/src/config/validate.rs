@@ -48,6 +48,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let admin = listeners::admin(&raw, &mut diagnostics);
     let check = listeners::check(&raw, &mut diagnostics);
     listeners::listeners_apart(&raw, &server, admin.as_ref(), &check, &mut diagnostics);
+    let log = super::log::log(&raw, &mut diagnostics);
     let storage = storage(&raw, &mut diagnostics);
     let policies = policies(&raw.policies, &mut diagnostics);
     // Names of every [[policy]], valid or not: a route naming an invalid one is not reported again.
@@ -72,6 +73,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         server,
         admin,
         check,
+        log,
         storage,
         policies: policies.into_iter().map(|(policy, _)| policy).collect(),
         routes,

@@ -69,8 +69,7 @@ impl Floodwall {
                 .expect("floodwall exited before listening")
                 .unwrap();
             early.push(line.clone());
-            if let Some((_, rest)) = line.split_once("address=") {
-                let parsed: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            if let Some(parsed) = listening_address(&line) {
                 if line.contains("admin listening") {
                     admin_address = Some(parsed);
                 } else {
@@ -174,6 +173,16 @@ impl Drop for Floodwall {
 }
 
 /// A temporary file holding `text`, removed on drop: a configuration to pass to the binary.
+/// The address of a "listening" line, in text (`address=…`) or JSON (`"address": "…"`).
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if line.starts_with('{') {
+        let object: serde_json::Value = serde_json::from_str(line).ok()?;
+        return object["address"].as_str()?.parse().ok();
+    }
+    let (_, rest) = line.split_once("address=")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 pub(crate) fn config_file(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();

@@ -126,6 +126,20 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "1, 2, 3, 4, 6 or 12 months",
         ),
         (
+            "[log]\ndecisions = \"denials\"\n".into(),
+            2,
+            13,
+            "unknown decisions \"denials\"",
+            "off (the default), denied, or all",
+        ),
+        (
+            "[log]\nsample = 1.5\n".into(),
+            2,
+            10,
+            "sample 1.5 must be more than 0 and at most 1",
+            "0.01 for one in a hundred",
+        ),
+        (
             POLICY.replace("limit = 5", "limit = 0"),
             4,
             9,

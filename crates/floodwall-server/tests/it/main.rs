@@ -13,6 +13,7 @@ mod config;
 mod connections;
 mod framing;
 mod in_process;
+mod logs;
 mod operations;
 mod outages;
 mod paths;

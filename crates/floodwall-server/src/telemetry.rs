@@ -1,0 +1,147 @@
+//! The service's Prometheus metrics: the recorder, every metric's name and help text, the
+//! latency buckets, and the instruments each route keeps.
+//!
+//! Labels are configuration names only (policies, route templates, error kinds), never a client
+//! key, a raw path or anything else a client chooses, so the series stay bounded.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The decision latency histogram, labelled by route.
+pub(crate) const DECISION_DURATION: &str = "floodwall_check_duration_seconds";
+/// Answers by route and status class.
+pub(crate) const REQUESTS_TOTAL: &str = "floodwall_requests_total";
+
+/// The route label of the check API.
+pub(crate) const CHECK_ROUTE: &str = "POST /v1/check";
+/// The route label of requests no route matched (or whose path was refused before matching).
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Latency buckets, in seconds: from 2 µs (a memory-store check takes a few) to 250 ms (far
+/// past any store deadline worth having).
+const BUCKETS: [f64; 16] = [
+    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+    0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+/// The process's Prometheus recorder, installed on first use (before any layer registers its
+/// counters), with every metric's `# HELP`. `None` if the embedding program installed another
+/// recorder first.
+pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    describe_counter!(
+        floodwall_http::DECISIONS_TOTAL,
+        "Decisions by policy and outcome: allowed, denied, shadow_denied (a shadow policy would have denied), error (no decision: the store failed and the policy fails closed)."
+    );
+    describe_histogram!(
+        DECISION_DURATION,
+        metrics::Unit::Seconds,
+        "Time to decide a request (the store call alone), by route; route=\"POST /v1/check\" for the check API."
+    );
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Answers by route (the configured match, \"POST /v1/check\", or \"unmatched\") and status class (1xx to 5xx)."
+    );
+    describe_counter!(
+        "floodwall_fallbacks_total",
+        "Checks answered without the store, by kind: fail_open (allowed), fail_closed (503), local (the in-process limiter)."
+    );
+    describe_counter!(
+        "floodwall_store_errors_total",
+        "Store failures by kind: timeout, circuit_open, redis, reply, config."
+    );
+    describe_gauge!("floodwall_memory_keys", "Keys the memory store tracks now.");
+    describe_gauge!(
+        "floodwall_memory_max_keys",
+        "The memory store's bound on tracked keys ([storage] max_keys)."
+    );
+    describe_counter!(
+        "floodwall_memory_reclaimed_total",
+        "Keys the memory store forgot because they were back at rest."
+    );
+    describe_counter!(
+        "floodwall_memory_evicted_total",
+        "Keys the memory store evicted while full, least used first, to make room for new ones."
+    );
+    describe_gauge!(
+        "floodwall_breaker_open",
+        "Redis circuit breakers open now (one per node)."
+    );
+    describe_gauge!(
+        "floodwall_breakers",
+        "Redis circuit breakers (one per node)."
+    );
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every [`UPKEEP_EVERY`] until `stopped` completes.
+/// Without it every check's latency sample is kept until the next scrape, so a service that
+/// nobody scrapes would grow by a sample per request.
+pub(crate) async fn upkeep(stopped: impl std::future::Future<Output = ()>) {
+    let Some(handle) = prometheus() else { return };
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            () = &mut stopped => return,
+        }
+    }
+}
+
+/// One route's instruments, registered once so that recording costs no registry lookup.
+#[derive(Debug)]
+pub(crate) struct RouteInstruments {
+    latency: Histogram,
+    /// Answers of status class 1xx to 5xx.
+    answers: [Counter; 5],
+}
+
+impl RouteInstruments {
+    /// The instruments of the route labelled `route` (a configuration name, never a raw path).
+    pub(crate) fn new(route: &str) -> Self {
+        let class = |class: &'static str| counter!(REQUESTS_TOTAL, "route" => route.to_owned(), "status" => class);
+        RouteInstruments {
+            latency: metrics::histogram!(DECISION_DURATION, "route" => route.to_owned()),
+            answers: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+        }
+    }
+
+    /// Counts an answer.
+    pub(crate) fn answered(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.answers[class].increment(1);
+    }
+
+    /// Records how long a decision took.
+    pub(crate) fn decided(&self, elapsed: Duration) {
+        self.latency.record(elapsed.as_secs_f64());
+    }
+}
