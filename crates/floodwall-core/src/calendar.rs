@@ -1,5 +1,6 @@
-//! UTC calendar arithmetic for windows that follow the calendar: whole weeks starting on Monday,
-//! and whole months (of their real lengths) starting on the first.
+//! UTC calendar arithmetic for the windows of `fixed_window`: multiples of the period since the
+//! epoch, whole weeks starting on Monday, and whole months (of their real lengths) starting on
+//! the first.
 //!
 //! Days are counted from 1970-01-01 with the proleptic Gregorian calendar, in integers only, so
 //! the Redis scripts (which mirror these functions) compute the same boundaries.
@@ -58,16 +59,19 @@ pub(crate) fn month_window(now_us: u64, months: u64) -> (u64, u64) {
     (start(first), start(next))
 }
 
-/// The window of a constant `period_us` that contains `now_us`, as `[start, end)`: aligned to
-/// multiples of the period since the epoch, or, for a whole number of weeks, since the first
-/// Monday. The window before that Monday starts at the epoch.
+/// The window of `period_us` that contains `now_us`, as `[start, end)`, aligned to multiples of
+/// the period since the epoch.
 pub(crate) fn period_window(now_us: u64, period_us: u64) -> (u64, u64) {
-    let origin = if period_us % WEEK_US == 0 {
-        FIRST_MONDAY_US % period_us
-    } else {
-        0
-    };
-    let into = (now_us + period_us - origin) % period_us;
+    let start = now_us - now_us % period_us;
+    (start, start + period_us)
+}
+
+/// The window of `weeks` weeks that contains `now_us`, as `[start, end)`: windows start on the
+/// first Monday after the epoch and every `weeks` weeks from it; the one before it starts at the
+/// epoch.
+pub(crate) fn week_window(now_us: u64, weeks: u64) -> (u64, u64) {
+    let period_us = weeks * WEEK_US;
+    let into = (now_us + period_us - FIRST_MONDAY_US % period_us) % period_us;
     (now_us.saturating_sub(into), now_us + period_us - into)
 }
 
@@ -77,7 +81,8 @@ mod tests {
 
     /// Days from the epoch to `year-month-01`, counted the long way: month lengths one by one.
     fn counted(year: u64, month: u64) -> u64 {
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let length = |y: u64, m: u64| match m {
             2 if leap(y) => 29,
             2 => 28,
@@ -142,25 +147,23 @@ mod tests {
     }
 
     #[test]
-    fn whole_weeks_start_on_monday_and_other_periods_at_the_epoch() {
+    fn weeks_start_on_monday_and_periods_at_the_epoch() {
         // 2026-11-30 is a Monday.
         let monday = counted(2026, 11) * DAY_US + 29 * DAY_US;
         assert_eq!(
-            period_window(monday + 3 * DAY_US, WEEK_US),
+            week_window(monday + 3 * DAY_US, 1),
             (monday, monday + WEEK_US)
         );
-        assert_eq!(period_window(monday, WEEK_US), (monday, monday + WEEK_US));
-        assert_eq!(
-            period_window(monday - 1, WEEK_US),
-            (monday - WEEK_US, monday)
-        );
-        let (start, end) = period_window(monday + DAY_US, 2 * WEEK_US);
+        assert_eq!(week_window(monday, 1), (monday, monday + WEEK_US));
+        assert_eq!(week_window(monday - 1, 1), (monday - WEEK_US, monday));
+        let (start, end) = week_window(monday + DAY_US, 2);
         assert_eq!(end - start, 2 * WEEK_US);
         assert_eq!((start - FIRST_MONDAY_US) % (2 * WEEK_US), 0);
-        // Six days: aligned to the epoch as before.
-        let six = 6 * DAY_US;
-        assert_eq!(period_window(monday, six).0 % six, 0);
         // Before the first Monday, the window starts at the epoch.
-        assert_eq!(period_window(DAY_US, WEEK_US), (0, FIRST_MONDAY_US));
+        assert_eq!(week_window(DAY_US, 1), (0, FIRST_MONDAY_US));
+        // A period of seven days is aligned to the epoch, a Thursday.
+        let (thursday, _) = period_window(monday, WEEK_US);
+        assert_eq!(thursday % WEEK_US, 0);
+        assert_eq!(monday - thursday, 4 * DAY_US);
     }
 }

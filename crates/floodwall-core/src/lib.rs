@@ -19,6 +19,7 @@ pub use clock::{Clock, ManualClock, SystemClock, ceil_micros};
 pub use decision::Decision;
 pub use error::{CostError, ParseAlgorithmError, ParsePeriodError, PolicyError};
 pub use policy::{
-    Algorithm, CALENDAR_MONTHS, EXACT_ARITHMETIC_BOUND, MAX_LIMIT, MAX_LOG_LIMIT, MAX_PERIOD,
-    MIN_PERIOD, Mode, NOMINAL_MONTH, OnError, Policy, parse_calendar_months, parse_period,
+    Algorithm, CALENDAR_MONTHS, Calendar, EXACT_ARITHMETIC_BOUND, MAX_LIMIT, MAX_LOG_LIMIT,
+    MAX_PERIOD, MIN_PERIOD, Mode, NOMINAL_MONTH, OnError, Policy, parse_calendar_months,
+    parse_period,
 };

@@ -100,8 +100,21 @@ pub struct Policy {
     mode: Mode,
     on_error: Option<OnError>,
     period_us: u64,
-    /// Calendar months per window (a `fixed_window` only); 0 for a period of constant length.
-    months: u8,
+    /// Where the windows of a `fixed_window` fall.
+    calendar: Calendar,
+}
+
+/// Where the windows of a `fixed_window` policy fall (all UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Calendar {
+    /// At multiples of the period since the Unix epoch (the default, and every other algorithm's).
+    #[default]
+    Epoch,
+    /// Whole weeks from Monday 00:00, as ISO weeks: [`Policy::weekly`].
+    Weeks(u32),
+    /// Whole calendar months from the first at 00:00, of their real lengths: [`Policy::monthly`].
+    Months(u32),
 }
 
 /// The lengths of calendar-month windows a policy may have: the divisors of a year, so that
@@ -155,7 +168,7 @@ impl Policy {
             on_error: None,
             // Bounded by MAX_PERIOD, so the cast cannot truncate.
             period_us: period.as_micros() as u64,
-            months: 0,
+            calendar: Calendar::Epoch,
         };
         policy.check_exact_arithmetic()?;
         Ok(policy)
@@ -172,7 +185,7 @@ impl Policy {
     ///
     /// let billing = Policy::monthly("monthly-quota", 100_000, 1)?;
     /// assert_eq!(billing.algorithm(), Algorithm::FixedWindow);
-    /// assert_eq!(billing.calendar_months(), Some(1));
+    /// assert_eq!(billing.calendar(), floodwall_core::Calendar::Months(1));
     /// assert!(Policy::monthly("q", 10, 5).is_err());
     /// # Ok::<(), floodwall_core::PolicyError>(())
     /// ```
@@ -182,20 +195,35 @@ impl Policy {
     /// As [`Policy::new`], and [`PolicyError::CalendarMonths`] when `months` is not one of
     /// [`CALENDAR_MONTHS`].
     pub fn monthly(name: impl AsRef<str>, limit: u64, months: u32) -> Result<Self, PolicyError> {
-        let Some(months) = CALENDAR_MONTHS
-            .contains(&months)
-            .then(|| u8::try_from(months).ok())
-            .flatten()
-        else {
+        if !CALENDAR_MONTHS.contains(&months) {
             return Err(PolicyError::CalendarMonths { months });
-        };
-        let mut policy = Policy::new(
-            name,
-            Algorithm::FixedWindow,
-            limit,
-            NOMINAL_MONTH * u32::from(months),
-        )?;
-        policy.months = months;
+        }
+        let mut policy = Policy::new(name, Algorithm::FixedWindow, limit, NOMINAL_MONTH * months)?;
+        policy.calendar = Calendar::Months(months);
+        Ok(policy)
+    }
+
+    /// A `fixed_window` policy of `limit` units per `weeks` weeks whose windows start on Monday
+    /// at 00:00 UTC, as ISO weeks do (a `fixed_window` of 7 days, by contrast, is aligned to the
+    /// epoch, a Thursday). Two-week windows start on the Mondays an even number of weeks after
+    /// 1970-01-05.
+    ///
+    /// ```
+    /// use floodwall_core::{Calendar, Policy};
+    ///
+    /// let weekly = Policy::weekly("weekly-quota", 5_000, 1)?;
+    /// assert_eq!(weekly.calendar(), Calendar::Weeks(1));
+    /// assert_eq!(weekly.period(), std::time::Duration::from_secs(7 * 86_400));
+    /// # Ok::<(), floodwall_core::PolicyError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Policy::new`] with a period of `weeks` weeks (at most 52).
+    pub fn weekly(name: impl AsRef<str>, limit: u64, weeks: u32) -> Result<Self, PolicyError> {
+        let week = Duration::from_secs(7 * 86_400);
+        let mut policy = Policy::new(name, Algorithm::FixedWindow, limit, week * weeks)?;
+        policy.calendar = Calendar::Weeks(weeks);
         Ok(policy)
     }
 
@@ -324,11 +352,11 @@ impl Policy {
         self.on_error
     }
 
-    /// For a policy of calendar-month windows ([`Policy::monthly`]), the months per
-    /// window.
+    /// Where the policy's windows fall: at multiples of the period since the epoch, or on the
+    /// calendar ([`Policy::weekly`], [`Policy::monthly`]).
     #[inline]
-    pub fn calendar_months(&self) -> Option<u32> {
-        (self.months > 0).then_some(u32::from(self.months))
+    pub fn calendar(&self) -> Calendar {
+        self.calendar
     }
 }
 
@@ -338,9 +366,10 @@ impl fmt::Debug for Policy {
         s.field("name", &self.name)
             .field("algorithm", &self.algorithm)
             .field("limit", &self.limit);
-        match self.calendar_months() {
-            Some(months) => s.field("period", &format_args!("{months}mo")),
-            None => s.field("period", &self.period),
+        match self.calendar {
+            Calendar::Months(months) => s.field("period", &format_args!("{months}mo")),
+            Calendar::Weeks(weeks) => s.field("period", &format_args!("{weeks}w")),
+            Calendar::Epoch => s.field("period", &self.period),
         };
         if let Some(burst) = self.burst {
             s.field("burst", &burst);
@@ -358,18 +387,21 @@ impl fmt::Debug for Policy {
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}, {} per ", self.name, self.algorithm, self.limit)?;
-        match self.calendar_months() {
-            Some(months) => write!(f, "{months}mo")?,
-            None => {
+        match self.calendar {
+            Calendar::Months(months) => write!(f, "{months}mo")?,
+            Calendar::Weeks(weeks) => write!(f, "{weeks}w")?,
+            Calendar::Epoch => {
                 let units = [
-                    ("w", 604_800_000_000),
                     ("d", 86_400_000_000),
                     ("h", 3_600_000_000),
                     ("m", 60_000_000),
                     ("s", 1_000_000),
                     ("ms", 1_000),
                 ];
-                match units.iter().find(|(_, us)| self.period_us % us == 0) {
+                match units
+                    .iter()
+                    .find(|(_, us)| self.period_us.is_multiple_of(*us))
+                {
                     Some((unit, us)) => write!(f, "{}{unit}", self.period_us / us)?,
                     None => write!(f, "{}us", self.period_us)?,
                 }
@@ -393,7 +425,8 @@ fn is_valid_name(name: &str) -> bool {
 }
 
 /// Parses a human period: a whole number followed by `ms`, `s`, `m`, `h`, `d` or `w` (7 days).
-/// Calendar months (`1mo`) have no constant length: see [`parse_calendar_months`].
+/// Calendar months (`1mo`) have no constant length: see [`parse_calendar_months`]. Whether a
+/// `fixed_window` of weeks starts on Mondays is the caller's choice: see [`Policy::weekly`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -507,7 +540,11 @@ mod tests {
             "api (gcra, 2 per 1500ms, burst 20, shadow)"
         );
         assert_eq!(
-            shown(Policy::new("w", Algorithm::FixedWindow, 1, hour * 24 * 14).unwrap()),
+            shown(Policy::new("d", Algorithm::FixedWindow, 1, hour * 24 * 14).unwrap()),
+            "d (fixed_window, 1 per 14d)"
+        );
+        assert_eq!(
+            shown(Policy::weekly("w", 1, 2).unwrap()),
             "w (fixed_window, 1 per 2w)"
         );
         assert_eq!(

@@ -155,10 +155,10 @@ impl RateLimitHeaders {
     /// policies (`RateLimit-Policy`, `X-RateLimit-Limit`): it has no remaining or reset to tell.
     pub fn write(&self, headers: &mut HeaderMap, verdict: &Verdict<'_>) {
         if verdict.source() == floodwall::Source::FailOpen {
-            if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
-                if let Some(policy_value) = self.policy_value(verdict) {
-                    headers.insert(RATELIMIT_POLICY.clone(), policy_value);
-                }
+            if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both)
+                && let Some(policy_value) = self.policy_value(verdict)
+            {
+                headers.insert(RATELIMIT_POLICY.clone(), policy_value);
             }
             if let (HeaderMode::Legacy | HeaderMode::Both, Some((policy, _))) =
                 (self.mode, verdict.iter().next())

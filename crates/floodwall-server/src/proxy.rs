@@ -116,13 +116,12 @@ pub(crate) async fn forward(upstream: Upstream, request: Request) -> Result<Resp
             std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
         let mut element = format!("for={node};proto=http");
-        if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) {
-            if host
+        if let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok())
+            && host
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            {
-                element.push_str(&format!(";host=\"{host}\""));
-            }
+        {
+            element.push_str(&format!(";host=\"{host}\""));
         }
         let forwarded = match headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
             Some(earlier) => format!("{earlier}, {element}"),

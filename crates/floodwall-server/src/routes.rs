@@ -238,10 +238,10 @@ fn canonical(mut request: Request) -> Result<Request, ApiError> {
         };
         let origin = Uri::try_from(path_and_query)
             .map_err(|_| ApiError::BadPath(crate::path::PathError::MalformedEscape))?;
-        if let Some(authority) = authority {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                request.headers_mut().insert(HOST, host);
-            }
+        if let Some(authority) = authority
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(HOST, host);
         }
         *request.uri_mut() = origin;
     }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use floodwall_core::{Algorithm, CostError, Decision, Policy};
+use floodwall_core::{Algorithm, Calendar, CostError, Decision, Policy};
 
 /// A reference model of one policy for one key.
 #[derive(Debug, Clone)]
@@ -243,35 +243,36 @@ impl ReferenceModel {
 
 const DAY_US: u64 = 86_400_000_000;
 
-/// The start of the fixed window holding `t`: a multiple of the period since the epoch; for whole
-/// weeks, since the first Monday (1970-01-05, with the epoch starting the window before it); for
-/// calendar months, the first of the month, found in a table of month starts built by adding up
-/// month lengths.
+/// The start of the fixed window holding `t`: a multiple of the period since the epoch; for
+/// weekly windows, since the first Monday (1970-01-05, with the epoch starting the window before
+/// it); for calendar months, the first of the month, found in a table of month starts built by
+/// adding up month lengths.
 fn fixed_window_start(policy: &Policy, t: u64) -> u64 {
-    const WEEK_US: u64 = 7 * DAY_US;
-    if let Some(months) = policy.calendar_months() {
-        let starts = month_starts();
-        let month = starts.partition_point(|&start| start <= t) - 1;
-        let months = months as usize; // at most 12
-        let first = month - month % months;
-        return starts[first];
-    }
     let period = policy.period_us();
-    if period % WEEK_US != 0 {
-        return t - t % period;
+    match policy.calendar() {
+        Calendar::Months(months) => {
+            let starts = month_starts();
+            let month = starts.partition_point(|&start| start <= t) - 1;
+            let months = months as usize; // at most 12
+            starts[month - month % months]
+        }
+        Calendar::Weeks(_) => {
+            let monday = 4 * DAY_US;
+            if t < monday {
+                return 0;
+            }
+            monday + (t - monday) / period * period
+        }
+        _ => t - t % period,
     }
-    let monday = 4 * DAY_US;
-    if t < monday {
-        return 0;
-    }
-    monday + (t - monday) / period * period
 }
 
 /// The start of every month from January 1970 to December 2199, in µs since the epoch.
 fn month_starts() -> &'static [u64] {
     static STARTS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
     STARTS.get_or_init(|| {
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let mut starts = Vec::new();
         let mut day = 0;
         for year in 1970..2200 {

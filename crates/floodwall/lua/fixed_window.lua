@@ -1,12 +1,12 @@
--- fixed_window: at most `limit` units per window. Windows are aligned to multiples of the period
--- since the Unix epoch; a period of whole weeks starts on Mondays, and calendar-month windows
--- (`period` = minus the months per window) on the first of a month, all UTC. Mirrors
--- floodwall-core/src/algorithm/fixed_window.rs and calendar.rs.
+-- fixed_window: at most `limit` units per window. `period` > 0: windows aligned to multiples of
+-- it since the Unix epoch; -12..-1: that many calendar months from the first of a month; below
+-- -12: weeks of -period µs from Monday; all UTC. Mirrors floodwall-core/src/algorithm/
+-- fixed_window.rs and calendar.rs.
 --
 -- Key: a string struct.pack('<dd', window_start_us, count). Complexity: O(1).
 -- State: a = units counted in the current window; b unused.
 
-local DAY, WEEK, FIRST_MONDAY = 86400000000, 604800000000, 345600000000
+local DAY, FIRST_MONDAY = 86400000000, 345600000000
 
 -- Days from 1970-01-01 to the first of `month` (1-12) of `year`, counting years from March.
 local function month_start_day(year, month)
@@ -23,6 +23,11 @@ end
 
 -- [start, end) of the window holding `now`.
 local function window(now, period)
+  if period < -12 then
+    period = -period
+    local into = (now + period - FIRST_MONDAY % period) % period
+    return math.max(now - into, 0), now + period - into
+  end
   if period < 0 then
     local shifted = idiv(now, DAY) + 719468
     local era = idiv(shifted, 146097)
@@ -37,10 +42,8 @@ local function window(now, period)
     return month_start_day(idiv(first, 12), first % 12 + 1) * DAY,
       month_start_day(idiv(next, 12), next % 12 + 1) * DAY
   end
-  local origin = 0
-  if period % WEEK == 0 then origin = FIRST_MONDAY % period end
-  local into = (now + period - origin) % period
-  return math.max(now - into, 0), now + period - into
+  local start = now - now % period
+  return start, start + period
 end
 
 local function load(key, now, limit, period, capacity)

@@ -1,17 +1,17 @@
 //! `fixed_window`: one counter per window. Windows are aligned to multiples of the period since
-//! the Unix epoch; a period of whole weeks starts on Mondays, and calendar-month windows on the
-//! first of a month (all UTC). Admits at most `limit` units per window, so up to `2 × limit`
+//! the Unix epoch, or follow the calendar: weeks from Monday, months from the first (all UTC). Admits at most `limit` units per window, so up to `2 × limit`
 //! across a boundary (documented: the price of keeping one counter).
 
 use super::Meter;
 use crate::calendar;
-use crate::policy::Policy;
+use crate::policy::{Calendar, Policy};
 
 /// The window containing `now_us`, as `[start, end)` in microseconds since the epoch.
 pub fn window(now_us: u64, policy: &Policy) -> (u64, u64) {
-    match policy.calendar_months() {
-        Some(months) => calendar::month_window(now_us, u64::from(months)),
-        None => calendar::period_window(now_us, policy.period_us()),
+    match policy.calendar() {
+        Calendar::Months(months) => calendar::month_window(now_us, u64::from(months)),
+        Calendar::Weeks(weeks) => calendar::week_window(now_us, u64::from(weeks)),
+        _ => calendar::period_window(now_us, policy.period_us()),
     }
 }
 

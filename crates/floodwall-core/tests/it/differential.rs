@@ -115,17 +115,20 @@ mod calendar {
 
     const DAY_US: u64 = 86_400_000_000;
 
-    /// A calendar policy: 1, 2, 3, 4, 6 or 12 months, or 1 or 2 weeks.
+    /// A calendar policy (1, 2, 3, 4, 6 or 12 months; 1 or 2 weeks from Monday), or a window
+    /// of 7 or 14 days, which stays aligned to the epoch.
     fn policy() -> impl Strategy<Value = Policy> {
         let months = proptest::sample::select(floodwall_core::CALENDAR_MONTHS.to_vec());
         prop_oneof![
             (1u64..=6, months)
                 .prop_map(|(limit, months)| Policy::monthly("p", limit, months).unwrap()),
-            (1u64..=6, 1u64..=2).prop_map(|(limit, weeks)| Policy::new(
+            (1u64..=6, 1u32..=2)
+                .prop_map(|(limit, weeks)| Policy::weekly("p", limit, weeks).unwrap()),
+            (1u64..=6, 1u32..=2).prop_map(|(limit, weeks)| Policy::new(
                 "p",
                 Algorithm::FixedWindow,
                 limit,
-                Duration::from_secs(weeks * 7 * 86_400)
+                Duration::from_secs(7 * 86_400) * weeks
             )
             .unwrap()),
         ]

@@ -164,14 +164,14 @@ pub(super) fn listeners_apart(
 ) {
     let same = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
     let hint = || Some("give each listener its own port".to_owned());
-    if let (Some(admin), Some(raw_admin)) = (admin, &raw.admin) {
-        if same(admin.listen, server.listen) {
-            diagnostics.error(
-                Some(raw_admin.listen.span()),
-                format!("[admin] listen {} is also [server] listen", admin.listen),
-                hint(),
-            );
-        }
+    if let (Some(admin), Some(raw_admin)) = (admin, &raw.admin)
+        && same(admin.listen, server.listen)
+    {
+        diagnostics.error(
+            Some(raw_admin.listen.span()),
+            format!("[admin] listen {} is also [server] listen", admin.listen),
+            hint(),
+        );
     }
     let raw_listen = raw.check.as_ref().and_then(|c| c.get_ref().listen.as_ref());
     if let (Some(listen), Some(raw_listen)) = (check.listen, raw_listen) {

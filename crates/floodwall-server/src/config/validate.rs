@@ -263,9 +263,17 @@ fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> 
         );
         return None;
     }
-    let built = match months {
-        Some(months) => Policy::monthly(raw.name.get_ref(), limit, months),
-        None => Policy::new(raw.name.get_ref(), algorithm, limit, period),
+    // `1w` in a fixed window means calendar weeks, from Monday; `7d` stays aligned to the epoch.
+    let weeks = raw
+        .period
+        .get_ref()
+        .strip_suffix('w')
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|_| algorithm == Algorithm::FixedWindow);
+    let built = match (months, weeks) {
+        (Some(months), _) => Policy::monthly(raw.name.get_ref(), limit, months),
+        (None, Some(weeks)) => Policy::weekly(raw.name.get_ref(), limit, weeks),
+        (None, None) => Policy::new(raw.name.get_ref(), algorithm, limit, period),
     };
     let mut policy = match built {
         Ok(policy) => policy,

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use floodwall::core::Calendar;
 use floodwall_server::config::{Config, ConfigError};
 
 fn errors(source: &str) -> Vec<ConfigError> {
@@ -358,9 +359,18 @@ fn weeks_and_calendar_months_are_periods() {
     };
     let weekly = config("1w");
     assert_eq!(weekly.policies[0].period(), Duration::from_secs(7 * 86_400));
-    assert_eq!(weekly.policies[0].calendar_months(), None);
+    assert_eq!(weekly.policies[0].calendar(), Calendar::Weeks(1));
+    assert_eq!(config("7d").policies[0].calendar(), Calendar::Epoch);
     let quarterly = config("3mo");
-    assert_eq!(quarterly.policies[0].calendar_months(), Some(3));
+    assert_eq!(quarterly.policies[0].calendar(), Calendar::Months(3));
+    // Other algorithms take `w` as seven days.
+    let bucket =
+        Config::parse(&POLICY.replace("\"1s\"", "\"2w\""), Path::new("test.toml")).unwrap();
+    assert_eq!(
+        bucket.policies[0].period(),
+        Duration::from_secs(14 * 86_400)
+    );
+    assert_eq!(bucket.policies[0].calendar(), Calendar::Epoch);
     assert_eq!(
         quarterly.policies[0].algorithm(),
         floodwall::Algorithm::FixedWindow

@@ -14,7 +14,7 @@
 //! runs slow, and both end when the entry expires, at most `R` later.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ impl DenyCache {
             hasher.write(p.algorithm().as_str().as_bytes());
             hasher.write_u64(p.limit());
             hasher.write_u64(p.period_us());
-            hasher.write_u32(p.calendar_months().unwrap_or(0));
+            p.calendar().hash(&mut hasher);
             hasher.write_u64(p.capacity());
             hasher.write_u8(u8::from(p.mode() == floodwall_core::Mode::Shadow));
         }

@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use floodwall_core::{Algorithm, Mode, Policy};
+use floodwall_core::{Algorithm, Calendar, Mode, Policy};
 
 /// `#!lua` (Redis 7): a script is refused up front when Redis is out of memory, never
 /// half-written, and may touch declared keys only.
@@ -140,13 +140,16 @@ pub(crate) fn command(
     cmd
 }
 
-/// A policy's period as the scripts take it: microseconds, or minus the months per window for
-/// calendar-month windows.
+/// A policy's period as the scripts take it: microseconds, aligned to the epoch; minus the
+/// microseconds for weekly windows from Monday; minus the months (1 to 12, no period is that
+/// short) for calendar months.
 fn period_arg(policy: &Policy) -> i64 {
-    match policy.calendar_months() {
-        Some(months) => -i64::from(months),
-        // Bounded by MAX_PERIOD, far below i64::MAX.
-        None => i64::try_from(policy.period_us()).unwrap_or(i64::MAX),
+    // Bounded by MAX_PERIOD, far below i64::MAX.
+    let period_us = i64::try_from(policy.period_us()).unwrap_or(i64::MAX);
+    match policy.calendar() {
+        Calendar::Months(months) => -i64::from(months),
+        Calendar::Weeks(_) => -period_us,
+        _ => period_us,
     }
 }
 
