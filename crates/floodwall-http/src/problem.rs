@@ -24,16 +24,8 @@ pub fn problem(
     detail: &str,
     violated: Option<&[&str]>,
 ) -> Response<Full<Bytes>> {
-    let mut body = json!({
-        "type": kind,
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let (Some(violated), Some(object)) = (violated, body.as_object_mut()) {
-        object.insert("violated-policies".into(), json!(violated));
-    }
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = problem_body(status, kind, title, detail, violated);
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -44,17 +36,54 @@ pub fn problem(
     response
 }
 
+/// The JSON of a problem: `type`, `title`, `status`, `detail`, and `violated-policies` when given.
+fn problem_body(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: &str,
+    violated: Option<&[&str]>,
+) -> Bytes {
+    let mut body = json!({
+        "type": kind,
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let (Some(violated), Some(object)) = (violated, body.as_object_mut()) {
+        object.insert("violated-policies".into(), json!(violated));
+    }
+    Bytes::from(body.to_string())
+}
+
 /// 429: the enforced policies that denied, and when to retry.
 pub fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Response<Full<Bytes>> {
-    let detail = format!(
-        "Too many requests under {}: retry after {retry_after_seconds} s.",
-        quoted_list(violated)
-    );
     problem(
         StatusCode::TOO_MANY_REQUESTS,
         QUOTA_EXCEEDED,
-        "Request quota exceeded",
-        &detail,
+        QUOTA_EXCEEDED_TITLE,
+        &quota_exceeded_detail(violated, retry_after_seconds),
+        Some(violated),
+    )
+}
+
+const QUOTA_EXCEEDED_TITLE: &str = "Request quota exceeded";
+
+fn quota_exceeded_detail(violated: &[&str], retry_after_seconds: u64) -> String {
+    format!(
+        "Too many requests under {}: retry after {retry_after_seconds} s.",
+        quoted_list(violated)
+    )
+}
+
+/// The body of [`quota_exceeded`] alone, for a proxy that answers the 429 itself (Envoy, from a
+/// RateLimitService's `raw_body`).
+pub fn quota_exceeded_body(violated: &[&str], retry_after_seconds: u64) -> Bytes {
+    problem_body(
+        StatusCode::TOO_MANY_REQUESTS,
+        QUOTA_EXCEEDED,
+        QUOTA_EXCEEDED_TITLE,
+        &quota_exceeded_detail(violated, retry_after_seconds),
         Some(violated),
     )
 }
@@ -121,6 +150,17 @@ pub fn missing_key(detail: &str) -> Response<Full<Bytes>> {
 /// 422: a request whose cost exceeds what a policy can ever admit.
 pub fn impossible_cost(detail: &str) -> Response<Full<Bytes>> {
     problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "about:blank",
+        "Request cost exceeds the limit",
+        detail,
+        None,
+    )
+}
+
+/// The body of [`impossible_cost`] alone, for a proxy that answers itself.
+pub fn impossible_cost_body(detail: &str) -> Bytes {
+    problem_body(
         StatusCode::UNPROCESSABLE_ENTITY,
         "about:blank",
         "Request cost exceeds the limit",

@@ -18,6 +18,7 @@ mod health;
 mod path;
 mod pool;
 mod proxy;
+mod rls;
 mod routes;
 mod telemetry;
 
@@ -79,6 +80,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The check API, when `[check] listen` moves it off `main`.
     pub check: Option<TcpListener>,
+    /// Envoy's RateLimitService (gRPC), when `[rls]` is configured.
+    pub rls: Option<TcpListener>,
 }
 
 /// How long in-flight requests may take to finish after shutdown is asked for.
@@ -298,10 +301,11 @@ async fn serve(
         }
     };
     let main_limits = limits((3, 4), if proxies { 2 } else { 1 }, "main");
-    let side_limits = match listeners.admin.is_some() || listeners.check.is_some() {
-        true => limits((1, 8), 1, "admin and check"),
-        false => main_limits,
-    };
+    let side_limits =
+        match listeners.admin.is_some() || listeners.check.is_some() || listeners.rls.is_some() {
+            true => limits((1, 8), 1, "admin and check"),
+            false => main_limits,
+        };
     announce(&config, &main_limits);
 
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -332,10 +336,19 @@ async fn serve(
         .check
         .as_ref()
         .map(|_| Arc::new(RwLock::new(check_app(Arc::clone(&config), limiter.clone()))));
+    // The RLS router likewise, with one health service across reloads.
+    let rls_health = match listeners.rls {
+        Some(_) => Some(rls::health().await),
+        None => None,
+    };
+    let current_rls = rls_health
+        .as_ref()
+        .map(|health| Arc::new(RwLock::new(rls::router(&config, limiter.clone(), health))));
     let (live_config, admin_config) = watch::channel(Arc::clone(&config));
     {
         let (current, limiter) = (Arc::clone(&current), limiter.clone());
         let current_check = current_check.clone();
+        let current_rls = current_rls.clone().zip(rls_health.clone());
         tasks.spawn(async move {
             while configs.changed().await.is_ok() {
                 let next = Arc::new(configs.borrow_and_update().clone());
@@ -345,10 +358,11 @@ async fn serve(
                     || next.server.max_connections != config.server.max_connections
                     || admin_listen(&next) != admin_listen(&config)
                     || next.check.listen != config.check.listen
+                    || next.rls.as_ref().map(|r| r.listen) != config.rls.as_ref().map(|r| r.listen)
                     || next.log.format != config.log.format
                 {
                     tracing::warn!(
-                        "[storage], the listen addresses (main, admin, check), max_connections and [log] format apply at restart only; the rest is reloaded"
+                        "[storage], the listen addresses (main, admin, check, rls), max_connections and [log] format apply at restart only; the rest is reloaded"
                     );
                 }
                 let router = app(Arc::clone(&next), limiter.clone());
@@ -356,6 +370,10 @@ async fn serve(
                 if let Some(current_check) = &current_check {
                     let router = check_app(Arc::clone(&next), limiter.clone());
                     *current_check.write().unwrap_or_else(PoisonError::into_inner) = router;
+                }
+                if let Some((current_rls, health)) = &current_rls {
+                    let router = rls::router(&next, limiter.clone(), health);
+                    *current_rls.write().unwrap_or_else(PoisonError::into_inner) = router;
                 }
                 let _ = live_config.send(next);
                 tracing::info!("configuration reloaded");
@@ -381,6 +399,16 @@ async fn serve(
             listener,
             side_limits,
             live(current_check),
+            until_stopped(stopped.clone()),
+        );
+        side_listeners.push(tasks.spawn(served).id());
+    }
+    if let (Some(listener), Some(current_rls)) = (listeners.rls, current_rls) {
+        tracing::info!(address = %listener.local_addr()?, "floodwall RLS listening");
+        let served = connections::serve(
+            listener,
+            side_limits,
+            live(current_rls),
             until_stopped(stopped.clone()),
         );
         side_listeners.push(tasks.spawn(served).id());

@@ -275,7 +275,20 @@ async fn serve(
         ),
         _ => None,
     };
-    let listeners = floodwall_server::Listeners { main, admin, check };
+    let rls = match &config.rls {
+        Some(rls) => Some(
+            tokio::net::TcpListener::bind(rls.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (RLS)", rls.listen))?,
+        ),
+        None => None,
+    };
+    let listeners = floodwall_server::Listeners {
+        main,
+        admin,
+        check,
+        rls,
+    };
     let (configs, updates) = tokio::sync::watch::channel(config);
     tokio::spawn(reload_on_hangup(path, listen, configs));
     floodwall_server::run_reloadable(updates, listeners, shutdown_signal()).await?;

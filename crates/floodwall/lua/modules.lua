@@ -26,3 +26,11 @@ local function policy_at(i)
   return m, tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
     ARGV[base + 4] == '1'
 end
+
+-- Pair i's cost: ARGV[2] for every pair, unless the caller appended one cost per pair after the
+-- policies (a weighted check).
+local function cost_at(i, cost)
+  local each = ARGV[3 + 5 * #KEYS + i]
+  if each then return tonumber(each) end
+  return cost
+end

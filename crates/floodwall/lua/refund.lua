@@ -1,7 +1,7 @@
 -- floodwall refund script: gives back `cost` units under N (policy, key) pairs, as if an
 -- admission of `cost` had not happened, never past a full quota. Assembled like decide.lua.
 --
--- KEYS and ARGV exactly as decide.lua (ARGV[3], the call token, is unused).
+-- KEYS and ARGV exactly as decide.lua (ARGV[3], the call token, is unused), per-pair costs too.
 -- Reply:     as decide.lua, every policy allowed: { now_us, 1, then for each policy i: 1,
 --              remaining, reset_after_us, -1 }
 -- Writes:    each key, with an expiry at the time its state is back at rest, or deleted when it is.
@@ -15,7 +15,7 @@ for i = 1, #KEYS do
   local m, limit, period, capacity = policy_at(i)
   local key = KEYS[i]
   local a, b = m.load(key, now, limit, period, capacity)
-  a, b = m.refund(key, a, b, now, cost, limit, period, capacity)
+  a, b = m.refund(key, a, b, now, cost_at(i, cost), limit, period, capacity)
   local reset = m.reset_after(a, b, now, limit, period, capacity)
   persist(m.store, key, a, b, now, period, reset, min_ttl_ms)
   reply[#reply + 1] = 1

@@ -6,10 +6,10 @@ use smallvec::SmallVec;
 
 use crate::error::CheckError;
 
-/// One all-or-nothing request to a [`Store`](crate::Store): `cost` units for each (policy,
-/// client key) pair. It is admitted only if every enforced policy admits it for its key, and
-/// then each admitting pair consumes; otherwise none does. A cost of 0 peeks (judges one unit,
-/// consumes nothing).
+/// One all-or-nothing request to a [`Store`](crate::Store): a cost for each (policy, client key)
+/// pair, the same for all of them or ([`Check::weighted`]) one each. It is admitted only if every
+/// enforced policy admits its pair's cost for its key, and then each admitting pair consumes;
+/// otherwise none does. A cost of 0 peeks (judges one unit, consumes nothing).
 ///
 /// A `Check` can only be built with a cost that every one of its policies can admit, and with
 /// each (policy, key) pair once, so no store ever sees a cost that can never pass or a pair that
@@ -18,7 +18,10 @@ use crate::error::CheckError;
 #[derive(Debug, Clone)]
 pub struct Check<'a> {
     pairs: SmallVec<[(&'a Policy, &'a [u8]); 2]>,
+    /// The cost of every pair; for a weighted check whose costs differ, the largest.
     cost: u64,
+    /// Each pair's cost when they differ; empty when every pair takes `cost`.
+    costs: SmallVec<[u64; 2]>,
     /// Whether every pair has the same client key (the common case: several policies, one
     /// client), so a Redis store can decide them in one call under one hash tag.
     one_key: bool,
@@ -57,6 +60,35 @@ impl<'a> Check<'a> {
         Check::build(pairs, cost, one_key)
     }
 
+    /// Each (policy, client key) pair with a cost of its own, decided all-or-nothing: an Envoy
+    /// request whose descriptors carry their own `hits_addend`, say. A pair of cost 0 is judged
+    /// (for one unit) but consumes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Check::each`], each cost against its own pair's policy.
+    pub fn weighted(
+        pairs: impl IntoIterator<Item = (&'a Policy, &'a [u8], u64)>,
+    ) -> Result<Self, CheckError> {
+        let mut plain: SmallVec<[(&'a Policy, &'a [u8]); 2]> = SmallVec::new();
+        let mut costs: SmallVec<[u64; 2]> = SmallVec::new();
+        for (policy, key, cost) in pairs {
+            plain.push((policy, key));
+            costs.push(cost);
+        }
+        for ((policy, _), cost) in plain.iter().zip(&costs) {
+            check_cost(policy, *cost)?;
+        }
+        let largest = costs.iter().copied().max().unwrap_or(0);
+        let one_key = plain.windows(2).all(|w| w[0].1 == w[1].1);
+        let mut check = Check::build(plain, 0, one_key)?;
+        check.cost = largest;
+        if costs.iter().any(|c| *c != largest) {
+            check.costs = costs;
+        }
+        Ok(check)
+    }
+
     #[inline]
     fn build(
         pairs: SmallVec<[(&'a Policy, &'a [u8]); 2]>,
@@ -80,14 +112,29 @@ impl<'a> Check<'a> {
         Ok(Check {
             pairs,
             cost,
+            costs: SmallVec::new(),
             one_key,
         })
     }
 
-    /// The units asked for; 0 for a peek.
+    /// The units each pair asks for; 0 for a peek. For a weighted check whose pairs' costs
+    /// differ, the largest of them.
     #[inline]
     pub fn cost(&self) -> u64 {
         self.cost
+    }
+
+    /// The units pair `index` asks for.
+    #[inline]
+    pub fn cost_of(&self, index: usize) -> u64 {
+        self.costs.get(index).copied().unwrap_or(self.cost)
+    }
+
+    /// Each pair's cost when they differ (a weighted check); `None` when every pair asks for
+    /// [`cost`](Self::cost).
+    #[inline]
+    pub fn costs(&self) -> Option<&[u64]> {
+        (!self.costs.is_empty()).then_some(&self.costs[..])
     }
 
     /// The (policy, client key) pairs, in the order given.
@@ -152,6 +199,23 @@ mod tests {
         let split = Check::each([(&p, &b"a"[..]), (&q, &b"b"[..])], 1).unwrap();
         assert_eq!(split.shared_key(), None);
         assert_eq!(split.len(), 2);
+    }
+
+    #[test]
+    fn a_weighted_check_keeps_each_pairs_cost() {
+        let p = Policy::new("p", Algorithm::Gcra, 2, Duration::from_secs(1)).unwrap();
+        let q = Policy::new("q", Algorithm::Gcra, 5, Duration::from_secs(1)).unwrap();
+        let mixed = Check::weighted([(&p, &b"a"[..], 0), (&q, &b"b"[..], 4)]).unwrap();
+        assert_eq!(
+            (mixed.cost(), mixed.cost_of(0), mixed.cost_of(1)),
+            (4, 0, 4)
+        );
+        assert_eq!(mixed.costs(), Some(&[0, 4][..]));
+        let even = Check::weighted([(&p, &b"a"[..], 2), (&q, &b"b"[..], 2)]).unwrap();
+        assert_eq!((even.cost(), even.costs()), (2, None));
+        // Each cost is held to its own policy: 4 fits q but not p.
+        assert!(Check::weighted([(&p, &b"a"[..], 4), (&q, &b"b"[..], 1)]).is_err());
+        assert!(Check::weighted([(&p, &b"a"[..], 1), (&p, &b"a"[..], 1)]).is_err());
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub use check::Check;
 pub use clock::TokioClock;
 pub use error::{CheckError, Error, StoreError, StoreErrorKind};
 pub use floodwall_core::{
-    Algorithm, Clock, CostError, Decision, ManualClock, Mode, OnError, Policy, PolicyError,
-    SystemClock, parse_period,
+    Algorithm, Calendar, Clock, CostError, Decision, ManualClock, Mode, OnError, Policy,
+    PolicyError, SystemClock, parse_period,
 };
 pub use limiter::{
     DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats, StoreErrorCounts,

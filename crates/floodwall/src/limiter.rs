@@ -233,6 +233,26 @@ impl Limiter {
         ))
     }
 
+    /// [`Limiter::check_each`] with a cost per pair, all-or-nothing: admitted only if every
+    /// enforced policy admits its own pair's cost, and then each admitting pair consumes its
+    /// cost (a pair of cost 0 is judged for one unit and consumes nothing). The atomicity is
+    /// `check_each`'s.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::check_each`], each cost against its own policy.
+    pub async fn check_weighted<'p, K: AsRef<[u8]>>(
+        &self,
+        pairs: &[(&'p Policy, K, u64)],
+    ) -> Result<Verdict<'p>, Error> {
+        let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
+        let answer = self.decide(&check).await?;
+        Ok(Verdict::from_answer(
+            pairs.iter().map(|(policy, _, _)| *policy),
+            answer,
+        ))
+    }
+
     /// Reports whether one more unit would be admitted for `key`, consuming nothing.
     ///
     /// # Errors
@@ -283,6 +303,28 @@ impl Limiter {
             .map_err(|source| Error::StoreUnavailable { source })?;
         Ok(Verdict::from_answer(
             pairs.iter().map(|(policy, _)| *policy),
+            answer,
+        ))
+    }
+
+    /// [`Limiter::refund`] with a cost per pair.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::refund`].
+    pub async fn refund_weighted<'p, K: AsRef<[u8]>>(
+        &self,
+        pairs: &[(&'p Policy, K, u64)],
+    ) -> Result<Verdict<'p>, Error> {
+        let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
+        let answer = self
+            .shared
+            .store
+            .refund(&check)
+            .await
+            .map_err(|source| Error::StoreUnavailable { source })?;
+        Ok(Verdict::from_answer(
+            pairs.iter().map(|(policy, _, _)| *policy),
             answer,
         ))
     }
@@ -401,8 +443,12 @@ impl Limiter {
             .policies()
             .map(|p| p.share(self.shared.local_share))
             .collect();
-        let pairs = shares.iter().zip(check.pairs()).map(|(p, (_, k))| (p, *k));
-        let shared_check = Check::each(pairs, check.cost()).ok()?;
+        let pairs = shares
+            .iter()
+            .zip(check.pairs())
+            .enumerate()
+            .map(|(i, (p, (_, k)))| (p, *k, check.cost_of(i)));
+        let shared_check = Check::weighted(pairs).ok()?;
         Some(local.acquire_sync(&shared_check))
     }
 
@@ -411,10 +457,11 @@ impl Limiter {
         self.shared.fail_open.fetch_add(1, Ordering::Relaxed);
         let decisions = check
             .policies()
-            .map(|p| Decision {
+            .enumerate()
+            .map(|(i, p)| Decision {
                 allowed: true,
                 capacity: p.capacity(),
-                remaining: p.capacity().saturating_sub(check.cost()),
+                remaining: p.capacity().saturating_sub(check.cost_of(i)),
                 reset_after: Duration::ZERO,
                 retry_after: None,
             })

@@ -104,6 +104,10 @@ impl<'a> Diagnostics<'a> {
         });
     }
 
+    pub(crate) fn file(&self) -> &Path {
+        self.file
+    }
+
     pub(crate) fn line_of(&self, offset: usize) -> usize {
         line_column(self.source, offset).0
     }

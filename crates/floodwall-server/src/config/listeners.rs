@@ -190,6 +190,28 @@ pub(super) fn listeners_apart(
             );
         }
     }
+    let raw_rls = raw.rls.as_ref().and_then(|r| r.listen.as_ref());
+    if let (Some(raw_listen), Some(Ok(listen))) = (
+        raw_rls,
+        raw_rls.map(|text| super::resolve_listen(text.get_ref())),
+    ) {
+        let clash = if same(listen, server.listen) {
+            Some("[server] listen")
+        } else if admin.is_some_and(|admin| same(listen, admin.listen)) {
+            Some("[admin] listen")
+        } else if check.listen.is_some_and(|check| same(listen, check)) {
+            Some("[check] listen")
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            diagnostics.error(
+                Some(raw_listen.span()),
+                format!("[rls] listen {listen} is also {other}"),
+                hint(),
+            );
+        }
+    }
 }
 
 /// The token in the environment variable `name`: a variable that is missing or empty is an

@@ -5,6 +5,7 @@ mod error;
 mod listeners;
 mod log;
 mod raw;
+mod rls;
 mod routes;
 mod schema;
 mod validate;
@@ -21,6 +22,7 @@ use ipnet::IpNet;
 
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::log::{DEFAULT_DECISIONS_PER_SECOND, DecisionLogMode, LogConfig, LogFormat};
+pub use self::rls::{EntryMatch, RlsConfig, RlsRule};
 
 /// The default main listener.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -39,6 +41,8 @@ pub struct Config {
     pub check: CheckConfig,
     /// The log's format and the decision log.
     pub log: LogConfig,
+    /// Envoy's RateLimitService, if served.
+    pub rls: Option<RlsConfig>,
     /// Where limits are kept.
     pub storage: StorageConfig,
     /// The policies, by unique name, in file order.

@@ -12,6 +12,7 @@ pub(crate) struct RawConfig {
     pub(crate) admin: Option<RawAdmin>,
     pub(crate) check: Option<Spanned<RawCheck>>,
     pub(crate) log: Option<RawLog>,
+    pub(crate) rls: Option<RawRls>,
     #[serde(default)]
     pub(crate) storage: RawStorage,
     #[serde(default, rename = "policy")]
@@ -101,4 +102,20 @@ pub(crate) struct RawLog {
     pub(crate) sample: Option<Spanned<f64>>,
     pub(crate) max_per_second: Option<Spanned<i64>>,
     pub(crate) raw_keys: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRls {
+    pub(crate) listen: Option<Spanned<String>>,
+    #[serde(default, rename = "rule")]
+    pub(crate) rules: Vec<RawRlsRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRlsRule {
+    pub(crate) domain: Spanned<String>,
+    pub(crate) descriptor: Spanned<Vec<Spanned<String>>>,
+    pub(crate) policies: Spanned<Vec<Spanned<String>>>,
 }

@@ -61,6 +61,20 @@ const LOG: Section = Section {
     free: &[],
 };
 
+const RLS_RULE: Section = Section {
+    name: "[[rls.rule]]",
+    keys: &["domain", "descriptor", "policies"],
+    tables: &[],
+    free: &[],
+};
+
+const RLS: Section = Section {
+    name: "[rls]",
+    keys: &["listen"],
+    tables: &[("rule", &RLS_RULE)],
+    free: &[],
+};
+
 const STORAGE: Section = Section {
     name: "[storage]",
     keys: &["url", "prefix", "timeout", "on_error", "max_keys"],
@@ -105,6 +119,7 @@ const FILE: Section = Section {
         ("admin", &ADMIN),
         ("check", &CHECK),
         ("log", &LOG),
+        ("rls", &RLS),
         ("storage", &STORAGE),
         ("policy", &POLICY),
         ("route", &ROUTE),

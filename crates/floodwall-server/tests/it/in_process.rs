@@ -19,6 +19,9 @@ pub(crate) struct Service {
     pub(crate) check_address: Option<SocketAddr>,
     /// The admin listener, when the configuration has one.
     pub(crate) admin_address: Option<SocketAddr>,
+    /// The RLS listener, when the configuration has `[rls]` (on a port of its own, whatever
+    /// `[rls] listen` says).
+    pub(crate) rls_address: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -43,14 +46,26 @@ impl Service {
             _ => None,
         };
         let check_address = check.as_ref().map(|l| l.local_addr().unwrap());
+        let rls = match &config.rls {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let rls_address = rls.as_ref().map(|l| l.local_addr().unwrap());
         let address = main.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config, Listeners { main, admin, check }, async {
+        let listeners = Listeners {
+            main,
+            admin,
+            check,
+            rls,
+        };
+        let task = tokio::spawn(run(config, listeners, async {
             let _ = stopped.await;
         }));
         Service {
             address,
             check_address,
+            rls_address,
             admin_address,
             stop: Some(stop),
             task: Some(task),

@@ -18,4 +18,5 @@ mod operations;
 mod outages;
 mod paths;
 mod proxy;
+mod rls;
 mod service;

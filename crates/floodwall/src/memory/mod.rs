@@ -204,29 +204,31 @@ impl MemoryStore {
         let mut locked = self.lock_all(&mut judged);
         // The clock is read under the locks, so decisions on one key are time-ordered.
         let now = self.inner.clock.now_us();
-        let cost = check.cost();
         let cap = self.inner.per_shard_max;
-        // Room is made before judging, so no entry vanishes between judging and concluding.
-        if cost > 0 {
+        // Room is made before judging, so no entry vanishes between judging and concluding. The
+        // check's cost is its largest pair's: above 0, something may be stored.
+        if check.cost() > 0 {
             locked.make_room(check, &judged, now, cap);
         }
 
         // Phase 1: judge every pair, settling tracked keys in place; nothing is consumed yet.
-        for ((policy, _), judged) in check.pairs().iter().zip(&mut judged) {
+        for (i, ((policy, _), judged)) in check.pairs().iter().zip(&mut judged).enumerate() {
             let shard = locked.shard(judged);
+            let cost = check.cost_of(i);
             with_meter!(policy.algorithm(), M => judge::<M>(shard, judged, now, cost, policy));
         }
         let allowed = check
             .policies()
             .zip(&judged)
             .all(|(policy, judged)| policy.mode() == Mode::Shadow || judged.evaluation.allowed);
-        let commit = allowed && cost > 0;
 
-        // Phase 2: consume where admitted if everything enforced admitted, and report.
+        // Phase 2: consume where admitted if everything enforced admitted, and report. A pair of
+        // cost 0 consumes nothing whatever `allowed` says.
         let mut decisions = SmallVec::new();
-        for ((policy, _), judged) in check.pairs().iter().zip(&judged) {
+        for (i, ((policy, _), judged)) in check.pairs().iter().zip(&judged).enumerate() {
             let shard = locked.shard(judged);
-            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, commit)));
+            let cost = check.cost_of(i);
+            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, allowed)));
         }
         Answer::from_store(allowed, decisions)
     }
@@ -234,11 +236,12 @@ impl MemoryStore {
     /// [`Store::refund`] without a future.
     pub fn refund_sync(&self, check: &Check<'_>) -> Answer {
         let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
-        for (policy, key) in check.pairs() {
+        for (i, (policy, key)) in check.pairs().iter().enumerate() {
             let id = self.key_id(policy, key);
             let mut shard = self.lock(self.shard_of(id));
             let now = self.inner.clock.now_us();
-            decisions.push(with_meter!(policy.algorithm(), M => refund::<M>(&mut shard, id, now, check.cost(), policy)));
+            let cost = check.cost_of(i);
+            decisions.push(with_meter!(policy.algorithm(), M => refund::<M>(&mut shard, id, now, cost, policy)));
         }
         Answer::from_store(true, decisions)
     }

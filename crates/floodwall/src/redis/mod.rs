@@ -46,7 +46,7 @@ pub use self::config::{
 };
 use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
-use self::script::Operation;
+use self::script::{Costs, Operation};
 use crate::check::Check;
 use crate::error::StoreError;
 use crate::store::Store;
@@ -60,6 +60,7 @@ struct SlotGroup<'p> {
     positions: SmallVec<[usize; 2]>,
     keys: SmallVec<[String; 2]>,
     policies: SmallVec<[&'p Policy; 2]>,
+    costs: Costs,
 }
 
 /// How often a call answered by "not executed, try elsewhere or later" is sent again.
@@ -288,7 +289,8 @@ impl RedisStore {
             .inner
             .deny_cache
             .as_ref()
-            .filter(|_| operation == Operation::Decide)
+            // A denial is cached per cost: a weighted check has several.
+            .filter(|_| operation == Operation::Decide && check.costs().is_none())
             .map(|cache| (cache, cache.key_id(key), cache.policies_id(&policies)));
         if let Some((cache, key_id, policies_id)) = cached
             && let Some(answer) = cache.get(key_id, policies_id, need)
@@ -307,7 +309,7 @@ impl RedisStore {
                 slot_of(&tag),
                 &keys,
                 &policies,
-                check.cost(),
+                &Costs::of(check),
                 operation,
                 deadline,
             )
@@ -337,11 +339,11 @@ impl RedisStore {
             .collect();
         let policies: SmallVec<[&Policy; 2]> = check.policies().collect();
         let deadline = Instant::now() + self.inner.timeout;
-        let cost = check.cost();
+        let costs = Costs::of(check);
         let Connection::Cluster(_) = self.inner.connection else {
             let slot = slot_of(&tags[0]);
             return self
-                .call(slot, &keys, &policies, cost, operation, deadline)
+                .call(slot, &keys, &policies, &costs, operation, deadline)
                 .await;
         };
 
@@ -360,6 +362,10 @@ impl RedisStore {
                 positions: group.iter().map(|&(_, i)| i).collect(),
                 keys: group.iter().map(|&(_, i)| keys[i].clone()).collect(),
                 policies: group.iter().map(|&(_, i)| policies[i]).collect(),
+                costs: costs.at(&group
+                    .iter()
+                    .map(|&(_, i)| i)
+                    .collect::<SmallVec<[usize; 2]>>()),
             })
             .collect();
         let mut decisions: SmallVec<[Option<Decision>; 2]> = SmallVec::from_elem(None, pairs.len());
@@ -369,12 +375,19 @@ impl RedisStore {
         for group in &groups {
             let (keys, policies) = (&group.keys, &group.policies);
             match self
-                .call(group.slot, keys, policies, cost, operation, deadline)
+                .call(
+                    group.slot,
+                    keys,
+                    policies,
+                    &group.costs,
+                    operation,
+                    deadline,
+                )
                 .await
             {
                 Ok(answer) => {
                     allowed &= answer.allowed;
-                    if answer.allowed && cost > 0 && operation == Operation::Decide {
+                    if answer.allowed && group.costs.consumes() && operation == Operation::Decide {
                         consumed.push(group);
                     }
                     for (&i, decision) in group.positions.iter().zip(answer.decisions) {
@@ -399,7 +412,7 @@ impl RedisStore {
                         group.slot,
                         keys,
                         policies,
-                        cost,
+                        &group.costs,
                         Operation::Refund,
                         refund_deadline,
                     )
@@ -429,7 +442,7 @@ impl RedisStore {
         slot: u16,
         keys: &[String],
         policies: &[&Policy],
-        cost: u64,
+        costs: &Costs,
         operation: Operation,
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
@@ -447,8 +460,15 @@ impl RedisStore {
             let mut with_source = false;
             let mut retries = 0;
             loop {
-                let cmd =
-                    script::command(operation, with_source, keys, now_us, cost, &token, policies);
+                let cmd = script::command(
+                    operation,
+                    with_source,
+                    keys,
+                    now_us,
+                    costs,
+                    &token,
+                    policies,
+                );
                 match self.inner.connection.query(&cmd).await {
                     Ok(reply) => return reply::decode(&reply, policies),
                     Err(e)

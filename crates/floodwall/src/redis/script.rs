@@ -8,6 +8,9 @@
 use std::sync::LazyLock;
 
 use floodwall_core::{Algorithm, Calendar, Mode, Policy};
+use smallvec::SmallVec;
+
+use crate::check::Check;
 
 /// `#!lua` (Redis 7): a script is refused up front when Redis is out of memory, never
 /// half-written, and may touch declared keys only.
@@ -106,6 +109,39 @@ fn script_for(operation: Operation, policies: &[&Policy]) -> usize {
     }
 }
 
+/// What the pairs of one script call ask for: one cost for all, or one each (a weighted check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Costs {
+    Same(u64),
+    Each(SmallVec<[u64; 2]>),
+}
+
+impl Costs {
+    /// The costs of `check`'s pairs.
+    pub(crate) fn of(check: &Check<'_>) -> Costs {
+        match check.costs() {
+            Some(each) => Costs::Each(each.iter().copied().collect()),
+            None => Costs::Same(check.cost()),
+        }
+    }
+
+    /// The costs of the pairs at `positions`.
+    pub(crate) fn at(&self, positions: &[usize]) -> Costs {
+        match self {
+            Costs::Same(cost) => Costs::Same(*cost),
+            Costs::Each(each) => Costs::Each(positions.iter().map(|&i| each[i]).collect()),
+        }
+    }
+
+    /// Whether any pair would consume.
+    pub(crate) fn consumes(&self) -> bool {
+        match self {
+            Costs::Same(cost) => *cost > 0,
+            Costs::Each(each) => each.iter().any(|c| *c > 0),
+        }
+    }
+}
+
 /// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the script for `operation` on `policies`,
 /// whose state keys are `keys`.
 pub(crate) fn command(
@@ -113,7 +149,7 @@ pub(crate) fn command(
     with_source: bool,
     keys: &[String],
     now_us: Option<u64>,
-    cost: u64,
+    costs: &Costs,
     token: &str,
     policies: &[&Policy],
 ) -> ::redis::Cmd {
@@ -129,6 +165,12 @@ pub(crate) fn command(
         Some(now_us) => cmd.arg(now_us),
         None => cmd.arg(""),
     };
+    // One cost for all in ARGV[2]; a weighted check appends each pair's after the policies.
+    let (cost, each) = match costs {
+        Costs::Same(cost) => (*cost, None),
+        Costs::Each(each) if each.len() == 1 => (each[0], None),
+        Costs::Each(each) => (each.iter().copied().max().unwrap_or(0), Some(each)),
+    };
     cmd.arg(cost).arg(token);
     for policy in policies {
         cmd.arg(policy.algorithm().as_str())
@@ -136,6 +178,9 @@ pub(crate) fn command(
             .arg(period_arg(policy))
             .arg(policy.capacity())
             .arg(u8::from(policy.mode() == Mode::Shadow));
+    }
+    if let Some(each) = each {
+        cmd.arg(&each[..]);
     }
     cmd
 }

@@ -16,3 +16,4 @@ mod redis_faults;
 #[cfg(feature = "tls")]
 mod redis_tls;
 mod support;
+mod weighted;

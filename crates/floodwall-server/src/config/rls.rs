@@ -1,0 +1,215 @@
+//! `[rls]` and `[[rls.rule]]`: Envoy's RateLimitService, and the rules that map descriptors to
+//! policies.
+
+use std::net::SocketAddr;
+
+use super::error::Diagnostics;
+use super::raw::{RawRls, RawRlsRule};
+use super::resolve_listen;
+use super::validate::parse_or;
+
+/// `[rls]`: the Envoy RateLimitService v3 listener and its rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlsConfig {
+    /// Where `ShouldRateLimit` is served (gRPC over h2c).
+    pub listen: SocketAddr,
+    /// The rules, in file order.
+    pub rules: Vec<RlsRule>,
+}
+
+/// `[[rls.rule]]`: the descriptors of `domain` whose entries match `descriptor` are limited by
+/// `policies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlsRule {
+    /// The Envoy domain.
+    pub domain: String,
+    /// The entries, in order.
+    pub descriptor: Vec<EntryMatch>,
+    /// The policies that limit matching descriptors, all-or-nothing with the rest of the request.
+    pub policies: Vec<String>,
+    /// Where the rule was written, for messages: `file:line`.
+    pub origin: String,
+}
+
+/// What one descriptor entry must be to match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryMatch {
+    /// `key`: any value, which becomes part of the client key.
+    Any {
+        /// The entry's key.
+        key: String,
+    },
+    /// `key=value`: exactly that value.
+    Exact {
+        /// The entry's key.
+        key: String,
+        /// The value it must have.
+        value: String,
+    },
+    /// `key=prefix*`: a value starting with `prefix`, which becomes part of the client key.
+    Prefix {
+        /// The entry's key.
+        key: String,
+        /// What the value must start with.
+        prefix: String,
+    },
+}
+
+impl EntryMatch {
+    /// The entry's key.
+    pub fn key(&self) -> &str {
+        match self {
+            EntryMatch::Any { key }
+            | EntryMatch::Exact { key, .. }
+            | EntryMatch::Prefix { key, .. } => key,
+        }
+    }
+
+    /// Whether the entry's value is part of the client key (it is not pinned to one value).
+    pub fn keys_the_client(&self) -> bool {
+        !matches!(self, EntryMatch::Exact { .. })
+    }
+}
+
+const ENTRY_HINT: &str = "\"key\" (any value), \"key=value\" (exactly that value) or \"key=prefix*\" (a value starting with prefix), e.g. \"remote_address\", \"plan=free\", \"path=/api/*\"";
+
+fn entry(text: &String) -> Result<EntryMatch, String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (text.as_str(), None),
+    };
+    if key.is_empty() {
+        return Err(format!("descriptor entry {text:?} has an empty key"));
+    }
+    Ok(match value {
+        None => EntryMatch::Any {
+            key: key.to_owned(),
+        },
+        Some("") => return Err(format!("descriptor entry {text:?} has an empty value")),
+        Some(value) => match value.strip_suffix('*') {
+            Some(prefix) => EntryMatch::Prefix {
+                key: key.to_owned(),
+                prefix: prefix.to_owned(),
+            },
+            None => EntryMatch::Exact {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            },
+        },
+    })
+}
+
+pub(super) fn rls(
+    raw: Option<&RawRls>,
+    defined: &[&str],
+    diagnostics: &mut Diagnostics<'_>,
+) -> Option<RlsConfig> {
+    let raw = raw?;
+    let listen = match &raw.listen {
+        Some(listen) => parse_or(
+            diagnostics,
+            listen,
+            |text| resolve_listen(text),
+            Some("host:port, e.g. \"127.0.0.1:8081\""),
+        ),
+        None => {
+            diagnostics.error(
+                None,
+                "[rls] needs listen: the address Envoy sends ShouldRateLimit to",
+                Some("add listen = \"127.0.0.1:8081\" under [rls]".to_owned()),
+            );
+            None
+        }
+    };
+    let mut rules: Vec<RlsRule> = Vec::new();
+    for rule in &raw.rules {
+        let Some(parsed) = self::rule(rule, defined, diagnostics) else {
+            continue;
+        };
+        if let Some(first) = rules
+            .iter()
+            .find(|r| r.domain == parsed.domain && r.descriptor == parsed.descriptor)
+        {
+            diagnostics.error(
+                Some(rule.descriptor.span()),
+                format!(
+                    "domain {:?} already has a rule for this descriptor",
+                    parsed.domain
+                ),
+                Some(format!(
+                    "it is first defined at {}; list every policy in that rule's policies",
+                    first.origin
+                )),
+            );
+            continue;
+        }
+        rules.push(parsed);
+    }
+    Some(RlsConfig {
+        listen: listen?,
+        rules,
+    })
+}
+
+fn rule(raw: &RawRlsRule, defined: &[&str], diagnostics: &mut Diagnostics<'_>) -> Option<RlsRule> {
+    let domain = parse_or(
+        diagnostics,
+        &raw.domain,
+        |domain| match domain.is_empty() {
+            true => Err("an empty domain matches no request".to_owned()),
+            false => Ok(domain.clone()),
+        },
+        Some("the domain Envoy's rate limit filter sends, e.g. \"edge\""),
+    );
+    if raw.descriptor.get_ref().is_empty() {
+        diagnostics.error(
+            Some(raw.descriptor.span()),
+            "descriptor = [] matches no descriptor",
+            Some(format!("list its entries in order: {ENTRY_HINT}")),
+        );
+    }
+    let mut descriptor = Vec::new();
+    let mut valid = true;
+    for text in raw.descriptor.get_ref() {
+        match parse_or(diagnostics, text, entry, Some(ENTRY_HINT)) {
+            Some(entry) => descriptor.push(entry),
+            None => valid = false,
+        }
+    }
+    if raw.policies.get_ref().is_empty() {
+        diagnostics.error(
+            Some(raw.policies.span()),
+            "policies = [] limits nothing",
+            Some("name at least one policy".to_owned()),
+        );
+        valid = false;
+    }
+    let mut policies = Vec::new();
+    for name in raw.policies.get_ref() {
+        if defined.contains(&name.get_ref().as_str()) {
+            policies.push(name.get_ref().clone());
+        } else {
+            let hint = match defined.is_empty() {
+                true => "define it in a [[policy]] section".to_owned(),
+                false => format!("defined policies: {}", defined.join(", ")),
+            };
+            diagnostics.error(
+                Some(name.span()),
+                format!("rule uses undefined policy {:?}", name.get_ref()),
+                Some(hint),
+            );
+            valid = false;
+        }
+    }
+    let origin = format!(
+        "{}:{}",
+        diagnostics.file().display(),
+        diagnostics.line_of(raw.domain.span().start)
+    );
+    (valid && !descriptor.is_empty()).then_some(RlsRule {
+        domain: domain?,
+        descriptor,
+        policies,
+        origin,
+    })
+}

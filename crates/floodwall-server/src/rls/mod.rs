@@ -1,0 +1,399 @@
+//! Envoy's RateLimitService v3 (`ShouldRateLimit`, gRPC over h2c) on `[rls] listen`: each
+//! request descriptor is matched to its most specific rule, and every matched (policy, client
+//! key) pair of the request is decided in one all-or-nothing check, at the descriptor's own
+//! `hits_addend`.
+
+mod answer;
+mod rules;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use floodwall::{Error, Limiter, Policy, Verdict};
+use floodwall_http::{PolicyCounters, RateLimitHeaders};
+use metrics::Counter;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::decision_log::DecisionLog;
+use crate::telemetry::RouteInstruments;
+
+use self::rules::RuleBook;
+
+/// The standard gRPC health service, shared by every configuration.
+pub(crate) type Health =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// The health service: the server and `RateLimitService` serving.
+pub(crate) async fn health() -> Health {
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter
+        .set_serving::<RateLimitServiceServer<RlsService>>()
+        .await;
+    tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+    )
+}
+
+/// The largest request accepted: far above any real descriptor set, far below tonic's 4 MiB.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The most descriptors one request may carry.
+pub(crate) const MAX_DESCRIPTORS: usize = 64;
+
+/// The answers by domain and code.
+pub(crate) const RLS_REQUESTS_TOTAL: &str = "floodwall_rls_requests_total";
+/// The route label of RLS decisions in the latency histogram.
+const RLS_ROUTE: &str = "grpc ShouldRateLimit";
+/// The domain label of requests for a domain no rule names (kept bounded).
+const UNKNOWN_DOMAIN: &str = "unknown";
+
+/// What one configuration's RLS needs: its rules and policies, the limiter, and its meters.
+struct RlsState {
+    limiter: Limiter,
+    book: RuleBook,
+    headers: RateLimitHeaders,
+    counters: HashMap<String, PolicyCounters>,
+    /// Per configured domain (and `unknown`): the answers ok, over_limit, unavailable, invalid.
+    requests: HashMap<String, [Counter; 4]>,
+    instruments: RouteInstruments,
+    decision_log: Option<DecisionLog>,
+}
+
+/// The gRPC service of one configuration.
+#[derive(Clone)]
+struct RlsService {
+    state: Arc<RlsState>,
+}
+
+/// Why a request got the answer it did, for `floodwall_rls_requests_total`.
+#[derive(Debug, Clone, Copy)]
+enum Answered {
+    Ok = 0,
+    OverLimit = 1,
+    Unavailable = 2,
+    Invalid = 3,
+}
+
+impl RlsState {
+    fn new(config: &Config, limiter: Limiter) -> Self {
+        let rules = config
+            .rls
+            .as_ref()
+            .map(|r| &r.rules[..])
+            .unwrap_or_default();
+        let book = RuleBook::new(rules, config);
+        let domain_counters = |domain: &str| {
+            ["ok", "over_limit", "unavailable", "invalid"].map(|code| {
+                metrics::counter!(RLS_REQUESTS_TOTAL, "domain" => domain.to_owned(), "code" => code)
+            })
+        };
+        let mut requests: HashMap<String, [Counter; 4]> = book
+            .domains()
+            .map(|domain| (domain.to_owned(), domain_counters(domain)))
+            .collect();
+        requests.insert(UNKNOWN_DOMAIN.to_owned(), domain_counters(UNKNOWN_DOMAIN));
+        RlsState {
+            limiter,
+            book,
+            headers: RateLimitHeaders::new(config.server.headers, &[]),
+            counters: config
+                .policies
+                .iter()
+                .map(|p| (p.name().to_owned(), PolicyCounters::new(p)))
+                .collect(),
+            requests,
+            instruments: RouteInstruments::new(RLS_ROUTE),
+            decision_log: DecisionLog::new(&config.log),
+        }
+    }
+
+    fn answered(&self, domain: &str, answered: Answered) {
+        let counters = self
+            .requests
+            .get(domain)
+            .or_else(|| self.requests.get(UNKNOWN_DOMAIN));
+        if let Some(counters) = counters {
+            counters[answered as usize].increment(1);
+        }
+    }
+}
+
+/// The RLS router of `config`: `ShouldRateLimit` and the standard gRPC health service.
+pub(crate) fn router(config: &Config, limiter: Limiter, health: &Health) -> Router {
+    let service = RlsService {
+        state: Arc::new(RlsState::new(config, limiter)),
+    };
+    let rls = RateLimitServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
+    tonic::service::Routes::new(rls)
+        .add_service(health.clone())
+        .into_axum_router()
+}
+
+/// A request no answer can be given to: an empty domain, no descriptors (or too many), an empty
+/// entry key. Envoy never sends one; anything else that does gets told why.
+fn validate(request: &RateLimitRequest) -> Result<(), Status> {
+    if request.domain.is_empty() {
+        return Err(Status::invalid_argument("the domain is empty"));
+    }
+    if request.descriptors.is_empty() {
+        return Err(Status::invalid_argument("the request has no descriptors"));
+    }
+    if request.descriptors.len() > MAX_DESCRIPTORS {
+        return Err(Status::invalid_argument(format!(
+            "the request has {} descriptors; at most {MAX_DESCRIPTORS} are accepted",
+            request.descriptors.len()
+        )));
+    }
+    for (i, descriptor) in request.descriptors.iter().enumerate() {
+        if descriptor.entries.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "descriptor {i} has no entries"
+            )));
+        }
+        if let Some(j) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "descriptor {i} entry {j} has an empty key"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A descriptor's units: its own `hits_addend` when set (0 then checks without consuming),
+/// else the request's, where 0 means 1.
+fn units(descriptor: &RateLimitDescriptor, request_hits: u32) -> u64 {
+    match &descriptor.hits_addend {
+        Some(own) => own.value,
+        None => u64::from(request_hits.max(1)),
+    }
+}
+
+/// The pairs of one request: each matched descriptor's policies with its client key, one
+/// entry per distinct (policy, key) with the units of every descriptor that named it.
+#[derive(Default)]
+struct Pairs<'s> {
+    /// (policy, client key, units) in first-seen order.
+    pairs: Vec<(&'s Policy, Vec<u8>, u64)>,
+    /// Per request descriptor: the indexes of its pairs (empty when no rule matched).
+    of_descriptor: Vec<Vec<usize>>,
+}
+
+impl<'s> Pairs<'s> {
+    fn add(&mut self, policy: &'s Policy, key: &[u8], units: u64) -> usize {
+        let same = |(p, k, _): &(&Policy, Vec<u8>, u64)| {
+            p.name() == policy.name() && p.algorithm() == policy.algorithm() && k == key
+        };
+        match self.pairs.iter().position(same) {
+            Some(i) => {
+                self.pairs[i].2 = self.pairs[i].2.saturating_add(units);
+                i
+            }
+            None => {
+                self.pairs.push((policy, key.to_vec(), units));
+                self.pairs.len() - 1
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for RlsService {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let request = request.into_inner();
+        let state = &self.state;
+        if let Err(status) = validate(&request) {
+            state.answered(&request.domain, Answered::Invalid);
+            return Err(status);
+        }
+        let domain = state.book.domain(&request.domain);
+        // Descriptors that consume and those that give back (is_negative_hits) are kept apart.
+        let (mut taken, mut refunded) = (Pairs::default(), Pairs::default());
+        for descriptor in &request.descriptors {
+            let entries = descriptor
+                .entries
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_str()));
+            let matched = domain.and_then(|domain| domain.lookup(entries));
+            let units = units(descriptor, request.hits_addend);
+            let (these, other) = match descriptor.is_negative_hits {
+                true => (&mut refunded, &mut taken),
+                false => (&mut taken, &mut refunded),
+            };
+            let indexes = match matched {
+                Some((rule, key)) => rule
+                    .policies
+                    .iter()
+                    .map(|policy| these.add(policy, &key, units))
+                    .collect(),
+                None => Vec::new(),
+            };
+            these.of_descriptor.push(indexes);
+            other.of_descriptor.push(Vec::new());
+        }
+        let started = tokio::time::Instant::now();
+        let answer = decide(state, &taken, &refunded).await;
+        state.instruments.decided(started.elapsed());
+        let decided = match answer {
+            Ok(decided) => decided,
+            Err(error @ Error::StoreUnavailable { .. }) => {
+                state.answered(&request.domain, Answered::Unavailable);
+                return Err(Status::unavailable(format!(
+                    "floodwall cannot decide: {error}"
+                )));
+            }
+            Err(error) => {
+                state.answered(&request.domain, Answered::Invalid);
+                return Err(Status::invalid_argument(error.to_string()));
+            }
+        };
+        let response = respond(state, &request, &taken, &refunded, &decided);
+        let answered = match response.overall_code == Code::OverLimit as i32 {
+            true => Answered::OverLimit,
+            false => Answered::Ok,
+        };
+        state.answered(&request.domain, answered);
+        Ok(Response::new(response))
+    }
+}
+
+/// What a request got: the verdict on its consuming pairs, the refund of the others, and which
+/// consuming pairs asked for more than their policy could ever admit.
+struct Decided<'s> {
+    verdict: Verdict<'s>,
+    refunds: Option<Verdict<'s>>,
+    impossible: Vec<bool>,
+}
+
+impl Decided<'_> {
+    fn over_limit(&self) -> bool {
+        !self.verdict.allowed() || self.impossible.contains(&true)
+    }
+}
+
+/// The decision on the consuming pairs, all-or-nothing, and the refund of the others. A pair
+/// asking for more than its policy could ever admit puts the request over the limit with
+/// nothing consumed: every pair is then only judged.
+async fn decide<'s>(
+    state: &'s RlsState,
+    taken: &Pairs<'s>,
+    refunded: &Pairs<'s>,
+) -> Result<Decided<'s>, Error> {
+    let impossible: Vec<bool> = taken
+        .pairs
+        .iter()
+        .map(|(policy, _, units)| *units > policy.capacity())
+        .collect();
+    let judged_only = impossible.contains(&true);
+    let weighted: Vec<(&Policy, &[u8], u64)> = taken
+        .pairs
+        .iter()
+        .map(|(p, k, units)| (*p, &k[..], if judged_only { 0 } else { *units }))
+        .collect();
+    let verdict = state.limiter.check_weighted(&weighted).await?;
+    for (policy, decision) in verdict.iter() {
+        if let Some(counters) = state.counters.get(policy.name()) {
+            counters.record(decision, verdict.allowed() && !judged_only);
+        }
+    }
+    let refunds = if refunded.pairs.is_empty() {
+        None
+    } else {
+        let pairs: Vec<(&Policy, &[u8], u64)> = refunded
+            .pairs
+            .iter()
+            .map(|(p, k, units)| (*p, &k[..], (*units).min(p.capacity())))
+            .collect();
+        Some(state.limiter.refund_weighted(&pairs).await?)
+    };
+    Ok(Decided {
+        verdict,
+        refunds,
+        impossible,
+    })
+}
+
+fn respond(
+    state: &RlsState,
+    request: &RateLimitRequest,
+    taken: &Pairs<'_>,
+    refunded: &Pairs<'_>,
+    decided: &Decided<'_>,
+) -> RateLimitResponse {
+    let verdict = &decided.verdict;
+    let statuses = (0..request.descriptors.len())
+        .map(|d| {
+            let (pairs, of) = match &decided.refunds {
+                Some(refunds) if !refunded.of_descriptor[d].is_empty() => {
+                    (refunds, &refunded.of_descriptor[d])
+                }
+                _ => (verdict, &taken.of_descriptor[d]),
+            };
+            if of.is_empty() {
+                return answer::unlimited();
+            }
+            let decisions = pairs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| of.contains(i))
+                .map(|(_, decision)| decision);
+            let mut status = answer::status(decisions, pairs.source());
+            let consuming = std::ptr::eq(pairs, verdict);
+            if consuming && of.iter().any(|&i| decided.impossible[i]) {
+                status.code = Code::OverLimit as i32;
+            }
+            status
+        })
+        .collect();
+    let mut response = RateLimitResponse {
+        overall_code: match decided.over_limit() {
+            true => Code::OverLimit,
+            false => Code::Ok,
+        } as i32,
+        statuses,
+        ..RateLimitResponse::default()
+    };
+    if verdict.is_empty() {
+        return response;
+    }
+    response.response_headers_to_add = answer::headers(&state.headers, verdict);
+    if decided.over_limit() {
+        let body = match decided.impossible.iter().position(|i| *i) {
+            // No wait would ever admit it: no Retry-After, the cost's problem instead.
+            Some(i) => {
+                let (policy, _, units) = &taken.pairs[i];
+                floodwall_http::problem::impossible_cost_body(&format!(
+                    "hits_addend {units} can never be admitted by policy {:?}: its capacity is {} per request",
+                    policy.name(),
+                    policy.capacity()
+                ))
+            }
+            None => {
+                let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
+                response.dynamic_metadata = Some(answer::violated_metadata(&violated));
+                let retry_after = floodwall_http::retry_after_seconds(verdict);
+                floodwall_http::problem::quota_exceeded_body(&violated, retry_after)
+            }
+        };
+        response.raw_body = body.to_vec();
+        response.response_headers_to_add.push(HeaderValue {
+            key: "content-type".to_owned(),
+            value: "application/problem+json".to_owned(),
+            raw_value: Vec::new(),
+        });
+    }
+    if let (Some(log), Some((_, key, units))) = (&state.decision_log, taken.pairs.first()) {
+        log.record(RLS_ROUTE, key, *units, Ok(verdict));
+    }
+    response
+}

@@ -1,0 +1,344 @@
+//! Envoy's RateLimitService over real gRPC (h2c), asked with the stubs compiled from Envoy's own
+//! protos (`envoy-types`): limits per descriptor, tiers, hits at both levels, refunds, unknown
+//! descriptors, bad requests, all-or-nothing requests, and what a store failure answers.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, DescriptorStatus};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::pb::google::protobuf::value::Kind;
+use tonic::transport::Channel;
+
+use crate::in_process::Service;
+
+const CONFIG: &str = r#"
+[[policy]]
+name = "per-ip"
+algorithm = "fixed_window"
+limit = 3
+period = "1h"
+
+[[policy]]
+name = "per-user"
+algorithm = "fixed_window"
+limit = 1
+period = "1h"
+
+[[policy]]
+name = "free-tier"
+algorithm = "gcra"
+limit = 1
+period = "1m"
+
+[[policy]]
+name = "pro-tier"
+algorithm = "gcra"
+limit = 3
+period = "1m"
+
+[rls]
+listen = "127.0.0.1:0"
+
+[[rls.rule]]
+domain = "edge"
+descriptor = ["remote_address"]
+policies = ["per-ip"]
+
+[[rls.rule]]
+domain = "edge"
+descriptor = ["user"]
+policies = ["per-user"]
+
+[[rls.rule]]
+domain = "edge"
+descriptor = ["plan=free", "user"]
+policies = ["free-tier"]
+
+[[rls.rule]]
+domain = "edge"
+descriptor = ["plan=pro", "user"]
+policies = ["pro-tier"]
+"#;
+
+pub(crate) async fn client(service: &Service) -> RateLimitServiceClient<Channel> {
+    let address = service.rls_address.expect("an [rls] listener");
+    RateLimitServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+}
+
+pub(crate) fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(key, value)| Entry {
+                key: (*key).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect(),
+        ..RateLimitDescriptor::default()
+    }
+}
+
+pub(crate) fn request(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "edge".to_owned(),
+        descriptors,
+        hits_addend: 0,
+    }
+}
+
+pub(crate) async fn ask(
+    client: &mut RateLimitServiceClient<Channel>,
+    request: RateLimitRequest,
+) -> RateLimitResponse {
+    client
+        .should_rate_limit(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn header<'r>(response: &'r RateLimitResponse, name: &str) -> Option<&'r str> {
+    response
+        .response_headers_to_add
+        .iter()
+        .find(|h| h.key == name)
+        .map(|h| h.value.as_str())
+}
+
+fn code(status: &DescriptorStatus) -> Code {
+    Code::try_from(status.code).unwrap()
+}
+
+#[tokio::test]
+async fn a_descriptor_is_limited_by_its_rule_then_over_limit_with_envoys_answers() {
+    let service = Service::start(CONFIG).await;
+    let mut client = client(&service).await;
+    let ip = || request(vec![descriptor(&[("remote_address", "203.0.113.7")])]);
+    for left in [2, 1, 0] {
+        let answer = ask(&mut client, ip()).await;
+        assert_eq!(Code::try_from(answer.overall_code), Ok(Code::Ok));
+        let status = &answer.statuses[0];
+        assert_eq!(code(status), Code::Ok);
+        assert_eq!(status.limit_remaining, left);
+        let limit = status.current_limit.as_ref().unwrap();
+        assert_eq!(
+            (limit.name.as_str(), limit.requests_per_unit),
+            ("per-ip", 3)
+        );
+        assert_eq!(Unit::try_from(limit.unit), Ok(Unit::Hour));
+        let reset = status.duration_until_reset.as_ref().unwrap();
+        assert!(reset.seconds > 0 && reset.seconds <= 3600, "{reset:?}");
+        // The draft's headers, exactly as an HTTP route sends them.
+        let policy = sfv::Parser::new(header(&answer, "ratelimit-policy").unwrap())
+            .parse::<sfv::List>()
+            .unwrap();
+        assert_eq!(policy.len(), 1);
+        assert_eq!(
+            header(&answer, "ratelimit-policy"),
+            Some("\"per-ip\";q=3;w=3600")
+        );
+        let state = header(&answer, "ratelimit").unwrap();
+        assert!(
+            state.starts_with(&format!("\"per-ip\";r={left};t=")),
+            "{state}"
+        );
+        assert!(header(&answer, "retry-after").is_none());
+        assert!(answer.raw_body.is_empty());
+    }
+    let over = ask(&mut client, ip()).await;
+    assert_eq!(Code::try_from(over.overall_code), Ok(Code::OverLimit));
+    assert_eq!(code(&over.statuses[0]), Code::OverLimit);
+    assert_eq!(over.statuses[0].limit_remaining, 0);
+    let retry: u64 = header(&over, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry));
+    assert_eq!(
+        header(&over, "content-type"),
+        Some("application/problem+json")
+    );
+    let problem: serde_json::Value = serde_json::from_slice(&over.raw_body).unwrap();
+    assert_eq!(problem["status"], 429);
+    assert_eq!(problem["violated-policies"], serde_json::json!(["per-ip"]));
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#quota-exceeded")
+    );
+    let metadata = over.dynamic_metadata.unwrap();
+    let Some(Kind::ListValue(violated)) = &metadata.fields["violated_policies"].kind else {
+        panic!("violated_policies is not a list: {metadata:?}");
+    };
+    assert_eq!(violated.values.len(), 1);
+    // Another address has its own quota.
+    let other = ask(
+        &mut client,
+        request(vec![descriptor(&[("remote_address", "198.51.100.1")])]),
+    )
+    .await;
+    assert_eq!(Code::try_from(other.overall_code), Ok(Code::Ok));
+}
+
+#[tokio::test]
+async fn the_pinned_plan_picks_the_tier() {
+    let service = Service::start(CONFIG).await;
+    let mut client = client(&service).await;
+    let on = |plan: &str| request(vec![descriptor(&[("plan", plan), ("user", "ann")])]);
+    let mut free = Vec::new();
+    let mut pro = Vec::new();
+    for _ in 0..4 {
+        free.push(ask(&mut client, on("free")).await.overall_code);
+        pro.push(ask(&mut client, on("pro")).await.overall_code);
+    }
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(free, [ok, over, over, over]);
+    assert_eq!(pro, [ok, ok, ok, over]);
+    // A plan no rule pins is not limited.
+    let answer = ask(&mut client, on("enterprise")).await;
+    assert_eq!(answer.statuses[0].current_limit, None);
+    assert_eq!(code(&answer.statuses[0]), Code::Ok);
+}
+
+#[tokio::test]
+async fn hits_count_at_both_levels_and_negative_hits_give_back() {
+    let service = Service::start(CONFIG).await;
+    let mut client = client(&service).await;
+    let ip = descriptor(&[("remote_address", "192.0.2.1")]);
+    // The request's hits_addend applies to every descriptor without its own.
+    let mut two = request(vec![ip.clone()]);
+    two.hits_addend = 2;
+    assert_eq!(ask(&mut client, two).await.statuses[0].limit_remaining, 1);
+    // An explicit 0 checks without consuming.
+    let mut peek = ip.clone();
+    peek.hits_addend = Some(UInt64Value { value: 0 });
+    let mut with_request_hits = request(vec![peek]);
+    with_request_hits.hits_addend = 3;
+    let peeked = ask(&mut client, with_request_hits).await;
+    assert_eq!(Code::try_from(peeked.overall_code), Ok(Code::Ok));
+    assert_eq!(peeked.statuses[0].limit_remaining, 1);
+    // Negative hits refund, never past a full quota, and are always OK.
+    let mut refund = ip.clone();
+    refund.hits_addend = Some(UInt64Value { value: 5 });
+    refund.is_negative_hits = true;
+    let refunded = ask(&mut client, request(vec![refund])).await;
+    assert_eq!(Code::try_from(refunded.overall_code), Ok(Code::Ok));
+    assert_eq!(refunded.statuses[0].limit_remaining, 3);
+    // The descriptor's own hits: 3 at once takes the whole quota.
+    let mut three = ip.clone();
+    three.hits_addend = Some(UInt64Value { value: 3 });
+    assert_eq!(
+        ask(&mut client, request(vec![three])).await.statuses[0].limit_remaining,
+        0
+    );
+    // More than the policy could ever admit: over the limit, nothing consumed, no Retry-After.
+    let mut huge = descriptor(&[("remote_address", "192.0.2.2")]);
+    huge.hits_addend = Some(UInt64Value { value: 4 });
+    let refused = ask(&mut client, request(vec![huge])).await;
+    assert_eq!(Code::try_from(refused.overall_code), Ok(Code::OverLimit));
+    assert!(header(&refused, "retry-after").is_none());
+    let problem: serde_json::Value = serde_json::from_slice(&refused.raw_body).unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("hits_addend 4"),
+        "{problem}"
+    );
+    let after = ask(
+        &mut client,
+        request(vec![descriptor(&[("remote_address", "192.0.2.2")])]),
+    )
+    .await;
+    assert_eq!(after.statuses[0].limit_remaining, 2);
+}
+
+#[tokio::test]
+async fn unknown_descriptors_pass_and_bad_requests_are_invalid_arguments() {
+    let service = Service::start(CONFIG).await;
+    let mut client = client(&service).await;
+    let unknown = ask(
+        &mut client,
+        request(vec![descriptor(&[("header_match", "x")])]),
+    )
+    .await;
+    assert_eq!(Code::try_from(unknown.overall_code), Ok(Code::Ok));
+    assert_eq!(unknown.statuses.len(), 1);
+    assert!(unknown.response_headers_to_add.is_empty());
+    let mut elsewhere = request(vec![descriptor(&[("remote_address", "192.0.2.9")])]);
+    elsewhere.domain = "internal".to_owned();
+    assert_eq!(
+        ask(&mut client, elsewhere).await.statuses[0].current_limit,
+        None
+    );
+
+    let mut no_domain = request(vec![descriptor(&[("remote_address", "1")])]);
+    no_domain.domain.clear();
+    let no_entry_key = request(vec![descriptor(&[("", "x")])]);
+    for (bad, says) in [
+        (no_domain, "domain is empty"),
+        (request(vec![]), "no descriptors"),
+        (no_entry_key, "empty key"),
+        (request(vec![descriptor(&[])]), "no entries"),
+        (request(vec![descriptor(&[("a", "b")]); 65]), "at most 64"),
+    ] {
+        let status = client.should_rate_limit(bad).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(says), "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn a_request_over_in_one_descriptor_consumes_nothing_in_the_others() {
+    let service = Service::start(CONFIG).await;
+    let mut client = client(&service).await;
+    let ip = descriptor(&[("remote_address", "192.0.2.50")]);
+    let user = descriptor(&[("user", "bob")]);
+    assert_eq!(
+        ask(&mut client, request(vec![user.clone()])).await.statuses[0].limit_remaining,
+        0
+    );
+    let both = ask(&mut client, request(vec![ip.clone(), user.clone()])).await;
+    assert_eq!(Code::try_from(both.overall_code), Ok(Code::OverLimit));
+    assert_eq!(code(&both.statuses[0]), Code::Ok);
+    assert_eq!(code(&both.statuses[1]), Code::OverLimit);
+    // Nothing was taken from the address: its 3 are all there.
+    assert_eq!(both.statuses[0].limit_remaining, 3);
+    let ip_alone = ask(&mut client, request(vec![ip])).await;
+    assert_eq!(ip_alone.statuses[0].limit_remaining, 2);
+    // One item per matched policy in the headers.
+    let items = header(&both, "ratelimit-policy").unwrap();
+    assert_eq!(items, "\"per-ip\";q=3;w=3600, \"per-user\";q=1;w=3600");
+}
+
+#[tokio::test]
+async fn a_store_down_is_unavailable_when_failing_closed_and_ok_when_open() {
+    let port = crate::outages::closed_port();
+    let config = |on_error: &str| {
+        format!(
+            "[storage]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout = \"20ms\"\non_error = \"{on_error}\"\n{CONFIG}"
+        )
+    };
+    let closed = Service::start(&config("deny")).await;
+    let mut client = client(&closed).await;
+    let one = || request(vec![descriptor(&[("remote_address", "192.0.2.1")])]);
+    let started = tokio::time::Instant::now();
+    let status = client.should_rate_limit(one()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let open = Service::start(&config("allow")).await;
+    let mut client = self::client(&open).await;
+    let answer = ask(&mut client, one()).await;
+    assert_eq!(Code::try_from(answer.overall_code), Ok(Code::Ok));
+    // Nothing was counted, so nothing is claimed about what is left.
+    assert!(header(&answer, "ratelimit").is_none());
+}
