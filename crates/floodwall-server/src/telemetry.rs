@@ -54,11 +54,15 @@ fn describe() {
     describe_histogram!(
         DECISION_DURATION,
         metrics::Unit::Seconds,
-        "Time to decide a request (the store call alone), by route; route=\"POST /v1/check\" for the check API."
+        "Time to decide a request (the store call alone), by route; route=\"POST /v1/check\" for the check API, \"grpc ShouldRateLimit\" for Envoy's."
     );
     describe_counter!(
         REQUESTS_TOTAL,
         "Answers by route (the configured match, \"POST /v1/check\", or \"unmatched\") and status class (1xx to 5xx)."
+    );
+    describe_counter!(
+        crate::rls::RLS_REQUESTS_TOTAL,
+        "Envoy ShouldRateLimit answers by domain (a configured one, or \"unknown\") and code: ok, over_limit, unavailable (the store failed and a policy fails closed), invalid."
     );
     describe_counter!(
         "floodwall_fallbacks_total",

@@ -12,6 +12,8 @@ pub(crate) struct Floodwall {
     pub(crate) address: SocketAddr,
     /// The admin listener's address, when the configuration has one.
     pub(crate) admin: Option<SocketAddr>,
+    /// The RLS listener, when the configuration has `[rls]`.
+    pub(crate) rls: Option<SocketAddr>,
     /// Every log line, as the process writes them.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -61,9 +63,10 @@ impl Floodwall {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut address, mut admin_address) = (None, None);
+        let (mut address, mut admin_address, mut rls_address) = (None, None, None);
         let mut early = Vec::new();
-        while address.is_none() || (admin && admin_address.is_none()) {
+        // The main listener is announced last, after the admin and RLS ones.
+        while address.is_none() {
             let line = lines
                 .next()
                 .expect("floodwall exited before listening")
@@ -72,11 +75,17 @@ impl Floodwall {
             if let Some(parsed) = listening_address(&line) {
                 if line.contains("admin listening") {
                     admin_address = Some(parsed);
-                } else {
+                } else if line.contains("RLS listening") {
+                    rls_address = Some(parsed);
+                } else if !line.contains("check API listening") {
                     address = Some(parsed);
                 }
             }
         }
+        assert!(
+            !admin || admin_address.is_some(),
+            "no admin listener in {early:#?}"
+        );
         let address = address.unwrap();
         // Keep draining the log so the child never blocks on a full pipe.
         let log = Arc::new(Mutex::new(early));
@@ -90,6 +99,7 @@ impl Floodwall {
             child,
             address,
             admin: admin_address,
+            rls: rls_address,
             log,
         }
     }

@@ -127,6 +127,56 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "1, 2, 3, 4, 6 or 12 months",
         ),
         (
+            format!(
+                "{POLICY}[rls]\nlisten = \"127.0.0.1:8081\"\n[[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"plan=\"]\npolicies = [\"p\"]\n"
+            ),
+            10,
+            15,
+            "descriptor entry \"plan=\" has an empty value",
+            "\"key=prefix*\"",
+        ),
+        (
+            format!(
+                "{POLICY}[rls]\nlisten = \"127.0.0.1:8081\"\n[[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"user\"]\npolicies = [\"nope\"]\n"
+            ),
+            11,
+            13,
+            "rule uses undefined policy \"nope\"",
+            "defined policies: p",
+        ),
+        (
+            format!(
+                "{POLICY}[rls]\nlisten = \"127.0.0.1:8081\"\n[[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"user\"]\npolicies = [\"p\"]\n[[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"user\"]\npolicies = [\"p\"]\n"
+            ),
+            14,
+            14,
+            "domain \"edge\" already has a rule for this descriptor",
+            "first defined at test.toml:9",
+        ),
+        (
+            format!(
+                "{POLICY}[[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"user\"]\npolicies = [\"p\"]\n"
+            ),
+            1,
+            1,
+            "[rls] needs listen",
+            "listen = \"127.0.0.1:8081\"",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[rls]\nlisten = \"127.0.0.1:8080\"\n".into(),
+            4,
+            10,
+            "[rls] listen 127.0.0.1:8080 is also [server] listen",
+            "its own port",
+        ),
+        (
+            "[rls]\nlisten = \"127.0.0.1:8081\"\nrule_file = \"x\"\n".into(),
+            3,
+            1,
+            "unknown key \"rule_file\" in [rls]",
+            "known keys there: listen, rule",
+        ),
+        (
             "[log]\ndecisions = \"denials\"\n".into(),
             2,
             13,

@@ -11,6 +11,7 @@ mod binary;
 mod check_api;
 mod config;
 mod connections;
+mod fake_envoy;
 mod framing;
 mod in_process;
 mod logs;

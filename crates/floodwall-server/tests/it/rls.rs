@@ -342,3 +342,162 @@ async fn a_store_down_is_unavailable_when_failing_closed_and_ok_when_open() {
     // Nothing was counted, so nothing is claimed about what is left.
     assert!(header(&answer, "ratelimit").is_none());
 }
+
+/// The real binary: RLS answers in the Prometheus metrics (by configured domain and code, and
+/// as decisions by policy), the standard health service, a SIGHUP that replaces the rules, and
+/// a SIGTERM that ends the process with a gRPC connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_counts_serves_health_reloads_rules_and_drains() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let config = format!("[admin]\nlisten = \"127.0.0.1:0\"\n{CONFIG}");
+    let file = crate::binary::config_file(&config);
+    let mut service = crate::binary::Floodwall::serve_with(Some(file.path()), &[], true);
+    let rls = format!("http://{}", service.rls.expect("the RLS listener"));
+    let mut client = RateLimitServiceClient::connect(rls.clone()).await.unwrap();
+    let ip = || request(vec![descriptor(&[("remote_address", "192.0.2.1")])]);
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(ask(&mut client, ip()).await.overall_code);
+    }
+    assert_eq!(codes, [1, 1, 1, 2]);
+    let mut nameless = ip();
+    nameless.domain.clear();
+    assert!(client.should_rate_limit(nameless).await.is_err());
+    let mut elsewhere = ip();
+    elsewhere.domain = "internal".to_owned();
+    ask(&mut client, elsewhere).await;
+
+    let channel = Channel::from_shared(rls.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for name in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: name.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{name:?}");
+    }
+
+    let metrics = reqwest::get(service.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"floodwall_rls_requests_total{domain="edge",code="ok"} 3"#,
+        r#"floodwall_rls_requests_total{domain="edge",code="over_limit"} 1"#,
+        r#"floodwall_rls_requests_total{domain="unknown",code="invalid"} 1"#,
+        r#"floodwall_rls_requests_total{domain="unknown",code="ok"} 1"#,
+        r#"floodwall_decisions_total{policy="per-ip",outcome="allowed"} 3"#,
+        r#"floodwall_decisions_total{policy="per-ip",outcome="denied"} 1"#,
+        r#"floodwall_check_duration_seconds_count{route="grpc ShouldRateLimit"} 5"#,
+        "# HELP floodwall_rls_requests_total ",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("internal"),
+        "a client's domain became a label:\n{metrics}"
+    );
+
+    // SIGHUP: the address's rule now names a looser policy.
+    std::fs::write(
+        file.path(),
+        config.replace("policies = [\"per-ip\"]", "policies = [\"pro-tier\"]"),
+    )
+    .unwrap();
+    service.signal("-HUP");
+    service.log_line("configuration reloaded").await;
+    let reloaded = ask(&mut client, ip()).await;
+    assert_eq!(
+        reloaded.statuses[0].current_limit.as_ref().unwrap().name,
+        "pro-tier"
+    );
+
+    // SIGTERM with the gRPC connection still open: the process finishes and exits 0.
+    service.signal("-TERM");
+    let exited = tokio::task::spawn_blocking(move || service.wait())
+        .await
+        .unwrap();
+    assert_eq!(exited, Some(0));
+    drop(client);
+}
+
+/// `[storage] url`, every algorithm as a policy of 100 per hour, and a rule per algorithm.
+fn shared_config(url: &str) -> String {
+    let mut config = format!(
+        "[storage]\nurl = \"{url}\"\ntimeout = \"2s\"\non_error = \"deny\"\n[rls]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    for algorithm in floodwall::Algorithm::ALL {
+        config.push_str(&format!(
+            "[[policy]]\nname = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\nlimit = 100\nperiod = \"1h\"\n\
+             [[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"algorithm={algorithm}\", \"tenant\"]\npolicies = [\"{algorithm}\"]\n"
+        ));
+    }
+    config
+}
+
+/// Two processes on one store, 400 concurrent calls on one descriptor for each algorithm:
+/// exactly 100 are OK. Then a request whose second descriptor is over its limit takes nothing
+/// from its first (on a cluster, whose keys may live on other nodes, by refunding it).
+async fn two_processes_admit_exactly_and_all_or_nothing(url: &str) {
+    let file = crate::binary::config_file(&shared_config(url));
+    let services = [
+        crate::binary::Floodwall::serve(Some(file.path())),
+        crate::binary::Floodwall::serve(Some(file.path())),
+    ];
+    let mut clients = Vec::new();
+    for service in &services {
+        let address = format!("http://{}", service.rls.unwrap());
+        clients.push(RateLimitServiceClient::connect(address).await.unwrap());
+    }
+    for algorithm in floodwall::Algorithm::ALL {
+        let name = algorithm.as_str();
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let mut client = clients[i % 2].clone();
+                let call = request(vec![descriptor(&[("algorithm", name), ("tenant", "t7")])]);
+                tokio::spawn(async move { ask(&mut client, call).await.overall_code })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            let code = task.await.unwrap();
+            assert!(
+                code == Code::Ok as i32 || code == Code::OverLimit as i32,
+                "{code}"
+            );
+            ok += usize::from(code == Code::Ok as i32);
+        }
+        assert_eq!(ok, 100, "{algorithm}");
+    }
+    // t7 is spent under every policy; t8 is fresh. Together: over, and t8 keeps its 100.
+    let fresh = descriptor(&[("algorithm", "gcra"), ("tenant", "t8")]);
+    let spent = descriptor(&[("algorithm", "fixed_window"), ("tenant", "t7")]);
+    let both = ask(&mut clients[0], request(vec![fresh.clone(), spent])).await;
+    assert_eq!(Code::try_from(both.overall_code), Ok(Code::OverLimit));
+    assert_eq!(both.statuses[0].limit_remaining, 100);
+    let alone = ask(&mut clients[1], request(vec![fresh])).await;
+    assert_eq!(alone.statuses[0].limit_remaining, 99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_redis_answer_envoy_exactly() {
+    let redis = floodwall_testkit::RedisServer::start().unwrap();
+    two_processes_admit_exactly_and_all_or_nothing(&redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_a_cluster_answer_envoy_exactly() {
+    let cluster = floodwall_testkit::RedisCluster::start().unwrap();
+    two_processes_admit_exactly_and_all_or_nothing(&cluster.url()).await;
+}
