@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# floodwall's Envoy RateLimitService beside Limitador's, in one run, under the anchors' rls-load
+# (a closed-loop tonic client: 64 callers over 4 HTTP/2 connections, 10 000 remote_address
+# descriptors, one limit per address that is never reached): both on their memory stores, then
+# both on one redis-server started here. One JSON line per case: calls/s, p50/p99/p999 in ms.
+#
+#   bench/rls.sh [SECONDS=10] [CONCURRENCY=64]     # run it alone on the machine
+set -euo pipefail
+cd "$(dirname "$0")/.."
+anchors=$(cd "${ANCHORS:-../shared/bench-anchors}" && pwd)
+secs=${1:-10}; conc=${2:-64}
+target=${RLS_LOAD_TARGET:-${TMPDIR:-/tmp}/rls-load-target}   # the anchors' directory may be read-only
+load="$target/release/rls-load"
+[ -x "$load" ] || (cd "$anchors/rls-load" && CARGO_TARGET_DIR="$target" cargo build --release -q)
+cargo build -q --release -p floodwall-server
+port=${RLS_PORT:-18591}; http=${RLS_HTTP_PORT:-18590}; rport=${REDIS_PORT:-16591}
+dir=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; }
+
+# The same limit as limitador-limits.yaml: 1 000 000 per 60 s per remote_address.
+floodwall_config() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$http"
+[storage]
+url = "$1"
+[[policy]]
+name = "per-address"
+algorithm = "${ALGORITHM:-fixed_window}"
+limit = 1000000
+period = "60s"
+[rls]
+listen = "127.0.0.1:$port"
+[[rls.rule]]
+domain = "edge"
+descriptor = ["remote_address"]
+policies = ["per-address"]
+TOML
+}
+
+run_load() {
+  "$load" --addr "http://127.0.0.1:$port" --domain edge --key remote_address --keys 10000 \
+    --concurrency "$conc" --connections 4 --duration "$secs" --label "$1"
+}
+
+floodwall() {
+  floodwall_config "$1" > "$dir/floodwall.toml"
+  RUST_LOG=warn target/release/floodwall serve --config "$dir/floodwall.toml" > "$dir/floodwall.log" 2>&1 &
+  pids+=($!)
+  wait_port "$port"
+  run_load "$2"
+  stop_last
+}
+
+limitador() {
+  "$anchors/bin/limitador-server" -b 127.0.0.1 -p "$port" -B 127.0.0.1 -P "$http" \
+    "$anchors/limitador-limits.yaml" "$@" > "$dir/limitador.log" 2>&1 &
+  pids+=($!)
+  wait_port "$port"
+  run_load "limitador-${1}"
+  stop_last
+}
+
+floodwall memory:// floodwall-memory
+limitador memory
+
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no > "$dir/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$rport"
+floodwall "redis://127.0.0.1:$rport" floodwall-redis
+redis-cli -p "$rport" FLUSHALL > /dev/null
+limitador redis "redis://127.0.0.1:$rport"
