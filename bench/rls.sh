@@ -41,9 +41,18 @@ policies = ["per-address"]
 TOML
 }
 
+# The server's CPU time (user + system, in clock ticks) so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Runs the load against the server `$2` (a pid) and adds its CPU time per call to the line.
 run_load() {
-  "$load" --addr "http://127.0.0.1:$port" --domain edge --key remote_address --keys 10000 \
-    --concurrency "$conc" --connections 4 --duration "$secs" --label "$1"
+  local before line calls
+  before=$(cpu_ticks "$2")
+  line=$("$load" --addr "http://127.0.0.1:$port" --domain edge --key remote_address --keys 10000 \
+    --concurrency "$conc" --connections 4 --duration "$secs" --label "$1")
+  calls=$(echo "$line" | sed -E 's/.*"ok": ([0-9]+).*/\1/')
+  awk -v line="$line" -v t=$(( $(cpu_ticks "$2") - before )) -v hz="$(getconf CLK_TCK)" -v n="$calls" \
+    'BEGIN { sub(/}$/, "", line); printf "%s, \"server_cpu_us_per_call\": %.1f}\n", line, t * 1e6 / hz / n }'
 }
 
 floodwall() {
@@ -51,7 +60,7 @@ floodwall() {
   RUST_LOG=warn target/release/floodwall serve --config "$dir/floodwall.toml" > "$dir/floodwall.log" 2>&1 &
   pids+=($!)
   wait_port "$port"
-  run_load "$2"
+  run_load "$2" "${pids[-1]}"
   stop_last
 }
 
@@ -60,7 +69,7 @@ limitador() {
     "$anchors/limitador-limits.yaml" "$@" > "$dir/limitador.log" 2>&1 &
   pids+=($!)
   wait_port "$port"
-  run_load "limitador-${1}"
+  run_load "limitador-${1}" "${pids[-1]}"
   stop_last
 }
 
