@@ -1,6 +1,7 @@
 //! The service's configuration: parsed from TOML once, validated into floodwall's own types, with
 //! every error naming the file, line, column and a fix.
 
+mod erl;
 mod error;
 mod listeners;
 mod log;
@@ -20,6 +21,7 @@ use floodwall_http::HeaderMode;
 use http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
 
+pub use self::erl::{ErlDomain, ErlLimit, ErlNode};
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::log::{DEFAULT_DECISIONS_PER_SECOND, DecisionLogMode, LogConfig, LogFormat};
 pub use self::rls::{EntryMatch, RlsConfig, RlsRule};

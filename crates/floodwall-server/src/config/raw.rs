@@ -108,6 +108,8 @@ pub(crate) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRls {
     pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) envoy_config: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) envoy_algorithm: Option<Spanned<String>>,
     #[serde(default, rename = "rule")]
     pub(crate) rules: Vec<RawRlsRule>,
 }

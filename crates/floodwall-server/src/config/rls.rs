@@ -3,6 +3,12 @@
 
 use std::net::SocketAddr;
 
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use floodwall::{Algorithm, Policy};
+
+use super::erl::{self, ErlDomain};
 use super::error::Diagnostics;
 use super::raw::{RawRls, RawRlsRule};
 use super::resolve_listen;
@@ -15,6 +21,8 @@ pub struct RlsConfig {
     pub listen: SocketAddr,
     /// The rules, in file order.
     pub rules: Vec<RlsRule>,
+    /// The domains of `envoy_config`'s envoyproxy/ratelimit files.
+    pub envoy_domains: Vec<ErlDomain>,
 }
 
 /// `[[rls.rule]]`: the descriptors of `domain` whose entries match `descriptor` are limited by
@@ -99,12 +107,45 @@ fn entry(text: &String) -> Result<EntryMatch, String> {
     })
 }
 
+/// `[rls]`, and the policies its `envoy_config` files define (added to `policies`).
 pub(super) fn rls(
     raw: Option<&RawRls>,
     defined: &[&str],
+    policies: &mut Vec<Policy>,
     diagnostics: &mut Diagnostics<'_>,
 ) -> Option<RlsConfig> {
     let raw = raw?;
+    let algorithm = match &raw.envoy_algorithm {
+        Some(text) => parse_or(
+            diagnostics,
+            text,
+            |text| Algorithm::from_str(text).map_err(|e| e.to_string()),
+            Some(
+                "the algorithm of the envoy_config files' limits; fixed_window, their own, is the default",
+            ),
+        ),
+        None => Some(Algorithm::FixedWindow),
+    };
+    let files: Vec<PathBuf> = raw
+        .envoy_config
+        .iter()
+        .flat_map(|files| files.get_ref())
+        .map(|file| PathBuf::from(file.get_ref()))
+        .collect();
+    let base = diagnostics
+        .file()
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let taken = defined.iter().map(|name| (*name).to_owned()).collect();
+    let loaded = erl::load(
+        &files,
+        &base,
+        algorithm.unwrap_or(Algorithm::FixedWindow),
+        taken,
+        &mut diagnostics.errors,
+    );
+    policies.extend(loaded.policies);
     let listen = match &raw.listen {
         Some(listen) => parse_or(
             diagnostics,
@@ -145,9 +186,24 @@ pub(super) fn rls(
         }
         rules.push(parsed);
     }
+    for domain in &loaded.domains {
+        if let Some(rule) = rules.iter().find(|r| r.domain == domain.domain) {
+            diagnostics.error(
+                raw.envoy_config.as_ref().map(|files| files.span()),
+                format!(
+                    "domain {:?} is defined both by [[rls.rule]] ({}) and by {}",
+                    domain.domain,
+                    rule.origin,
+                    domain.file.display()
+                ),
+                Some("define each domain in one place".to_owned()),
+            );
+        }
+    }
     Some(RlsConfig {
         listen: listen?,
         rules,
+        envoy_domains: loaded.domains,
     })
 }
 

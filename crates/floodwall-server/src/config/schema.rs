@@ -70,7 +70,7 @@ const RLS_RULE: Section = Section {
 
 const RLS: Section = Section {
     name: "[rls]",
-    keys: &["listen"],
+    keys: &["listen", "envoy_config", "envoy_algorithm"],
     tables: &[("rule", &RLS_RULE)],
     free: &[],
 };

@@ -63,7 +63,8 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         .iter()
         .filter_map(|route| routes::route(route, &defined, &mut diagnostics))
         .collect();
-    let rls = super::rls::rls(raw.rls.as_ref(), &defined, &mut diagnostics);
+    let mut policies: Vec<Policy> = policies.into_iter().map(|(policy, _)| policy).collect();
+    let rls = super::rls::rls(raw.rls.as_ref(), &defined, &mut policies, &mut diagnostics);
     if !diagnostics.errors.is_empty() {
         let mut errors = diagnostics.errors;
         errors.sort_by_key(|e| (e.line, e.column));
@@ -77,7 +78,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         log,
         rls,
         storage,
-        policies: policies.into_iter().map(|(policy, _)| policy).collect(),
+        policies,
         routes,
     })
 }

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::decision_log::DecisionLog;
 use crate::telemetry::RouteInstruments;
 
-use self::rules::RuleBook;
+use self::rules::{Matched, RuleBook};
 
 /// The standard gRPC health service, shared by every configuration.
 pub(crate) type Health =
@@ -84,12 +84,11 @@ enum Answered {
 
 impl RlsState {
     fn new(config: &Config, limiter: Limiter) -> Self {
-        let rules = config
-            .rls
-            .as_ref()
-            .map(|r| &r.rules[..])
-            .unwrap_or_default();
-        let book = RuleBook::new(rules, config);
+        let (rules, envoy) = match &config.rls {
+            Some(rls) => (&rls.rules[..], &rls.envoy_domains[..]),
+            None => (&[][..], &[][..]),
+        };
+        let book = RuleBook::new(rules, envoy, config);
         let domain_counters = |domain: &str| {
             ["ok", "over_limit", "unavailable", "invalid"].map(|code| {
                 metrics::counter!(RLS_REQUESTS_TOTAL, "domain" => domain.to_owned(), "code" => code)
@@ -216,31 +215,7 @@ impl RateLimitService for RlsService {
             state.answered(&request.domain, Answered::Invalid);
             return Err(status);
         }
-        let domain = state.book.domain(&request.domain);
-        // Descriptors that consume and those that give back (is_negative_hits) are kept apart.
-        let (mut taken, mut refunded) = (Pairs::default(), Pairs::default());
-        for descriptor in &request.descriptors {
-            let entries = descriptor
-                .entries
-                .iter()
-                .map(|e| (e.key.as_str(), e.value.as_str()));
-            let matched = domain.and_then(|domain| domain.lookup(entries));
-            let units = units(descriptor, request.hits_addend);
-            let (these, other) = match descriptor.is_negative_hits {
-                true => (&mut refunded, &mut taken),
-                false => (&mut taken, &mut refunded),
-            };
-            let indexes = match matched {
-                Some((rule, key)) => rule
-                    .policies
-                    .iter()
-                    .map(|policy| these.add(policy, &key, units))
-                    .collect(),
-                None => Vec::new(),
-            };
-            these.of_descriptor.push(indexes);
-            other.of_descriptor.push(Vec::new());
-        }
+        let (taken, refunded) = pairs(state, &request);
         let started = tokio::time::Instant::now();
         let answer = decide(state, &taken, &refunded).await;
         state.instruments.decided(started.elapsed());
@@ -279,6 +254,54 @@ impl Decided<'_> {
     fn over_limit(&self) -> bool {
         !self.verdict.allowed() || self.impossible.contains(&true)
     }
+}
+
+/// The pairs of `request`: those that consume and those that give back (`is_negative_hits`),
+/// each descriptor matched to what limits it. A limit that another matched limit `replaces` (by
+/// name) does not apply.
+fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pairs<'s>) {
+    let domain = state.book.domain(&request.domain);
+    let mut matches: Vec<Option<Matched<'s>>> = request
+        .descriptors
+        .iter()
+        .map(|descriptor| {
+            let entries = descriptor
+                .entries
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_str()));
+            domain.and_then(|domain| domain.lookup(entries))
+        })
+        .collect();
+    let replaced: Vec<&str> = matches
+        .iter()
+        .flatten()
+        .flat_map(|m| m.replaces.iter().map(String::as_str))
+        .collect();
+    for matched in &mut matches {
+        let name = matched.as_ref().and_then(|m| m.name);
+        if name.is_some_and(|name| replaced.contains(&name)) {
+            *matched = None;
+        }
+    }
+    let (mut taken, mut refunded) = (Pairs::default(), Pairs::default());
+    for (descriptor, matched) in request.descriptors.iter().zip(&matches) {
+        let units = units(descriptor, request.hits_addend);
+        let (these, other) = match descriptor.is_negative_hits {
+            true => (&mut refunded, &mut taken),
+            false => (&mut taken, &mut refunded),
+        };
+        let indexes = match matched {
+            Some(matched) => matched
+                .policies
+                .iter()
+                .map(|policy| these.add(policy, &matched.key, units))
+                .collect(),
+            None => Vec::new(),
+        };
+        these.of_descriptor.push(indexes);
+        other.of_descriptor.push(Vec::new());
+    }
+    (taken, refunded)
 }
 
 /// The decision on the consuming pairs, all-or-nothing, and the refund of the others. A pair

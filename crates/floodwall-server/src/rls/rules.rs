@@ -1,11 +1,15 @@
-//! The rules of `[[rls.rule]]`, compiled for lookup: per domain and shape (the entry keys in
-//! order), the candidates; the most specific one that matches wins.
+//! The rules of one configuration, compiled for lookup. A domain of `[[rls.rule]]` keeps, per
+//! shape (the entry keys in order), its candidates, and the most specific one that matches
+//! wins. A domain of an envoyproxy/ratelimit file keeps its descriptor tree and is walked as
+//! that service walks it: at each entry the exact value, else the longest matching prefix, else
+//! the key alone, never going back; a descriptor is limited only by the node its last entry
+//! lands on.
 
 use std::collections::HashMap;
 
 use floodwall::Policy;
 
-use crate::config::{Config, EntryMatch, RlsRule};
+use crate::config::{Config, EntryMatch, ErlDomain, ErlLimit, ErlNode, RlsRule};
 
 /// Every domain's rules.
 #[derive(Debug, Default)]
@@ -13,18 +17,54 @@ pub(crate) struct RuleBook {
     domains: HashMap<String, Domain>,
 }
 
-/// One domain's rules, by shape: the entry keys joined by NUL (which no configured key holds).
-#[derive(Debug, Default)]
-pub(crate) struct Domain {
-    by_shape: HashMap<String, Vec<Rule>>,
+/// One domain's rules.
+#[derive(Debug)]
+pub(crate) enum Domain {
+    /// `[[rls.rule]]`, by shape: the entry keys joined by NUL (which no configured key holds).
+    Rules(HashMap<String, Vec<Rule>>),
+    /// An envoyproxy/ratelimit file's tree.
+    Envoy(Vec<Node>),
 }
 
 /// One rule, its policies resolved.
 #[derive(Debug)]
 pub(crate) struct Rule {
     entries: Vec<EntryMatch>,
-    /// The policies, all-or-nothing with the rest of the request.
-    pub(crate) policies: Vec<Policy>,
+    policies: Vec<Policy>,
+}
+
+/// One node of an envoyproxy/ratelimit tree, its policy resolved.
+#[derive(Debug)]
+pub(crate) struct Node {
+    key: String,
+    value: Value,
+    limit: Option<Limit>,
+    children: Vec<Node>,
+}
+
+#[derive(Debug)]
+enum Value {
+    Any,
+    Exact(String),
+    Prefix(String),
+}
+
+/// A node's limit: its policy, and its name and the names it replaces.
+#[derive(Debug)]
+struct Limit {
+    policies: Vec<Policy>,
+    name: Option<String>,
+    replaces: Vec<String>,
+}
+
+/// What a descriptor matched: the policies that limit it, its client key, and (for the
+/// envoyproxy/ratelimit format) its limit's name and the names it replaces.
+#[derive(Debug)]
+pub(crate) struct Matched<'b> {
+    pub(crate) policies: &'b [Policy],
+    pub(crate) key: Vec<u8>,
+    pub(crate) name: Option<&'b str>,
+    pub(crate) replaces: &'b [String],
 }
 
 /// How closely an entry matcher fits: an exact value over a prefix (a longer one first) over
@@ -37,10 +77,40 @@ fn rank(entry: &EntryMatch) -> (u8, usize) {
     }
 }
 
+fn node(erl: &ErlNode, config: &Config) -> Node {
+    let value = match &erl.value {
+        None => Value::Any,
+        Some(value) => match value.strip_suffix('*') {
+            Some(prefix) => Value::Prefix(prefix.to_owned()),
+            None => Value::Exact(value.clone()),
+        },
+    };
+    let limit = match &erl.limit {
+        ErlLimit::Policy {
+            policy,
+            name,
+            replaces,
+        } => Some(Limit {
+            policies: config.policy(policy).cloned().into_iter().collect(),
+            name: name.clone(),
+            replaces: replaces.clone(),
+        }),
+        // Unlimited and unset alike limit nothing.
+        _ => None,
+    };
+    Node {
+        key: erl.key.clone(),
+        value,
+        limit,
+        children: erl.children.iter().map(|c| node(c, config)).collect(),
+    }
+}
+
 impl RuleBook {
-    /// The rules of `config`'s `[rls]`, with their policies.
-    pub(crate) fn new(rules: &[RlsRule], config: &Config) -> Self {
-        let mut book = RuleBook::default();
+    /// The rules of `config`'s `[rls]` (its rules and its envoyproxy/ratelimit files), with
+    /// their policies.
+    pub(crate) fn new(rules: &[RlsRule], envoy: &[ErlDomain], config: &Config) -> Self {
+        let mut by_domain: HashMap<String, HashMap<String, Vec<Rule>>> = HashMap::new();
         for rule in rules {
             let shape = shape(rule.descriptor.iter().map(EntryMatch::key));
             let policies = rule
@@ -48,10 +118,9 @@ impl RuleBook {
                 .iter()
                 .filter_map(|name| config.policy(name).cloned())
                 .collect();
-            book.domains
+            by_domain
                 .entry(rule.domain.clone())
                 .or_default()
-                .by_shape
                 .entry(shape)
                 .or_default()
                 .push(Rule {
@@ -59,15 +128,22 @@ impl RuleBook {
                     policies,
                 });
         }
-        // Most specific first, so the first that matches wins; the sort is stable, so rules of
-        // equal rank keep file order.
-        for domain in book.domains.values_mut() {
-            for rules in domain.by_shape.values_mut() {
+        let mut book = RuleBook::default();
+        for (domain, mut by_shape) in by_domain {
+            // Most specific first, so the first that matches wins; the sort is stable, so rules
+            // of equal rank keep file order.
+            for rules in by_shape.values_mut() {
                 rules.sort_by(|a, b| {
                     let ranks = |rule: &Rule| rule.entries.iter().map(rank).collect::<Vec<_>>();
                     ranks(b).cmp(&ranks(a))
                 });
             }
+            book.domains.insert(domain, Domain::Rules(by_shape));
+        }
+        for domain in envoy {
+            let nodes = domain.descriptors.iter().map(|n| node(n, config)).collect();
+            book.domains
+                .insert(domain.domain.clone(), Domain::Envoy(nodes));
         }
         book
     }
@@ -84,33 +160,94 @@ impl RuleBook {
 }
 
 impl Domain {
-    /// The most specific rule whose entries match `entries` (key, value) in order, and the client
-    /// key made of the values it does not pin.
+    /// What limits the descriptor of `entries` (key, value) in order, if anything, and its
+    /// client key: the values its match does not pin.
     pub(crate) fn lookup<'e>(
         &self,
         entries: impl ExactSizeIterator<Item = (&'e str, &'e str)> + Clone,
-    ) -> Option<(&Rule, Vec<u8>)> {
-        let rules = self
-            .by_shape
-            .get(&shape(entries.clone().map(|(key, _)| key)))?;
-        let rule = rules.iter().find(|rule| {
-            rule.entries
-                .iter()
-                .zip(entries.clone())
-                .all(|(matcher, (_, value))| match matcher {
-                    EntryMatch::Any { .. } => true,
-                    EntryMatch::Exact { value: exact, .. } => value == exact,
-                    EntryMatch::Prefix { prefix, .. } => value.starts_with(prefix.as_str()),
+    ) -> Option<Matched<'_>> {
+        match self {
+            Domain::Rules(by_shape) => {
+                let (rule, key) = lookup_rule(by_shape, entries)?;
+                Some(Matched {
+                    policies: &rule.policies,
+                    key,
+                    name: None,
+                    replaces: &[],
                 })
-        })?;
-        let unpinned = rule
-            .entries
-            .iter()
-            .zip(entries)
-            .filter(|(matcher, _)| matcher.keys_the_client())
-            .map(|(_, (_, value))| value.as_bytes());
-        Some((rule, client_key(unpinned)))
+            }
+            Domain::Envoy(roots) => walk(roots, entries),
+        }
     }
+}
+
+/// The most specific rule of the descriptor's shape whose entries all match, and its client key.
+fn lookup_rule<'b, 'e>(
+    by_shape: &'b HashMap<String, Vec<Rule>>,
+    entries: impl ExactSizeIterator<Item = (&'e str, &'e str)> + Clone,
+) -> Option<(&'b Rule, Vec<u8>)> {
+    let rules = by_shape.get(&shape(entries.clone().map(|(key, _)| key)))?;
+    let rule = rules.iter().find(|rule| {
+        rule.entries
+            .iter()
+            .zip(entries.clone())
+            .all(|(matcher, (_, value))| match matcher {
+                EntryMatch::Any { .. } => true,
+                EntryMatch::Exact { value: exact, .. } => value == exact,
+                EntryMatch::Prefix { prefix, .. } => value.starts_with(prefix.as_str()),
+            })
+    })?;
+    let unpinned = rule
+        .entries
+        .iter()
+        .zip(entries)
+        .filter(|(matcher, _)| matcher.keys_the_client())
+        .map(|(_, (_, value))| value.as_bytes());
+    Some((rule, client_key(unpinned)))
+}
+
+/// The envoyproxy/ratelimit walk down a tree.
+fn walk<'b, 'e>(
+    roots: &'b [Node],
+    entries: impl Iterator<Item = (&'e str, &'e str)>,
+) -> Option<Matched<'b>> {
+    let mut level = roots;
+    let mut last: Option<&Node> = None;
+    let mut unpinned: Vec<&[u8]> = Vec::new();
+    for (key, value) in entries {
+        let exact = level
+            .iter()
+            .find(|n| n.key == key && matches!(&n.value, Value::Exact(v) if v == value));
+        let prefix = || {
+            level
+                .iter()
+                .filter(|n| n.key == key)
+                .filter_map(|n| match &n.value {
+                    Value::Prefix(p) if value.starts_with(p.as_str()) => Some((p.len(), n)),
+                    _ => None,
+                })
+                .max_by_key(|(length, _)| *length)
+                .map(|(_, n)| n)
+        };
+        let any = || {
+            level
+                .iter()
+                .find(|n| n.key == key && matches!(n.value, Value::Any))
+        };
+        let node = exact.or_else(prefix).or_else(any)?;
+        if !matches!(node.value, Value::Exact(_)) {
+            unpinned.push(value.as_bytes());
+        }
+        last = Some(node);
+        level = &node.children;
+    }
+    let limit = last?.limit.as_ref()?;
+    Some(Matched {
+        policies: &limit.policies,
+        key: client_key(unpinned.into_iter()),
+        name: limit.name.as_deref(),
+        replaces: &limit.replaces,
+    })
 }
 
 fn shape<'k>(keys: impl Iterator<Item = &'k str>) -> String {
@@ -156,7 +293,7 @@ mod tests {
             .as_ref()
             .map(|r| r.rules.clone())
             .unwrap_or_default();
-        (RuleBook::new(&rules, &config), config)
+        (RuleBook::new(&rules, &[], &config), config)
     }
 
     const RULES: &str = r#"
@@ -202,8 +339,8 @@ policies = ["api-v2"]
 "#;
 
     fn matched(book: &RuleBook, entries: &[(&str, &str)]) -> Option<(String, Vec<u8>)> {
-        let (rule, key) = book.domain("edge")?.lookup(entries.iter().copied())?;
-        Some((rule.policies[0].name().to_owned(), key))
+        let matched = book.domain("edge")?.lookup(entries.iter().copied())?;
+        Some((matched.policies[0].name().to_owned(), matched.key))
     }
 
     #[test]

@@ -20,4 +20,5 @@ mod outages;
 mod paths;
 mod proxy;
 mod rls;
+mod rls_envoy_config;
 mod service;

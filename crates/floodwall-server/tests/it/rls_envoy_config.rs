@@ -1,0 +1,233 @@
+//! envoyproxy/ratelimit's YAML loaded as it is (`[rls] envoy_config`): a table of requests and
+//! the decision each must get, written from that service's documented semantics (exact values
+//! before prefixes before the key alone, no going back once an entry matched, a limit only where
+//! the last entry lands, `unlimited`, `shadow_mode`, `replaces`), and malformed files refused at
+//! their line.
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use floodwall_server::config::Config;
+
+use crate::in_process::Service;
+use crate::rls::{ask, client, descriptor, request};
+
+const ERL: &str = r#"
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: minute, requests_per_unit: 2 }
+  - key: database
+    value: users
+    rate_limit: { unit: second, requests_per_unit: 1 }
+  - key: database
+    rate_limit: { unit: second, requests_per_unit: 3 }
+  - key: path
+    value: "/api/*"
+    rate_limit: { unit: hour, requests_per_unit: 1 }
+  - key: key1
+    value: value1
+    descriptors:
+      - key: key2
+        rate_limit: { unit: minute, requests_per_unit: 1 }
+  - key: key1
+    descriptors:
+      - key: key2
+        value: x
+        rate_limit: { unit: minute, requests_per_unit: 5 }
+  - key: free
+    rate_limit: { unlimited: true }
+  - key: trial
+    shadow_mode: true
+    rate_limit: { unit: hour, requests_per_unit: 1 }
+  - key: user
+    rate_limit: { unit: minute, requests_per_unit: 10, name: user_limit }
+  - key: vip
+    rate_limit:
+      unit: minute
+      requests_per_unit: 100
+      replaces:
+        - name: user_limit
+"#;
+
+/// A configuration directory with `ratelimit.yaml` and a floodwall.toml that loads it.
+fn setup(erl: &str, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ratelimit.yaml"), erl).unwrap();
+    let file = dir.path().join("floodwall.toml");
+    std::fs::write(
+        &file,
+        format!("[rls]\nlisten = \"127.0.0.1:0\"\nenvoy_config = [\"ratelimit.yaml\"]\n{extra}"),
+    )
+    .unwrap();
+    (dir, file)
+}
+
+/// A descriptor's entries, and the overall code of each call in turn.
+type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<i32>);
+
+#[tokio::test]
+async fn each_request_gets_the_decision_envoyproxy_ratelimit_would_give() {
+    let (_dir, file) = setup(ERL, "");
+    let service = Service::start_config(Config::from_file(&file).unwrap()).await;
+    let mut client = client(&service).await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    let table: Vec<Case<'_>> = vec![
+        (vec![("remote_address", "192.0.2.1")], vec![ok, ok, over]),
+        (vec![("remote_address", "192.0.2.2")], vec![ok]),
+        // The exact value wins over the key alone; another value has the key's limit, per value.
+        (vec![("database", "users")], vec![ok, over]),
+        (vec![("database", "orders")], vec![ok, ok, ok, over]),
+        (vec![("database", "billing")], vec![ok]),
+        // A prefix.
+        (vec![("path", "/api/v1/users")], vec![ok, over]),
+        (vec![("path", "/other")], vec![ok, ok, ok]),
+        // key1=value1 is taken for the first entry, so the limit is its key2's (1), not
+        // key1's key2=x (5): no going back.
+        (vec![("key1", "value1"), ("key2", "x")], vec![ok, over]),
+        (
+            vec![("key1", "other"), ("key2", "x")],
+            vec![ok, ok, ok, ok, ok, over],
+        ),
+        (vec![("key1", "other"), ("key2", "y")], vec![ok, ok]),
+        // A descriptor that ends where no rate_limit is: not limited.
+        (vec![("key1", "value1")], vec![ok, ok, ok]),
+        // unlimited, and shadow mode (counted, never over).
+        (vec![("free", "f")], vec![ok, ok, ok]),
+        (vec![("trial", "t")], vec![ok, ok, ok]),
+        // More entries than the tree is deep.
+        (
+            vec![("remote_address", "192.0.2.9"), ("path", "/")],
+            vec![ok, ok, ok],
+        ),
+    ];
+    for (entries, codes) in table {
+        let mut got = Vec::new();
+        for _ in &codes {
+            got.push(
+                ask(&mut client, request(vec![descriptor(&entries)]))
+                    .await
+                    .overall_code,
+            );
+        }
+        assert_eq!(got, codes, "{entries:?}");
+    }
+    // The limit's unit as Envoy names it, and shadow mode's counts.
+    let answer = ask(
+        &mut client,
+        request(vec![descriptor(&[("database", "users")])]),
+    )
+    .await;
+    let limit = answer.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.requests_per_unit, Unit::try_from(limit.unit)),
+        (1, Ok(Unit::Second))
+    );
+    let trial = ask(&mut client, request(vec![descriptor(&[("trial", "t")])])).await;
+    assert_eq!(trial.statuses[0].limit_remaining, 0);
+    assert_eq!(trial.statuses[0].code, ok);
+    let free = ask(&mut client, request(vec![descriptor(&[("free", "f")])])).await;
+    assert_eq!(free.statuses[0].current_limit, None);
+
+    // `replaces`: with vip in the request, user_limit does not apply.
+    let both = request(vec![
+        descriptor(&[("user", "ann")]),
+        descriptor(&[("vip", "ann")]),
+    ]);
+    let answer = ask(&mut client, both).await;
+    assert_eq!(answer.statuses[0].current_limit, None);
+    assert_eq!(
+        answer.statuses[1]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .requests_per_unit,
+        100
+    );
+    let alone = ask(&mut client, request(vec![descriptor(&[("user", "ann")])])).await;
+    assert_eq!(
+        alone.statuses[0]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .requests_per_unit,
+        10
+    );
+    assert_eq!(
+        alone.statuses[0].limit_remaining, 9,
+        "the replaced limit counted nothing"
+    );
+}
+
+#[test]
+fn envoy_algorithm_upgrades_the_files_limits() {
+    let (_dir, file) = setup(ERL, "envoy_algorithm = \"gcra\"\n");
+    let config = Config::from_file(&file).unwrap();
+    assert_eq!(config.policies.len(), 9, "{:?}", config.policies);
+    assert!(
+        config
+            .policies
+            .iter()
+            .all(|p| p.algorithm() == floodwall::Algorithm::Gcra)
+    );
+    let (_dir, file) = setup(ERL, "");
+    let config = Config::from_file(&file).unwrap();
+    let names: Vec<&str> = config.policies.iter().map(|p| p.name()).collect();
+    assert!(names.contains(&"edge.database_users"), "{names:?}");
+    assert!(
+        config
+            .policies
+            .iter()
+            .all(|p| p.algorithm() == floodwall::Algorithm::FixedWindow)
+    );
+}
+
+#[test]
+fn malformed_files_are_refused_at_their_line() {
+    let cases = [
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limits: {}\n",
+            4,
+            "rate_limits",
+        ),
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n",
+            4,
+            "unknown unit \"fortnight\"",
+        ),
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    value: b\n  - key: a\n    value: b\n",
+            5,
+            "duplicate descriptor \"a=b\"",
+        ),
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: second }\n",
+            4,
+            "needs unit and requests_per_unit",
+        ),
+        ("domain: edge\ndescriptors:\n  - value: b\n", 3, "key"),
+    ];
+    for (erl, line, says) in cases {
+        let (_dir, file) = setup(erl, "");
+        let errors = Config::from_file(&file).unwrap_err().0;
+        let error = &errors[0];
+        assert!(error.file.ends_with("ratelimit.yaml"), "{error}");
+        assert_eq!(error.line, line, "{error}\n--- in ---\n{erl}");
+        assert!(error.message.contains(says), "{error}");
+    }
+    // A domain in two places.
+    let (dir, file) = setup(ERL, "");
+    std::fs::write(dir.path().join("again.yaml"), ERL).unwrap();
+    std::fs::write(
+        &file,
+        "[rls]\nlisten = \"127.0.0.1:0\"\nenvoy_config = [\"ratelimit.yaml\", \"again.yaml\"]\n",
+    )
+    .unwrap();
+    let errors = Config::from_file(&file).unwrap_err().0;
+    assert!(
+        errors[0]
+            .message
+            .contains("domain \"edge\" is also defined in"),
+        "{}",
+        errors[0]
+    );
+}
