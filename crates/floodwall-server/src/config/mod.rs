@@ -24,7 +24,7 @@ use ipnet::IpNet;
 pub use self::erl::{ErlDomain, ErlLimit, ErlNode};
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::log::{DEFAULT_DECISIONS_PER_SECOND, DecisionLogMode, LogConfig, LogFormat};
-pub use self::rls::{EntryMatch, RlsConfig, RlsRule};
+pub use self::rls::{DEFAULT_MAX_OVERRIDES, EntryMatch, RlsConfig, RlsRule};
 
 /// The default main listener.
 pub const DEFAULT_LISTEN: SocketAddr =

@@ -110,6 +110,8 @@ pub(crate) struct RawRls {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) envoy_config: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) envoy_algorithm: Option<Spanned<String>>,
+    pub(crate) allow_overrides: Option<bool>,
+    pub(crate) max_overrides: Option<Spanned<i64>>,
     #[serde(default, rename = "rule")]
     pub(crate) rules: Vec<RawRlsRule>,
 }

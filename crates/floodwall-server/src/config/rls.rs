@@ -23,7 +23,14 @@ pub struct RlsConfig {
     pub rules: Vec<RlsRule>,
     /// The domains of `envoy_config`'s envoyproxy/ratelimit files.
     pub envoy_domains: Vec<ErlDomain>,
+    /// Whether a descriptor's own `limit` replaces its rule's limit.
+    pub allow_overrides: bool,
+    /// The most distinct overrides kept at once.
+    pub max_overrides: usize,
 }
+
+/// The default `max_overrides`.
+pub const DEFAULT_MAX_OVERRIDES: usize = 1_000;
 
 /// `[[rls.rule]]`: the descriptors of `domain` whose entries match `descriptor` are limited by
 /// `policies`.
@@ -204,6 +211,17 @@ pub(super) fn rls(
         listen: listen?,
         rules,
         envoy_domains: loaded.domains,
+        allow_overrides: raw.allow_overrides.unwrap_or(false),
+        max_overrides: match &raw.max_overrides {
+            Some(most) => parse_or(
+                diagnostics,
+                most,
+                |most| super::validate::count("max_overrides", *most, 1_000_000),
+                Some("the most distinct descriptor limit overrides kept at once, e.g. 1000"),
+            )
+            .unwrap_or(DEFAULT_MAX_OVERRIDES),
+            None => DEFAULT_MAX_OVERRIDES,
+        },
     })
 }
 

@@ -70,7 +70,13 @@ const RLS_RULE: Section = Section {
 
 const RLS: Section = Section {
     name: "[rls]",
-    keys: &["listen", "envoy_config", "envoy_algorithm"],
+    keys: &[
+        "listen",
+        "envoy_config",
+        "envoy_algorithm",
+        "allow_overrides",
+        "max_overrides",
+    ],
     tables: &[("rule", &RLS_RULE)],
     free: &[],
 };

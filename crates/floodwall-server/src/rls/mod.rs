@@ -6,12 +6,14 @@
 mod answer;
 mod rules;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
@@ -23,7 +25,7 @@ use metrics::Counter;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
-use crate::decision_log::DecisionLog;
+use crate::decision_log::{Admission, DecisionLog, PerSecond};
 use crate::telemetry::RouteInstruments;
 
 use self::rules::{Matched, RuleBook};
@@ -41,6 +43,22 @@ pub(crate) async fn health() -> Health {
     tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter),
     )
+}
+
+/// An override's `unit` as a period, as envoyproxy/ratelimit counts them (a month is 30 days,
+/// a year 365); `None` for an unknown unit, whose override is ignored.
+fn override_period(unit: i32) -> Option<std::time::Duration> {
+    use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
+    let seconds = match RateLimitUnit::try_from(unit).ok()? {
+        RateLimitUnit::Second => 1,
+        RateLimitUnit::Minute => 60,
+        RateLimitUnit::Hour => 3_600,
+        RateLimitUnit::Day => 86_400,
+        RateLimitUnit::Month => 30 * 86_400,
+        RateLimitUnit::Year => 365 * 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(seconds))
 }
 
 /// The largest request accepted: far above any real descriptor set, far below tonic's 4 MiB.
@@ -65,7 +83,16 @@ struct RlsState {
     requests: HashMap<String, [Counter; 4]>,
     instruments: RouteInstruments,
     decision_log: Option<DecisionLog>,
+    /// Whether descriptors' own limits are honoured, and the policies made of them so far, at
+    /// most `max_overrides` (past that, a new override is ignored and warned about).
+    allow_overrides: bool,
+    max_overrides: usize,
+    overrides: Mutex<HashMap<(String, u32, i32), Policy>>,
+    overrides_refused: PerSecond,
 }
+
+/// What separates an override policy's name from the name of the policy it overrides.
+const OVERRIDE_MARK: &str = ".override-";
 
 /// The gRPC service of one configuration.
 #[derive(Clone)]
@@ -111,6 +138,64 @@ impl RlsState {
             requests,
             instruments: RouteInstruments::new(RLS_ROUTE),
             decision_log: DecisionLog::new(&config.log),
+            allow_overrides: config.rls.as_ref().is_some_and(|r| r.allow_overrides),
+            max_overrides: config.rls.as_ref().map_or(0, |r| r.max_overrides),
+            overrides: Mutex::new(HashMap::new()),
+            overrides_refused: PerSecond::new(1),
+        }
+    }
+
+    /// `policy`, or, when overrides are allowed, the policy of the descriptor's own `limit`:
+    /// the same algorithm and key, `requests_per_unit` per `unit`, kept apart from `policy`'s
+    /// counts. Overrides are made once each and bounded in number, so no stream of distinct
+    /// limits can grow memory or metrics.
+    fn overridden<'p>(&self, policy: &'p Policy, limit: &RateLimitOverride) -> Cow<'p, Policy> {
+        let Some(period) = override_period(limit.unit).filter(|_| self.allow_overrides) else {
+            return Cow::Borrowed(policy);
+        };
+        let key = (
+            policy.name().to_owned(),
+            limit.requests_per_unit,
+            limit.unit,
+        );
+        let mut overrides = self
+            .overrides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(made) = overrides.get(&key) {
+            return Cow::Owned(made.clone());
+        }
+        if overrides.len() >= self.max_overrides {
+            if let Admission::Admitted { dropped } = self.overrides_refused.admit() {
+                tracing::warn!(
+                    policy = policy.name(),
+                    dropped,
+                    "a descriptor's limit override was ignored: [rls] max_overrides distinct overrides are in use"
+                );
+            }
+            return Cow::Borrowed(policy);
+        }
+        let mut base = policy.name().to_owned();
+        base.truncate(40);
+        let name = format!(
+            "{base}{OVERRIDE_MARK}{}-per-{}",
+            limit.requests_per_unit,
+            period.as_secs()
+        );
+        let made = Policy::new(
+            name,
+            policy.algorithm(),
+            u64::from(limit.requests_per_unit),
+            period,
+        );
+        match made {
+            Ok(made) => {
+                let made = made.with_mode(policy.mode());
+                overrides.insert(key, made.clone());
+                Cow::Owned(made)
+            }
+            // A limit of 0, or one the algorithm cannot hold exactly: the rule's own applies.
+            Err(_) => Cow::Borrowed(policy),
         }
     }
 
@@ -179,15 +264,16 @@ fn units(descriptor: &RateLimitDescriptor, request_hits: u32) -> u64 {
 /// entry per distinct (policy, key) with the units of every descriptor that named it.
 #[derive(Default)]
 struct Pairs<'s> {
-    /// (policy, client key, units) in first-seen order.
-    pairs: Vec<(&'s Policy, Vec<u8>, u64)>,
+    /// (policy, client key, units) in first-seen order; a policy of a descriptor's own limit
+    /// (an override) is owned.
+    pairs: Vec<(Cow<'s, Policy>, Vec<u8>, u64)>,
     /// Per request descriptor: the indexes of its pairs (empty when no rule matched).
     of_descriptor: Vec<Vec<usize>>,
 }
 
 impl<'s> Pairs<'s> {
-    fn add(&mut self, policy: &'s Policy, key: &[u8], units: u64) -> usize {
-        let same = |(p, k, _): &(&Policy, Vec<u8>, u64)| {
+    fn add(&mut self, policy: Cow<'s, Policy>, key: &[u8], units: u64) -> usize {
+        let same = |(p, k, _): &(Cow<'_, Policy>, Vec<u8>, u64)| {
             p.name() == policy.name() && p.algorithm() == policy.algorithm() && k == key
         };
         match self.pairs.iter().position(same) {
@@ -294,7 +380,13 @@ fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pai
             Some(matched) => matched
                 .policies
                 .iter()
-                .map(|policy| these.add(policy, &matched.key, units))
+                .map(|policy| {
+                    let policy = match &descriptor.limit {
+                        Some(limit) => state.overridden(policy, limit),
+                        None => Cow::Borrowed(policy),
+                    };
+                    these.add(policy, &matched.key, units)
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -307,11 +399,11 @@ fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pai
 /// The decision on the consuming pairs, all-or-nothing, and the refund of the others. A pair
 /// asking for more than its policy could ever admit puts the request over the limit with
 /// nothing consumed: every pair is then only judged.
-async fn decide<'s>(
-    state: &'s RlsState,
-    taken: &Pairs<'s>,
-    refunded: &Pairs<'s>,
-) -> Result<Decided<'s>, Error> {
+async fn decide<'t>(
+    state: &RlsState,
+    taken: &'t Pairs<'_>,
+    refunded: &'t Pairs<'_>,
+) -> Result<Decided<'t>, Error> {
     let impossible: Vec<bool> = taken
         .pairs
         .iter()
@@ -321,11 +413,17 @@ async fn decide<'s>(
     let weighted: Vec<(&Policy, &[u8], u64)> = taken
         .pairs
         .iter()
-        .map(|(p, k, units)| (*p, &k[..], if judged_only { 0 } else { *units }))
+        .map(|(p, k, units)| (&**p, &k[..], if judged_only { 0 } else { *units }))
         .collect();
     let verdict = state.limiter.check_weighted(&weighted).await?;
     for (policy, decision) in verdict.iter() {
-        if let Some(counters) = state.counters.get(policy.name()) {
+        // An override is counted under the policy it overrides.
+        let name = policy
+            .name()
+            .split(OVERRIDE_MARK)
+            .next()
+            .unwrap_or_default();
+        if let Some(counters) = state.counters.get(name) {
             counters.record(decision, verdict.allowed() && !judged_only);
         }
     }
@@ -335,7 +433,7 @@ async fn decide<'s>(
         let pairs: Vec<(&Policy, &[u8], u64)> = refunded
             .pairs
             .iter()
-            .map(|(p, k, units)| (*p, &k[..], (*units).min(p.capacity())))
+            .map(|(p, k, units)| (&**p, &k[..], (*units).min(p.capacity())))
             .collect();
         Some(state.limiter.refund_weighted(&pairs).await?)
     };

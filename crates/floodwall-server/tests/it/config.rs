@@ -174,7 +174,7 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             3,
             1,
             "unknown key \"rule_file\" in [rls]",
-            "known keys there: listen, envoy_config, envoy_algorithm, rule",
+            "known keys there: listen, envoy_config, envoy_algorithm, allow_overrides, max_overrides, rule",
         ),
         (
             "[log]\ndecisions = \"denials\"\n".into(),

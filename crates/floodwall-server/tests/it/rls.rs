@@ -501,3 +501,71 @@ async fn two_processes_on_a_cluster_answer_envoy_exactly() {
     let cluster = floodwall_testkit::RedisCluster::start().unwrap();
     two_processes_admit_exactly_and_all_or_nothing(&cluster.url()).await;
 }
+
+/// A descriptor's own `limit` counts only with `allow_overrides`, each distinct override apart
+/// from the rule's policy, and at most `max_overrides` of them: past that, the rule's own limit.
+#[tokio::test]
+async fn limit_overrides_only_when_allowed_and_bounded() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+    use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
+
+    let with_limit = |address: &str, requests: u32| {
+        let mut d = descriptor(&[("remote_address", address)]);
+        d.limit = Some(RateLimitOverride {
+            requests_per_unit: requests,
+            unit: RateLimitUnit::Minute as i32,
+        });
+        request(vec![d])
+    };
+    // Not allowed (the default): the rule's 3 per hour, whatever the descriptor says.
+    let plain = Service::start(CONFIG).await;
+    let mut refusing = client(&plain).await;
+    let answer = ask(&mut refusing, with_limit("192.0.2.1", 50)).await;
+    let limit = answer.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.name.as_str(), limit.requests_per_unit),
+        ("per-ip", 3)
+    );
+
+    let allowing = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nallow_overrides = true\nmax_overrides = 2\n",
+    );
+    let service = Service::start(&allowing).await;
+    let mut client = self::client(&service).await;
+    let answer = ask(&mut client, with_limit("192.0.2.1", 50)).await;
+    let limit = answer.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!(limit.requests_per_unit, 50);
+    assert_eq!(Unit::try_from(limit.unit), Ok(Unit::Minute));
+    assert!(limit.name.starts_with("per-ip.override-"), "{}", limit.name);
+    assert_eq!(answer.statuses[0].limit_remaining, 49);
+    // Counted apart from the rule's own policy.
+    let own = ask(
+        &mut client,
+        request(vec![descriptor(&[("remote_address", "192.0.2.1")])]),
+    )
+    .await;
+    assert_eq!(own.statuses[0].limit_remaining, 2);
+    // A second distinct override is made; a third is past max_overrides.
+    let second = ask(&mut client, with_limit("192.0.2.1", 60)).await;
+    assert_eq!(
+        second.statuses[0]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .requests_per_unit,
+        60
+    );
+    let third = ask(&mut client, with_limit("192.0.2.1", 70)).await;
+    assert_eq!(
+        third.statuses[0]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .requests_per_unit,
+        3
+    );
+    // The first override is still there, with its count.
+    let again = ask(&mut client, with_limit("192.0.2.1", 50)).await;
+    assert_eq!(again.statuses[0].limit_remaining, 48);
+}
