@@ -271,6 +271,10 @@ async fn connection(
     let mut drain_asked = false;
     loop {
         tokio::select! {
+            // The connection first: bytes that arrived while this task waited to run are read
+            // (and their request counted in flight) before a deadline can close it. Polled in a
+            // random order, a starved task could take the idle branch with a request waiting.
+            biased;
             // A connection's own errors (a reset, a malformed request) end only that connection.
             _ = served.as_mut() => break,
             () = activity.expired(&limits) => break,
