@@ -295,16 +295,8 @@ impl Limiter {
         cost: u64,
     ) -> Result<Verdict<'p>, Error> {
         let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
-        let answer = self
-            .shared
-            .store
-            .refund(&check)
+        self.refund_check(&check, pairs.iter().map(|(policy, _)| *policy))
             .await
-            .map_err(|source| Error::StoreUnavailable { source })?;
-        Ok(Verdict::from_answer(
-            pairs.iter().map(|(policy, _)| *policy),
-            answer,
-        ))
     }
 
     /// [`Limiter::refund`] with a cost per pair.
@@ -317,16 +309,24 @@ impl Limiter {
         pairs: &[(&'p Policy, K, u64)],
     ) -> Result<Verdict<'p>, Error> {
         let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
+        self.refund_check(&check, pairs.iter().map(|(policy, _, _)| *policy))
+            .await
+    }
+
+    /// The store's refund of `check`, whose pairs are of `policies` in order. A refund is never
+    /// answered by `on_error`: one that did not happen is an error.
+    async fn refund_check<'p>(
+        &self,
+        check: &Check<'_>,
+        policies: impl IntoIterator<Item = &'p Policy>,
+    ) -> Result<Verdict<'p>, Error> {
         let answer = self
             .shared
             .store
-            .refund(&check)
+            .refund(check)
             .await
             .map_err(|source| Error::StoreUnavailable { source })?;
-        Ok(Verdict::from_answer(
-            pairs.iter().map(|(policy, _, _)| *policy),
-            answer,
-        ))
+        Ok(Verdict::from_answer(policies, answer))
     }
 
     /// Forgets `key`'s state under `policy`: its next request starts with a full quota.
