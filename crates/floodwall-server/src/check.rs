@@ -160,7 +160,7 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
     if let Some(log) = &state.decision_log {
         log.record(
             CHECK_ROUTE,
-            request.key.as_bytes(),
+            &[request.key.as_bytes()],
             request.cost,
             decided.as_ref(),
         );

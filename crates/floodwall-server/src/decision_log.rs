@@ -39,7 +39,7 @@ impl DecisionLog {
     pub(crate) fn record(
         &self,
         route: &str,
-        key: &[u8],
+        keys: &[&[u8]],
         cost: u64,
         outcome: Result<&Verdict<'_>, &Error>,
     ) {
@@ -59,7 +59,11 @@ impl DecisionLog {
             ),
             Admission::Admitted { .. } => {}
         }
-        let key = self.key_text(key);
+        let key = keys
+            .iter()
+            .map(|key| self.key_text(key))
+            .collect::<Vec<_>>()
+            .join(",");
         match outcome {
             Ok(verdict) => {
                 let policies: Vec<&str> = match class {

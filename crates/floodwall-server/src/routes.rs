@@ -188,7 +188,7 @@ fn observer(
     move |record| {
         instruments.decided(record.elapsed);
         if let Some(log) = &decision_log {
-            log.record(&label, record.key, record.cost, record.outcome);
+            log.record(&label, &[record.key], record.cost, record.outcome);
         }
     }
 }

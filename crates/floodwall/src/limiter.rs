@@ -204,8 +204,7 @@ impl Limiter {
         cost: u64,
     ) -> Result<Verdict<'p>, Error> {
         let check = Check::new(policies, key.as_ref(), cost)?;
-        let answer = self.decide(&check).await?;
-        Ok(Verdict::from_answer(policies, answer))
+        self.verdict(&check, policies).await
     }
 
     /// Decides a request under several (policy, client key) pairs at once, all-or-nothing: per
@@ -226,11 +225,8 @@ impl Limiter {
         cost: u64,
     ) -> Result<Verdict<'p>, Error> {
         let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
-        let answer = self.decide(&check).await?;
-        Ok(Verdict::from_answer(
-            pairs.iter().map(|(policy, _)| *policy),
-            answer,
-        ))
+        self.verdict(&check, pairs.iter().map(|(policy, _)| *policy))
+            .await
     }
 
     /// [`Limiter::check_each`] with a cost per pair, all-or-nothing: admitted only if every
@@ -246,11 +242,19 @@ impl Limiter {
         pairs: &[(&'p Policy, K, u64)],
     ) -> Result<Verdict<'p>, Error> {
         let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        let answer = self.decide(&check).await?;
-        Ok(Verdict::from_answer(
-            pairs.iter().map(|(policy, _, _)| *policy),
-            answer,
-        ))
+        self.verdict(&check, pairs.iter().map(|(policy, _, _)| *policy))
+            .await
+    }
+
+    /// The decision on `check`, whose pairs are of `policies` in order, answered per
+    /// `on_error` when the store fails.
+    async fn verdict<'p>(
+        &self,
+        check: &Check<'_>,
+        policies: impl IntoIterator<Item = &'p Policy>,
+    ) -> Result<Verdict<'p>, Error> {
+        let answer = self.decide(check).await?;
+        Ok(Verdict::from_answer(policies, answer))
     }
 
     /// Reports whether one more unit would be admitted for `key`, consuming nothing.

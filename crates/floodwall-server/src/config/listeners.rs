@@ -12,7 +12,7 @@ use super::error::Diagnostics;
 use super::raw::RawConfig;
 use super::resolve_listen;
 use super::validate::{count, duration, parse_or};
-use super::{AdminConfig, CheckConfig, ServerConfig};
+use super::{AdminConfig, CheckConfig, RlsConfig, ServerConfig};
 
 /// The bounds of `max_header_bytes`: below 8 KiB common browsers' cookies do not fit (and the
 /// HTTP/1 parser needs that much); above 1 MiB a few thousand connections hold gigabytes.
@@ -160,6 +160,7 @@ pub(super) fn listeners_apart(
     server: &ServerConfig,
     admin: Option<&AdminConfig>,
     check: &CheckConfig,
+    rls: Option<&RlsConfig>,
     diagnostics: &mut Diagnostics<'_>,
 ) {
     let same = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
@@ -191,10 +192,7 @@ pub(super) fn listeners_apart(
         }
     }
     let raw_rls = raw.rls.as_ref().and_then(|r| r.listen.as_ref());
-    if let (Some(raw_listen), Some(Ok(listen))) = (
-        raw_rls,
-        raw_rls.map(|text| super::resolve_listen(text.get_ref())),
-    ) {
+    if let (Some(raw_listen), Some(listen)) = (raw_rls, rls.map(|rls| rls.listen)) {
         let clash = if same(listen, server.listen) {
             Some("[server] listen")
         } else if admin.is_some_and(|admin| same(listen, admin.listen)) {

@@ -47,7 +47,6 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let server = listeners::server(&raw, &mut diagnostics);
     let admin = listeners::admin(&raw, &mut diagnostics);
     let check = listeners::check(&raw, &mut diagnostics);
-    listeners::listeners_apart(&raw, &server, admin.as_ref(), &check, &mut diagnostics);
     let log = super::log::log(&raw, &mut diagnostics);
     let storage = storage(&raw, &mut diagnostics);
     let policies = policies(&raw.policies, &mut diagnostics);
@@ -65,6 +64,14 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         .collect();
     let mut policies: Vec<Policy> = policies.into_iter().map(|(policy, _)| policy).collect();
     let rls = super::rls::rls(raw.rls.as_ref(), &defined, &mut policies, &mut diagnostics);
+    listeners::listeners_apart(
+        &raw,
+        &server,
+        admin.as_ref(),
+        &check,
+        rls.as_ref(),
+        &mut diagnostics,
+    );
     if !diagnostics.errors.is_empty() {
         let mut errors = diagnostics.errors;
         errors.sort_by_key(|e| (e.line, e.column));

@@ -305,6 +305,11 @@ impl RateLimitService for RlsService {
         let started = tokio::time::Instant::now();
         let answer = decide(state, &taken, &refunded).await;
         state.instruments.decided(started.elapsed());
+        if let Some(log) = &state.decision_log
+            && !taken.pairs.is_empty()
+        {
+            log_decision(log, &taken, answer.as_ref().map(|decided| &decided.verdict));
+        }
         let decided = match answer {
             Ok(decided) => decided,
             Err(error @ Error::StoreUnavailable { .. }) => {
@@ -326,6 +331,19 @@ impl RateLimitService for RlsService {
         state.answered(&request.domain, answered);
         Ok(Response::new(response))
     }
+}
+
+/// One decision-log line for a request: its distinct client keys, the most units any of them
+/// asked for, and the verdict on them all.
+fn log_decision(log: &DecisionLog, taken: &Pairs<'_>, outcome: Result<&Verdict<'_>, &Error>) {
+    let mut keys: Vec<&[u8]> = Vec::with_capacity(taken.pairs.len());
+    for (_, key, _) in &taken.pairs {
+        if !keys.contains(&key.as_slice()) {
+            keys.push(key);
+        }
+    }
+    let cost = taken.pairs.iter().map(|(_, _, units)| *units).max();
+    log.record(RLS_ROUTE, &keys, cost.unwrap_or_default(), outcome);
 }
 
 /// What a request got: the verdict on its consuming pairs, the refund of the others, and which
@@ -418,12 +436,12 @@ async fn decide<'t>(
     let verdict = state.limiter.check_weighted(&weighted).await?;
     for (policy, decision) in verdict.iter() {
         // An override is counted under the policy it overrides.
-        let name = policy
-            .name()
-            .split(OVERRIDE_MARK)
-            .next()
-            .unwrap_or_default();
-        if let Some(counters) = state.counters.get(name) {
+        let name = policy.name();
+        let counters = state.counters.get(name).or_else(|| {
+            let base = name.split_once(OVERRIDE_MARK).map(|(base, _)| base)?;
+            state.counters.get(base)
+        });
+        if let Some(counters) = counters {
             counters.record(decision, verdict.allowed() && !judged_only);
         }
     }
@@ -512,9 +530,6 @@ fn respond(
             value: "application/problem+json".to_owned(),
             raw_value: Vec::new(),
         });
-    }
-    if let (Some(log), Some((_, key, units))) = (&state.decision_log, taken.pairs.first()) {
-        log.record(RLS_ROUTE, key, *units, Ok(verdict));
     }
     response
 }

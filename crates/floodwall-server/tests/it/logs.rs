@@ -181,3 +181,65 @@ async fn a_rejected_reload_logs_one_line_per_error() {
     // Two errors and the summary, each on its own line.
     assert_eq!(errors.len(), 3, "{errors:#?}");
 }
+
+/// An Envoy request is one decision-log line naming every client key it carries, and a denial
+/// by its second descriptor names the policy that denied it.
+#[tokio::test]
+async fn an_envoy_request_logs_one_line_with_all_of_its_keys() {
+    use crate::rls::{ask, descriptor, request};
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+
+    let file = config_file(
+        r#"
+[log]
+decisions = "all"
+raw_keys = true
+
+[[policy]]
+name = "per-ip"
+algorithm = "fixed_window"
+limit = 5
+period = "1h"
+
+[[policy]]
+name = "per-user"
+algorithm = "fixed_window"
+limit = 1
+period = "1h"
+
+[rls]
+listen = "127.0.0.1:0"
+
+[[rls.rule]]
+domain = "edge"
+descriptor = ["remote_address"]
+policies = ["per-ip"]
+
+[[rls.rule]]
+domain = "edge"
+descriptor = ["user"]
+policies = ["per-user"]
+"#,
+    );
+    let service = Floodwall::serve(Some(file.path()));
+    let address = service.rls.expect("the RLS listener");
+    let mut client = RateLimitServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let both = || {
+        request(vec![
+            descriptor(&[("remote_address", "192.0.2.7")]),
+            descriptor(&[("user", "alice")]),
+        ])
+    };
+    assert_eq!(ask(&mut client, both()).await.overall_code, 1);
+    assert_eq!(ask(&mut client, both()).await.overall_code, 2);
+    let denied = service.log_line("outcome=\"denied\"").await;
+    assert!(
+        denied.contains("route=\"grpc ShouldRateLimit\"") || denied.contains("route=grpc"),
+        "{denied}"
+    );
+    assert!(denied.contains("key=192.0.2.7,alice"), "{denied}");
+    assert!(denied.contains("policies=per-user"), "{denied}");
+    assert_eq!(service.log_lines("floodwall::decision").len(), 2);
+}

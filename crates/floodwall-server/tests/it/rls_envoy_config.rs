@@ -231,3 +231,39 @@ fn malformed_files_are_refused_at_their_line() {
         errors[0]
     );
 }
+
+/// An ERL file upgraded to GCRA and served from a Redis cluster: the limits are the file's,
+/// and a spent client gets back exactly one call after one emission interval (a fixed window
+/// would give none or a whole window's worth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_file_is_served_from_a_cluster() {
+    let cluster = floodwall_testkit::RedisCluster::start().unwrap();
+    let erl = "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: second, requests_per_unit: 2 }\n";
+    let storage = format!(
+        "envoy_algorithm = \"gcra\"\n[storage]\nurl = \"{}\"\ntimeout = \"2s\"\non_error = \"deny\"\n",
+        cluster.url()
+    );
+    let (_dir, file) = setup(erl, &storage);
+    let service = Service::start_config(Config::from_file(&file).unwrap()).await;
+    let mut client = client(&service).await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    for address in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            let call = request(vec![descriptor(&[("remote_address", address)])]);
+            codes.push(ask(&mut client, call).await.overall_code);
+        }
+        assert_eq!(codes, [ok, ok, over], "{address}");
+    }
+    // One emission interval is 500 ms; at 600 ms one call has come back, not two.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let call = || request(vec![descriptor(&[("remote_address", "192.0.2.1")])]);
+    let first = ask(&mut client, call()).await;
+    assert_eq!(first.overall_code, ok);
+    let limit = first.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.requests_per_unit, Unit::try_from(limit.unit)),
+        (2, Ok(Unit::Second))
+    );
+    assert_eq!(ask(&mut client, call()).await.overall_code, over);
+}
