@@ -71,7 +71,8 @@ pub(crate) fn period_window(now_us: u64, period_us: u64) -> (u64, u64) {
 /// epoch.
 pub(crate) fn week_window(now_us: u64, weeks: u64) -> (u64, u64) {
     let period_us = weeks * WEEK_US;
-    let into = (now_us + period_us - FIRST_MONDAY_US % period_us) % period_us;
+    // The first Monday is four days in, under any period of whole weeks.
+    let into = (now_us + period_us - FIRST_MONDAY_US) % period_us;
     (now_us.saturating_sub(into), now_us + period_us - into)
 }
 

@@ -133,3 +133,48 @@ pub fn ceil_micros(d: Duration) -> u64 {
     let nanos = d.as_nanos();
     u64::try_from(nanos.div_ceil(1_000)).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wall clock, read directly, in µs since the epoch.
+    #[allow(clippy::disallowed_methods)] // the reference the clock under test must agree with
+    fn wall_us() -> u64 {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        u64::try_from(since.as_micros()).unwrap()
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a real pause, for a real clock
+    fn the_system_clock_follows_the_wall_clock() {
+        let clock = SystemClock::new();
+        std::thread::sleep(Duration::from_millis(300));
+        let (ours, wall) = (clock.now_us(), wall_us());
+        // Read back to back: far closer than the 300 ms a clock that stood still would lag.
+        assert!(ours.abs_diff(wall) < 100_000, "{ours} vs {wall}");
+    }
+
+    #[test]
+    fn a_manual_clock_is_shared_and_may_step_back() {
+        let clock = ManualClock::new(5_000);
+        let shared = Arc::new(clock.clone());
+        clock.set_us(1_000);
+        assert_eq!((&clock).now_us(), 1_000);
+        assert_eq!(shared.now_us(), 1_000);
+        clock.advance(Duration::from_micros(1_500));
+        assert_eq!(shared.now_us(), 2_500);
+        clock.advance_us(u64::MAX);
+        assert_eq!(clock.now_us(), u64::MAX);
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_microseconds() {
+        assert_eq!(ceil_micros(Duration::ZERO), 0);
+        assert_eq!(ceil_micros(Duration::from_nanos(1)), 1);
+        assert_eq!(ceil_micros(Duration::from_nanos(1_000)), 1);
+        assert_eq!(ceil_micros(Duration::from_nanos(1_001)), 2);
+        assert_eq!(ceil_micros(Duration::from_secs(3)), 3_000_000);
+        assert_eq!(ceil_micros(Duration::MAX), u64::MAX);
+    }
+}

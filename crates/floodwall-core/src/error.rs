@@ -125,3 +125,28 @@ pub struct CostError {
     /// The most the policy admits at once (its burst, or its limit).
     pub capacity: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_of_algorithms_read_as_a_sentence() {
+        let burst = PolicyError::BurstNotSupported {
+            algorithm: Algorithm::FixedWindow,
+        }
+        .to_string();
+        assert!(
+            burst.contains("only token_bucket and gcra have a burst"),
+            "{burst}"
+        );
+        let unknown = ParseAlgorithmError {
+            input: "leaky".to_owned(),
+        }
+        .to_string();
+        assert!(
+            unknown.contains("fixed_window, sliding_log, sliding_window, token_bucket, gcra"),
+            "{unknown}"
+        );
+    }
+}

@@ -595,6 +595,70 @@ mod tests {
     }
 
     #[test]
+    fn on_error_names_round_trip() {
+        for on_error in [OnError::Allow, OnError::Deny, OnError::Local] {
+            assert_eq!(on_error.as_str().parse::<OnError>(), Ok(on_error));
+        }
+        assert_eq!(OnError::Deny.as_str(), "deny");
+        let err = "ignore".parse::<OnError>().unwrap_err();
+        assert!(err.contains("allow, deny, local"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_reports_what_it_was_built_with() {
+        let minute = Duration::from_secs(60);
+        let plain = Policy::new("p", Algorithm::Gcra, 5, minute).unwrap();
+        assert_eq!(
+            (plain.burst(), plain.mode(), plain.on_error()),
+            (None, Mode::Enforce, None)
+        );
+        let built = plain
+            .with_burst(7)
+            .unwrap()
+            .with_mode(Mode::Shadow)
+            .with_on_error(OnError::Local);
+        assert_eq!(
+            (built.burst(), built.mode(), built.on_error()),
+            (Some(7), Mode::Shadow, Some(OnError::Local))
+        );
+        let debug = format!("{built:?}");
+        for part in [
+            "name: \"p\"",
+            "Gcra",
+            "limit: 5",
+            "burst: 7",
+            "Shadow",
+            "on_error: Local",
+        ] {
+            assert!(debug.contains(part), "{part} missing from {debug}");
+        }
+    }
+
+    #[test]
+    fn the_largest_burst_is_allowed_and_one_more_is_not() {
+        let short = Policy::new("p", Algorithm::Gcra, 1, MIN_PERIOD).unwrap();
+        assert_eq!(
+            short.clone().with_burst(MAX_LIMIT).map(|p| p.capacity()),
+            Ok(MAX_LIMIT)
+        );
+        assert_eq!(
+            short.with_burst(MAX_LIMIT + 1),
+            Err(PolicyError::LimitTooLarge {
+                limit: MAX_LIMIT + 1,
+                max: MAX_LIMIT
+            })
+        );
+    }
+
+    #[test]
+    fn calendar_months_are_digits_only() {
+        assert_eq!(parse_calendar_months("3mo"), Some(3));
+        for input in ["mo", "+1mo", "-1mo", " 1mo", "1 mo", "1.5mo", "1MO"] {
+            assert_eq!(parse_calendar_months(input), None, "{input}");
+        }
+    }
+
+    #[test]
     fn algorithm_names_round_trip() {
         for a in Algorithm::ALL {
             assert_eq!(a.as_str().parse::<Algorithm>(), Ok(a));

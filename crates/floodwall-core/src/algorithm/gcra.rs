@@ -33,6 +33,13 @@ fn settled_debt(state: &State, now_us: u64, policy: &Policy) -> u64 {
     (state.tat_us - now_us) * policy.limit() + state.tat_frac
 }
 
+/// Whether a TAT at or after `now_us` is within one burst whatever its fraction: its whole
+/// microseconds ahead are strictly fewer than the burst's. A cheap test before the exact one,
+/// which decides the rest (equality included).
+fn surely_within_burst(state: &State, now_us: u64, max: u64, limit: u64) -> bool {
+    state.tat_us - now_us < max / limit
+}
+
 /// `burst × period_us`: the largest debt a state may carry; below 2^52 by the policy bound.
 fn max_debt(policy: &Policy) -> u64 {
     policy.capacity() * policy.period_us()
@@ -61,10 +68,9 @@ impl Meter for Gcra {
         // A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
         // bucket now, so no client waits longer than one burst's worth of refill.
         let max = max_debt(policy);
-        // Cheap test first: whole microseconds strictly below the burst's leave the debt under the
-        // max whatever the fraction, so no clamp (equality still needs the exact comparison).
-        let within_burst = state.tat_us - now_us < max / limit;
-        if !within_burst && debt(state, now_us, policy) > u128::from(max) {
+        if !surely_within_burst(state, now_us, max, limit)
+            && debt(state, now_us, policy) > u128::from(max)
+        {
             *state = State {
                 tat_us: now_us + max / limit,
                 tat_frac: max % limit,

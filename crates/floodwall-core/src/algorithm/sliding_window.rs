@@ -25,12 +25,12 @@ pub struct State {
 
 /// `ceil(previous × (period − elapsed) / period)`: the previous window's weighted share.
 fn weighted_previous(state: &State, now_us: u64, period: u64) -> u64 {
-    let elapsed = now_us - state.window_start_us;
+    let left = period - (now_us - state.window_start_us);
     // Within u64 unless a lowered limit left a count far above the policy's bound.
-    match state.previous.checked_mul(period - elapsed) {
+    match state.previous.checked_mul(left) {
         Some(weight) => weight.div_ceil(period),
         None => narrow(div_ceil(
-            u128::from(state.previous) * u128::from(period - elapsed),
+            u128::from(state.previous) * u128::from(left),
             u128::from(period),
         )),
     }

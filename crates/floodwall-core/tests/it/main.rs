@@ -5,4 +5,6 @@
 
 mod clock_steps;
 mod differential;
+mod foreign_state;
+mod refunds;
 mod strategies;
