@@ -160,7 +160,12 @@ mod tests {
         let clock = ManualClock::new(5_000);
         let shared = Arc::new(clock.clone());
         clock.set_us(1_000);
-        assert_eq!((&clock).now_us(), 1_000);
+        // Through the impls for references and Arcs, as generic callers see it.
+        fn read(clock: impl Clock) -> u64 {
+            clock.now_us()
+        }
+        assert_eq!(read(&clock), 1_000);
+        assert_eq!(read(Arc::clone(&shared)), 1_000);
         assert_eq!(shared.now_us(), 1_000);
         clock.advance(Duration::from_micros(1_500));
         assert_eq!(shared.now_us(), 2_500);

@@ -116,11 +116,7 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
-        let wanted = self.shards.unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-            // Small bounds get fewer shards so each holds a useful share of the keys.
-            (cpus * 32).clamp(64, 1024).min(self.max_keys / 256)
-        });
+        let wanted = self.shards.unwrap_or_else(|| default_shards(self.max_keys));
         let shards = prev_power_of_two(wanted.clamp(1, self.max_keys));
         let random = std::collections::hash_map::RandomState::new();
         MemoryStore {
@@ -137,6 +133,14 @@ impl MemoryStoreBuilder {
             }),
         }
     }
+}
+
+/// How many shards a store of `max_keys` gets unless told: enough that threads rarely wait on
+/// one another, few enough that each holds a useful share of the keys. What the store promises
+/// holds for any number of shards.
+fn default_shards(max_keys: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (cpus * 32).clamp(64, 1024).min(max_keys / 256)
 }
 
 fn prev_power_of_two(n: usize) -> usize {
