@@ -294,8 +294,11 @@ async fn connection(
     }
 }
 
-/// How long a draining connection with nothing in flight waits for a request already sent.
-const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(250);
+/// How long a draining connection with nothing in flight waits for a request already sent. A
+/// request in the socket is seen only once the runtime has polled for I/O, which a machine busy
+/// with hundreds of draining connections can put off for a while; a second costs a stopping
+/// service little and keeps those requests.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// How often a draining connection looks at its state.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 

@@ -314,10 +314,8 @@ impl MemoryStore {
         for pair in pairs.iter() {
             order.push(self.shard_of(pair.id));
         }
-        if order.len() > 1 {
-            order.sort_unstable();
-            order.dedup();
-        }
+        order.sort_unstable();
+        order.dedup();
         // With one shard locked every pair is in it, and slot 0 is already each pair's.
         if order.len() > 1 {
             for pair in pairs.iter_mut() {

@@ -261,3 +261,97 @@ impl Shard {
         self.sweep_at_len = (2 * self.len).max(FIRST_SWEEP_AT_LEN);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodwall_core::{Decision, algorithm::FixedWindow, algorithm::fixed_window};
+    use std::time::Duration;
+
+    /// Two keys are one entry only when both halves of their identity agree: sharing the
+    /// low half (the table's hash) or the high half is not enough.
+    #[test]
+    fn a_key_is_found_only_by_its_whole_identity() {
+        let mut shard = Shard::new();
+        let id = KeyId { low: 7, high: 9 };
+        shard.insert::<FixedWindow>(id, u64::MAX, 0, window(1));
+        assert!(shard.get_mut::<FixedWindow>(id).is_some());
+        for other in [KeyId { low: 7, high: 10 }, KeyId { low: 8, high: 9 }] {
+            assert!(shard.get_mut::<FixedWindow>(other).is_none(), "{other:?}");
+        }
+    }
+
+    fn window(count: u64) -> fixed_window::State {
+        fixed_window::State {
+            window_start_us: 0,
+            count,
+        }
+    }
+
+    /// A sweep drops exactly the entries at rest by now (expiring at or before it), counts
+    /// them as reclaimed, and keeps the others with their fill.
+    #[test]
+    fn a_sweep_drops_exactly_the_entries_at_rest() {
+        let mut shard = Shard::new();
+        for (low, expires_at_us) in [(1, 100), (2, 101), (3, 200)] {
+            let id = KeyId { low, high: low };
+            shard.insert::<FixedWindow>(id, expires_at_us, 40_000, window(1));
+        }
+        shard.sweep(100);
+        assert_eq!((shard.len, shard.reclaimed), (2, 1));
+        assert!(
+            shard
+                .get_mut::<FixedWindow>(KeyId { low: 1, high: 1 })
+                .is_none()
+        );
+        let kept = shard.get_mut::<FixedWindow>(KeyId { low: 2, high: 2 });
+        assert_eq!(kept.map(|e| e.fill()), Some(40_000));
+        // A key forgotten because its state came back to rest is reclaimed too.
+        shard.remove_at_rest::<FixedWindow>(KeyId { low: 3, high: 3 });
+        assert_eq!((shard.len, shard.reclaimed), (1, 2));
+    }
+
+    /// Eviction makes room for exactly the keys asked for, taking the least used first: the
+    /// fill recorded when a key was inserted decides, and what was evicted is reported.
+    #[test]
+    fn eviction_takes_the_least_used_and_only_as_many_as_needed() {
+        let mut shard = Shard::new();
+        let fills = [60_000, 5_000, 30_000, 10_000];
+        for (low, fill) in (1..).zip(fills) {
+            shard.insert::<FixedWindow>(KeyId { low, high: low }, 1_000, fill, window(1));
+        }
+        shard.evict_least_used(1, 4);
+        assert_eq!(
+            (shard.len, shard.evicted, shard.evicted_fill),
+            (3, 1, 5_000)
+        );
+        shard.evict_least_used(2, 4);
+        assert_eq!(
+            (shard.len, shard.evicted, shard.evicted_fill),
+            (2, 2, 10_000)
+        );
+        for (low, tracked) in [(1, true), (2, false), (3, true), (4, false)] {
+            let id = KeyId { low, high: low };
+            assert_eq!(shard.get_mut::<FixedWindow>(id).is_some(), tracked, "{low}");
+        }
+        // Room enough already: nothing goes.
+        shard.evict_least_used(2, 4);
+        assert_eq!(shard.evicted, 2);
+    }
+
+    /// The share of a quota in use, in 1/65 535ths: what evicting the entry could give back.
+    #[test]
+    fn fill_is_the_share_of_the_quota_in_use() {
+        let decision = |capacity, remaining| Decision {
+            allowed: true,
+            capacity,
+            remaining,
+            reset_after: Duration::ZERO,
+            retry_after: None,
+        };
+        assert_eq!(fill(&decision(10, 7)), 19_660);
+        assert_eq!(fill(&decision(10, 10)), 0);
+        assert_eq!(fill(&decision(10, 0)), u16::MAX);
+        assert_eq!(fill(&decision(5, 4)), 13_107);
+    }
+}

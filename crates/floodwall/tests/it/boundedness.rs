@@ -182,3 +182,87 @@ fn resident_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// A full store makes room only for a key it does not track yet: a request on a tracked key
+/// evicts nothing, nor does a peek at a new one (it stores nothing); a new key's first
+/// request evicts exactly one entry, and the count never passes the bound.
+#[test]
+fn a_full_store_evicts_exactly_once_per_new_key_and_never_for_a_peek() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder()
+        .max_keys(4)
+        .shards(1)
+        .clock(clock.clone())
+        .build();
+    let policy = [Policy::new("p", Algorithm::Gcra, 10, Duration::from_secs(3_600)).unwrap()];
+    for key in [b"a", b"b", b"c", b"d"] {
+        assert!(check_sync(&store, &policy, key, 1).allowed());
+        clock.advance_us(1);
+    }
+    let counts = |store: &MemoryStore| {
+        let stats = store.stats();
+        (stats.keys, stats.evicted)
+    };
+    assert_eq!(counts(&store), (4, 0));
+    // A tracked key: no room needed.
+    let again = check_sync(&store, &policy, b"a", 1);
+    assert_eq!(again.decisions()[0].remaining, 8);
+    assert_eq!(counts(&store), (4, 0));
+    // A peek at a new key stores nothing, so it evicts nothing.
+    let peek = check_sync(&store, &policy, b"e", 0);
+    assert_eq!(peek.decisions()[0].remaining, 10);
+    assert_eq!(counts(&store), (4, 0));
+    // A new key's request: one entry makes room for it.
+    assert!(check_sync(&store, &policy, b"e", 1).allowed());
+    assert_eq!(counts(&store), (4, 1));
+    assert_eq!(store.stats().max_keys, 4);
+}
+
+/// More shards asked for than keys allowed: the store keeps at most one shard per key, so
+/// every key still has room and its limit holds. It reads its own clock.
+#[test]
+fn a_store_asked_for_more_shards_than_keys_still_keeps_each_key() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder()
+        .max_keys(3)
+        .shards(3)
+        .clock(clock.clone())
+        .build();
+    assert_eq!(store.now_us(), NOW);
+    let policy = [Policy::new("p", Algorithm::FixedWindow, 1, Duration::from_secs(3_600)).unwrap()];
+    for key in [b"x", b"y"] {
+        assert!(check_sync(&store, &policy, key, 1).allowed());
+        assert!(
+            !check_sync(&store, &policy, key, 1).allowed(),
+            "a key of a store of 3 keys was not kept"
+        );
+    }
+    assert_eq!(store.stats().max_keys, 3);
+}
+
+/// A refund keeps the key's state until it is truly at rest: a sweep of the full store right
+/// after it does not drop the key, so the units still in use still count.
+#[test]
+fn a_refunded_key_survives_the_next_sweep() {
+    let clock = ManualClock::new(NOW);
+    let store = MemoryStore::builder()
+        .max_keys(2)
+        .shards(1)
+        .clock(clock.clone())
+        .build();
+    let policy =
+        [Policy::new("p", Algorithm::FixedWindow, 10, Duration::from_secs(3_600)).unwrap()];
+    assert!(check_sync(&store, &policy, b"a", 3).allowed());
+    let check = floodwall::Check::new(&policy, b"a", 1).unwrap();
+    assert_eq!(store.refund_sync(&check).decisions[0].remaining, 8);
+    clock.advance_us(1);
+    // The store fills, and the next new key makes it sweep.
+    assert!(check_sync(&store, &policy, b"b", 1).allowed());
+    assert!(check_sync(&store, &policy, b"c", 1).allowed());
+    let after = check_sync(&store, &policy, b"a", 1);
+    assert_eq!(
+        after.decisions()[0].remaining,
+        7,
+        "a's 2 units in use were forgotten"
+    );
+}
