@@ -25,7 +25,8 @@ end
 local function window(now, period)
   if period < -12 then
     period = -period
-    local into = (now + period - FIRST_MONDAY % period) % period
+    -- The first Monday is four days in, under any period of whole weeks.
+    local into = (now + period - FIRST_MONDAY) % period
     return math.max(now - into, 0), now + period - into
   end
   if period < 0 then

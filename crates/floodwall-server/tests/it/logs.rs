@@ -186,46 +186,14 @@ async fn a_rejected_reload_logs_one_line_per_error() {
 /// by its second descriptor names the policy that denied it.
 #[tokio::test]
 async fn an_envoy_request_logs_one_line_with_all_of_its_keys() {
-    use crate::rls::{ask, descriptor, request};
-    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    use crate::rls::{CONFIG, ask, connect, descriptor, request};
 
-    let file = config_file(
-        r#"
-[log]
-decisions = "all"
-raw_keys = true
-
-[[policy]]
-name = "per-ip"
-algorithm = "fixed_window"
-limit = 5
-period = "1h"
-
-[[policy]]
-name = "per-user"
-algorithm = "fixed_window"
-limit = 1
-period = "1h"
-
-[rls]
-listen = "127.0.0.1:0"
-
-[[rls.rule]]
-domain = "edge"
-descriptor = ["remote_address"]
-policies = ["per-ip"]
-
-[[rls.rule]]
-domain = "edge"
-descriptor = ["user"]
-policies = ["per-user"]
-"#,
-    );
+    let file = config_file(&format!(
+        "[log]\ndecisions = \"all\"\nraw_keys = true\n{CONFIG}"
+    ));
     let service = Floodwall::serve(Some(file.path()));
-    let address = service.rls.expect("the RLS listener");
-    let mut client = RateLimitServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut client = connect(service.rls.expect("the RLS listener")).await;
+    // per-ip admits 3 an hour, per-user 1: the second request is over by its user.
     let both = || {
         request(vec![
             descriptor(&[("remote_address", "192.0.2.7")]),

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use crate::in_process::Service;
 
-const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 [[policy]]
 name = "per-ip"
 algorithm = "fixed_window"
@@ -66,7 +66,11 @@ policies = ["pro-tier"]
 "#;
 
 pub(crate) async fn client(service: &Service) -> RateLimitServiceClient<Channel> {
-    let address = service.rls_address.expect("an [rls] listener");
+    connect(service.rls_address.expect("an [rls] listener")).await
+}
+
+/// A client of the RLS listener at `address` (h2c).
+pub(crate) async fn connect(address: std::net::SocketAddr) -> RateLimitServiceClient<Channel> {
     RateLimitServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap()
@@ -457,8 +461,7 @@ async fn two_processes_admit_exactly_and_all_or_nothing(url: &str) {
     ];
     let mut clients = Vec::new();
     for service in &services {
-        let address = format!("http://{}", service.rls.unwrap());
-        clients.push(RateLimitServiceClient::connect(address).await.unwrap());
+        clients.push(connect(service.rls.unwrap()).await);
     }
     for algorithm in floodwall::Algorithm::ALL {
         let name = algorithm.as_str();
