@@ -1,6 +1,8 @@
 //! The embedded store: sharded, exact per key, bounded by `max_keys`.
 
 mod shard;
+#[cfg(test)]
+mod tests;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

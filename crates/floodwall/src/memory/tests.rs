@@ -1,0 +1,60 @@
+//! Tests that need to know which shard a key lands in, which the store keeps secret from
+//! everyone outside it.
+
+use super::*;
+use floodwall_core::{Algorithm, ManualClock};
+use std::time::Duration;
+
+/// A decision over keys in two shards makes room in each shard for that shard's own new keys:
+/// a full shard receiving two of them evicts exactly two entries, not one (room too small)
+/// and not three (room for a key that lives elsewhere).
+#[test]
+fn a_multi_shard_decision_evicts_per_shard_for_that_shards_new_keys() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let store = MemoryStore::builder()
+        .max_keys(16)
+        .shards(2)
+        .clock(clock.clone())
+        .build();
+    assert_eq!(store.inner.per_shard_max, 8);
+    let policy = Policy::new("p", Algorithm::FixedWindow, 10, Duration::from_secs(60)).unwrap();
+    let keys: Vec<Vec<u8>> = (0..200).map(|n| format!("k{n}").into_bytes()).collect();
+    let in_shard = |shard: usize| {
+        let (store, policy) = (&store, &policy);
+        keys.iter()
+            .filter(move |key| store.shard_of(store.key_id(policy, key)) == shard)
+            .cloned()
+    };
+    let shard_zero: Vec<Vec<u8>> = in_shard(0).take(10).collect();
+    let hot = in_shard(1).next().expect("a key in shard 1");
+    assert_eq!(
+        shard_zero.len(),
+        10,
+        "200 keys, and fewer than 10 in shard 0"
+    );
+
+    let hit = |key: &[u8], cost: u64| {
+        let check = Check::new(std::slice::from_ref(&policy), key, cost).unwrap();
+        assert!(store.acquire_sync(&check).allowed);
+    };
+    // Shard 0 full, each entry with its own share in use so that eviction ranks have no ties.
+    for (n, key) in shard_zero[..8].iter().enumerate() {
+        hit(key, n as u64 + 1);
+    }
+    hit(&hot, 1);
+    let counts = || {
+        let stats = store.stats();
+        (stats.keys, stats.evicted)
+    };
+    assert_eq!(counts(), (9, 0));
+
+    let pairs = [
+        (&policy, shard_zero[8].as_slice()),
+        (&policy, shard_zero[9].as_slice()),
+        (&policy, hot.as_slice()),
+    ];
+    let check = Check::each(pairs, 1).unwrap();
+    assert!(store.acquire_sync(&check).allowed);
+    // Shard 0: 8 - 2 evicted + 2 new; shard 1: the hot key only.
+    assert_eq!(counts(), (9, 2));
+}
