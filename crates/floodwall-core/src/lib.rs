@@ -13,6 +13,7 @@ mod decision;
 mod error;
 pub mod key;
 mod policy;
+mod rate;
 
 pub use algorithm::{Evaluation, Meter, Outcome, State};
 pub use clock::{Clock, ManualClock, SystemClock, ceil_micros};
@@ -23,3 +24,4 @@ pub use policy::{
     MAX_PERIOD, MIN_PERIOD, Mode, NOMINAL_MONTH, OnError, Policy, parse_calendar_months,
     parse_period,
 };
+pub use rate::{ParseRateError, Rate, parse_rate};

@@ -3,11 +3,13 @@
 //! and [`limiter_error`], the one mapping of a limiter's errors to answers.
 
 use bytes::Bytes;
-use floodwall::{CheckError, Error, Policy};
+use floodwall::{CheckError, Error, Policy, Verdict};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
+
+use crate::headers::{RateLimitHeaders, retry_after_seconds};
 
 /// The problem type of a quota denial (draft-ietf-httpapi-ratelimit-headers).
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -74,6 +76,15 @@ fn quota_exceeded_detail(violated: &[&str], retry_after_seconds: u64) -> String 
         "Too many requests under {}: retry after {retry_after_seconds} s.",
         quoted_list(violated)
     )
+}
+
+/// The whole answer to a denied verdict: the 429 of [`quota_exceeded`] with the verdict's
+/// rate-limit headers and `Retry-After`, as the layer sends it.
+pub fn denied(verdict: &Verdict<'_>, headers: &RateLimitHeaders) -> Response<Full<Bytes>> {
+    let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
+    let mut response = quota_exceeded(&violated, retry_after_seconds(verdict));
+    headers.write(response.headers_mut(), verdict);
+    response
 }
 
 /// The body of [`quota_exceeded`] alone, for a proxy that answers the 429 itself (Envoy, from a

@@ -12,7 +12,6 @@ use http::{Request, Response};
 use http_body_util::{Either, Full};
 use tower_service::Service;
 
-use crate::headers;
 use crate::key::KeyError;
 use crate::layer::Config;
 use crate::observe::DecisionRecord;
@@ -130,13 +129,13 @@ where
                 }
                 return Ok(response.map(Either::Left));
             }
-            let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
-            let retry_after = headers::retry_after_seconds(&verdict);
             // One line per denial, at debug: policy and path, never the client key.
-            tracing::debug!(policies = ?violated, path = parts.uri.path(), retry_after, "rate limited");
-            let mut response = problem::quota_exceeded(&violated, retry_after);
-            config.headers.write(response.headers_mut(), &verdict);
-            Ok(ours(response))
+            tracing::debug!(
+                policies = ?verdict.violated().map(Policy::name).collect::<Vec<_>>(),
+                path = parts.uri.path(),
+                "rate limited"
+            );
+            Ok(ours(problem::denied(&verdict, &config.headers)))
         })
     }
 }

@@ -1,0 +1,194 @@
+"""Exact rate limiting shared by every instance of an app.
+
+The limiter, its stores and its Redis scripts are floodwall's Rust code: a Python app, a Rust
+service and the ``floodwall`` binary on one Redis share one exact count.
+
+    import floodwall
+
+    limiter = floodwall.Limiter("redis://127.0.0.1:6379/0", on_error="allow")
+    per_ip = floodwall.Policy("per-ip", "10/minute")
+    decision = limiter.check(per_ip, "203.0.113.7")
+    if not decision.allowed:
+        ...  # decision.retry_after seconds from now, the same request would be admitted
+
+Being limited is a :class:`Decision`, not an exception, except in :meth:`Limiter.limit` and
+:meth:`Limiter.acquire`, which raise :class:`RateLimited`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import re
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
+
+from . import _native
+from ._native import (
+    ConfigError,
+    CostTooLarge,
+    Decision,
+    Error,
+    Policy,
+    StoreUnavailable,
+    Verdict,
+    __version__,
+    parse_rate,
+)
+
+__all__ = [
+    "ConfigError",
+    "CostTooLarge",
+    "Decision",
+    "Error",
+    "Limiter",
+    "Policy",
+    "RateLimited",
+    "StoreUnavailable",
+    "Verdict",
+    "__version__",
+    "parse_rate",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RateLimited(Error):
+    """Raised by the decorators and by ``acquire`` when a request is denied.
+
+    ``retry_after`` is the number of seconds after which the same request would be admitted if
+    no one else consumed meanwhile; ``decision`` is the policy's whole answer.
+    """
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.retry_after: float = decision.retry_after or 0.0
+        super().__init__(
+            f"rate limited by {decision.policy!r}: retry after {self.retry_after:.3f} s"
+        )
+
+
+class Limiter(_native.Limiter):
+    """Decides "may this key spend ``cost`` units now?" on a store shared by every limiter on it.
+
+    ``Limiter(storage="memory://", *, on_error="allow", timeout=None, prefix=None,
+    max_keys=None, clock=None)``. Every method has an awaitable twin (``acheck``, ``apeek``,
+    ``acheck_all``, ``areset``, ``aacquire``, ...) that never blocks the event loop; the
+    blocking ones release the GIL while they wait on Redis. One limiter may be shared by any
+    number of threads and tasks.
+    """
+
+    def acquire(
+        self,
+        policy: Policy,
+        key: Union[str, bytes],
+        cost: int = 1,
+        timeout: Optional[float] = None,
+    ) -> Decision:
+        """Waits until ``cost`` units are admitted, at most ``timeout`` seconds (None: as long
+        as it takes); raises :class:`RateLimited` when the wait would overrun ``timeout``."""
+        decision = super().acquire(policy, key, cost, timeout)
+        if not decision.allowed:
+            raise RateLimited(decision)
+        return decision
+
+    async def aacquire(
+        self,
+        policy: Policy,
+        key: Union[str, bytes],
+        cost: int = 1,
+        timeout: Optional[float] = None,
+    ) -> Decision:
+        """:meth:`acquire` on the event loop, without blocking it."""
+        decision = await super().aacquire(policy, key, cost, timeout)
+        if not decision.allowed:
+            raise RateLimited(decision)
+        return decision
+
+    def limit(
+        self,
+        rate: Union[str, tuple, Policy],
+        *,
+        key: Union[None, str, bytes, Callable[..., Union[str, bytes]]] = None,
+        cost: Union[int, Callable[..., int]] = 1,
+        wait: bool = False,
+        timeout: Optional[float] = None,
+        name: Optional[str] = None,
+        algorithm: str = "sliding_window",
+        burst: Optional[int] = None,
+    ) -> Callable[[F], F]:
+        """Limits calls of a function, sync or async.
+
+        ``key`` is a constant, or a callable given the function's arguments (or none, if it
+        takes none); without one, every call shares one quota. A denied call raises
+        :class:`RateLimited`; with ``wait=True`` it sleeps until admitted instead (at most
+        ``timeout`` seconds), for throttling one's own outgoing calls.
+        """
+
+        def decorate(function: F) -> F:
+            policy = rate if isinstance(rate, Policy) else Policy(
+                name or policy_name(function), rate, algorithm=algorithm, burst=burst
+            )
+            key_of = _argument_function(key, "global")
+            cost_of = _argument_function(cost, 1)
+
+            if inspect.iscoroutinefunction(function):
+
+                @functools.wraps(function)
+                async def limited_async(*args: Any, **kwargs: Any) -> Any:
+                    client, units = key_of(args, kwargs), cost_of(args, kwargs)
+                    if wait:
+                        await self.aacquire(policy, client, units, timeout)
+                    else:
+                        decision = await self.acheck(policy, client, units)
+                        if not decision.allowed:
+                            raise RateLimited(decision)
+                    return await function(*args, **kwargs)
+
+                limited_async.policy = policy  # type: ignore[attr-defined]
+                return limited_async  # type: ignore[return-value]
+
+            @functools.wraps(function)
+            def limited(*args: Any, **kwargs: Any) -> Any:
+                client, units = key_of(args, kwargs), cost_of(args, kwargs)
+                if wait:
+                    self.acquire(policy, client, units, timeout)
+                else:
+                    decision = self.check(policy, client, units)
+                    if not decision.allowed:
+                        raise RateLimited(decision)
+                return function(*args, **kwargs)
+
+            limited.policy = policy  # type: ignore[attr-defined]
+            return limited  # type: ignore[return-value]
+
+        return decorate
+
+
+def _argument_function(value: Any, default: Any) -> Callable[[tuple, dict], Any]:
+    """A constant or a callable, as a function of a call's (args, kwargs)."""
+    if value is None:
+        return lambda args, kwargs: default
+    if not callable(value):
+        return lambda args, kwargs: value
+    try:
+        takes_none = not inspect.signature(value).parameters
+    except (TypeError, ValueError):
+        takes_none = False
+    if takes_none:
+        return lambda args, kwargs: value()
+    return lambda args, kwargs: value(*args, **kwargs)
+
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def policy_name(function: Callable[..., Any]) -> str:
+    """A policy name for a function: its module and qualified name, made of the characters a
+    policy name allows, at most 64 of them (a digest keeps long ones distinct)."""
+    raw = f"{function.__module__}.{function.__qualname__}"
+    name = _NAME_UNSAFE.sub("-", raw).strip("-.") or "function"
+    if len(name) <= 64:
+        return name
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
+    return f"{name[:51]}-{digest}"

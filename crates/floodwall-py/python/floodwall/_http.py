@@ -1,0 +1,65 @@
+"""What the Flask extension and the ASGI middleware share: limits, and the answers of the Rust
+HTTP layer (429 with its headers, 503 when failing closed, 422 for an impossible cost)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import _native
+from ._native import CostTooLarge, Policy, StoreUnavailable, Verdict
+
+Answer = Tuple[int, List[Tuple[str, str]], bytes]
+HEADER_MODES = ("draft", "legacy", "both", "none")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit of a route: its policy, and how a request picks its key and cost."""
+
+    policy: Policy
+    key: Optional[Callable[..., Union[str, bytes]]] = None
+    cost: Union[int, Callable[..., int]] = 1
+    methods: Optional[frozenset] = None
+    exempt_when: Optional[Callable[[], bool]] = None
+    deduct_when: Optional[Callable[[Any], bool]] = None
+
+    def applies_to(self, method: str) -> bool:
+        return self.methods is None or method.upper() in self.methods
+
+
+def policy_of(rate: Union[str, tuple, Policy], name: str, algorithm: str, burst: Optional[int]) -> Policy:
+    if isinstance(rate, Policy):
+        return rate
+    return Policy(name, rate, algorithm=algorithm, burst=burst)
+
+
+def methods_of(methods: Optional[Iterable[str]]) -> Optional[frozenset]:
+    return None if methods is None else frozenset(m.upper() for m in methods)
+
+
+def header_mode(mode: str) -> str:
+    if mode not in HEADER_MODES:
+        raise _native.ConfigError(
+            f"unknown headers mode {mode!r}: expected one of {', '.join(map(repr, HEADER_MODES))}"
+        )
+    return mode
+
+
+def failure_answer(error: Exception, policies: Sequence[Policy]) -> Answer:
+    """The Rust layer's answer to a check that could not be made."""
+    if isinstance(error, StoreUnavailable):
+        return _native.store_unavailable(list(policies))
+    if isinstance(error, CostTooLarge):
+        return _native.impossible_cost(str(error))
+    raise error
+
+
+def denial(verdict: Verdict, mode: str) -> Answer:
+    return verdict.denial(mode)
+
+
+def consumed(items: Sequence[Tuple[Policy, Any, int]], verdict: Verdict) -> List[Tuple[Policy, Any, int]]:
+    """The items of an allowed verdict that consumed: every one whose policy allowed (a shadow
+    policy that denied consumed nothing)."""
+    return [item for item, decision in zip(items, verdict.decisions) if decision.allowed and item[2] > 0]

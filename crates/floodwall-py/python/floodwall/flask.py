@@ -1,0 +1,241 @@
+"""Rate limits for Flask, answered exactly as floodwall's Rust HTTP layer answers them.
+
+    from floodwall.flask import FloodWall
+
+    fw = FloodWall(app, storage="redis://127.0.0.1:6379/0", default_limits=["100/hour"],
+                   trusted_proxies=["10.0.0.0/8"])
+
+    @app.get("/")
+    @fw.limit("10/minute")
+    def hello():
+        return "Hello, World!"
+
+A denied request gets 429 with ``Retry-After``, the draft RateLimit headers and a problem+json
+body; a store outage under ``on_error="deny"`` gets a 503 problem, never a 500 page. Allowed
+responses carry the same headers. Settings come from the arguments, else from ``app.config``
+(``FLOODWALL_STORAGE``, ``FLOODWALL_DEFAULT_LIMITS``, ``FLOODWALL_HEADERS``,
+``FLOODWALL_TRUSTED_PROXIES``, ``FLOODWALL_FORWARDED_HEADER``, ``FLOODWALL_ON_ERROR``,
+``FLOODWALL_KEY_PREFIX``, ``FLOODWALL_TIMEOUT``, ``FLOODWALL_ENABLED``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import flask
+
+from . import Limiter, Policy, policy_name
+from ._http import Limit, failure_answer, header_mode, methods_of, policy_of
+from ._native import ClientIp, CostTooLarge, StoreUnavailable
+
+__all__ = ["FloodWall", "remote_address"]
+
+_LIMITS = "__floodwall_limits__"
+_EXEMPT = "__floodwall_exempt__"
+
+
+def remote_address() -> str:
+    """The client key of the current request: its IP address as the extension of the current
+    app resolves it (the peer, or behind trusted proxies the rightmost untrusted forwarded
+    address)."""
+    return flask.current_app.extensions["floodwall"].client_key()
+
+
+class FloodWall:
+    """The Flask extension: default limits for every route, ``@limit`` and ``@shared_limit``
+    for some, ``@exempt`` for none."""
+
+    def __init__(
+        self,
+        app: Optional[flask.Flask] = None,
+        *,
+        storage: Optional[str] = None,
+        key: Optional[Callable[[], Union[str, bytes]]] = None,
+        default_limits: Optional[Sequence[Union[str, tuple, Policy]]] = None,
+        headers: Optional[str] = None,
+        trusted_proxies: Optional[Iterable[str]] = None,
+        forwarded_header: Optional[str] = None,
+        on_error: Optional[str] = None,
+        prefix: Optional[str] = None,
+        timeout: Optional[float] = None,
+        algorithm: str = "sliding_window",
+        limiter: Optional[Limiter] = None,
+        enabled: Optional[bool] = None,
+    ) -> None:
+        self._options: Dict[str, Any] = {
+            "STORAGE": storage,
+            "DEFAULT_LIMITS": default_limits,
+            "HEADERS": headers,
+            "TRUSTED_PROXIES": trusted_proxies,
+            "FORWARDED_HEADER": forwarded_header,
+            "ON_ERROR": on_error,
+            "KEY_PREFIX": prefix,
+            "TIMEOUT": timeout,
+            "ENABLED": enabled,
+        }
+        self._key = key
+        self._algorithm = algorithm
+        self.limiter: Optional[Limiter] = limiter
+        self._client_ip = ClientIp()
+        self._headers = "draft"
+        self._enabled = True
+        self._default_rates: List[Union[str, tuple, Policy]] = []
+        # Default limits count per endpoint: one policy per (endpoint, default limit).
+        self._defaults: Dict[str, List[Limit]] = {}
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: flask.Flask) -> None:
+        """Reads the settings (arguments first, then ``app.config``) and hooks into ``app``."""
+        option = self._option(app)
+        self._headers = header_mode(option("HEADERS", "draft"))
+        self._enabled = bool(option("ENABLED", True))
+        self._client_ip = ClientIp(
+            list(option("TRUSTED_PROXIES", ())),
+            header=option("FORWARDED_HEADER", "x-forwarded-for"),
+        )
+        self._default_rates = list(option("DEFAULT_LIMITS", ()))
+        self._defaults.clear()
+        if self.limiter is None:
+            storage = option("STORAGE", "memory://")
+            redis_options = {}
+            if storage != "memory://":
+                redis_options = {"prefix": option("KEY_PREFIX", None), "timeout": option("TIMEOUT", None)}
+            self.limiter = Limiter(storage, on_error=option("ON_ERROR", "allow"), **redis_options)
+        app.extensions["floodwall"] = self
+        app.before_request(self._before_request)
+        app.after_request(self._after_request)
+
+    def _option(self, app: flask.Flask) -> Callable[[str, Any], Any]:
+        def option(name: str, default: Any) -> Any:
+            value = self._options.get(name)
+            if value is None:
+                value = app.config.get(f"FLOODWALL_{name}")
+            return default if value is None else value
+
+        return option
+
+    def client_key(self) -> str:
+        """The current request's client IP key."""
+        request = flask.request
+        forwarded = request.headers.getlist(self._client_ip.header)
+        return self._client_ip.key(request.remote_addr, [v.encode("latin-1") for v in forwarded])
+
+    def limit(
+        self,
+        rate: Union[str, tuple, Policy],
+        *,
+        key: Optional[Callable[[], Union[str, bytes]]] = None,
+        cost: Union[int, Callable[[], int]] = 1,
+        methods: Optional[Iterable[str]] = None,
+        exempt_when: Optional[Callable[[], bool]] = None,
+        deduct_when: Optional[Callable[[flask.Response], bool]] = None,
+        name: Optional[str] = None,
+        algorithm: Optional[str] = None,
+        burst: Optional[int] = None,
+    ) -> Callable[[Callable], Callable]:
+        """Limits one view (stack several for several limits; they are checked together,
+        all-or-nothing). ``deduct_when(response)`` false gives the units back after the view
+        ran, so only the responses it selects count; the check itself happens before the view,
+        so nothing is ever over-admitted."""
+
+        def decorate(view: Callable) -> Callable:
+            limits: List[Limit] = getattr(view, _LIMITS, [])
+            base = name or policy_name(view)
+            if name is None and limits:
+                base = f"{base[:60]}-{len(limits) + 1}"
+            policy = policy_of(rate, base, algorithm or self._algorithm, burst)
+            limit = Limit(policy, key, cost, methods_of(methods), exempt_when, deduct_when)
+            setattr(view, _LIMITS, [*limits, limit])
+            return view
+
+        return decorate
+
+    def shared_limit(
+        self,
+        rate: Union[str, tuple, Policy],
+        scope: str,
+        **options: Any,
+    ) -> Callable[[Callable], Callable]:
+        """A limit every view decorated with the same ``scope`` shares: one count for all."""
+        return self.limit(rate, name=scope, **options)
+
+    def exempt(self, view: Callable) -> Callable:
+        """Exempts a view from every limit, the defaults included."""
+        setattr(view, _EXEMPT, True)
+        return view
+
+    def _limits_for(self, endpoint: str, view: Callable) -> List[Limit]:
+        limits = getattr(view, _LIMITS, None)
+        if limits is not None:
+            return limits
+        defaults = self._defaults.get(endpoint)
+        if defaults is None:
+            defaults = []
+            for n, rate in enumerate(self._default_rates):
+                suffix = "" if n == 0 else f"-{n + 1}"
+                name = policy_name(view)[: 64 - len(suffix)] + suffix
+                defaults.append(Limit(policy_of(rate, name, self._algorithm, None)))
+            self._defaults[endpoint] = defaults
+        return defaults
+
+    def _before_request(self) -> Optional[flask.Response]:
+        request = flask.request
+        if not self._enabled or request.endpoint is None:
+            return None
+        view = flask.current_app.view_functions.get(request.endpoint)
+        if view is None or getattr(view, _EXEMPT, False):
+            return None
+        items = []
+        limits = []
+        for limit in self._limits_for(request.endpoint, view):
+            if not limit.applies_to(request.method):
+                continue
+            if limit.exempt_when is not None and limit.exempt_when():
+                continue
+            key = limit.key() if limit.key is not None else (self._key or self.client_key)()
+            cost = limit.cost() if callable(limit.cost) else limit.cost
+            items.append((limit.policy, key, cost))
+            limits.append(limit)
+        if not items:
+            return None
+        assert self.limiter is not None
+        try:
+            verdict = self.limiter.check_weighted(items)
+        except (StoreUnavailable, CostTooLarge) as error:
+            return _response(failure_answer(error, [item[0] for item in items]))
+        flask.g._floodwall = (verdict, items, limits)
+        if not verdict.allowed:
+            return _response(verdict.denial(self._headers))
+        return None
+
+    def _after_request(self, response: flask.Response) -> flask.Response:
+        decided = flask.g.pop("_floodwall", None)
+        if decided is None:
+            return response
+        verdict, items, limits = decided
+        if not verdict.allowed:
+            return response  # the 429 carries its headers already
+        for name, value in verdict.headers(self._headers):
+            response.headers[name] = value
+        # Only what consumed goes back: a shadow policy that denied took nothing.
+        refunds = [
+            item
+            for item, limit, decision in zip(items, limits, verdict.decisions)
+            if decision.allowed
+            and item[2] > 0
+            and limit.deduct_when is not None
+            and not limit.deduct_when(response)
+        ]
+        if refunds:
+            assert self.limiter is not None
+            try:
+                self.limiter.refund_weighted(refunds)
+            except StoreUnavailable:
+                pass  # the request stays counted: a refund that fails never over-admits
+        return response
+
+
+def _response(answer: Any) -> flask.Response:
+    status, headers, body = answer
+    return flask.Response(body, status=status, headers=headers)

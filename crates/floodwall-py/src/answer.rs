@@ -1,0 +1,181 @@
+//! What the HTTP glue of the package needs from `floodwall-http`, so that Flask and ASGI apps
+//! answer exactly as the Rust layer does: the client-IP walk, the rate-limit headers, the 429 and
+//! the 503.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use floodwall::Policy;
+use floodwall_http::key::{ClientIp, ForwardedHeader};
+use floodwall_http::{HeaderMode, RateLimitHeaders, problem};
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http_body_util::Full;
+use ipnet::IpNet;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::decision::PyVerdict;
+use crate::errors::ConfigError;
+use crate::policy::PyPolicy;
+
+/// (status, headers, body) of an HTTP answer.
+pub(crate) type HttpAnswer = (u16, Vec<(String, String)>, Py<PyBytes>);
+
+/// The client address of a request, as the Rust layer's `ClientIp` key finds it: the TCP peer,
+/// unless the peer is a trusted proxy; then the rightmost untrusted entry of the forwarding
+/// header. IPv6 clients are grouped by /64 unless told otherwise.
+#[pyclass(frozen, name = "ClientIp", module = "floodwall._native")]
+#[derive(Debug)]
+pub(crate) struct PyClientIp {
+    inner: ClientIp,
+    header: &'static str,
+}
+
+#[pymethods]
+impl PyClientIp {
+    #[new]
+    #[pyo3(signature = (trusted_proxies = Vec::new(), *, header = "x-forwarded-for", ipv6_prefix = 64, ipv4_prefix = 32))]
+    fn new(
+        trusted_proxies: Vec<String>,
+        header: &str,
+        ipv6_prefix: u8,
+        ipv4_prefix: u8,
+    ) -> PyResult<Self> {
+        let mut networks = Vec::with_capacity(trusted_proxies.len());
+        for proxy in &trusted_proxies {
+            networks.push(network(proxy)?);
+        }
+        let (forwarded, header) = match header.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => (ForwardedHeader::XForwardedFor, "x-forwarded-for"),
+            "forwarded" => (ForwardedHeader::Forwarded, "forwarded"),
+            other => {
+                return Err(ConfigError::new_err(format!(
+                    "unknown forwarding header {other:?}: expected \"x-forwarded-for\" or \"forwarded\""
+                )));
+            }
+        };
+        Ok(PyClientIp {
+            inner: ClientIp::new()
+                .trusted_proxies(networks)
+                .header(forwarded)
+                .ipv6_prefix(ipv6_prefix)
+                .ipv4_prefix(ipv4_prefix),
+            header,
+        })
+    }
+
+    /// The name of the forwarding header read behind trusted proxies, lower case.
+    #[getter]
+    fn header(&self) -> &'static str {
+        self.header
+    }
+
+    /// The client key of a request from `peer` carrying `forwarded` (the values of the
+    /// forwarding header, in order). A peer that is not an IP address (a Unix socket, None) is
+    /// keyed as "unknown"; a malformed header value ends the walk, as in the Rust layer.
+    #[pyo3(signature = (peer, forwarded = Vec::new()))]
+    fn key(&self, peer: Option<&str>, forwarded: Vec<Vec<u8>>) -> String {
+        let Some(peer) = peer.and_then(|p| IpAddr::from_str(p).ok()) else {
+            return "unknown".to_owned();
+        };
+        let mut headers = HeaderMap::new();
+        let name = HeaderName::from_static(self.header);
+        // The walk reads at most a bounded number of entries, so many lines cost no more.
+        for value in forwarded.iter().take(64) {
+            let value = HeaderValue::from_bytes(value)
+                .unwrap_or_else(|_| HeaderValue::from_static("_malformed"));
+            headers.append(name.clone(), value);
+        }
+        self.inner.key_for(self.inner.resolve(peer, &headers))
+    }
+}
+
+/// A network or a single address, as `trusted_proxies` takes them.
+fn network(text: &str) -> PyResult<IpNet> {
+    if let Ok(network) = IpNet::from_str(text) {
+        return Ok(network);
+    }
+    IpAddr::from_str(text).map(IpNet::from).map_err(|_| {
+        ConfigError::new_err(format!(
+            "trusted proxy {text:?} is neither an address nor a network: write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""
+        ))
+    })
+}
+
+fn header_mode(mode: &str) -> PyResult<HeaderMode> {
+    match mode {
+        "draft" => Ok(HeaderMode::Draft),
+        "legacy" => Ok(HeaderMode::Legacy),
+        "both" => Ok(HeaderMode::Both),
+        "none" => Ok(HeaderMode::None),
+        other => Err(ConfigError::new_err(format!(
+            "unknown headers mode {other:?}: expected \"draft\", \"legacy\", \"both\" or \"none\""
+        ))),
+    }
+}
+
+fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn verdict_headers(verdict: &PyVerdict, mode: &str) -> PyResult<Vec<(String, String)>> {
+    let headers = RateLimitHeaders::new(header_mode(mode)?, &verdict.policies);
+    let mut map = HeaderMap::new();
+    headers.write(&mut map, &verdict.verdict());
+    Ok(pairs(&map))
+}
+
+pub(crate) fn denial(verdict: &PyVerdict, mode: &str) -> PyResult<HttpAnswer> {
+    let headers = RateLimitHeaders::new(header_mode(mode)?, &verdict.policies);
+    let response = problem::denied(&verdict.verdict(), &headers);
+    Python::attach(|py| Ok(http_answer(py, response)))
+}
+
+/// The 503 problem answer of a store outage under policies that fail closed, as the Rust layer
+/// sends it: (status, headers, body).
+#[pyfunction]
+pub(crate) fn store_unavailable(py: Python<'_>, policies: Vec<PyRef<'_, PyPolicy>>) -> HttpAnswer {
+    let policies: Vec<&Policy> = policies.iter().map(|p| &p.inner).collect();
+    http_answer(py, problem::store_unavailable(policies))
+}
+
+/// The 422 problem answer of a cost no policy can admit, as the Rust layer sends it.
+#[pyfunction]
+pub(crate) fn impossible_cost(py: Python<'_>, detail: &str) -> HttpAnswer {
+    http_answer(py, problem::impossible_cost(detail))
+}
+
+fn http_answer(py: Python<'_>, response: Response<Full<Bytes>>) -> HttpAnswer {
+    let (parts, body) = response.into_parts();
+    let body = body_bytes(body);
+    (
+        parts.status.as_u16(),
+        pairs(&parts.headers),
+        PyBytes::new(py, &body).unbind(),
+    )
+}
+
+/// The bytes of a complete body, which is ready at once.
+fn body_bytes(body: Full<Bytes>) -> Bytes {
+    use http_body_util::BodyExt;
+    use std::task::{Context, Poll, Waker};
+    let mut collect = std::pin::pin!(body.collect());
+    match collect
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(Ok(collected)) => collected.to_bytes(),
+        // `Full` is one frame, ready at once, and cannot fail.
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => Bytes::new(),
+    }
+}

@@ -1,0 +1,179 @@
+//! `floodwall.Decision` (one policy's answer) and `floodwall.Verdict` (a check under several).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodwall::{Answer, Decision, Policy, Source, Verdict};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+/// One policy's answer for one key.
+#[pyclass(frozen, name = "Decision", module = "floodwall")]
+#[derive(Debug, Clone)]
+pub(crate) struct PyDecision {
+    /// Whether the request may go on.
+    #[pyo3(get)]
+    allowed: bool,
+    /// The most units the key can hold (the burst of a bucket, else the limit).
+    #[pyo3(get)]
+    limit: u64,
+    /// Units left now; never negative.
+    #[pyo3(get)]
+    remaining: u64,
+    /// Seconds until the key is back to its full quota.
+    #[pyo3(get)]
+    reset_after: f64,
+    /// When denied, the seconds after which the same request would be admitted if no one else
+    /// consumed meanwhile; None when allowed.
+    #[pyo3(get)]
+    retry_after: Option<f64>,
+    /// The policy's name.
+    #[pyo3(get)]
+    policy: String,
+    /// False when the store failed and the policy failed open: allowed without counting.
+    #[pyo3(get)]
+    counted: bool,
+}
+
+impl PyDecision {
+    pub(crate) fn new(policy: &Policy, decision: &Decision, source: Source) -> Self {
+        PyDecision {
+            allowed: decision.allowed,
+            limit: decision.capacity,
+            remaining: decision.remaining,
+            reset_after: decision.reset_after.as_secs_f64(),
+            retry_after: decision.retry_after.map(|d| d.as_secs_f64()),
+            policy: policy.name().to_owned(),
+            counted: source != Source::FailOpen,
+        }
+    }
+
+    /// The decision of a one-policy verdict.
+    pub(crate) fn of(verdict: &Verdict<'_>) -> Self {
+        match verdict.iter().next() {
+            Some((policy, decision)) => PyDecision::new(policy, decision, verdict.source()),
+            // A verdict always has a decision per policy, and a check has one policy at least.
+            None => PyDecision {
+                allowed: verdict.allowed(),
+                limit: 0,
+                remaining: 0,
+                reset_after: 0.0,
+                retry_after: verdict.retry_after().map(|d| d.as_secs_f64()),
+                policy: String::new(),
+                counted: false,
+            },
+        }
+    }
+}
+
+#[pymethods]
+impl PyDecision {
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, policy={:?}, limit={}, remaining={}, reset_after={:.3}, retry_after={})",
+            if self.allowed { "True" } else { "False" },
+            self.policy,
+            self.limit,
+            self.remaining,
+            self.reset_after,
+            self.retry_after
+                .map_or_else(|| "None".to_owned(), |s| format!("{s:.3}"))
+        )
+    }
+}
+
+/// The answer of a check under several policies at once: allowed only if every enforced policy
+/// allowed, with each policy's decision in the order given.
+#[pyclass(frozen, name = "Verdict", module = "floodwall")]
+#[derive(Debug)]
+pub(crate) struct PyVerdict {
+    pub(crate) policies: Arc<[Policy]>,
+    pub(crate) answer: Answer,
+}
+
+impl PyVerdict {
+    /// The Rust verdict, for the HTTP answers.
+    pub(crate) fn verdict(&self) -> Verdict<'_> {
+        Verdict::from_answer(self.policies.iter(), self.answer.clone())
+    }
+}
+
+#[pymethods]
+impl PyVerdict {
+    /// Whether the request may go on.
+    #[getter]
+    fn allowed(&self) -> bool {
+        self.answer.allowed
+    }
+
+    /// Each policy's decision, in the order of the policies checked.
+    #[getter]
+    fn decisions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let source = self.answer.source;
+        let decisions = self
+            .policies
+            .iter()
+            .zip(&self.answer.decisions)
+            .map(|(policy, decision)| PyDecision::new(policy, decision, source));
+        PyList::new(py, decisions)
+    }
+
+    /// When denied, the seconds until every enforced policy that denied would admit the same
+    /// request; None when allowed.
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.verdict()
+            .retry_after()
+            .map(|d: Duration| d.as_secs_f64())
+    }
+
+    /// The names of the enforced policies that denied.
+    #[getter]
+    fn violated(&self) -> Vec<String> {
+        self.verdict()
+            .violated()
+            .map(|p| p.name().to_owned())
+            .collect()
+    }
+
+    /// False when the store failed and the policy failed open: allowed without counting.
+    #[getter]
+    fn counted(&self) -> bool {
+        self.answer.source != Source::FailOpen
+    }
+
+    /// The rate-limit headers of this verdict as the Rust HTTP layer writes them, for `mode`
+    /// "draft" (RateLimit-Policy and RateLimit), "legacy" (X-RateLimit-*), "both" or "none";
+    /// with Retry-After when denied.
+    #[pyo3(signature = (mode = "draft"))]
+    fn headers(&self, mode: &str) -> PyResult<Vec<(String, String)>> {
+        crate::answer::verdict_headers(self, mode)
+    }
+
+    /// The whole 429 answer to this verdict as the Rust HTTP layer sends it: (status, headers,
+    /// problem+json body).
+    #[pyo3(signature = (mode = "draft"))]
+    fn denial(&self, mode: &str) -> PyResult<crate::answer::HttpAnswer> {
+        crate::answer::denial(self, mode)
+    }
+
+    fn __bool__(&self) -> bool {
+        self.answer.allowed
+    }
+
+    fn __len__(&self) -> usize {
+        self.answer.decisions.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Verdict(allowed={}, policies={:?})",
+            if self.answer.allowed { "True" } else { "False" },
+            self.policies.iter().map(Policy::name).collect::<Vec<_>>()
+        )
+    }
+}

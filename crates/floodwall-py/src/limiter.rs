@@ -1,0 +1,459 @@
+//! `floodwall.Limiter`: decisions on a store, each method also as an awaitable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodwall::{Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig, Verdict};
+use pyo3::IntoPyObjectExt;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+
+use crate::clock::PyManualClock;
+use crate::decision::{PyDecision, PyVerdict};
+use crate::errors::{self, ConfigError};
+use crate::policy::{PyPolicy, on_error_of};
+use crate::runtime::{self, Ready};
+
+/// A client key: text (encoded as UTF-8) or bytes.
+#[derive(Debug, FromPyObject)]
+pub(crate) enum Key {
+    Text(PyBackedStr),
+    Bytes(PyBackedBytes),
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Key::Text(text) => text.as_bytes(),
+            Key::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+/// Decides "may `key` spend `cost` units now?" against a store shared by every limiter on it.
+#[pyclass(frozen, subclass, name = "Limiter", module = "floodwall")]
+#[derive(Debug)]
+pub(crate) struct PyLimiter {
+    limiter: Limiter,
+    /// The memory store answers without waiting: its calls need no runtime and no GIL release.
+    in_memory: bool,
+    storage: String,
+}
+
+#[pymethods]
+impl PyLimiter {
+    /// `storage` is "memory://" (in process, the default), "redis://host:port/db",
+    /// "rediss://…" or "redis+cluster://h1:p1,h2:p2". `on_error` ("allow", "deny" or "local")
+    /// answers a store failure, unless a policy says otherwise; `timeout` (seconds) bounds
+    /// each Redis decision; `prefix` starts every Redis key; `max_keys` bounds the memory store.
+    #[new]
+    #[pyo3(signature = (storage = "memory://", *, on_error = "allow", timeout = None, prefix = None, max_keys = None, clock = None))]
+    fn new(
+        py: Python<'_>,
+        storage: &str,
+        on_error: &str,
+        timeout: Option<f64>,
+        prefix: Option<String>,
+        max_keys: Option<usize>,
+        clock: Option<PyRef<'_, PyManualClock>>,
+    ) -> PyResult<Self> {
+        let on_error = on_error_of(on_error)?;
+        let clock = clock.map(|c| c.inner.clone());
+        let config = StorageConfig::from_url(storage).map_err(errors::config)?;
+        let store = match config {
+            StorageConfig::Memory { max_keys: default } => {
+                if timeout.is_some() || prefix.is_some() {
+                    return Err(ConfigError::new_err(
+                        "timeout and prefix are options of a Redis store; memory:// takes max_keys",
+                    ));
+                }
+                let mut builder = MemoryStore::builder().max_keys(max_keys.unwrap_or(default));
+                if let Some(clock) = clock {
+                    builder = builder.clock(clock);
+                }
+                Storage::Memory(builder.build())
+            }
+            StorageConfig::Redis(_) => {
+                if max_keys.is_some() {
+                    return Err(ConfigError::new_err(
+                        "max_keys bounds the memory store; a Redis store takes timeout and prefix",
+                    ));
+                }
+                let mut config = RedisConfig::new(storage);
+                if let Some(timeout) = timeout {
+                    config = config.timeout(seconds(timeout, "timeout")?);
+                }
+                if let Some(prefix) = prefix {
+                    config = config.prefix(prefix);
+                }
+                if let Some(clock) = clock {
+                    config = config.clock(clock);
+                }
+                let config = StorageConfig::Redis(config);
+                config.validate().map_err(errors::config)?;
+                runtime::block_on(py, Storage::connect(config)).map_err(|error| {
+                    errors::StoreUnavailable::new_err(format!("cannot reach {storage}: {error}"))
+                })?
+            }
+            _ => {
+                return Err(ConfigError::new_err(format!(
+                    "unsupported storage {storage:?}"
+                )));
+            }
+        };
+        let in_memory = matches!(store, Storage::Memory(_));
+        Ok(PyLimiter {
+            limiter: Limiter::builder(store).on_error(on_error).build(),
+            in_memory,
+            storage: storage.to_owned(),
+        })
+    }
+
+    /// The storage URL this limiter was built on.
+    #[getter]
+    fn storage(&self) -> &str {
+        &self.storage
+    }
+
+    /// Decides a request of `cost` units for `key` under `policy`, consuming if allowed.
+    #[pyo3(signature = (policy, key, cost = 1))]
+    fn check(
+        &self,
+        py: Python<'_>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<PyDecision> {
+        let verdict = self.run(py, self.limiter.check(&policy.inner, &key, cost))?;
+        Ok(PyDecision::of(&verdict))
+    }
+
+    /// Decides a request under several policies at once, all-or-nothing.
+    #[pyo3(signature = (policies, key, cost = 1))]
+    fn check_all(
+        &self,
+        py: Python<'_>,
+        policies: Vec<PyRef<'_, PyPolicy>>,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<PyVerdict> {
+        let policies = owned(&policies);
+        let answer = {
+            let verdict = self.run(py, self.limiter.check_all(&policies, &key, cost))?;
+            answer_of(&verdict)
+        };
+        Ok(PyVerdict { policies, answer })
+    }
+
+    /// Whether one more unit would be allowed for `key`, consuming nothing.
+    fn peek(&self, py: Python<'_>, policy: &PyPolicy, key: Key) -> PyResult<PyDecision> {
+        self.check(py, policy, key, 0)
+    }
+
+    /// Gives back `cost` units that were consumed, never past a full quota.
+    #[pyo3(signature = (policy, key, cost = 1))]
+    fn refund(
+        &self,
+        py: Python<'_>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<PyDecision> {
+        let verdict = self.run(py, self.limiter.refund(&policy.inner, &key, cost))?;
+        Ok(PyDecision::of(&verdict))
+    }
+
+    /// Decides several (policy, key, cost) items at once, all-or-nothing: allowed only if every
+    /// enforced policy allows its own item, and then each allowing item consumes its cost.
+    fn check_weighted(&self, py: Python<'_>, items: Vec<Item<'_>>) -> PyResult<PyVerdict> {
+        let (policies, keys, costs) = split(&items);
+        let answer = {
+            let pairs = weighted(&policies, &keys, &costs);
+            answer_of(&self.run(py, self.limiter.check_weighted(&pairs))?)
+        };
+        Ok(PyVerdict { policies, answer })
+    }
+
+    /// Gives back what a [`check_weighted`] of the same items consumed, never past a full quota.
+    fn refund_weighted(&self, py: Python<'_>, items: Vec<Item<'_>>) -> PyResult<()> {
+        let (policies, keys, costs) = split(&items);
+        let pairs = weighted(&policies, &keys, &costs);
+        self.run(py, self.limiter.refund_weighted(&pairs))?;
+        Ok(())
+    }
+
+    /// Forgets `key`'s state under `policy`: its next request starts with a full quota.
+    fn reset(&self, py: Python<'_>, policy: &PyPolicy, key: Key) -> PyResult<()> {
+        self.run(py, self.limiter.reset(&policy.inner, &key))
+    }
+
+    /// Waits until a request of `cost` is allowed, or until `timeout` seconds have passed
+    /// (None: as long as it takes), and returns the last decision either way. The GIL is
+    /// released while it waits.
+    #[pyo3(signature = (policy, key, cost = 1, timeout = None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<PyDecision> {
+        let max_wait = max_wait(timeout)?;
+        let verdict = runtime::block_on(
+            py,
+            self.limiter.acquire(&policy.inner, &key, cost, max_wait),
+        )
+        .map_err(errors::from_limiter)?;
+        Ok(PyDecision::of(&verdict))
+    }
+
+    /// [`check`] as an awaitable.
+    #[pyo3(signature = (policy, key, cost = 1))]
+    fn acheck<'py>(
+        &self,
+        py: Python<'py>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.in_memory {
+            let decision = self.check(py, policy, key, cost)?;
+            return ready(py, decision);
+        }
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let verdict = limiter
+                .check(&policy, &key, cost)
+                .await
+                .map_err(errors::from_limiter)?;
+            Ok(PyDecision::of(&verdict))
+        })
+    }
+
+    /// [`check_all`] as an awaitable.
+    #[pyo3(signature = (policies, key, cost = 1))]
+    fn acheck_all<'py>(
+        &self,
+        py: Python<'py>,
+        policies: Vec<PyRef<'py, PyPolicy>>,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.in_memory {
+            let verdict = self.check_all(py, policies, key, cost)?;
+            return ready(py, verdict);
+        }
+        let (limiter, policies) = (self.limiter.clone(), owned(&policies));
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let answer = {
+                let verdict = limiter
+                    .check_all(&policies, &key, cost)
+                    .await
+                    .map_err(errors::from_limiter)?;
+                answer_of(&verdict)
+            };
+            Ok(PyVerdict { policies, answer })
+        })
+    }
+
+    /// [`peek`] as an awaitable.
+    fn apeek<'py>(
+        &self,
+        py: Python<'py>,
+        policy: &PyPolicy,
+        key: Key,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.acheck(py, policy, key, 0)
+    }
+
+    /// [`refund`] as an awaitable.
+    #[pyo3(signature = (policy, key, cost = 1))]
+    fn arefund<'py>(
+        &self,
+        py: Python<'py>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.in_memory {
+            let decision = self.refund(py, policy, key, cost)?;
+            return ready(py, decision);
+        }
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let verdict = limiter
+                .refund(&policy, &key, cost)
+                .await
+                .map_err(errors::from_limiter)?;
+            Ok(PyDecision::of(&verdict))
+        })
+    }
+
+    /// [`check_weighted`] as an awaitable.
+    fn acheck_weighted<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<Item<'py>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.in_memory {
+            let verdict = self.check_weighted(py, items)?;
+            return ready(py, verdict);
+        }
+        let limiter = self.limiter.clone();
+        let (policies, keys, costs) = split(&items);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let answer = {
+                let pairs = weighted(&policies, &keys, &costs);
+                let verdict = limiter
+                    .check_weighted(&pairs)
+                    .await
+                    .map_err(errors::from_limiter)?;
+                answer_of(&verdict)
+            };
+            Ok(PyVerdict { policies, answer })
+        })
+    }
+
+    /// [`refund_weighted`] as an awaitable.
+    fn arefund_weighted<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<Item<'py>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.in_memory {
+            self.refund_weighted(py, items)?;
+            return ready(py, py.None());
+        }
+        let limiter = self.limiter.clone();
+        let (policies, keys, costs) = split(&items);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let pairs = weighted(&policies, &keys, &costs);
+            limiter
+                .refund_weighted(&pairs)
+                .await
+                .map_err(errors::from_limiter)?;
+            Ok(())
+        })
+    }
+
+    /// [`reset`] as an awaitable.
+    fn areset<'py>(
+        &self,
+        py: Python<'py>,
+        policy: &PyPolicy,
+        key: Key,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.in_memory {
+            self.reset(py, policy, key)?;
+            return ready(py, py.None());
+        }
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            limiter
+                .reset(&policy, &key)
+                .await
+                .map_err(errors::from_limiter)
+        })
+    }
+
+    /// [`acquire`] as an awaitable: waits on the event loop without blocking it.
+    #[pyo3(signature = (policy, key, cost = 1, timeout = None))]
+    fn aacquire<'py>(
+        &self,
+        py: Python<'py>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let max_wait = max_wait(timeout)?;
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let verdict = limiter
+                .acquire(&policy, &key, cost, max_wait)
+                .await
+                .map_err(errors::from_limiter)?;
+            Ok(PyDecision::of(&verdict))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Limiter({:?})", self.storage)
+    }
+}
+
+impl PyLimiter {
+    /// Runs a decision: at once in memory, on the runtime with the GIL released on Redis.
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        future: impl Future<Output = Result<T, floodwall::Error>> + Send,
+    ) -> PyResult<T> {
+        let result = if self.in_memory {
+            runtime::now_or_block(py, future)
+        } else {
+            runtime::block_on(py, future)
+        };
+        result.map_err(errors::from_limiter)
+    }
+}
+
+/// One (policy, key, cost) item of a weighted check.
+type Item<'py> = (PyRef<'py, PyPolicy>, Key, u64);
+
+/// The items' policies, keys and costs, owned, so that an async call can keep them.
+fn split(items: &[Item<'_>]) -> (Arc<[Policy]>, Vec<Vec<u8>>, Vec<u64>) {
+    let policies = items.iter().map(|(p, _, _)| p.inner.clone()).collect();
+    let keys = items.iter().map(|(_, k, _)| k.as_ref().to_vec()).collect();
+    let costs = items.iter().map(|(_, _, c)| *c).collect();
+    (policies, keys, costs)
+}
+
+fn weighted<'a>(
+    policies: &'a [Policy],
+    keys: &'a [Vec<u8>],
+    costs: &[u64],
+) -> Vec<(&'a Policy, &'a [u8], u64)> {
+    policies
+        .iter()
+        .zip(keys)
+        .zip(costs)
+        .map(|((policy, key), cost)| (policy, key.as_slice(), *cost))
+        .collect()
+}
+
+fn owned(policies: &[PyRef<'_, PyPolicy>]) -> Arc<[Policy]> {
+    policies.iter().map(|p| p.inner.clone()).collect()
+}
+
+fn answer_of(verdict: &Verdict<'_>) -> floodwall::Answer {
+    floodwall::Answer {
+        allowed: verdict.allowed(),
+        decisions: verdict.decisions().iter().cloned().collect(),
+        source: verdict.source(),
+    }
+}
+
+fn ready<'py, T>(py: Python<'py>, value: T) -> PyResult<Bound<'py, PyAny>>
+where
+    T: IntoPyObject<'py>,
+{
+    let value = value.into_py_any(py)?;
+    Ok(Bound::new(py, Ready::new(value))?.into_any())
+}
+
+fn seconds(value: f64, what: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!("{what} must be a finite number of seconds >= 0"))
+    })
+}
+
+/// None waits as long as it takes: a century stands for that, as no timer is longer.
+fn max_wait(timeout: Option<f64>) -> PyResult<Duration> {
+    match timeout {
+        Some(timeout) => seconds(timeout, "timeout"),
+        None => Ok(Duration::from_secs(100 * 365 * 86_400)),
+    }
+}
