@@ -185,10 +185,11 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 def policy_name(function: Callable[..., Any]) -> str:
     """A policy name for a function: its module and qualified name, made of the characters a
-    policy name allows, at most 64 of them (a digest keeps long ones distinct)."""
+    policy name allows; past 64 of them, a digest of the whole and its last 51."""
     raw = f"{function.__module__}.{function.__qualname__}"
     name = _NAME_UNSAFE.sub("-", raw).strip("-.") or "function"
     if len(name) <= 64:
         return name
+    # The end names the function; the digest of the whole keeps two long names apart.
     digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
-    return f"{name[:51]}-{digest}"
+    return f"{digest}-{name[-51:].lstrip('-.')}"
