@@ -177,6 +177,52 @@ fn header_bombs_stop_after_max_hops() {
 }
 
 #[test]
+fn max_hops_sets_how_far_the_walk_reads() {
+    // H7: two hops read, the third (the client) never reached; the default reads it.
+    let chain = headers(&[("x-forwarded-for", "203.0.113.1, 10.0.0.1, 10.0.0.2")]);
+    let short = trusting(&["10.0.0.0/8"]).max_hops(2);
+    assert_eq!(short.resolve(ip("10.0.0.5"), &chain), ip("10.0.0.1"));
+    let default = trusting(&["10.0.0.0/8"]);
+    assert_eq!(default.resolve(ip("10.0.0.5"), &chain), ip("203.0.113.1"));
+}
+
+#[test]
+fn entries_with_a_port_parse_only_with_a_real_port() {
+    // H5: a port is 1 to 5 digits; anything else makes the entry malformed, which stops a walk.
+    for (entry, expected) in [
+        ("192.0.2.1:8080", Some("192.0.2.1")),
+        ("192.0.2.1:65535", Some("192.0.2.1")),
+        ("[2001:db8::1]:80", Some("2001:db8::1")),
+        ("[2001:db8::1]", Some("2001:db8::1")),
+        (" 2001:db8::2 ", Some("2001:db8::2")),
+        ("192.0.2.1:", None),
+        ("192.0.2.1:123456", None),
+        ("192.0.2.1:8a", None),
+        ("[2001:db8::1]:", None),
+        ("[2001:db8::1]:x", None),
+        ("unknown", None),
+    ] {
+        assert_eq!(
+            floodwall_http::key::parse_forwarded_for_entry(entry),
+            expected.map(ip),
+            "{entry:?}"
+        );
+    }
+    for (element, expected) in [
+        ("for=192.0.2.60;proto=http", Some("192.0.2.60")),
+        (r#" for="[2001:db8::1]:4711" "#, Some("2001:db8::1")),
+        ("for=192.0.2.60:", None),
+        ("by=192.0.2.60", None),
+    ] {
+        assert_eq!(
+            floodwall_http::key::parse_forwarded_entry(element),
+            expected.map(ip),
+            "{element:?}"
+        );
+    }
+}
+
+#[test]
 fn ipv6_clients_are_grouped_by_prefix() {
     let client_ip = ClientIp::new();
     assert_eq!(
@@ -254,12 +300,24 @@ mod other_keys {
         request.extensions.insert(UserId(42));
         assert_eq!(user.extract(&request).unwrap(), b"user-42");
 
+        assert!(matches!(
+            header.extract(&parts("/", &[("x-api-key", "")])),
+            Err(KeyError::Missing { .. })
+        ));
+        let boxed: Box<dyn KeyExtractor> = Box::new(header);
+        assert_eq!(
+            boxed.extract(&parts("/", &[("x-api-key", "xyz")])).unwrap(),
+            b"xyz"
+        );
+
+        assert!(format!("{user:?}").contains("UserId"), "{user:?}");
         assert_eq!(Global.extract(&parts("/", &[])).unwrap(), b"global");
         let by_path = key_fn(|request| Ok(request.uri.path().as_bytes().to_vec()));
         assert_eq!(
             by_path.extract(&parts("/tenants/7", &[])).unwrap(),
             b"/tenants/7"
         );
+        assert_eq!(format!("{by_path:?}"), "FnKey");
     }
 
     #[test]

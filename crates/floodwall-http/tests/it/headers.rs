@@ -178,3 +178,45 @@ async fn a_bucket_advertises_its_burst_over_the_time_to_refill_it() {
     let response = app.oneshot(get_from("/", "192.0.2.1:1")).await.unwrap();
     assert_eq!(response.headers()["ratelimit-policy"], "\"api\";q=10;w=5");
 }
+
+/// `RateLimitHeaders` prepares `RateLimit-Policy` for the policies it was built for, and a
+/// verdict on any other policies still gets its own: another name, another quota, another
+/// window, or fewer policies.
+#[tokio::test]
+async fn a_verdict_on_other_policies_gets_their_own_policy_header() {
+    use floodwall_http::RateLimitHeaders;
+    let policy = |name: &str, limit: u64, seconds: u64| {
+        Policy::new(
+            name,
+            Algorithm::FixedWindow,
+            limit,
+            Duration::from_secs(seconds),
+        )
+        .unwrap()
+    };
+    let prepared = [policy("a", 10, 60), policy("b", 5, 1)];
+    let headers = RateLimitHeaders::new(HeaderMode::Draft, &prepared);
+    let limiter = Limiter::new(MemoryStore::new());
+    let cases: [(&[Policy], &str); 5] = [
+        (&prepared, "\"a\";q=10;w=60, \"b\";q=5;w=1"),
+        (
+            &[policy("c", 10, 60), policy("b", 5, 1)],
+            "\"c\";q=10;w=60, \"b\";q=5;w=1",
+        ),
+        (
+            &[policy("a", 11, 60), policy("b", 5, 1)],
+            "\"a\";q=11;w=60, \"b\";q=5;w=1",
+        ),
+        (
+            &[policy("a", 10, 61), policy("b", 5, 1)],
+            "\"a\";q=10;w=61, \"b\";q=5;w=1",
+        ),
+        (&prepared[..1], "\"a\";q=10;w=60"),
+    ];
+    for (policies, expected) in cases {
+        let verdict = limiter.check_all(policies, "k", 1).await.unwrap();
+        let mut map = http::HeaderMap::new();
+        headers.write(&mut map, &verdict);
+        assert_eq!(map["ratelimit-policy"], expected);
+    }
+}
