@@ -148,6 +148,13 @@ pub(crate) fn store_unavailable(py: Python<'_>, policies: Vec<PyRef<'_, PyPolicy
     http_answer(py, problem::store_unavailable(policies))
 }
 
+/// The 401 problem answer of a request that lacks the client key its limit is keyed by, as the
+/// Rust layer sends it.
+#[pyfunction]
+pub(crate) fn missing_key(py: Python<'_>, detail: &str) -> HttpAnswer {
+    http_answer(py, problem::missing_key(detail))
+}
+
 /// The 422 problem answer of a cost no policy can admit, as the Rust layer sends it.
 #[pyfunction]
 pub(crate) fn impossible_cost(py: Python<'_>, detail: &str) -> HttpAnswer {

@@ -29,6 +29,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(policy::parse_rate, module)?)?;
     module.add_function(wrap_pyfunction!(answer::store_unavailable, module)?)?;
     module.add_function(wrap_pyfunction!(answer::impossible_cost, module)?)?;
+    module.add_function(wrap_pyfunction!(answer::missing_key, module)?)?;
     module.add("Error", py.get_type::<errors::Error>())?;
     module.add("ConfigError", py.get_type::<errors::ConfigError>())?;
     module.add(

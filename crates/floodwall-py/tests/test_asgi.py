@@ -58,6 +58,14 @@ def test_exempt_paths_and_custom_keys():
     assert [r.status_code for r in responses[12:]] == [200] * 10 + [429, 200]
 
 
+def test_a_request_without_its_key_gets_the_rust_layers_401():
+    app = app_with(key=lambda scope: dict(scope["headers"]).get(b"x-user"))
+    missing, present = run(app, [("GET", "/", {}), ("GET", "/", {"X-User": "ann"})])
+    assert missing.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert present.status_code == 200
+
+
 def test_spoofed_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy():
     forged = [("GET", "/", {"X-Forwarded-For": f"198.51.100.{n}"}) for n in range(11)]
     assert [r.status_code for r in run(app_with(), forged)] == [200] * 10 + [429]

@@ -123,6 +123,21 @@ def test_methods_cost_key_and_exempt_when():
     assert client.post("/items", headers={"X-User": "ann"}).status_code == 200
 
 
+def test_a_request_without_its_key_gets_the_rust_layers_401():
+    app = flask.Flask("keyed")
+    fw = FloodWall(app, key=lambda: flask.request.headers.get("X-Api-Key"))
+
+    @app.get("/")
+    @fw.limit("5/minute")
+    def index():
+        return "ok"
+
+    client = app.test_client()
+    missing = client.get("/")
+    assert missing.status_code == 401 and missing.headers["Content-Type"] == "application/problem+json"
+    assert client.get("/", headers={"X-Api-Key": "k"}).status_code == 200
+
+
 def test_deduct_when_counts_only_the_responses_it_selects():
     app = flask.Flask("deduct")
     fw = FloodWall(app)

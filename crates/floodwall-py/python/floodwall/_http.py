@@ -55,8 +55,9 @@ def failure_answer(error: Exception, policies: Sequence[Policy]) -> Answer:
     raise error
 
 
-def denial(verdict: Verdict, mode: str) -> Answer:
-    return verdict.denial(mode)
+def missing_key() -> Answer:
+    """The Rust layer's 401 for a request whose key function found no key (returned None)."""
+    return _native.missing_key("the request carries no client key for its rate limit")
 
 
 def consumed(items: Sequence[Tuple[Policy, Any, int]], verdict: Verdict) -> List[Tuple[Policy, Any, int]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Optional, Sequence, Union
 
 from . import Limiter, Policy
-from ._http import consumed, failure_answer, header_mode, policy_of
+from ._http import consumed, failure_answer, header_mode, missing_key, policy_of
 from ._native import ClientIp, CostTooLarge, StoreUnavailable
 
 __all__ = ["RateLimitMiddleware"]
@@ -31,7 +31,7 @@ class RateLimitMiddleware:
     """ASGI middleware: limits every HTTP request under ``default_limits``.
 
     ``key(scope)`` picks the client key (default: the client IP, the peer unless it is in
-    ``trusted_proxies``); ``cost(scope)`` the units (default 1); ``exempt(scope)`` true lets a
+    ``trusted_proxies``; a key function that returns None gets the Rust layer's 401); ``cost(scope)`` the units (default 1); ``exempt(scope)`` true lets a
     request through unchecked (``exempt_paths`` does the same for exact paths); ``refund_when``
     ``(status)`` true gives a request's units back once its response has started.
     """
@@ -91,6 +91,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         key = self._key(scope) if self._key is not None else self.client_key(scope)
+        if key is None:
+            await _answer(send, missing_key())
+            return
         cost = self._cost(scope) if callable(self._cost) else self._cost
         items = [(policy, key, cost) for policy in self.policies]
         try:

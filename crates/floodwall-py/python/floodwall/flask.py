@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 import flask
 
 from . import Limiter, Policy, policy_name
-from ._http import Limit, failure_answer, header_mode, methods_of, policy_of
+from ._http import Limit, failure_answer, header_mode, methods_of, missing_key, policy_of
 from ._native import ClientIp, CostTooLarge, StoreUnavailable
 
 __all__ = ["FloodWall", "remote_address"]
@@ -194,6 +194,8 @@ class FloodWall:
             if limit.exempt_when is not None and limit.exempt_when():
                 continue
             key = limit.key() if limit.key is not None else (self._key or self.client_key)()
+            if key is None:
+                return _response(missing_key())
             cost = limit.cost() if callable(limit.cost) else limit.cost
             items.append((limit.policy, key, cost))
             limits.append(limit)
