@@ -197,7 +197,7 @@ async fn a_verdict_on_other_policies_gets_their_own_policy_header() {
     let prepared = [policy("a", 10, 60), policy("b", 5, 1)];
     let headers = RateLimitHeaders::new(HeaderMode::Draft, &prepared);
     let limiter = Limiter::new(MemoryStore::new());
-    let cases: [(&[Policy], &str); 5] = [
+    let cases: [(&[Policy], &str); 8] = [
         (&prepared, "\"a\";q=10;w=60, \"b\";q=5;w=1"),
         (
             &[policy("c", 10, 60), policy("b", 5, 1)],
@@ -210,6 +210,19 @@ async fn a_verdict_on_other_policies_gets_their_own_policy_header() {
         (
             &[policy("a", 10, 61), policy("b", 5, 1)],
             "\"a\";q=10;w=61, \"b\";q=5;w=1",
+        ),
+        // The same differences in every policy at once.
+        (
+            &[policy("c", 10, 60), policy("d", 5, 1)],
+            "\"c\";q=10;w=60, \"d\";q=5;w=1",
+        ),
+        (
+            &[policy("a", 11, 60), policy("b", 6, 1)],
+            "\"a\";q=11;w=60, \"b\";q=6;w=1",
+        ),
+        (
+            &[policy("a", 10, 61), policy("b", 5, 2)],
+            "\"a\";q=10;w=61, \"b\";q=5;w=2",
         ),
         (&prepared[..1], "\"a\";q=10;w=60"),
     ];
