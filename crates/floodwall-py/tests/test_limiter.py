@@ -4,6 +4,7 @@ peek, reset, refund, acquire, errors, and the async twins."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 
 import pytest
@@ -92,6 +93,9 @@ def test_async_twins_give_the_same_answers(storage):
         return first, second, third, peeked, after_reset, refunded
 
     first, second, third, peeked, after_reset, refunded = asyncio.run(main())
+    # Coroutines, as asyncio.run and create_task require.
+    assert inspect.iscoroutinefunction(limiter.acheck)
+    assert asyncio.run(limiter.apeek(policy, "other")).remaining == 2
     assert first.allowed and second.allowed and not third.allowed
     assert third.retry_after == pytest.approx(30.0)
     assert not peeked.allowed

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import inspect
 import re
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
 from ._native import (
@@ -77,6 +77,38 @@ class Limiter(_native.Limiter):
     blocking ones release the GIL while they wait on Redis. One limiter may be shared by any
     number of threads and tasks.
     """
+
+    # The async twins are coroutine functions, as asyncio.create_task and frameworks expect:
+    # thin shells over the native awaitables, which are already done for the memory store and
+    # asyncio futures resolved by the Rust runtime for Redis.
+
+    async def acheck(self, policy: Policy, key: Union[str, bytes], cost: int = 1) -> Decision:
+        """:meth:`check`, awaited without blocking the event loop."""
+        return await super().acheck(policy, key, cost)
+
+    async def acheck_all(self, policies: Sequence[Policy], key: Union[str, bytes], cost: int = 1) -> Verdict:
+        """:meth:`check_all`, awaited without blocking the event loop."""
+        return await super().acheck_all(policies, key, cost)
+
+    async def acheck_weighted(self, items: Sequence[Tuple[Policy, Union[str, bytes], int]]) -> Verdict:
+        """:meth:`check_weighted`, awaited without blocking the event loop."""
+        return await super().acheck_weighted(items)
+
+    async def apeek(self, policy: Policy, key: Union[str, bytes]) -> Decision:
+        """:meth:`peek`, awaited without blocking the event loop."""
+        return await super().apeek(policy, key)
+
+    async def arefund(self, policy: Policy, key: Union[str, bytes], cost: int = 1) -> Decision:
+        """:meth:`refund`, awaited without blocking the event loop."""
+        return await super().arefund(policy, key, cost)
+
+    async def arefund_weighted(self, items: Sequence[Tuple[Policy, Union[str, bytes], int]]) -> None:
+        """:meth:`refund_weighted`, awaited without blocking the event loop."""
+        await super().arefund_weighted(items)
+
+    async def areset(self, policy: Policy, key: Union[str, bytes]) -> None:
+        """:meth:`reset`, awaited without blocking the event loop."""
+        await super().areset(policy, key)
 
     def acquire(
         self,
