@@ -72,7 +72,7 @@ pub fn parse_rate(input: &str) -> Result<Rate, ParseRateError> {
     })
 }
 
-/// A whole number of at least 1, digits only.
+/// A whole number of at least 1, digits only (`u64`'s parser alone would take a `+`).
 fn whole_number(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -137,6 +137,7 @@ mod tests {
             "0/minute",
             "10/0 minutes",
             "-1/minute",
+            "+5/minute",
             "10 a minute",
             "10 perminute",
             "10/fortnight",
