@@ -43,7 +43,7 @@ echo "# decisions per second"
 echo "# Flask route, gunicorn -w 2 --threads 8, wrk -t2 -c64 -d10s"
 for mode in none floodwall-memory floodwall-redis flask-limiter; do
   redis-cli -p "$port" FLUSHALL >/dev/null
-  BENCH_LIMITER=$mode BENCH_REDIS=$redis_url "$venv/bin/gunicorn" -q -w 2 -k gthread --threads 8 \
+  BENCH_LIMITER=$mode BENCH_REDIS=$redis_url "$venv/bin/gunicorn" --log-level warning -w 2 -k gthread --threads 8 \
     -b "127.0.0.1:$http_port" --chdir bench/python flask_app:app &
   gunicorn_pid=$!
   until curl -s -o /dev/null "http://127.0.0.1:$http_port/"; do sleep 0.2; done

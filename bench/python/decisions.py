@@ -119,18 +119,21 @@ def floodwall_cases(args):
         options = {} if url == "memory://" else {"prefix": f"bench{time.monotonic_ns()}", "timeout": 1.0}
         limiter = floodwall.Limiter(url, on_error="deny", **options)
         for algorithm in ("fixed_window", "sliding_log"):
-            policy = floodwall.Policy(f"bench-{algorithm}", "1000/minute", algorithm=algorithm)
-
-            def decide(key, policy=policy):
-                return limiter.check(policy, key).allowed
-
-            async def adecide(key, policy=policy):
-                return (await limiter.acheck(policy, key)).allowed
-
             name = f"floodwall-{storage_name}-{algorithm}"
-            run_threads(f"{name}-1thread", decide, 1, args.duration)
-            run_threads(f"{name}-8threads", decide, 8, args.duration)
-            run_async(f"{name}-asyncio64", adecide, 64, args.duration)
+            # A policy of its own per case, so that no case inherits another's counts.
+            for case, threads in (("1thread", 1), ("8threads", 8), ("asyncio64", 0)):
+                policy = floodwall.Policy(f"{algorithm}-{case}", "1000/minute", algorithm=algorithm)
+
+                def decide(key, policy=policy):
+                    return limiter.check(policy, key).allowed
+
+                async def adecide(key, policy=policy):
+                    return (await limiter.acheck(policy, key)).allowed
+
+                if threads:
+                    run_threads(f"{name}-{case}", decide, threads, args.duration)
+                else:
+                    run_async(f"{name}-{case}", adecide, 64, args.duration)
 
 
 def limits_cases(args):
@@ -144,13 +147,14 @@ def limits_cases(args):
         for family, cls in (("fixed_window", strategies.FixedWindowRateLimiter), ("sliding_log", strategies.MovingWindowRateLimiter)):
             limiter = cls(store)
             name = f"limits-{storage_name}-{family}"
+            for case, threads in (("1thread", 1), ("8threads", 8)):
+                if storage_name == "memory" and threads > 1:
+                    continue
 
-            def decide(key, limiter=limiter, name=name):
-                return limiter.hit(item, name, key)
+                def decide(key, limiter=limiter, namespace=f"{name}-{case}"):
+                    return limiter.hit(item, namespace, key)
 
-            run_threads(f"{name}-1thread", decide, 1, args.duration)
-            if storage_name == "redis":
-                run_threads(f"{name}-8threads", decide, 8, args.duration)
+                run_threads(f"{name}-{case}", decide, threads, args.duration)
     for family, cls in (("fixed_window", astrategies.FixedWindowRateLimiter), ("sliding_log", astrategies.MovingWindowRateLimiter)):
         limiter = cls(astorage.RedisStorage(f"async+redis://{host_port}"))
         name = f"limits-redis-{family}-asyncio64"
