@@ -7,6 +7,7 @@
 
 mod answer;
 mod clock;
+mod completions;
 mod decision;
 mod errors;
 mod limiter;
@@ -25,7 +26,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<limiter::PyLimiter>()?;
     module.add_class::<clock::PyManualClock>()?;
     module.add_class::<answer::PyClientIp>()?;
-    module.add_class::<runtime::Ready>()?;
+    module.add_class::<completions::Completions>()?;
     module.add_function(wrap_pyfunction!(policy::parse_rate, module)?)?;
     module.add_function(wrap_pyfunction!(answer::store_unavailable, module)?)?;
     module.add_function(wrap_pyfunction!(answer::impossible_cost, module)?)?;

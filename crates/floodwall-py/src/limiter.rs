@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodwall::{Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig, Verdict};
-use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 
 use crate::clock::PyManualClock;
+use crate::completions::{Completions, Outcome};
 use crate::decision::{PyDecision, PyVerdict};
 use crate::errors::{self, ConfigError};
 use crate::policy::{PyPolicy, on_error_of};
-use crate::runtime::{self, Ready};
+use crate::runtime;
 
 /// A client key: text (encoded as UTF-8) or bytes.
 #[derive(Debug, FromPyObject)]
@@ -209,174 +209,123 @@ impl PyLimiter {
         Ok(PyDecision::of(&verdict))
     }
 
-    /// [`check`] as an awaitable.
-    #[pyo3(signature = (policy, key, cost = 1))]
-    fn acheck<'py>(
+    /// Whether the store is the memory store, whose calls never wait.
+    #[getter]
+    fn in_memory(&self) -> bool {
+        self.in_memory
+    }
+
+    // The background twins of the methods above, for the coroutines of the Python layer: each
+    // resolves `future` through `completions`, its event loop's queue.
+
+    fn _spawn_check(
         &self,
-        py: Python<'py>,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
         policy: &PyPolicy,
         key: Key,
         cost: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.in_memory {
-            let decision = self.check(py, policy, key, cost)?;
-            return ready(py, decision);
-        }
+    ) {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let verdict = limiter
-                .check(&policy, &key, cost)
-                .await
-                .map_err(errors::from_limiter)?;
-            Ok(PyDecision::of(&verdict))
-        })
+        runtime::spawn(completions, future, async move {
+            let verdict = limiter.check(&policy, &key, cost).await?;
+            Ok(Outcome::Decision(PyDecision::of(&verdict)))
+        });
     }
 
-    /// [`check_all`] as an awaitable.
-    #[pyo3(signature = (policies, key, cost = 1))]
-    fn acheck_all<'py>(
+    fn _spawn_check_all(
         &self,
-        py: Python<'py>,
-        policies: Vec<PyRef<'py, PyPolicy>>,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
+        policies: Vec<PyRef<'_, PyPolicy>>,
         key: Key,
         cost: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.in_memory {
-            let verdict = self.check_all(py, policies, key, cost)?;
-            return ready(py, verdict);
-        }
+    ) {
         let (limiter, policies) = (self.limiter.clone(), owned(&policies));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let answer = {
-                let verdict = limiter
-                    .check_all(&policies, &key, cost)
-                    .await
-                    .map_err(errors::from_limiter)?;
-                answer_of(&verdict)
-            };
-            Ok(PyVerdict { policies, answer })
-        })
+        runtime::spawn(completions, future, async move {
+            let answer = answer_of(&limiter.check_all(&policies, &key, cost).await?);
+            Ok(Outcome::Verdict(PyVerdict { policies, answer }))
+        });
     }
 
-    /// [`peek`] as an awaitable.
-    fn apeek<'py>(
+    fn _spawn_check_weighted(
         &self,
-        py: Python<'py>,
-        policy: &PyPolicy,
-        key: Key,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.acheck(py, policy, key, 0)
-    }
-
-    /// [`refund`] as an awaitable.
-    #[pyo3(signature = (policy, key, cost = 1))]
-    fn arefund<'py>(
-        &self,
-        py: Python<'py>,
-        policy: &PyPolicy,
-        key: Key,
-        cost: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.in_memory {
-            let decision = self.refund(py, policy, key, cost)?;
-            return ready(py, decision);
-        }
-        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let verdict = limiter
-                .refund(&policy, &key, cost)
-                .await
-                .map_err(errors::from_limiter)?;
-            Ok(PyDecision::of(&verdict))
-        })
-    }
-
-    /// [`check_weighted`] as an awaitable.
-    fn acheck_weighted<'py>(
-        &self,
-        py: Python<'py>,
-        items: Vec<Item<'py>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.in_memory {
-            let verdict = self.check_weighted(py, items)?;
-            return ready(py, verdict);
-        }
+        completions: Py<Completions>,
+        future: Py<PyAny>,
+        items: Vec<Item<'_>>,
+    ) {
         let limiter = self.limiter.clone();
         let (policies, keys, costs) = split(&items);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        runtime::spawn(completions, future, async move {
             let answer = {
                 let pairs = weighted(&policies, &keys, &costs);
-                let verdict = limiter
-                    .check_weighted(&pairs)
-                    .await
-                    .map_err(errors::from_limiter)?;
-                answer_of(&verdict)
+                answer_of(&limiter.check_weighted(&pairs).await?)
             };
-            Ok(PyVerdict { policies, answer })
-        })
+            Ok(Outcome::Verdict(PyVerdict { policies, answer }))
+        });
     }
 
-    /// [`refund_weighted`] as an awaitable.
-    fn arefund_weighted<'py>(
+    fn _spawn_refund(
         &self,
-        py: Python<'py>,
-        items: Vec<Item<'py>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.in_memory {
-            self.refund_weighted(py, items)?;
-            return ready(py, py.None());
-        }
-        let limiter = self.limiter.clone();
-        let (policies, keys, costs) = split(&items);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let pairs = weighted(&policies, &keys, &costs);
-            limiter
-                .refund_weighted(&pairs)
-                .await
-                .map_err(errors::from_limiter)?;
-            Ok(())
-        })
-    }
-
-    /// [`reset`] as an awaitable.
-    fn areset<'py>(
-        &self,
-        py: Python<'py>,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
         policy: &PyPolicy,
         key: Key,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.in_memory {
-            self.reset(py, policy, key)?;
-            return ready(py, py.None());
-        }
+        cost: u64,
+    ) {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            limiter
-                .reset(&policy, &key)
-                .await
-                .map_err(errors::from_limiter)
-        })
+        runtime::spawn(completions, future, async move {
+            let verdict = limiter.refund(&policy, &key, cost).await?;
+            Ok(Outcome::Decision(PyDecision::of(&verdict)))
+        });
     }
 
-    /// [`acquire`] as an awaitable: waits on the event loop without blocking it.
-    #[pyo3(signature = (policy, key, cost = 1, timeout = None))]
-    fn aacquire<'py>(
+    fn _spawn_refund_weighted(
         &self,
-        py: Python<'py>,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
+        items: Vec<Item<'_>>,
+    ) {
+        let limiter = self.limiter.clone();
+        let (policies, keys, costs) = split(&items);
+        runtime::spawn(completions, future, async move {
+            let pairs = weighted(&policies, &keys, &costs);
+            limiter.refund_weighted(&pairs).await?;
+            Ok(Outcome::Done)
+        });
+    }
+
+    fn _spawn_reset(
+        &self,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
+        policy: &PyPolicy,
+        key: Key,
+    ) {
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        runtime::spawn(completions, future, async move {
+            limiter.reset(&policy, &key).await?;
+            Ok(Outcome::Done)
+        });
+    }
+
+    #[pyo3(signature = (completions, future, policy, key, cost, timeout))]
+    fn _spawn_acquire(
+        &self,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
         policy: &PyPolicy,
         key: Key,
         cost: u64,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<()> {
         let max_wait = max_wait(timeout)?;
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let verdict = limiter
-                .acquire(&policy, &key, cost, max_wait)
-                .await
-                .map_err(errors::from_limiter)?;
-            Ok(PyDecision::of(&verdict))
-        })
+        runtime::spawn(completions, future, async move {
+            let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
+            Ok(Outcome::Decision(PyDecision::of(&verdict)))
+        });
+        Ok(())
     }
 
     fn __repr__(&self) -> String {
@@ -434,14 +383,6 @@ fn answer_of(verdict: &Verdict<'_>) -> floodwall::Answer {
         decisions: verdict.decisions().iter().cloned().collect(),
         source: verdict.source(),
     }
-}
-
-fn ready<'py, T>(py: Python<'py>, value: T) -> PyResult<Bound<'py, PyAny>>
-where
-    T: IntoPyObject<'py>,
-{
-    let value = value.into_py_any(py)?;
-    Ok(Bound::new(py, Ready::new(value))?.into_any())
 }
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {

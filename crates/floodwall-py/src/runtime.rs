@@ -1,20 +1,37 @@
 //! Running the limiter's futures from Python: at once when they cannot wait (the memory store),
-//! on the shared Tokio runtime with the GIL released when they can (Redis).
+//! on one Tokio runtime with the GIL released when they can (Redis), or on that runtime in the
+//! background for an asyncio caller.
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
-use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 
-/// Runs `future` to completion without holding the GIL, on the runtime the async methods share.
+use crate::completions::{Completions, Outcome};
+
+/// The runtime every limiter of the process shares, started on first use: Redis connections
+/// and timers live on it.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("floodwall")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|error| panic!("cannot start floodwall's Tokio runtime: {error}"))
+    })
+}
+
+/// Runs `future` to completion without holding the GIL.
 pub(crate) fn block_on<F>(py: Python<'_>, future: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
-    let runtime = pyo3_async_runtimes::tokio::get_runtime();
+    let runtime = runtime();
     py.detach(|| runtime.block_on(future))
 }
 
@@ -34,36 +51,13 @@ where
     }
 }
 
-/// An awaitable that is already done: what the async methods return when the store answered at
-/// once, so that asyncio pays for no task, thread hop or loop callback.
-#[pyclass(frozen, module = "floodwall._native")]
-pub(crate) struct Ready {
-    value: Py<PyAny>,
-}
-
-impl Ready {
-    pub(crate) fn new(value: Py<PyAny>) -> Self {
-        Ready { value }
-    }
-}
-
-#[pymethods]
-impl Ready {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Err(PyStopIteration::new_err((self.value.clone_ref(py),)))
-    }
-
-    fn send(&self, py: Python<'_>, _value: Py<PyAny>) -> PyResult<Py<PyAny>> {
-        self.__next__(py)
-    }
-
-    fn close(&self) {}
+/// Runs `work` in the background; its result goes to `completions` for the asyncio `future`.
+pub(crate) fn spawn<F>(completions: Py<Completions>, future: Py<PyAny>, work: F)
+where
+    F: Future<Output = Result<Outcome, floodwall::Error>> + Send + 'static,
+{
+    runtime().spawn(async move {
+        let result = work.await;
+        completions.get().finish(future, result);
+    });
 }

@@ -17,10 +17,13 @@ Being limited is a :class:`Decision`, not an exception, except in :meth:`Limiter
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import inspect
 import re
+import socket
+import weakref
 from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
@@ -78,37 +81,49 @@ class Limiter(_native.Limiter):
     number of threads and tasks.
     """
 
-    # The async twins are coroutine functions, as asyncio.create_task and frameworks expect:
-    # thin shells over the native awaitables, which are already done for the memory store and
-    # asyncio futures resolved by the Rust runtime for Redis.
+    # The async twins are coroutine functions, as asyncio.run and create_task expect. In
+    # memory they answer at once (a decision never waits there); on Redis the decision runs on
+    # floodwall's Rust runtime and its result comes back through the loop's own queue.
 
     async def acheck(self, policy: Policy, key: Union[str, bytes], cost: int = 1) -> Decision:
         """:meth:`check`, awaited without blocking the event loop."""
-        return await super().acheck(policy, key, cost)
+        if self.in_memory:
+            return self.check(policy, key, cost)
+        return await _submit(self._spawn_check, policy, key, cost)
 
     async def acheck_all(self, policies: Sequence[Policy], key: Union[str, bytes], cost: int = 1) -> Verdict:
         """:meth:`check_all`, awaited without blocking the event loop."""
-        return await super().acheck_all(policies, key, cost)
+        if self.in_memory:
+            return self.check_all(policies, key, cost)
+        return await _submit(self._spawn_check_all, list(policies), key, cost)
 
     async def acheck_weighted(self, items: Sequence[Tuple[Policy, Union[str, bytes], int]]) -> Verdict:
         """:meth:`check_weighted`, awaited without blocking the event loop."""
-        return await super().acheck_weighted(items)
+        if self.in_memory:
+            return self.check_weighted(items)
+        return await _submit(self._spawn_check_weighted, list(items))
 
     async def apeek(self, policy: Policy, key: Union[str, bytes]) -> Decision:
         """:meth:`peek`, awaited without blocking the event loop."""
-        return await super().apeek(policy, key)
+        return await self.acheck(policy, key, 0)
 
     async def arefund(self, policy: Policy, key: Union[str, bytes], cost: int = 1) -> Decision:
         """:meth:`refund`, awaited without blocking the event loop."""
-        return await super().arefund(policy, key, cost)
+        if self.in_memory:
+            return self.refund(policy, key, cost)
+        return await _submit(self._spawn_refund, policy, key, cost)
 
     async def arefund_weighted(self, items: Sequence[Tuple[Policy, Union[str, bytes], int]]) -> None:
         """:meth:`refund_weighted`, awaited without blocking the event loop."""
-        await super().arefund_weighted(items)
+        if self.in_memory:
+            return self.refund_weighted(items)
+        await _submit(self._spawn_refund_weighted, list(items))
 
     async def areset(self, policy: Policy, key: Union[str, bytes]) -> None:
         """:meth:`reset`, awaited without blocking the event loop."""
-        await super().areset(policy, key)
+        if self.in_memory:
+            return self.reset(policy, key)
+        await _submit(self._spawn_reset, policy, key)
 
     def acquire(
         self,
@@ -132,7 +147,7 @@ class Limiter(_native.Limiter):
         timeout: Optional[float] = None,
     ) -> Decision:
         """:meth:`acquire` on the event loop, without blocking it."""
-        decision = await super().aacquire(policy, key, cost, timeout)
+        decision = await _submit(self._spawn_acquire, policy, key, cost, timeout)
         if not decision.allowed:
             raise RateLimited(decision)
         return decision
@@ -195,6 +210,45 @@ class Limiter(_native.Limiter):
             return limited  # type: ignore[return-value]
 
         return decorate
+
+
+class _LoopQueue:
+    """One event loop's queue of finished Redis decisions, and the socket that wakes the loop
+    when the queue fills: the Rust workers never need the GIL to hand a result over."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.completions = _native.Completions()
+        self._socket = socket.socket(fileno=self.completions.take_reader())
+        self._socket.setblocking(False)
+        loop.add_reader(self._socket.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        try:
+            while self._socket.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        for future, succeeded, value in self.completions.take():
+            if future.cancelled():
+                continue  # the caller gave up; the decision itself has happened
+            if succeeded:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+_queues: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue]" = weakref.WeakKeyDictionary()
+
+
+def _submit(spawn: Callable[..., None], *args: Any) -> "asyncio.Future[Any]":
+    """Starts a decision in the background; the future resolves on the running loop."""
+    loop = asyncio.get_running_loop()
+    queue = _queues.get(loop)
+    if queue is None:
+        queue = _queues[loop] = _LoopQueue(loop)
+    future = loop.create_future()
+    spawn(queue.completions, future, *args)
+    return future
 
 
 def _argument_function(value: Any, default: Any) -> Callable[[tuple, dict], Any]:

@@ -1,0 +1,114 @@
+//! Handing results of Redis decisions to an asyncio event loop without the GIL.
+//!
+//! A decision finishes on a Tokio worker. Taking the GIL there to resolve the loop's future
+//! would wait for Python's switch interval (5 ms) whenever the loop thread is busy, which it
+//! is under load. Instead the worker queues the result and writes one byte to a socket the loop
+//! watches; the loop thread, which holds the GIL anyway, takes the queue and resolves the
+//! futures.
+
+use std::io::Write;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use pyo3::IntoPyObjectExt;
+use pyo3::prelude::*;
+
+use crate::decision::{PyDecision, PyVerdict};
+use crate::errors;
+
+/// What a finished decision gives its future.
+pub(crate) enum Outcome {
+    Decision(PyDecision),
+    Verdict(PyVerdict),
+    Done,
+}
+
+type Finished = (Py<PyAny>, Result<Outcome, floodwall::Error>);
+
+/// A finished decision as the loop takes it: (future, succeeded, result or exception).
+type Resolved = (Py<PyAny>, bool, Py<PyAny>);
+
+/// One event loop's queue of finished decisions, and the socket that wakes the loop.
+#[pyclass(frozen, name = "Completions", module = "floodwall._native")]
+#[derive(Debug)]
+pub(crate) struct Completions {
+    finished: Mutex<Vec<Finished>>,
+    wake: UnixStream,
+    /// The loop's end, until Python takes it.
+    reader: Mutex<Option<OwnedFd>>,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outcome")
+    }
+}
+
+impl Completions {
+    /// Queues a result for `future`, waking the loop if the queue was empty (a waiting wake-up
+    /// covers everything queued before the loop drains).
+    pub(crate) fn finish(&self, future: Py<PyAny>, result: Result<Outcome, floodwall::Error>) {
+        let was_empty = {
+            let mut finished = self
+                .finished
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            finished.push((future, result));
+            finished.len() == 1
+        };
+        if was_empty {
+            // A full socket buffer means a wake-up is already pending: nothing is lost.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+#[pymethods]
+impl Completions {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (wake, reader) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        reader.set_nonblocking(true)?;
+        Ok(Completions {
+            finished: Mutex::new(Vec::new()),
+            wake,
+            reader: Mutex::new(Some(OwnedFd::from(reader))),
+        })
+    }
+
+    /// The file descriptor the loop reads wake-ups from; the caller owns it (once).
+    fn take_reader(&self) -> PyResult<i32> {
+        self.reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(IntoRawFd::into_raw_fd)
+            .ok_or_else(|| errors::Error::new_err("the reader was taken already"))
+    }
+
+    /// The finished decisions: (future, succeeded, result or exception), oldest first.
+    fn take(&self, py: Python<'_>) -> PyResult<Vec<Resolved>> {
+        let finished = std::mem::take(
+            &mut *self
+                .finished
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut out = Vec::with_capacity(finished.len());
+        for (future, result) in finished {
+            out.push(match result {
+                Ok(Outcome::Decision(decision)) => (future, true, decision.into_py_any(py)?),
+                Ok(Outcome::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
+                Ok(Outcome::Done) => (future, true, py.None()),
+                Err(error) => (
+                    future,
+                    false,
+                    errors::from_limiter(error).into_value(py).into_any(),
+                ),
+            });
+        }
+        Ok(out)
+    }
+}
