@@ -195,3 +195,22 @@ def test_a_redis_outage_is_answered_per_on_error(redis: RedisServer, on_error, a
             pass
         assert time.monotonic() < deadline, "the limiter did not reconnect"
         time.sleep(0.1)
+
+
+def test_a_cancelled_await_leaves_the_loop_and_the_limiter_working(shared_redis: RedisServer):
+    limiter = floodwall.Limiter(shared_redis.url, prefix=unique_prefix(), on_error="deny", timeout=5.0)
+    policy = floodwall.Policy("p", "100/minute", algorithm="fixed_window")
+
+    async def main():
+        cancelled = [asyncio.ensure_future(limiter.acheck(policy, "k")) for _ in range(20)]
+        await asyncio.sleep(0)
+        for task in cancelled:
+            task.cancel()
+        after = await asyncio.gather(*(limiter.acheck(policy, "k") for _ in range(10)))
+        return cancelled, after
+
+    cancelled, after = asyncio.run(main())
+    assert all(task.cancelled() or task.done() for task in cancelled)
+    assert all(decision.allowed for decision in after)
+    # The cancelled decisions were sent and counted, or not sent: never more than 30 in all.
+    assert 70 <= limiter.peek(policy, "k").remaining <= 90
