@@ -9,8 +9,9 @@ mod admin;
 mod app;
 mod binary;
 mod check_api;
-mod config;
 mod connections;
+#[path = "../fixtures/envoy_files.rs"]
+mod envoy_files;
 mod fake_envoy;
 mod framing;
 mod in_process;

@@ -1,66 +1,16 @@
 //! envoyproxy/ratelimit's YAML loaded as it is (`[rls] envoy_config`): a table of requests and
 //! the decision each must get, written from that service's documented semantics (exact values
 //! before prefixes before the key alone, no going back once an entry matched, a limit only where
-//! the last entry lands, `unlimited`, `shadow_mode`, `replaces`), and malformed files refused at
-//! their line.
+//! the last entry lands, `unlimited`, `shadow_mode`, `replaces`), served in process and from a
+//! cluster. (How such files load, and how malformed ones are refused, is the config target's.)
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use floodwall_server::config::Config;
 
+use crate::envoy_files::{ERL, setup};
 use crate::in_process::Service;
 use crate::rls::{ask, client, descriptor, request};
-
-const ERL: &str = r#"
-domain: edge
-descriptors:
-  - key: remote_address
-    rate_limit: { unit: minute, requests_per_unit: 2 }
-  - key: database
-    value: users
-    rate_limit: { unit: second, requests_per_unit: 1 }
-  - key: database
-    rate_limit: { unit: second, requests_per_unit: 3 }
-  - key: path
-    value: "/api/*"
-    rate_limit: { unit: hour, requests_per_unit: 1 }
-  - key: key1
-    value: value1
-    descriptors:
-      - key: key2
-        rate_limit: { unit: minute, requests_per_unit: 1 }
-  - key: key1
-    descriptors:
-      - key: key2
-        value: x
-        rate_limit: { unit: minute, requests_per_unit: 5 }
-  - key: free
-    rate_limit: { unlimited: true }
-  - key: trial
-    shadow_mode: true
-    rate_limit: { unit: hour, requests_per_unit: 1 }
-  - key: user
-    rate_limit: { unit: minute, requests_per_unit: 10, name: user_limit }
-  - key: vip
-    rate_limit:
-      unit: minute
-      requests_per_unit: 100
-      replaces:
-        - name: user_limit
-"#;
-
-/// A configuration directory with `ratelimit.yaml` and a floodwall.toml that loads it.
-fn setup(erl: &str, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ratelimit.yaml"), erl).unwrap();
-    let file = dir.path().join("floodwall.toml");
-    std::fs::write(
-        &file,
-        format!("[rls]\nlisten = \"127.0.0.1:0\"\nenvoy_config = [\"ratelimit.yaml\"]\n{extra}"),
-    )
-    .unwrap();
-    (dir, file)
-}
 
 /// A descriptor's entries, and the overall code of each call in turn.
 type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<i32>);
@@ -155,80 +105,6 @@ async fn each_request_gets_the_decision_envoyproxy_ratelimit_would_give() {
     assert_eq!(
         alone.statuses[0].limit_remaining, 9,
         "the replaced limit counted nothing"
-    );
-}
-
-#[test]
-fn envoy_algorithm_upgrades_the_files_limits() {
-    let (_dir, file) = setup(ERL, "envoy_algorithm = \"gcra\"\n");
-    let config = Config::from_file(&file).unwrap();
-    assert_eq!(config.policies.len(), 9, "{:?}", config.policies);
-    assert!(
-        config
-            .policies
-            .iter()
-            .all(|p| p.algorithm() == floodwall::Algorithm::Gcra)
-    );
-    let (_dir, file) = setup(ERL, "");
-    let config = Config::from_file(&file).unwrap();
-    let names: Vec<&str> = config.policies.iter().map(|p| p.name()).collect();
-    assert!(names.contains(&"edge.database_users"), "{names:?}");
-    assert!(
-        config
-            .policies
-            .iter()
-            .all(|p| p.algorithm() == floodwall::Algorithm::FixedWindow)
-    );
-}
-
-#[test]
-fn malformed_files_are_refused_at_their_line() {
-    let cases = [
-        (
-            "domain: edge\ndescriptors:\n  - key: a\n    rate_limits: {}\n",
-            4,
-            "rate_limits",
-        ),
-        (
-            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n",
-            4,
-            "unknown unit \"fortnight\"",
-        ),
-        (
-            "domain: edge\ndescriptors:\n  - key: a\n    value: b\n  - key: a\n    value: b\n",
-            5,
-            "duplicate descriptor \"a=b\"",
-        ),
-        (
-            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: second }\n",
-            4,
-            "needs unit and requests_per_unit",
-        ),
-        ("domain: edge\ndescriptors:\n  - value: b\n", 3, "key"),
-    ];
-    for (erl, line, says) in cases {
-        let (_dir, file) = setup(erl, "");
-        let errors = Config::from_file(&file).unwrap_err().0;
-        let error = &errors[0];
-        assert!(error.file.ends_with("ratelimit.yaml"), "{error}");
-        assert_eq!(error.line, line, "{error}\n--- in ---\n{erl}");
-        assert!(error.message.contains(says), "{error}");
-    }
-    // A domain in two places.
-    let (dir, file) = setup(ERL, "");
-    std::fs::write(dir.path().join("again.yaml"), ERL).unwrap();
-    std::fs::write(
-        &file,
-        "[rls]\nlisten = \"127.0.0.1:0\"\nenvoy_config = [\"ratelimit.yaml\", \"again.yaml\"]\n",
-    )
-    .unwrap();
-    let errors = Config::from_file(&file).unwrap_err().0;
-    assert!(
-        errors[0]
-            .message
-            .contains("domain \"edge\" is also defined in"),
-        "{}",
-        errors[0]
     );
 }
 

@@ -1,0 +1,80 @@
+//! envoyproxy/ratelimit files read as configuration: the file's limits become policies, and a
+//! malformed file is refused at its line.
+
+use floodwall_server::config::Config;
+
+use crate::fixtures::{ERL, setup};
+
+#[test]
+fn envoy_algorithm_upgrades_the_files_limits() {
+    let (_dir, file) = setup(ERL, "envoy_algorithm = \"gcra\"\n");
+    let config = Config::from_file(&file).unwrap();
+    assert_eq!(config.policies.len(), 9, "{:?}", config.policies);
+    assert!(
+        config
+            .policies
+            .iter()
+            .all(|p| p.algorithm() == floodwall::Algorithm::Gcra)
+    );
+    let (_dir, file) = setup(ERL, "");
+    let config = Config::from_file(&file).unwrap();
+    let names: Vec<&str> = config.policies.iter().map(|p| p.name()).collect();
+    assert!(names.contains(&"edge.database_users"), "{names:?}");
+    assert!(
+        config
+            .policies
+            .iter()
+            .all(|p| p.algorithm() == floodwall::Algorithm::FixedWindow)
+    );
+}
+
+#[test]
+fn malformed_files_are_refused_at_their_line() {
+    let cases = [
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limits: {}\n",
+            4,
+            "rate_limits",
+        ),
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n",
+            4,
+            "unknown unit \"fortnight\"",
+        ),
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    value: b\n  - key: a\n    value: b\n",
+            5,
+            "duplicate descriptor \"a=b\"",
+        ),
+        (
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: second }\n",
+            4,
+            "needs unit and requests_per_unit",
+        ),
+        ("domain: edge\ndescriptors:\n  - value: b\n", 3, "key"),
+    ];
+    for (erl, line, says) in cases {
+        let (_dir, file) = setup(erl, "");
+        let errors = Config::from_file(&file).unwrap_err().0;
+        let error = &errors[0];
+        assert!(error.file.ends_with("ratelimit.yaml"), "{error}");
+        assert_eq!(error.line, line, "{error}\n--- in ---\n{erl}");
+        assert!(error.message.contains(says), "{error}");
+    }
+    // A domain in two places.
+    let (dir, file) = setup(ERL, "");
+    std::fs::write(dir.path().join("again.yaml"), ERL).unwrap();
+    std::fs::write(
+        &file,
+        "[rls]\nlisten = \"127.0.0.1:0\"\nenvoy_config = [\"ratelimit.yaml\", \"again.yaml\"]\n",
+    )
+    .unwrap();
+    let errors = Config::from_file(&file).unwrap_err().0;
+    assert!(
+        errors[0]
+            .message
+            .contains("domain \"edge\" is also defined in"),
+        "{}",
+        errors[0]
+    );
+}
