@@ -115,6 +115,66 @@ fn header_mode(mode: &str) -> PyResult<HeaderMode> {
     }
 }
 
+/// The rate-limit headers of one set of policies, prepared once (a Flask view's limits, an ASGI
+/// middleware's defaults): for each verdict, exactly what `Verdict.headers` and
+/// `Verdict.denial` give, at less cost per request. A verdict on other policies gets headers
+/// of its own policies, as it would from `Verdict.headers`.
+#[pyclass(frozen, name = "RateLimitHeaders", module = "floodwall._native")]
+#[derive(Debug)]
+pub(crate) struct PyRateLimitHeaders {
+    headers: RateLimitHeaders,
+}
+
+#[pymethods]
+impl PyRateLimitHeaders {
+    #[new]
+    #[pyo3(signature = (policies, mode = "draft"))]
+    fn new(policies: Vec<PyRef<'_, PyPolicy>>, mode: &str) -> PyResult<Self> {
+        let policies: Vec<Policy> = policies.iter().map(|p| p.inner.clone()).collect();
+        Ok(PyRateLimitHeaders {
+            headers: RateLimitHeaders::new(header_mode(mode)?, &policies),
+        })
+    }
+
+    /// The headers of `verdict` as (name, value) text pairs, for WSGI.
+    fn of(&self, verdict: &PyVerdict) -> Vec<(String, String)> {
+        pairs(&self.map(verdict))
+    }
+
+    /// The headers of `verdict` as (name, value) byte pairs, for ASGI.
+    fn raw(&self, py: Python<'_>, verdict: &PyVerdict) -> Vec<(Py<PyBytes>, Py<PyBytes>)> {
+        self.map(verdict)
+            .iter()
+            .map(|(name, value)| {
+                (
+                    PyBytes::new(py, name.as_str().as_bytes()).unbind(),
+                    PyBytes::new(py, value.as_bytes()).unbind(),
+                )
+            })
+            .collect()
+    }
+
+    /// The whole 429 answer to `verdict`: (status, headers, problem+json body).
+    fn denial(&self, py: Python<'_>, verdict: &PyVerdict) -> HttpAnswer {
+        http_answer(py, problem::denied(&verdict.verdict(), &self.headers))
+    }
+}
+
+impl PyRateLimitHeaders {
+    /// Headers prepared for the policies of `verdict` alone.
+    fn prepared(verdict: &PyVerdict, mode: &str) -> PyResult<Self> {
+        Ok(PyRateLimitHeaders {
+            headers: RateLimitHeaders::new(header_mode(mode)?, &verdict.policies),
+        })
+    }
+
+    fn map(&self, verdict: &PyVerdict) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        self.headers.write(&mut map, &verdict.verdict());
+        map
+    }
+}
+
 fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
@@ -128,16 +188,11 @@ fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 pub(crate) fn verdict_headers(verdict: &PyVerdict, mode: &str) -> PyResult<Vec<(String, String)>> {
-    let headers = RateLimitHeaders::new(header_mode(mode)?, &verdict.policies);
-    let mut map = HeaderMap::new();
-    headers.write(&mut map, &verdict.verdict());
-    Ok(pairs(&map))
+    Ok(PyRateLimitHeaders::prepared(verdict, mode)?.of(verdict))
 }
 
-pub(crate) fn denial(verdict: &PyVerdict, mode: &str) -> PyResult<HttpAnswer> {
-    let headers = RateLimitHeaders::new(header_mode(mode)?, &verdict.policies);
-    let response = problem::denied(&verdict.verdict(), &headers);
-    Python::attach(|py| Ok(http_answer(py, response)))
+pub(crate) fn denial(py: Python<'_>, verdict: &PyVerdict, mode: &str) -> PyResult<HttpAnswer> {
+    Ok(PyRateLimitHeaders::prepared(verdict, mode)?.denial(py, verdict))
 }
 
 /// The 503 problem answer of a store outage under policies that fail closed, as the Rust layer

@@ -157,8 +157,8 @@ impl PyVerdict {
     /// The whole 429 answer to this verdict as the Rust HTTP layer sends it: (status, headers,
     /// problem+json body).
     #[pyo3(signature = (mode = "draft"))]
-    fn denial(&self, mode: &str) -> PyResult<crate::answer::HttpAnswer> {
-        crate::answer::denial(self, mode)
+    fn denial(&self, py: Python<'_>, mode: &str) -> PyResult<crate::answer::HttpAnswer> {
+        crate::answer::denial(py, self, mode)
     }
 
     fn __bool__(&self) -> bool {

@@ -26,6 +26,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<limiter::PyLimiter>()?;
     module.add_class::<clock::PyManualClock>()?;
     module.add_class::<answer::PyClientIp>()?;
+    module.add_class::<answer::PyRateLimitHeaders>()?;
     module.add_class::<completions::Completions>()?;
     module.add_function(wrap_pyfunction!(policy::parse_rate, module)?)?;
     module.add_function(wrap_pyfunction!(answer::store_unavailable, module)?)?;

@@ -214,3 +214,26 @@ def test_a_cancelled_await_leaves_the_loop_and_the_limiter_working(shared_redis:
     assert all(decision.allowed for decision in after)
     # The cancelled decisions were sent and counted, or not sent: never more than 30 in all.
     assert 70 <= limiter.peek(policy, "k").remaining <= 90
+
+
+def test_prepared_headers_are_the_verdicts_own_for_any_policies():
+    clock = ManualClock()
+    limiter = floodwall.Limiter("memory://", clock=clock)
+    minute = floodwall.Policy("minute", "2/minute", algorithm="fixed_window")
+    hour = floodwall.Policy("hour", "5/hour", algorithm="gcra")
+    other = floodwall.Policy("other", "3/second")
+    prepared = {mode: floodwall._native.RateLimitHeaders([minute, hour], mode) for mode in ("draft", "legacy", "both", "none")}
+    denials = 0
+    for _ in range(4):  # allowed twice, then denied by "minute"
+        for policies in ([minute, hour], [hour, minute], [minute], [other]):
+            verdict = limiter.check_all(policies, "k")
+            denials += not verdict.allowed
+            for mode, headers in prepared.items():
+                assert headers.of(verdict) == verdict.headers(mode), (mode, verdict)
+                assert headers.raw(verdict) == [(n.encode(), v.encode()) for n, v in verdict.headers(mode)]
+                if not verdict.allowed:
+                    assert headers.denial(verdict) == verdict.denial(mode)
+        clock.advance(1.5)
+    assert denials >= 4
+    with pytest.raises(floodwall.ConfigError):
+        floodwall._native.RateLimitHeaders([minute], "loud")

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Opt
 
 from . import Limiter, Policy
 from ._http import consumed, failure_answer, header_mode, missing_key, policy_of
-from ._native import ClientIp, CostTooLarge, StoreUnavailable
+from ._native import ClientIp, CostTooLarge, RateLimitHeaders, StoreUnavailable
 
 __all__ = ["RateLimitMiddleware"]
 
@@ -67,7 +67,7 @@ class RateLimitMiddleware:
         ]
         self._key = key
         self._cost = cost
-        self._headers = header_mode(headers)
+        self._headers = RateLimitHeaders(self.policies, header_mode(headers))
         self._client_ip = ClientIp(list(trusted_proxies), header=forwarded_header)
         self._forwarded = self._client_ip.header.encode("latin-1")
         self._exempt = exempt
@@ -102,9 +102,9 @@ class RateLimitMiddleware:
             await _answer(send, failure_answer(error, self.policies))
             return
         if not verdict.allowed:
-            await _answer(send, verdict.denial(self._headers))
+            await _answer(send, self._headers.denial(verdict))
             return
-        extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in verdict.headers(self._headers)]
+        extra = self._headers.raw(verdict)
         status: List[int] = []
 
         async def send_with_headers(message: Message) -> None:

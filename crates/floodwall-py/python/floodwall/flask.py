@@ -20,18 +20,20 @@ responses carry the same headers. Settings come from the arguments, else from ``
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import flask
 
 from . import Limiter, Policy, policy_name
 from ._http import Limit, failure_answer, header_mode, methods_of, missing_key, policy_of
-from ._native import ClientIp, CostTooLarge, StoreUnavailable
+from ._native import ClientIp, CostTooLarge, RateLimitHeaders, StoreUnavailable, Verdict
 
 __all__ = ["FloodWall", "remote_address"]
 
 _LIMITS = "__floodwall_limits__"
 _EXEMPT = "__floodwall_exempt__"
+_DECIDED = "_floodwall_decided"
+Item = Tuple[Policy, Union[str, bytes], int]
 
 
 def remote_address() -> str:
@@ -79,9 +81,11 @@ class FloodWall:
         self._client_ip = ClientIp()
         self._headers = "draft"
         self._enabled = True
+        self._forwarded = "HTTP_X_FORWARDED_FOR"
         self._default_rates: List[Union[str, tuple, Policy]] = []
-        # Default limits count per endpoint: one policy per (endpoint, default limit).
-        self._defaults: Dict[str, List[Limit]] = {}
+        # Each view's prepared limits; default limits count per view: one policy per (view,
+        # default limit).
+        self._routes: Dict[Callable, Optional[_Route]] = {}
         if app is not None:
             self.init_app(app)
 
@@ -94,8 +98,9 @@ class FloodWall:
             list(option("TRUSTED_PROXIES", ())),
             header=option("FORWARDED_HEADER", "x-forwarded-for"),
         )
+        self._forwarded = "HTTP_" + self._client_ip.header.upper().replace("-", "_")
         self._default_rates = list(option("DEFAULT_LIMITS", ()))
-        self._defaults.clear()
+        self._routes.clear()
         if self.limiter is None:
             storage = option("STORAGE", "memory://")
             redis_options = {}
@@ -117,9 +122,11 @@ class FloodWall:
 
     def client_key(self) -> str:
         """The current request's client IP key."""
-        request = flask.request
-        forwarded = request.headers.getlist(self._client_ip.header)
-        return self._client_ip.key(request.remote_addr, [v.encode("latin-1") for v in forwarded])
+        environ = flask.request.environ
+        # A WSGI server joins repeated header lines into one value, in order; WSGI text is
+        # latin-1, so encoding gives back the bytes the client sent.
+        forwarded = environ.get(self._forwarded)
+        return self._client_ip.key(environ.get("REMOTE_ADDR"), [] if forwarded is None else [forwarded.encode("latin-1")])
 
     def limit(
         self,
@@ -165,40 +172,55 @@ class FloodWall:
         setattr(view, _EXEMPT, True)
         return view
 
-    def _limits_for(self, endpoint: str, view: Callable) -> List[Limit]:
-        limits = getattr(view, _LIMITS, None)
-        if limits is not None:
-            return limits
-        defaults = self._defaults.get(endpoint)
-        if defaults is None:
-            defaults = []
-            for n, rate in enumerate(self._default_rates):
-                suffix = "" if n == 0 else f"-{n + 1}"
-                name = policy_name(view)[: 64 - len(suffix)] + suffix
-                defaults.append(Limit(policy_of(rate, name, self._algorithm, None)))
-            self._defaults[endpoint] = defaults
-        return defaults
+    def _route_of(self, view: Callable) -> Optional[_Route]:
+        """The limits of ``view`` (its own, else the defaults), prepared on its first request;
+        None when nothing limits it."""
+        route = self._routes.get(view, _UNPREPARED)
+        if route is not _UNPREPARED:
+            return route
+        route = None
+        if not getattr(view, _EXEMPT, False):
+            limits = getattr(view, _LIMITS, None)
+            if limits is None:
+                limits = []
+                for n, rate in enumerate(self._default_rates):
+                    suffix = "" if n == 0 else f"-{n + 1}"
+                    name = policy_name(view)[: 64 - len(suffix)] + suffix
+                    limits.append(Limit(policy_of(rate, name, self._algorithm, None)))
+            if limits:
+                route = _Route(limits, self._headers)
+        self._routes[view] = route
+        return route
 
     def _before_request(self) -> Optional[flask.Response]:
-        request = flask.request
-        if not self._enabled or request.endpoint is None:
+        if not self._enabled:
             return None
-        view = flask.current_app.view_functions.get(request.endpoint)
-        if view is None or getattr(view, _EXEMPT, False):
+        # One proxy lookup for the whole hook: each attribute read through `flask.request`
+        # costs a context-variable lookup.
+        request = flask.request._get_current_object()
+        endpoint = request.endpoint
+        if endpoint is None:
+            return None
+        view = flask.current_app.view_functions.get(endpoint)
+        if view is None:
+            return None
+        route = self._route_of(view)
+        if route is None:
             return None
         items = []
-        limits = []
-        for limit in self._limits_for(request.endpoint, view):
-            if not limit.applies_to(request.method):
-                continue
-            if limit.exempt_when is not None and limit.exempt_when():
-                continue
+        limits = route.limits
+        if route.selective:
+            limits = [
+                limit
+                for limit in limits
+                if limit.applies_to(request.method) and (limit.exempt_when is None or not limit.exempt_when())
+            ]
+        for limit in limits:
             key = limit.key() if limit.key is not None else (self._key or self.client_key)()
             if key is None:
                 return _response(missing_key())
             cost = limit.cost() if callable(limit.cost) else limit.cost
             items.append((limit.policy, key, cost))
-            limits.append(limit)
         if not items:
             return None
         assert self.limiter is not None
@@ -206,20 +228,26 @@ class FloodWall:
             verdict = self.limiter.check_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:
             return _response(failure_answer(error, [item[0] for item in items]))
-        flask.g._floodwall = (verdict, items, limits)
         if not verdict.allowed:
-            return _response(verdict.denial(self._headers))
+            return _response(route.headers.denial(verdict))
+        # Kept on the request itself, which after_request reads at the cost of one proxy lookup
+        # (flask.g would cost one per access).
+        request.__dict__[_DECIDED] = (route, verdict, items, limits)
         return None
 
     def _after_request(self, response: flask.Response) -> flask.Response:
-        decided = flask.g.pop("_floodwall", None)
+        decided = flask.request._get_current_object().__dict__.pop(_DECIDED, None)
         if decided is None:
             return response
-        verdict, items, limits = decided
-        if not verdict.allowed:
-            return response  # the 429 carries its headers already
-        for name, value in verdict.headers(self._headers):
-            response.headers[name] = value
+        route, verdict, items, limits = decided
+        headers = response.headers
+        for name, value in route.headers.of(verdict):
+            headers[name] = value
+        if route.refunds:
+            self._refund(response, verdict, items, limits)
+        return response
+
+    def _refund(self, response: flask.Response, verdict: Verdict, items: List[Item], limits: List[Limit]) -> None:
         # Only what consumed goes back: a shadow policy that denied took nothing.
         refunds = [
             item
@@ -235,7 +263,22 @@ class FloodWall:
                 self.limiter.refund_weighted(refunds)
             except StoreUnavailable:
                 pass  # the request stays counted: a refund that fails never over-admits
-        return response
+
+
+class _Route:
+    """A view's limits, prepared once: whether a request may skip some of them (by method or
+    ``exempt_when``), whether responses may give units back, and the headers of its policies."""
+
+    __slots__ = ("limits", "selective", "refunds", "headers")
+
+    def __init__(self, limits: List[Limit], mode: str) -> None:
+        self.limits = limits
+        self.selective = any(limit.methods is not None or limit.exempt_when is not None for limit in limits)
+        self.refunds = any(limit.deduct_when is not None for limit in limits)
+        self.headers = RateLimitHeaders([limit.policy for limit in limits], mode)
+
+
+_UNPREPARED = object()
 
 
 def _response(answer: Any) -> flask.Response:
