@@ -78,3 +78,49 @@ fn malformed_files_are_refused_at_their_line() {
         errors[0]
     );
 }
+
+/// Every unit of envoyproxy/ratelimit is a period: a month is 30 days and a year 365, as that
+/// service counts them.
+#[test]
+fn each_unit_is_its_period() {
+    let units = [
+        ("second", 1),
+        ("minute", 60),
+        ("hour", 3_600),
+        ("day", 86_400),
+        ("week", 604_800),
+        ("month", 2_592_000),
+        ("year", 31_536_000),
+    ];
+    let mut erl = String::from("domain: units\ndescriptors:\n");
+    for (unit, _) in units {
+        erl.push_str(&format!(
+            "  - key: {unit}\n    rate_limit: {{ unit: {}, requests_per_unit: 1 }}\n",
+            unit.to_uppercase()
+        ));
+    }
+    let (_dir, file) = setup(&erl, "");
+    let config = Config::from_file(&file).unwrap();
+    for (unit, seconds) in units {
+        let policy = config.policy(&format!("units.{unit}")).unwrap();
+        assert_eq!(policy.period().as_secs(), seconds, "{unit}");
+    }
+}
+
+/// Descriptors whose names differ only in characters a policy name cannot hold get names of
+/// their own, numbered in file order.
+#[test]
+fn clashing_policy_names_are_numbered() {
+    let erl = "domain: edge\ndescriptors:\n  - key: a b\n    rate_limit: { unit: second, requests_per_unit: 1 }\n  - key: a!b\n    rate_limit: { unit: second, requests_per_unit: 2 }\n  - key: a_b\n    rate_limit: { unit: second, requests_per_unit: 3 }\n";
+    let (_dir, file) = setup(erl, "");
+    let config = Config::from_file(&file).unwrap();
+    let named: Vec<(&str, u64)> = config
+        .policies
+        .iter()
+        .map(|p| (p.name(), p.limit()))
+        .collect();
+    assert_eq!(
+        named,
+        [("edge.a_b", 1), ("edge.a_b-2", 2), ("edge.a_b-3", 3)]
+    );
+}

@@ -450,3 +450,42 @@ fn a_listen_address_may_name_a_host() {
         errors[0]
     );
 }
+
+/// Defaults a file leaves out: headers up to 32 KiB (nginx's four 8 KiB buffers).
+#[test]
+fn a_file_that_leaves_limits_out_gets_the_documented_defaults() {
+    let config = Config::parse(POLICY, Path::new("test.toml")).unwrap();
+    assert_eq!(config.server.max_header_bytes, 32_768);
+}
+
+/// The storage URL as messages and logs show it: a Redis password never appears.
+#[test]
+fn the_storage_url_is_shown_without_its_password() {
+    let redis = format!("{POLICY}[storage]\nurl = \"redis://app:s3cret@127.0.0.1:6379/2\"\n");
+    let config = Config::parse(&redis, Path::new("test.toml")).unwrap();
+    assert_eq!(config.storage.url(), "redis://app:***@127.0.0.1:6379/2");
+    let memory = Config::parse(POLICY, Path::new("test.toml")).unwrap();
+    assert_eq!(memory.storage.url(), "memory://");
+}
+
+/// A listen address is IP:PORT or NAME:PORT; a name that could never be a host is refused by
+/// its shape, before any lookup.
+#[test]
+fn listen_addresses_of_the_wrong_shape_say_how_to_write_one() {
+    use floodwall_server::config::resolve_listen;
+    assert_eq!(
+        resolve_listen("127.0.0.1:8080").unwrap().to_string(),
+        "127.0.0.1:8080"
+    );
+    assert!(resolve_listen("localhost:8080").unwrap().ip().is_loopback());
+    for bad in [
+        ":8080",
+        "my host:8080",
+        "a/b:8080",
+        "localhost",
+        "localhost:http",
+    ] {
+        let message = resolve_listen(bad).unwrap_err();
+        assert!(message.contains("write HOST:PORT"), "{bad}: {message}");
+    }
+}
