@@ -136,4 +136,38 @@ mod tests {
         // The column counts characters: `é` is two bytes.
         assert_eq!(line_column(source, 10), (2, 4));
     }
+
+    #[test]
+    fn an_error_shows_where_and_how_to_fix_on_two_lines_or_one() {
+        let error = ConfigError {
+            file: PathBuf::from("floodwall.toml"),
+            line: 3,
+            column: 9,
+            message: "unknown algorithm \"leaky\"".into(),
+            hint: Some("use gcra or sliding_window".into()),
+        };
+        let shown = "floodwall.toml:3:9: unknown algorithm \"leaky\"";
+        assert_eq!(
+            error.to_string(),
+            format!("{shown}\n  hint: use gcra or sliding_window")
+        );
+        assert_eq!(
+            error.one_line(),
+            format!("{shown}; hint: use gcra or sliding_window")
+        );
+        let unread = ConfigError {
+            line: 0,
+            hint: None,
+            ..error.clone()
+        };
+        assert_eq!(
+            unread.one_line(),
+            "floodwall.toml: unknown algorithm \"leaky\""
+        );
+        let both = ConfigErrors(vec![unread.clone(), unread]);
+        assert_eq!(
+            both.to_string(),
+            "floodwall.toml: unknown algorithm \"leaky\"\nfloodwall.toml: unknown algorithm \"leaky\""
+        );
+    }
 }
