@@ -27,9 +27,9 @@ pub(crate) struct PyDecision {
     /// consumed meanwhile; None when allowed.
     #[pyo3(get)]
     retry_after: Option<f64>,
-    /// The policy's name.
-    #[pyo3(get)]
-    policy: String,
+    /// The policy decided by (its name is the `policy` attribute): shared with the policy, so
+    /// that a decision costs no copy of the name.
+    decided_by: Policy,
     /// False when the store failed and the policy failed open: allowed without counting.
     #[pyo3(get)]
     counted: bool,
@@ -43,23 +43,43 @@ impl PyDecision {
             remaining: decision.remaining,
             reset_after: decision.reset_after.as_secs_f64(),
             retry_after: decision.retry_after.map(|d| d.as_secs_f64()),
-            policy: policy.name().to_owned(),
+            decided_by: policy.clone(),
             counted: source != Source::FailOpen,
         }
     }
 
-    /// The decision of a one-policy verdict.
-    pub(crate) fn of(verdict: &Verdict<'_>) -> Self {
-        match verdict.iter().next() {
-            Some((policy, decision)) => PyDecision::new(policy, decision, verdict.source()),
-            // A verdict always has a decision per policy, and a check has one policy at least.
+    /// The decision of a verdict on `policy` alone.
+    pub(crate) fn of(policy: &Policy, verdict: &Verdict<'_>) -> Self {
+        Self::first(
+            policy,
+            verdict.decisions().first(),
+            verdict.allowed(),
+            verdict.source(),
+        )
+    }
+
+    /// The decision of an answer on `policy` alone.
+    pub(crate) fn of_answer(policy: &Policy, answer: &Answer) -> Self {
+        Self::first(
+            policy,
+            answer.decisions.first(),
+            answer.allowed,
+            answer.source,
+        )
+    }
+
+    fn first(policy: &Policy, decision: Option<&Decision>, allowed: bool, source: Source) -> Self {
+        match decision {
+            Some(decision) => PyDecision::new(policy, decision, source),
+            // An answer has a decision per policy, so this is never reached; if it were, the
+            // answer's own verdict is the truest one to give.
             None => PyDecision {
-                allowed: verdict.allowed(),
+                allowed,
                 limit: 0,
                 remaining: 0,
                 reset_after: 0.0,
-                retry_after: verdict.retry_after().map(|d| d.as_secs_f64()),
-                policy: String::new(),
+                retry_after: None,
+                decided_by: policy.clone(),
                 counted: false,
             },
         }
@@ -68,6 +88,12 @@ impl PyDecision {
 
 #[pymethods]
 impl PyDecision {
+    /// The policy's name.
+    #[getter]
+    fn policy(&self) -> &str {
+        self.decided_by.name()
+    }
+
     fn __bool__(&self) -> bool {
         self.allowed
     }
@@ -76,7 +102,7 @@ impl PyDecision {
         format!(
             "Decision(allowed={}, policy={:?}, limit={}, remaining={}, reset_after={:.3}, retry_after={})",
             if self.allowed { "True" } else { "False" },
-            self.policy,
+            self.decided_by.name(),
             self.limit,
             self.remaining,
             self.reset_after,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig, Verdict};
+use floodwall::{
+    Check, Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig, Verdict,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -36,8 +38,9 @@ impl AsRef<[u8]> for Key {
 #[derive(Debug)]
 pub(crate) struct PyLimiter {
     limiter: Limiter,
-    /// The memory store answers without waiting: its calls need no runtime and no GIL release.
-    in_memory: bool,
+    /// The limiter's store when it is the memory store, which answers without waiting: its
+    /// checks are made on it directly, with no runtime, no future and the GIL kept.
+    memory: Option<MemoryStore>,
     storage: String,
 }
 
@@ -102,10 +105,13 @@ impl PyLimiter {
                 )));
             }
         };
-        let in_memory = matches!(store, Storage::Memory(_));
+        let memory = match &store {
+            Storage::Memory(memory) => Some(memory.clone()),
+            _ => None,
+        };
         Ok(PyLimiter {
             limiter: Limiter::builder(store).on_error(on_error).build(),
-            in_memory,
+            memory,
             storage: storage.to_owned(),
         })
     }
@@ -125,8 +131,16 @@ impl PyLimiter {
         key: Key,
         cost: u64,
     ) -> PyResult<PyDecision> {
+        if let Some(memory) = &self.memory {
+            let policies = std::slice::from_ref(&policy.inner);
+            let check = Check::new(policies, key.as_ref(), cost).map_err(check_error)?;
+            return Ok(PyDecision::of_answer(
+                &policy.inner,
+                &memory.acquire_sync(&check),
+            ));
+        }
         let verdict = self.run(py, self.limiter.check(&policy.inner, &key, cost))?;
-        Ok(PyDecision::of(&verdict))
+        Ok(PyDecision::of(&policy.inner, &verdict))
     }
 
     /// Decides a request under several policies at once, all-or-nothing.
@@ -139,9 +153,10 @@ impl PyLimiter {
         cost: u64,
     ) -> PyResult<PyVerdict> {
         let policies = owned(&policies);
-        let answer = {
-            let verdict = self.run(py, self.limiter.check_all(&policies, &key, cost))?;
-            answer_of(&verdict)
+        let answer = match &self.memory {
+            Some(memory) => memory
+                .acquire_sync(&Check::new(&policies, key.as_ref(), cost).map_err(check_error)?),
+            None => answer_of(&self.run(py, self.limiter.check_all(&policies, &key, cost))?),
         };
         Ok(PyVerdict { policies, answer })
     }
@@ -161,7 +176,7 @@ impl PyLimiter {
         cost: u64,
     ) -> PyResult<PyDecision> {
         let verdict = self.run(py, self.limiter.refund(&policy.inner, &key, cost))?;
-        Ok(PyDecision::of(&verdict))
+        Ok(PyDecision::of(&policy.inner, &verdict))
     }
 
     /// Decides several (policy, key, cost) items at once, all-or-nothing: allowed only if every
@@ -170,7 +185,13 @@ impl PyLimiter {
         let (policies, keys, costs) = split(&items);
         let answer = {
             let pairs = weighted(&policies, &keys, &costs);
-            answer_of(&self.run(py, self.limiter.check_weighted(&pairs))?)
+            match &self.memory {
+                Some(memory) => {
+                    let check = Check::weighted(pairs.iter().copied()).map_err(check_error)?;
+                    memory.acquire_sync(&check)
+                }
+                None => answer_of(&self.run(py, self.limiter.check_weighted(&pairs))?),
+            }
         };
         Ok(PyVerdict { policies, answer })
     }
@@ -206,13 +227,13 @@ impl PyLimiter {
             self.limiter.acquire(&policy.inner, &key, cost, max_wait),
         )
         .map_err(errors::from_limiter)?;
-        Ok(PyDecision::of(&verdict))
+        Ok(PyDecision::of(&policy.inner, &verdict))
     }
 
     /// Whether the store is the memory store, whose calls never wait.
     #[getter]
     fn in_memory(&self) -> bool {
-        self.in_memory
+        self.memory.is_some()
     }
 
     // The background twins of the methods above, for the coroutines of the Python layer: each
@@ -229,7 +250,7 @@ impl PyLimiter {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, async move {
             let verdict = limiter.check(&policy, &key, cost).await?;
-            Ok(Outcome::Decision(PyDecision::of(&verdict)))
+            Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
         });
     }
 
@@ -276,7 +297,7 @@ impl PyLimiter {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, async move {
             let verdict = limiter.refund(&policy, &key, cost).await?;
-            Ok(Outcome::Decision(PyDecision::of(&verdict)))
+            Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
         });
     }
 
@@ -323,7 +344,7 @@ impl PyLimiter {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, async move {
             let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
-            Ok(Outcome::Decision(PyDecision::of(&verdict)))
+            Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
         });
         Ok(())
     }
@@ -340,7 +361,7 @@ impl PyLimiter {
         py: Python<'_>,
         future: impl Future<Output = Result<T, floodwall::Error>> + Send,
     ) -> PyResult<T> {
-        let result = if self.in_memory {
+        let result = if self.memory.is_some() {
             runtime::now_or_block(py, future)
         } else {
             runtime::block_on(py, future)
@@ -375,6 +396,11 @@ fn weighted<'a>(
 
 fn owned(policies: &[PyRef<'_, PyPolicy>]) -> Arc<[Policy]> {
     policies.iter().map(|p| p.inner.clone()).collect()
+}
+
+/// A check that cannot be made, as the limiter would have refused it.
+fn check_error(error: floodwall::CheckError) -> PyErr {
+    errors::from_limiter(error.into())
 }
 
 fn answer_of(verdict: &Verdict<'_>) -> floodwall::Answer {
