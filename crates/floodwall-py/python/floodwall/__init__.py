@@ -240,12 +240,24 @@ class _LoopQueue:
 _queues: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue]" = weakref.WeakKeyDictionary()
 
 
+# The last loop and its queue, found without the weak dictionary (each of its lookups makes a
+# weak reference): nearly every call comes from the same loop as the call before. Both are
+# held weakly, like the dictionary's entries, so that a closed loop and its socket go.
+_NOTHING: Callable[[], Any] = lambda: None
+_last: Tuple[Callable[[], Any], Callable[[], Any]] = (_NOTHING, _NOTHING)
+
+
 def _submit(spawn: Callable[..., None], *args: Any) -> "asyncio.Future[Any]":
     """Starts a decision in the background; the future resolves on the running loop."""
+    global _last
     loop = asyncio.get_running_loop()
-    queue = _queues.get(loop)
+    last_loop, last_queue = _last
+    queue = last_queue() if last_loop() is loop else None
     if queue is None:
-        queue = _queues[loop] = _LoopQueue(loop)
+        queue = _queues.get(loop)
+        if queue is None:
+            queue = _queues[loop] = _LoopQueue(loop)
+        _last = (weakref.ref(loop), weakref.ref(queue))
     future = loop.create_future()
     spawn(queue.completions, future, *args)
     return future
