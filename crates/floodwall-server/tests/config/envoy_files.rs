@@ -124,3 +124,27 @@ fn clashing_policy_names_are_numbered() {
         [("edge.a_b", 1), ("edge.a_b-2", 2), ("edge.a_b-3", 3)]
     );
 }
+
+/// A domain is defined once: by an envoyproxy/ratelimit file or by `[[rls.rule]]`, not both.
+/// Rules of other domains may sit beside a file.
+#[test]
+fn a_domain_of_a_file_may_not_also_have_rules() {
+    let rule = |domain: &str| {
+        format!(
+            "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n[[rls.rule]]\ndomain = \"{domain}\"\ndescriptor = [\"user\"]\npolicies = [\"p\"]\n"
+        )
+    };
+    let (_dir, file) = setup(ERL, &rule("elsewhere"));
+    let config = Config::from_file(&file).unwrap();
+    assert!(config.policy("p").is_some());
+    let (_dir, file) = setup(ERL, &rule("edge"));
+    let errors = Config::from_file(&file).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("domain \"edge\" is defined both by [[rls.rule]]"),
+        "{}",
+        errors[0]
+    );
+}

@@ -191,6 +191,13 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "0.01 for one in a hundred",
         ),
         (
+            "[log]\nsample = 0.0\n".into(),
+            2,
+            10,
+            "sample 0 must be more than 0 and at most 1",
+            "0.01 for one in a hundred",
+        ),
+        (
             POLICY.replace("limit = 5", "limit = 0"),
             4,
             9,
@@ -488,4 +495,30 @@ fn listen_addresses_of_the_wrong_shape_say_how_to_write_one() {
         let message = resolve_listen(bad).unwrap_err();
         assert!(message.contains("write HOST:PORT"), "{bad}: {message}");
     }
+}
+
+/// A token comes from its variable when it has one; an empty or blank variable is refused like
+/// a missing one, never served as an open API. (Cargo gives every test the package's metadata
+/// as variables: the name is set, the homepage is set and empty.)
+#[test]
+fn a_token_variable_must_hold_a_token() {
+    assert_eq!(
+        std::env::var("CARGO_PKG_NAME").as_deref(),
+        Ok("floodwall-server")
+    );
+    assert_eq!(std::env::var("CARGO_PKG_HOMEPAGE").as_deref(), Ok(""));
+    let set = "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_env = \"CARGO_PKG_NAME\"\n";
+    let config = Config::parse(set, Path::new("test.toml")).unwrap();
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.token.as_deref(), Some("floodwall-server"));
+    let empty = "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_env = \"CARGO_PKG_HOMEPAGE\"\n";
+    let errors = errors(empty);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("CARGO_PKG_HOMEPAGE (token_env) is empty"),
+        "{}",
+        errors[0]
+    );
 }
