@@ -522,3 +522,50 @@ fn a_token_variable_must_hold_a_token() {
         errors[0]
     );
 }
+
+/// A rule that is refused is reported once: it is not kept to clash with the rules after it.
+#[test]
+fn a_refused_rule_brings_no_follow_on_errors() {
+    let rule = |policy: &str| {
+        format!(
+            "[[rls.rule]]\ndomain = \"edge\"\ndescriptor = [\"user\"]\npolicies = [\"{policy}\"]\n"
+        )
+    };
+    let source = format!(
+        "{POLICY}[rls]\nlisten = \"127.0.0.1:8081\"\n{}{}",
+        rule("nope"),
+        rule("p")
+    );
+    let errors = errors(&source);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("undefined policy \"nope\""),
+        "{}",
+        errors[0]
+    );
+}
+
+/// A route's key names its parts, joined by `+`, in order.
+#[test]
+fn route_keys_are_their_parts() {
+    use floodwall_server::config::KeyPart;
+    let source = format!(
+        "{POLICY}[[route]]\nmatch = \"GET /\"\nkey = \"ip + global + header:x-api-key + query:tenant\"\npolicies = [\"p\"]\nrespond = {{ status = 200 }}\n"
+    );
+    let config = Config::parse(&source, Path::new("test.toml")).unwrap();
+    let key = &config.routes[0].key;
+    assert_eq!(key.len(), 4, "{key:?}");
+    assert_eq!(key[0], KeyPart::Ip);
+    assert_eq!(key[1], KeyPart::Global);
+    assert!(
+        matches!(&key[2], KeyPart::Header(name) if name == "x-api-key"),
+        "{key:?}"
+    );
+    assert_eq!(key[3], KeyPart::Query("tenant".into()));
+    let unknown = source.replace("ip + global", "ip + everyone");
+    assert!(
+        errors(&unknown)[0]
+            .message
+            .contains("unknown key \"everyone\"")
+    );
+}
