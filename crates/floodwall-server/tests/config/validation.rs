@@ -562,10 +562,12 @@ fn route_keys_are_their_parts() {
         "{key:?}"
     );
     assert_eq!(key[3], KeyPart::Query("tenant".into()));
-    let unknown = source.replace("ip + global", "ip + everyone");
-    assert!(
-        errors(&unknown)[0]
-            .message
-            .contains("unknown key \"everyone\"")
-    );
+    for (right, wrong) in [("global", "everyone"), ("query:tenant", "query:")] {
+        let source = source.replace(right, wrong);
+        let message = &errors(&source)[0].message;
+        assert!(
+            message.contains(&format!("unknown key \"{wrong}\"")),
+            "{message}"
+        );
+    }
 }
