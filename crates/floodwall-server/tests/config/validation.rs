@@ -473,6 +473,16 @@ fn the_storage_url_is_shown_without_its_password() {
     assert_eq!(config.storage.url(), "redis://app:***@127.0.0.1:6379/2");
     let memory = Config::parse(POLICY, Path::new("test.toml")).unwrap();
     assert_eq!(memory.storage.url(), "memory://");
+    assert!(matches!(
+        config.storage.store,
+        floodwall::StorageConfig::Redis(_)
+    ));
+    let named = format!("{POLICY}[storage]\nurl = \"memory://\"\nmax_keys = 1000\n");
+    let named = Config::parse(&named, Path::new("test.toml")).unwrap();
+    assert!(matches!(
+        named.storage.store,
+        floodwall::StorageConfig::Memory { max_keys: 1000 }
+    ));
 }
 
 /// A listen address is IP:PORT or NAME:PORT; a name that could never be a host is refused by
@@ -568,6 +578,46 @@ fn route_keys_are_their_parts() {
         assert!(
             message.contains(&format!("unknown key \"{wrong}\"")),
             "{message}"
+        );
+    }
+}
+
+/// A route matches a method and an exact path or a prefix written `/…/*`; it forwards only to a
+/// plain `http://host:port`.
+#[test]
+fn route_matches_and_upstreams_have_one_shape() {
+    use floodwall_server::config::PathMatch;
+    let route = |matcher: &str, action: &str| {
+        format!("{POLICY}[[route]]\nmatch = \"{matcher}\"\npolicies = [\"p\"]\n{action}\n")
+    };
+    let respond = "respond = { status = 200 }";
+    let config = Config::parse(&route("GET /api/*", respond), Path::new("test.toml")).unwrap();
+    assert_eq!(
+        config.routes[0].matcher.path,
+        PathMatch::Prefix("/api/".into())
+    );
+    let config = Config::parse(&route("* /api", respond), Path::new("test.toml")).unwrap();
+    assert_eq!(
+        config.routes[0].matcher.path,
+        PathMatch::Exact("/api".into())
+    );
+    assert_eq!(config.routes[0].matcher.method, None);
+    let message = &errors(&route("GET /api*", respond))[0].message;
+    assert!(
+        message.contains("a wildcard must follow a slash: write \"/api/*\""),
+        "{message}"
+    );
+    let forward = |upstream: &str| route("GET /", &format!("upstream = \"{upstream}\""));
+    assert!(Config::parse(&forward("http://127.0.0.1:9000"), Path::new("test.toml")).is_ok());
+    for wrong in [
+        "https://127.0.0.1:9000",
+        "/just-a-path",
+        "http://127.0.0.1:9000/base",
+    ] {
+        let message = &errors(&forward(wrong))[0].message;
+        assert!(
+            message.contains("must be http://host:port"),
+            "{wrong}: {message}"
         );
     }
 }
