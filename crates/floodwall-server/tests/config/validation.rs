@@ -621,3 +621,11 @@ fn route_matches_and_upstreams_have_one_shape() {
         );
     }
 }
+
+/// A bound with no upper end says only its lower one.
+#[test]
+fn an_unbounded_count_asks_only_for_one_or_more() {
+    let source = format!("{POLICY}[storage]\nmax_keys = 0\n");
+    let message = &errors(&source)[0].message;
+    assert_eq!(message, "max_keys 0 must be at least 1");
+}
