@@ -629,3 +629,11 @@ fn an_unbounded_count_asks_only_for_one_or_more() {
     let message = &errors(&source)[0].message;
     assert_eq!(message, "max_keys 0 must be at least 1");
 }
+
+/// A policy's mistake is shown at the value that is wrong: an invalid name at the name.
+#[test]
+fn an_invalid_policy_name_is_shown_at_the_name() {
+    let source = POLICY.replace("name = \"p\"", "name = \"two words\"");
+    let error = &errors(&source)[0];
+    assert_eq!((error.line, error.column), (2, 8), "{error}");
+}
