@@ -3,7 +3,7 @@
 
     python decisions.py --redis redis://127.0.0.1:PORT/0 [--duration 5]
 
-Every case decides a random key of 10 000 per call under 1000 per minute per key (nothing is
+Every case decides a random key of 10 000 per call under 10 000 per minute per key (nothing is
 denied at these rates), after touching every key once, in one process:
 
 - floodwall: memory and Redis; 1 thread, 8 threads, and asyncio with 64 calls in flight; for
@@ -141,7 +141,7 @@ def floodwall_cases(args):
             name = f"floodwall-{storage_name}-{algorithm}"
             # A policy of its own per case, so that no case inherits another's counts.
             for case, threads in (("1thread", 1), ("8threads", 8), ("asyncio64", 0)):
-                policy = floodwall.Policy(f"{algorithm}-{case}", "1000/minute", algorithm=algorithm)
+                policy = floodwall.Policy(f"{algorithm}-{case}", "10000/minute", algorithm=algorithm)
 
                 def decide(key, policy=policy):
                     return limiter.check(policy, key).allowed
@@ -160,7 +160,7 @@ def limits_cases(args):
     from limits import parse, storage, strategies
     from limits.aio import storage as astorage, strategies as astrategies
 
-    item = parse("1000/minute")
+    item = parse("10000/minute")
     host_port = args.redis.split("//", 1)[1].rsplit("/", 1)[0]
     for storage_name, store in (("memory", storage.MemoryStorage()), ("redis", storage.RedisStorage(f"redis://{host_port}"))):
         for family, cls in (("fixed_window", strategies.FixedWindowRateLimiter), ("sliding_log", strategies.MovingWindowRateLimiter)):
