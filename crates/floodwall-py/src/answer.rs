@@ -131,9 +131,7 @@ impl PyRateLimitHeaders {
     #[pyo3(signature = (policies, mode = "draft"))]
     fn new(policies: Vec<PyRef<'_, PyPolicy>>, mode: &str) -> PyResult<Self> {
         let policies: Vec<Policy> = policies.iter().map(|p| p.inner.clone()).collect();
-        Ok(PyRateLimitHeaders {
-            headers: RateLimitHeaders::new(header_mode(mode)?, &policies),
-        })
+        Self::for_policies(&policies, mode)
     }
 
     /// The headers of `verdict` as (name, value) text pairs, for WSGI.
@@ -161,10 +159,10 @@ impl PyRateLimitHeaders {
 }
 
 impl PyRateLimitHeaders {
-    /// Headers prepared for the policies of `verdict` alone.
-    fn prepared(verdict: &PyVerdict, mode: &str) -> PyResult<Self> {
+    /// Headers prepared for `policies`, in `mode`.
+    fn for_policies(policies: &[Policy], mode: &str) -> PyResult<Self> {
         Ok(PyRateLimitHeaders {
-            headers: RateLimitHeaders::new(header_mode(mode)?, &verdict.policies),
+            headers: RateLimitHeaders::new(header_mode(mode)?, policies),
         })
     }
 
@@ -188,11 +186,11 @@ fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 pub(crate) fn verdict_headers(verdict: &PyVerdict, mode: &str) -> PyResult<Vec<(String, String)>> {
-    Ok(PyRateLimitHeaders::prepared(verdict, mode)?.of(verdict))
+    Ok(PyRateLimitHeaders::for_policies(&verdict.policies, mode)?.of(verdict))
 }
 
 pub(crate) fn denial(py: Python<'_>, verdict: &PyVerdict, mode: &str) -> PyResult<HttpAnswer> {
-    Ok(PyRateLimitHeaders::prepared(verdict, mode)?.denial(py, verdict))
+    Ok(PyRateLimitHeaders::for_policies(&verdict.policies, mode)?.denial(py, verdict))
 }
 
 /// The 503 problem answer of a store outage under policies that fail closed, as the Rust layer
