@@ -4,6 +4,7 @@
 use floodwall_server::config::Config;
 
 use crate::fixtures::{ERL, setup};
+use crate::the_one_error;
 
 #[test]
 fn envoy_algorithm_upgrades_the_files_limits() {
@@ -139,12 +140,5 @@ fn a_domain_of_a_file_may_not_also_have_rules() {
     assert!(config.policy("p").is_some());
     let (_dir, file) = setup(ERL, &rule("edge"));
     let errors = Config::from_file(&file).unwrap_err().0;
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0]
-            .message
-            .contains("domain \"edge\" is defined both by [[rls.rule]]"),
-        "{}",
-        errors[0]
-    );
+    the_one_error(&errors, "domain \"edge\" is defined both by [[rls.rule]]");
 }

@@ -10,3 +10,11 @@ mod envoy_files;
 #[path = "../fixtures/envoy_files.rs"]
 mod fixtures;
 mod validation;
+
+use floodwall_server::config::ConfigError;
+
+/// Asserts that `errors` is one error whose message contains `says`.
+fn the_one_error(errors: &[ConfigError], says: &str) {
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.contains(says), "{}", errors[0]);
+}

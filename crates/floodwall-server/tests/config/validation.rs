@@ -6,6 +6,8 @@ use std::time::Duration;
 use floodwall::core::Calendar;
 use floodwall_server::config::{Config, ConfigError};
 
+use crate::the_one_error;
+
 fn errors(source: &str) -> Vec<ConfigError> {
     Config::parse(source, Path::new("test.toml")).unwrap_err().0
 }
@@ -522,15 +524,7 @@ fn a_token_variable_must_hold_a_token() {
     let admin = config.admin.unwrap();
     assert_eq!(admin.token.as_deref(), Some("floodwall-server"));
     let empty = "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken_env = \"CARGO_PKG_HOMEPAGE\"\n";
-    let errors = errors(empty);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0]
-            .message
-            .contains("CARGO_PKG_HOMEPAGE (token_env) is empty"),
-        "{}",
-        errors[0]
-    );
+    the_one_error(&errors(empty), "CARGO_PKG_HOMEPAGE (token_env) is empty");
 }
 
 /// A rule that is refused is reported once: it is not kept to clash with the rules after it.
@@ -546,13 +540,7 @@ fn a_refused_rule_brings_no_follow_on_errors() {
         rule("nope"),
         rule("p")
     );
-    let errors = errors(&source);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].message.contains("undefined policy \"nope\""),
-        "{}",
-        errors[0]
-    );
+    the_one_error(&errors(&source), "undefined policy \"nope\"");
 }
 
 /// A route's key names its parts, joined by `+`, in order.
