@@ -23,6 +23,7 @@ mod routes;
 mod telemetry;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -82,6 +83,32 @@ pub struct Listeners {
     pub check: Option<TcpListener>,
     /// Envoy's RateLimitService (gRPC), when `[rls]` is configured.
     pub rls: Option<TcpListener>,
+}
+
+/// How many connections the kernel may queue on a listener before the service accepts them
+/// (further capped by the system's `net.core.somaxconn`).
+///
+/// A burst of new connections larger than the queue is not refused: the kernel drops the last
+/// handshake packets and the client, already connected on its side, waits for a retransmission
+/// that can land after a shutdown has closed the listener, and is reset. A deep queue keeps
+/// such bursts, and with them the requests sent before a stop, inside what the service drains.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `address`, with address reuse (a restart need not wait out `TIME_WAIT`) and a
+/// queue of [`LISTEN_BACKLOG`] connections.
+///
+/// # Errors
+///
+/// When the address cannot be bound (in use, not local, not permitted).
+pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// How long in-flight requests may take to finish after shutdown is asked for.

@@ -256,29 +256,25 @@ async fn serve(
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
-    let main = tokio::net::TcpListener::bind(config.server.listen)
-        .await
+    let main = floodwall_server::listen(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let admin = match &config.admin {
         Some(admin) => Some(
-            tokio::net::TcpListener::bind(admin.listen)
-                .await
+            floodwall_server::listen(admin.listen)
                 .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?,
         ),
         None => None,
     };
     let check = match (config.check.enabled, config.check.listen) {
         (true, Some(listen)) => Some(
-            tokio::net::TcpListener::bind(listen)
-                .await
+            floodwall_server::listen(listen)
                 .with_context(|| format!("cannot listen on {listen} (check API)"))?,
         ),
         _ => None,
     };
     let rls = match &config.rls {
         Some(rls) => Some(
-            tokio::net::TcpListener::bind(rls.listen)
-                .await
+            floodwall_server::listen(rls.listen)
                 .with_context(|| format!("cannot listen on {} (RLS)", rls.listen))?,
         ),
         None => None,

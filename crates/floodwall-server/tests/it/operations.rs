@@ -169,6 +169,36 @@ async fn sigterm_drains_in_flight_requests_and_exits_promptly() {
     assert!(answered > 0);
 }
 
+/// A burst of connections far deeper than the old default queue of 128 is held by the kernel
+/// until the service accepts it: none is dropped at the handshake, so none can be reset when a
+/// stop closes the listener right after.
+#[tokio::test]
+async fn a_listener_queues_a_burst_of_connections_it_has_not_accepted_yet() {
+    const BURST: usize = 1000;
+    let listener = floodwall_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = listener.local_addr().unwrap();
+    let queue = listener.into_std().unwrap();
+    // The system caps every queue at `somaxconn`; a host set below the burst cannot hold it.
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .unwrap_or(BURST);
+    let burst = BURST.min(cap);
+    assert!(
+        burst > 128,
+        "net.core.somaxconn = {cap} is too low for this test"
+    );
+    let clients: Vec<_> = (0..burst)
+        .map(|_| std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // A handshake whose last packet the kernel dropped for a full queue is not in the queue,
+    // so counting what accept returns without waiting counts what the queue held.
+    queue.set_nonblocking(true).unwrap();
+    let queued = std::iter::from_fn(|| queue.accept().ok()).count();
+    assert_eq!(queued, clients.len());
+}
+
 /// Every request that reached the service before SIGTERM is answered, whole: requests just
 /// written on idle keep-alive connections, and requests on connections still in the kernel's
 /// queue when the signal arrives.
