@@ -12,7 +12,7 @@ use floodwall_core::{Clock, Decision, Mode, Policy, SystemClock, with_meter};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use smallvec::SmallVec;
 
-use self::shard::{KeyId, Shard, Tracked};
+use self::shard::{Hashing, KeyId, Shard, StoredKey, Tracked};
 use crate::check::Check;
 use crate::error::StoreError;
 use crate::store::Store;
@@ -28,9 +28,12 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   enforced policies admit. No interleaving of threads or tasks over-admits.
 /// - **Bounded**: at most `max_keys` keys are tracked (split evenly across shards, so a shard may
 ///   fill slightly before the store does). Per-key memory does not depend on the client key: a
-///   key is identified by a 128-bit keyed hash of (policy, client key), secret per store, so
-///   clients can neither make keys large nor aim at a shard, and two keys share state with
-///   negligible probability (about 2^-112 per pair: 16 of the 128 bits hold the key's fill).
+///   key shorter than 16 bytes is kept as itself, a longer one as a 120-bit digest under a
+///   secret of the store (SipHash-1-3), so clients cannot make entries large. Keys are placed
+///   by a hash seeded per store, so clients cannot aim at a shard or a bucket; and since short
+///   keys are compared whole, two of them never share state whatever their hashes. Two long
+///   keys share state only if their keyed digests collide (about 2^-120 per pair, and not
+///   something a client can aim at without the secret).
 /// - **Reclaimed**: a key back at its full quota is dropped when a request finds it so, and
 ///   shards sweep keys at rest as they grow or fill, without any caller asking.
 /// - **Full means evicting the least used keys, never refusing**: a new key always gets its
@@ -59,7 +62,9 @@ struct Inner {
     per_shard_max: usize,
     max_keys: usize,
     clock: Arc<dyn Clock>,
-    hash_key: (u64, u64),
+    hashing: Hashing,
+    /// The secret of the digests that stand for long keys.
+    digest_key: (u64, u64),
 }
 
 /// One shard on its own cache lines, so threads on different shards do not contend for one.
@@ -91,9 +96,18 @@ pub struct MemoryStoreBuilder {
     max_keys: usize,
     shards: Option<usize>,
     clock: Arc<dyn Clock>,
+    #[cfg(test)]
+    colliding: bool,
 }
 
 impl MemoryStoreBuilder {
+    /// Every key gets the same hash, as if an attacker could aim keys at one bucket.
+    #[cfg(test)]
+    fn colliding(mut self) -> Self {
+        self.colliding = true;
+        self
+    }
+
     /// The most keys tracked at once (default [`DEFAULT_MAX_KEYS`]; at least 1).
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
@@ -121,17 +135,24 @@ impl MemoryStoreBuilder {
         let wanted = self.shards.unwrap_or_else(|| default_shards(self.max_keys));
         let shards = prev_power_of_two(wanted.clamp(1, self.max_keys));
         let random = std::collections::hash_map::RandomState::new();
+        #[cfg_attr(not(test), allow(unused_mut))]
+        let mut hashing = Hashing::default();
+        #[cfg(test)]
+        {
+            hashing.colliding = self.colliding;
+        }
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..shards)
-                    .map(|_| Padded(Mutex::new(Shard::new())))
+                    .map(|_| Padded(Mutex::new(Shard::new(hashing.clone()))))
                     .collect(),
                 shard_mask: shards - 1,
                 per_shard_max: self.max_keys / shards,
                 max_keys: self.max_keys,
                 clock: self.clock,
+                hashing,
                 // Secret per store, from the OS-seeded keys of std's RandomState.
-                hash_key: (random.hash_one(0x5eed_u64), random.hash_one(0xf00d_u64)),
+                digest_key: (random.hash_one(0x5eed_u64), random.hash_one(0xf00d_u64)),
             }),
         }
     }
@@ -171,6 +192,8 @@ impl MemoryStore {
             max_keys: DEFAULT_MAX_KEYS,
             shards: None,
             clock: Arc::new(SystemClock::new()),
+            #[cfg(test)]
+            colliding: false,
         }
     }
 
@@ -201,9 +224,13 @@ impl MemoryStore {
     /// shard's mutex, and never fails: a full shard makes room by evicting the entries closest
     /// to rest (see [`MemoryStore`]).
     pub fn acquire_sync(&self, check: &Check<'_>) -> Answer {
+        if let [(policy, key)] = check.pairs() {
+            let cost = check.cost_of(0);
+            return with_meter!(policy.algorithm(), M => self.acquire_one::<M>(policy, key, cost));
+        }
         // Containers are filled by pushes, not collected through iterator adapters: this is every
         // request's path, and the adapters cost more than the loops.
-        let mut judged: SmallVec<[Judged; 2]> = SmallVec::new();
+        let mut judged: SmallVec<[Judged<'_>; 2]> = SmallVec::new();
         for (policy, key) in check.pairs() {
             judged.push(Judged::of(self.key_id(policy, key)));
         }
@@ -239,6 +266,44 @@ impl MemoryStore {
         Answer::from_store(allowed, decisions)
     }
 
+    /// [`MemoryStore::acquire_sync`] of one policy and one key, the common case: one lock and
+    /// one probe, the same decision as the general path.
+    fn acquire_one<M: Tracked>(&self, policy: &Policy, key: &[u8], cost: u64) -> Answer {
+        let id = self.key_id(policy, key);
+        let mut shard = self.lock(self.shard_of(id));
+        // Under the lock, as in the general path.
+        let now = self.inner.clock.now_us();
+        let cap = self.inner.per_shard_max;
+        if cost > 0 && shard.sweep_due(1, cap) {
+            shard.sweep(now);
+            if shard.len + 1 > cap && shard.position::<M>(id).is_none() {
+                shard.evict_least_used(1, cap);
+            }
+        }
+        let shadow = policy.mode() == Mode::Shadow;
+        if let Some(entry) = shard.get_mut::<M>(id) {
+            let evaluation = Evaluation::of::<M>(&mut entry.state, now, cost, policy);
+            let allowed = shadow || evaluation.allowed;
+            let (decision, ttl_us) =
+                evaluation.conclude::<M>(&mut entry.state, now, cost, policy, allowed);
+            entry.set_expires_at_us(now.saturating_add(ttl_us));
+            entry.set_fill(shard::fill(&decision));
+            if ttl_us == 0 {
+                shard.remove_at_rest::<M>(id);
+            }
+            return Answer::from_store(allowed, smallvec::smallvec![decision]);
+        }
+        let mut state = M::fresh(now, policy);
+        let evaluation = Evaluation::of::<M>(&mut state, now, cost, policy);
+        let allowed = shadow || evaluation.allowed;
+        let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now, cost, policy, allowed);
+        if ttl_us > 0 {
+            let expires_at_us = now.saturating_add(ttl_us);
+            shard.insert::<M>(id, expires_at_us, shard::fill(&decision), state);
+        }
+        Answer::from_store(allowed, smallvec::smallvec![decision])
+    }
+
     /// [`Store::refund`] without a future.
     pub fn refund_sync(&self, check: &Check<'_>) -> Answer {
         let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
@@ -261,36 +326,29 @@ impl MemoryStore {
         }
     }
 
-    fn key_id(&self, policy: &Policy, key: &[u8]) -> KeyId {
-        let (k0, k1) = self.inner.hash_key;
-        let mut hasher = SipHasher13::new_with_keys(k0, k1);
-        // Length-prefixed name and algorithm, client key last: no two inputs share an encoding.
-        // Gathered into one buffer because SipHash absorbs one long write about twice as fast as
-        // several short ones.
-        let name = policy.name().as_bytes();
-        let algorithm = policy.algorithm().as_str().as_bytes();
-        let mut buffer = [0u8; 160];
-        let prefix_len = 2 + name.len() + algorithm.len(); // names are at most 64 bytes
-        buffer[0] = name.len() as u8;
-        buffer[1..1 + name.len()].copy_from_slice(name);
-        buffer[1 + name.len()] = algorithm.len() as u8;
-        buffer[2 + name.len()..prefix_len].copy_from_slice(algorithm);
-        if let Some(room) = buffer.get_mut(prefix_len..prefix_len + key.len()) {
-            room.copy_from_slice(key);
-            hasher.write(&buffer[..prefix_len + key.len()]);
-        } else {
-            hasher.write(&buffer[..prefix_len]);
+    /// Where `key` of `policy` lives. A key shorter than 16 bytes is kept as itself, so no two
+    /// keys can share state whatever their hashes; a longer one is kept as a 120-bit digest under
+    /// the store's secret, which nobody without the secret can aim at another key's.
+    fn key_id<'p>(&self, policy: &'p Policy, key: &[u8]) -> KeyId<'p> {
+        let stored = StoredKey::inline(key).unwrap_or_else(|| {
+            let (k0, k1) = self.inner.digest_key;
+            let mut hasher = SipHasher13::new_with_keys(k0, k1);
             hasher.write(key);
-        }
-        let hash = hasher.finish128();
+            StoredKey::digest(hasher.finish128().as_bytes())
+        });
+        let hashing = &self.inner.hashing;
         KeyId {
-            low: hash.h1,
-            high: hash.h2,
+            policy: policy.shared_name(),
+            policy_hash: policy.name_hash(),
+            key: stored,
+            hash: hashing.key(stored),
         }
     }
 
-    fn shard_of(&self, id: KeyId) -> usize {
-        (id.high as usize) & self.inner.shard_mask
+    /// The shard of `id`: bits of the hash that the tables' buckets (its low bits) and their
+    /// tags (its top seven) do not use, so a shard's keys still spread over its buckets.
+    fn shard_of(&self, id: KeyId<'_>) -> usize {
+        ((id.hash >> 32) as usize) & self.inner.shard_mask
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
@@ -380,16 +438,16 @@ impl Locked<'_> {
 /// One pair of a decision: its key, where the key sits in its table if tracked, and the
 /// judgement of phase 1.
 #[derive(Debug, Clone, Copy)]
-struct Judged {
-    id: KeyId,
+struct Judged<'p> {
+    id: KeyId<'p>,
     /// Which of the decision's locked shards holds the key.
     slot: usize,
     position: Option<usize>,
     evaluation: Evaluation,
 }
 
-impl Judged {
-    fn of(id: KeyId) -> Self {
+impl<'p> Judged<'p> {
+    fn of(id: KeyId<'p>) -> Self {
         Judged {
             id,
             slot: 0,
@@ -434,7 +492,7 @@ fn conclude<M: Tracked>(
     if let Some(entry) = judged.position.and_then(|p| shard.at::<M>(p, id)) {
         let (decision, ttl_us) =
             evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, commit);
-        entry.expires_at_us = now_us + ttl_us;
+        entry.set_expires_at_us(now_us.saturating_add(ttl_us));
         entry.set_fill(shard::fill(&decision));
         if ttl_us == 0 {
             shard.remove_at_rest::<M>(id);
@@ -445,7 +503,12 @@ fn conclude<M: Tracked>(
     let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now_us, cost, policy, commit);
     if ttl_us > 0 {
         // Only a committed consumption leaves a fresh key away from rest; room was made.
-        shard.insert::<M>(id, now_us + ttl_us, shard::fill(&decision), state);
+        shard.insert::<M>(
+            id,
+            now_us.saturating_add(ttl_us),
+            shard::fill(&decision),
+            state,
+        );
     }
     decision
 }
@@ -453,7 +516,7 @@ fn conclude<M: Tracked>(
 /// Gives back `cost` units of the key's state, forgetting it once at rest.
 fn refund<M: Tracked>(
     shard: &mut Shard,
-    id: KeyId,
+    id: KeyId<'_>,
     now_us: u64,
     cost: u64,
     policy: &Policy,
@@ -464,7 +527,7 @@ fn refund<M: Tracked>(
         return refund_in_place::<M>(&mut fresh, now_us, cost, policy).0;
     };
     let (decision, ttl_us) = refund_in_place::<M>(&mut entry.state, now_us, cost, policy);
-    entry.expires_at_us = now_us + ttl_us;
+    entry.set_expires_at_us(now_us.saturating_add(ttl_us));
     entry.set_fill(shard::fill(&decision));
     if ttl_us == 0 {
         shard.remove_at_rest::<M>(id);

@@ -1,50 +1,133 @@
 //! One shard of the memory store: a table per algorithm, sized to that algorithm's state.
 
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
 use floodwall_core::Meter;
 use floodwall_core::algorithm;
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
-/// A key's identity: a 128-bit keyed hash of (policy name, algorithm, client key). The client
-/// key itself is never stored, so a key's memory does not depend on its length. Two `u64`s keep
-/// the entry 8-byte aligned (a `u128` would pad GCRA entries from 40 to 48 bytes).
+/// A client key as the store keeps it, in 16 bytes whatever its length: the key itself when it
+/// is shorter than 16 bytes (byte 15 holds its length), else a 120-bit keyed digest of it (byte
+/// 15 holds [`DIGEST`], a value no length takes). Two short keys are the same entry only when
+/// they are byte for byte the same key, whatever their hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct KeyId {
-    /// Hashes the key within its shard's tables.
-    pub(crate) low: u64,
-    /// Picks the shard.
-    pub(crate) high: u64,
+pub(crate) struct StoredKey([u64; 2]);
+
+/// Byte 15 of a [`StoredKey`] that holds a digest.
+pub(crate) const DIGEST: u8 = 0xff;
+
+/// The longest client key kept as itself.
+pub(crate) const INLINE_MAX: usize = 15;
+
+impl StoredKey {
+    /// `key` itself; `None` when it is longer than [`INLINE_MAX`].
+    #[inline]
+    pub(crate) fn inline(key: &[u8]) -> Option<StoredKey> {
+        if key.len() > INLINE_MAX {
+            return None;
+        }
+        let mut bytes = [0_u8; 16];
+        bytes.get_mut(..key.len())?.copy_from_slice(key);
+        bytes[15] = key.len() as u8;
+        Some(StoredKey::from_bytes(bytes))
+    }
+
+    /// A key known by the first 15 bytes of its digest.
+    pub(crate) fn digest(digest: [u8; 16]) -> StoredKey {
+        let mut bytes = digest;
+        bytes[15] = DIGEST;
+        StoredKey::from_bytes(bytes)
+    }
+
+    fn from_bytes(bytes: [u8; 16]) -> StoredKey {
+        let (low, high) = bytes.split_at(8);
+        let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([0; 8]));
+        StoredKey([word(low), word(high)])
+    }
 }
 
-/// A tracked key: its identity, its state, when that state is back at rest, and how much of
-/// its quota it had in use at its last decision.
+/// Where a key of one policy lives: the policy's table (by name, within the algorithm's tables)
+/// and the key within it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyId<'p> {
+    pub(crate) policy: &'p Arc<str>,
+    /// [`floodwall_core::Policy::name_hash`]: policy names are the operator's, not a client's.
+    pub(crate) policy_hash: u64,
+    pub(crate) key: StoredKey,
+    /// The store's seeded hash of `key`: picks the shard and the bucket.
+    pub(crate) hash: u64,
+}
+
+/// The hashes a shard's tables are built on: seeded per store, so that nobody outside the
+/// store can aim keys at one bucket.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Hashing {
+    seeded: DefaultHashBuilder,
+    /// Every key hashes alike: what an attacker who could find collisions would achieve.
+    #[cfg(test)]
+    pub(crate) colliding: bool,
+}
+
+impl Hashing {
+    #[inline]
+    pub(crate) fn key(&self, key: StoredKey) -> u64 {
+        #[cfg(test)]
+        if self.colliding {
+            return 0;
+        }
+        let mut hasher = self.seeded.build_hasher();
+        hasher.write_u64(key.0[0]);
+        hasher.write_u64(key.0[1]);
+        hasher.finish()
+    }
+}
+
+/// A tracked key: who it is, its state, when that state is back at rest, and how much of its
+/// quota it had in use at its last decision. 40 bytes for a two-word state.
 #[derive(Debug)]
 pub(crate) struct Entry<S> {
-    /// [`KeyId::low`]: the table's hash.
-    low: u64,
-    /// [`KeyId::high`]'s lower 48 bits, with the fill in the upper 16: the fill costs no
-    /// padding, and the identity keeps 112 bits (two keys collide with probability 2^-112).
-    high_and_fill: u64,
-    /// When `state` is back at rest; the sweep drops the entry from then on.
-    pub(crate) expires_at_us: u64,
+    key: StoredKey,
+    /// When `state` is back at rest, in ticks of [`TICK_US`] rounded up (the low 48 bits), and
+    /// the fill (the high 16): rounding up keeps an entry at most one tick past its rest, never
+    /// drops it before.
+    rest_and_fill: u64,
     pub(crate) state: S,
 }
 
-/// The bits of [`KeyId::high`] an entry keeps.
-const HIGH_BITS: u64 = (1 << 48) - 1;
+/// The unit of an entry's rest time: 2^48 ticks of 32 µs reach past the clock's 2^53 µs.
+const TICK_US: u64 = 32;
+const TICKS: u64 = (1 << 48) - 1;
 
 impl<S> Entry<S> {
-    fn is(&self, id: KeyId) -> bool {
-        self.low == id.low && (self.high_and_fill & HIGH_BITS) == (id.high & HIGH_BITS)
+    fn new(key: StoredKey, expires_at_us: u64, fill: u16, state: S) -> Self {
+        let mut entry = Entry {
+            key,
+            rest_and_fill: u64::from(fill) << 48,
+            state,
+        };
+        entry.set_expires_at_us(expires_at_us);
+        entry
+    }
+
+    /// When the state is back at rest: at or up to one tick after the time last set.
+    pub(crate) fn expires_at_us(&self) -> u64 {
+        (self.rest_and_fill & TICKS) * TICK_US
+    }
+
+    pub(crate) fn set_expires_at_us(&mut self, at_us: u64) {
+        let ticks = at_us.div_ceil(TICK_US).min(TICKS);
+        self.rest_and_fill = (self.rest_and_fill & !TICKS) | ticks;
     }
 
     /// The share of the quota in use after the last decision, in 1/65 535ths (see [`fill`]):
     /// what evicting the entry could give back, at most, since use only decays.
     pub(crate) fn fill(&self) -> u16 {
-        (self.high_and_fill >> 48) as u16
+        (self.rest_and_fill >> 48) as u16
     }
 
     pub(crate) fn set_fill(&mut self, fill: u16) {
-        self.high_and_fill = (self.high_and_fill & HIGH_BITS) | (u64::from(fill) << 48);
+        self.rest_and_fill = (self.rest_and_fill & TICKS) | (u64::from(fill) << 48);
     }
 }
 
@@ -57,56 +140,83 @@ pub(crate) fn fill(decision: &floodwall_core::Decision) -> u16 {
     u16::try_from(share).unwrap_or(u16::MAX)
 }
 
-/// An algorithm whose states a shard keeps in a table of their own.
-pub(crate) trait Tracked: Meter {
-    fn table(shard: &mut Shard) -> &mut HashTable<Entry<Self::State>>;
+/// The keys one policy tracks in a shard.
+#[derive(Debug)]
+pub(crate) struct PolicyTable<S> {
+    /// Held, so that no other name can take its address while the table lives.
+    name: Arc<str>,
+    name_hash: u64,
+    entries: HashTable<Entry<S>>,
 }
 
-/// The shard's tables, one per algorithm of the registry, each sized to that algorithm's state.
+impl<S> PolicyTable<S> {
+    /// Whether the table is the policy `name`'s: the same allocation (the usual case, a policy
+    /// object kept for the service's life), or the same text.
+    #[inline]
+    fn is(&self, name: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.name, name) || *self.name == **name
+    }
+}
+
+/// An algorithm whose states a shard keeps in tables of their own, one per policy.
+pub(crate) trait Tracked: Meter {
+    fn tables(shard: &mut Shard) -> &mut HashTable<PolicyTable<Self::State>>;
+}
+
+/// The shard's tables, one set per algorithm of the registry, each sized to that algorithm's
+/// state.
 macro_rules! shard_tables {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         $(impl Tracked for algorithm::$variant {
-            fn table(shard: &mut Shard) -> &mut HashTable<Entry<Self::State>> {
+            fn tables(shard: &mut Shard) -> &mut HashTable<PolicyTable<Self::State>> {
                 &mut shard.tables.$module
             }
         })*
 
-        /// One table per algorithm.
+        /// One set of policy tables per algorithm.
         #[derive(Debug, Default)]
         struct Tables {
-            $($module: HashTable<Entry<algorithm::$module::State>>,)*
+            $($module: HashTable<PolicyTable<algorithm::$module::State>>,)*
         }
 
         impl Shard {
             /// Drops every entry `keep` refuses, given its fill and rest time; returns how many.
-            fn drop_unless(&mut self, keep: impl Fn(u16, u64) -> bool + Copy) -> usize {
+            /// A policy left without keys gives its table up.
+            fn drop_unless(&mut self, mut keep: impl FnMut(u16, u64) -> bool) -> usize {
                 let before = self.len;
                 let mut expiries = Vec::with_capacity(self.len);
-                $(let table = &mut self.tables.$module;
-                table.retain(|e| {
-                    let keep = keep(e.fill(), e.expires_at_us);
-                    if keep {
-                        expiries.push(e.expires_at_us);
+                let hashing = &self.hashing;
+                $(self.tables.$module.retain(|table| {
+                    table.entries.retain(|e| {
+                        let keep = keep(e.fill(), e.expires_at_us());
+                        if keep {
+                            expiries.push(e.expires_at_us());
+                        }
+                        keep
+                    });
+                    if table.entries.capacity() > 4 * table.entries.len() + 64 {
+                        table.entries.shrink_to(2 * table.entries.len(), |e| hashing.key(e.key));
                     }
-                    keep
-                });
-                if table.capacity() > 4 * table.len() + 64 {
-                    table.shrink_to(2 * table.len(), |e| e.low);
-                })*
-                self.len = 0 $(+ self.tables.$module.len())*;
+                    !table.entries.is_empty()
+                });)*
+                self.len = expiries.len();
                 self.earliest_expiry_us = next_sweep_worth_it(&mut expiries);
                 before - self.len
             }
 
-            /// The rank (fill, then rest time) of the `count`-th entry in eviction order: least
-            /// used first, and among equals the soonest at rest (`count` ≥ 1).
-            fn eviction_rank(&mut self, count: usize) -> (u16, u64) {
+            /// The rank (fill, then rest time) of the `count`-th entry in eviction order (least
+            /// used first, and among equals the soonest at rest; `count` ≥ 1), and how many
+            /// entries rank strictly before it.
+            fn eviction_rank(&mut self, count: usize) -> ((u16, u64), usize) {
                 let mut ranks = Vec::with_capacity(self.len);
-                $(ranks.extend(self.tables.$module.iter().map(|e| (e.fill(), e.expires_at_us)));)*
-                match ranks.len().checked_sub(1) {
-                    Some(last) => *ranks.select_nth_unstable(count.saturating_sub(1).min(last)).1,
-                    None => (0, 0),
-                }
+                $(for table in &self.tables.$module {
+                    ranks.extend(table.entries.iter().map(|e| (e.fill(), e.expires_at_us())));
+                })*
+                let Some(last) = ranks.len().checked_sub(1) else {
+                    return ((0, 0), 0);
+                };
+                let through = *ranks.select_nth_unstable(count.saturating_sub(1).min(last)).1;
+                (through, ranks.iter().filter(|rank| **rank < through).count())
             }
         }
     };
@@ -129,6 +239,7 @@ fn next_sweep_worth_it(expiries: &mut [u64]) -> u64 {
 #[derive(Debug)]
 pub(crate) struct Shard {
     tables: Tables,
+    hashing: Hashing,
     /// Entries in all tables.
     pub(crate) len: usize,
     /// Sweeping before this time would free too little to be worth a scan (see
@@ -147,9 +258,12 @@ pub(crate) struct Shard {
 const FIRST_SWEEP_AT_LEN: usize = 1024;
 
 impl Shard {
-    pub(crate) fn new() -> Self {
+    /// An empty shard whose tables hash with `hashing` (the store's, so that a key's hash picks
+    /// its shard and its bucket alike).
+    pub(crate) fn new(hashing: Hashing) -> Self {
         Shard {
             tables: Tables::default(),
+            hashing,
             len: 0,
             earliest_expiry_us: u64::MAX,
             sweep_at_len: FIRST_SWEEP_AT_LEN,
@@ -159,15 +273,24 @@ impl Shard {
         }
     }
 
-    pub(crate) fn get_mut<M: Tracked>(&mut self, id: KeyId) -> Option<&mut Entry<M::State>> {
-        M::table(self).find_mut(id.low, |e| e.is(id))
+    /// The keys of `id`'s policy, if it tracks any here.
+    #[inline]
+    fn table<M: Tracked>(&mut self, id: KeyId<'_>) -> Option<&mut HashTable<Entry<M::State>>> {
+        M::tables(self)
+            .find_mut(id.policy_hash, |t| t.is(id.policy))
+            .map(|t| &mut t.entries)
     }
 
-    /// Where `id`'s entry sits in its table, if it is tracked. Reaching it again by
-    /// [`Shard::at`] costs no second lookup while nothing is inserted into that table.
+    pub(crate) fn get_mut<M: Tracked>(&mut self, id: KeyId<'_>) -> Option<&mut Entry<M::State>> {
+        self.table::<M>(id)?.find_mut(id.hash, |e| e.key == id.key)
+    }
+
+    /// Where `id`'s entry sits in its policy's table, if it is tracked. Reaching it again by
+    /// [`Shard::at`] costs no second probe while nothing is inserted into that table.
     #[inline]
-    pub(crate) fn position<M: Tracked>(&mut self, id: KeyId) -> Option<usize> {
-        M::table(self).find_bucket_index(id.low, |e| e.is(id))
+    pub(crate) fn position<M: Tracked>(&mut self, id: KeyId<'_>) -> Option<usize> {
+        self.table::<M>(id)?
+            .find_bucket_index(id.hash, |e| e.key == id.key)
     }
 
     /// `id`'s entry, at `position` when it is still there (nothing was inserted since), found
@@ -176,50 +299,64 @@ impl Shard {
     pub(crate) fn at<M: Tracked>(
         &mut self,
         position: usize,
-        id: KeyId,
+        id: KeyId<'_>,
     ) -> Option<&mut Entry<M::State>> {
-        let still_there = M::table(self)
-            .get_bucket(position)
-            .is_some_and(|e| e.is(id));
-        if still_there {
-            M::table(self).get_bucket_mut(position)
+        let table = self.table::<M>(id)?;
+        if table.get_bucket(position).is_some_and(|e| e.key == id.key) {
+            table.get_bucket_mut(position)
         } else {
-            self.get_mut::<M>(id)
+            table.find_mut(id.hash, |e| e.key == id.key)
         }
     }
 
     /// Tracks a new key. The caller checked that the shard has room for it.
     pub(crate) fn insert<M: Tracked>(
         &mut self,
-        id: KeyId,
+        id: KeyId<'_>,
         expires_at_us: u64,
         fill: u16,
         state: M::State,
     ) {
-        M::table(self).insert_unique(
-            id.low,
-            Entry {
-                low: id.low,
-                high_and_fill: (id.high & HIGH_BITS) | (u64::from(fill) << 48),
-                expires_at_us,
-                state,
-            },
-            |e| e.low,
-        );
+        let hashing = self.hashing.clone();
+        let tables = M::tables(self);
+        let table = match tables.find_entry(id.policy_hash, |t| t.is(id.policy)) {
+            Ok(table) => table.into_mut(),
+            Err(absent) => absent
+                .into_table()
+                .insert_unique(
+                    id.policy_hash,
+                    PolicyTable {
+                        name: Arc::clone(id.policy),
+                        name_hash: id.policy_hash,
+                        entries: HashTable::new(),
+                    },
+                    |t| t.name_hash,
+                )
+                .into_mut(),
+        };
+        let entry = Entry::new(id.key, expires_at_us, fill, state);
+        let expires_at_us = entry.expires_at_us();
+        table
+            .entries
+            .insert_unique(id.hash, entry, |e| hashing.key(e.key));
         self.len += 1;
         self.earliest_expiry_us = self.earliest_expiry_us.min(expires_at_us);
     }
 
     /// Forgets a key whose state is back at rest.
-    pub(crate) fn remove_at_rest<M: Tracked>(&mut self, id: KeyId) {
+    pub(crate) fn remove_at_rest<M: Tracked>(&mut self, id: KeyId<'_>) {
         if self.remove::<M>(id) {
             self.reclaimed += 1;
         }
     }
 
-    /// Forgets a key; returns whether it was tracked.
-    pub(crate) fn remove<M: Tracked>(&mut self, id: KeyId) -> bool {
-        match M::table(self).find_entry(id.low, |e| e.is(id)) {
+    /// Forgets a key; returns whether it was tracked. The policy's table stays until a sweep
+    /// finds it empty.
+    pub(crate) fn remove<M: Tracked>(&mut self, id: KeyId<'_>) -> bool {
+        let Some(table) = self.table::<M>(id) else {
+            return false;
+        };
+        match table.find_entry(id.hash, |e| e.key == id.key) {
             Ok(entry) => {
                 entry.remove();
                 self.len -= 1;
@@ -254,8 +391,20 @@ impl Shard {
             return;
         }
         let count = (self.len + new_keys - cap).max(self.len / 16);
-        let through = self.eviction_rank(count);
-        let evicted = self.drop_unless(|fill, expires_at_us| (fill, expires_at_us) > through);
+        let (through, before) = self.eviction_rank(count);
+        // Entries that tie with the last one to go are taken only as far as `count`.
+        let mut ties = count.saturating_sub(before);
+        let evicted =
+            self.drop_unless(
+                |fill, expires_at_us| match (fill, expires_at_us).cmp(&through) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal if ties > 0 => {
+                        ties -= 1;
+                        false
+                    }
+                    _ => true,
+                },
+            );
         self.evicted += evicted as u64;
         self.evicted_fill = self.evicted_fill.max(through.0);
         self.sweep_at_len = (2 * self.len).max(FIRST_SWEEP_AT_LEN);
@@ -268,17 +417,68 @@ mod tests {
     use floodwall_core::{Decision, algorithm::FixedWindow, algorithm::fixed_window};
     use std::time::Duration;
 
-    /// Two keys are one entry only when both halves of their identity agree: sharing the
-    /// low half (the table's hash) or the high half is not enough.
+    /// The id of `key` under policy `policy`.
+    fn id<'p>(hashing: &Hashing, policy: &'p Arc<str>, key: &[u8]) -> KeyId<'p> {
+        let key = StoredKey::inline(key).unwrap();
+        KeyId {
+            policy,
+            // Names of one length share a hash here, so that tables are told apart by name.
+            policy_hash: policy.len() as u64,
+            key,
+            hash: hashing.key(key),
+        }
+    }
+
+    /// Two keys are one entry only when they are the same key of the same policy: sharing a
+    /// hash is not enough, nor is sharing the key under another policy.
     #[test]
     fn a_key_is_found_only_by_its_whole_identity() {
-        let mut shard = Shard::new();
-        let id = KeyId { low: 7, high: 9 };
-        shard.insert::<FixedWindow>(id, u64::MAX, 0, window(1));
-        assert!(shard.get_mut::<FixedWindow>(id).is_some());
-        for other in [KeyId { low: 7, high: 10 }, KeyId { low: 8, high: 9 }] {
+        let h = Hashing::default();
+        let (p, q): (Arc<str>, Arc<str>) = (Arc::from("p"), Arc::from("q"));
+        let mut shard = Shard::new(h.clone());
+        let key = id(&h, &p, b"k");
+        shard.insert::<FixedWindow>(key, u64::MAX, 0, window(1));
+        assert!(shard.get_mut::<FixedWindow>(key).is_some());
+        // Each with the key's hash, as if an attacker had found keys that collide with it.
+        for other in [id(&h, &p, b"j"), id(&h, &q, b"k"), id(&h, &p, b"k\0")] {
+            let other = KeyId {
+                hash: key.hash,
+                ..other
+            };
             assert!(shard.get_mut::<FixedWindow>(other).is_none(), "{other:?}");
         }
+    }
+
+    /// Short keys are themselves, with their length: no two short keys, and no short key and a
+    /// digest, are stored alike.
+    #[test]
+    fn stored_keys_keep_short_keys_whole_and_mark_digests() {
+        let keys: [&[u8]; 4] = [b"", b"\0", b"\0\0", b"fifteen bytes.."];
+        let stored: Vec<StoredKey> = keys.iter().map(|k| StoredKey::inline(k).unwrap()).collect();
+        for (i, a) in stored.iter().enumerate() {
+            for b in &stored[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(StoredKey::inline(b"sixteen bytes..."), None);
+        // A digest whose first 15 bytes equal a short key's bytes is still another key.
+        let mut bytes = [0_u8; 16];
+        bytes[..15].copy_from_slice(b"fifteen bytes..");
+        assert_ne!(StoredKey::digest(bytes), stored[3]);
+    }
+
+    /// A rest time is kept rounded up to its tick, never down: an entry is never dropped before
+    /// its state is at rest.
+    #[test]
+    fn rest_times_round_up_to_a_tick_and_keep_the_fill() {
+        let mut entry = Entry::new(StoredKey([0, 0]), 100, 40_000, window(1));
+        assert_eq!(entry.expires_at_us(), 128);
+        entry.set_expires_at_us(128);
+        assert_eq!((entry.expires_at_us(), entry.fill()), (128, 40_000));
+        entry.set_fill(7);
+        entry.set_expires_at_us(u64::MAX);
+        assert_eq!(entry.expires_at_us(), TICKS * TICK_US);
+        assert_eq!(entry.fill(), 7);
     }
 
     fn window(count: u64) -> fixed_window::State {
@@ -289,36 +489,38 @@ mod tests {
     }
 
     /// A sweep drops exactly the entries at rest by now (expiring at or before it), counts
-    /// them as reclaimed, and keeps the others with their fill.
+    /// them as reclaimed, and keeps the others with their fill; a policy left without keys
+    /// gives its table up.
     #[test]
     fn a_sweep_drops_exactly_the_entries_at_rest() {
-        let mut shard = Shard::new();
-        for (low, expires_at_us) in [(1, 100), (2, 101), (3, 200)] {
-            let id = KeyId { low, high: low };
-            shard.insert::<FixedWindow>(id, expires_at_us, 40_000, window(1));
+        let h = Hashing::default();
+        let (p, q): (Arc<str>, Arc<str>) = (Arc::from("p"), Arc::from("q"));
+        let mut shard = Shard::new(h.clone());
+        for (key, expires_at_us) in [(b"1", 96), (b"2", 128), (b"3", 200)] {
+            shard.insert::<FixedWindow>(id(&h, &p, key), expires_at_us, 40_000, window(1));
         }
+        shard.insert::<FixedWindow>(id(&h, &q, b"1"), 64, 0, window(1));
         shard.sweep(100);
-        assert_eq!((shard.len, shard.reclaimed), (2, 1));
-        assert!(
-            shard
-                .get_mut::<FixedWindow>(KeyId { low: 1, high: 1 })
-                .is_none()
-        );
-        let kept = shard.get_mut::<FixedWindow>(KeyId { low: 2, high: 2 });
+        assert_eq!((shard.len, shard.reclaimed), (2, 2));
+        assert_eq!(shard.tables.fixed_window.len(), 1);
+        assert!(shard.get_mut::<FixedWindow>(id(&h, &p, b"1")).is_none());
+        let kept = shard.get_mut::<FixedWindow>(id(&h, &p, b"2"));
         assert_eq!(kept.map(|e| e.fill()), Some(40_000));
         // A key forgotten because its state came back to rest is reclaimed too.
-        shard.remove_at_rest::<FixedWindow>(KeyId { low: 3, high: 3 });
-        assert_eq!((shard.len, shard.reclaimed), (1, 2));
+        shard.remove_at_rest::<FixedWindow>(id(&h, &p, b"3"));
+        assert_eq!((shard.len, shard.reclaimed), (1, 3));
     }
 
     /// Eviction makes room for exactly the keys asked for, taking the least used first: the
     /// fill recorded when a key was inserted decides, and what was evicted is reported.
     #[test]
     fn eviction_takes_the_least_used_and_only_as_many_as_needed() {
-        let mut shard = Shard::new();
+        let h = Hashing::default();
+        let p: Arc<str> = Arc::from("p");
+        let mut shard = Shard::new(h.clone());
         let fills = [60_000, 5_000, 30_000, 10_000];
-        for (low, fill) in (1..).zip(fills) {
-            shard.insert::<FixedWindow>(KeyId { low, high: low }, 1_000, fill, window(1));
+        for (key, fill) in [b"1", b"2", b"3", b"4"].into_iter().zip(fills) {
+            shard.insert::<FixedWindow>(id(&h, &p, key), 1_024, fill, window(1));
         }
         shard.evict_least_used(1, 4);
         assert_eq!(
@@ -330,9 +532,9 @@ mod tests {
             (shard.len, shard.evicted, shard.evicted_fill),
             (2, 2, 10_000)
         );
-        for (low, tracked) in [(1, true), (2, false), (3, true), (4, false)] {
-            let id = KeyId { low, high: low };
-            assert_eq!(shard.get_mut::<FixedWindow>(id).is_some(), tracked, "{low}");
+        for (key, tracked) in [(b"1", true), (b"2", false), (b"3", true), (b"4", false)] {
+            let found = shard.get_mut::<FixedWindow>(id(&h, &p, key)).is_some();
+            assert_eq!(found, tracked, "{key:?}");
         }
         // Room enough already: nothing goes.
         shard.evict_least_used(2, 4);

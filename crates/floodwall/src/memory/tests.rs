@@ -58,3 +58,50 @@ fn a_multi_shard_decision_evicts_per_shard_for_that_shards_new_keys() {
     // Shard 0: 8 - 2 evicted + 2 new; shard 1: the hot key only.
     assert_eq!(counts(), (9, 2));
 }
+
+/// An attacker who knows the hash family but not the store's seed can at best make keys
+/// collide in the hash; even when every key collides, each keeps its own state: short keys are
+/// compared whole, and long ones by a digest under a secret the attacker does not know. Keys
+/// built to look alike (one byte apart, a shared 15-byte start, one a prefix of another, the
+/// same key under another policy) each get exactly their own limit.
+#[test]
+fn keys_whose_hashes_all_collide_still_never_share_state() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let store = MemoryStore::builder()
+        .max_keys(10_000)
+        .shards(1)
+        .clock(clock.clone())
+        .colliding()
+        .build();
+    let limit = 3;
+    let policies = [
+        Policy::new("p", Algorithm::Gcra, limit, Duration::from_secs(60)).unwrap(),
+        Policy::new("q", Algorithm::Gcra, limit, Duration::from_secs(60)).unwrap(),
+    ];
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for n in 0_u8..=255 {
+        keys.push(vec![n]);
+        keys.push(vec![b'x'; usize::from(n % 40)]);
+        let mut long = b"fifteen bytes..".to_vec();
+        long.push(n);
+        keys.push(long);
+    }
+    keys.sort();
+    keys.dedup();
+    for round in 0..=limit {
+        for policy in &policies {
+            for key in &keys {
+                let check = Check::new(std::slice::from_ref(policy), key, 1).unwrap();
+                let allowed = store.acquire_sync(&check).allowed;
+                assert_eq!(
+                    allowed,
+                    round < limit,
+                    "{key:?} of {} in round {round}",
+                    policy.name()
+                );
+            }
+        }
+    }
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.evicted), (2 * keys.len(), 0));
+}
