@@ -111,11 +111,57 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// How the cost of a check grows with the keys tracked: gcra and governor on 1 thread, at
+/// 10 000, 1 000 000 and 10 000 000 random keys (`scale/…`; `SCALE_KEYS` picks other counts,
+/// comma-separated).
+fn scale(c: &mut Criterion) {
+    let counts: Vec<u64> = std::env::var("SCALE_KEYS")
+        .ok()
+        .map(|text| {
+            text.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![10_000, 1_000_000, 10_000_000]);
+    for keys in counts {
+        let mut group = c.benchmark_group(format!("scale/{keys}-keys"));
+        group.throughput(Throughput::Elements(1));
+        let store = MemoryStore::builder()
+            .max_keys(usize::try_from(keys).unwrap() * 2)
+            .build();
+        let policy = [never_reached(Algorithm::Gcra)];
+        for k in 0..keys {
+            let key = k.to_le_bytes();
+            store.acquire_sync(&Check::new(&policy, &key, 1).unwrap());
+        }
+        group.bench_function(BenchmarkId::new("floodwall", "gcra"), |b| {
+            b.iter_custom(|iters| {
+                run_threads(1, iters, keys, |k| {
+                    let key = k.to_le_bytes();
+                    store
+                        .acquire_sync(&Check::new(&policy, &key, 1).unwrap())
+                        .allowed
+                })
+            });
+        });
+        drop(store);
+        let quota = Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+        let governor: governor::DefaultKeyedRateLimiter<u64> = RateLimiter::keyed(quota);
+        for k in 0..keys {
+            let _ = governor.check_key(&k);
+        }
+        group.bench_function(BenchmarkId::new("governor", "keyed-gcra"), |b| {
+            b.iter_custom(|iters| run_threads(1, iters, keys, |k| governor.check_key(&k).is_ok()));
+        });
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench
+    targets = bench, scale
 }
 criterion_main!(benches);

@@ -1,4 +1,5 @@
-//! Resident memory per tracked key in `MemoryStore`, per algorithm, at 1 000 000 keys.
+//! Resident memory per tracked key in `MemoryStore`, per algorithm, at 1 000 000 keys
+//! (`PER_KEY_KEYS` sets another count).
 //!
 //! Measures the growth of the process's resident set (`/proc/self/statm`) while a fresh store
 //! takes 1 000 000 distinct keys, each admitted once under a policy that keeps it away from rest.
@@ -40,7 +41,14 @@ fn main() {
         return;
     };
     let algorithm: Algorithm = only.parse().unwrap();
-    let keys: u64 = if bench { 1_000_000 } else { 10_000 };
+    let keys: u64 = match std::env::var("PER_KEY_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(keys) if bench => keys,
+        _ if bench => 1_000_000,
+        _ => 10_000,
+    };
     let policy = [Policy::new("p", algorithm, 100, Duration::from_secs(3600)).unwrap()];
     let before = resident_bytes();
     let store = MemoryStore::builder().max_keys(keys as usize * 2).build();

@@ -136,7 +136,12 @@ impl<S> Entry<S> {
 #[inline]
 pub(crate) fn fill(decision: &floodwall_core::Decision) -> u16 {
     let used = decision.capacity.saturating_sub(decision.remaining);
-    let share = u128::from(used) * u128::from(u16::MAX) / u128::from(decision.capacity.max(1));
+    let capacity = decision.capacity.max(1);
+    // In 64 bits when the product fits (every count below 2^47): a 128-bit division is a call.
+    let share = match used.checked_mul(u64::from(u16::MAX)) {
+        Some(product) => u128::from(product / capacity),
+        None => u128::from(used) * u128::from(u16::MAX) / u128::from(capacity),
+    };
     u16::try_from(share).unwrap_or(u16::MAX)
 }
 
@@ -555,5 +560,8 @@ mod tests {
         assert_eq!(fill(&decision(10, 10)), 0);
         assert_eq!(fill(&decision(10, 0)), u16::MAX);
         assert_eq!(fill(&decision(5, 4)), 13_107);
+        // Counts whose product with 65 535 passes 2^64 take the wide path, to the same share.
+        assert_eq!(fill(&decision(u64::MAX, u64::MAX / 2)), 32_767);
+        assert_eq!(fill(&decision(1 << 50, 0)), u16::MAX);
     }
 }
