@@ -117,6 +117,11 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
             Some("usec_per_call"),
         )
         .await;
+        let calls = info_number(&mut admin, "commandstats", "cmdstat_evalsha", Some("calls")).await;
+        // Redis's CPU per decision, and how many decisions a call carried (coalescing).
+        let decisions = latencies.len() as f64;
+        let usec_per_decision = usec_per_call * calls / decisions.max(1.0);
+        let per_call = decisions / calls.max(1.0);
 
         // Memory per tracked client: a fresh keyspace, `memory_keys` clients, one request each
         // (ten for the sliding log, for the anchors' 10-entry log), on an hour-long policy.
@@ -153,7 +158,7 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
         let bytes_per_client = (after - before) / memory_keys as f64;
         println!(
             "{{\"bench\": \"floodwall-redis\", \"algorithm\": \"{algorithm}\", \"callers\": {CALLERS}, \"keys\": {keys}, \
-             \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"usec_per_call\": {usec_per_call:.2}, \
+             \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"usec_per_call\": {usec_per_call:.2}, \"usec_per_decision\": {usec_per_decision:.2}, \"decisions_per_call\": {per_call:.1}, \
              \"bytes_per_client\": {bytes_per_client:.1}, \"entries_per_client\": {per_client}}}",
             latencies.len() as f64 / elapsed,
             pct(50),

@@ -19,6 +19,7 @@
 //! - a local deny cache repeats a recent denial until Redis's `retry_after` passes (see
 //!   `deny_cache.rs` for why it never admits more than Redis would).
 
+mod batch;
 mod breaker;
 mod config;
 mod deny_cache;
@@ -40,6 +41,7 @@ use floodwall_core::{Clock, Decision, Policy};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
+use self::batch::Batcher;
 use self::breaker::{Admission, Breakers};
 pub use self::config::{
     DEFAULT_BREAKER_THRESHOLD, DEFAULT_PREFIX, DEFAULT_PROBE_INTERVAL, DEFAULT_TIMEOUT, RedisConfig,
@@ -90,6 +92,8 @@ struct Inner {
     timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
     breakers: Breakers,
+    /// A single node's coalesced decisions; a cluster's keys rarely share a slot, so it has none.
+    batcher: Option<Batcher>,
     deny_cache: Option<DenyCache>,
     /// Random per store: with `sequence`, names each call uniquely (sliding-log members).
     instance: u64,
@@ -209,9 +213,19 @@ impl RedisStore {
             }
         };
         let instance = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        let batcher = match &connection {
+            Connection::Node(..) => Some(Batcher::spawn(
+                connection.clone(),
+                config.clock.clone(),
+                config.timeout,
+                instance,
+            )),
+            Connection::Cluster(_) => None,
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
+                batcher,
                 prefix: config.prefix,
                 timeout: config.timeout,
                 clock: config.clock.clone(),
@@ -304,16 +318,19 @@ impl RedisStore {
             .map(|p| storage_key_for_tag(&self.inner.prefix, p, &tag))
             .collect();
         let deadline = Instant::now() + self.inner.timeout;
-        let answer = self
-            .call(
-                slot_of(&tag),
-                &keys,
-                &policies,
-                &Costs::of(check),
-                operation,
-                deadline,
-            )
-            .await?;
+        let slot = slot_of(&tag);
+        let answer = match (&self.inner.batcher, operation, &policies[..], check.costs()) {
+            (Some(batcher), Operation::Decide, [policy], None) => {
+                let key = keys.into_iter().next().unwrap_or_default();
+                self.batched(batcher, slot, key, policy, check.cost(), deadline)
+                    .await?
+            }
+            _ => {
+                let costs = Costs::of(check);
+                self.call(slot, &keys, &policies, &costs, operation, deadline)
+                    .await?
+            }
+        };
         if let Some((cache, key_id, policies_id)) = cached
             && !answer.allowed
         {
@@ -434,6 +451,54 @@ impl RedisStore {
         Ok(Answer::from_store(allowed, decisions))
     }
 
+    /// One decision of one policy, in the node's next batch when the breaker is closed; a
+    /// probe of an open breaker goes alone, so that what it finds is its own.
+    async fn batched(
+        &self,
+        batcher: &Batcher,
+        slot: u16,
+        key: String,
+        policy: &Policy,
+        cost: u64,
+        deadline: Instant,
+    ) -> Result<Answer, StoreError> {
+        let group = self.inner.breakers.group(slot);
+        let admission = self.admit(group)?;
+        if admission == Admission::Probe {
+            let (keys, policies, costs) = ([key], [policy], Costs::Same(cost));
+            let result = self
+                .call_admitted(&keys, &policies, &costs, Operation::Decide, deadline)
+                .await;
+            self.record(group, admission, &result);
+            return result;
+        }
+        let result = self
+            .until(deadline, batcher.decide(key, policy, cost, deadline))
+            .await;
+        self.record(group, admission, &result);
+        result
+    }
+
+    /// The breaker's word on a call to `group`: an error when it is open.
+    fn admit(&self, group: usize) -> Result<Admission, StoreError> {
+        match self.inner.breakers.admit(group) {
+            Admission::Open => Err(StoreError::CircuitOpen {
+                probe_interval: self.inner.breakers.probe_interval(),
+            }),
+            admission => Ok(admission),
+        }
+    }
+
+    /// Tells `group`'s breaker how a call it admitted went.
+    fn record<T>(&self, group: usize, admission: Admission, result: &Result<T, StoreError>) {
+        // A malformed reply still proves the store reachable; anything else failing counts.
+        let healthy = !matches!(
+            result,
+            Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
+        );
+        self.inner.breakers.record(group, admission, healthy);
+    }
+
     /// One script call for pairs on one slot (or on the one node), with the store's failure
     /// handling: the slot's breaker, script reload on NOSCRIPT, retried redirections, and the
     /// `deadline`.
@@ -447,20 +512,29 @@ impl RedisStore {
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
         let group = self.inner.breakers.group(slot);
-        let admission = self.inner.breakers.admit(group);
-        if admission == Admission::Open {
-            return Err(StoreError::CircuitOpen {
-                probe_interval: self.inner.breakers.probe_interval(),
-            });
-        }
+        let admission = self.admit(group)?;
+        let result = self
+            .call_admitted(keys, policies, costs, operation, deadline)
+            .await;
+        self.record(group, admission, &result);
+        result
+    }
+
+    /// [`RedisStore::call`] once the breaker has let it through.
+    async fn call_admitted(
+        &self,
+        keys: &[String],
+        policies: &[&Policy],
+        costs: &Costs,
+        operation: Operation,
+        deadline: Instant,
+    ) -> Result<Answer, StoreError> {
         let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
         let token = format!("{:x}.{sequence:x}", self.inner.instance);
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         let call = async {
-            let mut with_source = false;
-            let mut retries = 0;
-            loop {
-                let cmd = script::command(
+            let reply = run_script(&self.inner.connection, |with_source| {
+                script::command(
                     operation,
                     with_source,
                     keys,
@@ -468,31 +542,12 @@ impl RedisStore {
                     costs,
                     &token,
                     policies,
-                );
-                match self.inner.connection.query(&cmd).await {
-                    Ok(reply) => return reply::decode(&reply, policies),
-                    Err(e)
-                        if !with_source
-                            && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-                    {
-                        with_source = true;
-                    }
-                    Err(e) if not_executed(&e) && retries < MAX_NOT_EXECUTED_RETRIES => {
-                        retries += 1;
-                        tokio::time::sleep(Duration::from_millis(1 << retries)).await;
-                    }
-                    Err(e) => return Err(StoreError::from(e)),
-                }
-            }
+                )
+            })
+            .await?;
+            reply::decode(&reply, policies)
         };
-        let result = self.until(deadline, call).await;
-        // A malformed reply still proves the store reachable; anything else failing counts.
-        let healthy = !matches!(
-            result,
-            Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
-        );
-        self.inner.breakers.record(group, admission, healthy);
-        result
+        self.until(deadline, call).await
     }
 
     /// Drops this instance's cached denials of `check`'s client keys.
@@ -514,6 +569,30 @@ impl RedisStore {
             .unwrap_or(Err(StoreError::Timeout {
                 after: self.inner.timeout,
             }))
+    }
+}
+
+/// Runs the script call `command` builds: `EVALSHA`, then `EVAL` once if Redis has not cached
+/// the script. A call refused before it ran (a redirection, a replica still loading) is retried
+/// a few times; one that may have run is never retried, since it may have counted.
+async fn run_script(
+    connection: &Connection,
+    command: impl Fn(bool) -> ::redis::Cmd,
+) -> Result<Value, StoreError> {
+    let mut with_source = false;
+    let mut retries = 0;
+    loop {
+        match connection.query(&command(with_source)).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if !with_source && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                with_source = true;
+            }
+            Err(e) if not_executed(&e) && retries < MAX_NOT_EXECUTED_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(1 << retries)).await;
+            }
+            Err(e) => return Err(StoreError::from(e)),
+        }
     }
 }
 

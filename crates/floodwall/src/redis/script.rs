@@ -52,8 +52,24 @@ macro_rules! module {
     };
 }
 
+/// The batch script of one algorithm: independent single-policy decisions in one call.
+macro_rules! batch {
+    ($name:ident) => {
+        concat!(
+            shebang!(),
+            "local ALGORITHM = '",
+            stringify!($name),
+            "'\n",
+            include_str!("../../lua/prelude.lua"),
+            include_str!(concat!("../../lua/", stringify!($name), ".lua")),
+            include_str!("../../lua/batch.lua"),
+        )
+    };
+}
+
 /// The texts of every script, from the algorithm registry: the single-policy ones in
-/// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`].
+/// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`], then the batch ones from
+/// [`BATCH`] in [`Algorithm::ALL`] order.
 macro_rules! sources {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         /// The text every multi-policy script starts with: the helpers, every module's
@@ -71,10 +87,11 @@ macro_rules! sources {
                 )
             };
         }
-        pub(crate) const SOURCES: [&str; Algorithm::ALL.len() + 2] = [
+        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 2] = [
             $(single!($module),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
+            $(batch!($module),)*
         ];
     };
 }
@@ -86,6 +103,9 @@ const DECIDE: usize = Algorithm::ALL.len();
 
 /// The refund script's index in [`SOURCES`].
 const REFUND: usize = DECIDE + 1;
+
+/// The first batch script's index in [`SOURCES`].
+const BATCH: usize = REFUND + 1;
 
 /// Each script's SHA-1, as EVALSHA wants it.
 static SHA1: LazyLock<[String; SOURCES.len()]> =
@@ -181,6 +201,41 @@ pub(crate) fn command(
     }
     if let Some(each) = each {
         cmd.arg(&each[..]);
+    }
+    cmd
+}
+
+/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the batch script of `algorithm`: one
+/// decision per entry of `decisions` (its state key, policy and cost), all of that algorithm.
+pub(crate) fn batch_command<'a>(
+    algorithm: Algorithm,
+    with_source: bool,
+    now_us: Option<u64>,
+    token: &str,
+    decisions: impl Iterator<Item = (&'a str, &'a Policy, u64)> + Clone,
+) -> ::redis::Cmd {
+    let script = BATCH + algorithm.index();
+    let mut cmd = ::redis::Cmd::new();
+    if with_source {
+        cmd.arg("EVAL").arg(SOURCES[script]);
+    } else {
+        cmd.arg("EVALSHA").arg(SHA1[script].as_str());
+    }
+    cmd.arg(decisions.clone().count());
+    for (key, _, _) in decisions.clone() {
+        cmd.arg(key);
+    }
+    match now_us {
+        Some(now_us) => cmd.arg(now_us),
+        None => cmd.arg(""),
+    };
+    cmd.arg(token).arg(algorithm.as_str());
+    for (_, policy, cost) in decisions {
+        cmd.arg(cost)
+            .arg(policy.limit())
+            .arg(period_arg(policy))
+            .arg(policy.capacity())
+            .arg(u8::from(policy.mode() == Mode::Shadow));
     }
     cmd
 }

@@ -221,3 +221,68 @@ async fn checks_across_keys_count_everywhere_or_nowhere_on_a_cluster() {
     per_user_and_global_checks_count_everywhere_or_nowhere(&cluster.url(), false).await;
     cluster.nodes().iter().for_each(assert_every_key_expires);
 }
+
+/// One store under many concurrent single-policy decisions coalesces them: fewer script calls
+/// reach Redis than decisions were made, and every key still admits exactly its limit, for
+/// every algorithm (the batches decide each of their entries atomically and in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decisions_on_one_node_share_calls_and_stay_exact() {
+    const KEYS: u64 = 32;
+    const LIMIT: u64 = 5;
+    let server = RedisServer::start().unwrap();
+    let config = RedisConfig::new(server.url()).timeout(Duration::from_secs(5));
+    let store = RedisStore::connect(config).await.unwrap();
+    for algorithm in Algorithm::ALL {
+        let policy =
+            Arc::new([
+                Policy::new("batched", algorithm, LIMIT, Duration::from_secs(3600)).unwrap(),
+            ]);
+        let admitted: Arc<Vec<AtomicU64>> =
+            Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+        let calls_before = script_calls(&server);
+        let tasks: Vec<_> = (0..KEYS * 4 * LIMIT)
+            .map(|n| {
+                let (store, policy, admitted) =
+                    (store.clone(), Arc::clone(&policy), Arc::clone(&admitted));
+                tokio::spawn(async move {
+                    let key = n % KEYS;
+                    let name = format!("k{key}");
+                    let check = store.check(&policy[..], name.as_bytes(), 1);
+                    if check.await.unwrap().allowed() {
+                        admitted[key as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for (key, count) in admitted.iter().enumerate() {
+            assert_eq!(
+                count.load(Ordering::Relaxed),
+                LIMIT,
+                "{algorithm}, key k{key}"
+            );
+        }
+        let calls = script_calls(&server) - calls_before;
+        assert!(
+            calls < KEYS * 4 * LIMIT,
+            "{algorithm}: {calls} calls for {} decisions",
+            KEYS * 4 * LIMIT
+        );
+    }
+    assert_every_key_expires(&server);
+}
+
+/// Script calls Redis has run so far (`EVALSHA` and `EVAL`).
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}

@@ -1,0 +1,225 @@
+//! Coalescing: single-policy decisions in flight to one node go out together, as one script
+//! call that decides each of them in turn.
+//!
+//! What Redis spends per call (command dispatch, script entry, the reply) is then paid once per
+//! batch rather than once per decision. Each decision is still atomic and exact: the batch runs
+//! as one script, deciding its entries one after another exactly as separate calls in that
+//! order would.
+//!
+//! No decision waits to be batched: with a call slot free, a decision goes out at once, alone if
+//! it is alone. Batches form only while every slot is busy, from the decisions that queued
+//! meanwhile, so the added wait is at most one call's round trip, and a caller's own deadline
+//! bounds it whatever happens. A batch never outlives the earliest deadline among its
+//! decisions, and only decisions admitted by a closed breaker join one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ::redis::Value;
+use floodwall_core::{Clock, Policy};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{Connection, reply, run_script, script};
+use crate::error::StoreError;
+use crate::verdict::Answer;
+
+/// The most decisions in one call: enough to amortise the call, few enough that one batch
+/// keeps Redis busy for well under a millisecond.
+const MAX_BATCH: usize = 64;
+
+/// Calls in flight at once. While all are out, decisions queue and leave as the next batch.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Decisions waiting for a call slot; beyond this, a caller waits to queue (within its deadline).
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// One decision waiting to go out.
+struct Pending {
+    key: String,
+    policy: Policy,
+    cost: u64,
+    deadline: Instant,
+    answer: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+/// The queue into a node's batches. Dropping the last handle ends the task that sends them.
+#[derive(Debug, Clone)]
+pub(super) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+/// What a batch call needs from the store.
+#[derive(Clone)]
+struct Sender {
+    connection: Connection,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+    instance: u64,
+    sequence: Arc<AtomicU64>,
+}
+
+impl Batcher {
+    /// Starts the task that sends batches on `connection` (a single node's), each within the
+    /// store's `timeout`. `instance` names the store's calls, as its other calls' tokens do,
+    /// with a sequence of the batches' own.
+    pub(super) fn spawn(
+        connection: Connection,
+        clock: Option<Arc<dyn Clock>>,
+        timeout: Duration,
+        instance: u64,
+    ) -> Batcher {
+        let (queue, decisions) = mpsc::channel(QUEUE);
+        let sender = Sender {
+            connection,
+            clock,
+            timeout,
+            instance,
+            sequence: Arc::new(AtomicU64::new(0)),
+        };
+        tokio::spawn(send_batches(decisions, sender));
+        Batcher { queue }
+    }
+
+    /// Decides one request of `cost` on the state `key` of `policy`, in the next batch. The
+    /// caller bounds the wait by `deadline`, which the batch honours too.
+    pub(super) async fn decide(
+        &self,
+        key: String,
+        policy: &Policy,
+        cost: u64,
+        deadline: Instant,
+    ) -> Result<Answer, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending {
+            key,
+            policy: policy.clone(),
+            cost,
+            deadline,
+            answer,
+        };
+        let ended = || StoreError::Reply {
+            detail: "the batch task ended".to_owned(),
+        };
+        self.queue.send(pending).await.map_err(|_| ended())?;
+        answered.await.unwrap_or_else(|_| Err(ended()))
+    }
+}
+
+async fn send_batches(mut decisions: mpsc::Receiver<Pending>, sender: Sender) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // A slot first: decisions that arrive while none is free queue, and leave together.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        if decisions.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        // A caller that gave up (its deadline passed) is not decided for.
+        batch.retain(|pending| !pending.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let taken = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        tokio::spawn(sender.clone().send(taken, slot));
+    }
+}
+
+impl Sender {
+    /// Sends `batch`, one call per algorithm in it, and answers each decision.
+    async fn send(self, mut batch: Vec<Pending>, _slot: OwnedSemaphorePermit) {
+        batch.sort_by_key(|pending| pending.policy.algorithm().index());
+        let mut rest = batch.as_mut_slice();
+        while let Some(first) = rest.first() {
+            let algorithm = first.policy.algorithm();
+            let same = rest
+                .iter()
+                .take_while(|pending| pending.policy.algorithm() == algorithm)
+                .count();
+            let (group, others) = rest.split_at_mut(same);
+            rest = others;
+            let outcome = self.call(algorithm, group).await;
+            answer(group, outcome);
+        }
+        // Answers were sent through each decision's channel; the slot frees on drop.
+        drop(batch);
+    }
+
+    async fn call(
+        &self,
+        algorithm: floodwall_core::Algorithm,
+        group: &[Pending],
+    ) -> Result<Value, StoreError> {
+        let deadline = group
+            .iter()
+            .map(|pending| pending.deadline)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let token = format!("{:x}.b{sequence:x}", self.instance);
+        let now_us = self.clock.as_ref().map(|clock| clock.now_us());
+        let decisions = group
+            .iter()
+            .map(|pending| (pending.key.as_str(), &pending.policy, pending.cost));
+        let call = run_script(&self.connection, |with_source| {
+            script::batch_command(algorithm, with_source, now_us, &token, decisions.clone())
+        });
+        tokio::time::timeout_at(deadline, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout {
+                after: self.timeout,
+            }))
+    }
+}
+
+/// Gives each decision of `group` its part of the batch's reply, or the batch's failure.
+fn answer(group: &mut [Pending], outcome: Result<Value, StoreError>) {
+    let items = match &outcome {
+        Ok(Value::Array(items)) if items.len() == 1 + 5 * group.len() => Ok(items),
+        Ok(other) => Err(StoreError::Reply {
+            detail: format!(
+                "expected a batch of {} decisions, got {other:?}",
+                group.len()
+            ),
+        }),
+        Err(error) => Err(copy(error)),
+    };
+    for (i, pending) in group.iter_mut().enumerate() {
+        let result = match &items {
+            Ok(items) => {
+                // The shape of a single-policy reply: now, then this decision's five fields.
+                let mut one = Vec::with_capacity(6);
+                one.push(items[0].clone());
+                one.extend_from_slice(&items[1 + 5 * i..6 + 5 * i]);
+                reply::decode(&Value::Array(one), &[&pending.policy])
+            }
+            Err(error) => Err(copy(error)),
+        };
+        let (closed, _) = oneshot::channel();
+        let answer = std::mem::replace(&mut pending.answer, closed);
+        // A caller that stopped waiting has its own timeout to report.
+        let _ = answer.send(result);
+    }
+}
+
+/// The same failure, for another caller of the batch.
+fn copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Timeout { after } => StoreError::Timeout { after: *after },
+        StoreError::CircuitOpen { probe_interval } => StoreError::CircuitOpen {
+            probe_interval: *probe_interval,
+        },
+        StoreError::Redis { source } => StoreError::Redis {
+            source: source.clone(),
+        },
+        StoreError::Reply { detail } => StoreError::Reply {
+            detail: detail.clone(),
+        },
+        StoreError::Config { detail } => StoreError::Config {
+            detail: detail.clone(),
+        },
+    }
+}
