@@ -347,7 +347,8 @@ async fn seven_cached_scripts_whatever_the_keys() {
     let store = RedisStore::connect(RedisConfig::new(server.url()).timeout(Duration::from_secs(5)))
         .await
         .unwrap();
-    // Every single-policy script, the multi-policy one, and (every seventh call) the refund.
+    // Every algorithm's single-policy decisions, the multi-policy script, and (every seventh
+    // call) the refund.
     let mut choices: Vec<Vec<Policy>> = Algorithm::ALL
         .into_iter()
         .map(|algorithm| vec![Policy::new("one", algorithm, 5, Duration::from_secs(3600)).unwrap()])
@@ -382,7 +383,8 @@ async fn seven_cached_scripts_whatever_the_keys() {
     for task in tasks {
         task.await.unwrap();
     }
-    // One per algorithm for a single policy, the multi-policy one, and the refund.
+    // Single-policy decisions all went out coalesced, so: one batch script per algorithm, the
+    // multi-policy one, and the refund. (The single-policy scripts serve breaker probes alone.)
     assert_eq!(info_u64(&server, "memory", "number_of_cached_scripts"), 7);
     assert_every_key_expires(&server);
 }
