@@ -281,26 +281,24 @@ impl MemoryStore {
             }
         }
         let shadow = policy.mode() == Mode::Shadow;
-        if let Some(entry) = shard.get_mut::<M>(id) {
-            let evaluation = Evaluation::of::<M>(&mut entry.state, now, cost, policy);
+        // One policy decides alone: it consumes whenever it admits, and a shadow one that would
+        // deny is answered allowed.
+        let decide = |state: &mut M::State| {
+            let evaluation = Evaluation::of::<M>(state, now, cost, policy);
             let allowed = shadow || evaluation.allowed;
-            let (decision, ttl_us) =
-                evaluation.conclude::<M>(&mut entry.state, now, cost, policy, allowed);
-            entry.set_expires_at_us(now.saturating_add(ttl_us));
-            entry.set_fill(shard::fill(&decision));
-            if ttl_us == 0 {
+            let (decision, ttl_us) = evaluation.conclude::<M>(state, now, cost, policy, allowed);
+            (allowed, decision, ttl_us)
+        };
+        if let Some(entry) = shard.get_mut::<M>(id) {
+            let (allowed, decision, ttl_us) = decide(&mut entry.state);
+            if entry.record(now, ttl_us, &decision) {
                 shard.remove_at_rest::<M>(id);
             }
             return Answer::from_store(allowed, smallvec::smallvec![decision]);
         }
         let mut state = M::fresh(now, policy);
-        let evaluation = Evaluation::of::<M>(&mut state, now, cost, policy);
-        let allowed = shadow || evaluation.allowed;
-        let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now, cost, policy, allowed);
-        if ttl_us > 0 {
-            let expires_at_us = now.saturating_add(ttl_us);
-            shard.insert::<M>(id, expires_at_us, shard::fill(&decision), state);
-        }
+        let (allowed, decision, ttl_us) = decide(&mut state);
+        shard.track_new::<M>(id, now, ttl_us, &decision, state);
         Answer::from_store(allowed, smallvec::smallvec![decision])
     }
 
@@ -492,24 +490,15 @@ fn conclude<M: Tracked>(
     if let Some(entry) = judged.position.and_then(|p| shard.at::<M>(p, id)) {
         let (decision, ttl_us) =
             evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, commit);
-        entry.set_expires_at_us(now_us.saturating_add(ttl_us));
-        entry.set_fill(shard::fill(&decision));
-        if ttl_us == 0 {
+        if entry.record(now_us, ttl_us, &decision) {
             shard.remove_at_rest::<M>(id);
         }
         return decision;
     }
     let mut state = M::fresh(now_us, policy);
     let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now_us, cost, policy, commit);
-    if ttl_us > 0 {
-        // Only a committed consumption leaves a fresh key away from rest; room was made.
-        shard.insert::<M>(
-            id,
-            now_us.saturating_add(ttl_us),
-            shard::fill(&decision),
-            state,
-        );
-    }
+    // Only a committed consumption leaves a fresh key away from rest; room was made.
+    shard.track_new::<M>(id, now_us, ttl_us, &decision, state);
     decision
 }
 
@@ -527,9 +516,7 @@ fn refund<M: Tracked>(
         return refund_in_place::<M>(&mut fresh, now_us, cost, policy).0;
     };
     let (decision, ttl_us) = refund_in_place::<M>(&mut entry.state, now_us, cost, policy);
-    entry.set_expires_at_us(now_us.saturating_add(ttl_us));
-    entry.set_fill(shard::fill(&decision));
-    if ttl_us == 0 {
+    if entry.record(now_us, ttl_us, &decision) {
         shard.remove_at_rest::<M>(id);
     }
     decision

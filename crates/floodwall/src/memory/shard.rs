@@ -129,6 +129,19 @@ impl<S> Entry<S> {
     pub(crate) fn set_fill(&mut self, fill: u16) {
         self.rest_and_fill = (self.rest_and_fill & TICKS) | (u64::from(fill) << 48);
     }
+
+    /// Records what `decision` at `now_us` left: back at rest `ttl_us` later, with its fill.
+    /// Returns whether the state is at rest already, so that the entry should go.
+    pub(crate) fn record(
+        &mut self,
+        now_us: u64,
+        ttl_us: u64,
+        decision: &floodwall_core::Decision,
+    ) -> bool {
+        self.set_expires_at_us(now_us.saturating_add(ttl_us));
+        self.set_fill(fill(decision));
+        ttl_us == 0
+    }
 }
 
 /// The share of its quota `decision` leaves in use, in 1/65 535ths: 65 535 for a denied or
@@ -346,6 +359,22 @@ impl Shard {
             .insert_unique(id.hash, entry, |e| hashing.key(e.key));
         self.len += 1;
         self.earliest_expiry_us = self.earliest_expiry_us.min(expires_at_us);
+    }
+
+    /// Tracks a key not tracked before, with the state `decision` at `now_us` left it in, if
+    /// that state is away from rest for `ttl_us`; a state at rest is not kept. The caller made
+    /// room for it.
+    pub(crate) fn track_new<M: Tracked>(
+        &mut self,
+        id: KeyId<'_>,
+        now_us: u64,
+        ttl_us: u64,
+        decision: &floodwall_core::Decision,
+        state: M::State,
+    ) {
+        if ttl_us > 0 {
+            self.insert::<M>(id, now_us.saturating_add(ttl_us), fill(decision), state);
+        }
     }
 
     /// Forgets a key whose state is back at rest.
