@@ -5,7 +5,7 @@ use floodwall_core::CostError;
 /// Why a store could not decide. Being limited is not an error: that is a denied
 /// [`Verdict`](crate::Verdict). A cost that can never pass is not a store's concern either: a
 /// [`Check`](crate::Check) cannot be built with one.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store did not answer within its deadline. The request may or may not have been

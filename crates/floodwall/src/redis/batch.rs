@@ -132,20 +132,16 @@ impl Sender {
     /// Sends `batch`, one call per algorithm in it, and answers each decision.
     async fn send(self, mut batch: Vec<Pending>, _slot: OwnedSemaphorePermit) {
         batch.sort_by_key(|pending| pending.policy.algorithm().index());
-        let mut rest = batch.as_mut_slice();
-        while let Some(first) = rest.first() {
+        while let Some(first) = batch.first() {
             let algorithm = first.policy.algorithm();
-            let same = rest
+            let same = batch
                 .iter()
                 .take_while(|pending| pending.policy.algorithm() == algorithm)
                 .count();
-            let (group, others) = rest.split_at_mut(same);
-            rest = others;
-            let outcome = self.call(algorithm, group).await;
+            let group: Vec<Pending> = batch.drain(..same).collect();
+            let outcome = self.call(algorithm, &group).await;
             answer(group, outcome);
         }
-        // Answers were sent through each decision's channel; the slot frees on drop.
-        drop(batch);
     }
 
     async fn call(
@@ -176,18 +172,19 @@ impl Sender {
 }
 
 /// Gives each decision of `group` its part of the batch's reply, or the batch's failure.
-fn answer(group: &mut [Pending], outcome: Result<Value, StoreError>) {
-    let items = match &outcome {
-        Ok(Value::Array(items)) if items.len() == 1 + 5 * group.len() => Ok(items),
+fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) {
+    let expected = 1 + 5 * group.len();
+    let items = match outcome {
+        Ok(Value::Array(items)) if items.len() == expected => Ok(items),
         Ok(other) => Err(StoreError::Reply {
             detail: format!(
                 "expected a batch of {} decisions, got {other:?}",
                 group.len()
             ),
         }),
-        Err(error) => Err(copy(error)),
+        Err(error) => Err(error),
     };
-    for (i, pending) in group.iter_mut().enumerate() {
+    for (i, pending) in group.into_iter().enumerate() {
         let result = match &items {
             Ok(items) => {
                 // The shape of a single-policy reply: now, then this decision's five fields.
@@ -196,30 +193,9 @@ fn answer(group: &mut [Pending], outcome: Result<Value, StoreError>) {
                 one.extend_from_slice(&items[1 + 5 * i..6 + 5 * i]);
                 reply::decode(&Value::Array(one), &[&pending.policy])
             }
-            Err(error) => Err(copy(error)),
+            Err(error) => Err(error.clone()),
         };
-        let (closed, _) = oneshot::channel();
-        let answer = std::mem::replace(&mut pending.answer, closed);
         // A caller that stopped waiting has its own timeout to report.
-        let _ = answer.send(result);
-    }
-}
-
-/// The same failure, for another caller of the batch.
-fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Timeout { after } => StoreError::Timeout { after: *after },
-        StoreError::CircuitOpen { probe_interval } => StoreError::CircuitOpen {
-            probe_interval: *probe_interval,
-        },
-        StoreError::Redis { source } => StoreError::Redis {
-            source: source.clone(),
-        },
-        StoreError::Reply { detail } => StoreError::Reply {
-            detail: detail.clone(),
-        },
-        StoreError::Config { detail } => StoreError::Config {
-            detail: detail.clone(),
-        },
+        let _ = pending.answer.send(result);
     }
 }

@@ -464,17 +464,14 @@ impl RedisStore {
     ) -> Result<Answer, StoreError> {
         let group = self.inner.breakers.group(slot);
         let admission = self.admit(group)?;
-        if admission == Admission::Probe {
+        let result = if admission == Admission::Probe {
             let (keys, policies, costs) = ([key], [policy], Costs::Same(cost));
-            let result = self
-                .call_admitted(&keys, &policies, &costs, Operation::Decide, deadline)
-                .await;
-            self.record(group, admission, &result);
-            return result;
-        }
-        let result = self
-            .until(deadline, batcher.decide(key, policy, cost, deadline))
-            .await;
+            self.call_admitted(&keys, &policies, &costs, Operation::Decide, deadline)
+                .await
+        } else {
+            self.until(deadline, batcher.decide(key, policy, cost, deadline))
+                .await
+        };
         self.record(group, admission, &result);
         result
     }

@@ -20,11 +20,12 @@ macro_rules! shebang {
     };
 }
 
-/// The single-policy script of one algorithm: the helpers, that module's functions and the
-/// straight-line driver. The script body runs anew on every call and each function in it is a
-/// closure built per call, so leaving the other modules out is most of its speed.
-macro_rules! single {
-    ($name:ident) => {
+/// A script of one algorithm: the helpers, that module's functions and the straight-line
+/// driver `$driver` (`single.lua` for one decision, `batch.lua` for a batch of them). The script
+/// body runs anew on every call and each function in it is a closure built per call, so leaving
+/// the other modules out is most of its speed.
+macro_rules! one_algorithm {
+    ($name:ident, $driver:literal) => {
         concat!(
             shebang!(),
             "local ALGORITHM = '",
@@ -32,7 +33,7 @@ macro_rules! single {
             "'\n",
             include_str!("../../lua/prelude.lua"),
             include_str!(concat!("../../lua/", stringify!($name), ".lua")),
-            include_str!("../../lua/single.lua"),
+            include_str!(concat!("../../lua/", $driver)),
         )
     };
 }
@@ -48,21 +49,6 @@ macro_rules! module {
             include_str!(concat!("../../lua/", stringify!($name), ".lua")),
             "return { load = load, remaining = remaining, wait = wait, consume = consume, ",
             "refund = refund, reset_after = reset_after, store = store }\nend\n",
-        )
-    };
-}
-
-/// The batch script of one algorithm: independent single-policy decisions in one call.
-macro_rules! batch {
-    ($name:ident) => {
-        concat!(
-            shebang!(),
-            "local ALGORITHM = '",
-            stringify!($name),
-            "'\n",
-            include_str!("../../lua/prelude.lua"),
-            include_str!(concat!("../../lua/", stringify!($name), ".lua")),
-            include_str!("../../lua/batch.lua"),
         )
     };
 }
@@ -88,10 +74,10 @@ macro_rules! sources {
             };
         }
         pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 2] = [
-            $(single!($module),)*
+            $(one_algorithm!($module, "single.lua"),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
-            $(batch!($module),)*
+            $(one_algorithm!($module, "batch.lua"),)*
         ];
     };
 }
@@ -173,18 +159,9 @@ pub(crate) fn command(
     token: &str,
     policies: &[&Policy],
 ) -> ::redis::Cmd {
-    let script = script_for(operation, policies);
-    let mut cmd = ::redis::Cmd::new();
-    if with_source {
-        cmd.arg("EVAL").arg(SOURCES[script]);
-    } else {
-        cmd.arg("EVALSHA").arg(SHA1[script].as_str());
-    }
+    let mut cmd = invocation(script_for(operation, policies), with_source);
     cmd.arg(keys.len()).arg(keys);
-    match now_us {
-        Some(now_us) => cmd.arg(now_us),
-        None => cmd.arg(""),
-    };
+    now_arg(&mut cmd, now_us);
     // One cost for all in ARGV[2]; a weighted check appends each pair's after the policies.
     let (cost, each) = match costs {
         Costs::Same(cost) => (*cost, None),
@@ -193,11 +170,8 @@ pub(crate) fn command(
     };
     cmd.arg(cost).arg(token);
     for policy in policies {
-        cmd.arg(policy.algorithm().as_str())
-            .arg(policy.limit())
-            .arg(period_arg(policy))
-            .arg(policy.capacity())
-            .arg(u8::from(policy.mode() == Mode::Shadow));
+        cmd.arg(policy.algorithm().as_str());
+        policy_args(&mut cmd, policy);
     }
     if let Some(each) = each {
         cmd.arg(&each[..]);
@@ -214,30 +188,45 @@ pub(crate) fn batch_command<'a>(
     token: &str,
     decisions: impl Iterator<Item = (&'a str, &'a Policy, u64)> + Clone,
 ) -> ::redis::Cmd {
-    let script = BATCH + algorithm.index();
+    let mut cmd = invocation(BATCH + algorithm.index(), with_source);
+    cmd.arg(decisions.clone().count());
+    for (key, _, _) in decisions.clone() {
+        cmd.arg(key);
+    }
+    now_arg(&mut cmd, now_us);
+    cmd.arg(token).arg(algorithm.as_str());
+    for (_, policy, cost) in decisions {
+        cmd.arg(cost);
+        policy_args(&mut cmd, policy);
+    }
+    cmd
+}
+
+/// `EVALSHA` of script `script`, or `EVAL` with its text once Redis has said NOSCRIPT.
+fn invocation(script: usize, with_source: bool) -> ::redis::Cmd {
     let mut cmd = ::redis::Cmd::new();
     if with_source {
         cmd.arg("EVAL").arg(SOURCES[script]);
     } else {
         cmd.arg("EVALSHA").arg(SHA1[script].as_str());
     }
-    cmd.arg(decisions.clone().count());
-    for (key, _, _) in decisions.clone() {
-        cmd.arg(key);
-    }
+    cmd
+}
+
+/// ARGV[1]: the injected clock's time, or empty for Redis's own.
+fn now_arg(cmd: &mut ::redis::Cmd, now_us: Option<u64>) {
     match now_us {
         Some(now_us) => cmd.arg(now_us),
         None => cmd.arg(""),
     };
-    cmd.arg(token).arg(algorithm.as_str());
-    for (_, policy, cost) in decisions {
-        cmd.arg(cost)
-            .arg(policy.limit())
-            .arg(period_arg(policy))
-            .arg(policy.capacity())
-            .arg(u8::from(policy.mode() == Mode::Shadow));
-    }
-    cmd
+}
+
+/// A policy's parameters as every decision script takes them: limit, period, capacity, shadow.
+fn policy_args(cmd: &mut ::redis::Cmd, policy: &Policy) {
+    cmd.arg(policy.limit())
+        .arg(period_arg(policy))
+        .arg(policy.capacity())
+        .arg(u8::from(policy.mode() == Mode::Shadow));
 }
 
 /// A policy's period as the scripts take it: microseconds, aligned to the epoch; minus the

@@ -35,3 +35,20 @@ pub(crate) fn info_u64(server: &RedisServer, section: &str, field: &str) -> u64 
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
 }
+
+/// Script calls Redis has run so far (`EVALSHA` and `EVAL`).
+pub(crate) fn script_calls(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}

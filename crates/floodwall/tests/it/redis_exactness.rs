@@ -10,7 +10,7 @@ use floodwall::redis::{RedisConfig, RedisStore};
 use floodwall::{Algorithm, Check, Policy, Store};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
-use crate::inspect::{assert_every_key_expires, keys_and_expires};
+use crate::inspect::{assert_every_key_expires, keys_and_expires, script_calls};
 
 const INSTANCES: usize = 8;
 const TASKS: usize = 64;
@@ -272,17 +272,4 @@ async fn concurrent_decisions_on_one_node_share_calls_and_stay_exact() {
         );
     }
     assert_every_key_expires(&server);
-}
-
-/// Script calls Redis has run so far (`EVALSHA` and `EVAL`).
-fn script_calls(server: &RedisServer) -> u64 {
-    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
-    stats
-        .lines()
-        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
-        .filter_map(|line| {
-            let calls = line.split("calls=").nth(1)?.split(',').next()?;
-            calls.parse::<u64>().ok()
-        })
-        .sum()
 }

@@ -15,7 +15,7 @@ use floodwall::{
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;
 
-use crate::inspect::{assert_every_key_expires, info_u64, keys_and_expires};
+use crate::inspect::{assert_every_key_expires, info_u64, keys_and_expires, script_calls};
 
 const DEADLINE: Duration = Duration::from_millis(50);
 
@@ -323,22 +323,6 @@ async fn the_deny_cache_spares_redis_and_never_admits() {
             .unwrap()
             .allowed()
     );
-}
-
-fn script_calls(server: &RedisServer) -> u64 {
-    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
