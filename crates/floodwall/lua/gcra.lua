@@ -2,14 +2,22 @@
 -- admitted iff (max(TAT, now) - now) * limit + cost * period <= burst * period. Mirrors
 -- floodwall-core/src/algorithm/gcra.rs.
 --
--- Key: a string struct.pack('<dd', tat_us, tat_frac). Complexity: O(1).
+-- Key: a string, the decimal tat when frac is 0 (whenever limit divides the period in µs, as in
+-- 10/minute), which Redis keeps as an integer in the key's own object at no extra allocation;
+-- otherwise 'tat:frac'. Complexity: O(1).
 -- State: a = tat, b = frac, with TAT never earlier than now.
 
 local function load(key, now, limit, period, capacity)
   local raw = redis.call('GET', key)
   if not raw then return now, 0, false end
-  local tat, frac = struct.unpack('<dd', raw)
-  frac = math.min(frac, limit - 1)
+  local tat, frac = tonumber(raw), 0
+  if not tat then
+    local colon = string.find(raw, ':', 1, true)
+    if not colon then return now, 0, false end
+    tat, frac = tonumber(string.sub(raw, 1, colon - 1)), tonumber(string.sub(raw, colon + 1))
+    if not tat or not frac then return now, 0, false end
+    frac = math.min(frac, limit - 1)
+  end
   if tat < now or (tat == now and frac == 0) then return now, 0, false end
   -- A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
   -- bucket now. Whole microseconds are compared first, so no product passes 2^53.
@@ -55,5 +63,11 @@ local function reset_after(a, b, now, limit, period, capacity)
 end
 
 local function store(key, a, b, now, period, expiry)
-  redis.call('SET', key, struct.pack('<dd', a, b), 'PX', expiry)
+  local value
+  if b == 0 then
+    value = string.format('%d', a)
+  else
+    value = string.format('%d:%d', a, b)
+  end
+  redis.call('SET', key, value, 'PX', expiry)
 end

@@ -2,7 +2,8 @@
 --
 -- Every number is an integer below 2^53, so Lua's doubles hold it exactly; divisions are floored
 -- and then corrected, because a double quotient may round across an integer.
--- States are packed with struct.pack('<d…'): doubles, exact for such integers, 8 bytes each.
+-- States are packed with struct.pack('<d…') (doubles, exact for such integers, 8 bytes each), or,
+-- for gcra, written in decimal.
 --
 -- Speed: the script body runs anew on every call, and each function defined in it is a closure
 -- built per call. States are therefore passed as plain values (two numbers per policy), never as

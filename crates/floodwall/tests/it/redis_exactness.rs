@@ -65,9 +65,7 @@ async fn eight_instances_admit_exactly_the_limit_on_one_node() {
     one_hot_key_admits_exactly_the_limit(&server.url()).await;
     assert_every_key_expires(&server);
     // The sliding log kept one member per admitted unit: none collided (A3).
-    let members = server
-        .cli(&["ZCARD", "floodwall:hot:sliding_log:{one-key}"])
-        .unwrap();
+    let members = server.cli(&["ZCARD", "floodwall:hot:l{one-key}"]).unwrap();
     assert_eq!(members, "100");
 }
 
@@ -272,4 +270,46 @@ async fn concurrent_decisions_on_one_node_share_calls_and_stay_exact() {
         );
     }
     assert_every_key_expires(&server);
+}
+
+/// A GCRA state is one integer in Redis when the limit divides the period in microseconds (Redis
+/// then keeps it inside the key's object: 32 bytes less per client), and `tat:frac` otherwise;
+/// both read back to the same decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcra_state_is_one_integer_when_its_limit_divides_its_period() {
+    let server = RedisServer::start().unwrap();
+    let store = instances(&server.url()).await.remove(0);
+    let minute = Duration::from_secs(60);
+    let even = [Policy::new("even", Algorithm::Gcra, 10, minute).unwrap()];
+    let odd = [Policy::new("odd", Algorithm::Gcra, 7, minute).unwrap()];
+    for policy in [&even, &odd] {
+        let admitted = store.check(policy, b"client", 3).await.unwrap();
+        assert!(admitted.allowed());
+        assert_eq!(admitted.decisions()[0].remaining, policy[0].capacity() - 3);
+    }
+    assert_eq!(
+        server
+            .cli(&["OBJECT", "ENCODING", "floodwall:even:g{client}"])
+            .unwrap(),
+        "int"
+    );
+    let odd_value = server.cli(&["GET", "floodwall:odd:g{client}"]).unwrap();
+    let (tat, frac) = odd_value.split_once(':').unwrap();
+    assert!(
+        tat.parse::<u64>().is_ok() && frac.parse::<u64>().unwrap() < 7,
+        "{odd_value}"
+    );
+    for policy in [&even, &odd] {
+        let left = policy[0].capacity() - 3;
+        let peek = store.look(policy, b"client").await.unwrap();
+        assert_eq!(peek.decisions()[0].remaining, left);
+        assert!(
+            store
+                .check(policy, b"client", left)
+                .await
+                .unwrap()
+                .allowed()
+        );
+        assert!(!store.check(policy, b"client", 1).await.unwrap().allowed());
+    }
 }
