@@ -59,6 +59,24 @@ pub enum PolicyError {
         /// The algorithm of the policy.
         algorithm: Algorithm,
     },
+    /// `lease` was given for an algorithm whose leased units could be spent later than counted.
+    #[error(
+        "lease is not supported by {algorithm}: only fixed_window spends leased units exactly (a unit is spent in the window that counted it); remove lease or use fixed_window"
+    )]
+    LeaseNotSupported {
+        /// The algorithm of the policy.
+        algorithm: Algorithm,
+    },
+    /// `lease` is larger than the limit.
+    #[error(
+        "lease {lease} is larger than the limit {limit}: lease at most the limit, or a tenth of it to share it among instances"
+    )]
+    LeaseTooLarge {
+        /// The rejected lease.
+        lease: u64,
+        /// The policy's limit.
+        limit: u64,
+    },
     /// `capacity × period` in microseconds exceeds what the exact integer
     /// arithmetic (shared with the Redis scripts, whose numbers are doubles) can hold.
     #[error(

@@ -12,6 +12,7 @@ mod clock;
 mod decision;
 mod error;
 pub mod key;
+mod period;
 mod policy;
 mod rate;
 
@@ -19,9 +20,9 @@ pub use algorithm::{Evaluation, Meter, Outcome, State};
 pub use clock::{Clock, ManualClock, SystemClock, ceil_micros};
 pub use decision::Decision;
 pub use error::{CostError, ParseAlgorithmError, ParsePeriodError, PolicyError};
+pub use period::{parse_calendar_months, parse_period};
 pub use policy::{
     Algorithm, CALENDAR_MONTHS, Calendar, EXACT_ARITHMETIC_BOUND, MAX_LIMIT, MAX_LOG_LIMIT,
-    MAX_PERIOD, MIN_PERIOD, Mode, NOMINAL_MONTH, OnError, Policy, parse_calendar_months,
-    parse_period,
+    MAX_PERIOD, MIN_PERIOD, Mode, NOMINAL_MONTH, OnError, Policy,
 };
 pub use rate::{ParseRateError, Rate, parse_rate};

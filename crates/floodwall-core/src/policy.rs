@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::algorithm::Algorithm;
-use crate::error::{ParsePeriodError, PolicyError};
+use crate::error::PolicyError;
 
 /// The largest `limit` or `burst` a policy accepts.
 pub const MAX_LIMIT: u64 = 1 << 40;
@@ -104,6 +104,8 @@ pub struct Policy {
     period_us: u64,
     /// Where the windows of a `fixed_window` fall.
     calendar: Calendar,
+    /// Units an instance may reserve from a shared store at once (0: none).
+    lease: u64,
 }
 
 /// Where the windows of a `fixed_window` policy fall (all UTC).
@@ -172,6 +174,7 @@ impl Policy {
             // Bounded by MAX_PERIOD, so the cast cannot truncate.
             period_us: period.as_micros() as u64,
             calendar: Calendar::Epoch,
+            lease: 0,
         };
         policy.check_exact_arithmetic()?;
         Ok(policy)
@@ -256,6 +259,33 @@ impl Policy {
         Ok(self)
     }
 
+    /// The same policy with a lease of `units` (0: none): an instance deciding against a shared
+    /// store reserves up to `units` of a key in one call and spends them itself, so that a hot
+    /// key costs about one store call per `units` decisions. Reserved units are counted in the
+    /// store before they are spent, so instances together never admit more than the limit; a
+    /// window may admit up to `units` × instances less than its limit, the units reserved but
+    /// not spent when it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::LeaseNotSupported`] for any algorithm but `fixed_window`, whose windows
+    /// bound how late a unit is spent; [`PolicyError::LeaseTooLarge`] above the limit.
+    pub fn with_lease(mut self, units: u64) -> Result<Self, PolicyError> {
+        if units > 0 && self.algorithm != Algorithm::FixedWindow {
+            return Err(PolicyError::LeaseNotSupported {
+                algorithm: self.algorithm,
+            });
+        }
+        if units > self.limit {
+            return Err(PolicyError::LeaseTooLarge {
+                lease: units,
+                limit: self.limit,
+            });
+        }
+        self.lease = units;
+        Ok(self)
+    }
+
     /// The same policy in `mode`.
     #[must_use]
     pub fn with_mode(mut self, mode: Mode) -> Self {
@@ -270,6 +300,13 @@ impl Policy {
         self
     }
 
+    /// The units an instance reserves at once from a shared store (0: none): see
+    /// [`Policy::with_lease`].
+    #[inline]
+    pub fn lease(&self) -> u64 {
+        self.lease
+    }
+
     /// This policy with its limit and burst divided among `instances` processes (rounded up, at
     /// least 1): what each may admit on its own when they cannot share state, so that together
     /// they admit about what the shared policy would.
@@ -279,6 +316,8 @@ impl Policy {
         let mut shared = self.clone();
         shared.limit = self.limit.div_ceil(instances);
         shared.burst = self.burst.map(|b| b.div_ceil(instances));
+        // A share is decided in process, where there is nothing to lease from.
+        shared.lease = 0;
         shared
     }
 
@@ -402,6 +441,9 @@ impl fmt::Debug for Policy {
         if let Some(on_error) = self.on_error {
             s.field("on_error", &on_error);
         }
+        if self.lease > 0 {
+            s.field("lease", &self.lease);
+        }
         s.finish()
     }
 }
@@ -434,6 +476,9 @@ impl fmt::Display for Policy {
         if let Some(burst) = self.burst {
             write!(f, ", burst {burst}")?;
         }
+        if self.lease > 0 {
+            write!(f, ", lease {}", self.lease)?;
+        }
         if self.mode == Mode::Shadow {
             f.write_str(", shadow")?;
         }
@@ -448,94 +493,9 @@ fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Parses a human period: a whole number followed by `ms`, `s`, `m`, `h`, `d` or `w` (7 days).
-/// Calendar months (`1mo`) have no constant length: see [`parse_calendar_months`]. Whether a
-/// `fixed_window` of weeks starts on Mondays is the caller's choice: see [`Policy::weekly`].
-///
-/// ```
-/// use std::time::Duration;
-/// use floodwall_core::parse_period;
-///
-/// assert_eq!(parse_period("500ms")?, Duration::from_millis(500));
-/// assert_eq!(parse_period("1m")?, Duration::from_secs(60));
-/// assert_eq!(parse_period("1d")?, Duration::from_secs(86_400));
-/// assert!(parse_period("10").is_err());
-/// # Ok::<(), floodwall_core::ParsePeriodError>(())
-/// ```
-///
-/// # Errors
-///
-/// [`ParsePeriodError`] for a missing number or unit, an unknown unit, or a number too large to
-/// represent; its message lists the accepted forms.
-pub fn parse_period(input: &str) -> Result<Duration, ParsePeriodError> {
-    let error = || ParsePeriodError {
-        input: input.to_owned(),
-    };
-    let digits_end = input
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(error)?;
-    let (number, unit) = input.split_at(digits_end);
-    if number.is_empty() {
-        return Err(error());
-    }
-    let n: u64 = number.parse().map_err(|_| error())?;
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return Err(error()),
-    };
-    let millis = n.checked_mul(millis_per_unit).ok_or_else(error)?;
-    Ok(Duration::from_millis(millis))
-}
-
-/// Parses a period of calendar months, `<n>mo` (e.g. `1mo`, `3mo`): `None` when `input` is not
-/// written in months, so a caller can try [`parse_period`] next.
-///
-/// ```
-/// use floodwall_core::parse_calendar_months;
-///
-/// assert_eq!(parse_calendar_months("1mo"), Some(1));
-/// assert_eq!(parse_calendar_months("12mo"), Some(12));
-/// assert_eq!(parse_calendar_months("1m"), None);
-/// ```
-pub fn parse_calendar_months(input: &str) -> Option<u32> {
-    let number = input.strip_suffix("mo")?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    number.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_every_unit_and_rejects_the_rest() {
-        assert_eq!(parse_period("0ms"), Ok(Duration::ZERO));
-        assert_eq!(parse_period("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_period("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_period("2w"), Ok(Duration::from_secs(14 * 86_400)));
-        for bad in [
-            "",
-            "s",
-            "1",
-            "1 s",
-            "1.5s",
-            "-1s",
-            "1mo",
-            "1W",
-            "1S",
-            "99999999999999999999d",
-        ] {
-            let err = parse_period(bad).unwrap_err();
-            assert!(err.to_string().contains("500ms, 1s, 1m, 1h, 1d"), "{err}");
-        }
-    }
 
     #[test]
     fn a_policy_displays_as_the_configuration_writes_it() {
@@ -619,6 +579,40 @@ mod tests {
     }
 
     #[test]
+    fn only_a_fixed_window_takes_a_lease_of_at_most_its_limit() {
+        let second = Duration::from_secs(1);
+        let window = Policy::new("hot", Algorithm::FixedWindow, 100, second).unwrap();
+        assert_eq!(window.lease(), 0);
+        let leased = window.clone().with_lease(100).unwrap();
+        assert_eq!(leased.lease(), 100);
+        assert_eq!(
+            leased.to_string(),
+            "hot (fixed_window, 100 per 1s, lease 100)"
+        );
+        assert_eq!(leased.share(4).lease(), 0);
+        assert_eq!(
+            window.clone().with_lease(101),
+            Err(PolicyError::LeaseTooLarge {
+                lease: 101,
+                limit: 100
+            })
+        );
+        for algorithm in Algorithm::ALL {
+            let policy = Policy::new("hot", algorithm, 100, second).unwrap();
+            assert!(policy.clone().with_lease(0).is_ok());
+            let err = policy.with_lease(10);
+            assert_eq!(
+                err.is_ok(),
+                algorithm == Algorithm::FixedWindow,
+                "{algorithm}"
+            );
+            if let Err(err) = err {
+                assert!(err.to_string().contains("use fixed_window"), "{err}");
+            }
+        }
+    }
+
+    #[test]
     fn on_error_names_round_trip() {
         for on_error in [OnError::Allow, OnError::Deny, OnError::Local] {
             assert_eq!(on_error.as_str().parse::<OnError>(), Ok(on_error));
@@ -672,14 +666,6 @@ mod tests {
                 max: MAX_LIMIT
             })
         );
-    }
-
-    #[test]
-    fn calendar_months_are_digits_only() {
-        assert_eq!(parse_calendar_months("3mo"), Some(3));
-        for input in ["mo", "+1mo", "-1mo", " 1mo", "1 mo", "1.5mo", "1MO"] {
-            assert_eq!(parse_calendar_months(input), None, "{input}");
-        }
     }
 
     #[test]

@@ -142,6 +142,7 @@ fn source_name(source: Source) -> &'static str {
         Source::FailOpen => "fail_open",
         Source::Local => "local",
         Source::DenyCache => "deny_cache",
+        Source::Lease => "lease",
         _ => "other",
     }
 }

@@ -19,6 +19,9 @@ pub enum Source {
     /// The store denied this key moments ago until a time not yet reached; this instance
     /// repeated that denial without asking again.
     DenyCache,
+    /// This instance admitted from units it had reserved from the store moments ago (a
+    /// policy's lease): counted in the store, spent here.
+    Lease,
 }
 
 /// What a [`Store`](crate::Store) answers for a [`Check`](crate::Check): whether the request is

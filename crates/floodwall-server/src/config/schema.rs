@@ -96,6 +96,7 @@ const POLICY: Section = Section {
         "limit",
         "period",
         "burst",
+        "lease",
         "mode",
         "on_error",
     ],

@@ -316,6 +316,23 @@ fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> 
             }
         };
     }
+    if let Some(lease) = &raw.lease {
+        let Ok(value) = u64::try_from(*lease.get_ref()) else {
+            diagnostics.error(
+                Some(lease.span()),
+                format!("lease {} must be 0 (none) or more", lease.get_ref()),
+                None,
+            );
+            return None;
+        };
+        policy = match policy.with_lease(value) {
+            Ok(policy) => policy,
+            Err(error) => {
+                diagnostics.error(Some(lease.span()), error.to_string(), None);
+                return None;
+            }
+        };
+    }
     if let Some(mode) = mode {
         policy = policy.with_mode(mode);
     }

@@ -214,6 +214,27 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "token_bucket and gcra",
         ),
         (
+            POLICY.to_owned() + "lease = 2\n",
+            6,
+            9,
+            "lease is not supported by gcra",
+            "use fixed_window",
+        ),
+        (
+            POLICY.replace("gcra", "fixed_window") + "lease = 6\n",
+            6,
+            9,
+            "lease 6 is larger than the limit 5",
+            "a tenth of it",
+        ),
+        (
+            POLICY.replace("gcra", "fixed_window") + "lease = -1\n",
+            6,
+            9,
+            "lease -1 must be 0 (none) or more",
+            "lease",
+        ),
+        (
             format!("{POLICY}{POLICY}"),
             7,
             8,

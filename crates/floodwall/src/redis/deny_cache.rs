@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use floodwall_core::{Clock, Policy};
 use siphasher::sip::SipHasher13;
-use tokio::time::Instant;
+
+use super::local_time::LocalTime;
 
 use crate::verdict::{Answer, Source};
 
@@ -46,9 +47,7 @@ pub(crate) struct DenyCache {
     entries: Mutex<HashMap<u64, Entry>>,
     capacity: usize,
     hash_key: (u64, u64),
-    /// The injected test clock, if the store has one; otherwise tokio's monotonic clock.
-    clock: Option<Arc<dyn Clock>>,
-    epoch: Instant,
+    time: LocalTime,
 }
 
 impl DenyCache {
@@ -60,15 +59,7 @@ impl DenyCache {
             entries: Mutex::new(HashMap::new()),
             capacity,
             hash_key: (random.hash_one(1u64), random.hash_one(2u64)),
-            clock,
-            epoch: Instant::now(),
-        }
-    }
-
-    fn now_us(&self) -> u64 {
-        match &self.clock {
-            Some(clock) => clock.now_us(),
-            None => u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX),
+            time: LocalTime::new(clock),
         }
     }
 
@@ -103,7 +94,7 @@ impl DenyCache {
     pub(crate) fn get(&self, key_id: u64, policies_id: u64, need: u64) -> Option<Answer> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(&key_id)?;
-        let now = self.now_us();
+        let now = self.time.now_us();
         if now >= entry.until_us {
             entries.remove(&key_id);
             return None;
@@ -146,7 +137,7 @@ impl DenyCache {
         let Some(retry_after) = retry_after.filter(|r| !r.is_zero()) else {
             return;
         };
-        let now = self.now_us();
+        let now = self.time.now_us();
         let until = now.saturating_add(u64::try_from(retry_after.as_micros()).unwrap_or(u64::MAX));
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= self.capacity && !entries.contains_key(&key_id) {

@@ -23,6 +23,8 @@ mod batch;
 mod breaker;
 mod config;
 mod deny_cache;
+mod lease;
+mod local_time;
 mod reply;
 mod script;
 
@@ -48,6 +50,7 @@ pub use self::config::{
 };
 use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
+use self::lease::{Leases, leased_pair};
 use self::script::{Costs, Operation};
 use crate::check::Check;
 use crate::error::StoreError;
@@ -95,6 +98,7 @@ struct Inner {
     /// A single node's coalesced decisions; a cluster's keys rarely share a slot, so it has none.
     batcher: Option<Batcher>,
     deny_cache: Option<DenyCache>,
+    leases: Leases,
     /// Random per store: with `sequence`, names each call uniquely (sliding-log members).
     instance: u64,
     sequence: AtomicU64,
@@ -232,6 +236,7 @@ impl RedisStore {
                 breakers,
                 deny_cache: (config.deny_cache > 0)
                     .then(|| DenyCache::new(config.deny_cache, config.clock.clone())),
+                leases: Leases::new(lease::DEFAULT_CAPACITY, config.clock.clone()),
                 instance,
                 sequence: AtomicU64::new(0),
             }),
@@ -595,6 +600,11 @@ async fn run_script(
 
 impl Store for RedisStore {
     async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        if let Some((policy, key)) = leased_pair(check) {
+            return self
+                .acquire_leased(check, &self.inner.leases, policy, key)
+                .await;
+        }
         self.run(check, Operation::Decide).await
     }
 
@@ -606,6 +616,10 @@ impl Store for RedisStore {
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
         self.forget_denials(check);
+        // Units reserved before the reset were counted in the state it drops.
+        for (policy, key) in check.pairs() {
+            self.inner.leases.forget(policy, key);
+        }
         // Keys of one client share a slot; several clients may not, so one DEL each.
         let deadline = Instant::now() + self.inner.timeout;
         for (policy, key) in check.pairs() {

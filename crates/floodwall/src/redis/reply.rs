@@ -10,59 +10,108 @@ use smallvec::SmallVec;
 use crate::error::StoreError;
 use crate::verdict::Answer;
 
+fn malformed(detail: String) -> StoreError {
+    StoreError::Reply { detail }
+}
+
+/// A reply's array of integers, read strictly.
+struct Integers<'a>(&'a [Value]);
+
+impl<'a> Integers<'a> {
+    /// The array of `reply`, which must hold exactly `expected` items.
+    fn of(reply: &'a Value, expected: usize, what: &str) -> Result<Self, StoreError> {
+        let Value::Array(items) = reply else {
+            return Err(malformed(format!("expected an array, got {reply:?}")));
+        };
+        if items.len() != expected {
+            return Err(malformed(format!(
+                "expected {expected} integers for {what}, got {}",
+                items.len()
+            )));
+        }
+        Ok(Integers(items))
+    }
+
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        match &self.0[i] {
+            Value::Int(v) => Ok(*v),
+            other => Err(malformed(format!(
+                "item {i}: expected an integer, got {other:?}"
+            ))),
+        }
+    }
+
+    fn non_negative(&self, i: usize) -> Result<u64, StoreError> {
+        let v = self.int(i)?;
+        u64::try_from(v).map_err(|_| malformed(format!("item {i}: negative value {v}")))
+    }
+
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        match self.int(i)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(malformed(format!("item {i}: expected 0 or 1, got {v}"))),
+        }
+    }
+
+    /// A wait at `i`: -1 (none) exactly when `admits`, else a non-negative µs count.
+    fn retry_after(&self, i: usize, admits: bool) -> Result<Option<Duration>, StoreError> {
+        match self.int(i)? {
+            -1 if admits => Ok(None),
+            _ if admits => Err(malformed(format!("item {i}: retry for an admission"))),
+            _ => Ok(Some(Duration::from_micros(self.non_negative(i)?))),
+        }
+    }
+}
+
 /// Decodes `{ now_us, allowed, (allowed, remaining, reset_after_us, retry_after_us)… }`.
 pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, StoreError> {
-    let malformed = |detail: String| StoreError::Reply { detail };
-    let Value::Array(items) = reply else {
-        return Err(malformed(format!("expected an array, got {reply:?}")));
-    };
-    let expected = 2 + 4 * policies.len();
-    if items.len() != expected {
-        return Err(malformed(format!(
-            "expected {expected} integers for {} policies, got {}",
-            policies.len(),
-            items.len()
-        )));
-    }
-    let int = |i: usize| match &items[i] {
-        Value::Int(v) => Ok(*v),
-        other => Err(malformed(format!(
-            "item {i}: expected an integer, got {other:?}"
-        ))),
-    };
-    let non_negative = |i: usize| {
-        let v = int(i)?;
-        u64::try_from(v).map_err(|_| malformed(format!("item {i}: negative value {v}")))
-    };
-    let flag = |i: usize| match int(i)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        v => Err(malformed(format!("item {i}: expected 0 or 1, got {v}"))),
-    };
-    let allowed = flag(1)?;
+    let what = format!("{} policies", policies.len());
+    let items = Integers::of(reply, 2 + 4 * policies.len(), &what)?;
+    let allowed = items.flag(1)?;
     let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
     for (n, policy) in policies.iter().enumerate() {
         let base = 2 + 4 * n;
-        let admits = flag(base)?;
-        let retry_after = match int(base + 3)? {
-            -1 if admits => None,
-            _ if admits => {
-                return Err(malformed(format!(
-                    "item {}: retry for an admission",
-                    base + 3
-                )));
-            }
-            _ => Some(Duration::from_micros(non_negative(base + 3)?)),
-        };
+        let admits = items.flag(base)?;
         decisions.push(Decision {
             allowed: admits,
             capacity: policy.capacity(),
-            remaining: non_negative(base + 1)?,
-            reset_after: Duration::from_micros(non_negative(base + 2)?),
-            retry_after,
+            remaining: items.non_negative(base + 1)?,
+            reset_after: Duration::from_micros(items.non_negative(base + 2)?),
+            retry_after: items.retry_after(base + 3, admits)?,
         });
     }
     Ok(Answer::from_store(allowed, decisions))
+}
+
+/// What the lease script did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moved {
+    /// Units reserved or given back; 0 when none moved.
+    pub(crate) units: u64,
+    /// Units left in the window after the move.
+    pub(crate) remaining: u64,
+    /// Time until the key is back at rest (the window's end when anything is counted).
+    pub(crate) reset_after: Duration,
+    /// For a take that reserved nothing: how long until `fewest` units would be there.
+    pub(crate) retry_after: Option<Duration>,
+    /// The start of the window on Redis's clock when the script ran.
+    pub(crate) window_start_us: u64,
+}
+
+/// Decodes the lease script's `{ now_us, moved, remaining, reset_after_us, retry_after_us,
+/// window_start_us }`: a retry exactly when nothing moved on a take.
+pub(crate) fn decode_lease(reply: &Value, take: bool) -> Result<Moved, StoreError> {
+    let items = Integers::of(reply, 6, "a lease")?;
+    let units = items.non_negative(1)?;
+    let retry_after = items.retry_after(4, !take || units > 0)?;
+    Ok(Moved {
+        units,
+        remaining: items.non_negative(2)?,
+        reset_after: Duration::from_micros(items.non_negative(3)?),
+        retry_after,
+        window_start_us: items.non_negative(5)?,
+    })
 }
 
 #[cfg(test)]
@@ -137,6 +186,37 @@ mod tests {
             assert!(
                 matches!(decode(&reply, &[&policy()]), Err(StoreError::Reply { .. })),
                 "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lease_reply_waits_only_when_a_take_reserved_nothing() {
+        let reply = |moved: i64, retry: i64| {
+            Value::Array(
+                [1_000, moved, 3, 500_000, retry, 0]
+                    .map(Value::Int)
+                    .to_vec(),
+            )
+        };
+        let taken = decode_lease(&reply(10, -1), true).unwrap();
+        assert_eq!(
+            (taken.units, taken.remaining, taken.retry_after),
+            (10, 3, None)
+        );
+        let refused = decode_lease(&reply(0, 500_000), true).unwrap();
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(500)));
+        assert_eq!(decode_lease(&reply(0, -1), false).unwrap().units, 0);
+        for (bad, take) in [
+            (reply(0, -1), true),
+            (reply(10, 5), true),
+            (reply(-1, -1), false),
+            (Value::Array(vec![Value::Int(0); 5]), true),
+            (Value::Nil, false),
+        ] {
+            assert!(
+                matches!(decode_lease(&bad, take), Err(StoreError::Reply { .. })),
+                "{bad:?}"
             );
         }
     }

@@ -55,7 +55,7 @@ macro_rules! module {
 
 /// The texts of every script, from the algorithm registry: the single-policy ones in
 /// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`], then the batch ones from
-/// [`BATCH`] in [`Algorithm::ALL`] order.
+/// [`BATCH`] in [`Algorithm::ALL`] order, then [`LEASE`].
 macro_rules! sources {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         /// The text every multi-policy script starts with: the helpers, every module's
@@ -73,11 +73,13 @@ macro_rules! sources {
                 )
             };
         }
-        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 2] = [
+        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 3] = [
             $(one_algorithm!($module, "single.lua"),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
             $(one_algorithm!($module, "batch.lua"),)*
+            // Leases are of fixed windows only: a window bounds how late a unit is spent.
+            one_algorithm!(fixed_window, "lease.lua"),
         ];
     };
 }
@@ -92,6 +94,9 @@ const REFUND: usize = DECIDE + 1;
 
 /// The first batch script's index in [`SOURCES`].
 const BATCH: usize = REFUND + 1;
+
+/// The lease script's index in [`SOURCES`].
+const LEASE: usize = BATCH + Algorithm::ALL.len();
 
 /// Each script's SHA-1, as EVALSHA wants it.
 static SHA1: LazyLock<[String; SOURCES.len()]> =
@@ -199,6 +204,42 @@ pub(crate) fn batch_command<'a>(
         cmd.arg(cost);
         policy_args(&mut cmd, policy);
     }
+    cmd
+}
+
+/// What a lease call does with units of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseMove {
+    /// Reserve up to `most` units, and none unless at least `fewest`.
+    Take { most: u64, fewest: u64 },
+    /// Give back `units` counted in the window that starts at `window_start_us` (Redis time).
+    Give { units: u64, window_start_us: u64 },
+}
+
+/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the lease script: `movement` on the state
+/// `key` of `policy`, a `fixed_window`.
+pub(crate) fn lease_command(
+    with_source: bool,
+    key: &str,
+    now_us: Option<u64>,
+    policy: &Policy,
+    movement: LeaseMove,
+) -> ::redis::Cmd {
+    let mut cmd = invocation(LEASE, with_source);
+    cmd.arg(1).arg(key);
+    now_arg(&mut cmd, now_us);
+    let (operation, units, bound) = match movement {
+        LeaseMove::Take { most, fewest } => ("take", most, fewest),
+        LeaseMove::Give {
+            units,
+            window_start_us,
+        } => ("give", units, window_start_us),
+    };
+    cmd.arg(operation)
+        .arg(policy.limit())
+        .arg(period_arg(policy))
+        .arg(units)
+        .arg(bound);
     cmd
 }
 

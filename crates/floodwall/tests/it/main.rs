@@ -13,6 +13,7 @@ mod limiter;
 mod redis_differential;
 mod redis_exactness;
 mod redis_faults;
+mod redis_leases;
 #[cfg(feature = "tls")]
 mod redis_tls;
 mod support;

@@ -1,0 +1,427 @@
+//! Leases: units of a hot `fixed_window` key reserved from Redis in one call and spent by this
+//! instance without a round trip (a policy's [`lease`](floodwall_core::Policy::lease)).
+//!
+//! **Why instances together never admit more than the limit.** A unit is spent here only after
+//! Redis counted it in a reservation, and only before the window that counted it ends. That end
+//! is measured on this instance's monotonic clock from *before* the reservation was sent, plus
+//! the time Redis said was left, so it falls no later than Redis's own end of the window. Units
+//! not spent are given back only by the lease script, which returns them only while the window
+//! that counted them is still Redis's current one: a give-back that arrives late changes
+//! nothing. So every admission is one that Redis counted in the window it happens in.
+//!
+//! **What it costs.** A window may admit less than its limit by the units that instances hold
+//! unspent when it ends: at most `lease` per instance, since an instance reserves for a key only
+//! when its lease is spent (one reservation at a time; other requests for the key wait for it).
+//! A lease idle for [`IDLE`] is given back at once. A key is leased only from its second request
+//! within [`IDLE`], so keys seen once cost nothing extra.
+//!
+//! Denials always come from Redis (or the deny cache repeating one), so their `retry_after` is
+//! Redis's. Only single-policy checks of an enforced policy with a lease take this path; any
+//! other check is decided by Redis as usual, where reserved units are already counted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use floodwall_core::key::{client_tag, storage_key_for_tag};
+use floodwall_core::{Decision, Mode, Policy};
+use smallvec::smallvec;
+use tokio::time::Instant;
+
+use super::local_time::LocalTime;
+use super::reply::{self, Moved};
+use super::script::{self, LeaseMove, Operation};
+use super::{Inner, RedisStore, run_script, slot_of};
+use crate::check::Check;
+use crate::error::StoreError;
+use crate::verdict::{Answer, Source};
+
+/// A lease unused for this long is given back, and forgotten once empty.
+pub(crate) const IDLE: Duration = Duration::from_millis(250);
+
+/// How often idle leases are looked for.
+const SWEEP: Duration = Duration::from_millis(50);
+
+/// The most keys leased at once; past it, new keys are decided by Redis as usual.
+pub(crate) const DEFAULT_CAPACITY: usize = 10_000;
+
+/// The longest client key leased; longer ones are decided by Redis as usual, so that the table's
+/// memory stays bounded by its capacity.
+const MAX_KEY: usize = 256;
+
+/// A lease's policy (by name) and client key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LeaseId {
+    policy: Arc<str>,
+    key: Box<[u8]>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Units reserved and not yet spent.
+    units: u64,
+    /// When (local time) the window that counted them ends, or earlier.
+    ends_us: u64,
+    /// That window's start on Redis's clock, for the give-back.
+    window_start_us: u64,
+    /// What Redis had left after the last reservation.
+    remaining: u64,
+    last_used_us: u64,
+}
+
+#[derive(Debug)]
+struct Lease {
+    /// The policy the units were reserved under: a policy reloaded with other limits or
+    /// windows starts a lease afresh.
+    policy: Policy,
+    held: Mutex<Held>,
+    /// Held by the one reservation in flight for this lease.
+    refill: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Lease {
+    fn new(policy: &Policy) -> Self {
+        Lease {
+            policy: policy.clone(),
+            held: Mutex::default(),
+            refill: Arc::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spends `cost` reserved units at `now_us`, if there are that many and their window has
+    /// not ended.
+    fn spend(&self, cost: u64, now_us: u64, policy: &Policy) -> Option<Decision> {
+        let mut held = self.held();
+        held.last_used_us = now_us;
+        if held.units < cost || now_us >= held.ends_us {
+            return None;
+        }
+        held.units -= cost;
+        Some(Decision {
+            allowed: true,
+            capacity: policy.capacity(),
+            remaining: held.remaining.saturating_add(held.units),
+            reset_after: Duration::from_micros(held.ends_us - now_us),
+            retry_after: None,
+        })
+    }
+}
+
+/// This store's leases, bounded.
+#[derive(Debug)]
+pub(crate) struct Leases {
+    table: Mutex<HashMap<LeaseId, Arc<Lease>>>,
+    capacity: usize,
+    time: LocalTime,
+    /// Whether the task that gives back idle leases runs.
+    sweeping: std::sync::Once,
+}
+
+impl Leases {
+    pub(crate) fn new(capacity: usize, clock: Option<Arc<dyn floodwall_core::Clock>>) -> Self {
+        Leases {
+            table: Mutex::new(HashMap::new()),
+            capacity,
+            time: LocalTime::new(clock),
+            sweeping: std::sync::Once::new(),
+        }
+    }
+
+    /// The lease of `policy` on `key`, and whether it was made just now; `None` when the key is
+    /// too long or the table is full.
+    fn entry(&self, policy: &Policy, key: &[u8]) -> Option<(Arc<Lease>, bool)> {
+        if key.len() > MAX_KEY {
+            return None;
+        }
+        let id = LeaseId {
+            policy: Arc::clone(policy.shared_name()),
+            key: key.into(),
+        };
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lease) = table.get(&id)
+            && lease.policy == *policy
+        {
+            return Some((Arc::clone(lease), false));
+        }
+        if table.len() >= self.capacity && !table.contains_key(&id) {
+            return None;
+        }
+        // Units of a replaced lease are left unspent: fewer admissions, never more.
+        let lease = Arc::new(Lease::new(policy));
+        table.insert(id, Arc::clone(&lease));
+        Some((lease, true))
+    }
+
+    /// Drops this instance's units of `policy` on `key` (after a reset: they were counted
+    /// before it).
+    pub(crate) fn forget(&self, policy: &Policy, key: &[u8]) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.retain(|id, _| !(*id.policy == *policy.name() && *id.key == *key));
+    }
+
+    /// Takes the units of every lease idle since `IDLE` ago (to give back) and forgets the
+    /// leases that are empty and idle.
+    fn take_idle(&self) -> Vec<(Policy, Box<[u8]>, u64, u64)> {
+        let now = self.time.now_us();
+        let idle_us = u64::try_from(IDLE.as_micros()).unwrap_or(u64::MAX);
+        let mut returned = Vec::new();
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.retain(|id, lease| {
+            let mut held = lease.held();
+            if now.saturating_sub(held.last_used_us) < idle_us {
+                return true;
+            }
+            if held.units > 0 && now < held.ends_us {
+                returned.push((
+                    lease.policy.clone(),
+                    id.key.clone(),
+                    held.units,
+                    held.window_start_us,
+                ));
+            }
+            held.units = 0;
+            // A reservation in flight will still fill it: keep it until that is done.
+            lease.refill.try_lock().is_err()
+        });
+        returned
+    }
+}
+
+/// The (policy, key) of a check that a lease may decide: one pair, an enforced policy with a
+/// lease, a cost to spend.
+pub(crate) fn leased_pair<'c>(check: &Check<'c>) -> Option<(&'c Policy, &'c [u8])> {
+    match check.pairs() {
+        &[(policy, key)]
+            if policy.lease() > 0
+                && policy.mode() == Mode::Enforce
+                && check.cost() > 0
+                && check.costs().is_none() =>
+        {
+            Some((policy, key))
+        }
+        _ => None,
+    }
+}
+
+impl RedisStore {
+    /// Decides `cost` units of `policy` on `key` from this instance's lease, reserving from
+    /// Redis when it has too few.
+    pub(super) async fn acquire_leased(
+        &self,
+        check: &Check<'_>,
+        leases: &Leases,
+        policy: &Policy,
+        key: &[u8],
+    ) -> Result<Answer, StoreError> {
+        let cost = check.cost();
+        let local = |decision| Answer {
+            allowed: true,
+            decisions: smallvec![decision],
+            source: Source::Lease,
+        };
+        let Some((lease, new)) = leases.entry(policy, key) else {
+            return self.run(check, Operation::Decide).await;
+        };
+        leases
+            .sweeping
+            .call_once(|| spawn_sweeper(Arc::downgrade(&self.inner)));
+        if let Some(decision) = lease.spend(cost, leases.time.now_us(), policy) {
+            return Ok(local(decision));
+        }
+        if new {
+            // A key's first request is decided as usual: a lease pays only for keys seen again.
+            return self.run(check, Operation::Decide).await;
+        }
+        let deadline = Instant::now() + self.inner.timeout;
+        let waited = self.until(deadline, async {
+            let guard = Arc::clone(&lease.refill).lock_owned().await;
+            Ok(guard)
+        });
+        let guard = waited.await?;
+        if let Some(decision) = lease.spend(cost, leases.time.now_us(), policy) {
+            return Ok(local(decision));
+        }
+        if let Some(answer) = self.cached_denial(policy, key, cost) {
+            return Ok(answer);
+        }
+        // The reservation runs in a task of its own, so that a caller that gives up cannot
+        // lose units Redis has already counted: they land in the lease whatever happens here.
+        let reservation = tokio::spawn({
+            let (store, policy, key) = (self.clone(), policy.clone(), key.to_vec());
+            async move {
+                let _refilling = guard;
+                store.reserve(&lease, &policy, &key, cost).await
+            }
+        });
+        match reservation.await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Reply {
+                detail: "the lease reservation task ended".to_owned(),
+            }),
+        }
+    }
+
+    /// Reserves up to the policy's lease (at least `cost`) into `lease` and spends `cost`.
+    async fn reserve(
+        &self,
+        lease: &Lease,
+        policy: &Policy,
+        key: &[u8],
+        cost: u64,
+    ) -> Result<Answer, StoreError> {
+        let leases = &self.inner.leases;
+        let sent_us = leases.time.now_us();
+        let most = policy.lease().max(cost);
+        let movement = LeaseMove::Take { most, fewest: cost };
+        let moved = self.move_units(policy, key, movement).await?;
+        let decision = |allowed, remaining| Decision {
+            allowed,
+            capacity: policy.capacity(),
+            remaining,
+            reset_after: moved.reset_after,
+            retry_after: moved.retry_after,
+        };
+        if moved.units == 0 {
+            let answer = Answer::from_store(false, smallvec![decision(false, moved.remaining)]);
+            if let Some(cache) = &self.inner.deny_cache {
+                let id = (cache.key_id(key), cache.policies_id(&[policy]));
+                cache.put(id.0, id.1, cost, &answer, &[policy]);
+            }
+            return Ok(answer);
+        }
+        let spare = moved.units - cost;
+        let reset_us = u64::try_from(moved.reset_after.as_micros()).unwrap_or(u64::MAX);
+        {
+            let mut held = lease.held();
+            // Units of an earlier window are void: they were counted there.
+            if held.window_start_us == moved.window_start_us {
+                held.units += spare;
+            } else {
+                held.units = spare;
+            }
+            held.ends_us = sent_us.saturating_add(reset_us);
+            held.window_start_us = moved.window_start_us;
+            held.remaining = moved.remaining;
+            held.last_used_us = leases.time.now_us();
+        }
+        Ok(Answer::from_store(
+            true,
+            smallvec![decision(true, moved.remaining + spare)],
+        ))
+    }
+
+    /// A denial of `cost` on `key` this instance saw moments ago, still in force.
+    fn cached_denial(&self, policy: &Policy, key: &[u8], cost: u64) -> Option<Answer> {
+        let cache = self.inner.deny_cache.as_ref()?;
+        cache.get(cache.key_id(key), cache.policies_id(&[policy]), cost)
+    }
+
+    /// One call of the lease script, through the key's breaker, within the store's timeout.
+    async fn move_units(
+        &self,
+        policy: &Policy,
+        key: &[u8],
+        movement: LeaseMove,
+    ) -> Result<Moved, StoreError> {
+        let tag = client_tag(key);
+        let state_key = storage_key_for_tag(&self.inner.prefix, policy, &tag);
+        let group = self.inner.breakers.group(slot_of(&tag));
+        let admission = self.admit(group)?;
+        let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
+        let take = matches!(movement, LeaseMove::Take { .. });
+        let deadline = Instant::now() + self.inner.timeout;
+        let call = async {
+            let reply = run_script(&self.inner.connection, |with_source| {
+                script::lease_command(with_source, &state_key, now_us, policy, movement)
+            })
+            .await?;
+            reply::decode_lease(&reply, take)
+        };
+        let result = self.until(deadline, call).await;
+        self.record(group, admission, &result);
+        result
+    }
+}
+
+/// Gives back idle leases every [`SWEEP`] while the store lives.
+fn spawn_sweeper(store: Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SWEEP);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = store.upgrade() else { return };
+            let store = RedisStore { inner };
+            for (policy, key, units, window_start_us) in store.inner.leases.take_idle() {
+                let movement = LeaseMove::Give {
+                    units,
+                    window_start_us,
+                };
+                // A give-back that fails leaves the units unspent: under-admission, never over.
+                let _ = store.move_units(&policy, &key, movement).await;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::redis::RedisConfig;
+    use floodwall_core::{Algorithm, ManualClock};
+    use floodwall_testkit::RedisServer;
+
+    const EPOCH_US: u64 = 1_767_225_600_000_000;
+
+    /// The script's guard, which the sweeper never tests by itself (it skips ended windows): a
+    /// give-back naming a window that has ended changes nothing, even when it lands in the next.
+    #[tokio::test]
+    async fn a_give_back_for_an_ended_window_changes_nothing() {
+        let server = RedisServer::start().unwrap();
+        let clock = ManualClock::new(EPOCH_US);
+        let config = RedisConfig::new(server.url()).clock(clock.clone());
+        let store = RedisStore::connect(config).await.unwrap();
+        let minute = Duration::from_secs(60);
+        let policy = Policy::new("p", Algorithm::FixedWindow, 10, minute).unwrap();
+        let take = LeaseMove::Take { most: 6, fewest: 1 };
+        let taken = store.move_units(&policy, b"k", take).await.unwrap();
+        assert_eq!((taken.units, taken.remaining), (6, 4));
+        assert_eq!(taken.window_start_us, EPOCH_US);
+
+        let give = |units| LeaseMove::Give {
+            units,
+            window_start_us: taken.window_start_us,
+        };
+        let given = store.move_units(&policy, b"k", give(2)).await.unwrap();
+        assert_eq!((given.units, given.remaining), (2, 6));
+
+        clock.advance(minute);
+        let next = store.move_units(&policy, b"k", take).await.unwrap();
+        assert_eq!((next.units, next.remaining), (6, 4));
+        let late = store.move_units(&policy, b"k", give(4)).await.unwrap();
+        assert_eq!(
+            (late.units, late.remaining),
+            (0, 4),
+            "the next window keeps its count"
+        );
+
+        // A take of more than is left reserves what is left, and none below the fewest.
+        let rest = LeaseMove::Take {
+            most: 10,
+            fewest: 1,
+        };
+        assert_eq!(
+            store.move_units(&policy, b"k", rest).await.unwrap().units,
+            4
+        );
+        let none = store.move_units(&policy, b"k", take).await.unwrap();
+        assert_eq!(none.units, 0);
+        assert_eq!(none.retry_after, Some(minute));
+    }
+}
