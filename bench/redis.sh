@@ -8,7 +8,9 @@
 #      Redis usec_per_call of our script, Redis bytes per tracked client at 100 000 keys);
 #   2. redis-benchmark -P16 of the anchors' plain GCRA script (Redis's ceiling for that script);
 #   3. node rate-limiter-flexible, 64 concurrent consume() (if ../shared/bench-anchors/setup.sh ran);
-#   4. Python limits async, 64 tasks (idem).
+#   4. Python limits async, 64 tasks (idem);
+#   5. floodwall: one hot key across 4 stores, 64 callers, lease off / 10 / 100 / 1000 (ops/s,
+#      p50, p99, Redis script calls and Redis CPU per decision).
 # Prerequisite for 3 and 4: ../shared/bench-anchors/setup.sh (pip and npm installs under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemoni
 trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-cargo bench -q -p floodwall --bench redis_throughput --no-run 2>/dev/null
+cargo bench -q -p floodwall --bench redis_throughput --bench redis_hot_key --no-run 2>/dev/null
 for round in $(seq 1 "$rounds"); do
   echo "# round $round"
   REDIS_URL="redis://127.0.0.1:$port" cargo bench -q -p floodwall --bench redis_throughput 2>/dev/null
@@ -45,4 +47,6 @@ for round in $(seq 1 "$rounds"); do
     REDIS_PORT=$port /tmp/anchors-venv/bin/python "$anchors/py_limits_bench.py" --rep "$round" --duration 5 \
       --no-sync --only async-fixed-redispy 2>/dev/null | grep '"ops_per_s"' || true
   fi
+  redis-cli -p "$port" FLUSHALL >/dev/null
+  REDIS_URL="redis://127.0.0.1:$port" cargo bench -q -p floodwall --bench redis_hot_key 2>/dev/null
 done

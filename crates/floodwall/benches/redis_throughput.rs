@@ -17,6 +17,10 @@ use floodwall::{Algorithm, Check, Policy, Store};
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;
 
+#[path = "redis_support/mod.rs"]
+mod redis_support;
+use redis_support::{info_number, script_cost};
+
 const CALLERS: usize = 64;
 
 fn throughput_policy(algorithm: Algorithm) -> Policy {
@@ -27,33 +31,6 @@ fn throughput_policy(algorithm: Algorithm) -> Policy {
         1_000
     };
     Policy::new("bench", algorithm, limit, Duration::from_secs(1)).unwrap()
-}
-
-/// A number from `INFO <section>`: the value of `field:<number>`, or with `sub` the
-/// `sub=<number>` inside `field:a=…,b=…` (as in commandstats).
-async fn info_number(
-    connection: &mut redis::aio::MultiplexedConnection,
-    section: &str,
-    field: &str,
-    sub: Option<&str>,
-) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg(section)
-        .query_async(connection)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(field)?.strip_prefix(':')?;
-            let value = match sub {
-                Some(sub) => rest
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix(sub)?.strip_prefix('='))?,
-                None => rest,
-            };
-            value.trim().parse().ok()
-        })
-        .unwrap_or(f64::NAN)
 }
 
 async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
@@ -110,17 +87,11 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
         let elapsed = started.elapsed().as_secs_f64();
         latencies.sort();
         let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
-        let usec_per_call = info_number(
-            &mut admin,
-            "commandstats",
-            "cmdstat_evalsha",
-            Some("usec_per_call"),
-        )
-        .await;
-        let calls = info_number(&mut admin, "commandstats", "cmdstat_evalsha", Some("calls")).await;
+        let (calls, usec) = script_cost(&mut admin).await;
+        let usec_per_call = usec / calls.max(1.0);
         // Redis's CPU per decision, and how many decisions a call carried (coalescing).
         let decisions = latencies.len() as f64;
-        let usec_per_decision = usec_per_call * calls / decisions.max(1.0);
+        let usec_per_decision = usec / decisions.max(1.0);
         let per_call = decisions / calls.max(1.0);
 
         // Memory per tracked client: a fresh keyspace, `memory_keys` clients, one request each

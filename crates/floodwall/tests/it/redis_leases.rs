@@ -1,4 +1,4 @@
-//! Leases (docs/testing.md: A5): instances that reserve units of a hot key from Redis and spend
+//! Leases (docs/testing.md: A15): instances that reserve units of a hot key from Redis and spend
 //! them themselves never admit more than the limit together, never spend a unit after the
 //! window that counted it, give back what they leave idle, and spare Redis the round trips.
 
