@@ -26,6 +26,7 @@ class Policy:
         *,
         algorithm: str = "sliding_window",
         burst: Optional[int] = None,
+        lease: int = 0,
         mode: str = "enforce",
         on_error: Optional[str] = None,
     ) -> None: ...
@@ -39,6 +40,8 @@ class Policy:
     def algorithm(self) -> str: ...
     @property
     def burst(self) -> Optional[int]: ...
+    @property
+    def lease(self) -> int: ...
     @property
     def mode(self) -> str: ...
     @property
