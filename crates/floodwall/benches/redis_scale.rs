@@ -1,0 +1,178 @@
+//! How Redis cost grows with the number of tracked clients: for 100 000, 1 000 000 and
+//! 10 000 000 clients (`SCALE_CLIENTS`, comma-separated), on one node and on a 3-master cluster
+//! started here, fill one `gcra` state per client through `RedisStore`, then decide for random
+//! clients with 64 callers. Reports used_memory per client, decisions per second, and Redis CPU
+//! per decision, in all and per master.
+//!
+//! `cargo bench -p floodwall --bench redis_scale` (what `bench/redis-scale.sh` runs). Without
+//! `--bench` (under `cargo test`) it runs a short smoke pass of 2 000 clients.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use floodwall::redis::{RedisConfig, RedisStore};
+use floodwall::{Algorithm, Check, Policy, Store};
+use floodwall_testkit::{RedisCluster, RedisServer};
+use tokio::time::Instant;
+
+#[path = "redis_support/mod.rs"]
+mod redis_support;
+use redis_support::{info_number, script_cost};
+
+const CALLERS: u64 = 64;
+
+/// Client `k` as an IPv4 address in 10.0.0.0/8: keys of 23 to 29 bytes
+/// (`floodwall:ip:g{10.152.150.127}`), the size class of keys up to 30 bytes.
+fn client(k: u64) -> String {
+    format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255)
+}
+
+async fn connections(urls: &[String]) -> Vec<redis::aio::MultiplexedConnection> {
+    let mut connections = Vec::new();
+    for url in urls {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        connections.push(client.get_multiplexed_async_connection().await.unwrap());
+    }
+    connections
+}
+
+async fn each(nodes: &mut [redis::aio::MultiplexedConnection], command: &[&str]) {
+    for node in nodes {
+        let mut cmd = redis::cmd(command[0]);
+        cmd.arg(&command[1..]);
+        let _: redis::Value = cmd.query_async(node).await.unwrap();
+    }
+}
+
+async fn run(topology: &str, store_url: &str, node_urls: &[String], clients: u64, seconds: f64) {
+    let mut nodes = connections(node_urls).await;
+    each(&mut nodes, &["FLUSHALL"]).await;
+    let mut before = 0.0;
+    for node in &mut nodes {
+        before += info_number(node, "memory", "used_memory", None).await;
+    }
+    let config = RedisConfig::new(store_url).timeout(Duration::from_secs(5));
+    let store = RedisStore::connect(config).await.unwrap();
+    // 1000 an hour: the limit divides the period, so each state is one integer.
+    let policy =
+        Arc::new([Policy::new("ip", Algorithm::Gcra, 1_000, Duration::from_secs(3600)).unwrap()]);
+    let filled = Instant::now();
+    let fillers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (store, policy) = (store.clone(), Arc::clone(&policy));
+            tokio::spawn(async move {
+                for k in (c..clients).step_by(CALLERS as usize) {
+                    let key = client(k);
+                    let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
+                    store.acquire(&check).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for filler in fillers {
+        filler.await.unwrap();
+    }
+    let fill_seconds = filled.elapsed().as_secs_f64();
+    let mut after = 0.0;
+    for node in &mut nodes {
+        after += info_number(node, "memory", "used_memory", None).await;
+    }
+
+    each(&mut nodes, &["CONFIG", "RESETSTAT"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (store, policy, stop) = (store.clone(), Arc::clone(&policy), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut x = 0x9e37_79b9_7f4a_7c15 ^ (c + 1);
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    let key = client(x.wrapping_mul(0x2545_f491_4f6c_dd1d) % clients);
+                    let t = Instant::now();
+                    let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
+                    assert!(store.acquire(&check).await.unwrap().allowed);
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for caller in callers {
+        latencies.extend(caller.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
+    let decisions = latencies.len() as f64;
+    let mut usec = Vec::new();
+    for node in &mut nodes {
+        usec.push(script_cost(node).await.1);
+    }
+    let total: f64 = usec.iter().sum();
+    let per_master: Vec<String> = usec
+        .iter()
+        .map(|u| format!("{:.2}", u / decisions.max(1.0)))
+        .collect();
+    println!(
+        "{{\"bench\": \"floodwall-redis-scale\", \"topology\": \"{topology}\", \"clients\": {clients}, \
+         \"bytes_per_client\": {:.1}, \"fill_per_s\": {:.0}, \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \
+         \"usec_per_decision\": {:.2}, \"usec_per_decision_by_master\": [{}]}}",
+        (after - before) / clients as f64,
+        clients as f64 / fill_seconds,
+        decisions / elapsed,
+        pct(50),
+        pct(99),
+        total / decisions.max(1.0),
+        per_master.join(", "),
+    );
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (counts, seconds) = if bench {
+        let counts =
+            std::env::var("SCALE_CLIENTS").unwrap_or_else(|_| "100000,1000000,10000000".to_owned());
+        let counts: Vec<u64> = counts
+            .split(',')
+            .map(|c| c.trim().parse().unwrap())
+            .collect();
+        let seconds = std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5.0);
+        (counts, seconds)
+    } else {
+        (vec![2_000], 0.2)
+    };
+    let server = RedisServer::start().unwrap();
+    let cluster = RedisCluster::start().unwrap();
+    let masters: Vec<String> = cluster.nodes()[..cluster.masters()]
+        .iter()
+        .map(RedisServer::url)
+        .collect();
+    for clients in counts {
+        runtime.block_on(run(
+            "node",
+            &server.url(),
+            &[server.url()],
+            clients,
+            seconds,
+        ));
+        runtime.block_on(run("cluster", &cluster.url(), &masters, clients, seconds));
+    }
+}
