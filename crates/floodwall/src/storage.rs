@@ -122,6 +122,7 @@ impl Storage {
     /// # Errors
     ///
     /// As [`RedisStore::verify_access`].
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub async fn verify_access(&self, within: std::time::Duration) -> Result<(), StoreError> {
         match self {
             Storage::Memory(_) => Ok(()),
