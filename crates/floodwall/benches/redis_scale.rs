@@ -14,18 +14,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Check, Policy, Store};
+use floodwall::{Algorithm, Check, Store};
 use floodwall_testkit::{RedisCluster, RedisServer};
 use tokio::time::Instant;
 
 #[path = "redis_support/mod.rs"]
 mod redis_support;
-use redis_support::{info_number, script_cost};
+use redis_support::{info_number, memory_policy, script_cost};
 
 const CALLERS: u64 = 64;
 
 /// Client `k` as an IPv4 address in 10.0.0.0/8: keys of 23 to 29 bytes
-/// (`floodwall:ip:g{10.152.150.127}`), the size class of keys up to 30 bytes.
+/// (`floodwall:ip:g{10.152.150.127}`), in Redis's size class of keys up to 30 bytes.
 fn client(k: u64) -> String {
     format!("10.{}.{}.{}", (k >> 16) & 255, (k >> 8) & 255, k & 255)
 }
@@ -56,9 +56,7 @@ async fn run(topology: &str, store_url: &str, node_urls: &[String], clients: u64
     }
     let config = RedisConfig::new(store_url).timeout(Duration::from_secs(5));
     let store = RedisStore::connect(config).await.unwrap();
-    // 1000 an hour: the limit divides the period, so each state is one integer.
-    let policy =
-        Arc::new([Policy::new("ip", Algorithm::Gcra, 1_000, Duration::from_secs(3600)).unwrap()]);
+    let policy = Arc::new([memory_policy(Algorithm::Gcra)]);
     let filled = Instant::now();
     let fillers: Vec<_> = (0..CALLERS)
         .map(|c| {

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 #[path = "redis_support/mod.rs"]
 mod redis_support;
-use redis_support::{info_number, script_cost};
+use redis_support::{info_number, memory_policy, script_cost};
 
 const CALLERS: usize = 64;
 
@@ -95,14 +95,13 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
         let per_call = decisions / calls.max(1.0);
 
         // Memory per tracked client: a fresh keyspace, `memory_keys` clients, one request each
-        // (ten for the sliding log, for the anchors' 10-entry log), on an hour-long policy.
+        // (ten for the sliding log, for the anchors' 10-entry log).
         let _: () = redis::cmd("FLUSHALL")
             .query_async(&mut admin)
             .await
             .unwrap();
         let before = info_number(&mut admin, "memory", "used_memory", None).await;
-        let memory_policy =
-            Arc::new([Policy::new("mem", algorithm, 1_000, Duration::from_secs(3600)).unwrap()]);
+        let memory_policy = Arc::new([memory_policy(algorithm)]);
         let per_client = if algorithm == Algorithm::SlidingLog {
             10
         } else {

@@ -1,4 +1,12 @@
-//! What the Redis benches share: reading figures from `INFO`.
+//! What the Redis benches share: reading figures from `INFO`, and the policy memory is
+//! measured under.
+
+// Each bench includes this module and uses part of it.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use floodwall::{Algorithm, Policy};
 
 /// A number from `INFO <section>`: the value of `field:<number>`, or with `sub` the
 /// `sub=<number>` inside `field:a=…,b=…` (as in commandstats).
@@ -40,4 +48,11 @@ pub(crate) async fn script_cost(connection: &mut redis::aio::MultiplexedConnecti
         }
     }
     (calls, usec)
+}
+
+/// The policy bytes per client are measured under: 100 per 360 days, so that a client's state
+/// outlives the whole bench after one request (an hour-long GCRA of 1000 is back at rest, and
+/// its key gone, 3.6 s after one), and the limit divides the period, as most do.
+pub(crate) fn memory_policy(algorithm: Algorithm) -> Policy {
+    Policy::new("ip", algorithm, 100, Duration::from_secs(360 * 86_400)).unwrap()
 }
