@@ -9,4 +9,4 @@
 # decision in all and per master (INFO commandstats).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCALE_CLIENTS=${1:-100000,1000000,10000000} cargo bench -q -p floodwall --bench redis_scale 2>/dev/null
+SCALE_CLIENTS=${1:-100000,1000000,10000000} cargo bench -q -p floodwall --bench redis_scale
