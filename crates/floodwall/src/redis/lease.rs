@@ -332,8 +332,6 @@ impl RedisStore {
     ) -> Result<Moved, StoreError> {
         let tag = client_tag(key);
         let state_key = storage_key_for_tag(&self.inner.prefix, policy, &tag);
-        let group = self.inner.breakers.group(slot_of(&tag));
-        let admission = self.admit(group)?;
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         let take = matches!(movement, LeaseMove::Take { .. });
         let deadline = Instant::now() + self.inner.timeout;
@@ -344,9 +342,8 @@ impl RedisStore {
             .await?;
             reply::decode_lease(&reply, take)
         };
-        let result = self.until(deadline, call).await;
-        self.record(group, admission, &result);
-        result
+        self.guarded(slot_of(&tag), |_| self.until(deadline, call))
+            .await
     }
 }
 

@@ -467,38 +467,46 @@ impl RedisStore {
         cost: u64,
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
+        self.guarded(slot, |admission| async move {
+            if admission == Admission::Probe {
+                let (keys, policies, costs) = ([key], [policy], Costs::Same(cost));
+                self.call_admitted(&keys, &policies, &costs, Operation::Decide, deadline)
+                    .await
+            } else {
+                self.until(deadline, batcher.decide(key, policy, cost, deadline))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Runs `call` if `slot`'s breaker lets it through (an error when it is open), telling the
+    /// call whether it is the breaker's probe, then tells the breaker how it went.
+    async fn guarded<T, F>(
+        &self,
+        slot: u16,
+        call: impl FnOnce(Admission) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let group = self.inner.breakers.group(slot);
-        let admission = self.admit(group)?;
-        let result = if admission == Admission::Probe {
-            let (keys, policies, costs) = ([key], [policy], Costs::Same(cost));
-            self.call_admitted(&keys, &policies, &costs, Operation::Decide, deadline)
-                .await
-        } else {
-            self.until(deadline, batcher.decide(key, policy, cost, deadline))
-                .await
+        let admission = match self.inner.breakers.admit(group) {
+            Admission::Open => {
+                return Err(StoreError::CircuitOpen {
+                    probe_interval: self.inner.breakers.probe_interval(),
+                });
+            }
+            admission => admission,
         };
-        self.record(group, admission, &result);
-        result
-    }
-
-    /// The breaker's word on a call to `group`: an error when it is open.
-    fn admit(&self, group: usize) -> Result<Admission, StoreError> {
-        match self.inner.breakers.admit(group) {
-            Admission::Open => Err(StoreError::CircuitOpen {
-                probe_interval: self.inner.breakers.probe_interval(),
-            }),
-            admission => Ok(admission),
-        }
-    }
-
-    /// Tells `group`'s breaker how a call it admitted went.
-    fn record<T>(&self, group: usize, admission: Admission, result: &Result<T, StoreError>) {
+        let result = call(admission).await;
         // A malformed reply still proves the store reachable; anything else failing counts.
         let healthy = !matches!(
             result,
             Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
         );
         self.inner.breakers.record(group, admission, healthy);
+        result
     }
 
     /// One script call for pairs on one slot (or on the one node), with the store's failure
@@ -513,13 +521,10 @@ impl RedisStore {
         operation: Operation,
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
-        let group = self.inner.breakers.group(slot);
-        let admission = self.admit(group)?;
-        let result = self
-            .call_admitted(keys, policies, costs, operation, deadline)
-            .await;
-        self.record(group, admission, &result);
-        result
+        self.guarded(slot, |_| {
+            self.call_admitted(keys, policies, costs, operation, deadline)
+        })
+        .await
     }
 
     /// [`RedisStore::call`] once the breaker has let it through.
