@@ -12,6 +12,11 @@ use floodwall_testkit::{RedisCluster, RedisServer};
 
 use crate::inspect::{assert_every_key_expires, keys_and_expires, script_calls};
 
+/// The period of the tests that decide on Redis's own clock. Windows are aligned to the epoch,
+/// so an hour-long one ends on every hour and a run that crosses it admits a second limit;
+/// one of 366 days ends once a year.
+const WINDOW: Duration = Duration::from_secs(366 * 86_400);
+
 const INSTANCES: usize = 8;
 const TASKS: usize = 64;
 
@@ -24,12 +29,11 @@ async fn instances(url: &str) -> Vec<RedisStore> {
     stores
 }
 
-/// 8 instances × 64 tasks × 20 attempts on one key per algorithm, limit 100 per hour.
+/// 8 instances × 64 tasks × 20 attempts on one key per algorithm, limit 100 per window.
 async fn one_hot_key_admits_exactly_the_limit(url: &str) {
     let stores = instances(url).await;
     for algorithm in Algorithm::ALL {
-        let policy =
-            Arc::new([Policy::new("hot", algorithm, 100, Duration::from_secs(3600)).unwrap()]);
+        let policy = Arc::new([Policy::new("hot", algorithm, 100, WINDOW).unwrap()]);
         let admitted = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
@@ -82,13 +86,7 @@ async fn every_key_admits_exactly_its_limit_spread_over_all_masters() {
     const KEYS: u64 = 10_000;
     let cluster = RedisCluster::start().unwrap();
     let stores = instances(&cluster.url()).await;
-    let policy = Arc::new([Policy::new(
-        "per-key",
-        Algorithm::FixedWindow,
-        10,
-        Duration::from_secs(3600),
-    )
-    .unwrap()]);
+    let policy = Arc::new([Policy::new("per-key", Algorithm::FixedWindow, 10, WINDOW).unwrap()]);
     let admitted: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
     let tasks: Vec<_> = (0..TASKS as u64)
         .map(|t| {
@@ -138,8 +136,8 @@ async fn every_key_admits_exactly_its_limit_spread_over_all_masters() {
     }
 }
 
-/// 8 instances × 64 tasks checking per-user (10 users, 8 each per hour) *and* global (50 per
-/// hour) together. On a cluster the user and global keys sit in different slots, so every
+/// 8 instances × 64 tasks checking per-user (10 users, 8 each per window) *and* global (50 per
+/// window) together. On a cluster the user and global keys sit in different slots, so every
 /// check is two calls and a denial refunds what the other consumed. Whatever the interleaving:
 /// no more than the global limit is admitted, each user's count is what it was admitted, the
 /// global count is the sum of them (every consumption of a denied request was given back), and
@@ -147,9 +145,8 @@ async fn every_key_admits_exactly_its_limit_spread_over_all_masters() {
 /// global limit is admitted.
 async fn per_user_and_global_checks_count_everywhere_or_nowhere(url: &str, atomic: bool) {
     let stores = instances(url).await;
-    let hour = Duration::from_secs(3600);
-    let per_user = Arc::new(Policy::new("per-user", Algorithm::FixedWindow, 8, hour).unwrap());
-    let global = Arc::new(Policy::new("global", Algorithm::FixedWindow, 50, hour).unwrap());
+    let per_user = Arc::new(Policy::new("per-user", Algorithm::FixedWindow, 8, WINDOW).unwrap());
+    let global = Arc::new(Policy::new("global", Algorithm::FixedWindow, 50, WINDOW).unwrap());
     let admitted: Arc<Vec<AtomicU64>> = Arc::new((0..10).map(|_| AtomicU64::new(0)).collect());
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -231,10 +228,7 @@ async fn concurrent_decisions_on_one_node_share_calls_and_stay_exact() {
     let config = RedisConfig::new(server.url()).timeout(Duration::from_secs(5));
     let store = RedisStore::connect(config).await.unwrap();
     for algorithm in Algorithm::ALL {
-        let policy =
-            Arc::new([
-                Policy::new("batched", algorithm, LIMIT, Duration::from_secs(3600)).unwrap(),
-            ]);
+        let policy = Arc::new([Policy::new("batched", algorithm, LIMIT, WINDOW).unwrap()]);
         let admitted: Arc<Vec<AtomicU64>> =
             Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
         let calls_before = script_calls(&server);

@@ -13,6 +13,11 @@ use floodwall_testkit::{RedisCluster, RedisServer};
 use crate::inspect::{assert_every_key_expires, script_calls};
 use crate::support::StoreExt;
 
+/// The period of the tests that decide on Redis's own clock. Windows are aligned to the epoch,
+/// so an hour-long one ends on every hour and a run that crosses it admits a second limit;
+/// one of 366 days ends once a year.
+const WINDOW: Duration = Duration::from_secs(366 * 86_400);
+
 const INSTANCES: usize = 4;
 const TASKS: usize = 64;
 
@@ -80,12 +85,12 @@ async fn race(
     )
 }
 
-/// 4 instances × 64 tasks × 40 attempts on one key, limit 500 per hour, lease 20: exactly the
+/// 4 instances × 64 tasks × 40 attempts on one key, limit 500 per window, lease 20: exactly the
 /// limit is admitted (demand outlasts every lease), most of it from leases, in about one call
 /// per lease.
 async fn leased_instances_admit_exactly_the_limit(url: &str) -> u64 {
     let stores = instances(url, None).await;
-    let policy = leased(500, Duration::from_secs(3600), 20);
+    let policy = leased(500, WINDOW, 20);
     let (admitted, from_leases) = race(&stores, &policy, b"hot-key", 40).await;
     assert_eq!(admitted, 500);
     assert!(from_leases >= 400, "{from_leases} of 500 spent from leases");
@@ -187,7 +192,7 @@ async fn a_reset_forgets_the_lease() {
     let server = RedisServer::start().unwrap();
     let stores = instances(&server.url(), None).await;
     let store = &stores[0];
-    let policy = leased(10, Duration::from_secs(3600), 10);
+    let policy = leased(10, WINDOW, 10);
     for _ in 0..2 {
         assert!(store.check(&policy[..], b"k", 1).await.unwrap().allowed());
     }
