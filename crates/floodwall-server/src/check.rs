@@ -1,6 +1,7 @@
 //! `POST /v1/check`: a decision for any language or proxy, with the same answers and headers as
 //! a limited route.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -86,12 +87,17 @@ impl CheckState {
     }
 }
 
+/// A check as sent. Strings borrow from the body where JSON lets them (no escapes), so a plain
+/// check allocates nothing for its key and policy name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CheckRequest {
-    policy: Option<String>,
-    policies: Option<Vec<String>>,
-    key: String,
+struct CheckRequest<'a> {
+    #[serde(borrow)]
+    policy: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    policies: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
     #[serde(default = "one")]
     cost: u64,
 }
@@ -124,9 +130,30 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
             "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"
         ))
     })?;
-    let (names, multi) = match (request.policy, request.policies) {
-        (Some(name), None) => (vec![name], false),
-        (None, Some(names)) if !names.is_empty() => (names, true),
+    let find = |name: &str| {
+        state
+            .config
+            .policy(name)
+            .ok_or_else(|| ApiError::unknown_policy(name, &state.config.policies))
+    };
+    // One policy is checked in place; several are gathered in the order the check names them.
+    let gathered: Vec<Policy>;
+    let (policies, multi) = match (&request.policy, &request.policies) {
+        (Some(name), None) => (std::slice::from_ref(find(name)?), false),
+        (None, Some(names)) if !names.is_empty() => {
+            let most = state.config.check.max_policies;
+            if names.len() > most {
+                return Err(ApiError::BadCheck(format!(
+                    "a check names at most {most} policies ([check] max_policies); this one names {}",
+                    names.len()
+                )));
+            }
+            gathered = names
+                .iter()
+                .map(|name| find(name).cloned())
+                .collect::<Result<_, _>>()?;
+            (gathered.as_slice(), true)
+        }
         _ => {
             return Err(ApiError::BadCheck(
                 "give either \"policy\": NAME or \"policies\": [NAME, …] (not both, not empty)"
@@ -134,27 +161,10 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
             ));
         }
     };
-    let most = state.config.check.max_policies;
-    if names.len() > most {
-        return Err(ApiError::BadCheck(format!(
-            "a check names at most {most} policies ([check] max_policies); this one names {}",
-            names.len()
-        )));
-    }
-    let policies = names
-        .iter()
-        .map(|name| {
-            state
-                .config
-                .policy(name)
-                .cloned()
-                .ok_or_else(|| ApiError::unknown_policy(name, &state.config.policies))
-        })
-        .collect::<Result<Vec<Policy>, ApiError>>()?;
     let started = tokio::time::Instant::now();
     let decided = state
         .limiter
-        .check_all(&policies, request.key.as_bytes(), request.cost)
+        .check_all(policies, request.key.as_bytes(), request.cost)
         .await;
     state.instruments.decided(started.elapsed());
     if let Some(log) = &state.decision_log {
@@ -169,26 +179,33 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
         Ok(verdict) => verdict,
         Err(error) => {
             if matches!(error, Error::StoreUnavailable { .. }) {
-                state.record_error(&policies);
+                state.record_error(policies);
             }
-            return Err(ApiError::Limiter(error, policies.clone()));
+            return Err(ApiError::Limiter(error, policies.to_vec()));
         }
     };
     state.record(&verdict);
     // Serialising these plain structs cannot fail; an empty body would still carry the status
-    // and headers.
-    let body = if multi {
-        serde_json::to_vec(&MultiBody {
-            allowed: verdict.allowed(),
-            decisions: verdict
-                .iter()
-                .map(|(policy, decision)| decision_body(&verdict, policy, decision))
-                .collect(),
-        })
+    // and headers. A single decision's body is well under the capacity given.
+    let mut body = Vec::with_capacity(if multi { 128 * policies.len() } else { 160 });
+    let written = if multi {
+        serde_json::to_writer(
+            &mut body,
+            &MultiBody {
+                allowed: verdict.allowed(),
+                decisions: verdict
+                    .iter()
+                    .map(|(policy, decision)| decision_body(&verdict, policy, decision))
+                    .collect(),
+            },
+        )
     } else {
-        serde_json::to_vec(&single_decision_body(&verdict))
+        serde_json::to_writer(&mut body, &single_decision_body(&verdict))
     };
-    Ok(respond(state, &verdict, body.unwrap_or_default()))
+    if written.is_err() {
+        body.clear();
+    }
+    Ok(respond(state, &verdict, body))
 }
 
 fn respond(state: &CheckState, verdict: &Verdict<'_>, body: Vec<u8>) -> Response {

@@ -173,3 +173,28 @@ async fn an_open_check_api_beside_routes_is_announced_loudly() {
     let warning = service.log_line("needs no token").await;
     assert!(warning.contains("WARN"), "{warning}");
 }
+
+#[tokio::test]
+async fn an_escaped_key_or_policy_name_is_the_same_key_and_policy() {
+    let service = Service::start(POLICIES).await;
+    let client = Client::new();
+    let check = |body: &'static str| {
+        let request = client.post(service.url("/v1/check")).body(body);
+        async move {
+            let answer = request.send().await.unwrap();
+            let status = answer.status();
+            (status, answer.json::<Value>().await.unwrap())
+        }
+    };
+    // "log\u0069n" is "login" and "k\u00e9y" is "kéy": the escaped spelling spends the plain
+    // one's quota.
+    let (status, first) = check(r#"{"policy": "login", "key": "kéy", "cost": 2}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["remaining"], 1);
+    let (status, second) = check(r#"{"policy": "log\u0069n", "key": "k\u00e9y", "cost": 1}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["policy"], "login");
+    assert_eq!(second["remaining"], 0);
+    let (status, _) = check(r#"{"policy": "login", "key": "kéy"}"#).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
