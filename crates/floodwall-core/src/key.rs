@@ -100,6 +100,7 @@ pub const fn algorithm_code(algorithm: Algorithm) -> char {
         Algorithm::SlidingWindow => 'w',
         Algorithm::TokenBucket => 't',
         Algorithm::Gcra => 'g',
+        Algorithm::Concurrency => 'c',
     }
 }
 

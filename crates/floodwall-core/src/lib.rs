@@ -1,5 +1,5 @@
-//! The pure core of floodwall: policies, decisions, clocks, key encoding and the five
-//! rate-limiting algorithms.
+//! The pure core of floodwall: policies, decisions, clocks, key encoding, the five rate-limiting
+//! algorithms and the in-flight limit (`concurrency`).
 //!
 //! Nothing here performs I/O, spawns, or reads a clock of its own: every function takes `now` as
 //! an argument (integer microseconds since the Unix epoch) and returns data. Stores in the
@@ -16,7 +16,7 @@ mod period;
 mod policy;
 mod rate;
 
-pub use algorithm::{Evaluation, Meter, Outcome, State};
+pub use algorithm::{Evaluation, Holder, Meter, Outcome, State};
 pub use clock::{Clock, ManualClock, SystemClock, ceil_micros};
 pub use decision::Decision;
 pub use error::{CostError, ParseAlgorithmError, ParsePeriodError, PolicyError};

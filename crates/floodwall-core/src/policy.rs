@@ -10,7 +10,8 @@ use crate::error::PolicyError;
 
 /// The largest `limit` or `burst` a policy accepts.
 pub const MAX_LIMIT: u64 = 1 << 40;
-/// The largest `limit` of a `sliding_log` policy, which keeps one entry per admitted unit.
+/// The largest `limit` of a `sliding_log` or `concurrency` policy, which keeps one entry per
+/// admitted unit (or per holder).
 pub const MAX_LOG_LIMIT: u64 = 1_000_000;
 /// The shortest period: one millisecond.
 pub const MIN_PERIOD: Duration = Duration::from_millis(1);
@@ -134,7 +135,7 @@ impl Policy {
     /// # Errors
     ///
     /// [`PolicyError`] when the name is not 1–64 characters of `A-Z a-z 0-9 _ . -`, the limit is 0
-    /// or above [`MAX_LIMIT`] (or [`MAX_LOG_LIMIT`] for `sliding_log`), the period is outside
+    /// or above [`MAX_LIMIT`] (or [`MAX_LOG_LIMIT`] for `sliding_log` and `concurrency`), the period is outside
     /// 1 ms ..= 366 days, or `limit × period_us` reaches [`EXACT_ARITHMETIC_BOUND`] for an
     /// algorithm that multiplies them.
     pub fn new(

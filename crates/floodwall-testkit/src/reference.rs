@@ -1,4 +1,4 @@
-//! Brute-force reference models of the five algorithms, written as plainly as possible.
+//! Brute-force reference models of the six algorithms, written as plainly as possible.
 //!
 //! They share no code with `floodwall-core`'s arithmetic. The windows keep the flat list of every
 //! admission and recount it from scratch; the buckets keep a credit counter advanced one
@@ -14,8 +14,9 @@ use floodwall_core::{Algorithm, Calendar, CostError, Decision, Policy};
 #[derive(Debug, Clone)]
 pub struct ReferenceModel {
     policy: Policy,
-    /// Windows: every admission ever, as (time, units).
-    admitted: Vec<(u64, u64)>,
+    /// Windows and concurrency: every admission ever, as (time, units, holder); a released
+    /// admission is removed.
+    admitted: Vec<(u64, u64, u64)>,
     /// Buckets: credit in units of 1/period_us token, and the tick it was counted at.
     credit: u64,
     credit_at: u64,
@@ -55,8 +56,8 @@ impl ReferenceModel {
     fn units_where(&self, keep: impl Fn(u64) -> bool) -> u64 {
         self.admitted
             .iter()
-            .filter(|(at, _)| keep(*at))
-            .map(|(_, units)| units)
+            .filter(|(at, _, _)| keep(*at))
+            .map(|(_, units, _)| units)
             .sum()
     }
 
@@ -72,7 +73,9 @@ impl ReferenceModel {
                     self.units_where(|at| fixed_window_start(&self.policy, at) == window);
                 in_window + cost <= limit
             }
-            Algorithm::SlidingLog => {
+            // Both count what was admitted within one period before `t`; concurrency also
+            // forgets what its holder released.
+            Algorithm::SlidingLog | Algorithm::Concurrency => {
                 let in_interval = self.units_where(|at| at + period > t && at <= t);
                 in_interval + cost <= limit
             }
@@ -141,7 +144,7 @@ impl ReferenceModel {
     ///
     /// [`CostError`] when `cost` exceeds the policy's capacity.
     pub fn judge(&self, now_us: u64, cost: u64) -> Result<Decision, CostError> {
-        self.clone().decide_inner(now_us, cost, false)
+        self.clone().decide_inner(now_us, cost, false, 0)
     }
 
     /// Decides a request of `cost` at time `now_us` (never earlier than the previous call) and
@@ -151,7 +154,24 @@ impl ReferenceModel {
     ///
     /// [`CostError`] when `cost` exceeds the policy's capacity.
     pub fn decide(&mut self, now_us: u64, cost: u64) -> Result<Decision, CostError> {
-        self.decide_inner(now_us, cost, true)
+        self.decide_inner(now_us, cost, true, 0)
+    }
+
+    /// [`decide`](Self::decide), with what is admitted held by `holder` (not 0) until
+    /// [`release`](Self::release).
+    ///
+    /// # Errors
+    ///
+    /// [`CostError`] when `cost` exceeds the policy's capacity.
+    pub fn hold(&mut self, now_us: u64, cost: u64, holder: u64) -> Result<Decision, CostError> {
+        self.decide_inner(now_us, cost, true, holder)
+    }
+
+    /// Forgets every admission `holder` (not 0) made: its units are back.
+    pub fn release(&mut self, holder: u64) {
+        if holder != 0 {
+            self.admitted.retain(|&(_, _, by)| by != holder);
+        }
     }
 
     /// Gives back `cost` units at `now_us` (never earlier than the previous call): the newest
@@ -197,6 +217,7 @@ impl ReferenceModel {
         now_us: u64,
         cost: u64,
         record: bool,
+        holder: u64,
     ) -> Result<Decision, CostError> {
         let capacity = self.policy.capacity();
         if cost > capacity {
@@ -222,7 +243,7 @@ impl ReferenceModel {
                 self.credit = self.credit_at(now_us) - cost * period;
                 self.credit_at = now_us;
             } else {
-                self.admitted.push((now_us, cost));
+                self.admitted.push((now_us, cost, holder));
             }
         }
         let remaining = self.remaining_at(now_us);

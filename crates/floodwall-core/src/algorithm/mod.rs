@@ -15,6 +15,7 @@ use crate::decision::Decision;
 use crate::error::CostError;
 use crate::policy::Policy;
 
+pub mod concurrency;
 pub mod fixed_window;
 pub mod gcra;
 mod registry;
@@ -22,9 +23,10 @@ pub mod sliding_log;
 pub mod sliding_window;
 pub mod token_bucket;
 
+pub use concurrency::{Concurrency, Holder};
 pub use fixed_window::FixedWindow;
 pub use gcra::Gcra;
-pub use registry::{Algorithm, State, refund, step};
+pub use registry::{Algorithm, State, hold, refund, release, step};
 pub use sliding_log::SlidingLog;
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
@@ -67,6 +69,19 @@ pub trait Meter {
 
     /// Records `cost` admitted units at `now_us`. Only called when `cost <= remaining`.
     fn consume(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
+
+    /// Records `cost` admitted units held by `holder`, who may [`release`](Meter::release) them.
+    /// Only [`Concurrency`] tells holders apart; for a rate, units are spent, whoever spends them.
+    fn hold(state: &mut Self::State, now_us: u64, cost: u64, holder: Holder, policy: &Policy) {
+        let _ = holder;
+        Self::consume(state, now_us, cost, policy);
+    }
+
+    /// Gives back every unit `holder` holds. A rate has nothing to give back: its units were
+    /// spent when admitted.
+    fn release(state: &mut Self::State, holder: Holder) {
+        let _ = (state, holder);
+    }
 
     /// Gives back `cost` units admitted earlier: the inverse of [`consume`](Meter::consume),
     /// stopping at rest (a full quota), so a refund never grants more than was taken. Called on a
@@ -125,9 +140,22 @@ impl Evaluation {
         policy: &Policy,
         commit: bool,
     ) -> (Decision, u64) {
+        self.conclude_held::<M>(state, now_us, cost, policy, commit, Holder::ANONYMOUS)
+    }
+
+    /// [`conclude`](Evaluation::conclude), with what is consumed held by `holder`.
+    pub fn conclude_held<M: Meter>(
+        self,
+        state: &mut M::State,
+        now_us: u64,
+        cost: u64,
+        policy: &Policy,
+        commit: bool,
+        holder: Holder,
+    ) -> (Decision, u64) {
         let consumed = commit && self.allowed && cost > 0;
         let remaining = if consumed {
-            M::consume(state, now_us, cost, policy);
+            M::hold(state, now_us, cost, holder, policy);
             self.remaining - cost
         } else {
             self.remaining
@@ -174,9 +202,24 @@ pub fn step_with<M: Meter>(
     cost: u64,
     policy: &Policy,
 ) -> Result<Outcome<M::State>, CostError> {
+    hold_with::<M>(state, now_us, cost, Holder::ANONYMOUS, policy)
+}
+
+/// [`step_with`], with what is admitted held by `holder`.
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity.
+pub fn hold_with<M: Meter>(
+    state: Option<M::State>,
+    now_us: u64,
+    cost: u64,
+    holder: Holder,
+    policy: &Policy,
+) -> Result<Outcome<M::State>, CostError> {
     in_place::<M>(state, now_us, cost, policy, |state| {
         let evaluation = Evaluation::of::<M>(state, now_us, cost, policy);
-        evaluation.conclude::<M>(state, now_us, cost, policy, true)
+        evaluation.conclude_held::<M>(state, now_us, cost, policy, true, holder)
     })
 }
 

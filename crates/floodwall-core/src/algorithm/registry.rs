@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{CostError, Meter, Outcome, refund_with, step_with};
+use super::{CostError, Holder, Meter, Outcome, hold_with, refund_with};
 use crate::error::ParseAlgorithmError;
 use crate::policy::Policy;
 
@@ -46,6 +46,9 @@ macro_rules! for_each_algorithm {
             /// Generic cell rate algorithm: the same admissions as `TokenBucket` with one timestamp
             /// of state.
             Gcra gcra,
+            /// At most `limit` units in flight; a holder that never releases gives its units back
+            /// after `period`.
+            Concurrency concurrency,
         }
     };
 }
@@ -95,7 +98,7 @@ macro_rules! algorithm_enum {
             pub const ALL: [Algorithm; [$(Algorithm::$variant),*].len()] = [$(Algorithm::$variant),*];
 
             /// The configuration name: `fixed_window`, `sliding_log`, `sliding_window`,
-            /// `token_bucket` or `gcra`.
+            /// `token_bucket`, `gcra` or `concurrency`.
             #[inline]
             pub const fn as_str(self) -> &'static str {
                 match self {
@@ -194,7 +197,26 @@ pub fn step(
     cost: u64,
     policy: &Policy,
 ) -> Result<Outcome<State>, CostError> {
-    with_meter!(policy.algorithm(), M => stored::<M>(step_with::<M>, state, now_us, cost, policy))
+    hold(state, now_us, cost, Holder::ANONYMOUS, policy)
+}
+
+/// [`step`], with what is admitted held by `holder` until [`release`]d (for `concurrency`; a
+/// rate spends its units whoever holds them).
+///
+/// # Errors
+///
+/// [`CostError`] when `cost` exceeds the policy's capacity.
+pub fn hold(
+    state: Option<State>,
+    now_us: u64,
+    cost: u64,
+    holder: Holder,
+    policy: &Policy,
+) -> Result<Outcome<State>, CostError> {
+    with_meter!(policy.algorithm(), M => stored::<M>(
+        |state, now_us, cost, policy| hold_with::<M>(state, now_us, cost, holder, policy),
+        state, now_us, cost, policy,
+    ))
 }
 
 /// Gives back `cost` units under `policy`'s algorithm, data in, data out: the inverse of an
@@ -213,17 +235,29 @@ pub fn refund(
     with_meter!(policy.algorithm(), M => stored::<M>(refund_with::<M>, state, now_us, cost, policy))
 }
 
-/// An operation of one algorithm on its own state: `step_with` or `refund_with`.
-type Operation<M> = fn(
-    Option<<M as Meter>::State>,
-    u64,
-    u64,
-    &Policy,
-) -> Result<Outcome<<M as Meter>::State>, CostError>;
+/// Gives back every unit `holder` holds under `policy`'s algorithm, data in, data out: nothing
+/// for a rate (its units were spent). Returns the state to keep (`None` once nothing is held)
+/// and its time to rest in microseconds. A `state` of another algorithm's shape is ignored.
+pub fn release(
+    state: Option<State>,
+    now_us: u64,
+    holder: Holder,
+    policy: &Policy,
+) -> (Option<State>, u64) {
+    with_meter!(policy.algorithm(), M => {
+        let Some(mut state) = state.and_then(M::unwrap) else {
+            return (None, 0);
+        };
+        M::settle(&mut state, now_us, policy);
+        M::release(&mut state, holder);
+        let ttl_us = M::reset_after_us(&state, now_us, policy);
+        ((ttl_us > 0).then(|| M::wrap(state)), ttl_us)
+    })
+}
 
 /// One algorithm's `operation` on a stored [`State`], unwrapped going in and wrapped coming out.
 fn stored<M: Stored>(
-    operation: Operation<M>,
+    operation: impl FnOnce(Option<M::State>, u64, u64, &Policy) -> Result<Outcome<M::State>, CostError>,
     state: Option<State>,
     now_us: u64,
     cost: u64,

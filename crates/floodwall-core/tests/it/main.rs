@@ -6,5 +6,6 @@
 mod clock_steps;
 mod differential;
 mod foreign_state;
+mod leases;
 mod refunds;
 mod strategies;
