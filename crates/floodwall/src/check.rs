@@ -1,7 +1,7 @@
 //! What a store is asked: (policy, client key) pairs and a cost, validated once.
 
-use floodwall_core::Policy;
 use floodwall_core::algorithm::check_cost;
+use floodwall_core::{Algorithm, Holder, Policy};
 use smallvec::SmallVec;
 
 use crate::error::CheckError;
@@ -25,6 +25,8 @@ pub struct Check<'a> {
     /// Whether every pair has the same client key (the common case: several policies, one
     /// client), so a Redis store can decide them in one call under one hash tag.
     one_key: bool,
+    /// Who holds what a `concurrency` pair admits, until [`Store::release`](crate::Store::release).
+    holder: Holder,
 }
 
 impl<'a> Check<'a> {
@@ -114,7 +116,30 @@ impl<'a> Check<'a> {
             cost,
             costs: SmallVec::new(),
             one_key,
+            holder: Holder::ANONYMOUS,
         })
+    }
+
+    /// The same check, with what its `concurrency` pairs admit held by `holder` until the store
+    /// releases it. Units admitted by a check without a holder go back only when they time out.
+    #[must_use]
+    pub fn held_by(mut self, holder: Holder) -> Self {
+        self.holder = holder;
+        self
+    }
+
+    /// Who holds what this check's `concurrency` pairs admit.
+    #[inline]
+    pub fn holder(&self) -> Holder {
+        self.holder
+    }
+
+    /// Whether a pair is a `concurrency` policy: its units are held, not spent.
+    #[inline]
+    pub fn holds(&self) -> bool {
+        self.pairs
+            .iter()
+            .any(|(policy, _)| policy.algorithm() == Algorithm::Concurrency)
     }
 
     /// The units each pair asks for; 0 for a peek. For a weighted check whose pairs' costs

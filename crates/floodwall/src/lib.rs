@@ -26,6 +26,7 @@
 mod check;
 mod clock;
 mod error;
+mod lease;
 mod limiter;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -38,9 +39,10 @@ pub use check::Check;
 pub use clock::TokioClock;
 pub use error::{CheckError, Error, StoreError, StoreErrorKind};
 pub use floodwall_core::{
-    Algorithm, Calendar, Clock, CostError, Decision, ManualClock, Mode, OnError, Policy,
+    Algorithm, Calendar, Clock, CostError, Decision, Holder, ManualClock, Mode, OnError, Policy,
     PolicyError, SystemClock, parse_period,
 };
+pub use lease::Lease;
 pub use limiter::{
     DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats, StoreErrorCounts,
 };

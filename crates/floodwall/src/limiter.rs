@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 
 use crate::check::Check;
 use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::lease::{Lease, new_holder};
 use crate::memory::MemoryStore;
 use crate::storage::Storage;
 use crate::store::Store;
@@ -402,6 +403,62 @@ impl Limiter {
         }
     }
 
+    /// Admits a request of one unit for `key` under `policy` and holds it until the returned
+    /// [`Lease`] is dropped or released: the way to use a `concurrency` policy ("at most 5
+    /// exports in flight per user"). A denied request's lease holds nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::check`].
+    pub async fn lease<'p>(
+        &self,
+        policy: &'p Policy,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Lease<'p>, Error> {
+        self.lease_all(slice::from_ref(policy), key, 1).await
+    }
+
+    /// [`Limiter::lease`] under several policies at once, all-or-nothing: rate policies spend
+    /// `cost` as [`Limiter::check_all`] does, and `concurrency` ones hold it until the lease
+    /// is released.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::check_all`].
+    pub async fn lease_all<'p>(
+        &self,
+        policies: &'p [Policy],
+        key: impl AsRef<[u8]>,
+        cost: u64,
+    ) -> Result<Lease<'p>, Error> {
+        let check = Check::new(policies, key.as_ref(), cost)?.held_by(new_holder());
+        let verdict = self.verdict(&check, policies).await?;
+        Ok(Lease::new(self, &check, verdict))
+    }
+
+    /// [`Limiter::lease_all`] with a client key per policy, as [`Limiter::check_each`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::check_each`].
+    pub async fn lease_each<'p, K: AsRef<[u8]>>(
+        &self,
+        pairs: &[(&'p Policy, K)],
+        cost: u64,
+    ) -> Result<Lease<'p>, Error> {
+        let check =
+            Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?.held_by(new_holder());
+        let verdict = self.verdict(&check, pairs.iter().map(|(p, _)| *p)).await?;
+        Ok(Lease::new(self, &check, verdict))
+    }
+
+    /// Gives back what `check`'s holder holds in the in-process fallback.
+    pub(crate) fn release_locally(&self, check: &Check<'_>) {
+        if let Some(local) = self.shared.local.get() {
+            local.release_sync(check);
+        }
+    }
+
     /// Asks the store, and answers its failure per `on_error`.
     async fn decide(&self, check: &Check<'_>) -> Result<Answer, Error> {
         match self.shared.store.acquire(check).await {
@@ -452,7 +509,7 @@ impl Limiter {
             .zip(check.pairs())
             .enumerate()
             .map(|(i, (p, (_, k)))| (p, *k, check.cost_of(i)));
-        let shared_check = Check::weighted(pairs).ok()?;
+        let shared_check = Check::weighted(pairs).ok()?.held_by(check.holder());
         Some(local.acquire_sync(&shared_check))
     }
 

@@ -181,4 +181,15 @@ impl Store for Storage {
             Storage::Redis(store) => store.reset(check).await,
         }
     }
+
+    async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        match self {
+            Storage::Memory(store) => {
+                store.release_sync(check);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.release(check).await,
+        }
+    }
 }

@@ -38,4 +38,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the store could not be reached.
     fn reset(&self, check: &Check<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives back what [`Check::holder`] holds under each `concurrency` pair of `check` (rate
+    /// pairs spent their units and are left alone). Releasing what is no longer held (released
+    /// before, or timed out) does nothing.
+    ///
+    /// # Errors
+    ///
+    /// When the store could not be reached; the units then go back when they time out.
+    fn release(&self, check: &Check<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

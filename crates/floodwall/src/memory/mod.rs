@@ -8,7 +8,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use floodwall_core::algorithm::{Evaluation, refund_in_place};
-use floodwall_core::{Clock, Decision, Mode, Policy, SystemClock, with_meter};
+use floodwall_core::{Algorithm, Clock, Decision, Holder, Mode, Policy, SystemClock, with_meter};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use smallvec::SmallVec;
 
@@ -226,7 +226,8 @@ impl MemoryStore {
     pub fn acquire_sync(&self, check: &Check<'_>) -> Answer {
         if let [(policy, key)] = check.pairs() {
             let cost = check.cost_of(0);
-            return with_meter!(policy.algorithm(), M => self.acquire_one::<M>(policy, key, cost));
+            let holder = check.holder();
+            return with_meter!(policy.algorithm(), M => self.acquire_one::<M>(policy, key, cost, holder));
         }
         // Containers are filled by pushes, not collected through iterator adapters: this is every
         // request's path, and the adapters cost more than the loops.
@@ -261,14 +262,24 @@ impl MemoryStore {
         for (i, ((policy, _), judged)) in check.pairs().iter().zip(&judged).enumerate() {
             let shard = locked.shard(judged);
             let cost = check.cost_of(i);
-            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, allowed)));
+            let held = Held {
+                commit: allowed,
+                holder: check.holder(),
+            };
+            decisions.push(with_meter!(policy.algorithm(), M => conclude::<M>(shard, judged, now, cost, policy, held)));
         }
         Answer::from_store(allowed, decisions)
     }
 
     /// [`MemoryStore::acquire_sync`] of one policy and one key, the common case: one lock and
     /// one probe, the same decision as the general path.
-    fn acquire_one<M: Tracked>(&self, policy: &Policy, key: &[u8], cost: u64) -> Answer {
+    fn acquire_one<M: Tracked>(
+        &self,
+        policy: &Policy,
+        key: &[u8],
+        cost: u64,
+        holder: Holder,
+    ) -> Answer {
         let id = self.key_id(policy, key);
         let mut shard = self.lock(self.shard_of(id));
         // Under the lock, as in the general path.
@@ -286,7 +297,8 @@ impl MemoryStore {
         let decide = |state: &mut M::State| {
             let evaluation = Evaluation::of::<M>(state, now, cost, policy);
             let allowed = shadow || evaluation.allowed;
-            let (decision, ttl_us) = evaluation.conclude::<M>(state, now, cost, policy, allowed);
+            let (decision, ttl_us) =
+                evaluation.conclude_held::<M>(state, now, cost, policy, allowed, holder);
             (allowed, decision, ttl_us)
         };
         if let Some(entry) = shard.get_mut::<M>(id) {
@@ -313,6 +325,20 @@ impl MemoryStore {
             decisions.push(with_meter!(policy.algorithm(), M => refund::<M>(&mut shard, id, now, cost, policy)));
         }
         Answer::from_store(true, decisions)
+    }
+
+    /// [`Store::release`] without a future.
+    pub fn release_sync(&self, check: &Check<'_>) {
+        let holder = check.holder();
+        for (policy, key) in check.pairs() {
+            if policy.algorithm() != Algorithm::Concurrency {
+                continue;
+            }
+            let id = self.key_id(policy, key);
+            let mut shard = self.lock(self.shard_of(id));
+            let now = self.inner.clock.now_us();
+            with_meter!(policy.algorithm(), M => release::<M>(&mut shard, id, now, holder, policy));
+        }
     }
 
     /// [`Store::reset`] without a future.
@@ -475,8 +501,16 @@ fn judge<M: Tracked>(
     };
 }
 
-/// Finishes a judged pair: consumes if `commit`, stores or forgets the state, and reports. A
-/// position that an earlier pair's insert moved is found again by [`Shard::at`].
+/// Whether a judged pair consumes, and for whom.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    commit: bool,
+    holder: Holder,
+}
+
+/// Finishes a judged pair: consumes (held by `held.holder`) if `held.commit`, stores or forgets
+/// the state, and reports. A position that an earlier pair's insert moved is found again by
+/// [`Shard::at`].
 #[inline]
 fn conclude<M: Tracked>(
     shard: &mut Shard,
@@ -484,19 +518,21 @@ fn conclude<M: Tracked>(
     now_us: u64,
     cost: u64,
     policy: &Policy,
-    commit: bool,
+    held: Held,
 ) -> Decision {
     let (id, evaluation) = (judged.id, judged.evaluation);
+    let Held { commit, holder } = held;
     if let Some(entry) = judged.position.and_then(|p| shard.at::<M>(p, id)) {
         let (decision, ttl_us) =
-            evaluation.conclude::<M>(&mut entry.state, now_us, cost, policy, commit);
+            evaluation.conclude_held::<M>(&mut entry.state, now_us, cost, policy, commit, holder);
         if entry.record(now_us, ttl_us, &decision) {
             shard.remove_at_rest::<M>(id);
         }
         return decision;
     }
     let mut state = M::fresh(now_us, policy);
-    let (decision, ttl_us) = evaluation.conclude::<M>(&mut state, now_us, cost, policy, commit);
+    let (decision, ttl_us) =
+        evaluation.conclude_held::<M>(&mut state, now_us, cost, policy, commit, holder);
     // Only a committed consumption leaves a fresh key away from rest; room was made.
     shard.track_new::<M>(id, now_us, ttl_us, &decision, state);
     decision
@@ -522,6 +558,32 @@ fn refund<M: Tracked>(
     decision
 }
 
+/// Gives back what `holder` holds of the key's state, forgetting it once nothing is held.
+fn release<M: Tracked>(
+    shard: &mut Shard,
+    id: KeyId<'_>,
+    now_us: u64,
+    holder: Holder,
+    policy: &Policy,
+) {
+    let Some(entry) = shard.get_mut::<M>(id) else {
+        return;
+    };
+    M::settle(&mut entry.state, now_us, policy);
+    M::release(&mut entry.state, holder);
+    let ttl_us = M::reset_after_us(&entry.state, now_us, policy);
+    let after = Decision {
+        allowed: true,
+        capacity: policy.capacity(),
+        remaining: M::remaining(&entry.state, now_us, policy),
+        reset_after: std::time::Duration::from_micros(ttl_us),
+        retry_after: None,
+    };
+    if entry.record(now_us, ttl_us, &after) {
+        shard.remove_at_rest::<M>(id);
+    }
+}
+
 impl Store for MemoryStore {
     async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         Ok(self.acquire_sync(check))
@@ -533,6 +595,11 @@ impl Store for MemoryStore {
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
         self.reset_sync(check);
+        Ok(())
+    }
+
+    async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        self.release_sync(check);
         Ok(())
     }
 }

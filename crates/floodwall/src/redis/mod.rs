@@ -25,6 +25,7 @@ mod config;
 mod deny_cache;
 mod lease;
 mod local_time;
+mod release;
 mod reply;
 mod script;
 
@@ -39,7 +40,7 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ErrorKind, RedisError, RetryMethod, ServerErrorKind, Value};
 use floodwall_core::key::{client_tag, storage_key_for_tag};
-use floodwall_core::{Clock, Decision, Policy};
+use floodwall_core::{Clock, Decision, Holder, Policy};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
@@ -51,6 +52,7 @@ pub use self::config::{
 use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
 use self::lease::{Leases, leased_pair};
+use self::release::Call;
 use self::script::{Costs, Operation};
 use crate::check::Check;
 use crate::error::StoreError;
@@ -308,8 +310,9 @@ impl RedisStore {
             .inner
             .deny_cache
             .as_ref()
-            // A denial is cached per cost: a weighted check has several.
-            .filter(|_| operation == Operation::Decide && check.costs().is_none())
+            // A denial is cached per cost: a weighted check has several. An in-flight limit's
+            // denial ends with any release, which this instance may not see.
+            .filter(|_| operation == Operation::Decide && check.costs().is_none() && !check.holds())
             .map(|cache| (cache, cache.key_id(key), cache.policies_id(&policies)));
         if let Some((cache, key_id, policies_id)) = cached
             && let Some(answer) = cache.get(key_id, policies_id, need)
@@ -325,14 +328,18 @@ impl RedisStore {
         let deadline = Instant::now() + self.inner.timeout;
         let slot = slot_of(&tag);
         let answer = match (&self.inner.batcher, operation, &policies[..], check.costs()) {
-            (Some(batcher), Operation::Decide, [policy], None) => {
+            // Held units are named by their holder, which a batch's members are not.
+            (Some(batcher), Operation::Decide, [policy], None)
+                if check.holder() == Holder::ANONYMOUS || !check.holds() =>
+            {
                 let key = keys.into_iter().next().unwrap_or_default();
                 self.batched(batcher, slot, key, policy, check.cost(), deadline)
                     .await?
             }
             _ => {
                 let costs = Costs::of(check);
-                self.call(slot, &keys, &policies, &costs, operation, deadline)
+                let call = Call::of(check, operation);
+                self.call(slot, &keys, &policies, &costs, call, deadline)
                     .await?
             }
         };
@@ -362,10 +369,11 @@ impl RedisStore {
         let policies: SmallVec<[&Policy; 2]> = check.policies().collect();
         let deadline = Instant::now() + self.inner.timeout;
         let costs = Costs::of(check);
+        let call = Call::of(check, operation);
         let Connection::Cluster(_) = self.inner.connection else {
             let slot = slot_of(&tags[0]);
             return self
-                .call(slot, &keys, &policies, &costs, operation, deadline)
+                .call(slot, &keys, &policies, &costs, call, deadline)
                 .await;
         };
 
@@ -397,14 +405,7 @@ impl RedisStore {
         for group in &groups {
             let (keys, policies) = (&group.keys, &group.policies);
             match self
-                .call(
-                    group.slot,
-                    keys,
-                    policies,
-                    &group.costs,
-                    operation,
-                    deadline,
-                )
+                .call(group.slot, keys, policies, &group.costs, call, deadline)
                 .await
             {
                 Ok(answer) => {
@@ -435,7 +436,10 @@ impl RedisStore {
                         keys,
                         policies,
                         &group.costs,
-                        Operation::Refund,
+                        Call {
+                            operation: Operation::Refund,
+                            ..call
+                        },
                         refund_deadline,
                     )
                     .await;
@@ -470,7 +474,11 @@ impl RedisStore {
         self.guarded(slot, |admission| async move {
             if admission == Admission::Probe {
                 let (keys, policies, costs) = ([key], [policy], Costs::Same(cost));
-                self.call_admitted(&keys, &policies, &costs, Operation::Decide, deadline)
+                let call = Call {
+                    operation: Operation::Decide,
+                    holder: Holder::ANONYMOUS,
+                };
+                self.call_admitted(&keys, &policies, &costs, call, deadline)
                     .await
             } else {
                 self.until(deadline, batcher.decide(key, policy, cost, deadline))
@@ -518,11 +526,11 @@ impl RedisStore {
         keys: &[String],
         policies: &[&Policy],
         costs: &Costs,
-        operation: Operation,
+        call: Call,
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
         self.guarded(slot, |_| {
-            self.call_admitted(keys, policies, costs, operation, deadline)
+            self.call_admitted(keys, policies, costs, call, deadline)
         })
         .await
     }
@@ -533,11 +541,16 @@ impl RedisStore {
         keys: &[String],
         policies: &[&Policy],
         costs: &Costs,
-        operation: Operation,
+        call: Call,
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
-        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
-        let token = format!("{:x}.{sequence:x}", self.inner.instance);
+        let Call { operation, holder } = call;
+        let token = if holder == Holder::ANONYMOUS {
+            let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+            format!("{:x}.{sequence:x}", self.inner.instance)
+        } else {
+            release::holder_token(holder)
+        };
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         let call = async {
             let reply = run_script(&self.inner.connection, |with_source| {
@@ -617,6 +630,10 @@ impl Store for RedisStore {
         // A refund changes what a cached denial assumed.
         self.forget_denials(check);
         self.run(check, Operation::Refund).await
+    }
+
+    async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        self.release_held(check).await
     }
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {

@@ -55,7 +55,7 @@ macro_rules! module {
 
 /// The texts of every script, from the algorithm registry: the single-policy ones in
 /// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`], then the batch ones from
-/// [`BATCH`] in [`Algorithm::ALL`] order, then [`LEASE`].
+/// [`BATCH`] in [`Algorithm::ALL`] order, then [`LEASE`], then [`RELEASE`].
 macro_rules! sources {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         /// The text every multi-policy script starts with: the helpers, every module's
@@ -73,13 +73,14 @@ macro_rules! sources {
                 )
             };
         }
-        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 3] = [
+        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 4] = [
             $(one_algorithm!($module, "single.lua"),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
             $(one_algorithm!($module, "batch.lua"),)*
             // Leases are of fixed windows only: a window bounds how late a unit is spent.
             one_algorithm!(fixed_window, "lease.lua"),
+            concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/release.lua")),
         ];
     };
 }
@@ -97,6 +98,9 @@ const BATCH: usize = REFUND + 1;
 
 /// The lease script's index in [`SOURCES`].
 const LEASE: usize = BATCH + Algorithm::ALL.len();
+
+/// The release script's index in [`SOURCES`].
+const RELEASE: usize = LEASE + 1;
 
 /// Each script's SHA-1, as EVALSHA wants it.
 static SHA1: LazyLock<[String; SOURCES.len()]> =
@@ -240,6 +244,26 @@ pub(crate) fn lease_command(
         .arg(period_arg(policy))
         .arg(units)
         .arg(bound);
+    cmd
+}
+
+/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the release script: for each entry of
+/// `pairs`, the state key of a `concurrency` pair, the member prefix its decision used and its
+/// cost.
+pub(crate) fn release_command<'a>(
+    with_source: bool,
+    now_us: Option<u64>,
+    pairs: impl Iterator<Item = (&'a str, &'a str, u64)> + Clone,
+) -> ::redis::Cmd {
+    let mut cmd = invocation(RELEASE, with_source);
+    cmd.arg(pairs.clone().count());
+    for (key, _, _) in pairs.clone() {
+        cmd.arg(key);
+    }
+    now_arg(&mut cmd, now_us);
+    for (_, prefix, cost) in pairs {
+        cmd.arg(prefix).arg(cost);
+    }
     cmd
 }
 

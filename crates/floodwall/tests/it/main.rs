@@ -8,6 +8,7 @@ mod boundedness;
 mod concurrency;
 mod conformance;
 mod differential;
+mod in_flight;
 mod inspect;
 mod limiter;
 mod redis_differential;

@@ -157,8 +157,8 @@ fn script_agrees_with_step(
 
 /// What Redis holds after a decision: the scripts write only when a policy consumes or when a
 /// stored time lay in the future (the clock stepped back) and was clamped; a peek or a denial
-/// otherwise leaves the key as it was, except that the sliding log's script removes expired
-/// members on every call. While time only moves forward that is the same as
+/// otherwise leaves the key as it was, except that the sliding log's and concurrency's scripts
+/// remove expired members on every call. While time only moves forward that is the same as
 /// keeping every settled state, because settling twice equals settling once at the later time;
 /// after a step back it is not (a settle at a later time may have refilled a bucket), so the
 /// oracle keeps what the script keeps.
@@ -170,7 +170,11 @@ fn stored_after(
     policy: &Policy,
 ) -> Option<State> {
     let consumed = cost > 0 && outcome.decision.allowed;
-    let settled_in_place = policy.algorithm() == Algorithm::SlidingLog;
+    // Both sorted-set scripts drop what left the interval on every call.
+    let settled_in_place = matches!(
+        policy.algorithm(),
+        Algorithm::SlidingLog | Algorithm::Concurrency
+    );
     if consumed
         || settled_in_place
         || before
@@ -192,6 +196,7 @@ fn from_future(state: &State, now_us: u64, policy: &Policy) -> bool {
         }
         State::SlidingWindow(s) => s.window_start_us > now_us - now_us % period,
         State::SlidingLog(s) => s.entries().any(|e| e.at_us > now_us),
+        State::Concurrency(s) => s.leases().any(|l| l.expires_us > now_us + period),
         State::TokenBucket(s) => s.updated_us > now_us,
         State::Gcra(s) => {
             let (limit, max) = (policy.limit(), policy.capacity() * period);

@@ -1,0 +1,190 @@
+//! Requests in flight: a [`Lease`] holds units of `concurrency` policies until it is released.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use floodwall_core::{Algorithm, Holder, Policy};
+
+use crate::check::Check;
+use crate::error::Error;
+use crate::limiter::Limiter;
+use crate::store::Store;
+use crate::verdict::{Source, Verdict};
+
+/// The units one admitted request holds under the `concurrency` policies it was checked against,
+/// given back when the `Lease` is dropped or [`released`](Lease::release), or by the store when
+/// the policy's `period` (the lease timeout) passes first.
+///
+/// A lease of a denied request, or of one admitted without counting (the store failed and
+/// `on_error = "allow"`), holds nothing. Rate policies checked with it spent their units when it
+/// was admitted; a release does not give those back.
+///
+/// Dropping a lease releases it: at once in memory, and on a Redis store by a task spawned on
+/// the current tokio runtime (without one, its units time out instead). Call
+/// [`Lease::release`] to wait for the release and see whether it reached the store.
+#[must_use = "a lease is released when dropped: bind it for as long as the request runs"]
+pub struct Lease<'p> {
+    verdict: Verdict<'p>,
+    held: Option<Held>,
+}
+
+/// What a release needs, owned: the limiter, the held pairs and who holds them.
+struct Held {
+    limiter: Limiter,
+    /// Each pair of the check: its policy, its client key and its cost.
+    pairs: Vec<(Policy, Vec<u8>, u64)>,
+    holder: Holder,
+    /// Held by the in-process fallback (`on_error = "local"`), not the store.
+    local: bool,
+}
+
+impl<'p> Lease<'p> {
+    /// A lease of `check` that the limiter answered with `verdict`: it holds units only if
+    /// the request was admitted and counted.
+    pub(crate) fn new(limiter: &Limiter, check: &Check<'_>, verdict: Verdict<'p>) -> Self {
+        let counted = matches!(verdict.source(), Source::Store | Source::Local);
+        let held = (verdict.allowed() && counted && check.holds()).then(|| Held {
+            limiter: limiter.clone(),
+            // Every pair, rate ones too: a store names held units by their pair's place in the
+            // check. A release leaves the rate pairs alone.
+            pairs: check
+                .pairs()
+                .iter()
+                .enumerate()
+                .map(|(i, (policy, key))| ((*policy).clone(), key.to_vec(), check.cost_of(i)))
+                .collect(),
+            holder: check.holder(),
+            local: verdict.source() == Source::Local,
+        });
+        Lease { verdict, held }
+    }
+
+    /// Whether the request may proceed.
+    pub fn allowed(&self) -> bool {
+        self.verdict.allowed()
+    }
+
+    /// The decisions, as [`Limiter::check`] would report them.
+    pub fn verdict(&self) -> &Verdict<'p> {
+        &self.verdict
+    }
+
+    /// Whether the lease holds units that a release would give back.
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// How long the units are held if never released: the shortest `period` among the held
+    /// policies. `None` when nothing is held.
+    pub fn timeout(&self) -> Option<Duration> {
+        let held = self.held.as_ref()?;
+        held.pairs
+            .iter()
+            .filter(|(policy, _, _)| policy.algorithm() == Algorithm::Concurrency)
+            .map(|(policy, _, _)| policy.period())
+            .min()
+    }
+
+    /// Gives the units back now and waits until the store has them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] when the store could not be reached: the units then go back
+    /// when they time out.
+    pub async fn release(mut self) -> Result<(), Error> {
+        match self.held.take() {
+            Some(held) => held.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Held {
+    /// The check this lease was admitted under.
+    fn check(&self) -> Option<Check<'_>> {
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|(policy, key, cost)| (policy, key.as_slice(), *cost));
+        // Built once already with these pairs and costs, so it cannot fail now.
+        Check::weighted(pairs)
+            .ok()
+            .map(|check| check.held_by(self.holder))
+    }
+
+    async fn release(self) -> Result<(), Error> {
+        let Some(check) = self.check() else {
+            return Ok(());
+        };
+        if self.local {
+            self.limiter.release_locally(&check);
+            return Ok(());
+        }
+        self.limiter
+            .store()
+            .release(&check)
+            .await
+            .map_err(|source| Error::StoreUnavailable { source })
+    }
+
+    /// Releases without waiting: in place when the store answers without I/O, otherwise on
+    /// the current runtime.
+    fn release_on_drop(self) {
+        if let Some(check) = self.check() {
+            if self.local {
+                self.limiter.release_locally(&check);
+                return;
+            }
+            match self.limiter.store() {
+                crate::Storage::Memory(store) => {
+                    store.release_sync(&check);
+                    return;
+                }
+                #[cfg(feature = "redis")]
+                crate::Storage::Redis(_) => {}
+            }
+        }
+        #[cfg(feature = "redis")]
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Nothing waits for this answer: a release that fails leaves the units to time out.
+            runtime.spawn(async move {
+                let _ = self.release().await;
+            });
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.release_on_drop();
+        }
+    }
+}
+
+impl fmt::Debug for Lease<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("allowed", &self.allowed())
+            .field("holds", &self.holds())
+            .field("holder", &self.held.as_ref().map(|held| held.holder))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A holder no other lease of this process has had in its last 2^32 leases (the low half is a
+/// counter), and whose high half nobody outside the process can guess (a keyed hash of that
+/// counter). Never [`Holder::ANONYMOUS`].
+pub(crate) fn new_holder() -> Holder {
+    static SECRET: OnceLock<RandomState> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let count = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut hasher = SECRET.get_or_init(RandomState::new).build_hasher();
+    hasher.write_u64(count);
+    let low = count & 0xFFFF_FFFF;
+    // A zero low half would make the holder anonymous when the hash's high half is zero too.
+    Holder((hasher.finish() & !0xFFFF_FFFF) | low.max(1))
+}
