@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use floodwall::{Decision, Policy, Verdict};
+use floodwall::{Algorithm, Decision, Policy, Verdict};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use sfv::{Integer, KeyRef, ListSerializer, StringRef};
+use smallvec::{SmallVec, smallvec};
 
 /// `RateLimit-Policy`.
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -81,10 +82,18 @@ fn integer(value: u64) -> Integer {
     Integer::try_from(value).unwrap_or(Integer::MAX)
 }
 
-/// A Structured Fields List of String items, one per policy, each with two Integer parameters.
-fn list<'a>(
-    items: impl Iterator<Item = (&'a str, [(&'static str, u64); 2])>,
-) -> Option<HeaderValue> {
+/// One parameter of a list item: a whole number, or a token-like string.
+#[derive(Debug, Clone, Copy)]
+enum Parameter {
+    Integer(u64),
+    String(&'static str),
+}
+
+/// A Structured Fields List of String items, one per policy, each with its parameters.
+fn list<'a, P>(items: impl Iterator<Item = (&'a str, P)>) -> Option<HeaderValue>
+where
+    P: IntoIterator<Item = (&'static str, Parameter)>,
+{
     let mut serializer = ListSerializer::new();
     for (name, parameters) in items {
         // Policy names are 1-64 of [A-Za-z0-9_.-]: always a valid String.
@@ -93,19 +102,30 @@ fn list<'a>(
         };
         let mut item = serializer.bare_item(name);
         for (key, value) in parameters {
-            item = item.parameter(KeyRef::constant(key), integer(value));
+            let key = KeyRef::constant(key);
+            item = match value {
+                Parameter::Integer(value) => item.parameter(key, integer(value)),
+                Parameter::String(value) => match StringRef::from_str(value) {
+                    Ok(value) => item.parameter(key, value),
+                    Err(_) => item,
+                },
+            };
         }
     }
     let text = serializer.finish()?;
     HeaderValue::from_str(&text).ok()
 }
 
-/// Policy name, `q` and `w`: everything `RateLimit-Policy` says about a policy.
-fn policy_item(policy: &Policy) -> (&str, [(&'static str, u64); 2]) {
-    (
-        policy.name(),
-        [("q", policy.capacity()), ("w", window_seconds(policy))],
-    )
+/// Policy name, `q` and `w`: everything `RateLimit-Policy` says about a rate. An in-flight
+/// limit has no window: it says `q` and the quota unit `qu="concurrent-requests"`.
+fn policy_item(policy: &Policy) -> (&str, SmallVec<[(&'static str, Parameter); 2]>) {
+    let q = ("q", Parameter::Integer(policy.capacity()));
+    let parameters = if policy.algorithm() == Algorithm::Concurrency {
+        smallvec![q, ("qu", Parameter::String("concurrent-requests"))]
+    } else {
+        smallvec![q, ("w", Parameter::Integer(window_seconds(policy)))]
+    };
+    (policy.name(), parameters)
 }
 
 /// Writes the rate-limit headers of a verdict, as the layer does; for services that decide
@@ -174,7 +194,10 @@ impl RateLimitHeaders {
             let state_value = list(verdict.iter().map(|(policy, decision)| {
                 (
                     policy.name(),
-                    [("r", decision.remaining), ("t", reset_seconds(decision))],
+                    [
+                        ("r", Parameter::Integer(decision.remaining)),
+                        ("t", Parameter::Integer(reset_seconds(decision))),
+                    ],
                 )
             }));
             if let (Some(policy_value), Some(state_value)) =

@@ -33,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) counters: DecisionCounters,
     /// Told of every decision, when set.
     pub(crate) observe: Option<Box<ObserveFn>>,
+    /// Whether a policy is `concurrency`: each admitted request then holds a lease.
+    pub(crate) holds: bool,
 }
 
 impl fmt::Debug for Config {
@@ -222,6 +224,10 @@ impl RateLimitLayerBuilder {
     pub fn build(self) -> RateLimitLayer {
         RateLimitLayer {
             config: Arc::new(Config {
+                holds: self
+                    .policies
+                    .iter()
+                    .any(|p| p.algorithm() == floodwall::Algorithm::Concurrency),
                 headers: RateLimitHeaders::new(self.headers, &self.policies),
                 counters: DecisionCounters::new(&self.policies),
                 limiter: self.limiter,

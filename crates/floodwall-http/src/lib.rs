@@ -17,6 +17,7 @@
 //! several policies checks them together, all-or-nothing, in one store call.
 
 mod headers;
+mod held;
 pub mod key;
 mod layer;
 mod metrics;
@@ -28,6 +29,7 @@ pub use headers::{
     HeaderMode, RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, X_RATELIMIT_LIMIT,
     X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, retry_after_seconds,
 };
+pub use held::HeldBody;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
 pub use metrics::{DECISIONS_TOTAL, PolicyCounters};
 pub use observe::DecisionRecord;

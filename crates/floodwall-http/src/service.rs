@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::{Error, Policy};
+use floodwall::{Algorithm, Error, Policy};
 use http::{Request, Response};
+use http_body::Body;
 use http_body_util::{Either, Full};
 use tower_service::Service;
 
+use crate::held::HeldBody;
 use crate::key::KeyError;
 use crate::layer::Config;
 use crate::observe::DecisionRecord;
 use crate::problem;
 
-/// The body of a rate-limited service's responses: the inner service's, or one of ours.
-pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
+/// The body of a rate-limited service's responses: the inner service's (holding the request's
+/// in-flight units, if a policy is `concurrency`, until it is sent), or one of ours.
+pub type RateLimitBody<B> = Either<HeldBody<B>, Full<Bytes>>;
 
 /// The future of a [`RateLimit`] call.
 pub type ResponseFuture<B, E> =
@@ -63,7 +66,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     ReqBody: Send + 'static,
-    ResBody: Send,
+    ResBody: Body + Send,
 {
     type Response = Response<RateLimitBody<ResBody>>;
     type Error = S::Error;
@@ -82,7 +85,7 @@ where
             let (parts, body) = request.into_parts();
             if (config.exempt)(&parts) {
                 let response = inner.call(Request::from_parts(parts, body)).await?;
-                return Ok(response.map(Either::Left));
+                return Ok(response.map(|body| Either::Left(HeldBody::new(body, None))));
             }
             let key = match config.key.extract(&parts) {
                 Ok(key) => key,
@@ -93,7 +96,19 @@ where
             };
             let cost = (config.cost)(&parts);
             let started = config.observe.as_ref().map(|_| tokio::time::Instant::now());
-            let decided = config.limiter.check_all(&config.policies, &key, cost).await;
+            // An in-flight limit holds its units until the response has been sent.
+            let (decided, held) = if config.holds {
+                match config.limiter.lease_all(&config.policies, &key, cost).await {
+                    Ok(lease) => {
+                        let (verdict, held) = lease.split();
+                        (Ok(verdict), held)
+                    }
+                    Err(error) => (Err(error), None),
+                }
+            } else {
+                let decided = config.limiter.check_all(&config.policies, &key, cost).await;
+                (decided, None)
+            };
             if let (Some(observe), Some(started)) = (&config.observe, started) {
                 observe(&DecisionRecord {
                     request: &parts,
@@ -117,17 +132,20 @@ where
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config.headers.write(response.headers_mut(), &verdict);
                 if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
-                    // The policies that consumed: every one that admitted.
+                    // The policies that consumed: every rate that admitted. In-flight units go
+                    // back with the body, and only the holder's own.
                     let consumed: Vec<(&Policy, &[u8])> = verdict
                         .iter()
-                        .filter(|(_, decision)| decision.allowed)
+                        .filter(|(policy, decision)| {
+                            decision.allowed && policy.algorithm() != Algorithm::Concurrency
+                        })
                         .map(|(policy, _)| (policy, key.as_slice()))
                         .collect();
                     if let Err(error) = config.limiter.refund_each(&consumed, cost).await {
                         tracing::debug!(%error, "refund failed; the request stays counted");
                     }
                 }
-                return Ok(response.map(Either::Left));
+                return Ok(response.map(|body| Either::Left(HeldBody::new(body, held))));
             }
             // One line per denial, at debug: policy and path, never the client key.
             tracing::debug!(

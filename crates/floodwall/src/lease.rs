@@ -28,8 +28,13 @@ use crate::verdict::{Source, Verdict};
 #[must_use = "a lease is released when dropped: bind it for as long as the request runs"]
 pub struct Lease<'p> {
     verdict: Verdict<'p>,
-    held: Option<Held>,
+    held: Option<LeaseGuard>,
 }
+
+/// The units a [`Lease`] holds, apart from its verdict (which borrows the policies): it owns
+/// what a release needs, so it can travel with a response body. Released on drop, as a lease.
+#[must_use = "a guard is released when dropped: keep it for as long as the request runs"]
+pub struct LeaseGuard(Option<Held>);
 
 /// What a release needs, owned: the limiter, the held pairs and who holds them.
 struct Held {
@@ -59,7 +64,16 @@ impl<'p> Lease<'p> {
             holder: check.holder(),
             local: verdict.source() == Source::Local,
         });
-        Lease { verdict, held }
+        Lease {
+            verdict,
+            held: held.map(|held| LeaseGuard(Some(held))),
+        }
+    }
+
+    /// The verdict, and the guard of what is held (`None` when nothing is): for a caller that
+    /// keeps the units beyond the verdict's borrow, in a response body say.
+    pub fn split(self) -> (Verdict<'p>, Option<LeaseGuard>) {
+        (self.verdict, self.held)
     }
 
     /// Whether the request may proceed.
@@ -80,7 +94,28 @@ impl<'p> Lease<'p> {
     /// How long the units are held if never released: the shortest `period` among the held
     /// policies. `None` when nothing is held.
     pub fn timeout(&self) -> Option<Duration> {
-        let held = self.held.as_ref()?;
+        self.held.as_ref()?.timeout()
+    }
+
+    /// Gives the units back now and waits until the store has them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] when the store could not be reached: the units then go back
+    /// when they time out.
+    pub async fn release(mut self) -> Result<(), Error> {
+        match self.held.take() {
+            Some(guard) => guard.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl LeaseGuard {
+    /// How long the units are held if never released: the shortest `period` among the held
+    /// policies.
+    pub fn timeout(&self) -> Option<Duration> {
+        let held = self.0.as_ref()?;
         held.pairs
             .iter()
             .filter(|(policy, _, _)| policy.algorithm() == Algorithm::Concurrency)
@@ -92,10 +127,9 @@ impl<'p> Lease<'p> {
     ///
     /// # Errors
     ///
-    /// [`Error::StoreUnavailable`] when the store could not be reached: the units then go back
-    /// when they time out.
+    /// As [`Lease::release`].
     pub async fn release(mut self) -> Result<(), Error> {
-        match self.held.take() {
+        match self.0.take() {
             Some(held) => held.release().await,
             None => Ok(()),
         }
@@ -157,11 +191,19 @@ impl Held {
     }
 }
 
-impl Drop for Lease<'_> {
+impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
+        if let Some(held) = self.0.take() {
             held.release_on_drop();
         }
+    }
+}
+
+impl fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("holder", &self.0.as_ref().map(|held| held.holder))
+            .finish_non_exhaustive()
     }
 }
 
@@ -170,7 +212,7 @@ impl fmt::Debug for Lease<'_> {
         f.debug_struct("Lease")
             .field("allowed", &self.allowed())
             .field("holds", &self.holds())
-            .field("holder", &self.held.as_ref().map(|held| held.holder))
+            .field("guard", &self.held)
             .finish_non_exhaustive()
     }
 }

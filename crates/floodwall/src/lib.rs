@@ -42,7 +42,7 @@ pub use floodwall_core::{
     Algorithm, Calendar, Clock, CostError, Decision, Holder, ManualClock, Mode, OnError, Policy,
     PolicyError, SystemClock, parse_period,
 };
-pub use lease::Lease;
+pub use lease::{Lease, LeaseGuard};
 pub use limiter::{
     DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats, StoreErrorCounts,
 };

@@ -49,7 +49,14 @@ async fn run(policy: Policy, steps: Vec<(u64, u64)>) -> Result<(), TestCaseError
             quota[0].param("q"),
             i64::try_from(policy.capacity()).unwrap()
         );
-        prop_assert_eq!(quota[0].param("w"), ceil_seconds(policy.period()).max(1));
+        if policy.algorithm() == Algorithm::Concurrency {
+            // Requests in flight have no window.
+            prop_assert_eq!(quota[0].unit.as_deref(), Some("concurrent-requests"));
+            prop_assert!(quota[0].params.iter().all(|(key, _)| key != "w"));
+        } else {
+            prop_assert_eq!(quota[0].unit.as_deref(), None);
+            prop_assert_eq!(quota[0].param("w"), ceil_seconds(policy.period()).max(1));
+        }
         prop_assert!(state[0].param("r") >= 0 && state[0].param("t") >= 0);
         if response.status() == StatusCode::OK {
             prop_assert!(!headers.contains_key("retry-after"));

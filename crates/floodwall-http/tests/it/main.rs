@@ -6,6 +6,7 @@
 
 mod client_ip;
 mod headers;
+mod in_flight;
 mod layer;
 mod outage;
 mod real_socket;

@@ -36,12 +36,14 @@ where
     serde_json::from_slice(&bytes).unwrap()
 }
 
-/// One item of a `RateLimit-Policy` or `RateLimit` list: the policy name and its integer
-/// parameters, checked to be what the draft requires (a String, Integer parameters).
+/// One item of a `RateLimit-Policy` or `RateLimit` list: the policy name, its integer
+/// parameters and its quota unit, checked to be what the draft requires (a String, Integer
+/// parameters, `qu` a String of the draft's units).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RateLimitItem {
     pub(crate) name: String,
     pub(crate) params: Vec<(String, i64)>,
+    pub(crate) unit: Option<String>,
 }
 
 impl RateLimitItem {
@@ -73,19 +75,33 @@ pub(crate) fn parse_list(headers: &HeaderMap, name: &str) -> Vec<RateLimitItem> 
                     item.bare_item
                 );
             };
+            let mut unit = None;
             let params = item
                 .params
                 .iter()
-                .map(|(key, value)| {
+                .filter_map(|(key, value)| {
+                    if key.as_str() == "qu" {
+                        let BareItem::String(text) = value else {
+                            panic!("{name}: qu must be a String, got {value:?}");
+                        };
+                        let text = text.as_str();
+                        assert!(
+                            ["requests", "content-bytes", "concurrent-requests"].contains(&text),
+                            "{name}: qu={text:?} is not a unit of the draft"
+                        );
+                        unit = Some(text.to_owned());
+                        return None;
+                    }
                     let BareItem::Integer(integer) = value else {
                         panic!("{name}: {key:?} must be an Integer, got {value:?}");
                     };
-                    (key.as_str().to_owned(), i64::from(*integer))
+                    Some((key.as_str().to_owned(), i64::from(*integer)))
                 })
                 .collect();
             RateLimitItem {
                 name: policy.as_str().to_owned(),
                 params,
+                unit,
             }
         })
         .collect()
