@@ -33,7 +33,7 @@ pub(crate) struct CheckState {
     /// Per policy name: its single-policy headers and its decision counters, built once so a
     /// check does no registry lookups and no header serialisation it can avoid.
     per_policy: HashMap<String, PolicyInstruments>,
-    instruments: RouteInstruments,
+    pub(crate) instruments: RouteInstruments,
     decision_log: Option<DecisionLog>,
 }
 
@@ -66,6 +66,13 @@ impl CheckState {
             instruments: RouteInstruments::new(CHECK_ROUTE),
             decision_log,
         }
+    }
+
+    /// The configured policy `name`, or the 404 that lists them.
+    pub(crate) fn policy(&self, name: &str) -> Result<&Policy, ApiError> {
+        self.config
+            .policy(name)
+            .ok_or_else(|| ApiError::unknown_policy(name, &self.config.policies))
     }
 
     /// Counts the decision of each policy as the layer does (`floodwall_decisions_total`).
@@ -106,15 +113,29 @@ fn one() -> u64 {
     1
 }
 
+/// What a request to the check API asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// `POST /v1/check`: a decision.
+    Check,
+    /// `POST /v1/leases`: a decision whose in-flight units stay held until released.
+    Lease,
+}
+
 pub(crate) async fn check(State(state): State<Arc<CheckState>>, request: Request) -> Response {
-    let response = decide(&state, request)
+    answer(&state, request, Ask::Check).await
+}
+
+/// Decides `request` as `ask` says, and counts the answer.
+pub(crate) async fn answer(state: &CheckState, request: Request, ask: Ask) -> Response {
+    let response = decide(state, request, ask)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     state.instruments.answered(response.status());
     response
 }
 
-async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiError> {
+async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Response, ApiError> {
     crate::auth::bearer(
         request.headers(),
         state.config.check.token.as_deref(),
@@ -130,12 +151,14 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
             "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"
         ))
     })?;
-    let find = |name: &str| {
-        state
-            .config
-            .policy(name)
-            .ok_or_else(|| ApiError::unknown_policy(name, &state.config.policies))
-    };
+    if ask == Ask::Lease && request.key.len() > crate::leases::MAX_LEASE_KEY {
+        return Err(ApiError::BadCheck(format!(
+            "a lease's key is at most {} bytes, so that its id fits in a URL; this one has {}",
+            crate::leases::MAX_LEASE_KEY,
+            request.key.len()
+        )));
+    }
+    let find = |name: &str| state.policy(name);
     // One policy is checked in place; several are gathered in the order the check names them.
     let gathered: Vec<Policy>;
     let (policies, multi) = match (&request.policy, &request.policies) {
@@ -162,10 +185,17 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
         }
     };
     let started = tokio::time::Instant::now();
-    let decided = state
-        .limiter
-        .check_all(policies, request.key.as_bytes(), request.cost)
-        .await;
+    let (key, cost) = (request.key.as_bytes(), request.cost);
+    let (decided, lease) = match ask {
+        Ask::Check => (state.limiter.check_all(policies, key, cost).await, None),
+        Ask::Lease => match state.limiter.lease_all(policies, key, cost).await {
+            Ok(lease) => {
+                let (verdict, guard) = lease.split();
+                (Ok(verdict), guard)
+            }
+            Err(error) => (Err(error), None),
+        },
+    };
     state.instruments.decided(started.elapsed());
     if let Some(log) = &state.decision_log {
         log.record(
@@ -185,22 +215,42 @@ async fn decide(state: &CheckState, request: Request) -> Result<Response, ApiErr
         }
     };
     state.record(&verdict);
+    // The units stay held past this request: the client releases them by the lease's id.
+    let held = lease.map(|guard| {
+        let timeout = guard.timeout().unwrap_or_default();
+        let id = guard
+            .holder()
+            .map(|holder| crate::leases::LeaseId::new(holder, cost, key, policies).encode());
+        guard.keep();
+        LeaseFields {
+            lease: id,
+            timeout_ms: Some(millis_ceil(timeout)),
+        }
+    });
+    let lease = match (ask, held) {
+        (Ask::Check, _) => None,
+        (Ask::Lease, Some(held)) => Some(held),
+        // Denied, or admitted without counting: nothing to release.
+        (Ask::Lease, None) => Some(LeaseFields {
+            lease: None,
+            timeout_ms: None,
+        }),
+    };
     // Serialising these plain structs cannot fail; an empty body would still carry the status
     // and headers. A single decision's body is well under the capacity given.
     let mut body = Vec::with_capacity(if multi { 128 * policies.len() } else { 160 });
     let written = if multi {
-        serde_json::to_writer(
-            &mut body,
-            &MultiBody {
-                allowed: verdict.allowed(),
-                decisions: verdict
-                    .iter()
-                    .map(|(policy, decision)| decision_body(&verdict, policy, decision))
-                    .collect(),
-            },
-        )
+        let decisions = MultiBody {
+            allowed: verdict.allowed(),
+            decisions: verdict
+                .iter()
+                .map(|(policy, decision)| decision_body(&verdict, policy, decision))
+                .collect(),
+        };
+        serde_json::to_writer(&mut body, &Leased { decisions, lease })
     } else {
-        serde_json::to_writer(&mut body, &single_decision_body(&verdict))
+        let decisions = single_decision_body(&verdict);
+        serde_json::to_writer(&mut body, &Leased { decisions, lease })
     };
     if written.is_err() {
         body.clear();
@@ -249,6 +299,23 @@ pub struct DecisionBody<'a> {
     pub reset_after_ms: Option<u64>,
     /// On a denial, milliseconds until the same request would be admitted, rounded up.
     pub retry_after_ms: Option<u64>,
+}
+
+/// A body of the check API, with a lease's fields when one was asked for.
+#[derive(Debug, Serialize)]
+struct Leased<T> {
+    #[serde(flatten)]
+    decisions: T,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseFields>,
+}
+
+/// What `POST /v1/leases` adds to a check's body: the id to release the lease by and how long
+/// its units are held if never released; both `null` when nothing is held.
+#[derive(Debug, Serialize)]
+struct LeaseFields {
+    lease: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 /// The body of a multi-policy check: the all-or-nothing verdict and each policy's decision.

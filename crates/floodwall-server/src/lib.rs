@@ -15,6 +15,7 @@ mod decision_log;
 mod error;
 mod framing;
 mod health;
+mod leases;
 mod path;
 mod pool;
 mod proxy;
@@ -28,7 +29,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use floodwall::{Limiter, Policy, Storage, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -182,12 +183,7 @@ pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
     let table = RouteTable::new(&config, &limiter);
     let mut router = Router::new();
     if config.check.enabled && config.check.listen.is_none() {
-        router = router.route(
-            "/v1/check",
-            post(check::check)
-                .with_state(check_state)
-                .fallback(only("POST")),
-        );
+        router = router.merge(check_routes(check_state));
     }
     router
         .route("/healthz", get(healthz).fallback(only("GET, HEAD")))
@@ -202,15 +198,32 @@ pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
 /// The router of `[check] listen`: `/v1/check` and `/healthz`.
 pub fn check_app(config: Arc<Config>, limiter: Limiter) -> Router {
     let check_state = Arc::new(CheckState::new(limiter, config));
+    check_routes(check_state)
+        .route("/healthz", get(healthz).fallback(only("GET, HEAD")))
+        .fallback(no_route)
+}
+
+/// The check API: `POST /v1/check`, `POST /v1/leases` and `DELETE /v1/leases/{id}`.
+fn check_routes<S: Clone + Send + Sync + 'static>(state: Arc<CheckState>) -> Router<S> {
     Router::new()
         .route(
             "/v1/check",
             post(check::check)
-                .with_state(check_state)
+                .with_state(Arc::clone(&state))
                 .fallback(only("POST")),
         )
-        .route("/healthz", get(healthz).fallback(only("GET, HEAD")))
-        .fallback(no_route)
+        .route(
+            "/v1/leases",
+            post(leases::acquire)
+                .with_state(Arc::clone(&state))
+                .fallback(only("POST")),
+        )
+        .route(
+            "/v1/leases/{id}",
+            delete(leases::release)
+                .with_state(state)
+                .fallback(only("DELETE")),
+        )
 }
 
 /// A 405 problem naming the methods `allow`ed, for the methods a route does not serve.

@@ -86,6 +86,11 @@ impl<'p> Lease<'p> {
         &self.verdict
     }
 
+    /// Who holds the units, `None` when nothing is held: see [`LeaseGuard::holder`].
+    pub fn holder(&self) -> Option<Holder> {
+        self.held.as_ref()?.holder()
+    }
+
     /// Whether the lease holds units that a release would give back.
     pub fn holds(&self) -> bool {
         self.held.is_some()
@@ -112,6 +117,18 @@ impl<'p> Lease<'p> {
 }
 
 impl LeaseGuard {
+    /// Who holds the units: with the policies, key and cost of the lease, what
+    /// [`Limiter::release`] needs to give them back from anywhere.
+    pub fn holder(&self) -> Option<Holder> {
+        self.0.as_ref().map(|held| held.holder)
+    }
+
+    /// Lets the units go without releasing them: they stay held until someone calls
+    /// [`Limiter::release`] with this guard's holder, or until they time out.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+
     /// How long the units are held if never released: the shortest `period` among the held
     /// policies.
     pub fn timeout(&self) -> Option<Duration> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use floodwall_core::{Decision, OnError, Policy};
+use floodwall_core::{Decision, Holder, OnError, Policy};
 use smallvec::SmallVec;
 
 use crate::check::Check;
@@ -450,6 +450,33 @@ impl Limiter {
             Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?.held_by(new_holder());
         let verdict = self.verdict(&check, pairs.iter().map(|(p, _)| *p)).await?;
         Ok(Lease::new(self, &check, verdict))
+    }
+
+    /// Gives back what `holder` holds of `key` under the `concurrency` ones of `policies`, a
+    /// lease admitted with `cost` by [`Limiter::lease_all`] on any instance sharing the store
+    /// (its [`LeaseGuard::holder`](crate::LeaseGuard::holder)): for a lease whose guard was
+    /// handed to another process, an HTTP client say. Releasing what is not held does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Check`] for a check no lease could have been admitted under;
+    /// [`Error::StoreUnavailable`] when the store could not be reached (the units then go back
+    /// when they time out).
+    pub async fn release(
+        &self,
+        policies: &[Policy],
+        key: impl AsRef<[u8]>,
+        cost: u64,
+        holder: Holder,
+    ) -> Result<(), Error> {
+        let check = Check::new(policies, key.as_ref(), cost)?.held_by(holder);
+        // Held by the fallback if the store was down when it was admitted.
+        self.release_locally(&check);
+        self.shared
+            .store
+            .release(&check)
+            .await
+            .map_err(|source| Error::StoreUnavailable { source })
     }
 
     /// Gives back what `check`'s holder holds in the in-process fallback.

@@ -15,6 +15,7 @@ mod envoy_files;
 mod fake_envoy;
 mod framing;
 mod in_process;
+mod leases;
 mod logs;
 mod operations;
 mod outages;
