@@ -230,6 +230,41 @@ impl PyLimiter {
         Ok(PyDecision::of(&policy.inner, &verdict))
     }
 
+    /// Admits a request of `cost` under `policy` and keeps what a `concurrency` policy holds
+    /// past this call: returns the decision and the holder to release it by (`None` when
+    /// nothing is held: denied, or admitted without counting). `Limiter.lease` wraps it.
+    fn _hold(
+        &self,
+        py: Python<'_>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<(PyDecision, Option<u64>)> {
+        let policies = std::slice::from_ref(&policy.inner);
+        let lease = self.run(py, self.limiter.lease_all(policies, &key, cost))?;
+        let (verdict, guard) = lease.split();
+        let holder = guard.map(|guard| {
+            let holder = guard.holder().map(|h| h.0);
+            guard.keep();
+            holder
+        });
+        Ok((PyDecision::of(&policy.inner, &verdict), holder.flatten()))
+    }
+
+    /// Gives back what `holder` holds of `key` under `policy`, admitted with `cost`.
+    fn _release(
+        &self,
+        py: Python<'_>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+        holder: u64,
+    ) -> PyResult<()> {
+        let policies = std::slice::from_ref(&policy.inner);
+        let holder = floodwall::Holder(holder);
+        self.run(py, self.limiter.release(policies, &key, cost, holder))
+    }
+
     /// Whether the store is the memory store, whose calls never wait.
     #[getter]
     fn in_memory(&self) -> bool {

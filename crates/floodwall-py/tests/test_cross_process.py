@@ -15,7 +15,7 @@ import floodwall
 
 from conftest import Floodwall, unique_prefix
 
-ALGORITHMS = ["fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"]
+ALGORITHMS = ["fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra", "concurrency"]
 WORKER = Path(__file__).with_name("cross_process_worker.py")
 
 

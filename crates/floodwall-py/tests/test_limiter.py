@@ -14,7 +14,7 @@ from floodwall.testing import ManualClock
 
 from conftest import RedisServer, unique_prefix
 
-ALGORITHMS = ["fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"]
+ALGORITHMS = ["fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra", "concurrency"]
 
 
 def limiter_on(storage: str, **options) -> floodwall.Limiter:

@@ -72,7 +72,8 @@ impl LeaseId {
             })
             .collect::<Option<Vec<u8>>>()?;
         let policies: Vec<String> = fields.map(str::to_owned).collect();
-        if holder == Holder::ANONYMOUS || policies.is_empty() || policies.len() > most_policies {
+        let named = !policies.is_empty() && policies.iter().all(|name| !name.is_empty());
+        if holder == Holder::ANONYMOUS || !named || policies.len() > most_policies {
             return None;
         }
         Some(LeaseId {

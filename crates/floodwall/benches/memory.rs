@@ -37,8 +37,9 @@ fn key_sequence(seed: u64, keys: u64) -> Vec<u64> {
 /// A policy no benchmark reaches: every decision is an admission.
 fn never_reached(algorithm: Algorithm) -> Policy {
     let (limit, period) = match algorithm {
-        // One log entry per admission: keep the log short by letting entries leave quickly.
-        Algorithm::SlidingLog => (1_000_000, Duration::from_millis(1)),
+        // One entry per admission (or holder): keep the log short by letting entries leave
+        // quickly.
+        Algorithm::SlidingLog | Algorithm::Concurrency => (1_000_000, Duration::from_millis(1)),
         _ => (1_000_000_000, Duration::from_secs(1)),
     };
     Policy::new("bench", algorithm, limit, period).unwrap()

@@ -25,7 +25,7 @@ const CALLERS: usize = 64;
 
 fn throughput_policy(algorithm: Algorithm) -> Policy {
     // Never reached at ~10 requests per key per second, as in the anchors' scripts.
-    let limit = if algorithm == Algorithm::SlidingLog {
+    let limit = if matches!(algorithm, Algorithm::SlidingLog | Algorithm::Concurrency) {
         100
     } else {
         1_000
@@ -102,7 +102,7 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
             .unwrap();
         let before = info_number(&mut admin, "memory", "used_memory", None).await;
         let memory_policy = Arc::new([memory_policy(algorithm)]);
-        let per_client = if algorithm == Algorithm::SlidingLog {
+        let per_client = if matches!(algorithm, Algorithm::SlidingLog | Algorithm::Concurrency) {
             10
         } else {
             1

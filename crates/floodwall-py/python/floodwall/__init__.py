@@ -18,13 +18,24 @@ Being limited is a :class:`Decision`, not an exception, except in :meth:`Limiter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import inspect
 import re
 import socket
 import weakref
-from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from . import _native
 from ._native import (
@@ -151,6 +162,43 @@ class Limiter(_native.Limiter):
         if not decision.allowed:
             raise RateLimited(decision)
         return decision
+
+    @contextlib.contextmanager
+    def lease(self, policy: Policy, key: Union[str, bytes], cost: int = 1) -> Iterator[Decision]:
+        """Holds ``cost`` units of a ``concurrency`` policy for ``key`` while the ``with`` block
+        runs, and gives them back when it ends, however it ends; raises :class:`RateLimited`
+        when none is free. A holder that dies without leaving the block gives its units back
+        after the policy's period."""
+        decision, holder = self._hold(policy, key, cost)
+        if not decision.allowed:
+            raise RateLimited(decision)
+        try:
+            yield decision
+        finally:
+            if holder is not None:
+                self._release(policy, key, cost, holder)
+
+    @contextlib.asynccontextmanager
+    async def alease(
+        self, policy: Policy, key: Union[str, bytes], cost: int = 1
+    ) -> AsyncIterator[Decision]:
+        """:meth:`lease` for coroutines. On Redis the store calls run in the loop's default
+        executor, so the event loop never waits on them."""
+        loop = asyncio.get_running_loop()
+        if self.in_memory:
+            decision, holder = self._hold(policy, key, cost)
+        else:
+            decision, holder = await loop.run_in_executor(None, self._hold, policy, key, cost)
+        if not decision.allowed:
+            raise RateLimited(decision)
+        try:
+            yield decision
+        finally:
+            if holder is not None:
+                if self.in_memory:
+                    self._release(policy, key, cost, holder)
+                else:
+                    await loop.run_in_executor(None, self._release, policy, key, cost, holder)
 
     def limit(
         self,
