@@ -17,20 +17,7 @@ use http_body::Frame;
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
-/// Serves `router` on a free loopback port; the server lives as long as the test's runtime.
-async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    address
-}
+use crate::support::serve;
 
 fn one_at_a_time() -> RateLimitLayer {
     let policy = Policy::new(

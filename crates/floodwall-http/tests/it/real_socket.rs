@@ -1,30 +1,15 @@
 //! The example app over real sockets, driven by a real HTTP client: alone on the memory store,
 //! and two instances sharing one limit through one redis-server.
 
-use std::net::SocketAddr;
-
 use floodwall::{Limiter, MemoryStore, RedisConfig, RedisStore};
 use floodwall_testkit::RedisServer;
 use reqwest::StatusCode;
 
+use crate::support::serve;
+
 #[path = "../../examples/hello_api.rs"]
 #[allow(dead_code)]
 mod hello_api;
-
-/// Serves `router` on a free loopback port; the server lives as long as the test's runtime.
-async fn serve(router: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    address
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_says_hello_ten_times_a_minute_then_429() {

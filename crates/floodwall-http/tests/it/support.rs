@@ -106,3 +106,18 @@ pub(crate) fn parse_list(headers: &HeaderMap, name: &str) -> Vec<RateLimitItem> 
         })
         .collect()
 }
+
+/// Serves `router` on a free loopback port; the server lives as long as the test's runtime.
+pub(crate) async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    address
+}
