@@ -126,7 +126,10 @@ pub(super) fn rls(
         Some(text) => parse_or(
             diagnostics,
             text,
-            |text| Algorithm::from_str(text).map_err(|e| e.to_string()),
+            |text| match Algorithm::from_str(text) {
+                Ok(Algorithm::Concurrency) => Err(IN_FLIGHT_OVER_RLS.to_owned()),
+                parsed => parsed.map_err(|e| e.to_string()),
+            },
             Some(
                 "the algorithm of the envoy_config files' limits; fixed_window, their own, is the default",
             ),
@@ -169,9 +172,14 @@ pub(super) fn rls(
             None
         }
     };
+    let in_flight: Vec<&str> = policies
+        .iter()
+        .filter(|p| p.algorithm() == Algorithm::Concurrency)
+        .map(Policy::name)
+        .collect();
     let mut rules: Vec<RlsRule> = Vec::new();
     for rule in &raw.rules {
-        let Some(parsed) = self::rule(rule, defined, diagnostics) else {
+        let Some(parsed) = self::rule(rule, defined, &in_flight, diagnostics) else {
             continue;
         };
         if let Some(first) = rules
@@ -225,7 +233,15 @@ pub(super) fn rls(
     })
 }
 
-fn rule(raw: &RawRlsRule, defined: &[&str], diagnostics: &mut Diagnostics<'_>) -> Option<RlsRule> {
+/// Why an in-flight limit cannot be decided over Envoy's rate limit service.
+const IN_FLIGHT_OVER_RLS: &str = "Envoy never tells the rate limit service when a request ends, so a concurrency policy's slot would only come back after its period; limit requests in flight on a floodwall route, or through POST /v1/leases";
+
+fn rule(
+    raw: &RawRlsRule,
+    defined: &[&str],
+    in_flight: &[&str],
+    diagnostics: &mut Diagnostics<'_>,
+) -> Option<RlsRule> {
     let domain = parse_or(
         diagnostics,
         &raw.domain,
@@ -260,7 +276,17 @@ fn rule(raw: &RawRlsRule, defined: &[&str], diagnostics: &mut Diagnostics<'_>) -
     }
     let mut policies = Vec::new();
     for name in raw.policies.get_ref() {
-        if defined.contains(&name.get_ref().as_str()) {
+        if in_flight.contains(&name.get_ref().as_str()) {
+            diagnostics.error(
+                Some(name.span()),
+                format!(
+                    "rule uses the concurrency policy {:?}, which Envoy cannot release",
+                    name.get_ref()
+                ),
+                Some(IN_FLIGHT_OVER_RLS.to_owned()),
+            );
+            valid = false;
+        } else if defined.contains(&name.get_ref().as_str()) {
             policies.push(name.get_ref().clone());
         } else {
             let hint = match defined.is_empty() {

@@ -40,6 +40,23 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
     // (file, line, column, words in the message, words in the message or hint)
     let cases: Vec<(String, usize, usize, &str, &str)> = vec![
         (
+            "[[policy]]\nname = \"exports\"\nalgorithm = \"concurrency\"\nlimit = 2\nperiod = \"1m\"\n\
+             [rls]\nlisten = \"127.0.0.1:8081\"\n[[rls.rule]]\ndomain = \"edge\"\n\
+             descriptor = [\"user\"]\npolicies = [\"exports\"]\n"
+                .into(),
+            11,
+            13,
+            "concurrency policy \"exports\", which Envoy cannot release",
+            "POST /v1/leases",
+        ),
+        (
+            "[rls]\nlisten = \"127.0.0.1:8081\"\nenvoy_algorithm = \"concurrency\"\n".into(),
+            3,
+            19,
+            "Envoy never tells the rate limit service when a request ends",
+            "fixed_window",
+        ),
+        (
             "[server]\nlisen = 1\n".into(),
             2,
             1,
