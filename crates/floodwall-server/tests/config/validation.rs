@@ -18,7 +18,7 @@ const POLICY: &str = "[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\
 fn the_example_file_and_the_embedded_default_are_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../floodwall.example.toml");
     let config = Config::from_file(&example).unwrap();
-    assert_eq!(config.policies.len(), 2);
+    assert_eq!(config.policies.len(), 3);
     assert_eq!(config.routes.len(), 3);
     let default = Config::embedded_default();
     assert_eq!(default.server.listen.to_string(), "127.0.0.1:8080");
