@@ -34,8 +34,56 @@ pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Rou
                 .delete(limits)
                 .fallback(crate::only("GET, HEAD, DELETE")),
         )
+        .route(
+            "/v1/offenders/{policy}",
+            get(offenders).fallback(crate::only("GET, HEAD")),
+        )
         .fallback(crate::no_route)
         .with_state(state)
+}
+
+/// The most keys `GET /v1/offenders/{policy}` lists.
+const MOST_OFFENDERS: usize = 50;
+
+/// `GET /v1/offenders/{policy}`: the keys the policy denied most over the last minutes, with
+/// each count's possible overcount. Needs the token when one is configured.
+async fn offenders(
+    State(state): State<Arc<AdminState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(policy) = path.map_err(|_| ApiError::Status {
+        status: StatusCode::BAD_REQUEST,
+        title: "Bad path",
+        detail: "the policy in /v1/offenders/{policy} must be percent-encoded UTF-8",
+    })?;
+    let config = Arc::clone(&state.config.borrow());
+    crate::auth::bearer(
+        &headers,
+        config.admin.as_ref().and_then(|a| a.token.as_deref()),
+        crate::auth::Api::Admin,
+    )?;
+    let policy = config
+        .policy(&policy)
+        .ok_or_else(|| ApiError::unknown_policy(&policy, &config.policies))?;
+    let offenders: Vec<_> = state
+        .limiter
+        .top_offenders(policy.name(), MOST_OFFENDERS)
+        .into_iter()
+        .map(|offender| {
+            serde_json::json!({
+                "key": String::from_utf8_lossy(&offender.key),
+                "denied": offender.count,
+                "error": offender.error,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "policy": policy.name(),
+        "window_s": Limiter::OFFENDER_WINDOW_SECONDS,
+        "offenders": offenders,
+    }))
+    .into_response())
 }
 
 /// The store's own figures, as gauges: the memory store's keys, the Redis store's breakers.

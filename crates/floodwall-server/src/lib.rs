@@ -112,6 +112,10 @@ pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Counters per policy and minute for the top offenders (`GET /v1/offenders/{policy}` on the
+/// admin listener): a key denied more than 1/64 of a minute's denials is always listed.
+pub const OFFENDER_COUNTERS: usize = 64;
+
 /// How long in-flight requests may take to finish after shutdown is asked for.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -169,7 +173,10 @@ pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
             url: storage.url(),
             source,
         })?;
-    Ok(Limiter::builder(store).on_error(storage.on_error).build())
+    Ok(Limiter::builder(store)
+        .on_error(storage.on_error)
+        .track_offenders(OFFENDER_COUNTERS)
+        .build())
 }
 
 /// The main listener's router for `config`, deciding with `limiter`: routes, `/v1/check`,

@@ -29,6 +29,7 @@ mod error;
 mod lease;
 mod limiter;
 pub mod memory;
+pub mod offenders;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod storage;
@@ -47,6 +48,7 @@ pub use limiter::{
     DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats, StoreErrorCounts,
 };
 pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
+pub use offenders::Offender;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStats, RedisStore};
 pub use storage::{MEMORY_URL, Storage, StorageConfig, StorageStats};

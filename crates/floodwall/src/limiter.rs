@@ -12,6 +12,7 @@ use crate::check::Check;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::lease::{Lease, new_holder};
 use crate::memory::MemoryStore;
+use crate::offenders::{Offender, OffenderTable};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::verdict::{Answer, Source, Verdict};
@@ -45,6 +46,7 @@ struct Shared {
     local_decisions: AtomicU64,
     /// Store failures answered by `on_error`, by [`StoreErrorKind`] (indexed as `ALL`).
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
+    offenders: Option<OffenderTable>,
 }
 /// How often a [`Limiter`] answered without its store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,9 +86,19 @@ pub struct LimiterBuilder {
     on_error: OnError,
     local: Option<MemoryStore>,
     local_share: u64,
+    offenders: Option<usize>,
 }
 
 impl LimiterBuilder {
+    /// Keeps, per policy, the keys it denied most in the last five minutes, in `capacity`
+    /// counters a minute ([`Limiter::top_offenders`]). Off by default; it costs a lock per
+    /// denied pair, never anything on an admission.
+    #[must_use]
+    pub fn track_offenders(mut self, capacity: usize) -> Self {
+        self.offenders = Some(capacity.max(1));
+        self
+    }
+
     /// With `on_error = "local"`, how many instances share the limit: each instance's fallback
     /// admits `limit / instances` (rounded up), so that the fleet as a whole stays near the shared
     /// limit during an outage (default 1: each instance admits the whole limit).
@@ -127,6 +139,7 @@ impl LimiterBuilder {
                 fail_closed: AtomicU64::new(0),
                 local_decisions: AtomicU64::new(0),
                 store_errors: Default::default(),
+                offenders: self.offenders.map(OffenderTable::new),
             }),
         }
     }
@@ -153,6 +166,7 @@ impl Limiter {
             on_error: OnError::Allow,
             local: None,
             local_share: 1,
+            offenders: None,
         }
     }
 
@@ -249,12 +263,34 @@ impl Limiter {
 
     /// The decision on `check`, whose pairs are of `policies` in order, answered per
     /// `on_error` when the store fails.
+    /// The `n` keys `policy` denied most over the last five minutes, most first; empty unless
+    /// the limiter was built with [`LimiterBuilder::track_offenders`]. Each count is at least
+    /// the true number of denials and at most its `error` above it; a key denied more than a
+    /// `1 / capacity` share of a minute's denials is never missing.
+    pub fn top_offenders(&self, policy: &str, n: usize) -> Vec<Offender> {
+        match &self.shared.offenders {
+            Some(table) => table.top(policy, n),
+            None => Vec::new(),
+        }
+    }
+
+    /// The window [`Limiter::top_offenders`] reports over, in seconds.
+    pub const OFFENDER_WINDOW_SECONDS: u64 = OffenderTable::WINDOW_SECONDS;
+
     async fn verdict<'p>(
         &self,
         check: &Check<'_>,
         policies: impl IntoIterator<Item = &'p Policy>,
     ) -> Result<Verdict<'p>, Error> {
         let answer = self.decide(check).await?;
+        if let Some(table) = &self.shared.offenders {
+            for ((policy, key), decision) in check.pairs().iter().zip(&answer.decisions) {
+                // A peek denies nothing.
+                if !decision.allowed && check.cost() > 0 {
+                    table.record(policy, key);
+                }
+            }
+        }
         Ok(Verdict::from_answer(policies, answer))
     }
 

@@ -196,3 +196,57 @@ async fn metrics_describe_themselves_and_cover_every_route() {
         "a raw path leaked into the metrics:\n{text}"
     );
 }
+
+/// The top offenders: keys ranked by denials over the last minutes, from routes and the check
+/// API alike, behind the admin token, only for configured policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_denied_most_are_listed_per_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let service = Floodwall::serve_with(Some(&file), &[("TEST_ADMIN_TOKEN", "s3cret")], true);
+    let client = Client::new();
+    let check = |key: &'static str| {
+        client
+            .post(service.url("/v1/check"))
+            .body(format!(r#"{{"policy": "per-ip", "key": "{key}"}}"#))
+            .send()
+    };
+    // The route's client (127.0.0.1) is denied 3 times, "203.0.113.9" 5 times, "quiet" never.
+    for _ in 0..5 {
+        client.get(service.url("/")).send().await.unwrap();
+    }
+    for _ in 0..7 {
+        check("203.0.113.9").await.unwrap();
+    }
+    check("quiet").await.unwrap();
+
+    let url = service.admin_url("/v1/offenders/per-ip");
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let listed: serde_json::Value = client
+        .get(&url)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["policy"], "per-ip");
+    assert_eq!(listed["window_s"], 300);
+    assert_eq!(
+        listed["offenders"],
+        serde_json::json!([
+            {"key": "203.0.113.9", "denied": 5, "error": 0},
+            {"key": "127.0.0.1", "denied": 3, "error": 0},
+        ])
+    );
+    let unknown = client
+        .get(service.admin_url("/v1/offenders/nope"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
