@@ -169,7 +169,7 @@ async fn a_killed_instance_gives_its_slot_back_after_the_lease_timeout() {
     let up = upstream().await;
     let config = config_file(&format!(
         "[storage]\nurl = \"{}\"\ntimeout = \"2s\"\non_error = \"deny\"\n\
-         [[policy]]\nname = \"one-at-a-time\"\nalgorithm = \"concurrency\"\nlimit = 1\nperiod = \"2s\"\n\
+         [[policy]]\nname = \"one-at-a-time\"\nalgorithm = \"concurrency\"\nlimit = 1\nperiod = \"5s\"\n\
          [[route]]\nmatch = \"GET /up/*\"\nkey = \"global\"\npolicies = [\"one-at-a-time\"]\n\
          upstream = \"http://{up}\"\nupstream_timeout = \"1m\"\n",
         redis.url()
@@ -187,16 +187,22 @@ async fn a_killed_instance_gives_its_slot_back_after_the_lease_timeout() {
         StatusCode::OK
     );
 
-    // A request in flight on the first instance holds the one slot.
-    let hanging = tokio::spawn({
+    // A request in flight on the first instance holds the one slot. The other instance's
+    // probes take it for an instant when it is free, so a hanging request that met one is
+    // refused and sent again.
+    let hang = || {
         let (client, url) = (client.clone(), holder.url("/up/hang"));
-        async move { client.get(url).send().await }
-    });
+        tokio::spawn(async move { client.get(url).send().await })
+    };
+    let mut hanging = hang();
     let mut held = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if status(&client, &other.url("/up/quick")).await == StatusCode::TOO_MANY_REQUESTS {
             held = true;
             break;
+        }
+        if hanging.is_finished() {
+            hanging = hang();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -217,9 +223,9 @@ async fn a_killed_instance_gives_its_slot_back_after_the_lease_timeout() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!((1..=5).contains(&retry), "Retry-After {retry}");
     let mut back = None;
-    while killed.elapsed() < Duration::from_secs(5) {
+    while killed.elapsed() < Duration::from_secs(10) {
         if status(&client, &other.url("/up/quick")).await == StatusCode::OK {
             back = Some(killed.elapsed());
             break;
@@ -227,5 +233,5 @@ async fn a_killed_instance_gives_its_slot_back_after_the_lease_timeout() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let back = back.expect("the slot never came back");
-    assert!(back <= Duration::from_secs(3), "back after {back:?}");
+    assert!(back <= Duration::from_secs(8), "back after {back:?}");
 }
