@@ -66,6 +66,7 @@ struct Held {
     window_start_us: u64,
     /// What Redis had left after the last reservation.
     remaining: u64,
+    /// When (local time) a request last spent, or tried to.
     last_used_us: u64,
 }
 
@@ -80,10 +81,15 @@ struct Lease {
 }
 
 impl Lease {
-    fn new(policy: &Policy) -> Self {
+    /// A lease made at `now_us`: used then, so the sweeper cannot take it for idle before its
+    /// first request has spent from it.
+    fn new(policy: &Policy, now_us: u64) -> Self {
         Lease {
             policy: policy.clone(),
-            held: Mutex::default(),
+            held: Mutex::new(Held {
+                last_used_us: now_us,
+                ..Held::default()
+            }),
             refill: Arc::default(),
         }
     }
@@ -151,7 +157,7 @@ impl Leases {
             return None;
         }
         // Units of a replaced lease are left unspent: fewer admissions, never more.
-        let lease = Arc::new(Lease::new(policy));
+        let lease = Arc::new(Lease::new(policy, self.time.now_us()));
         table.insert(id, Arc::clone(&lease));
         Some((lease, true))
     }
@@ -378,6 +384,26 @@ mod tests {
     use floodwall_testkit::RedisServer;
 
     const EPOCH_US: u64 = 1_767_225_600_000_000;
+
+    /// A sweep that runs between a lease's creation and its first spend (the sweeper starts
+    /// with a key's first request, on another worker) keeps it: it was used just now.
+    #[test]
+    fn a_lease_made_just_now_is_not_idle() {
+        let clock = ManualClock::new(EPOCH_US);
+        let leases = Leases::new(16, Some(Arc::new(clock.clone())));
+        let policy = Policy::new("p", Algorithm::FixedWindow, 10, Duration::from_secs(60))
+            .unwrap()
+            .with_lease(5)
+            .unwrap();
+        let (_, new) = leases.entry(&policy, b"k").unwrap();
+        assert!(new);
+        assert!(leases.take_idle().is_empty());
+        let (_, new) = leases.entry(&policy, b"k").unwrap();
+        assert!(!new, "the sweep dropped a lease made just now");
+        clock.advance(IDLE);
+        leases.take_idle();
+        assert!(leases.entry(&policy, b"k").unwrap().1, "idle, it goes");
+    }
 
     /// The script's guard, which the sweeper never tests by itself (it skips ended windows): a
     /// give-back naming a window that has ended changes nothing, even when it lands in the next.
