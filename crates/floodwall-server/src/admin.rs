@@ -8,7 +8,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use floodwall::{Limiter, StorageStats};
+use floodwall::{Limiter, Policy, StorageStats};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::watch;
@@ -22,6 +22,23 @@ struct AdminState {
     limiter: Limiter,
     /// The live configuration, replaced on reload.
     config: watch::Receiver<Arc<Config>>,
+}
+
+impl AdminState {
+    /// The configured policy `name`, once `headers` carry the admin token (when one is set):
+    /// 401 without it, 404 for a policy not configured.
+    fn authorised_policy(&self, headers: &HeaderMap, name: &str) -> Result<Policy, ApiError> {
+        let config = Arc::clone(&self.config.borrow());
+        crate::auth::bearer(
+            headers,
+            config.admin.as_ref().and_then(|a| a.token.as_deref()),
+            crate::auth::Api::Admin,
+        )?;
+        config
+            .policy(name)
+            .cloned()
+            .ok_or_else(|| ApiError::unknown_policy(name, &config.policies))
+    }
 }
 
 pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Router {
@@ -57,15 +74,7 @@ async fn offenders(
         title: "Bad path",
         detail: "the policy in /v1/offenders/{policy} must be percent-encoded UTF-8",
     })?;
-    let config = Arc::clone(&state.config.borrow());
-    crate::auth::bearer(
-        &headers,
-        config.admin.as_ref().and_then(|a| a.token.as_deref()),
-        crate::auth::Api::Admin,
-    )?;
-    let policy = config
-        .policy(&policy)
-        .ok_or_else(|| ApiError::unknown_policy(&policy, &config.policies))?;
+    let policy = state.authorised_policy(&headers, &policy)?;
     let offenders: Vec<_> = state
         .limiter
         .top_offenders(policy.name(), MOST_OFFENDERS)
@@ -141,16 +150,7 @@ async fn limits(
         title: "Bad path",
         detail: "the policy and key in /v1/limits/{policy}/{key} must be percent-encoded UTF-8",
     })?;
-    let config = Arc::clone(&state.config.borrow());
-    crate::auth::bearer(
-        &headers,
-        config.admin.as_ref().and_then(|a| a.token.as_deref()),
-        crate::auth::Api::Admin,
-    )?;
-    let policy = config
-        .policy(&policy)
-        .cloned()
-        .ok_or_else(|| ApiError::unknown_policy(&policy, &config.policies))?;
+    let policy = state.authorised_policy(&headers, &policy)?;
     let answered = if method == Method::DELETE {
         let reset = state.limiter.reset(&policy, key.as_bytes()).await;
         reset.map(|()| StatusCode::NO_CONTENT.into_response())

@@ -166,12 +166,28 @@ impl Held {
             .map(|check| check.held_by(self.holder))
     }
 
+    /// Releases `check` where that needs no I/O (the fallback, a memory store); returns
+    /// whether it did.
+    fn released_in_place(&self, check: &Check<'_>) -> bool {
+        if self.local {
+            self.limiter.release_locally(check);
+            return true;
+        }
+        match self.limiter.store() {
+            crate::Storage::Memory(store) => {
+                store.release_sync(check);
+                true
+            }
+            #[cfg(feature = "redis")]
+            crate::Storage::Redis(_) => false,
+        }
+    }
+
     async fn release(self) -> Result<(), Error> {
         let Some(check) = self.check() else {
             return Ok(());
         };
-        if self.local {
-            self.limiter.release_locally(&check);
+        if self.released_in_place(&check) {
             return Ok(());
         }
         self.limiter
@@ -184,19 +200,10 @@ impl Held {
     /// Releases without waiting: in place when the store answers without I/O, otherwise on
     /// the current runtime.
     fn release_on_drop(self) {
-        if let Some(check) = self.check() {
-            if self.local {
-                self.limiter.release_locally(&check);
-                return;
-            }
-            match self.limiter.store() {
-                crate::Storage::Memory(store) => {
-                    store.release_sync(&check);
-                    return;
-                }
-                #[cfg(feature = "redis")]
-                crate::Storage::Redis(_) => {}
-            }
+        if let Some(check) = self.check()
+            && self.released_in_place(&check)
+        {
+            return;
         }
         #[cfg(feature = "redis")]
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -270,6 +270,24 @@ pub fn refund_in_place<M: Meter>(
 ) -> (Decision, u64) {
     M::settle(state, now_us, policy);
     M::refund(state, now_us, cost.min(policy.capacity()), policy);
+    given_back::<M>(state, now_us, policy)
+}
+
+/// Settles `state` to `now_us` and gives back every unit `holder` holds (nothing for a rate);
+/// returns the decision after the release and the state's time to rest in microseconds.
+pub fn release_in_place<M: Meter>(
+    state: &mut M::State,
+    now_us: u64,
+    holder: Holder,
+    policy: &Policy,
+) -> (Decision, u64) {
+    M::settle(state, now_us, policy);
+    M::release(state, holder);
+    given_back::<M>(state, now_us, policy)
+}
+
+/// The decision a state reports after units were given back: allowed, with no retry.
+fn given_back<M: Meter>(state: &M::State, now_us: u64, policy: &Policy) -> (Decision, u64) {
     let reset_after_us = M::reset_after_us(state, now_us, policy);
     let decision = Decision {
         allowed: true,

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{CostError, Holder, Meter, Outcome, hold_with, refund_with};
+use super::{CostError, Holder, Meter, Outcome, hold_with, refund_with, release_in_place};
 use crate::error::ParseAlgorithmError;
 use crate::policy::Policy;
 
@@ -248,9 +248,7 @@ pub fn release(
         let Some(mut state) = state.and_then(M::unwrap) else {
             return (None, 0);
         };
-        M::settle(&mut state, now_us, policy);
-        M::release(&mut state, holder);
-        let ttl_us = M::reset_after_us(&state, now_us, policy);
+        let (_, ttl_us) = release_in_place::<M>(&mut state, now_us, holder, policy);
         ((ttl_us > 0).then(|| M::wrap(state)), ttl_us)
     })
 }

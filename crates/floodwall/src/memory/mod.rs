@@ -7,7 +7,7 @@ mod tests;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use floodwall_core::algorithm::{Evaluation, refund_in_place};
+use floodwall_core::algorithm::{Evaluation, refund_in_place, release_in_place};
 use floodwall_core::{Algorithm, Clock, Decision, Holder, Mode, Policy, SystemClock, with_meter};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use smallvec::SmallVec;
@@ -569,16 +569,7 @@ fn release<M: Tracked>(
     let Some(entry) = shard.get_mut::<M>(id) else {
         return;
     };
-    M::settle(&mut entry.state, now_us, policy);
-    M::release(&mut entry.state, holder);
-    let ttl_us = M::reset_after_us(&entry.state, now_us, policy);
-    let after = Decision {
-        allowed: true,
-        capacity: policy.capacity(),
-        remaining: M::remaining(&entry.state, now_us, policy),
-        reset_after: std::time::Duration::from_micros(ttl_us),
-        retry_after: None,
-    };
+    let (after, ttl_us) = release_in_place::<M>(&mut entry.state, now_us, holder, policy);
     if entry.record(now_us, ttl_us, &after) {
         shard.remove_at_rest::<M>(id);
     }
