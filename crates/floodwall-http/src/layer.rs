@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) observe: Option<Box<ObserveFn>>,
     /// Whether a policy is `concurrency`: each admitted request then holds a lease.
     pub(crate) holds: bool,
+    /// Resolves the client address screened against the limiter's allow and deny lists.
+    pub(crate) screen: Option<ClientIp>,
 }
 
 impl fmt::Debug for Config {
@@ -108,6 +110,7 @@ impl RateLimitLayer {
             refund: None,
             headers: HeaderMode::default(),
             observe: None,
+            screen: None,
         }
     }
 
@@ -135,6 +138,7 @@ pub struct RateLimitLayerBuilder {
     refund: Option<Box<RefundFn>>,
     headers: HeaderMode,
     observe: Option<Box<ObserveFn>>,
+    screen: Option<ClientIp>,
 }
 
 impl fmt::Debug for RateLimitLayerBuilder {
@@ -199,6 +203,16 @@ impl RateLimitLayerBuilder {
         self
     }
 
+    /// Screens each request's client address, as `client` resolves it, against the limiter's
+    /// allow and deny lists ([`Limiter::list`](floodwall::Limiter::list)) before its key: a deny-listed client is answered
+    /// 403, an allow-listed one goes through unchecked. Without it only keys are screened (a key
+    /// that is an address is screened either way). It costs nothing while the lists are empty.
+    #[must_use]
+    pub fn screen_clients(mut self, client: ClientIp) -> Self {
+        self.screen = Some(client);
+        self
+    }
+
     /// Which rate-limit headers to send (default [`HeaderMode::Draft`]).
     #[must_use]
     pub fn headers(mut self, headers: HeaderMode) -> Self {
@@ -237,6 +251,7 @@ impl RateLimitLayerBuilder {
                 exempt: self.exempt,
                 refund: self.refund,
                 observe: self.observe,
+                screen: self.screen,
             }),
         }
     }

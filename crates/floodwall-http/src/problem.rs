@@ -78,9 +78,24 @@ fn quota_exceeded_detail(violated: &[&str], retry_after_seconds: u64) -> String 
     )
 }
 
+/// 403: the client is on the deny list. No `Retry-After`: waiting does not help.
+pub fn deny_listed() -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::FORBIDDEN,
+        "about:blank",
+        "Client refused",
+        "This client is on the service's deny list; its requests are refused whatever the rate.",
+        None,
+    )
+}
+
 /// The whole answer to a denied verdict: the 429 of [`quota_exceeded`] with the verdict's
-/// rate-limit headers and `Retry-After`, as the layer sends it.
+/// rate-limit headers and `Retry-After`, as the layer sends it; the 403 of [`deny_listed`] when
+/// the verdict comes from the deny list.
 pub fn denied(verdict: &Verdict<'_>, headers: &RateLimitHeaders) -> Response<Full<Bytes>> {
+    if verdict.source() == floodwall::Source::DenyList {
+        return deny_listed();
+    }
     let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
     let mut response = quota_exceeded(&violated, retry_after_seconds(verdict));
     headers.write(response.headers_mut(), verdict);

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::{Algorithm, Error, Policy};
+use floodwall::{Algorithm, Error, List, Policy};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use crate::held::HeldBody;
-use crate::key::KeyError;
+use crate::key::{KeyError, peer_addr};
 use crate::layer::Config;
 use crate::observe::DecisionRecord;
 use crate::problem;
@@ -86,6 +86,19 @@ where
             if (config.exempt)(&parts) {
                 let response = inner.call(Request::from_parts(parts, body)).await?;
                 return Ok(response.map(|body| Either::Left(HeldBody::new(body, None))));
+            }
+            if let Some(client) = &config.screen
+                && let Some(peer) = peer_addr(&parts)
+            {
+                let address = client.resolve(peer.ip(), &parts.headers);
+                match config.limiter.screen_client(address) {
+                    Some(List::Deny) => return Ok(ours(problem::deny_listed())),
+                    Some(List::Allow) => {
+                        let response = inner.call(Request::from_parts(parts, body)).await?;
+                        return Ok(response.map(|body| Either::Left(HeldBody::new(body, None))));
+                    }
+                    None => {}
+                }
             }
             let key = match config.key.extract(&parts) {
                 Ok(key) => key,

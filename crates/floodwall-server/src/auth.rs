@@ -24,6 +24,39 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// The name of the admin token `headers` carry: `admin` for `token_env`'s, a `[admin] tokens`
+/// name for one of those, `anonymous` when no token is configured. 401 for any other.
+pub(crate) fn admin_caller(
+    headers: &HeaderMap,
+    admin: Option<&crate::config::AdminConfig>,
+) -> Result<String, ApiError> {
+    let guarded = admin.filter(|admin| admin.guarded());
+    let Some(admin) = guarded else {
+        bearer(headers, None, Api::Admin)?;
+        return Ok("anonymous".to_owned());
+    };
+    let main = admin.token.iter().map(|token| ("admin", token.as_str()));
+    let named = admin
+        .tokens
+        .iter()
+        .map(|(name, token)| (name.as_str(), token.as_str()));
+    // Every token is compared, so the time taken does not say which one came close.
+    let mut caller = None;
+    for (name, token) in main.chain(named) {
+        if bearer(headers, Some(token), Api::Admin).is_ok() && caller.is_none() {
+            caller = Some(name.to_owned());
+        }
+    }
+    match caller {
+        Some(name) => Ok(name),
+        None => {
+            // A repeated Authorization header says so rather than 401.
+            bearer(headers, None, Api::Admin)?;
+            Err(ApiError::Unauthorized(Api::Admin))
+        }
+    }
+}
+
 /// Refuses a request without `Authorization: Bearer <token>` when a token is configured, and
 /// one with more than one `Authorization` header whether or not one is (which would count is
 /// ambiguous).

@@ -261,6 +261,9 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
 fn respond(state: &CheckState, verdict: &Verdict<'_>, body: Vec<u8>) -> Response {
     let status = if verdict.allowed() {
         StatusCode::OK
+    } else if verdict.source() == Source::DenyList {
+        // Waiting does not help a deny-listed client: not a 429.
+        StatusCode::FORBIDDEN
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };

@@ -143,6 +143,9 @@ fn source_name(source: Source) -> &'static str {
         Source::Local => "local",
         Source::DenyCache => "deny_cache",
         Source::Lease => "lease",
+        Source::Blocked => "blocked",
+        Source::AllowList => "allow_list",
+        Source::DenyList => "deny_list",
         _ => "other",
     }
 }

@@ -68,6 +68,11 @@ pub(crate) enum ApiError {
     UpstreamTimeout(Duration),
     /// 503: `/metrics` without the service's recorder (another was installed first).
     MetricsUnavailable,
+    /// 400: an admin action's body or parameters; the text says what is expected.
+    BadAction(String),
+    /// An admin action the controls refused: 422 for what can never work, 409 for what the
+    /// current state forbids, 503 when the store could not record it.
+    Control(floodwall::ControlError),
 }
 
 impl ApiError {
@@ -186,6 +191,22 @@ impl IntoResponse for ApiError {
                 "Metrics unavailable",
                 "another metrics recorder was installed in this process",
             ),
+            ApiError::BadAction(detail) => {
+                about_blank(StatusCode::BAD_REQUEST, "Bad admin request", &detail)
+            }
+            ApiError::Control(error) => {
+                use floodwall::ControlError;
+                let (status, title) = match &error {
+                    ControlError::Full { .. } | ControlError::FromConfig { .. } => {
+                        (StatusCode::CONFLICT, "Control refused")
+                    }
+                    ControlError::Store(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable")
+                    }
+                    _ => (StatusCode::UNPROCESSABLE_ENTITY, "Control refused"),
+                };
+                about_blank(status, title, &error.to_string())
+            }
         }
     }
 }

@@ -131,6 +131,27 @@ struct Outage {
     last_report: Instant,
 }
 
+/// Loads the blocks and lists other instances changed, every [`WATCH_EVERY`], until `stopped`
+/// completes. A failed load keeps the controls already loaded (the outage itself is logged by
+/// [`log_outages`]).
+pub(crate) async fn sync_controls(
+    limiter: Limiter,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = &mut stopped => return,
+        }
+        if let Err(error) = limiter.sync_controls().await {
+            tracing::debug!(%error, "could not load the operator controls; keeping those loaded");
+        }
+    }
+}
+
 /// Logs the store's outages as they begin and end, and while one lasts, at most one summary
 /// of fallback answers every [`SUMMARY_EVERY`]; until `stopped` completes.
 pub(crate) async fn log_outages(

@@ -184,7 +184,10 @@ pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
 /// `ConnectInfo<SocketAddr>` extension (the service's connections add it), which `ip` keys read.
 ///
 /// `/v1/check` is on it unless `[check]` disables it or moves it to [`check_app`].
+///
+/// The configuration's `[access]` lists replace the limiter's configured ones.
 pub fn app(config: Arc<Config>, limiter: Limiter) -> Router {
+    limiter.configure_lists(config.access.clone());
     let check_state = Arc::new(CheckState::new(limiter.clone(), Arc::clone(&config)));
     let ready_state = Arc::clone(&check_state);
     let table = RouteTable::new(&config, &limiter);
@@ -372,6 +375,14 @@ async fn serve(
         tasks.spawn(health::log_outages(
             limiter.clone(),
             url,
+            until_stopped(stopped.clone()),
+        ));
+    }
+
+    // Blocks and lists made on other instances arrive within a second.
+    if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
+        tasks.spawn(health::sync_controls(
+            limiter.clone(),
             until_stopped(stopped.clone()),
         ));
     }

@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use floodwall_server::config::{Config, LogFormat};
 
+mod admin_cli;
+
 // The service allocates a little per request in many places (headers, bodies, futures); mimalloc
 // keeps those allocations thread-local where glibc's malloc takes arena locks and consolidates.
 #[global_allocator]
@@ -70,6 +72,20 @@ enum Command {
         /// What to do with the configuration.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Act on a running service through its admin listener: block, penalise, list, inspect.
+    ///
+    /// Sends the token in the variable `--token-env` names, when it is set.
+    Admin {
+        /// The admin listener's URL.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9090")]
+        server: String,
+        /// The environment variable holding the admin token.
+        #[arg(long, value_name = "NAME", default_value = "FLOODWALL_ADMIN_TOKEN")]
+        token_env: String,
+        /// The action.
+        #[command(subcommand)]
+        action: admin_cli::Action,
     },
     /// Print a shell completion script (e.g. `floodwall completions bash > /etc/bash_completion.d/floodwall`).
     Completions {
@@ -149,6 +165,11 @@ fn main() -> ExitCode {
                     None => check(config, policy, key, cost).await,
                 }
             }
+            Command::Admin {
+                server,
+                token_env,
+                action,
+            } => admin_cli::run(&server, &token_env, &action).await,
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut command, "floodwall", &mut std::io::stdout());
@@ -417,6 +438,35 @@ async fn ask_server(
         Some(path) => load(Some(path))?.check.token,
         None => None,
     };
+    let body = serde_json::json!({ "policy": policy, "key": key, "cost": cost }).to_string();
+    let (status, answer) = send(
+        server,
+        http::Method::POST,
+        "/v1/check",
+        token.as_deref(),
+        Some(body),
+    )
+    .await?;
+    match status.as_u16() {
+        200 | 429 => println!("{answer}"),
+        _ => anyhow::bail!("{server} answered {status}: {answer}"),
+    }
+    Ok(if status == http::StatusCode::OK {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Sends one request to the service at `server` (`http://host:port`) on a connection of its
+/// own, with `token` as its bearer token and `body` as JSON; answers its status and body.
+async fn send(
+    server: &str,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> anyhow::Result<(http::StatusCode, String)> {
     let base: http::Uri = server
         .parse()
         .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:8080"))?;
@@ -431,29 +481,24 @@ async fn ask_server(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let body = serde_json::json!({ "policy": policy, "key": key, "cost": cost }).to_string();
-    let mut request = http::Request::post("/v1/check")
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json");
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, authority.as_str());
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let body = bytes::Bytes::from(body.unwrap_or_default());
+    let request = request.body(http_body_util::Full::new(body))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let answer = http_body_util::BodyExt::collect(response.into_body())
         .await?
         .to_bytes();
-    let answer = String::from_utf8_lossy(&answer);
-    match status.as_u16() {
-        200 | 429 => println!("{answer}"),
-        _ => anyhow::bail!("{server} answered {status}: {answer}"),
-    }
-    Ok(if status == http::StatusCode::OK {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
 }
 
 #[cfg(test)]

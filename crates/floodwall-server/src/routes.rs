@@ -149,6 +149,10 @@ impl RouteTable {
                                 b.policy(p)
                             })
                             .key(key_extractor(&route.key, config))
+                            .screen_clients(
+                                ClientIp::new()
+                                    .trusted_proxies(config.server.trusted_proxies.iter().copied()),
+                            )
                             .headers(config.server.headers)
                             .observe(observer(
                                 Arc::clone(&label),

@@ -25,6 +25,7 @@
 
 mod check;
 mod clock;
+pub mod controls;
 mod error;
 mod lease;
 mod limiter;
@@ -38,6 +39,7 @@ mod verdict;
 
 pub use check::Check;
 pub use clock::TokioClock;
+pub use controls::{Block, ControlError, List, ListEntry, Listed, Provenance};
 pub use error::{CheckError, Error, StoreError, StoreErrorKind};
 pub use floodwall_core::{
     Algorithm, Calendar, Clock, CostError, Decision, Holder, ManualClock, Mode, OnError, Policy,

@@ -8,7 +8,10 @@ use std::time::Duration;
 use floodwall_core::{Decision, Holder, OnError, Policy};
 use smallvec::SmallVec;
 
+mod controlled;
+
 use crate::check::Check;
+use crate::controls::Controls;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::lease::{Lease, new_holder};
 use crate::memory::MemoryStore;
@@ -47,6 +50,7 @@ struct Shared {
     /// Store failures answered by `on_error`, by [`StoreErrorKind`] (indexed as `ALL`).
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
     offenders: Option<OffenderTable>,
+    controls: Controls,
 }
 /// How often a [`Limiter`] answered without its store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,6 +144,7 @@ impl LimiterBuilder {
                 local_decisions: AtomicU64::new(0),
                 store_errors: Default::default(),
                 offenders: self.offenders.map(OffenderTable::new),
+                controls: Controls::default(),
             }),
         }
     }
@@ -282,7 +287,7 @@ impl Limiter {
         check: &Check<'_>,
         policies: impl IntoIterator<Item = &'p Policy>,
     ) -> Result<Verdict<'p>, Error> {
-        let answer = self.decide(check).await?;
+        let answer = self.screened(check).await?;
         if let Some(table) = &self.shared.offenders {
             for ((policy, key), decision) in check.pairs().iter().zip(&answer.decisions) {
                 // A peek denies nothing.
@@ -424,7 +429,7 @@ impl Limiter {
         let check = Check::new(policies, key.as_ref(), cost)?;
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let verdict = Verdict::from_answer(policies, self.decide(&check).await?);
+            let verdict = Verdict::from_answer(policies, self.screened(&check).await?);
             if verdict.allowed() {
                 return Ok(verdict);
             }

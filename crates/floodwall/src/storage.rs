@@ -141,6 +141,42 @@ impl Storage {
     }
 }
 
+/// The operator controls kept in the store, for every instance to read. The memory store shares
+/// nothing: its controls live in the process.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+impl Storage {
+    /// The version token of the stored controls; `None` when the store shares none.
+    pub(crate) async fn controls_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Storage::Memory(_) => Ok(None),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.controls_version().await,
+        }
+    }
+
+    /// Every stored `(field, value)` of the controls.
+    pub(crate) async fn read_controls(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        match self {
+            Storage::Memory(_) => Ok(Vec::new()),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.read_controls().await,
+        }
+    }
+
+    /// Sets one field, or removes one, and changes the version token.
+    pub(crate) async fn write_controls(
+        &self,
+        set: Option<(Vec<u8>, Vec<u8>)>,
+        remove: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Storage::Memory(_) => Ok(()),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.write_controls(set, remove).await,
+        }
+    }
+}
+
 impl From<MemoryStore> for Storage {
     fn from(store: MemoryStore) -> Self {
         Storage::Memory(store)

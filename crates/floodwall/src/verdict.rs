@@ -22,6 +22,15 @@ pub enum Source {
     /// This instance admitted from units it had reserved from the store moments ago (a
     /// policy's lease): counted in the store, spent here.
     Lease,
+    /// An operator blocked a key of the check for a while: denied without asking the store,
+    /// with the block's end as the wait.
+    Blocked,
+    /// A key of the check (or the client's address) is on the allow list: admitted, and the
+    /// listed pairs counted nothing.
+    AllowList,
+    /// A key of the check (or the client's address) is on the deny list: refused whatever the
+    /// policies say (HTTP 403, not 429: waiting does not help).
+    DenyList,
 }
 
 /// What a [`Store`](crate::Store) answers for a [`Check`](crate::Check): whether the request is
@@ -78,6 +87,8 @@ impl<'p> Verdict<'p> {
                 .filter(|(policy, _)| policy.mode() == Mode::Enforce)
                 .filter_map(|(_, decision)| decision.retry_after)
                 .max()
+                // An operator's block denies under a shadow policy too, for its own wait.
+                .or_else(|| answer.decisions.iter().filter_map(|d| d.retry_after).max())
                 .unwrap_or(Duration::ZERO)
         });
         Verdict {

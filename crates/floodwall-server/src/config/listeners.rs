@@ -1,9 +1,12 @@
-//! `[server]`, `[admin]` and `[check]`: the listeners, their bounds and their tokens.
+//! `[server]`, `[admin]` and `[check]`: the listeners, their bounds and their tokens; and
+//! `[access]`, the lists those listeners screen clients against.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use floodwall::controls::{MAX_CONTROL_KEY_BYTES, MAX_CONTROLS};
+use floodwall::{List, ListEntry};
 use floodwall_http::HeaderMode;
 use ipnet::IpNet;
 use toml::Spanned;
@@ -135,11 +138,28 @@ pub(super) fn admin(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Optio
         |text| resolve_listen(text),
         Some("host:port, e.g. \"127.0.0.1:9090\"; keep it off public interfaces"),
     )?;
-    let token = admin
+    let main_token = admin
         .token_env
         .as_ref()
         .and_then(|name| token(name, diagnostics));
-    if token.is_none()
+    let mut tokens = Vec::new();
+    for (name, variable) in admin.tokens.iter().flatten() {
+        if !valid_token_name(name) {
+            diagnostics.error(
+                Some(variable.span()),
+                format!("token name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"),
+                Some(
+                    "name tokens after who holds them, e.g. ops = \"FLOODWALL_OPS_TOKEN\""
+                        .to_owned(),
+                ),
+            );
+        } else if let Some(value) = token(variable, diagnostics) {
+            tokens.push((name.clone(), value));
+        }
+    }
+    if main_token.is_none()
+        && tokens.is_empty()
+        && admin.tokens.as_ref().is_none_or(|t| t.is_empty())
         && admin.token_env.is_none()
         && !listen.ip().is_loopback()
         && admin.allow_unauthenticated != Some(true)
@@ -150,7 +170,59 @@ pub(super) fn admin(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Optio
             Some("set token_env = \"FLOODWALL_ADMIN_TOKEN\" (and that variable), listen on 127.0.0.1, or set allow_unauthenticated = true".to_owned()),
         );
     }
-    Some(AdminConfig { listen, token })
+    Some(AdminConfig {
+        listen,
+        token: main_token,
+        tokens,
+    })
+}
+
+/// A token's name, as logs and metrics carry it.
+fn valid_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `[access]`: the allow and deny lists, each entry a key or an address or CIDR network.
+pub(super) fn access(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Vec<(List, ListEntry)> {
+    let Some(access) = &raw.access else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for (list, raw_entries) in [(List::Allow, &access.allow), (List::Deny, &access.deny)] {
+        for entry in raw_entries {
+            let text = entry.get_ref();
+            if text.is_empty() || text.len() > MAX_CONTROL_KEY_BYTES {
+                diagnostics.error(
+                    Some(entry.span()),
+                    format!(
+                        "a {} entry must be 1 to {MAX_CONTROL_KEY_BYTES} bytes",
+                        list.as_str()
+                    ),
+                    Some(
+                        "a client key, an address (203.0.113.7) or a network (203.0.113.0/24)"
+                            .to_owned(),
+                    ),
+                );
+                continue;
+            }
+            entries.push((list, ListEntry::parse(text)));
+        }
+    }
+    if entries.len() > MAX_CONTROLS / 2 {
+        diagnostics.error(
+            None,
+            format!(
+                "[access] lists {} entries; at most {}",
+                entries.len(),
+                MAX_CONTROLS / 2
+            ),
+            Some("list networks rather than single addresses".to_owned()),
+        );
+    }
+    entries
 }
 
 /// Refuses two listeners on one address: the second bind would fail at start, or worse, the

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use floodwall::{OnError, Policy};
+use floodwall::{List, ListEntry, OnError, Policy};
 use floodwall_http::HeaderMode;
 use http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
@@ -39,6 +39,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The admin listener, if any.
     pub admin: Option<AdminConfig>,
+    /// The allow and deny lists of the configuration file.
+    pub access: Vec<(List, ListEntry)>,
     /// The JSON check API: whether, where and behind which token it is served.
     pub check: CheckConfig,
     /// The log's format and the decision log.
@@ -96,6 +98,16 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token the admin API requires, read from the configured environment variable.
     pub token: Option<String>,
+    /// Named tokens (`[admin] tokens`), each accepted too; an action is logged with the name of
+    /// the token that made it (`admin` for `token_env`'s).
+    pub tokens: Vec<(String, String)>,
+}
+
+impl AdminConfig {
+    /// Whether any token guards the admin API.
+    pub fn guarded(&self) -> bool {
+        self.token.is_some() || !self.tokens.is_empty()
+    }
 }
 
 /// `[check]`.

@@ -10,6 +10,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) server: RawServer,
     pub(crate) admin: Option<RawAdmin>,
+    pub(crate) access: Option<RawAccess>,
     pub(crate) check: Option<Spanned<RawCheck>>,
     pub(crate) log: Option<RawLog>,
     pub(crate) rls: Option<RawRls>,
@@ -41,7 +42,18 @@ pub(crate) struct RawServer {
 pub(crate) struct RawAdmin {
     pub(crate) listen: Spanned<String>,
     pub(crate) token_env: Option<Spanned<String>>,
+    /// Named tokens: name = the environment variable holding it.
+    pub(crate) tokens: Option<std::collections::BTreeMap<String, Spanned<String>>>,
     pub(crate) allow_unauthenticated: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccess {
+    #[serde(default)]
+    pub(crate) allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) deny: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

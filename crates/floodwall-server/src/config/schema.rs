@@ -38,7 +38,8 @@ const ADMIN: Section = Section {
     name: "[admin]",
     keys: &["listen", "token_env", "allow_unauthenticated"],
     tables: &[],
-    free: &[],
+    // Token names are the operator's own.
+    free: &["tokens"],
 };
 
 const CHECK: Section = Section {
@@ -118,12 +119,20 @@ const ROUTE: Section = Section {
     free: &[],
 };
 
+const ACCESS: Section = Section {
+    name: "[access]",
+    keys: &["allow", "deny"],
+    tables: &[],
+    free: &[],
+};
+
 const FILE: Section = Section {
     name: "the top level",
     keys: &[],
     tables: &[
         ("server", &SERVER),
         ("admin", &ADMIN),
+        ("access", &ACCESS),
         ("check", &CHECK),
         ("log", &LOG),
         ("rls", &RLS),

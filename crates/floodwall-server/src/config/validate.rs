@@ -46,6 +46,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     };
     let server = listeners::server(&raw, &mut diagnostics);
     let admin = listeners::admin(&raw, &mut diagnostics);
+    let access = listeners::access(&raw, &mut diagnostics);
     let check = listeners::check(&raw, &mut diagnostics);
     let log = super::log::log(&raw, &mut diagnostics);
     let storage = storage(&raw, &mut diagnostics);
@@ -81,6 +82,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         file: file.to_owned(),
         server,
         admin,
+        access,
         check,
         log,
         rls,

@@ -10,6 +10,7 @@ mod app;
 mod binary;
 mod check_api;
 mod connections;
+mod controls;
 #[path = "../fixtures/envoy_files.rs"]
 mod envoy_files;
 mod fake_envoy;

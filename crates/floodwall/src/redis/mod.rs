@@ -23,6 +23,7 @@ mod across;
 mod batch;
 mod breaker;
 mod config;
+mod controls;
 mod deny_cache;
 mod lease;
 mod local_time;

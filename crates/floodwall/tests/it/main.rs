@@ -7,6 +7,7 @@
 mod boundedness;
 mod concurrency;
 mod conformance;
+mod controls;
 mod differential;
 mod in_flight;
 mod inspect;

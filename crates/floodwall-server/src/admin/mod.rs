@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics` (Prometheus text) and the limits API, on its own socket so the
-//! main listener never exposes them.
+//! The admin listener: `/metrics` (Prometheus text), the limits API, top offenders and the
+//! operator's actions, on its own socket so the main listener never exposes them.
 
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::watch;
 
+mod actions;
+
 use crate::check::single_decision_body;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -25,19 +27,27 @@ struct AdminState {
 }
 
 impl AdminState {
-    /// The configured policy `name`, once `headers` carry the admin token (when one is set):
-    /// 401 without it, 404 for a policy not configured.
-    fn authorised_policy(&self, headers: &HeaderMap, name: &str) -> Result<Policy, ApiError> {
+    /// The name of the caller, once `headers` carry an admin token (when one is set): 401
+    /// without one.
+    fn caller(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         let config = Arc::clone(&self.config.borrow());
-        crate::auth::bearer(
-            headers,
-            config.admin.as_ref().and_then(|a| a.token.as_deref()),
-            crate::auth::Api::Admin,
-        )?;
-        config
+        crate::auth::admin_caller(headers, config.admin.as_ref())
+    }
+
+    /// The configured policy `name` and the caller's name, once `headers` carry an admin
+    /// token: 401 without it, 404 for a policy not configured.
+    fn authorised_policy(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+    ) -> Result<(Policy, String), ApiError> {
+        let config = Arc::clone(&self.config.borrow());
+        let caller = crate::auth::admin_caller(headers, config.admin.as_ref())?;
+        let policy = config
             .policy(name)
             .cloned()
-            .ok_or_else(|| ApiError::unknown_policy(name, &config.policies))
+            .ok_or_else(|| ApiError::unknown_policy(name, &config.policies))?;
+        Ok((policy, caller))
     }
 }
 
@@ -55,6 +65,7 @@ pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Rou
             "/v1/offenders/{policy}",
             get(offenders).fallback(crate::only("GET, HEAD")),
         )
+        .merge(actions::routes())
         .fallback(crate::no_route)
         .with_state(state)
 }
@@ -74,7 +85,7 @@ async fn offenders(
         title: "Bad path",
         detail: "the policy in /v1/offenders/{policy} must be percent-encoded UTF-8",
     })?;
-    let policy = state.authorised_policy(&headers, &policy)?;
+    let (policy, _) = state.authorised_policy(&headers, &policy)?;
     let offenders: Vec<_> = state
         .limiter
         .top_offenders(policy.name(), MOST_OFFENDERS)
@@ -150,9 +161,12 @@ async fn limits(
         title: "Bad path",
         detail: "the policy and key in /v1/limits/{policy}/{key} must be percent-encoded UTF-8",
     })?;
-    let policy = state.authorised_policy(&headers, &policy)?;
+    let (policy, caller) = state.authorised_policy(&headers, &policy)?;
     let answered = if method == Method::DELETE {
         let reset = state.limiter.reset(&policy, key.as_bytes()).await;
+        if reset.is_ok() {
+            actions::record(&caller, "reset", policy.name(), key.as_bytes());
+        }
         reset.map(|()| StatusCode::NO_CONTENT.into_response())
     } else {
         let peeked = state.limiter.peek(&policy, key.as_bytes()).await;

@@ -1,0 +1,223 @@
+//! `floodwall admin …`: the admin API's actions from the command line, against a running
+//! service's admin listener.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use http::Method;
+use serde_json::json;
+
+/// One admin action.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Action {
+    /// Deny every check of a key under a policy for a while (429 with Retry-After).
+    Block {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+        /// The client key.
+        #[arg(long)]
+        key: String,
+        /// How long: 30s, 15m, 1h, 1d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+    },
+    /// End a block early.
+    Unblock {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+        /// The client key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Consume units of a key now (all that is left when fewer are).
+    Penalise {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+        /// The client key.
+        #[arg(long)]
+        key: String,
+        /// How many units.
+        #[arg(long)]
+        units: u64,
+    },
+    /// Give units back to a key (never past its full quota).
+    Reward {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+        /// The client key.
+        #[arg(long)]
+        key: String,
+        /// How many units.
+        #[arg(long)]
+        units: u64,
+    },
+    /// Show a key's state without consuming.
+    Inspect {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+        /// The client key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Forget a key's state: it starts again with its full quota.
+    Reset {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+        /// The client key.
+        #[arg(long)]
+        key: String,
+    },
+    /// Never limit a key, an address or a CIDR network.
+    Allow {
+        /// A client key, an address (203.0.113.7) or a network (203.0.113.0/24).
+        entry: String,
+    },
+    /// Take an entry off the allow list.
+    Unallow {
+        /// The entry as listed.
+        entry: String,
+    },
+    /// Always refuse a key, an address or a CIDR network (403).
+    Deny {
+        /// A client key, an address (203.0.113.7) or a network (203.0.113.0/24).
+        entry: String,
+    },
+    /// Take an entry off the deny list.
+    Undeny {
+        /// The entry as listed.
+        entry: String,
+    },
+    /// Print the blocks in force.
+    Blocks,
+    /// Print the allow and deny lists.
+    Lists,
+    /// Print the keys a policy denied most over the last five minutes.
+    Offenders {
+        /// The policy's name.
+        #[arg(long)]
+        policy: String,
+    },
+}
+
+/// Percent-encodes one path segment: everything but RFC 3986's unreserved characters.
+fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+impl Action {
+    /// The request the action is: method, path and JSON body.
+    fn request(&self) -> (Method, String, Option<serde_json::Value>) {
+        let pair = |policy: &str, key: &str| format!("{}/{}", segment(policy), segment(key));
+        match self {
+            Action::Block {
+                policy,
+                key,
+                duration,
+            } => (
+                Method::PUT,
+                format!("/v1/blocks/{}", pair(policy, key)),
+                Some(json!({ "duration": duration })),
+            ),
+            Action::Unblock { policy, key } => (
+                Method::DELETE,
+                format!("/v1/blocks/{}", pair(policy, key)),
+                None,
+            ),
+            Action::Penalise { policy, key, units } => (
+                Method::POST,
+                format!("/v1/limits/{}/penalty", pair(policy, key)),
+                Some(json!({ "units": units })),
+            ),
+            Action::Reward { policy, key, units } => (
+                Method::POST,
+                format!("/v1/limits/{}/reward", pair(policy, key)),
+                Some(json!({ "units": units })),
+            ),
+            Action::Inspect { policy, key } => (
+                Method::GET,
+                format!("/v1/limits/{}", pair(policy, key)),
+                None,
+            ),
+            Action::Reset { policy, key } => (
+                Method::DELETE,
+                format!("/v1/limits/{}", pair(policy, key)),
+                None,
+            ),
+            Action::Allow { entry } => (
+                Method::PUT,
+                format!("/v1/lists/allow/{}", segment(entry)),
+                None,
+            ),
+            Action::Unallow { entry } => (
+                Method::DELETE,
+                format!("/v1/lists/allow/{}", segment(entry)),
+                None,
+            ),
+            Action::Deny { entry } => (
+                Method::PUT,
+                format!("/v1/lists/deny/{}", segment(entry)),
+                None,
+            ),
+            Action::Undeny { entry } => (
+                Method::DELETE,
+                format!("/v1/lists/deny/{}", segment(entry)),
+                None,
+            ),
+            Action::Blocks => (Method::GET, "/v1/blocks".to_owned(), None),
+            Action::Lists => (Method::GET, "/v1/lists".to_owned(), None),
+            Action::Offenders { policy } => (
+                Method::GET,
+                format!("/v1/offenders/{}", segment(policy)),
+                None,
+            ),
+        }
+    }
+}
+
+/// Sends `action` to the admin listener at `server` with the token in `token_env` (when that
+/// variable is set); prints the answer. Exit 0 when the service did it, 1 when it refused.
+pub(crate) async fn run(
+    server: &str,
+    token_env: &str,
+    action: &Action,
+) -> anyhow::Result<ExitCode> {
+    let token = std::env::var(token_env).ok().filter(|t| !t.is_empty());
+    let (method, path, body) = action.request();
+    let body = body.map(|body| body.to_string());
+    let (status, answer) = crate::send(server, method, &path, token.as_deref(), body).await?;
+    if status.is_success() {
+        if !answer.is_empty() {
+            println!("{answer}");
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("floodwall: {server} answered {status}: {answer}");
+        Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn segments_keep_only_unreserved_characters() {
+        assert_eq!(segment("10.0.0.0/8"), "10.0.0.0%2F8");
+        assert_eq!(segment("a b?#é"), "a%20b%3F%23%C3%A9");
+        assert_eq!(segment("user-7_x.~"), "user-7_x.~");
+    }
+}

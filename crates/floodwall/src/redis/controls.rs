@@ -1,0 +1,93 @@
+//! The operator controls in Redis: one hash beside the limit state, read by every instance.
+
+use redis::Value;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+use super::RedisStore;
+use crate::controls::VERSION_FIELD;
+use crate::error::StoreError;
+
+impl RedisStore {
+    /// `<prefix>:controls`: no state key has this form (each ends with its `{tag}`).
+    fn controls_key(&self) -> String {
+        format!("{}:controls", self.inner.prefix)
+    }
+
+    async fn controls_query(&self, cmd: &::redis::Cmd) -> Result<Value, StoreError> {
+        let deadline = Instant::now() + self.inner.timeout;
+        self.until(deadline, async {
+            Ok(self.inner.connection.query(cmd).await?)
+        })
+        .await
+    }
+
+    pub(crate) async fn controls_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let cmd = ::redis::cmd("HGET")
+            .arg(self.controls_key())
+            .arg(VERSION_FIELD)
+            .to_owned();
+        match self.controls_query(&cmd).await? {
+            Value::BulkString(version) => Ok(Some(version)),
+            // Nothing was ever stored: an empty version, so that the first sync loads nothing.
+            Value::Nil => Ok(Some(Vec::new())),
+            other => Err(StoreError::Reply {
+                detail: format!("HGET of the controls' version answered {other:?}"),
+            }),
+        }
+    }
+
+    pub(crate) async fn read_controls(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let cmd = ::redis::cmd("HGETALL").arg(self.controls_key()).to_owned();
+        let reply = self.controls_query(&cmd).await?;
+        let malformed = || StoreError::Reply {
+            detail: "HGETALL of the controls answered something other than fields and values"
+                .to_owned(),
+        };
+        let items = match reply {
+            Value::Array(items) => items
+                .chunks_exact(2)
+                .map(|pair| match pair {
+                    [Value::BulkString(field), Value::BulkString(value)] => {
+                        Some((field.clone(), value.clone()))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>(),
+            Value::Map(pairs) => pairs
+                .into_iter()
+                .map(|pair| match pair {
+                    (Value::BulkString(field), Value::BulkString(value)) => Some((field, value)),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        items.ok_or_else(malformed)
+    }
+
+    pub(crate) async fn write_controls(
+        &self,
+        set: Option<(Vec<u8>, Vec<u8>)>,
+        remove: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let key = self.controls_key();
+        if let Some(field) = remove {
+            let cmd = ::redis::cmd("HDEL").arg(&key).arg(field).to_owned();
+            self.controls_query(&cmd).await?;
+        }
+        // A fresh token per write: readers compare it, so it needs no order, only to change.
+        let version = format!(
+            "{:x}-{:x}",
+            self.inner.instance,
+            self.inner.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cmd = ::redis::cmd("HSET");
+        cmd.arg(&key).arg(VERSION_FIELD).arg(version);
+        if let Some((field, value)) = set {
+            cmd.arg(field).arg(value);
+        }
+        self.controls_query(&cmd).await?;
+        Ok(())
+    }
+}
