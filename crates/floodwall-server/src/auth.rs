@@ -24,8 +24,37 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// The name of the admin token `headers` carry: `admin` for `token_env`'s, a `[admin] tokens`
-/// name for one of those, `anonymous` when no token is configured. 401 for any other.
+/// The password of `Authorization: Basic …`: how a browser sends the admin token, which it
+/// prompts for (any user name) and then sends with every request of the dashboard. Refused when
+/// the request comes from another site's page (its `Origin` is not this host), so a page
+/// elsewhere cannot act with the credentials the browser keeps.
+fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let value = headers
+        .get(AUTHORIZATION)?
+        .as_bytes()
+        .strip_prefix(b"Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
+    let at = decoded.iter().position(|b| *b == b':')?;
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let host = headers.get(http::header::HOST)?.as_bytes();
+        let origin = origin.as_bytes();
+        let same = origin
+            .strip_prefix(b"http://")
+            .or_else(|| origin.strip_prefix(b"https://"))
+            .is_some_and(|origin_host| origin_host == host);
+        if !same {
+            return None;
+        }
+    }
+    Some(decoded[at + 1..].to_vec())
+}
+
+/// The name of the admin token `headers` carry (as a bearer token, or as a browser's Basic
+/// password): `admin` for `token_env`'s, a `[admin] tokens` name for one of those, `anonymous`
+/// when no token is configured. 401 for any other.
 pub(crate) fn admin_caller(
     headers: &HeaderMap,
     admin: Option<&crate::config::AdminConfig>,
@@ -40,10 +69,15 @@ pub(crate) fn admin_caller(
         .tokens
         .iter()
         .map(|(name, token)| (name.as_str(), token.as_str()));
+    let password = basic_password(headers);
     // Every token is compared, so the time taken does not say which one came close.
     let mut caller = None;
     for (name, token) in main.chain(named) {
-        if bearer(headers, Some(token), Api::Admin).is_ok() && caller.is_none() {
+        let matched = match &password {
+            Some(password) => same_token(password, token.as_bytes()),
+            None => bearer(headers, Some(token), Api::Admin).is_ok(),
+        };
+        if matched && caller.is_none() {
             caller = Some(name.to_owned());
         }
     }

@@ -172,9 +172,17 @@ impl IntoResponse for ApiError {
                     }
                 };
                 let mut response = about_blank(StatusCode::UNAUTHORIZED, "Unauthorized", detail);
-                response
-                    .headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                let headers = response.headers_mut();
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                // A browser opening the dashboard prompts for the token as a password.
+                if api == crate::auth::Api::Admin {
+                    headers.append(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static(
+                            "Basic realm=\"floodwall admin\", charset=\"UTF-8\"",
+                        ),
+                    );
+                }
                 response
             }
             ApiError::Limiter(error, policies) => limiter_error(&error, &policies).into_response(),

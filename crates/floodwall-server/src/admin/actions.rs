@@ -83,7 +83,7 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes, what: &str) -> Result<T, Ap
     serde_json::from_slice(bytes).map_err(|error| ApiError::BadAction(format!("{what}: {error}")))
 }
 
-fn block_json(block: &Block, now_ms: u64) -> Value {
+pub(super) fn block_json(block: &Block, now_ms: u64) -> Value {
     json!({
         "policy": block.policy,
         "key": String::from_utf8_lossy(&block.key),
@@ -119,7 +119,7 @@ async fn blocks(
 }
 
 /// The wall clock in milliseconds since the Unix epoch, as blocks are kept.
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     use floodwall::Clock;
     floodwall::SystemClock::new().now_us() / 1_000
 }

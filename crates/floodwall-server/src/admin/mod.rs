@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::watch;
 
 mod actions;
+mod dashboard;
 
 use crate::check::single_decision_body;
 use crate::config::Config;
@@ -66,6 +67,7 @@ pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Rou
             get(offenders).fallback(crate::only("GET, HEAD")),
         )
         .merge(actions::routes())
+        .merge(dashboard::routes())
         .fallback(crate::no_route)
         .with_state(state)
 }

@@ -370,3 +370,77 @@ async fn floodwall_admin_drives_a_running_service() {
     let unreachable = floodwall(&["admin", "--server", "http://127.0.0.1:1", "blocks"]);
     assert_eq!(unreachable.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_behind_the_token_and_runs_only_its_own_code() {
+    let file = config_file(&config(""));
+    let service = Floodwall::serve_with(Some(file.path()), ENV, true);
+    let client = Client::new();
+    for path in ["/", "/dashboard.js", "/dashboard.css", "/v1/dashboard"] {
+        let refused = client.get(service.admin_url(path)).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let challenges: Vec<_> = refused
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .collect();
+        assert!(
+            challenges
+                .iter()
+                .any(|c| c.to_str().unwrap().starts_with("Basic")),
+            "{path}"
+        );
+        // The token as a browser sends it: Basic, any user name.
+        let page = client
+            .get(service.admin_url(path))
+            .basic_auth("anyone", Some("ops-secret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        if path != "/v1/dashboard" {
+            let policy = page.headers()["content-security-policy"].to_str().unwrap();
+            assert!(
+                policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'")
+            );
+        }
+    }
+    // Credentials a browser keeps are refused when another site's page sends them.
+    let cross_site = client
+        .put(service.admin_url("/v1/lists/deny/victim"))
+        .basic_auth("anyone", Some("ops-secret"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::UNAUTHORIZED);
+    let wrong = client
+        .get(service.admin_url("/v1/dashboard"))
+        .basic_auth("ops", Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    // The snapshot: decisions by policy, offenders, store, routes.
+    for _ in 0..5 {
+        check(&client, &service, "noisy").await;
+    }
+    let snapshot: Value = client
+        .get(service.admin_url("/v1/dashboard"))
+        .bearer_auth("main-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let policy = &snapshot["policies"][0];
+    assert_eq!(policy["name"], "per-key");
+    assert_eq!(policy["decisions"]["allowed"], 3, "{snapshot}");
+    assert_eq!(policy["decisions"]["denied"], 2, "{snapshot}");
+    assert_eq!(policy["offenders"][0]["key"], "noisy");
+    assert_eq!(snapshot["store"]["kind"], "memory");
+    assert_eq!(snapshot["routes"][0]["match"], "GET /");
+    assert_eq!(snapshot["lists"], 1);
+}
