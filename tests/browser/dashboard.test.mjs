@@ -43,6 +43,19 @@ algorithm = "concurrency"
 limit = 2
 period = "30s"
 
+[[policy]]
+name = "search-trial"
+algorithm = "gcra"
+limit = 5
+period = "1m"
+mode = "shadow"
+
+[[route]]
+match = "GET /search"
+key = "header:x-user"
+policies = ["search-trial"]
+respond = { status = 200, json = { results = [] } }
+
 [[route]]
 match = "GET /api/*"
 key = "header:x-user"
@@ -75,17 +88,19 @@ function serve(config) {
 /** Requests from well-behaved users and one that goes far past its limit, until stopped. */
 function load(main) {
   let running = true;
+  // Each user stays under 20 a minute; scraper-7 does not, and mallory by far.
+  const pause = { mallory: 5, "scraper-7": 1000, "trial-bot": 200 };
   const worker = async (user, n) => {
     // Spread over the interval, so that every second sees some.
     await new Promise((r) => setTimeout(r, n * 430));
+    const path = user === "trial-bot" ? "/search" : "/api/items";
     while (running) {
-      await fetch(`${main}/api/items`, { headers: { "x-user": user } }).catch(() => {});
-      // Each user stays under 20 a minute; mallory does not.
-      await new Promise((r) => setTimeout(r, user === "mallory" ? 5 : 3500));
+      await fetch(`${main}${path}`, { headers: { "x-user": user } }).catch(() => {});
+      await new Promise((r) => setTimeout(r, pause[user] ?? 3500));
     }
   };
   const users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
-  const workers = [...users, "mallory", "mallory"].map(worker);
+  const workers = [...users, "scraper-7", "trial-bot", "mallory", "mallory"].map(worker);
   return async () => {
     running = false;
     await Promise.all(workers);
@@ -154,6 +169,11 @@ test("the dashboard shows live decisions and its block button blocks", async (t)
   await waitFor("the chart to move", async () => (await points()) !== first);
   await waitFor("a rate of allowed requests", async () => Number(await page.locator("#rate-allowed").textContent()) > 0);
   await waitFor("a rate of denied requests", async () => Number(await page.locator("#rate-denied").textContent()) > 0);
+  await waitFor("a rate of shadow denials", async () => Number(await page.locator("#rate-shadow").textContent()) > 0);
+  // One policy's chart: the shadow policy denies nothing for real.
+  await page.locator("#chart-policy").selectOption("search-trial");
+  assert.equal(Number(await page.locator("#rate-denied").textContent()), 0);
+  await page.locator("#chart-policy").selectOption("");
 
   // The key past its limit is among the top offenders, with its denials.
   const offender = page.locator('#offenders tr[data-key="mallory"][data-policy="per-user"]');
@@ -179,8 +199,8 @@ test("the dashboard shows live decisions and its block button blocks", async (t)
   await waitFor("the inspected state", async () => /"remaining"/.test(await page.locator("#inspected").textContent()));
 
   // The store, policies and routes are shown.
-  assert.match(await page.locator("#store").textContent(), /memory:\/\/ · \d+ of 1000000 keys/);
-  assert.equal(await page.locator("#policies tbody tr").count(), 3);
+  assert.match(await page.locator("#store").textContent(), /memory:\/\/ · \d+ of 1,000,000 keys/);
+  assert.equal(await page.locator("#policies tbody tr").count(), 4);
   assert.match(await page.locator("#routes tbody").textContent(), /GET \/api\/\*/);
 
   // SCREENSHOT_AFTER_S lets the chart fill for a picture (the README's is taken so).

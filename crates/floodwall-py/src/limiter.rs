@@ -109,8 +109,14 @@ impl PyLimiter {
             Storage::Memory(memory) => Some(memory.clone()),
             _ => None,
         };
+        let shared = matches!(store, Storage::Redis(_));
+        let limiter = Limiter::builder(store).on_error(on_error).build();
+        // Blocks and lists made through a floodwall service's admin API arrive within a second.
+        if shared {
+            runtime::spawn_background(limiter.keep_controls_synced(Duration::from_secs(1)));
+        }
         Ok(PyLimiter {
-            limiter: Limiter::builder(store).on_error(on_error).build(),
+            limiter,
             memory,
             storage: storage.to_owned(),
         })

@@ -51,6 +51,14 @@ where
     }
 }
 
+/// Runs `work` on the shared runtime in the background, for as long as it runs.
+pub(crate) fn spawn_background<F>(work: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    runtime().spawn(work);
+}
+
 /// Runs `work` in the background; its result goes to `completions` for the asyncio `future`.
 pub(crate) fn spawn<F>(completions: Py<Completions>, future: Py<PyAny>, work: F)
 where

@@ -124,10 +124,13 @@ class Floodwall:
     def _wait_for_address(self) -> str:
         assert self.process.stdout is not None
         early: List[str] = []
+        self.admin_address = None
         for line in self.process.stdout:
             early.append(line)
             match = re.search(r"address=(\S+)", line) or re.search(r'"address":\s*"([^"]+)"', line)
-            if match and "listening" in line and "admin" not in line and "check API" not in line:
+            if match and "admin listening" in line:
+                self.admin_address = match.group(1)
+            elif match and "listening" in line and "check API" not in line:
                 return match.group(1)
         raise RuntimeError(f"floodwall exited before listening: {early}")
 

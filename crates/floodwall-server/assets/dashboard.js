@@ -4,7 +4,7 @@
 
 const POLL_MS = 1000;
 const HISTORY = 300; // seconds of chart
-const history = []; // {allowed, denied, shadow} per second, oldest first
+const history = []; // per poll, oldest first: Map of policy name to {allowed, denied, shadow}
 let previous = null; // the last snapshot's totals and time
 let timer = null;
 
@@ -80,14 +80,34 @@ function formatDuration(ms) {
   return Math.ceil(s / 3600) + " h";
 }
 
+/** The chart's points: the chosen policy's rates, or every policy's summed. */
+function series() {
+  const chosen = $("#chart-policy").value;
+  return history.map((rates) => {
+    const point = { allowed: 0, denied: 0, shadow: 0 };
+    for (const [name, rate] of rates) {
+      if (chosen && name !== chosen) continue;
+      point.allowed += rate.allowed;
+      point.denied += rate.denied;
+      point.shadow += rate.shadow;
+    }
+    return point;
+  });
+}
+
 function drawChart() {
   const width = 600, height = 180;
-  const top = Math.max(1, ...history.map((p) => Math.max(p.allowed, p.denied, p.shadow)));
+  const points = series();
+  const latest = points[points.length - 1] ?? { allowed: 0, denied: 0, shadow: 0 };
+  $("#rate-allowed").textContent = formatRate(latest.allowed);
+  $("#rate-denied").textContent = formatRate(latest.denied);
+  $("#rate-shadow").textContent = formatRate(latest.shadow);
+  const top = Math.max(1, ...points.map((p) => Math.max(p.allowed, p.denied, p.shadow)));
   const x = (i) => (width * (HISTORY - history.length + i)) / (HISTORY - 1);
   const y = (v) => height - 4 - ((height - 8) * v) / top;
-  for (const series of ["allowed", "denied", "shadow"]) {
-    const points = history.map((p, i) => x(i).toFixed(1) + "," + y(p[series]).toFixed(1));
-    $("#chart polyline." + series).setAttribute("points", points.join(" "));
+  for (const name of ["allowed", "denied", "shadow"]) {
+    const line = points.map((p, i) => x(i).toFixed(1) + "," + y(p[name]).toFixed(1));
+    $("#chart polyline." + name).setAttribute("points", line.join(" "));
   }
   const grid = $("#grid");
   grid.replaceChildren();
@@ -105,7 +125,7 @@ function drawChart() {
 function showStore(store, lists) {
   let text = store.url + " · ";
   if (store.kind === "memory") {
-    text += store.keys + " of " + store.max_keys + " keys";
+    text += store.keys.toLocaleString("en-US") + " of " + store.max_keys.toLocaleString("en-US") + " keys";
     if (store.evicted) text += " · " + store.evicted + " evicted";
   } else if (store.kind === "redis") {
     text += store.open_breakers
@@ -120,30 +140,27 @@ function showStore(store, lists) {
 
 function render(snapshot) {
   const elapsed = previous ? Math.max(0.001, (snapshot.now_ms - previous.at) / 1000) : 1;
-  const point = { allowed: 0, denied: 0, shadow: 0 };
   const rates = new Map();
   for (const policy of snapshot.policies) {
-    const rate = {
+    rates.set(policy.name, {
       allowed: perSecond(policy, "allowed", elapsed),
       denied: perSecond(policy, "denied", elapsed),
       shadow: perSecond(policy, "shadow_denied", elapsed),
-    };
-    rates.set(policy.name, rate);
-    point.allowed += rate.allowed;
-    point.denied += rate.denied;
-    point.shadow += rate.shadow;
+    });
   }
   if (previous) {
-    history.push(point);
+    history.push(rates);
     if (history.length > HISTORY) history.shift();
   }
   previous = {
     at: snapshot.now_ms,
     totals: Object.fromEntries(snapshot.policies.map((p) => [p.name, p.decisions || {}])),
   };
-  $("#rate-allowed").textContent = formatRate(point.allowed);
-  $("#rate-denied").textContent = formatRate(point.denied);
-  $("#rate-shadow").textContent = formatRate(point.shadow);
+  const chooser = $("#chart-policy");
+  const known = new Set([...chooser.options].map((o) => o.value));
+  for (const policy of snapshot.policies) {
+    if (!known.has(policy.name)) chooser.appendChild(new Option(policy.name, policy.name));
+  }
   drawChart();
   showStore(snapshot.store, snapshot.lists);
 
@@ -244,6 +261,8 @@ function stop() {
   // A gap in the chart, not a spike: the next rate is from the next two snapshots.
   previous = null;
 }
+
+$("#chart-policy").addEventListener("change", drawChart);
 
 // A hidden page asks for nothing.
 document.addEventListener("visibilitychange", () => (document.hidden ? stop() : start()));

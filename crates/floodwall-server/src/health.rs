@@ -138,17 +138,9 @@ pub(crate) async fn sync_controls(
     limiter: Limiter,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    let mut every = tokio::time::interval(WATCH_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = &mut stopped => return,
-        }
-        if let Err(error) = limiter.sync_controls().await {
-            tracing::debug!(%error, "could not load the operator controls; keeping those loaded");
-        }
+    tokio::select! {
+        () = limiter.keep_controls_synced(WATCH_EVERY) => {}
+        () = stopped => {}
     }
 }
 

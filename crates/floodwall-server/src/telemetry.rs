@@ -78,6 +78,10 @@ fn describe() {
         "The memory store's bound on tracked keys ([storage] max_keys)."
     );
     describe_counter!(
+        "floodwall_admin_actions_total",
+        "Admin actions (block, unblock, penalise, reward, reset, allow, deny, unallow, undeny), by the name of the token that made them."
+    );
+    describe_counter!(
         "floodwall_memory_reclaimed_total",
         "Keys the memory store forgot because they were back at rest."
     );

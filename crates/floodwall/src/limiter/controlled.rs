@@ -196,6 +196,30 @@ impl Limiter {
         self.shared.controls.sync(&self.shared.store).await
     }
 
+    /// A task body that calls [`Limiter::sync_controls`] every `every` for as long as any clone
+    /// of this limiter lives, then ends; spawn it on a runtime. It holds no clone itself. A
+    /// failed load keeps the controls already loaded and is tried again at the next tick.
+    pub fn keep_controls_synced(
+        &self,
+        every: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let shared = std::sync::Arc::downgrade(&self.shared);
+        async move {
+            let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if let Err(error) = shared.controls.sync(&shared.store).await {
+                    // Seen again at the next tick; the store's outage is reported elsewhere.
+                    let _ = error;
+                }
+            }
+        }
+    }
+
     /// Which list, if any, holds the client address `address` (deny first). For callers that
     /// know the client's address beside its key, such as an HTTP layer keyed by a header.
     pub fn screen_client(&self, address: IpAddr) -> Option<List> {
