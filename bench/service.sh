@@ -73,33 +73,11 @@ upstream = "http://127.0.0.1:$upstream_port"
 TOML
 }
 
-# CPU time (user + system, in clock ticks) used so far by the given processes.
-cpu_ticks() {
-  local total=0 pid
-  for pid in "$@"; do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
-
+# shellcheck source=bench/lib/wrk.sh
+. bench/lib/wrk.sh
 measure() { # name url "server pids" [wrk args...]
   local name=$1 url=$2 servers=$3; shift 3
-  local out before after
-  # shellcheck disable=SC2086 # pid lists are split on purpose
-  before=$(cpu_ticks $servers)
-  out=$(wrk -t2 -c64 -d"${seconds}s" --latency "$@" "$url")
-  # shellcheck disable=SC2086
-  after=$(cpu_ticks $servers)
-  local rps p50 p99 non2xx requests cpu_us
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  requests=$(awk '/requests in/ {print $1}' <<<"$out")
-  # The server's own CPU per request, in µs (nginx cases: its workers, proxy and upstream).
-  cpu_us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
-    'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
-  echo "{\"bench\": \"service\", \"round\": $round, \"store\": \"$store\", \"case\": \"$name\", \"requests_per_s\": $rps, \"p50\": \"$p50\", \"p99\": \"$p99\", \"non_2xx\": ${non2xx:-0}, \"server_cpu_us_per_request\": $cpu_us}"
+  wrk_measure "\"bench\": \"service\", \"round\": $round, \"store\": \"$store\", \"case\": \"$name\"" "$url" "$servers" "$@"
 }
 
 nginx_workers=$(pgrep -P "$(cat "$dir/nginx.pid")" | tr '\n' ' ')

@@ -193,7 +193,7 @@ impl Controls {
         &self,
         pairs: impl ExactSizeIterator<Item = (&'k str, &'k [u8])> + Clone,
     ) -> Screen {
-        self.read().screen(pairs, self.now_ms())
+        self.read().screen(pairs, || self.now_ms())
     }
 
     pub(crate) fn screen_address(&self, address: IpAddr) -> Option<List> {

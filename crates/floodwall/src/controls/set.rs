@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use hashbrown::HashMap;
+use hashbrown::{Equivalent, HashMap};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
@@ -231,6 +231,17 @@ impl ListSet {
     }
 }
 
+/// A block's (policy, key) borrowed from a check: found in the map without allocating. It
+/// hashes as the owned pair does (`String` as `str`, `Vec<u8>` as `[u8]`).
+#[derive(Hash)]
+struct PairRef<'k>(&'k str, &'k [u8]);
+
+impl Equivalent<(String, Vec<u8>)> for PairRef<'_> {
+    fn equivalent(&self, key: &(String, Vec<u8>)) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_slice()
+    }
+}
+
 /// Blocks and lists: the configured entries and the ones made at run time.
 #[derive(Debug, Default)]
 pub(crate) struct ControlSet {
@@ -254,7 +265,7 @@ impl ControlSet {
     }
 
     pub(crate) fn unblock(&mut self, policy: &str, key: &[u8]) -> Option<Block> {
-        self.blocks.remove(&(policy.to_owned(), key.to_vec()))
+        self.blocks.remove(&PairRef(policy, key))
     }
 
     pub(crate) fn list(&mut self, listed: Listed) {
@@ -316,13 +327,14 @@ impl ControlSet {
             .find(|list| self.lists[list.index()].holds_address(address))
     }
 
-    /// How to answer a check of `pairs` at `now_ms`: a deny-listed key refuses the whole check,
-    /// an allow-listed pair is left out of it, and a blocked pair that is not allow-listed
-    /// refuses the whole check for as long as its block lasts.
+    /// How to answer a check of `pairs` at `now_ms` (read only when a pair is blocked): a
+    /// deny-listed key refuses the whole check, an allow-listed pair is left out of it, and a
+    /// blocked pair that is not allow-listed refuses the whole check for as long as its block
+    /// lasts.
     pub(crate) fn screen<'k>(
         &self,
         pairs: impl ExactSizeIterator<Item = (&'k str, &'k [u8])> + Clone,
-        now_ms: u64,
+        now_ms: impl Fn() -> u64,
     ) -> Screen {
         let [allow, deny] = &self.lists;
         if deny.len() > 0 && pairs.clone().any(|(_, key)| deny.holds_key(key)) {
@@ -333,13 +345,13 @@ impl ControlSet {
         } else {
             SmallVec::from_elem(false, pairs.len())
         };
-        if !self.blocks.is_empty() {
+        let blocked = |(policy, key): (&str, &[u8])| self.blocks.get(&PairRef(policy, key));
+        if !self.blocks.is_empty() && pairs.clone().any(|pair| blocked(pair).is_some()) {
+            let now_ms = now_ms();
             let waits: SmallVec<[Option<Duration>; 2]> = pairs
                 .zip(&allowed)
-                .map(|((policy, key), listed)| {
-                    let block = (!listed)
-                        .then(|| self.blocks.get(&(policy.to_owned(), key.to_vec())))
-                        .flatten()?;
+                .map(|(pair, listed)| {
+                    let block = (!listed).then(|| blocked(pair)).flatten()?;
                     let left = block
                         .until_ms
                         .checked_sub(now_ms)
@@ -407,10 +419,18 @@ mod tests {
         set.list(listed(List::Deny, "203.0.113.0/24"));
         set.list(listed(List::Deny, "2001:db8::/32"));
         for key in ["203.0.113.9", "2001:db8:1::/64", "2001:db8::7"] {
-            assert_eq!(set.screen(pairs(&[("p", key)]), 0), Screen::Deny, "{key}");
+            assert_eq!(
+                set.screen(pairs(&[("p", key)]), || 0),
+                Screen::Deny,
+                "{key}"
+            );
         }
         for key in ["203.0.114.9", "2001:db9::/64", "user", "203.0.113.9x"] {
-            assert_eq!(set.screen(pairs(&[("p", key)]), 0), Screen::Pass, "{key}");
+            assert_eq!(
+                set.screen(pairs(&[("p", key)]), || 0),
+                Screen::Pass,
+                "{key}"
+            );
         }
         let mapped: IpAddr = "::ffff:203.0.113.1".parse().unwrap();
         assert_eq!(set.screen_address(mapped), Some(List::Deny));
@@ -427,9 +447,9 @@ mod tests {
             until_ms: 5_000,
             made: made(),
         });
-        assert_eq!(set.screen(pairs(&[("p", "10.9.9.9")]), 0), Screen::Deny);
+        assert_eq!(set.screen(pairs(&[("p", "10.9.9.9")]), || 0), Screen::Deny);
         assert_eq!(
-            set.screen(pairs(&[("p", "10.1.1.1")]), 0),
+            set.screen(pairs(&[("p", "10.1.1.1")]), || 0),
             Screen::Allow(SmallVec::from_slice(&[true]))
         );
         assert_eq!(
@@ -449,11 +469,11 @@ mod tests {
         });
         let both = [("q", "k"), ("p", "k")];
         assert_eq!(
-            set.screen(pairs(&both), 1_000),
+            set.screen(pairs(&both), || 1_000),
             Screen::Blocked(SmallVec::from_slice(&[None, Some(Duration::from_secs(4))]))
         );
-        assert_eq!(set.screen(pairs(&[("q", "k")]), 1_000), Screen::Pass);
-        assert_eq!(set.screen(pairs(&[("p", "k")]), 5_000), Screen::Pass);
+        assert_eq!(set.screen(pairs(&[("q", "k")]), || 1_000), Screen::Pass);
+        assert_eq!(set.screen(pairs(&[("p", "k")]), || 5_000), Screen::Pass);
         set.prune(5_000);
         assert!(set.is_empty());
     }
@@ -463,7 +483,7 @@ mod tests {
         let mut set = ControlSet::default();
         set.list(listed(List::Allow, "monitor"));
         assert_eq!(
-            set.screen(pairs(&[("per-user", "monitor"), ("global", "all")]), 0),
+            set.screen(pairs(&[("per-user", "monitor"), ("global", "all")]), || 0),
             Screen::Allow(SmallVec::from_slice(&[true, false]))
         );
         assert!(
@@ -471,7 +491,7 @@ mod tests {
                 .is_some()
         );
         assert_eq!(
-            set.screen(pairs(&[("per-user", "monitor")]), 0),
+            set.screen(pairs(&[("per-user", "monitor")]), || 0),
             Screen::Pass
         );
     }
