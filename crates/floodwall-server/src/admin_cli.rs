@@ -122,6 +122,10 @@ impl Action {
     /// The request the action is: method, path and JSON body.
     fn request(&self) -> (Method, String, Option<serde_json::Value>) {
         let pair = |policy: &str, key: &str| format!("{}/{}", segment(policy), segment(key));
+        let listed = |method, list: &str, entry: &str| {
+            let path = format!("/v1/lists/{list}/{}", segment(entry));
+            (method, path, None)
+        };
         match self {
             Action::Block {
                 policy,
@@ -157,26 +161,10 @@ impl Action {
                 format!("/v1/limits/{}", pair(policy, key)),
                 None,
             ),
-            Action::Allow { entry } => (
-                Method::PUT,
-                format!("/v1/lists/allow/{}", segment(entry)),
-                None,
-            ),
-            Action::Unallow { entry } => (
-                Method::DELETE,
-                format!("/v1/lists/allow/{}", segment(entry)),
-                None,
-            ),
-            Action::Deny { entry } => (
-                Method::PUT,
-                format!("/v1/lists/deny/{}", segment(entry)),
-                None,
-            ),
-            Action::Undeny { entry } => (
-                Method::DELETE,
-                format!("/v1/lists/deny/{}", segment(entry)),
-                None,
-            ),
+            Action::Allow { entry } => listed(Method::PUT, "allow", entry),
+            Action::Unallow { entry } => listed(Method::DELETE, "allow", entry),
+            Action::Deny { entry } => listed(Method::PUT, "deny", entry),
+            Action::Undeny { entry } => listed(Method::DELETE, "deny", entry),
             Action::Blocks => (Method::GET, "/v1/blocks".to_owned(), None),
             Action::Lists => (Method::GET, "/v1/lists".to_owned(), None),
             Action::Offenders { policy } => (

@@ -159,14 +159,7 @@ async fn metrics_describe_themselves_and_cover_every_route() {
         .unwrap();
     assert_eq!(checked.status(), StatusCode::OK);
 
-    let text = client
-        .get(service.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = service.metrics().await;
     for metric in [
         "floodwall_decisions_total",
         "floodwall_check_duration_seconds",

@@ -149,6 +149,13 @@ impl Floodwall {
         format!("http://{}{path}", self.admin.expect("no admin listener"))
     }
 
+    /// The admin listener's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = reqwest::get(self.admin_url("/metrics")).await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     /// Sends a signal (e.g. `-HUP`, `-TERM`) to the process.
     pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")

@@ -248,14 +248,7 @@ async fn blocks_penalties_rewards_and_lists_through_the_admin_api() {
     // Logged with the token's name, and counted.
     let line = service.log_line("admin action").await;
     assert!(line.contains("ops"), "{line}");
-    let metrics = client
-        .get(service.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await;
     for action in [
         "block", "unblock", "penalise", "reward", "deny", "undeny", "allow",
     ] {
