@@ -26,6 +26,28 @@ fn the_example_file_and_the_embedded_default_are_valid() {
     assert_eq!(default.policy("per-ip").unwrap().limit(), 10);
 }
 
+/// `[access]` entries are keys or networks, kept in file order per list; named admin tokens
+/// guard the admin API too.
+#[test]
+fn access_lists_and_named_tokens_are_read() {
+    use floodwall::{List, ListEntry};
+    // PATH stands in for a token variable: it is set, and not empty, wherever tests run.
+    let source = "[admin]\nlisten = \"127.0.0.1:9090\"\ntokens = { ops = \"PATH\" }\n\
+                  [access]\nallow = [\"10.0.0.0/8\", \"monitor\"]\ndeny = [\"203.0.113.7\"]\n";
+    let config = Config::parse(source, Path::new("test.toml")).unwrap();
+    assert_eq!(
+        config.access,
+        vec![
+            (List::Allow, ListEntry::parse("10.0.0.0/8")),
+            (List::Allow, ListEntry::Key(b"monitor".to_vec())),
+            (List::Deny, ListEntry::parse("203.0.113.7/32")),
+        ]
+    );
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.tokens[0].0, "ops");
+    assert!(admin.guarded());
+}
+
 /// An admin API beyond loopback without a token starts only when the operator says so.
 #[test]
 fn an_open_admin_api_beyond_loopback_needs_allow_unauthenticated() {
@@ -39,6 +61,27 @@ fn an_open_admin_api_beyond_loopback_needs_allow_unauthenticated() {
 fn each_mistake_is_reported_at_its_line_with_a_fix() {
     // (file, line, column, words in the message, words in the message or hint)
     let cases: Vec<(String, usize, usize, &str, &str)> = vec![
+        (
+            "[access]\nallow = [\"ok\"]\ndeny = [\"\"]\n".into(),
+            3,
+            9,
+            "a deny entry must be 1 to 256 bytes",
+            "203.0.113.0/24",
+        ),
+        (
+            "[access]\nblock = []\n".into(),
+            2,
+            1,
+            "unknown",
+            "allow",
+        ),
+        (
+            "[admin]\nlisten = \"127.0.0.1:9090\"\ntokens = { \"bad name\" = \"X\" }\n".into(),
+            3,
+            25,
+            "token name \"bad name\"",
+            "ops = ",
+        ),
         (
             "[[policy]]\nname = \"exports\"\nalgorithm = \"concurrency\"\nlimit = 2\nperiod = \"1m\"\n\
              [rls]\nlisten = \"127.0.0.1:8081\"\n[[rls.rule]]\ndomain = \"edge\"\n\
