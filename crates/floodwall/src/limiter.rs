@@ -430,7 +430,8 @@ impl Limiter {
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             let verdict = Verdict::from_answer(policies, self.screened(&check).await?);
-            if verdict.allowed() {
+            // Waiting never admits a deny-listed key.
+            if verdict.allowed() || verdict.source() == Source::DenyList {
                 return Ok(verdict);
             }
             let wait = verdict

@@ -8,7 +8,7 @@
 mod set;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -153,6 +153,9 @@ pub(crate) struct Controls {
     active: AtomicBool,
     /// The shared store's version token last loaded.
     version: Mutex<Option<Vec<u8>>>,
+    /// Changes this instance made, counted: a load read before one of them landed would undo
+    /// it here until the next load, so such a load is dropped.
+    local_changes: AtomicU64,
     clock: SystemClock,
 }
 
@@ -162,6 +165,7 @@ impl Default for Controls {
             set: RwLock::default(),
             active: AtomicBool::new(false),
             version: Mutex::new(None),
+            local_changes: AtomicU64::new(0),
             clock: SystemClock::new(),
         }
     }
@@ -185,6 +189,13 @@ impl Controls {
         let mut set = self.set.write().unwrap_or_else(PoisonError::into_inner);
         let changed = change(&mut set);
         self.active.store(!set.is_empty(), Ordering::Relaxed);
+        changed
+    }
+
+    /// [`Controls::edit`] for a change this instance made and the store recorded.
+    fn edit_locally<T>(&self, change: impl FnOnce(&mut ControlSet) -> T) -> T {
+        let changed = self.edit(change);
+        self.local_changes.fetch_add(1, Ordering::SeqCst);
         changed
     }
 
@@ -277,7 +288,7 @@ impl Controls {
         store
             .write_controls(Some((block_field(policy, key), value.into_bytes())), None)
             .await?;
-        self.edit(|set| set.block(block.clone()));
+        self.edit_locally(|set| set.block(block.clone()));
         Ok(block)
     }
 
@@ -291,7 +302,7 @@ impl Controls {
             .write_controls(None, Some(block_field(policy, key)))
             .await?;
         let now_ms = self.now_ms();
-        Ok(self.edit(|set| {
+        Ok(self.edit_locally(|set| {
             set.unblock(policy, key)
                 .is_some_and(|b| b.until_ms > now_ms)
         }))
@@ -327,7 +338,7 @@ impl Controls {
                 None,
             )
             .await?;
-        self.edit(|set| set.list(listed.clone()));
+        self.edit_locally(|set| set.list(listed.clone()));
         Ok(listed)
     }
 
@@ -350,7 +361,7 @@ impl Controls {
         store
             .write_controls(None, Some(list_field(list, entry)))
             .await?;
-        Ok(self.edit(|set| set.unlist(list, entry).is_some()))
+        Ok(self.edit_locally(|set| set.unlist(list, entry).is_some()))
     }
 
     /// Loads what other instances changed in the store since the last sync.
@@ -366,13 +377,21 @@ impl Controls {
         if known.as_ref() == Some(&version) {
             return Ok(());
         }
+        let changes = self.local_changes.load(Ordering::SeqCst);
         let fields = store.read_controls().await?;
         let loaded = fields
             .iter()
             .find(|(field, _)| field == VERSION_FIELD)
             .map(|(_, value)| value.clone());
         let now_ms = self.now_ms();
-        let ended = self.edit(|set| load(set, fields, now_ms));
+        let ended = self.edit(|set| {
+            // A change made here meanwhile may be missing from what was read: load next time.
+            (self.local_changes.load(Ordering::SeqCst) == changes)
+                .then(|| load(set, fields, now_ms))
+        });
+        let Some(ended) = ended else {
+            return Ok(());
+        };
         *self.version.lock().unwrap_or_else(PoisonError::into_inner) = loaded;
         // Ended blocks are dropped from the store by whichever instance sees them first.
         for field in ended {

@@ -251,6 +251,14 @@ async fn controls_are_bounded_and_refuse_what_they_cannot_keep() {
         limiter.check(&policy, "bad", 1).await.unwrap().source(),
         Source::DenyList
     );
+    // Waiting does not help a deny-listed key: acquire answers at once.
+    let waited = tokio::time::Instant::now();
+    let verdict = limiter
+        .acquire(&policy, "bad", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(verdict.source(), Source::DenyList);
+    assert!(waited.elapsed() < Duration::from_secs(5));
     limiter.configure_lists(Vec::new());
     assert!(limiter.check(&policy, "bad", 1).await.unwrap().allowed());
 }
