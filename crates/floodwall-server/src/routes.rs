@@ -149,10 +149,7 @@ impl RouteTable {
                                 b.policy(p)
                             })
                             .key(key_extractor(&route.key, config))
-                            .screen_clients(
-                                ClientIp::new()
-                                    .trusted_proxies(config.server.trusted_proxies.iter().copied()),
-                            )
+                            .screen_clients(client_ip(config))
                             .headers(config.server.headers)
                             .observe(observer(
                                 Arc::clone(&label),
@@ -165,7 +162,7 @@ impl RouteTable {
                                 .map_response(IntoResponse::into_response),
                         )
                     }
-                    None => BoxCloneSyncService::new(handler),
+                    None => screened_only(handler, limiter.clone(), client_ip(config)),
                 };
                 Route {
                     matcher: route.matcher.clone(),
@@ -180,6 +177,29 @@ impl RouteTable {
             unmatched: Arc::new(RouteInstruments::new(UNMATCHED_ROUTE)),
         }
     }
+}
+
+/// Who the client is, for the allow and deny lists: the address the trusted proxies vouch for.
+fn client_ip(config: &Config) -> ClientIp {
+    ClientIp::new().trusted_proxies(config.server.trusted_proxies.iter().copied())
+}
+
+/// A route without policies still refuses deny-listed clients (403); nothing else is checked.
+fn screened_only(handler: RouteService, limiter: Limiter, client: ClientIp) -> RouteService {
+    BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
+        let denied = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| client.resolve(peer.0.ip(), request.headers()))
+            .is_some_and(|address| limiter.screen_client(address) == Some(floodwall::List::Deny));
+        let handler = handler.clone();
+        async move {
+            if denied {
+                return Ok(floodwall_http::problem::deny_listed().into_response());
+            }
+            handler.oneshot(request).await
+        }
+    }))
 }
 
 /// What a route's layer does with each decision: records its latency, and logs it when the

@@ -34,6 +34,10 @@ match = "GET /"
 key = "ip"
 policies = ["per-key"]
 respond = {{ status = 200, json = {{ message = "hello" }} }}
+
+[[route]]
+match = "GET /open"
+respond = {{ status = 200, json = {{ message = "unlimited" }} }}
 "#
     )
 }
@@ -179,6 +183,9 @@ async fn blocks_penalties_rewards_and_lists_through_the_admin_api() {
         "application/problem+json"
     );
     assert!(refused.headers().get("retry-after").is_none());
+    // A route without policies refuses them too.
+    let open = client.get(service.url("/open")).send().await.unwrap();
+    assert_eq!(open.status(), StatusCode::FORBIDDEN);
     let (status, _) = admin(
         &client,
         &service,
@@ -188,6 +195,8 @@ async fn blocks_penalties_rewards_and_lists_through_the_admin_api() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let open = client.get(service.url("/open")).send().await.unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
     admin(
         &client,
         &service,
