@@ -3,75 +3,69 @@
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use http::Method;
 use serde_json::json;
+
+/// The (policy, key) pair an action is on.
+#[derive(Debug, Args)]
+pub(crate) struct Target {
+    /// The policy's name.
+    #[arg(long)]
+    policy: String,
+    /// The client key.
+    #[arg(long)]
+    key: String,
+}
+
+impl Target {
+    /// `{policy}/{key}`, each percent-encoded.
+    fn path(&self) -> String {
+        format!("{}/{}", segment(&self.policy), segment(&self.key))
+    }
+}
 
 /// One admin action.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Action {
     /// Deny every check of a key under a policy for a while (429 with Retry-After).
     Block {
-        /// The policy's name.
-        #[arg(long)]
-        policy: String,
-        /// The client key.
-        #[arg(long)]
-        key: String,
+        #[command(flatten)]
+        target: Target,
         /// How long: 30s, 15m, 1h, 1d.
         #[arg(long = "for", value_name = "DURATION")]
         duration: String,
     },
     /// End a block early.
     Unblock {
-        /// The policy's name.
-        #[arg(long)]
-        policy: String,
-        /// The client key.
-        #[arg(long)]
-        key: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Consume units of a key now (all that is left when fewer are).
     Penalise {
-        /// The policy's name.
-        #[arg(long)]
-        policy: String,
-        /// The client key.
-        #[arg(long)]
-        key: String,
+        #[command(flatten)]
+        target: Target,
         /// How many units.
         #[arg(long)]
         units: u64,
     },
     /// Give units back to a key (never past its full quota).
     Reward {
-        /// The policy's name.
-        #[arg(long)]
-        policy: String,
-        /// The client key.
-        #[arg(long)]
-        key: String,
+        #[command(flatten)]
+        target: Target,
         /// How many units.
         #[arg(long)]
         units: u64,
     },
     /// Show a key's state without consuming.
     Inspect {
-        /// The policy's name.
-        #[arg(long)]
-        policy: String,
-        /// The client key.
-        #[arg(long)]
-        key: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Forget a key's state: it starts again with its full quota.
     Reset {
-        /// The policy's name.
-        #[arg(long)]
-        policy: String,
-        /// The client key.
-        #[arg(long)]
-        key: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Never limit a key, an address or a CIDR network.
     Allow {
@@ -121,44 +115,37 @@ fn segment(text: &str) -> String {
 impl Action {
     /// The request the action is: method, path and JSON body.
     fn request(&self) -> (Method, String, Option<serde_json::Value>) {
-        let pair = |policy: &str, key: &str| format!("{}/{}", segment(policy), segment(key));
         let listed = |method, list: &str, entry: &str| {
             let path = format!("/v1/lists/{list}/{}", segment(entry));
             (method, path, None)
         };
         match self {
-            Action::Block {
-                policy,
-                key,
-                duration,
-            } => (
+            Action::Block { target, duration } => (
                 Method::PUT,
-                format!("/v1/blocks/{}", pair(policy, key)),
+                format!("/v1/blocks/{}", target.path()),
                 Some(json!({ "duration": duration })),
             ),
-            Action::Unblock { policy, key } => (
+            Action::Unblock { target } => (
                 Method::DELETE,
-                format!("/v1/blocks/{}", pair(policy, key)),
+                format!("/v1/blocks/{}", target.path()),
                 None,
             ),
-            Action::Penalise { policy, key, units } => (
+            Action::Penalise { target, units } => (
                 Method::POST,
-                format!("/v1/limits/{}/penalty", pair(policy, key)),
+                format!("/v1/limits/{}/penalty", target.path()),
                 Some(json!({ "units": units })),
             ),
-            Action::Reward { policy, key, units } => (
+            Action::Reward { target, units } => (
                 Method::POST,
-                format!("/v1/limits/{}/reward", pair(policy, key)),
+                format!("/v1/limits/{}/reward", target.path()),
                 Some(json!({ "units": units })),
             ),
-            Action::Inspect { policy, key } => (
-                Method::GET,
-                format!("/v1/limits/{}", pair(policy, key)),
-                None,
-            ),
-            Action::Reset { policy, key } => (
+            Action::Inspect { target } => {
+                (Method::GET, format!("/v1/limits/{}", target.path()), None)
+            }
+            Action::Reset { target } => (
                 Method::DELETE,
-                format!("/v1/limits/{}", pair(policy, key)),
+                format!("/v1/limits/{}", target.path()),
                 None,
             ),
             Action::Allow { entry } => listed(Method::PUT, "allow", entry),
