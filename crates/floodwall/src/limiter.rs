@@ -8,7 +8,10 @@ use std::time::Duration;
 use floodwall_core::{Decision, Holder, OnError, Policy};
 use smallvec::SmallVec;
 
+mod builder;
 mod controlled;
+
+pub use builder::LimiterBuilder;
 
 use crate::check::Check;
 use crate::controls::Controls;
@@ -83,73 +86,6 @@ impl StoreErrorCounts {
     }
 }
 
-/// Builds a [`Limiter`].
-#[derive(Debug)]
-pub struct LimiterBuilder {
-    store: Storage,
-    on_error: OnError,
-    local: Option<MemoryStore>,
-    local_share: u64,
-    offenders: Option<usize>,
-}
-
-impl LimiterBuilder {
-    /// Keeps, per policy, the keys it denied most in the last five minutes, in `capacity`
-    /// counters a minute ([`Limiter::top_offenders`]). Off by default; it costs a lock per
-    /// denied pair, never anything on an admission.
-    #[must_use]
-    pub fn track_offenders(mut self, capacity: usize) -> Self {
-        self.offenders = Some(capacity.max(1));
-        self
-    }
-
-    /// With `on_error = "local"`, how many instances share the limit: each instance's fallback
-    /// admits `limit / instances` (rounded up), so that the fleet as a whole stays near the shared
-    /// limit during an outage (default 1: each instance admits the whole limit).
-    #[must_use]
-    pub fn local_share(mut self, instances: u64) -> Self {
-        self.local_share = instances.max(1);
-        self
-    }
-
-    /// The answer to store failures for policies that do not set their own (default `allow`).
-    #[must_use]
-    pub fn on_error(mut self, on_error: OnError) -> Self {
-        self.on_error = on_error;
-        self
-    }
-
-    /// The in-process store used with `on_error = "local"` (default: a [`MemoryStore`] of
-    /// [`DEFAULT_LOCAL_MAX_KEYS`] keys on the system clock).
-    #[must_use]
-    pub fn local_store(mut self, local: MemoryStore) -> Self {
-        self.local = Some(local);
-        self
-    }
-
-    /// Builds the limiter.
-    pub fn build(self) -> Limiter {
-        let local = OnceLock::new();
-        if let Some(store) = self.local {
-            let _ = local.set(store);
-        }
-        Limiter {
-            shared: Arc::new(Shared {
-                store: self.store,
-                on_error: self.on_error,
-                local,
-                local_share: self.local_share,
-                fail_open: AtomicU64::new(0),
-                fail_closed: AtomicU64::new(0),
-                local_decisions: AtomicU64::new(0),
-                store_errors: Default::default(),
-                offenders: self.offenders.map(OffenderTable::new),
-                controls: Controls::default(),
-            }),
-        }
-    }
-}
-
 fn severity(on_error: OnError) -> u8 {
     match on_error {
         OnError::Allow => 0,
@@ -159,22 +95,6 @@ fn severity(on_error: OnError) -> u8 {
 }
 
 impl Limiter {
-    /// A limiter on `store` (a [`MemoryStore`], a Redis store, or a [`Storage`]) that fails open.
-    pub fn new(store: impl Into<Storage>) -> Self {
-        Self::builder(store).build()
-    }
-
-    /// A builder for the failure policy and the local fallback.
-    pub fn builder(store: impl Into<Storage>) -> LimiterBuilder {
-        LimiterBuilder {
-            store: store.into(),
-            on_error: OnError::Allow,
-            local: None,
-            local_share: 1,
-            offenders: None,
-        }
-    }
-
     /// The store.
     pub fn store(&self) -> &Storage {
         &self.shared.store
@@ -315,6 +235,11 @@ impl Limiter {
     /// Gives back `cost` units to `key` under `policy`, as if an admission of them had not
     /// happened, never past a full quota: for a request that was admitted but must not count
     /// (its response failed, a gateway reported negative hits). Returns the state afterwards.
+    ///
+    /// The units go back to the key's current quota, which is what the admission took only
+    /// while that admission still counts: before its decision's `reset_after` has passed. A
+    /// later refund is a reward: a `fixed_window` refunded after its window ended gives the unit
+    /// to the next window, which can then admit `limit + cost`. Refund promptly.
     ///
     /// # Errors
     ///
