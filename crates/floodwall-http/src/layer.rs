@@ -193,7 +193,9 @@ impl RateLimitLayerBuilder {
     /// `refund(status)` holds, e.g. `|status| status.is_server_error()`: a request the API failed
     /// to serve then does not count against the client. Answers the layer gives itself (429,
     /// 503) never consumed anything. The refund is a second store call after the response; if it
-    /// fails, the request stays counted (never the other way round).
+    /// fails, the request stays counted (never the other way round). A policy whose quota came
+    /// back while the request was served (its window ended, say) is not refunded: the request no
+    /// longer counts there, and its units would go to the next period.
     #[must_use]
     pub fn refund_when(
         mut self,

@@ -108,7 +108,8 @@ where
                 Err(error) => return Ok(ours(problem::misconfigured(&error.to_string()))),
             };
             let cost = (config.cost)(&parts);
-            let started = config.observe.as_ref().map(|_| tokio::time::Instant::now());
+            let started = (config.observe.is_some() || config.refund.is_some())
+                .then(tokio::time::Instant::now);
             // An in-flight limit holds its units until the response has been sent.
             let (decided, held) = if config.holds {
                 match config.limiter.lease_all(&config.policies, &key, cost).await {
@@ -146,11 +147,17 @@ where
                 config.headers.write(response.headers_mut(), &verdict);
                 if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
                     // The policies that consumed: every rate that admitted. In-flight units go
-                    // back with the body, and only the holder's own.
+                    // back with the body, and only the holder's own. A rate whose quota came
+                    // back while the request ran (its window ended, its bucket refilled) has
+                    // already forgotten this request; a refund would give a later period more
+                    // than its limit, so it is left out.
+                    let served_in = started.map(|at| at.elapsed());
                     let consumed: Vec<(&Policy, &[u8])> = verdict
                         .iter()
                         .filter(|(policy, decision)| {
-                            decision.allowed && policy.algorithm() != Algorithm::Concurrency
+                            decision.allowed
+                                && policy.algorithm() != Algorithm::Concurrency
+                                && served_in.is_some_and(|served| served < decision.reset_after)
                         })
                         .map(|(policy, _)| (policy, key.as_slice()))
                         .collect();

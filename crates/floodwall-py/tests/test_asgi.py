@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 import floodwall
 from floodwall.asgi import RateLimitMiddleware
+from floodwall.testing import ManualClock
 
 from conftest import RedisServer, unique_prefix
 from http_checks import assert_allowed, assert_denied
@@ -80,6 +81,40 @@ def test_refund_when_gives_failed_requests_back():
     responses = run(app, [("GET", "/fails", {})] * 15 + [("GET", "/", {})] * 11)
     assert all(r.status_code == 500 for r in responses[:15])
     assert [r.status_code for r in responses[15:]] == [200] * 10 + [429]
+
+
+def test_a_failure_that_outlives_its_window_is_not_refunded_into_the_next():
+    # Admitted 10 ms before its minute window ends, the failing request answers after two
+    # requests have used up the next window; refunding it then would give that window a third.
+    clock = ManualClock(1_700_000_039.99)
+    admitted, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_failure(request):
+        admitted.set()
+        await answer.wait()
+        return PlainTextResponse("broken", status_code=500)
+
+    app = Starlette(routes=[Route("/", hello), Route("/slow-fails", slow_failure)])
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=floodwall.Limiter(clock=clock),
+        default_limits=[floodwall.Policy("per-ip", "2/minute", algorithm="fixed_window")],
+        refund_when=lambda status: status >= 500,
+    )
+
+    async def main():
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            failing = asyncio.create_task(http.get("/slow-fails"))
+            await admitted.wait()
+            clock.advance(1.0)
+            next_window = [(await http.get("/")).status_code for _ in range(2)]
+            await asyncio.sleep(0.05)  # longer than the 10 ms its window had left
+            answer.set()
+            failed = (await failing).status_code
+            return next_window, failed, (await http.get("/")).status_code
+
+    assert asyncio.run(main()) == ([200, 200], 500, 429)
 
 
 @pytest.mark.parametrize("on_error", ["allow", "deny"])

@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 import floodwall
 from floodwall.flask import FloodWall, remote_address
+from floodwall.testing import ManualClock
 
 from conftest import RedisServer, unique_prefix
 from http_checks import assert_allowed, assert_denied
@@ -153,6 +154,32 @@ def test_deduct_when_counts_only_the_responses_it_selects():
     assert all(client.post("/login", data={"password": "right"}).status_code == 200 for _ in range(6))
     # Failures count: three, then the fourth attempt is refused before the view runs.
     assert [client.post("/login", data={"password": "wrong"}).status_code for _ in range(4)] == [401, 401, 401, 429]
+
+
+def test_a_failure_that_outlives_its_window_is_not_refunded_into_the_next():
+    # Admitted 10 ms before its minute window ends, the failing login answers after two logins
+    # have used up the next window; refunding it then would give that window a third.
+    clock = ManualClock(1_700_000_039.99)
+    app = flask.Flask("slow")
+    fw = FloodWall(app, limiter=floodwall.Limiter(clock=clock))
+    limit = fw.shared_limit("2/minute", "logins", algorithm="fixed_window", deduct_when=lambda response: response.status_code != 500)
+
+    @app.post("/login")
+    @limit
+    def login():
+        return "welcome"
+
+    @app.post("/slow-login")
+    @limit
+    def slow_login():
+        clock.advance(1.0)
+        assert [app.test_client().post("/login").status_code for _ in range(2)] == [200, 200]
+        time.sleep(0.05)  # longer than the 10 ms its window had left
+        return "broken", 500
+
+    client = app.test_client()
+    assert client.post("/slow-login").status_code == 500
+    assert client.post("/login").status_code == 429
 
 
 def test_spoofed_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy():

@@ -84,7 +84,8 @@ pub trait Meter {
     }
 
     /// Gives back `cost` units admitted earlier: the inverse of [`consume`](Meter::consume),
-    /// stopping at rest (a full quota), so a refund never grants more than was taken. Called on a
+    /// stopping at rest (a full quota), so a refund never grants more than was taken while the
+    /// admission it undoes still counts (the state has not been at rest since). Called on a
     /// settled state with `cost <= capacity`.
     fn refund(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
 

@@ -1,6 +1,7 @@
 //! The layer through `Router::oneshot` on a memory store under a manual clock: answers, bodies,
 //! keys, costs, exemptions, stacking and the tower contract.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,6 +11,7 @@ use floodwall::{Algorithm, Limiter, ManualClock, MemoryStore, Mode, Policy};
 use floodwall_http::key::{ClientIp, Header, KeyExtractorExt};
 use floodwall_http::{HeaderMode, QUOTA_EXCEEDED, RateLimitLayer};
 use http::{HeaderName, Method, Request, StatusCode};
+use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 
 use crate::support::{cost_from_header, get_from, json_body, parse_list};
@@ -489,6 +491,50 @@ async fn responses_the_api_failed_to_serve_are_refunded_when_asked() {
             expected
         );
     }
+}
+
+#[tokio::test]
+async fn a_failure_that_outlives_its_window_is_not_refunded_into_the_next() {
+    // The failing request is admitted 10 ms before its window ends, and answers after two
+    // requests have used up the next window. Refunding it then would give that window a third.
+    let clock = ManualClock::new(START_US + 59_990_000);
+    let admitted = Arc::new(Notify::new());
+    let answer = Arc::new(Notify::new());
+    let layer = RateLimitLayer::builder(limiter(&clock), per_minute("per-ip", 2))
+        .refund_when(|status| status.is_server_error())
+        .build();
+    let slow_failure = {
+        let (admitted, answer) = (admitted.clone(), answer.clone());
+        move || async move {
+            admitted.notify_one();
+            answer.notified().await;
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/slow-fail", get(slow_failure))
+        .route_layer(layer);
+    let failing = tokio::spawn({
+        let app = app.clone();
+        async move { status_of(&app, get_from("/slow-fail", "192.0.2.1:5000")).await }
+    });
+    admitted.notified().await;
+    clock.advance(Duration::from_secs(1));
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&app, get_from("/", "192.0.2.1:5000")).await,
+            StatusCode::OK
+        );
+    }
+    // Longer than the 10 ms the failing request's window had left when it was admitted.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    answer.notify_one();
+    assert_eq!(failing.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        status_of(&app, get_from("/", "192.0.2.1:5000")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 fn app_failing(layer: RateLimitLayer) -> Router {

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _native
-from ._native import CostTooLarge, Policy, StoreUnavailable, Verdict
+from ._native import CostTooLarge, Policy, StoreUnavailable
 
 Answer = Tuple[int, List[Tuple[str, str]], bytes]
 HEADER_MODES = ("draft", "legacy", "both", "none")
@@ -60,7 +60,9 @@ def missing_key() -> Answer:
     return _native.missing_key("the request carries no client key for its rate limit")
 
 
-def consumed(items: Sequence[Tuple[Policy, Any, int]], verdict: Verdict) -> List[Tuple[Policy, Any, int]]:
-    """The items of an allowed verdict that consumed: every one whose policy allowed (a shadow
-    policy that denied consumed nothing)."""
-    return [item for item, decision in zip(items, verdict.decisions) if decision.allowed and item[2] > 0]
+def refundable(decision: Any, cost: int, served_in: float) -> bool:
+    """Whether an item of an allowed verdict may be refunded once its request was served in
+    ``served_in`` seconds: it consumed (a shadow policy that denied took nothing) and it still
+    counts. One whose quota came back meanwhile (its window ended, its bucket refilled) has
+    forgotten the request, and a refund would hand the next period more than its limit."""
+    return decision.allowed and cost > 0 and served_in < decision.reset_after

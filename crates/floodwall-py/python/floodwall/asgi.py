@@ -13,10 +13,11 @@ event loop without blocking it.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Optional, Sequence, Union
 
 from . import Limiter, Policy
-from ._http import consumed, failure_answer, header_mode, missing_key, policy_of
+from ._http import failure_answer, header_mode, missing_key, policy_of, refundable
 from ._native import ClientIp, CostTooLarge, RateLimitHeaders, StoreUnavailable
 
 __all__ = ["RateLimitMiddleware"]
@@ -96,6 +97,7 @@ class RateLimitMiddleware:
             return
         cost = self._cost(scope) if callable(self._cost) else self._cost
         items = [(policy, key, cost) for policy in self.policies]
+        checked_at = time.monotonic()
         try:
             verdict = await self.limiter.acheck_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:
@@ -118,7 +120,10 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             if self._refund_when is not None and status and self._refund_when(status[0]):
-                refunds = consumed(items, verdict)
+                served_in = time.monotonic() - checked_at
+                refunds = [
+                    item for item, decision in zip(items, verdict.decisions) if refundable(decision, item[2], served_in)
+                ]
                 if refunds:
                     try:
                         await self.limiter.arefund_weighted(refunds)

@@ -20,12 +20,13 @@ responses carry the same headers. Settings come from the arguments, else from ``
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import flask
 
 from . import Limiter, Policy, policy_name
-from ._http import Limit, failure_answer, header_mode, methods_of, missing_key, policy_of
+from ._http import Limit, failure_answer, header_mode, methods_of, missing_key, policy_of, refundable
 from ._native import ClientIp, CostTooLarge, RateLimitHeaders, StoreUnavailable, Verdict
 
 __all__ = ["FloodWall", "remote_address"]
@@ -224,6 +225,7 @@ class FloodWall:
         if not items:
             return None
         assert self.limiter is not None
+        checked_at = time.monotonic()
         try:
             verdict = self.limiter.check_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:
@@ -232,30 +234,30 @@ class FloodWall:
             return _response(route.headers.denial(verdict))
         # Kept on the request itself, which after_request reads at the cost of one proxy lookup
         # (flask.g would cost one per access).
-        request.__dict__[_DECIDED] = (route, verdict, items, limits)
+        request.__dict__[_DECIDED] = (route, verdict, items, limits, checked_at)
         return None
 
     def _after_request(self, response: flask.Response) -> flask.Response:
         decided = flask.request._get_current_object().__dict__.pop(_DECIDED, None)
         if decided is None:
             return response
-        route, verdict, items, limits = decided
+        route, verdict, items, limits, checked_at = decided
         headers = response.headers
         for name, value in route.headers.of(verdict):
             headers[name] = value
         if route.refunds:
-            self._refund(response, verdict, items, limits)
+            self._refund(response, verdict, items, limits, time.monotonic() - checked_at)
         return response
 
-    def _refund(self, response: flask.Response, verdict: Verdict, items: List[Item], limits: List[Limit]) -> None:
-        # Only what consumed goes back: a shadow policy that denied took nothing.
+    def _refund(
+        self, response: flask.Response, verdict: Verdict, items: List[Item], limits: List[Limit], served_in: float
+    ) -> None:
         refunds = [
             item
             for item, limit, decision in zip(items, limits, verdict.decisions)
-            if decision.allowed
-            and item[2] > 0
-            and limit.deduct_when is not None
+            if limit.deduct_when is not None
             and not limit.deduct_when(response)
+            and refundable(decision, item[2], served_in)
         ]
         if refunds:
             assert self.limiter is not None
