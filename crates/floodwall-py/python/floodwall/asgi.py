@@ -97,7 +97,8 @@ class RateLimitMiddleware:
             return
         cost = self._cost(scope) if callable(self._cost) else self._cost
         items = [(policy, key, cost) for policy in self.policies]
-        checked_at = time.monotonic()
+        # Only a middleware that may refund needs to know how long its request was served.
+        checked_at = time.monotonic() if self._refund_when is not None else 0.0
         try:
             verdict = await self.limiter.acheck_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:

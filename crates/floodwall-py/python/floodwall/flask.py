@@ -225,7 +225,8 @@ class FloodWall:
         if not items:
             return None
         assert self.limiter is not None
-        checked_at = time.monotonic()
+        # Only a route that may refund needs to know how long its request was served.
+        checked_at = time.monotonic() if route.refunds else 0.0
         try:
             verdict = self.limiter.check_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:
