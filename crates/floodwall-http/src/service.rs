@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::{Algorithm, Error, List, Policy};
+use floodwall::{Algorithm, Error, Front, List, Policy};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
@@ -108,6 +108,8 @@ where
                 Err(error) => return Ok(ours(problem::misconfigured(&error.to_string()))),
             };
             let cost = (config.cost)(&parts);
+            // Counted as abandoned if the client leaves before the decision.
+            let caller = config.limiter.caller(Front::Http);
             let started = (config.observe.is_some() || config.refund.is_some())
                 .then(tokio::time::Instant::now);
             // An in-flight limit holds its units until the response has been sent.
@@ -123,6 +125,7 @@ where
                 let decided = config.limiter.check_all(&config.policies, &key, cost).await;
                 (decided, None)
             };
+            caller.answered();
             if let (Some(observe), Some(started)) = (&config.observe, started) {
                 observe(&DecisionRecord {
                     request: &parts,

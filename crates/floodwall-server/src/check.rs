@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use floodwall::{Decision, Error, Limiter, Policy, Source, Verdict};
+use floodwall::{Decision, Error, Front, Limiter, Policy, Source, Verdict};
 use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
@@ -186,6 +186,10 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
     };
     let started = tokio::time::Instant::now();
     let (key, cost) = (request.key.as_bytes(), request.cost);
+    let caller = state.limiter.caller(match ask {
+        Ask::Check => Front::Check,
+        Ask::Lease => Front::Leases,
+    });
     let (decided, lease) = match ask {
         Ask::Check => (state.limiter.check_all(policies, key, cost).await, None),
         Ask::Lease => match state.limiter.lease_all(policies, key, cost).await {
@@ -196,6 +200,7 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
             Err(error) => (Err(error), None),
         },
     };
+    caller.answered();
     state.instruments.decided(started.elapsed());
     if let Some(log) = &state.decision_log {
         log.record(

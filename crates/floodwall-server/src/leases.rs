@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use floodwall::{Holder, Policy};
+use floodwall::{Front, Holder, Policy};
 use http::{HeaderMap, StatusCode};
 
 use crate::check::{Ask, CheckState};
@@ -125,10 +125,12 @@ async fn release_by_id(state: &CheckState, id: &str, headers: &HeaderMap) -> Res
         .iter()
         .map(|name| state.policy(name).cloned())
         .collect::<Result<Vec<Policy>, ApiError>>()?;
+    let caller = state.limiter.caller(Front::Leases);
     let released = state
         .limiter
         .release(&policies, &lease.key, lease.cost, lease.holder)
         .await;
+    caller.answered();
     released.map_err(|error| ApiError::Limiter(error, policies))
 }
 

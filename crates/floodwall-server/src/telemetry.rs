@@ -72,6 +72,18 @@ fn describe() {
         "floodwall_store_errors_total",
         "Store failures by kind: timeout, circuit_open, redis, reply, config."
     );
+    describe_counter!(
+        "floodwall_abandoned_total",
+        "Calls whose caller left before its answer (a reset, a passed deadline, a cancelled task), by front end: http, check, leases, rls, python. What such a call took is given back."
+    );
+    describe_counter!(
+        "floodwall_store_abandoned_total",
+        "Redis calls whose caller stopped waiting before Redis answered; each still ran to its end, and its breaker heard how it went."
+    );
+    describe_counter!(
+        "floodwall_given_back_total",
+        "In-flight units given back to Redis for callers that were gone, or after calls that failed once they may have run."
+    );
     describe_gauge!("floodwall_memory_keys", "Keys the memory store tracks now.");
     describe_gauge!(
         "floodwall_memory_max_keys",

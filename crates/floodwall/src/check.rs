@@ -194,6 +194,48 @@ impl<'a> Check<'a> {
     }
 }
 
+/// A [`Check`] that owns its policies and keys: what a call needs to outlive its caller (a
+/// store call that finishes its bookkeeping on a task of its own, a lease released on drop).
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedCheck {
+    pairs: SmallVec<[(Policy, Box<[u8]>); 2]>,
+    cost: u64,
+    costs: SmallVec<[u64; 2]>,
+    one_key: bool,
+    holder: Holder,
+}
+
+impl OwnedCheck {
+    pub(crate) fn of(check: &Check<'_>) -> Self {
+        OwnedCheck {
+            pairs: check
+                .pairs
+                .iter()
+                .map(|(policy, key)| ((*policy).clone(), Box::from(*key)))
+                .collect(),
+            cost: check.cost,
+            costs: check.costs.clone(),
+            one_key: check.one_key,
+            holder: check.holder,
+        }
+    }
+
+    /// The check it was made of: the same pairs, costs and holder (validated then, so not again).
+    pub(crate) fn check(&self) -> Check<'_> {
+        Check {
+            pairs: self
+                .pairs
+                .iter()
+                .map(|(policy, key)| (policy, &key[..]))
+                .collect(),
+            cost: self.cost,
+            costs: self.costs.clone(),
+            one_key: self.one_key,
+            holder: self.holder,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use floodwall_core::{Algorithm, Holder, Policy};
 
-use crate::check::Check;
+use crate::check::{Check, OwnedCheck};
 use crate::error::Error;
 use crate::limiter::Limiter;
 use crate::store::Store;
@@ -36,11 +36,12 @@ pub struct Lease<'p> {
 #[must_use = "a guard is released when dropped: keep it for as long as the request runs"]
 pub struct LeaseGuard(Option<Held>);
 
-/// What a release needs, owned: the limiter, the held pairs and who holds them.
+/// What a release needs, owned: the limiter, and the check (its pairs, costs and holder).
 struct Held {
     limiter: Limiter,
-    /// Each pair of the check: its policy, its client key and its cost.
-    pairs: Vec<(Policy, Vec<u8>, u64)>,
+    /// Every pair, rate ones too: a store names held units by their pair's place in the check.
+    /// A release leaves the rate pairs alone.
+    check: OwnedCheck,
     holder: Holder,
     /// Held by the in-process fallback (`on_error = "local"`), not the store.
     local: bool,
@@ -53,14 +54,7 @@ impl<'p> Lease<'p> {
         let counted = matches!(verdict.source(), Source::Store | Source::Local);
         let held = (verdict.allowed() && counted && check.holds()).then(|| Held {
             limiter: limiter.clone(),
-            // Every pair, rate ones too: a store names held units by their pair's place in the
-            // check. A release leaves the rate pairs alone.
-            pairs: check
-                .pairs()
-                .iter()
-                .enumerate()
-                .map(|(i, (policy, key))| ((*policy).clone(), key.to_vec(), check.cost_of(i)))
-                .collect(),
+            check: OwnedCheck::of(check),
             holder: check.holder(),
             local: verdict.source() == Source::Local,
         });
@@ -133,10 +127,11 @@ impl LeaseGuard {
     /// policies.
     pub fn timeout(&self) -> Option<Duration> {
         let held = self.0.as_ref()?;
-        held.pairs
-            .iter()
-            .filter(|(policy, _, _)| policy.algorithm() == Algorithm::Concurrency)
-            .map(|(policy, _, _)| policy.period())
+        held.check
+            .check()
+            .policies()
+            .filter(|policy| policy.algorithm() == Algorithm::Concurrency)
+            .map(Policy::period)
             .min()
     }
 
@@ -154,18 +149,6 @@ impl LeaseGuard {
 }
 
 impl Held {
-    /// The check this lease was admitted under.
-    fn check(&self) -> Option<Check<'_>> {
-        let pairs = self
-            .pairs
-            .iter()
-            .map(|(policy, key, cost)| (policy, key.as_slice(), *cost));
-        // Built once already with these pairs and costs, so it cannot fail now.
-        Check::weighted(pairs)
-            .ok()
-            .map(|check| check.held_by(self.holder))
-    }
-
     /// Releases `check` where that needs no I/O (the fallback, a memory store); returns
     /// whether it did.
     fn released_in_place(&self, check: &Check<'_>) -> bool {
@@ -184,9 +167,7 @@ impl Held {
     }
 
     async fn release(self) -> Result<(), Error> {
-        let Some(check) = self.check() else {
-            return Ok(());
-        };
+        let check = self.check.check();
         if self.released_in_place(&check) {
             return Ok(());
         }
@@ -197,18 +178,19 @@ impl Held {
             .map_err(|source| Error::StoreUnavailable { source })
     }
 
-    /// Releases without waiting: in place when the store answers without I/O, otherwise on
-    /// the current runtime.
+    /// Releases without waiting: in place when the store answers without I/O, otherwise on a
+    /// task of the store's (which a stopping service waits for: [`Limiter::settle`]).
     fn release_on_drop(self) {
-        if let Some(check) = self.check()
-            && self.released_in_place(&check)
-        {
+        if self.released_in_place(&self.check.check()) {
             return;
         }
         #[cfg(feature = "redis")]
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if tokio::runtime::Handle::try_current().is_ok()
+            && let crate::Storage::Redis(store) = self.limiter.store()
+        {
             // Nothing waits for this answer: a release that fails leaves the units to time out.
-            runtime.spawn(async move {
+            let store = store.clone();
+            store.spawn_tracked(async move {
                 let _ = self.release().await;
             });
         }

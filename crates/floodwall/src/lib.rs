@@ -47,7 +47,8 @@ pub use floodwall_core::{
 };
 pub use lease::{Lease, LeaseGuard};
 pub use limiter::{
-    DEFAULT_LOCAL_MAX_KEYS, Limiter, LimiterBuilder, LimiterStats, StoreErrorCounts,
+    AbandonedCounts, Caller, DEFAULT_LOCAL_MAX_KEYS, Front, Limiter, LimiterBuilder, LimiterStats,
+    StoreErrorCounts,
 };
 pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
 pub use offenders::Offender;

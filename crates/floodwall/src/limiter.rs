@@ -9,9 +9,11 @@ use floodwall_core::{Decision, Holder, OnError, Policy};
 use smallvec::SmallVec;
 
 mod builder;
+mod callers;
 mod controlled;
 
 pub use builder::LimiterBuilder;
+pub use callers::{AbandonedCounts, Caller, Front};
 
 use crate::check::Check;
 use crate::controls::Controls;
@@ -54,6 +56,8 @@ struct Shared {
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
     offenders: Option<OffenderTable>,
     controls: Controls,
+    /// Calls whose caller left before the answer, by front end.
+    abandoned: callers::Abandoned,
 }
 /// How often a [`Limiter`] answered without its store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,6 +72,9 @@ pub struct LimiterStats {
     /// The store failures behind those answers, by kind: each failure is answered exactly once,
     /// so their sum is `fail_open + fail_closed + local`.
     pub store_errors: StoreErrorCounts,
+    /// Calls whose caller left before its answer, by the front end that took them (see
+    /// [`Limiter::caller`]).
+    pub abandoned: AbandonedCounts,
 }
 
 /// How many store failures a [`Limiter`] answered with its `on_error`, by [`StoreErrorKind`].
@@ -112,6 +119,7 @@ impl Limiter {
                     .each_ref()
                     .map(|count| count.load(Ordering::Relaxed)),
             ),
+            abandoned: self.shared.abandoned.counts(),
         }
     }
 

@@ -120,6 +120,8 @@ fn store_gauges(stats: StorageStats) {
         StorageStats::Redis(stats) => {
             metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);
             metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
+            metrics::counter!("floodwall_store_abandoned_total").absolute(stats.abandoned);
+            metrics::counter!("floodwall_given_back_total").absolute(stats.given_back);
         }
         _ => {}
     }
@@ -136,6 +138,9 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     }
     for (kind, value) in stats.store_errors.iter() {
         metrics::counter!("floodwall_store_errors_total", "kind" => kind.as_str()).absolute(value);
+    }
+    for (front, value) in stats.abandoned.iter() {
+        metrics::counter!("floodwall_abandoned_total", "front" => front.as_str()).absolute(value);
     }
     store_gauges(state.limiter.store().stats());
     let Some(handle) = prometheus() else {

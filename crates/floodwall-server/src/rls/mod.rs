@@ -4,6 +4,7 @@
 //! `hits_addend`.
 
 mod answer;
+mod deadline;
 mod rules;
 
 use std::borrow::Cow;
@@ -19,7 +20,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use floodwall::{Error, Limiter, Policy, Verdict};
+use floodwall::{Error, Front, Limiter, Policy, Verdict};
 use floodwall_http::{PolicyCounters, RateLimitHeaders};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
@@ -295,15 +296,24 @@ impl RateLimitService for RlsService {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let received = tokio::time::Instant::now();
+        let answer_by = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| deadline::parse(value.as_bytes()))
+            .map(|timeout| deadline::answer_by(received, timeout));
         let request = request.into_inner();
         let state = &self.state;
+        // Counted as abandoned if Envoy resets the stream before the answer.
+        let caller = state.limiter.caller(Front::Rls);
         if let Err(status) = validate(&request) {
             state.answered(&request.domain, Answered::Invalid);
             return Err(status);
         }
         let (taken, refunded) = pairs(state, &request);
         let started = tokio::time::Instant::now();
-        let answer = decide(state, &taken, &refunded).await;
+        let answer = decide(state, &taken, &refunded, answer_by).await;
+        caller.answered();
         state.instruments.decided(started.elapsed());
         if let Some(log) = &state.decision_log
             && !taken.pairs.is_empty()
@@ -416,11 +426,13 @@ fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pai
 
 /// The decision on the consuming pairs, all-or-nothing, and the refund of the others. A pair
 /// asking for more than its policy could ever admit puts the request over the limit with
-/// nothing consumed: every pair is then only judged.
+/// nothing consumed: every pair is then only judged. With `answer_by`, the caller's deadline,
+/// a store that has not decided by then is answered per `on_error`.
 async fn decide<'t>(
     state: &RlsState,
     taken: &'t Pairs<'_>,
     refunded: &'t Pairs<'_>,
+    answer_by: Option<tokio::time::Instant>,
 ) -> Result<Decided<'t>, Error> {
     let impossible: Vec<bool> = taken
         .pairs
@@ -433,7 +445,10 @@ async fn decide<'t>(
         .iter()
         .map(|(p, k, units)| (&**p, &k[..], if judged_only { 0 } else { *units }))
         .collect();
-    let verdict = state.limiter.check_weighted(&weighted).await?;
+    let verdict = match answer_by {
+        Some(deadline) => state.limiter.check_weighted_by(&weighted, deadline).await?,
+        None => state.limiter.check_weighted(&weighted).await?,
+    };
     for (policy, decision) in verdict.iter() {
         // An override is counted under the policy it overrides.
         let name = policy.name();

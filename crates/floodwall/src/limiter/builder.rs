@@ -73,6 +73,7 @@ impl LimiterBuilder {
                 store_errors: Default::default(),
                 offenders: self.offenders.map(OffenderTable::new),
                 controls: Controls::default(),
+                abandoned: Default::default(),
             }),
         }
     }

@@ -11,6 +11,10 @@
 //! meanwhile, so the added wait is at most one call's round trip, and a caller's own deadline
 //! bounds it whatever happens. A batch never outlives the earliest deadline among its
 //! decisions, and only decisions admitted by a closed breaker join one.
+//!
+//! A caller may leave at any time. A decision whose caller left before its batch went out is
+//! not sent; one whose caller left after is counted as abandoned. The breaker hears of each
+//! batch call from the task that sent it, whoever still waits for its answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +25,7 @@ use floodwall_core::{Clock, Policy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::breaker::{Admission, Breakers};
 use super::{Connection, reply, run_script, script};
 use crate::error::StoreError;
 use crate::verdict::Answer;
@@ -58,17 +63,23 @@ struct Sender {
     timeout: Duration,
     instance: u64,
     sequence: Arc<AtomicU64>,
+    breakers: Arc<Breakers>,
+    /// Decisions whose caller left before their answer.
+    abandoned: Arc<AtomicU64>,
 }
 
 impl Batcher {
     /// Starts the task that sends batches on `connection` (a single node's), each within the
     /// store's `timeout`. `instance` names the store's calls, as its other calls' tokens do,
-    /// with a sequence of the batches' own.
+    /// with a sequence of the batches' own. Each call's outcome goes to the node's `breakers`;
+    /// decisions whose caller left before their answer are counted in `abandoned`.
     pub(super) fn spawn(
         connection: Connection,
         clock: Option<Arc<dyn Clock>>,
         timeout: Duration,
         instance: u64,
+        breakers: Arc<Breakers>,
+        abandoned: Arc<AtomicU64>,
     ) -> Batcher {
         let (queue, decisions) = mpsc::channel(QUEUE);
         let sender = Sender {
@@ -77,6 +88,8 @@ impl Batcher {
             timeout,
             instance,
             sequence: Arc::new(AtomicU64::new(0)),
+            breakers,
+            abandoned,
         };
         tokio::spawn(send_batches(decisions, sender));
         Batcher { queue }
@@ -140,7 +153,16 @@ impl Sender {
                 .count();
             let group: Vec<Pending> = batch.drain(..same).collect();
             let outcome = self.call(algorithm, &group).await;
-            answer(group, outcome);
+            // A malformed reply still proves the node reachable.
+            let healthy = !matches!(
+                outcome,
+                Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
+            );
+            self.breakers.record(0, Admission::Closed, healthy);
+            let abandoned = answer(group, outcome);
+            if abandoned > 0 {
+                self.abandoned.fetch_add(abandoned, Ordering::Relaxed);
+            }
         }
     }
 
@@ -171,8 +193,9 @@ impl Sender {
     }
 }
 
-/// Gives each decision of `group` its part of the batch's reply, or the batch's failure.
-fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) {
+/// Gives each decision of `group` its part of the batch's reply, or the batch's failure; returns
+/// how many callers had left.
+fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) -> u64 {
     let expected = 1 + 5 * group.len();
     let items = match outcome {
         Ok(Value::Array(items)) if items.len() == expected => Ok(items),
@@ -184,6 +207,7 @@ fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) {
         }),
         Err(error) => Err(error),
     };
+    let mut abandoned = 0;
     for (i, pending) in group.into_iter().enumerate() {
         let result = match &items {
             Ok(items) => {
@@ -195,7 +219,10 @@ fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) {
             }
             Err(error) => Err(error.clone()),
         };
-        // A caller that stopped waiting has its own timeout to report.
-        let _ = pending.answer.send(result);
+        // A caller that stopped waiting has its own answer (a timeout, its deadline's).
+        if pending.answer.send(result).is_err() {
+            abandoned += 1;
+        }
     }
+    abandoned
 }

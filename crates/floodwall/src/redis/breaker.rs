@@ -76,6 +76,14 @@ impl Breakers {
         (open, self.groups.len())
     }
 
+    /// Whether `group` is closed (healthy): calls go ahead without probing.
+    pub(crate) fn is_closed(&self, group: usize) -> bool {
+        self.groups[group]
+            .consecutive_failures
+            .load(Ordering::Acquire)
+            < self.threshold
+    }
+
     /// Whether a call to `group` may go ahead.
     pub(crate) fn admit(&self, group: usize) -> Admission {
         let breaker = &self.groups[group];

@@ -12,6 +12,15 @@
 //! **What it costs.** A window may admit less than its limit by the units that instances hold
 //! unspent when it ends: at most `lease` per instance, since an instance reserves for a key only
 //! when its lease is spent (one reservation at a time; other requests for the key wait for it).
+//! A request of `cost` above one may reserve with up to `cost - 1` units left, which are then
+//! kept: at most `max(lease, cost) + cost - 1` per instance.
+//!
+//! **Callers who leave, and stalls.** A reservation runs on a task of its own and outlives its
+//! caller: when Redis answers after the caller gave up (its deadline passed, it was cancelled),
+//! the units land in the lease all the same, for the next requests, and so do the units of a
+//! caller that left just as the answer came. Only a reservation whose reply never comes (the
+//! connection broke after Redis ran it) loses its units, and the key reserves nothing else while
+//! one is in flight, so the bound above holds through any stall.
 //! A lease idle for [`IDLE`] is given back at once. A key is leased only from its second request
 //! within [`IDLE`], so keys seen once cost nothing extra.
 //!
@@ -20,6 +29,7 @@
 //! other check is decided by Redis as usual, where reserved units are already counted.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -28,6 +38,7 @@ use floodwall_core::{Decision, Mode, Policy};
 use smallvec::smallvec;
 use tokio::time::Instant;
 
+use super::breaker::Admission;
 use super::local_time::LocalTime;
 use super::reply::{self, Moved};
 use super::script::{self, LeaseMove, Operation};
@@ -259,34 +270,75 @@ impl RedisStore {
         }
         // The reservation runs in a task of its own, so that a caller that gives up cannot
         // lose units Redis has already counted: they land in the lease whatever happens here.
-        let reservation = tokio::spawn({
-            let (store, policy, key) = (self.clone(), policy.clone(), key.to_vec());
-            async move {
-                let _refilling = guard;
-                store.reserve(&lease, &policy, &key, cost).await
-            }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let (store, policy, key) = (self.clone(), policy.clone(), key.to_vec());
+        self.spawn_tracked(async move {
+            let _refilling = guard;
+            store.reserve(&lease, &policy, &key, cost, answer).await;
         });
-        match reservation.await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Reply {
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::Reply {
                 detail: "the lease reservation task ended".to_owned(),
-            }),
-        }
+            })
+        })
     }
 
-    /// Reserves up to the policy's lease (at least `cost`) into `lease` and spends `cost`.
+    /// Reserves up to the policy's lease (at least `cost`) into `lease` and spends `cost`,
+    /// answering on `answer` by the store's deadline. A reservation Redis has not answered by
+    /// then is still awaited, until the window it would count in has surely ended, and its
+    /// units kept; so are the units of a caller that left as the answer came.
     async fn reserve(
         &self,
         lease: &Lease,
         policy: &Policy,
         key: &[u8],
         cost: u64,
-    ) -> Result<Answer, StoreError> {
+        answer: tokio::sync::oneshot::Sender<Result<Answer, StoreError>>,
+    ) {
         let leases = &self.inner.leases;
         let sent_us = leases.time.now_us();
         let most = policy.lease().max(cost);
         let movement = LeaseMove::Take { most, fewest: cost };
-        let moved = self.move_units(policy, key, movement).await?;
+        let group = self.inner.breakers.group(slot_of(&client_tag(key)));
+        let admission = match self.inner.breakers.admit(group) {
+            Admission::Open => {
+                let probe_interval = self.inner.breakers.probe_interval();
+                let _ = answer.send(Err(StoreError::CircuitOpen { probe_interval }));
+                return;
+            }
+            admission => admission,
+        };
+        let deadline = Instant::now() + self.inner.timeout;
+        let mut call = std::pin::pin!(self.move_units_now(policy, key, movement));
+        let (moved, answer) = match tokio::time::timeout_at(deadline, &mut call).await {
+            Ok(moved) => {
+                let healthy = !matches!(
+                    moved,
+                    Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
+                );
+                self.inner.breakers.record(group, admission, healthy);
+                (moved, Some(answer))
+            }
+            Err(_) => {
+                self.inner.breakers.record(group, admission, false);
+                let after = self.inner.timeout;
+                let _ = answer.send(Err(StoreError::Timeout { after }));
+                // Past the policy's period, whatever Redis counted is in an ended window.
+                match tokio::time::timeout(policy.period(), call).await {
+                    Ok(moved) => (moved, None),
+                    Err(_) => return,
+                }
+            }
+        };
+        let moved = match moved {
+            Ok(moved) => moved,
+            Err(error) => {
+                if let Some(answer) = answer {
+                    let _ = answer.send(Err(error));
+                }
+                return;
+            }
+        };
         let decision = |allowed, remaining| Decision {
             allowed,
             capacity: policy.capacity(),
@@ -295,14 +347,21 @@ impl RedisStore {
             retry_after: moved.retry_after,
         };
         if moved.units == 0 {
-            let answer = Answer::from_store(false, smallvec![decision(false, moved.remaining)]);
+            let denial = Answer::from_store(false, smallvec![decision(false, moved.remaining)]);
             if let Some(cache) = &self.inner.deny_cache {
                 let id = (cache.key_id(key), cache.policies_id(&[policy]));
-                cache.put(id.0, id.1, cost, &answer, &[policy]);
+                cache.put(id.0, id.1, cost, &denial, &[policy]);
             }
-            return Ok(answer);
+            if let Some(answer) = answer {
+                let _ = answer.send(Ok(denial));
+            }
+            return;
         }
-        let spare = moved.units - cost;
+        // A late reservation was spent by nobody: all of it is the lease's.
+        let spare = match answer {
+            Some(_) => moved.units - cost,
+            None => moved.units,
+        };
         let reset_us = u64::try_from(moved.reset_after.as_micros()).unwrap_or(u64::MAX);
         {
             let mut held = lease.held();
@@ -317,10 +376,16 @@ impl RedisStore {
             held.remaining = moved.remaining;
             held.last_used_us = leases.time.now_us();
         }
-        Ok(Answer::from_store(
-            true,
-            smallvec![decision(true, moved.remaining + spare)],
-        ))
+        let Some(answer) = answer else { return };
+        let admitted = Answer::from_store(true, smallvec![decision(true, moved.remaining + spare)]);
+        if answer.send(Ok(admitted)).is_err() {
+            // The caller left as the answer came: its units go to the next requests.
+            self.inner.abandoned.fetch_add(1, Ordering::Relaxed);
+            let mut held = lease.held();
+            if held.window_start_us == moved.window_start_us {
+                held.units += cost;
+            }
+        }
     }
 
     /// A denial of `cost` on `key` this instance saw moments ago, still in force.
@@ -336,20 +401,27 @@ impl RedisStore {
         key: &[u8],
         movement: LeaseMove,
     ) -> Result<Moved, StoreError> {
-        let tag = client_tag(key);
-        let state_key = storage_key_for_tag(&self.inner.prefix, policy, &tag);
+        let deadline = Instant::now() + self.inner.timeout;
+        let call = self.move_units_now(policy, key, movement);
+        self.guarded(slot_of(&client_tag(key)), |_| self.until(deadline, call))
+            .await
+    }
+
+    /// One call of the lease script, however long Redis takes, bypassing the breaker.
+    async fn move_units_now(
+        &self,
+        policy: &Policy,
+        key: &[u8],
+        movement: LeaseMove,
+    ) -> Result<Moved, StoreError> {
+        let state_key = storage_key_for_tag(&self.inner.prefix, policy, &client_tag(key));
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         let take = matches!(movement, LeaseMove::Take { .. });
-        let deadline = Instant::now() + self.inner.timeout;
-        let call = async {
-            let reply = run_script(&self.inner.connection, |with_source| {
-                script::lease_command(with_source, &state_key, now_us, policy, movement)
-            })
-            .await?;
-            reply::decode_lease(&reply, take)
-        };
-        self.guarded(slot_of(&tag), |_| self.until(deadline, call))
-            .await
+        let reply = run_script(&self.inner.connection, |with_source| {
+            script::lease_command(with_source, &state_key, now_us, policy, movement)
+        })
+        .await?;
+        reply::decode_lease(&reply, take)
     }
 }
 

@@ -25,6 +25,7 @@ mod breaker;
 mod config;
 mod controls;
 mod deny_cache;
+mod detached;
 mod lease;
 mod local_time;
 mod release;
@@ -45,6 +46,7 @@ use floodwall_core::key::{client_tag, storage_key_for_tag};
 use floodwall_core::{Clock, Holder, Policy};
 use smallvec::SmallVec;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use self::batch::Batcher;
 use self::breaker::{Admission, Breakers};
@@ -53,6 +55,7 @@ pub use self::config::{
 };
 use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
+use self::detached::Job;
 use self::lease::{Leases, leased_pair};
 use self::release::Call;
 use self::script::{Costs, Operation};
@@ -72,6 +75,13 @@ pub struct RedisStats {
     pub open_breakers: usize,
     /// Breakers in all: 1 for a single node, one per group of 256 slots on a cluster.
     pub breakers: usize,
+    /// Calls whose caller stopped waiting before Redis answered (the call itself ran to its end).
+    pub abandoned: u64,
+    /// Releases of in-flight units taken for callers that were gone, or by calls that failed
+    /// after they may have run, that reached Redis.
+    pub given_back: u64,
+    /// Calls still running for callers that may be gone: what [`RedisStore::settle`] waits for.
+    pub detached: usize,
 }
 
 /// A store on Redis: exact across every instance that shares the server or cluster.
@@ -87,7 +97,7 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
-    breakers: Breakers,
+    breakers: Arc<Breakers>,
     /// A single node's coalesced decisions; a cluster's keys rarely share a slot, so it has none.
     batcher: Option<Batcher>,
     deny_cache: Option<DenyCache>,
@@ -95,6 +105,11 @@ struct Inner {
     /// Random per store: with `sequence`, names each call uniquely (sliding-log members).
     instance: u64,
     sequence: AtomicU64,
+    /// Calls running on tasks of their own, which finish whoever waits for them.
+    detached: TaskTracker,
+    /// Calls whose caller left before the answer, batched ones included.
+    abandoned: Arc<AtomicU64>,
+    given_back: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -172,11 +187,12 @@ impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
         config.validate()?;
         let target = parse_url(&config.url)?;
-        let breakers = Breakers::new(
+        let breakers = Arc::new(Breakers::new(
             matches!(target, Target::Cluster(_)),
             config.breaker_threshold,
             config.probe_interval,
-        );
+        ));
+        let abandoned = Arc::new(AtomicU64::new(0));
         #[cfg(feature = "tls")]
         if target.is_tls() {
             // rustls needs a process-wide provider; an application that installed its own keeps it.
@@ -216,6 +232,8 @@ impl RedisStore {
                 config.clock.clone(),
                 config.timeout,
                 instance,
+                Arc::clone(&breakers),
+                Arc::clone(&abandoned),
             )),
             Connection::Cluster(_) => None,
         };
@@ -232,6 +250,9 @@ impl RedisStore {
                 leases: Leases::new(lease::DEFAULT_CAPACITY, config.clock.clone()),
                 instance,
                 sequence: AtomicU64::new(0),
+                detached: TaskTracker::new(),
+                abandoned,
+                given_back: AtomicU64::new(0),
             }),
         })
     }
@@ -273,7 +294,28 @@ impl RedisStore {
         RedisStats {
             open_breakers,
             breakers,
+            abandoned: self.inner.abandoned.load(Ordering::Relaxed),
+            given_back: self.inner.given_back.load(Ordering::Relaxed),
+            detached: self.inner.detached.len(),
         }
+    }
+
+    /// Waits until every call still running for a caller that may be gone has ended (give-backs
+    /// of abandoned or failed calls, releases of dropped leases), or until `within` has passed;
+    /// returns whether they all ended. For a service that stops: what its last requests took is
+    /// given back before it exits.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let tracker = &self.inner.detached;
+        // Closed only while waiting, so calls keep being tracked afterwards.
+        tracker.close();
+        let settled = tokio::time::timeout(within, tracker.wait()).await.is_ok();
+        tracker.reopen();
+        settled
+    }
+
+    /// Runs `work` on a task that [`RedisStore::settle`] waits for.
+    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.inner.detached.spawn(work);
     }
 
     /// Runs `operation` for `check`: one call when every pair shares a client key (one hash
@@ -284,8 +326,30 @@ impl RedisStore {
         }
         match check.shared_key() {
             Some(key) => self.run_for_client(check, key, operation).await,
-            None => self.run_across_clients(check, operation).await,
+            None => self.detached(check, Job::Run(operation)).await,
         }
+    }
+
+    /// [`RedisStore::run`] on the detached call's own task: the script calls themselves.
+    async fn run_direct(
+        &self,
+        check: &Check<'_>,
+        operation: Operation,
+    ) -> Result<Answer, StoreError> {
+        let Some(key) = check.shared_key() else {
+            return self.run_across_clients(check, operation).await;
+        };
+        let tag = client_tag(key);
+        let keys: SmallVec<[String; 2]> = check
+            .policies()
+            .map(|p| storage_key_for_tag(&self.inner.prefix, p, &tag))
+            .collect();
+        let policies: SmallVec<[&Policy; 2]> = check.policies().collect();
+        let deadline = Instant::now() + self.inner.timeout;
+        let costs = Costs::of(check);
+        let call = Call::of(check, operation);
+        self.call(slot_of(&tag), &keys, &policies, &costs, call, deadline)
+            .await
     }
 
     /// One call for pairs of one client key, answered from the deny cache when it can be.
@@ -310,29 +374,23 @@ impl RedisStore {
         {
             return Ok(answer);
         }
-        // The tag is computed once: it names every key and picks the breaker.
-        let tag = client_tag(key);
-        let keys: SmallVec<[String; 2]> = policies
-            .iter()
-            .map(|p| storage_key_for_tag(&self.inner.prefix, p, &tag))
-            .collect();
-        let deadline = Instant::now() + self.inner.timeout;
-        let slot = slot_of(&tag);
         let answer = match (&self.inner.batcher, operation, &policies[..], check.costs()) {
-            // Held units are named by their holder, which a batch's members are not.
+            // Held units are named by their holder, which a batch's members are not. A batch
+            // joins only while the breaker is closed: a probe goes alone, so that what it finds
+            // is its own.
             (Some(batcher), Operation::Decide, [policy], None)
-                if check.holder() == Holder::ANONYMOUS || !check.holds() =>
+                if (check.holder() == Holder::ANONYMOUS || !check.holds())
+                    && self.inner.breakers.is_closed(0) =>
             {
-                let key = keys.into_iter().next().unwrap_or_default();
-                self.batched(batcher, slot, key, policy, check.cost(), deadline)
-                    .await?
+                let key = storage_key_for_tag(&self.inner.prefix, policy, &client_tag(key));
+                let deadline = Instant::now() + self.inner.timeout;
+                self.until(
+                    deadline,
+                    batcher.decide(key, policy, check.cost(), deadline),
+                )
+                .await?
             }
-            _ => {
-                let costs = Costs::of(check);
-                let call = Call::of(check, operation);
-                self.call(slot, &keys, &policies, &costs, call, deadline)
-                    .await?
-            }
+            _ => self.detached(check, Job::Run(operation)).await?,
         };
         if let Some((cache, key_id, policies_id)) = cached
             && !answer.allowed
@@ -340,34 +398,6 @@ impl RedisStore {
             cache.put(key_id, policies_id, need, &answer, &policies);
         }
         Ok(answer)
-    }
-
-    /// One decision of one policy, in the node's next batch when the breaker is closed; a
-    /// probe of an open breaker goes alone, so that what it finds is its own.
-    async fn batched(
-        &self,
-        batcher: &Batcher,
-        slot: u16,
-        key: String,
-        policy: &Policy,
-        cost: u64,
-        deadline: Instant,
-    ) -> Result<Answer, StoreError> {
-        self.guarded(slot, |admission| async move {
-            if admission == Admission::Probe {
-                let (keys, policies, costs) = ([key], [policy], Costs::Same(cost));
-                let call = Call {
-                    operation: Operation::Decide,
-                    holder: Holder::ANONYMOUS,
-                };
-                self.call_admitted(&keys, &policies, &costs, call, deadline)
-                    .await
-            } else {
-                self.until(deadline, batcher.decide(key, policy, cost, deadline))
-                    .await
-            }
-        })
-        .await
     }
 
     /// Runs `call` if `slot`'s breaker lets it through (an error when it is open), telling the
@@ -515,10 +545,20 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
-        self.release_held(check).await
+        if check.holder() == Holder::ANONYMOUS || !check.holds() {
+            return Ok(());
+        }
+        self.detached(check, Job::Release).await.map(|_| ())
     }
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
+        self.detached(check, Job::Reset).await.map(|_| ())
+    }
+}
+
+impl RedisStore {
+    /// [`Store::reset`] on the detached call's own task.
+    async fn reset_now(&self, check: &Check<'_>) -> Result<(), StoreError> {
         self.forget_denials(check);
         // Units reserved before the reset were counted in the state it drops.
         for (policy, key) in check.pairs() {

@@ -5,6 +5,7 @@ use floodwall_core::{Algorithm, Holder};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
+use super::breaker::Admission;
 use super::script::{self, Operation};
 use super::{Connection, RedisStore, run_script, slot_of};
 use crate::check::Check;
@@ -42,8 +43,14 @@ struct Held {
 
 impl RedisStore {
     /// [`Store::release`](crate::Store::release): one call per slot holding the check's
-    /// `concurrency` pairs.
-    pub(super) async fn release_held(&self, check: &Check<'_>) -> Result<(), StoreError> {
+    /// `concurrency` pairs, by `deadline`; through each slot's breaker when `guarded`, otherwise
+    /// sent whatever the breakers say (a give-back that must follow the call it undoes).
+    pub(super) async fn release_held(
+        &self,
+        check: &Check<'_>,
+        guarded: bool,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
         let holder = check.holder();
         if holder == Holder::ANONYMOUS || !check.holds() {
             return Ok(());
@@ -78,13 +85,12 @@ impl RedisStore {
             }
         }
         held.sort_by_key(|h| h.slot);
-        let deadline = Instant::now() + self.inner.timeout;
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         for group in held.chunk_by(|a, b| a.slot == b.slot || !per_slot) {
             let pairs = group
                 .iter()
                 .map(|h| (h.key.as_str(), h.prefix.as_str(), h.cost));
-            self.guarded(group[0].slot, |_| {
+            let call = |_| {
                 self.until(deadline, async {
                     run_script(&self.inner.connection, |with_source| {
                         script::release_command(with_source, now_us, pairs.clone())
@@ -92,8 +98,11 @@ impl RedisStore {
                     .await?;
                     Ok(())
                 })
-            })
-            .await?;
+            };
+            match guarded {
+                true => self.guarded(group[0].slot, call).await?,
+                false => call(Admission::Closed).await?,
+            }
         }
         Ok(())
     }

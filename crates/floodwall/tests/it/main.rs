@@ -19,4 +19,5 @@ mod redis_leases;
 #[cfg(feature = "tls")]
 mod redis_tls;
 mod support;
+mod walk_away;
 mod weighted;
