@@ -119,6 +119,13 @@ pub const OFFENDER_COUNTERS: usize = 64;
 /// How long in-flight requests may take to finish after shutdown is asked for.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
 
+/// How much longer than the main listener the admin, check and RLS listeners may drain.
+const SIDE_GRACE: Duration = Duration::from_millis(100);
+
+/// How long a stopping service waits for the units its unfinished requests held to reach the
+/// store.
+const SETTLE_WITHIN: Duration = Duration::from_secs(2);
+
 /// Serves `config` until `shutdown` completes, then lets in-flight requests finish (for at most
 /// [`DRAIN_DEADLINE`]).
 ///
@@ -439,6 +446,15 @@ async fn serve(
         });
     }
 
+    // Past the drain deadline each listener closes what is still open; the side listeners get a
+    // short grace after the main one.
+    let hard_stop = |grace: Duration| {
+        let stopped = until_stopped(stopped.clone());
+        async move {
+            stopped.await;
+            tokio::time::sleep(DRAIN_DEADLINE + grace).await;
+        }
+    };
     let mut side_listeners = Vec::new();
     if let Some(listener) = listeners.admin {
         tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
@@ -448,8 +464,15 @@ async fn serve(
             side_limits,
             Arc::new(move || router.clone()),
             until_stopped(stopped.clone()),
+            hard_stop(SIDE_GRACE),
         );
-        side_listeners.push(tasks.spawn(served).id());
+        side_listeners.push(
+            tasks
+                .spawn(async move {
+                    let _ = served.await;
+                })
+                .id(),
+        );
     }
     if let (Some(listener), Some(current_check)) = (listeners.check, current_check) {
         tracing::info!(address = %listener.local_addr()?, "floodwall check API listening");
@@ -458,8 +481,15 @@ async fn serve(
             side_limits,
             live(current_check),
             until_stopped(stopped.clone()),
+            hard_stop(SIDE_GRACE),
         );
-        side_listeners.push(tasks.spawn(served).id());
+        side_listeners.push(
+            tasks
+                .spawn(async move {
+                    let _ = served.await;
+                })
+                .id(),
+        );
     }
     if let (Some(listener), Some(current_rls)) = (listeners.rls, current_rls) {
         tracing::info!(address = %listener.local_addr()?, "floodwall RLS listening");
@@ -468,8 +498,15 @@ async fn serve(
             side_limits,
             live(current_rls),
             until_stopped(stopped.clone()),
+            hard_stop(SIDE_GRACE),
         );
-        side_listeners.push(tasks.spawn(served).id());
+        side_listeners.push(
+            tasks
+                .spawn(async move {
+                    let _ = served.await;
+                })
+                .id(),
+        );
     }
     tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
     let main = connections::serve(
@@ -477,17 +514,12 @@ async fn serve(
         main_limits,
         live(current),
         until_stopped(stopped.clone()),
+        hard_stop(Duration::ZERO),
     );
-    let deadline = async {
-        until_stopped(stopped).await;
-        tokio::time::sleep(DRAIN_DEADLINE).await;
-    };
-    tokio::select! {
-        () = main => {}
-        () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
+    if !main.await {
+        tracing::warn!("drain deadline passed; closed the remaining connections");
     }
-    // The admin and check listeners drain on the same signal; past a short grace they are
-    // aborted with the other tasks.
+    // The side listeners drain on the same signal and close by their own deadline.
     let finished = async {
         while !side_listeners.is_empty() {
             let id = match tasks.join_next_with_id().await {
@@ -498,7 +530,15 @@ async fn serve(
             side_listeners.retain(|listener| *listener != id);
         }
     };
-    let _ = tokio::time::timeout(Duration::from_millis(100), finished).await;
+    let _ = tokio::time::timeout(SIDE_GRACE + Duration::from_millis(100), finished).await;
+    // Requests that did not finish were dropped above, and what they held is on its way back
+    // to the store: it gets there before the process exits, or times out by itself.
+    if !limiter.settle(SETTLE_WITHIN).await {
+        tracing::warn!(
+            within = ?SETTLE_WITHIN,
+            "in-flight units of unfinished requests could not be given back to the store before exit; they go back at their lease timeout"
+        );
+    }
     tracing::info!("floodwall stopped");
     Ok(())
 }

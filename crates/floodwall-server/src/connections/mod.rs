@@ -60,13 +60,16 @@ pub(crate) type RouterSource = Arc<dyn Fn() -> Router + Send + Sync>;
 
 /// Serves `listener` with the router `router` names for each request until `stopped`
 /// completes, then asks every connection to finish its requests and close, and returns when all
-/// have (the caller bounds how long that may take).
+/// have, or when `hard_stop` completes: then every connection still open is closed, and its
+/// requests dropped (what they held is released on drop), before it returns. Returns whether
+/// every connection finished by itself.
 pub(crate) async fn serve(
     listener: TcpListener,
     limits: ConnectionLimits,
     router: RouterSource,
     stopped: impl Future<Output = ()>,
-) {
+    hard_stop: impl Future<Output = ()>,
+) -> bool {
     let open = Arc::new(OpenConnections::default());
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -165,7 +168,15 @@ pub(crate) async fn serve(
             ));
         }
     }
-    while connections.join_next().await.is_some() {}
+    let drained = async { while connections.join_next().await.is_some() {} };
+    tokio::select! {
+        () = drained => true,
+        () = hard_stop => {
+            // Aborted and waited for: each request's future is dropped before this returns.
+            connections.shutdown().await;
+            false
+        }
+    }
 }
 
 /// Accept failures in a row: logged on the first and then at most every few seconds, with a

@@ -25,3 +25,4 @@ mod proxy;
 mod rls;
 mod rls_envoy_config;
 mod service;
+mod walk_away;
