@@ -179,7 +179,7 @@ async fn an_abandoned_probe_through_any_front_end_does_not_wedge_the_breaker() {
 /// not a FIN), as a client that gives up does.
 async fn reset_request(address: SocketAddr, after: Duration) {
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
     let mut stream = stream;
     let head = "GET /capped HTTP/1.1\r\nhost: t\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
