@@ -220,13 +220,15 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
         }
     };
     state.record(&verdict);
-    // The units stay held past this request: the client releases them by the lease's id.
-    let held = lease.map(|guard| {
-        let timeout = guard.timeout().unwrap_or_default();
-        let id = guard
+    // The units stay held past this request, once the client has its id: it releases them by
+    // it. Until the answer is written they are released if the client goes.
+    let mut guard = None;
+    let held = lease.map(|lease| {
+        let timeout = lease.timeout().unwrap_or_default();
+        let id = lease
             .holder()
             .map(|holder| crate::leases::LeaseId::new(holder, cost, key, policies).encode());
-        guard.keep();
+        guard = Some(lease);
         LeaseFields {
             lease: id,
             timeout_ms: Some(millis_ceil(timeout)),
@@ -260,7 +262,12 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
     if written.is_err() {
         body.clear();
     }
-    Ok(respond(state, &verdict, body))
+    let mut response = respond(state, &verdict, body);
+    if let Some(guard) = guard {
+        let answer = std::mem::take(response.body_mut());
+        *response.body_mut() = Body::new(crate::leases::UntilWritten::new(answer, guard));
+    }
+    Ok(response)
 }
 
 fn respond(state: &CheckState, verdict: &Verdict<'_>, body: Vec<u8>) -> Response {

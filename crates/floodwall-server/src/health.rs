@@ -92,12 +92,14 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// At most one summary of fallback answers per this, while the store is down.
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
-/// Fallback answers so far: failed open, failed closed, decided locally.
+/// Fallback answers so far: failed open, failed closed, decided locally; and the callers who
+/// left before their answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Fallbacks {
     open: u64,
     closed: u64,
     local: u64,
+    gave_up: u64,
 }
 
 impl Fallbacks {
@@ -108,6 +110,7 @@ impl Fallbacks {
             open: stats.fail_open,
             closed: stats.fail_closed,
             local: stats.local,
+            gave_up: stats.abandoned.iter().map(|(_, count)| count).sum(),
         };
         (fallbacks, errors)
     }
@@ -117,6 +120,7 @@ impl Fallbacks {
             open: self.open.saturating_sub(earlier.open),
             closed: self.closed.saturating_sub(earlier.closed),
             local: self.local.saturating_sub(earlier.local),
+            gave_up: self.gave_up.saturating_sub(earlier.gave_up),
         }
     }
 }
@@ -187,6 +191,7 @@ pub(crate) async fn log_outages(
                         failed_open = given.open,
                         failed_closed = given.closed,
                         decided_locally = given.local,
+                        callers_gave_up = given.gave_up,
                         "store available again"
                     );
                     outage = None;
@@ -198,6 +203,7 @@ pub(crate) async fn log_outages(
                         failed_open = given.open,
                         failed_closed = given.closed,
                         decided_locally = given.local,
+                        callers_gave_up = given.gave_up,
                         "store still unavailable; answers given by on_error since the last report"
                     );
                     current.reported = now_seen;

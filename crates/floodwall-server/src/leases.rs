@@ -5,13 +5,18 @@
 //! key and the policies. So any instance sharing the store can release it, and no instance
 //! keeps a table of leases that a flood of acquisitions could grow.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use floodwall::{Front, Holder, Policy};
+use bytes::Bytes;
+use floodwall::{Front, Holder, LeaseGuard, Policy};
 use http::{HeaderMap, StatusCode};
+use http_body::{Frame, SizeHint};
 
 use crate::check::{Ask, CheckState};
 use crate::error::ApiError;
@@ -82,6 +87,52 @@ impl LeaseId {
             key,
             policies,
         })
+    }
+}
+
+/// An answer that carries a new lease's id, and the lease: kept once the whole answer has been
+/// handed to the connection, released if the answer is dropped before (the client reset, the
+/// service stopped), since then nobody has the id to release it by.
+pub(crate) struct UntilWritten {
+    answer: Body,
+    lease: Option<LeaseGuard>,
+}
+
+impl UntilWritten {
+    pub(crate) fn new(answer: Body, lease: LeaseGuard) -> Self {
+        UntilWritten {
+            answer,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl http_body::Body for UntilWritten {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.answer).poll_frame(cx);
+        // Its last bytes handed to the connection: the client is as sure to have the id as
+        // the service can know.
+        if matches!(polled, Poll::Ready(None | Some(Ok(_))))
+            && self.answer.is_end_stream()
+            && let Some(lease) = self.lease.take()
+        {
+            lease.keep();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.answer.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.answer.size_hint()
     }
 }
 

@@ -280,6 +280,9 @@ fn live(current: Arc<RwLock<Router>>) -> RouterSource {
 
 /// Logs what is being served, from where, on what, and warns of an exposed check API.
 fn announce(config: &Config, main: &ConnectionLimits) {
+    for warning in config.warnings() {
+        tracing::warn!(config = %config.file.display(), "{warning}");
+    }
     let policies: Vec<String> = config.policies.iter().map(Policy::to_string).collect();
     let check = match (config.check.enabled, config.check.listen) {
         (false, _) => "off".to_owned(),

@@ -191,7 +191,10 @@ fn main() -> ExitCode {
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => match Config::from_file(&file) {
-                Ok(_) => {
+                Ok(config) => {
+                    for warning in config.warnings() {
+                        eprintln!("{}: warning: {warning}", file.display());
+                    }
                     println!("{}: ok", file.display());
                     Ok(ExitCode::SUCCESS)
                 }

@@ -329,7 +329,25 @@ respond = { status = 200, json = { message = "Hello, World!" } }
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name() == name)
     }
+
+    /// What is valid but likely not what the operator wants, each with its fix: `config check`
+    /// prints these, and the service logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let (Some(_), floodwall::StorageConfig::Redis(redis)) = (&self.rls, &self.storage.store)
+            && redis.deadline() > ENVOY_RLS_TIMEOUT
+        {
+            warnings.push(format!(
+                "[storage] timeout is {:?}, longer than Envoy's default rate-limit timeout ({ENVOY_RLS_TIMEOUT:?}): [rls] answers by each call's grpc-timeout anyway, but a hung Redis then costs every Envoy request its full timeout until the breaker opens; set [storage] timeout = \"15ms\" (or raise the filter's `timeout` in Envoy)",
+                redis.deadline()
+            ));
+        }
+        warnings
+    }
 }
+
+/// Envoy's rate-limit filter gives the service this long unless its `timeout` says otherwise.
+pub const ENVOY_RLS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {

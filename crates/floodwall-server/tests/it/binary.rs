@@ -256,6 +256,33 @@ fn config_example_prints_a_valid_file() {
     assert_eq!(checked.status.code(), Some(0), "{checked:?}");
 }
 
+/// `config check` warns, and still passes, when `[rls]` is served on a Redis whose deadline is
+/// longer than Envoy's default 20 ms; a storage timeout within it draws no warning.
+#[test]
+fn config_check_warns_of_a_storage_timeout_longer_than_envoys() {
+    let with_timeout = |timeout: &str| {
+        config_file(&format!(
+            "[storage]\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"{timeout}\"\n\
+             [[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 1\nperiod = \"1s\"\n\
+             [rls]\nlisten = \"127.0.0.1:0\"\n\
+             [[rls.rule]]\ndomain = \"d\"\ndescriptor = [\"k\"]\npolicies = [\"p\"]\n"
+        ))
+    };
+    let slow = with_timeout("50ms");
+    let checked = floodwall(&["config", "check", slow.path().to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(0), "{checked:?}");
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains("warning: [storage] timeout is 50ms, longer than Envoy's default"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("timeout = \"15ms\""), "{stderr}");
+    let fitting = with_timeout("15ms");
+    let checked = floodwall(&["config", "check", fitting.path().to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(0), "{checked:?}");
+    assert!(checked.stderr.is_empty(), "{checked:?}");
+}
+
 /// Completions and the man page come from the command-line definitions themselves, so they
 /// name every subcommand.
 #[test]

@@ -98,7 +98,10 @@ async fn free_slots(client: &Client, url: impl Fn(&str) -> String) -> usize {
         if body["remaining"].is_u64() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(3), "Redis never came back");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "Redis never came back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut ids = Vec::new();

@@ -132,6 +132,11 @@ impl RedisConfig {
         self
     }
 
+    /// The deadline of one decision, as [`RedisConfig::timeout`] set it.
+    pub fn deadline(&self) -> Duration {
+        self.timeout
+    }
+
     /// The circuit breaker: after `threshold` consecutive failed calls (timeouts, connection
     /// errors) to one node's slots, calls there fail at once with
     /// [`StoreError::CircuitOpen`] and one probe call goes through every `probe_interval`
