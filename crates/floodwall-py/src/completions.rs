@@ -21,6 +21,9 @@ use crate::errors;
 pub(crate) enum Outcome {
     Decision(PyDecision),
     Verdict(PyVerdict),
+    /// A decision and the units it holds: the holder goes to the future only if it still
+    /// waits; otherwise the units are released.
+    Held(PyDecision, Option<Box<floodwall::LeaseGuard>>),
     Done,
 }
 
@@ -101,6 +104,23 @@ impl Completions {
             out.push(match result {
                 Ok(Outcome::Decision(decision)) => (future, true, decision.into_py_any(py)?),
                 Ok(Outcome::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
+                Ok(Outcome::Held(decision, guard)) => {
+                    let waiting = !future.bind(py).call_method0("cancelled")?.is_truthy()?;
+                    let holder = match (guard, waiting) {
+                        (Some(guard), true) => {
+                            let holder = guard.holder().map(|holder| holder.0);
+                            guard.keep();
+                            holder
+                        }
+                        // Its caller was cancelled as it finished: nobody will release it.
+                        (Some(guard), false) => {
+                            crate::runtime::within(|| drop(guard));
+                            None
+                        }
+                        (None, _) => None,
+                    };
+                    (future, true, (decision, holder).into_py_any(py)?)
+                }
                 Ok(Outcome::Done) => (future, true, py.None()),
                 Err(error) => (
                     future,

@@ -28,6 +28,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<answer::PyClientIp>()?;
     module.add_class::<answer::PyRateLimitHeaders>()?;
     module.add_class::<completions::Completions>()?;
+    module.add_class::<runtime::Work>()?;
     module.add_function(wrap_pyfunction!(policy::parse_rate, module)?)?;
     module.add_function(wrap_pyfunction!(answer::store_unavailable, module)?)?;
     module.add_function(wrap_pyfunction!(answer::impossible_cost, module)?)?;

@@ -16,6 +16,7 @@ use crate::decision::{PyDecision, PyVerdict};
 use crate::errors::{self, ConfigError};
 use crate::policy::{PyPolicy, on_error_of};
 use crate::runtime;
+use crate::runtime::Work;
 
 /// A client key: text (encoded as UTF-8) or bytes.
 #[derive(Debug, FromPyObject)]
@@ -271,6 +272,13 @@ impl PyLimiter {
         self.run(py, self.limiter.release(policies, &key, cost, holder))
     }
 
+    /// Calls of asyncio callers cancelled before their answer (the `python` front of
+    /// `floodwall_abandoned_total`). What such a call took is given back.
+    #[getter]
+    fn abandoned(&self) -> u64 {
+        self.limiter.stats().abandoned.get(floodwall::Front::Python)
+    }
+
     /// Whether the store is the memory store, whose calls never wait.
     #[getter]
     fn in_memory(&self) -> bool {
@@ -287,12 +295,12 @@ impl PyLimiter {
         policy: &PyPolicy,
         key: Key,
         cost: u64,
-    ) {
+    ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let verdict = limiter.check(&policy, &key, cost).await?;
             Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
-        });
+        })
     }
 
     fn _spawn_check_all(
@@ -302,12 +310,12 @@ impl PyLimiter {
         policies: Vec<PyRef<'_, PyPolicy>>,
         key: Key,
         cost: u64,
-    ) {
+    ) -> Work {
         let (limiter, policies) = (self.limiter.clone(), owned(&policies));
-        runtime::spawn(completions, future, async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let answer = answer_of(&limiter.check_all(&policies, &key, cost).await?);
             Ok(Outcome::Verdict(PyVerdict { policies, answer }))
-        });
+        })
     }
 
     fn _spawn_check_weighted(
@@ -315,16 +323,16 @@ impl PyLimiter {
         completions: Py<Completions>,
         future: Py<PyAny>,
         items: Vec<Item<'_>>,
-    ) {
+    ) -> Work {
         let limiter = self.limiter.clone();
         let (policies, keys, costs) = split(&items);
-        runtime::spawn(completions, future, async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let answer = {
                 let pairs = weighted(&policies, &keys, &costs);
                 answer_of(&limiter.check_weighted(&pairs).await?)
             };
             Ok(Outcome::Verdict(PyVerdict { policies, answer }))
-        });
+        })
     }
 
     fn _spawn_refund(
@@ -334,12 +342,12 @@ impl PyLimiter {
         policy: &PyPolicy,
         key: Key,
         cost: u64,
-    ) {
+    ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let verdict = limiter.refund(&policy, &key, cost).await?;
             Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
-        });
+        })
     }
 
     fn _spawn_refund_weighted(
@@ -347,14 +355,14 @@ impl PyLimiter {
         completions: Py<Completions>,
         future: Py<PyAny>,
         items: Vec<Item<'_>>,
-    ) {
+    ) -> Work {
         let limiter = self.limiter.clone();
         let (policies, keys, costs) = split(&items);
-        runtime::spawn(completions, future, async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let pairs = weighted(&policies, &keys, &costs);
             limiter.refund_weighted(&pairs).await?;
             Ok(Outcome::Done)
-        });
+        })
     }
 
     fn _spawn_reset(
@@ -363,12 +371,49 @@ impl PyLimiter {
         future: Py<PyAny>,
         policy: &PyPolicy,
         key: Key,
-    ) {
+    ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             limiter.reset(&policy, &key).await?;
             Ok(Outcome::Done)
-        });
+        })
+    }
+
+    fn _spawn_hold(
+        &self,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> Work {
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        runtime::spawn(completions, future, self.caller(), async move {
+            let policies = std::slice::from_ref(&policy);
+            let (verdict, guard) = limiter.lease_all(policies, &key, cost).await?.split();
+            Ok(Outcome::Held(
+                PyDecision::of(&policy, &verdict),
+                guard.map(Box::new),
+            ))
+        })
+    }
+
+    fn _spawn_release(
+        &self,
+        completions: Py<Completions>,
+        future: Py<PyAny>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+        holder: u64,
+    ) -> Work {
+        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
+        runtime::spawn(completions, future, self.caller(), async move {
+            let policies = std::slice::from_ref(&policy);
+            let holder = floodwall::Holder(holder);
+            limiter.release(policies, &key, cost, holder).await?;
+            Ok(Outcome::Done)
+        })
     }
 
     #[pyo3(signature = (completions, future, policy, key, cost, timeout))]
@@ -380,14 +425,18 @@ impl PyLimiter {
         key: Key,
         cost: u64,
         timeout: Option<f64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Work> {
         let max_wait = max_wait(timeout)?;
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, async move {
-            let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
-            Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
-        });
-        Ok(())
+        Ok(runtime::spawn(
+            completions,
+            future,
+            self.caller(),
+            async move {
+                let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
+                Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
+            },
+        ))
     }
 
     fn __repr__(&self) -> String {
@@ -396,6 +445,11 @@ impl PyLimiter {
 }
 
 impl PyLimiter {
+    /// A call of an asyncio caller, counted as abandoned if it is cancelled first.
+    fn caller(&self) -> floodwall::Caller {
+        self.limiter.caller(floodwall::Front::Python)
+    }
+
     /// Runs a decision: at once in memory, on the runtime with the GIL released on Redis.
     fn run<T: Send>(
         &self,

@@ -59,13 +59,43 @@ where
     runtime().spawn(work);
 }
 
-/// Runs `work` in the background; its result goes to `completions` for the asyncio `future`.
-pub(crate) fn spawn<F>(completions: Py<Completions>, future: Py<PyAny>, work: F)
+/// Runs `work` in the background for `caller`; its result goes to `completions` for the asyncio
+/// `future`. Cancelling the returned [`Work`] drops `work` wherever it waits (the caller is
+/// then counted as gone, and what its store call took is given back by the store).
+pub(crate) fn spawn<F>(
+    completions: Py<Completions>,
+    future: Py<PyAny>,
+    caller: floodwall::Caller,
+    work: F,
+) -> Work
 where
     F: Future<Output = Result<Outcome, floodwall::Error>> + Send + 'static,
 {
-    runtime().spawn(async move {
+    let task = runtime().spawn(async move {
         let result = work.await;
+        caller.answered();
         completions.get().finish(future, result);
     });
+    Work(task.abort_handle())
+}
+
+/// Runs `f` inside the shared runtime's context, so that what it drops may spawn there (a
+/// lease released on drop, from a thread of Python's).
+pub(crate) fn within<T>(f: impl FnOnce() -> T) -> T {
+    let _entered = runtime().enter();
+    f()
+}
+
+/// Work started for an asyncio caller, which `cancel` stops when the caller is cancelled.
+#[pyclass(frozen, name = "Work", module = "floodwall._native")]
+#[derive(Debug)]
+pub(crate) struct Work(tokio::task::AbortHandle);
+
+#[pymethods]
+impl Work {
+    /// Stops the work where it waits: a decision not yet sent is not sent, a wait (acquire)
+    /// ends, and what a store call took for it is given back.
+    fn cancel(&self) {
+        self.0.abort();
+    }
 }

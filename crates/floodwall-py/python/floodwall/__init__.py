@@ -182,13 +182,13 @@ class Limiter(_native.Limiter):
     async def alease(
         self, policy: Policy, key: Union[str, bytes], cost: int = 1
     ) -> AsyncIterator[Decision]:
-        """:meth:`lease` for coroutines. On Redis the store calls run in the loop's default
-        executor, so the event loop never waits on them."""
-        loop = asyncio.get_running_loop()
+        """:meth:`lease` for coroutines. On Redis the store calls run on floodwall's runtime,
+        so the event loop never waits on them. A task cancelled while the hold is on its way
+        holds nothing: what the store took for it is given back."""
         if self.in_memory:
             decision, holder = self._hold(policy, key, cost)
         else:
-            decision, holder = await loop.run_in_executor(None, self._hold, policy, key, cost)
+            decision, holder = await _submit(self._spawn_hold, policy, key, cost)
         if not decision.allowed:
             raise RateLimited(decision)
         try:
@@ -198,7 +198,8 @@ class Limiter(_native.Limiter):
                 if self.in_memory:
                     self._release(policy, key, cost, holder)
                 else:
-                    await loop.run_in_executor(None, self._release, policy, key, cost, holder)
+                    # A release runs to its end even if this task is cancelled meanwhile.
+                    await _submit(self._spawn_release, policy, key, cost, holder)
 
     def limit(
         self,
@@ -295,8 +296,10 @@ _NOTHING: Callable[[], Any] = lambda: None
 _last: Tuple[Callable[[], Any], Callable[[], Any]] = (_NOTHING, _NOTHING)
 
 
-def _submit(spawn: Callable[..., None], *args: Any) -> "asyncio.Future[Any]":
-    """Starts a decision in the background; the future resolves on the running loop."""
+def _submit(spawn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+    """Starts a decision in the background; the future resolves on the running loop. A caller
+    cancelled while it waits cancels the future, and with it the work: a decision not yet sent
+    is not sent, a wait (``aacquire``) stops spending, and what the store took is given back."""
     global _last
     loop = asyncio.get_running_loop()
     last_loop, last_queue = _last
@@ -307,7 +310,8 @@ def _submit(spawn: Callable[..., None], *args: Any) -> "asyncio.Future[Any]":
             queue = _queues[loop] = _LoopQueue(loop)
         _last = (weakref.ref(loop), weakref.ref(queue))
     future = loop.create_future()
-    spawn(queue.completions, future, *args)
+    work = spawn(queue.completions, future, *args)
+    future.add_done_callback(lambda done: work.cancel() if done.cancelled() else None)
     return future
 
 
