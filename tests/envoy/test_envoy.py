@@ -1,4 +1,4 @@
-"""floodwall's RateLimitService behind a real Envoy 1.40 (docs/testing.md: E1-E10): what
+"""floodwall's RateLimitService behind a real Envoy 1.40 (docs/testing.md: K11-K17): what
 Envoy's own ratelimit filter does with floodwall's answers, counted exactly, healthy, with
 floodwall down, and with Redis killed or hung under Envoy's default 20 ms timeout."""
 

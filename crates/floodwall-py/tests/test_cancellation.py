@@ -1,4 +1,4 @@
-"""asyncio callers who are cancelled mid-call (docs/testing.md: F14): what their call took is
+"""asyncio callers who are cancelled mid-call (docs/testing.md: L5): what their call took is
 given back, a wait stops spending, and each is counted; on a healthy Redis and during a stall
 (SIGSTOP)."""
 

@@ -1,4 +1,4 @@
-//! Callers who walk away through every front end (docs/testing.md: F10–F15): clients that
+//! Callers who walk away through every front end (docs/testing.md: L1–L6): clients that
 //! reset or give up mid-call against real Redis processes, stalled with SIGSTOP; the breaker
 //! recovers, no in-flight slot stays held, a stopping service gives back what its unfinished
 //! requests held, and every abandoned call is counted.

@@ -1,4 +1,4 @@
-//! Callers who walk away (docs/testing.md: F10–F15): a caller may stop waiting at any
+//! Callers who walk away (docs/testing.md: L1–L6): a caller may stop waiting at any
 //! `.await`, and what its call started still finishes its bookkeeping. Each test drops calls
 //! mid-flight against real Redis processes (one node, a cluster, SIGSTOP stalls) or the memory
 //! store, then counts exactly what is left held.
