@@ -66,28 +66,39 @@ impl RedisStore {
         items.ok_or_else(malformed)
     }
 
+    /// Writes a change of the controls, and a new version token that tells every instance to
+    /// reload, on a task of its own: a caller that leaves mid-write cannot leave the change
+    /// without its token (other instances would not see it until the next write).
     pub(crate) async fn write_controls(
         &self,
         set: Option<(Vec<u8>, Vec<u8>)>,
         remove: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let key = self.controls_key();
-        if let Some(field) = remove {
-            let cmd = ::redis::cmd("HDEL").arg(&key).arg(field).to_owned();
-            self.controls_query(&cmd).await?;
-        }
-        // A fresh token per write: readers compare it, so it needs no order, only to change.
-        let version = format!(
-            "{:x}-{:x}",
-            self.inner.instance,
-            self.inner.sequence.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut cmd = ::redis::cmd("HSET");
-        cmd.arg(&key).arg(VERSION_FIELD).arg(version);
-        if let Some((field, value)) = set {
-            cmd.arg(field).arg(value);
-        }
-        self.controls_query(&cmd).await?;
-        Ok(())
+        let store = self.clone();
+        let written = self.inner.detached.spawn(async move {
+            let key = store.controls_key();
+            if let Some(field) = remove {
+                let cmd = ::redis::cmd("HDEL").arg(&key).arg(field).to_owned();
+                store.controls_query(&cmd).await?;
+            }
+            // A fresh token per write: readers compare it, so it needs no order, only to change.
+            let version = format!(
+                "{:x}-{:x}",
+                store.inner.instance,
+                store.inner.sequence.fetch_add(1, Ordering::Relaxed)
+            );
+            let mut cmd = ::redis::cmd("HSET");
+            cmd.arg(&key).arg(VERSION_FIELD).arg(version);
+            if let Some((field, value)) = set {
+                cmd.arg(field).arg(value);
+            }
+            store.controls_query(&cmd).await?;
+            Ok(())
+        });
+        written.await.unwrap_or_else(|_| {
+            Err(StoreError::Reply {
+                detail: "the controls write's task ended".to_owned(),
+            })
+        })
     }
 }
