@@ -458,58 +458,40 @@ async fn serve(
             tokio::time::sleep(DRAIN_DEADLINE + grace).await;
         }
     };
-    let mut side_listeners = Vec::new();
+    // The admin, check and RLS listeners, each where it is configured.
+    let mut sides: Vec<(TcpListener, RouterSource, &str)> = Vec::new();
     if let Some(listener) = listeners.admin {
-        tracing::info!(address = %listener.local_addr()?, "floodwall admin listening");
         let router = admin::app(admin_config, limiter.clone());
-        let served = connections::serve(
+        sides.push((
             listener,
-            side_limits,
             Arc::new(move || router.clone()),
-            until_stopped(stopped.clone()),
-            hard_stop(SIDE_GRACE),
-        );
-        side_listeners.push(
-            tasks
-                .spawn(async move {
-                    let _ = served.await;
-                })
-                .id(),
-        );
+            "floodwall admin listening",
+        ));
     }
     if let (Some(listener), Some(current_check)) = (listeners.check, current_check) {
-        tracing::info!(address = %listener.local_addr()?, "floodwall check API listening");
-        let served = connections::serve(
+        sides.push((
             listener,
-            side_limits,
             live(current_check),
-            until_stopped(stopped.clone()),
-            hard_stop(SIDE_GRACE),
-        );
-        side_listeners.push(
-            tasks
-                .spawn(async move {
-                    let _ = served.await;
-                })
-                .id(),
-        );
+            "floodwall check API listening",
+        ));
     }
     if let (Some(listener), Some(current_rls)) = (listeners.rls, current_rls) {
-        tracing::info!(address = %listener.local_addr()?, "floodwall RLS listening");
+        sides.push((listener, live(current_rls), "floodwall RLS listening"));
+    }
+    let mut side_listeners = Vec::new();
+    for (listener, router, listening) in sides {
+        tracing::info!(address = %listener.local_addr()?, "{listening}");
         let served = connections::serve(
             listener,
             side_limits,
-            live(current_rls),
+            router,
             until_stopped(stopped.clone()),
             hard_stop(SIDE_GRACE),
         );
-        side_listeners.push(
-            tasks
-                .spawn(async move {
-                    let _ = served.await;
-                })
-                .id(),
-        );
+        let task = tasks.spawn(async move {
+            let _ = served.await;
+        });
+        side_listeners.push(task.id());
     }
     tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
     let main = connections::serve(
