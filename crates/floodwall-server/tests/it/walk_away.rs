@@ -170,9 +170,10 @@ async fn an_abandoned_probe_through_any_front_end_does_not_wedge_the_breaker() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let took = resumed.elapsed();
-        // The abandoned probe's own deadline (50 ms), then one probe interval (250 ms).
+        // At worst the abandoned probe's own deadline (50 ms), then one probe interval (250 ms);
+        // the rest is slack for a loaded machine.
         assert!(
-            took < Duration::from_millis(1_500),
+            took < Duration::from_millis(750),
             "{front}: back after {took:?}"
         );
     }

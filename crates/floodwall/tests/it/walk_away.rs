@@ -209,9 +209,10 @@ async fn an_abandoned_probe_does_not_wedge_the_breaker() {
     );
     assert!(probe.await.is_err(), "the probe answered while Redis hung");
     server.resume().unwrap();
-    // One probe interval for the abandoned probe's deadline, one for the next probe.
+    // At worst the abandoned probe fails at its deadline (50 ms) and the next comes one probe
+    // interval (250 ms) later; the rest is slack for a loaded machine.
     let took = until_redis_decides(&limiter, &per_hour, Duration::from_secs(2)).await;
-    assert!(took < Duration::from_secs(1), "recovery took {took:?}");
+    assert!(took < Duration::from_millis(750), "recovery took {took:?}");
     assert_eq!(redis_stats(&limiter).open_breakers, 0);
 }
 
