@@ -27,8 +27,16 @@ fn probe_policy() -> Option<Policy> {
     .ok()
 }
 
-/// Asks the store itself, not the limiter, so `on_error` cannot hide a failure.
+/// Asks the store itself, not the limiter, so `on_error` cannot hide a failure; past an open
+/// circuit breaker, Redis itself, so that a store that is back is never reported down.
 pub(crate) async fn probe(limiter: &Limiter) -> Result<(), StoreError> {
+    match decide_probe(limiter).await {
+        Err(StoreError::CircuitOpen { .. }) => limiter.store().ping().await,
+        decided => decided,
+    }
+}
+
+async fn decide_probe(limiter: &Limiter) -> Result<(), StoreError> {
     let Some(policy) = probe_policy() else {
         return Ok(());
     };

@@ -1,6 +1,7 @@
 //! `RedisStore` under load: decisions per second and latency percentiles with 64 concurrent
 //! callers on 10 000 random keys, Redis CPU per decision (`INFO commandstats`), and Redis memory
-//! per tracked client at 100 000 keys, for each algorithm.
+//! per tracked client at 100 000 keys, for each algorithm; and checks of two policies at once,
+//! which go to Redis one script call each, never coalesced.
 //!
 //! `REDIS_URL=redis://127.0.0.1:PORT cargo bench -p floodwall --bench redis_throughput` (what
 //! `bench/redis.sh` runs, beside the anchors on the same server). Without `--bench` (under
@@ -39,7 +40,7 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
     let config = RedisConfig::new(url).timeout(Duration::from_secs(2));
     let store = RedisStore::connect(config).await.unwrap();
     for algorithm in Algorithm::ALL {
-        let policy = Arc::new([throughput_policy(algorithm)]);
+        let policy: Arc<[Policy]> = Arc::new([throughput_policy(algorithm)]);
         let _: () = redis::cmd("FLUSHALL")
             .query_async(&mut admin)
             .await
@@ -54,38 +55,7 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
             .query_async(&mut admin)
             .await
             .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
-        let callers: Vec<_> = (0..CALLERS as u64)
-            .map(|c| {
-                let (store, policy, stop) = (store.clone(), Arc::clone(&policy), Arc::clone(&stop));
-                tokio::spawn(async move {
-                    let mut x = 0x9e37_79b9_7f4a_7c15 ^ (c + 1);
-                    let mut latencies = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        x ^= x >> 12;
-                        x ^= x << 25;
-                        x ^= x >> 27;
-                        let key = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
-                        let key = key.to_string();
-                        let t = Instant::now();
-                        let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
-                        let answer = store.acquire(&check).await.unwrap();
-                        latencies.push(t.elapsed());
-                        assert!(answer.allowed);
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut latencies = Vec::new();
-        for caller in callers {
-            latencies.extend(caller.await.unwrap());
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort();
+        let (latencies, elapsed) = measure(&store, &policy, keys, seconds).await;
         let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
         let (calls, usec) = script_cost(&mut admin).await;
         let usec_per_call = usec / calls.max(1.0);
@@ -135,6 +105,73 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
             pct(99),
         );
     }
+    two_policies(&store, keys, seconds).await;
+}
+
+/// `CALLERS` callers deciding `policies` for random keys of `keys` for `seconds`: every
+/// decision's latency, sorted, and the time it took.
+async fn measure(
+    store: &RedisStore,
+    policies: &Arc<[Policy]>,
+    keys: u64,
+    seconds: f64,
+) -> (Vec<Duration>, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let callers: Vec<_> = (0..CALLERS as u64)
+        .map(|c| {
+            let (store, policies, stop) = (store.clone(), Arc::clone(policies), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut x = 0x9e37_79b9_7f4a_7c15 ^ (c + 1);
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    let key = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
+                    let key = key.to_string();
+                    let t = Instant::now();
+                    let check = Check::new(&policies[..], key.as_bytes(), 1).unwrap();
+                    let answer = store.acquire(&check).await.unwrap();
+                    latencies.push(t.elapsed());
+                    assert!(answer.allowed);
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for caller in callers {
+        latencies.extend(caller.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    (latencies, elapsed)
+}
+
+/// Two policies of one client in each check (gcra and fixed_window): one script call per
+/// decision, never coalesced, on a task of its own that finishes whoever waits.
+async fn two_policies(store: &RedisStore, keys: u64, seconds: f64) {
+    let policies: Arc<[Policy]> = Arc::new([
+        throughput_policy(Algorithm::Gcra),
+        Policy::new(
+            "bench-2",
+            Algorithm::FixedWindow,
+            1_000,
+            Duration::from_secs(1),
+        )
+        .unwrap(),
+    ]);
+    let (latencies, elapsed) = measure(store, &policies, keys, seconds).await;
+    let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
+    println!(
+        "{{\"bench\": \"floodwall-redis\", \"algorithm\": \"gcra+fixed_window\", \"callers\": {CALLERS}, \"keys\": {keys}, \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
+        latencies.len() as f64 / elapsed,
+        pct(50),
+        pct(99),
+    );
 }
 
 fn main() {

@@ -131,6 +131,20 @@ impl Storage {
         }
     }
 
+    /// Whether the store answers now, past any circuit breaker: always in memory; for Redis,
+    /// see [`RedisStore::ping`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::ping`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Storage::Memory(_) => Ok(()),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.ping().await,
+        }
+    }
+
     /// The store's own figures.
     pub fn stats(&self) -> StorageStats {
         match self {

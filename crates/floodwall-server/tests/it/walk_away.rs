@@ -381,3 +381,36 @@ async fn abandoned_calls_are_counted_by_front_end() {
         assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
     }
 }
+
+/// `/readyz` tells the truth about the store: Redis back while the breaker is still open (before
+/// its next probe) is reported up, and a hung Redis down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_store_that_is_back_before_the_breaker_probes_it() {
+    let redis = RedisServer::start().unwrap();
+    let service = Service::start(&config(&redis.url())).await;
+    let client = Client::new();
+    assert!(decided_by_redis(&client, &service).await);
+    redis.pause().unwrap();
+    for _ in 0..3 {
+        let _ = decided_by_redis(&client, &service).await;
+    }
+    let down: Value = client
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(down["store"]["state"], "down", "{down}");
+    redis.resume().unwrap();
+    let up: Value = client
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up["store"]["state"], "up", "{up}");
+}

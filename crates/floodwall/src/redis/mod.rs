@@ -110,6 +110,8 @@ struct Inner {
     /// Calls whose caller left before the answer, batched ones included.
     abandoned: Arc<AtomicU64>,
     given_back: AtomicU64,
+    /// Whether a [`RedisStore::ping`] is in flight (at most one is).
+    pinging: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -253,6 +255,7 @@ impl RedisStore {
                 detached: TaskTracker::new(),
                 abandoned,
                 given_back: AtomicU64::new(0),
+                pinging: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -311,6 +314,38 @@ impl RedisStore {
         let settled = tokio::time::timeout(within, tracker.wait()).await.is_ok();
         tracker.reopen();
         settled
+    }
+
+    /// Asks Redis whether it answers, past the circuit breakers, within the store's deadline:
+    /// for a health check while a breaker is open (Redis may be back before the next probe
+    /// closes it). At most one is in flight; others meanwhile get [`StoreError::CircuitOpen`].
+    /// The breakers are left as they are: only decisions close them.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis did not answer, or `CircuitOpen` while another ping is in flight.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let circuit_open = StoreError::CircuitOpen {
+            probe_interval: self.inner.breakers.probe_interval(),
+        };
+        if self.inner.pinging.swap(true, Ordering::AcqRel) {
+            return Err(circuit_open);
+        }
+        let store = self.clone();
+        // On a task of its own, so that the one ping's slot is freed whoever waits.
+        let pinged = self.inner.detached.spawn(async move {
+            let deadline = Instant::now() + store.inner.timeout;
+            let cmd = ::redis::cmd("PING");
+            let answered = store
+                .until(deadline, async {
+                    store.inner.connection.query(&cmd).await?;
+                    Ok(())
+                })
+                .await;
+            store.inner.pinging.store(false, Ordering::Release);
+            answered
+        });
+        pinged.await.unwrap_or(Err(circuit_open))
     }
 
     /// Runs `work` on a task that [`RedisStore::settle`] waits for.
