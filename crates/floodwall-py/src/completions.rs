@@ -23,8 +23,35 @@ pub(crate) enum Outcome {
     Verdict(PyVerdict),
     /// A decision and the units it holds: the holder goes to the future only if it still
     /// waits; otherwise the units are released.
-    Held(PyDecision, Option<Box<floodwall::LeaseGuard>>),
+    Held(PyDecision, Option<HeldUnits>),
     Done,
+}
+
+/// The units a hold took, released if dropped before Python has the holder: when its future
+/// was cancelled, or its loop closed before taking it. Dropped inside floodwall's runtime,
+/// wherever it is dropped from, since a release on drop needs one.
+pub(crate) struct HeldUnits(Option<Box<floodwall::LeaseGuard>>);
+
+impl HeldUnits {
+    pub(crate) fn new(guard: floodwall::LeaseGuard) -> Self {
+        HeldUnits(Some(Box::new(guard)))
+    }
+
+    /// Keeps the units held past this value: returns who holds them.
+    fn keep(mut self) -> Option<u64> {
+        let guard = self.0.take()?;
+        let holder = guard.holder().map(|holder| holder.0);
+        guard.keep();
+        holder
+    }
+}
+
+impl Drop for HeldUnits {
+    fn drop(&mut self) {
+        if let Some(guard) = self.0.take() {
+            crate::runtime::within(|| drop(guard));
+        }
+    }
 }
 
 type Finished = (Py<PyAny>, Result<Outcome, floodwall::Error>);
@@ -106,19 +133,9 @@ impl Completions {
                 Ok(Outcome::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
                 Ok(Outcome::Held(decision, guard)) => {
                     let waiting = !future.bind(py).call_method0("cancelled")?.is_truthy()?;
-                    let holder = match (guard, waiting) {
-                        (Some(guard), true) => {
-                            let holder = guard.holder().map(|holder| holder.0);
-                            guard.keep();
-                            holder
-                        }
-                        // Its caller was cancelled as it finished: nobody will release it.
-                        (Some(guard), false) => {
-                            crate::runtime::within(|| drop(guard));
-                            None
-                        }
-                        (None, _) => None,
-                    };
+                    // A caller cancelled as the hold finished will release nothing: the units
+                    // go back as `guard` drops.
+                    let holder = guard.filter(|_| waiting).and_then(HeldUnits::keep);
                     (future, true, (decision, holder).into_py_any(py)?)
                 }
                 Ok(Outcome::Done) => (future, true, py.None()),

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 
 use crate::clock::PyManualClock;
-use crate::completions::{Completions, Outcome};
+use crate::completions::{Completions, HeldUnits, Outcome};
 use crate::decision::{PyDecision, PyVerdict};
 use crate::errors::{self, ConfigError};
 use crate::policy::{PyPolicy, on_error_of};
@@ -393,7 +393,7 @@ impl PyLimiter {
             let (verdict, guard) = limiter.lease_all(policies, &key, cost).await?.split();
             Ok(Outcome::Held(
                 PyDecision::of(&policy, &verdict),
-                guard.map(Box::new),
+                guard.map(HeldUnits::new),
             ))
         })
     }

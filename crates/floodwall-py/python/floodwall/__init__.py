@@ -188,7 +188,17 @@ class Limiter(_native.Limiter):
         if self.in_memory:
             decision, holder = self._hold(policy, key, cost)
         else:
-            decision, holder = await _submit(self._spawn_hold, policy, key, cost)
+            held = _submit(self._spawn_hold, policy, key, cost)
+            try:
+                decision, holder = await held
+            except asyncio.CancelledError:
+                # Cancelled after the hold was answered but before this task resumed: the
+                # units are ours and nobody else will release them.
+                if held.done() and not held.cancelled() and held.exception() is None:
+                    _, holder = held.result()
+                    if holder is not None:
+                        _submit(self._spawn_release, policy, key, cost, holder, cancellable=False)
+                raise
         if not decision.allowed:
             raise RateLimited(decision)
         try:
@@ -199,7 +209,7 @@ class Limiter(_native.Limiter):
                     self._release(policy, key, cost, holder)
                 else:
                     # A release runs to its end even if this task is cancelled meanwhile.
-                    await _submit(self._spawn_release, policy, key, cost, holder)
+                    await _submit(self._spawn_release, policy, key, cost, holder, cancellable=False)
 
     def limit(
         self,
@@ -296,10 +306,12 @@ _NOTHING: Callable[[], Any] = lambda: None
 _last: Tuple[Callable[[], Any], Callable[[], Any]] = (_NOTHING, _NOTHING)
 
 
-def _submit(spawn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+def _submit(spawn: Callable[..., Any], *args: Any, cancellable: bool = True) -> "asyncio.Future[Any]":
     """Starts a decision in the background; the future resolves on the running loop. A caller
-    cancelled while it waits cancels the future, and with it the work: a decision not yet sent
-    is not sent, a wait (``aacquire``) stops spending, and what the store took is given back."""
+    cancelled while it waits cancels the future, and with it the work (unless it is not
+    ``cancellable``: a release, which must reach the store whoever waits): a decision not yet
+    sent is not sent, a wait (``aacquire``) stops spending, and what the store took is given
+    back."""
     global _last
     loop = asyncio.get_running_loop()
     last_loop, last_queue = _last
@@ -311,7 +323,8 @@ def _submit(spawn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         _last = (weakref.ref(loop), weakref.ref(queue))
     future = loop.create_future()
     work = spawn(queue.completions, future, *args)
-    future.add_done_callback(lambda done: work.cancel() if done.cancelled() else None)
+    if cancellable:
+        future.add_done_callback(lambda done: work.cancel() if done.cancelled() else None)
     return future
 
 
