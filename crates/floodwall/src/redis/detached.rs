@@ -13,6 +13,9 @@
 //! The answer travels in a [`Delivery`] that undoes what it carries unless its caller takes it,
 //! so there is no moment, not even between the answer's arrival and its reading, in which a
 //! caller can leave with units nobody will release.
+//!
+//! Every such task is tracked, so that a stopping service can wait for them
+//! ([`RedisStore::settle`]); the health check's `PING` runs on one too.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -80,6 +83,56 @@ fn ended() -> StoreError {
 }
 
 impl RedisStore {
+    /// Waits until every call still running for a caller that may be gone has ended (give-backs
+    /// of abandoned or failed calls, releases of dropped leases), or until `within` has passed;
+    /// returns whether they all ended. For a service that stops: what its last requests took is
+    /// given back before it exits.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let tracker = &self.inner.detached;
+        // Closed only while waiting, so calls keep being tracked afterwards.
+        tracker.close();
+        let settled = tokio::time::timeout(within, tracker.wait()).await.is_ok();
+        tracker.reopen();
+        settled
+    }
+
+    /// Asks Redis whether it answers, past the circuit breakers, within the store's deadline:
+    /// for a health check while a breaker is open (Redis may be back before the next probe
+    /// closes it). At most one is in flight; others meanwhile get [`StoreError::CircuitOpen`].
+    /// The breakers are left as they are: only decisions close them.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis did not answer, or `CircuitOpen` while another ping is in flight.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let circuit_open = StoreError::CircuitOpen {
+            probe_interval: self.inner.breakers.probe_interval(),
+        };
+        if self.inner.pinging.swap(true, Ordering::AcqRel) {
+            return Err(circuit_open);
+        }
+        let store = self.clone();
+        // On a task of its own, so that the one ping's slot is freed whoever waits.
+        let pinged = self.inner.detached.spawn(async move {
+            let deadline = Instant::now() + store.inner.timeout;
+            let cmd = ::redis::cmd("PING");
+            let answered = store
+                .until(deadline, async {
+                    store.inner.connection.query(&cmd).await?;
+                    Ok(())
+                })
+                .await;
+            store.inner.pinging.store(false, Ordering::Release);
+            answered
+        });
+        pinged.await.unwrap_or(Err(circuit_open))
+    }
+
+    /// Runs `work` on a task that [`RedisStore::settle`] waits for.
+    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.inner.detached.spawn(work);
+    }
+
     /// Runs `job` for `check` on a task of its own and waits for its answer. The caller may
     /// stop waiting at any time: see the module's documentation for what the call still does.
     pub(super) async fn detached(&self, check: &Check<'_>, job: Job) -> Result<Answer, StoreError> {

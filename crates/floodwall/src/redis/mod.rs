@@ -17,7 +17,9 @@
 //! - a circuit breaker per group of hash slots opens after consecutive failures, so a dead or
 //!   hanging Redis costs one deadline per probe interval rather than one per request;
 //! - a local deny cache repeats a recent denial until Redis's `retry_after` passes (see
-//!   `deny_cache.rs` for why it never admits more than Redis would).
+//!   `deny_cache.rs` for why it never admits more than Redis would);
+//! - a caller may stop waiting at any time: calls that take something, or that a breaker waits
+//!   to hear from, run on tasks of their own and finish their bookkeeping (see `detached.rs`).
 
 mod across;
 mod batch;
@@ -301,56 +303,6 @@ impl RedisStore {
             given_back: self.inner.given_back.load(Ordering::Relaxed),
             detached: self.inner.detached.len(),
         }
-    }
-
-    /// Waits until every call still running for a caller that may be gone has ended (give-backs
-    /// of abandoned or failed calls, releases of dropped leases), or until `within` has passed;
-    /// returns whether they all ended. For a service that stops: what its last requests took is
-    /// given back before it exits.
-    pub async fn settle(&self, within: Duration) -> bool {
-        let tracker = &self.inner.detached;
-        // Closed only while waiting, so calls keep being tracked afterwards.
-        tracker.close();
-        let settled = tokio::time::timeout(within, tracker.wait()).await.is_ok();
-        tracker.reopen();
-        settled
-    }
-
-    /// Asks Redis whether it answers, past the circuit breakers, within the store's deadline:
-    /// for a health check while a breaker is open (Redis may be back before the next probe
-    /// closes it). At most one is in flight; others meanwhile get [`StoreError::CircuitOpen`].
-    /// The breakers are left as they are: only decisions close them.
-    ///
-    /// # Errors
-    ///
-    /// Why Redis did not answer, or `CircuitOpen` while another ping is in flight.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let circuit_open = StoreError::CircuitOpen {
-            probe_interval: self.inner.breakers.probe_interval(),
-        };
-        if self.inner.pinging.swap(true, Ordering::AcqRel) {
-            return Err(circuit_open);
-        }
-        let store = self.clone();
-        // On a task of its own, so that the one ping's slot is freed whoever waits.
-        let pinged = self.inner.detached.spawn(async move {
-            let deadline = Instant::now() + store.inner.timeout;
-            let cmd = ::redis::cmd("PING");
-            let answered = store
-                .until(deadline, async {
-                    store.inner.connection.query(&cmd).await?;
-                    Ok(())
-                })
-                .await;
-            store.inner.pinging.store(false, Ordering::Release);
-            answered
-        });
-        pinged.await.unwrap_or(Err(circuit_open))
-    }
-
-    /// Runs `work` on a task that [`RedisStore::settle`] waits for.
-    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.inner.detached.spawn(work);
     }
 
     /// Runs `operation` for `check`: one call when every pair shares a client key (one hash
