@@ -382,6 +382,11 @@ async fn abandoned_calls_are_counted_by_front_end() {
     }
 }
 
+async fn readyz(client: &Client, service: &Service) -> Value {
+    let answer = client.get(service.url("/readyz")).send().await.unwrap();
+    answer.json().await.unwrap()
+}
+
 /// `/readyz` tells the truth about the store: Redis back while the breaker is still open (before
 /// its next probe) is reported up, and a hung Redis down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,23 +399,9 @@ async fn readyz_reports_a_store_that_is_back_before_the_breaker_probes_it() {
     for _ in 0..3 {
         let _ = decided_by_redis(&client, &service).await;
     }
-    let down: Value = client
-        .get(service.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let down = readyz(&client, &service).await;
     assert_eq!(down["store"]["state"], "down", "{down}");
     redis.resume().unwrap();
-    let up: Value = client
-        .get(service.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let up = readyz(&client, &service).await;
     assert_eq!(up["store"]["state"], "up", "{up}");
 }
