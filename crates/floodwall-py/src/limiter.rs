@@ -250,12 +250,8 @@ impl PyLimiter {
         let policies = std::slice::from_ref(&policy.inner);
         let lease = self.run(py, self.limiter.lease_all(policies, &key, cost))?;
         let (verdict, guard) = lease.split();
-        let holder = guard.map(|guard| {
-            let holder = guard.holder().map(|h| h.0);
-            guard.keep();
-            holder
-        });
-        Ok((PyDecision::of(&policy.inner, &verdict), holder.flatten()))
+        let holder = guard.map(HeldUnits::new).and_then(HeldUnits::keep);
+        Ok((PyDecision::of(&policy.inner, &verdict), holder))
     }
 
     /// Gives back what `holder` holds of `key` under `policy`, admitted with `cost`.

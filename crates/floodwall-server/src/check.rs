@@ -190,7 +190,7 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
         Ask::Check => Front::Check,
         Ask::Lease => Front::Leases,
     });
-    let (decided, lease) = match ask {
+    let (decided, guard) = match ask {
         Ask::Check => (state.limiter.check_all(policies, key, cost).await, None),
         Ask::Lease => match state.limiter.lease_all(policies, key, cost).await {
             Ok(lease) => {
@@ -222,17 +222,11 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
     state.record(&verdict);
     // The units stay held past this request, once the client has its id: it releases them by
     // it. Until the answer is written they are released if the client goes.
-    let mut guard = None;
-    let held = lease.map(|lease| {
-        let timeout = lease.timeout().unwrap_or_default();
-        let id = lease
+    let held = guard.as_ref().map(|guard| LeaseFields {
+        lease: guard
             .holder()
-            .map(|holder| crate::leases::LeaseId::new(holder, cost, key, policies).encode());
-        guard = Some(lease);
-        LeaseFields {
-            lease: id,
-            timeout_ms: Some(millis_ceil(timeout)),
-        }
+            .map(|holder| crate::leases::LeaseId::new(holder, cost, key, policies).encode()),
+        timeout_ms: Some(millis_ceil(guard.timeout().unwrap_or_default())),
     });
     let lease = match (ask, held) {
         (Ask::Check, _) => None,

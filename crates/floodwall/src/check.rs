@@ -1,5 +1,7 @@
 //! What a store is asked: (policy, client key) pairs and a cost, validated once.
 
+use std::time::Duration;
+
 use floodwall_core::algorithm::check_cost;
 use floodwall_core::{Algorithm, Holder, Policy};
 use smallvec::SmallVec;
@@ -142,6 +144,22 @@ impl<'a> Check<'a> {
             .any(|(policy, _)| policy.algorithm() == Algorithm::Concurrency)
     }
 
+    /// Whether what this check admits is held for a holder to give back: it has a `concurrency`
+    /// pair and a holder. Only such a check leaves anything to release.
+    #[inline]
+    pub(crate) fn takes_held_units(&self) -> bool {
+        self.holder != Holder::ANONYMOUS && self.holds()
+    }
+
+    /// How long what this check holds stays held if never released: the shortest `period` among
+    /// its `concurrency` policies (`None` when it has none).
+    pub(crate) fn hold_timeout(&self) -> Option<Duration> {
+        self.policies()
+            .filter(|policy| policy.algorithm() == Algorithm::Concurrency)
+            .map(Policy::period)
+            .min()
+    }
+
     /// The units each pair asks for; 0 for a peek. For a weighted check whose pairs' costs
     /// differ, the largest of them.
     #[inline]
@@ -218,6 +236,11 @@ impl OwnedCheck {
             one_key: check.one_key,
             holder: check.holder,
         }
+    }
+
+    /// Who holds what the check admits.
+    pub(crate) fn holder(&self) -> Holder {
+        self.holder
     }
 
     /// The check it was made of: the same pairs, costs and holder (validated then, so not again).

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use floodwall_core::{Algorithm, Holder, Policy};
+use floodwall_core::Holder;
 
 use crate::check::{Check, OwnedCheck};
 use crate::error::Error;
@@ -42,7 +42,6 @@ struct Held {
     /// Every pair, rate ones too: a store names held units by their pair's place in the check.
     /// A release leaves the rate pairs alone.
     check: OwnedCheck,
-    holder: Holder,
     /// Held by the in-process fallback (`on_error = "local"`), not the store.
     local: bool,
 }
@@ -55,7 +54,6 @@ impl<'p> Lease<'p> {
         let held = (verdict.allowed() && counted && check.holds()).then(|| Held {
             limiter: limiter.clone(),
             check: OwnedCheck::of(check),
-            holder: check.holder(),
             local: verdict.source() == Source::Local,
         });
         Lease {
@@ -114,7 +112,7 @@ impl LeaseGuard {
     /// Who holds the units: with the policies, key and cost of the lease, what
     /// [`Limiter::release`] needs to give them back from anywhere.
     pub fn holder(&self) -> Option<Holder> {
-        self.0.as_ref().map(|held| held.holder)
+        self.0.as_ref().map(|held| held.check.holder())
     }
 
     /// Lets the units go without releasing them: they stay held until someone calls
@@ -126,13 +124,7 @@ impl LeaseGuard {
     /// How long the units are held if never released: the shortest `period` among the held
     /// policies.
     pub fn timeout(&self) -> Option<Duration> {
-        let held = self.0.as_ref()?;
-        held.check
-            .check()
-            .policies()
-            .filter(|policy| policy.algorithm() == Algorithm::Concurrency)
-            .map(Policy::period)
-            .min()
+        self.0.as_ref()?.check.check().hold_timeout()
     }
 
     /// Gives the units back now and waits until the store has them.
@@ -208,7 +200,7 @@ impl Drop for LeaseGuard {
 impl fmt::Debug for LeaseGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeaseGuard")
-            .field("holder", &self.0.as_ref().map(|held| held.holder))
+            .field("holder", &self.holder())
             .finish_non_exhaustive()
     }
 }

@@ -153,12 +153,7 @@ impl Sender {
                 .count();
             let group: Vec<Pending> = batch.drain(..same).collect();
             let outcome = self.call(algorithm, &group).await;
-            // A malformed reply still proves the node reachable.
-            let healthy = !matches!(
-                outcome,
-                Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
-            );
-            self.breakers.record(0, Admission::Closed, healthy);
+            self.breakers.record_outcome(0, Admission::Closed, &outcome);
             let abandoned = answer(group, outcome);
             if abandoned > 0 {
                 self.abandoned.fetch_add(abandoned, Ordering::Relaxed);

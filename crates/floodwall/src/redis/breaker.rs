@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::StoreError;
+
 /// Hash slots per breaker group; 16 384 slots make 64 groups.
 const SLOTS_PER_GROUP: u16 = 256;
 
@@ -51,10 +53,6 @@ impl Breakers {
             probe_interval,
             epoch: Instant::now(),
         }
-    }
-
-    pub(crate) fn probe_interval(&self) -> Duration {
-        self.probe_interval
     }
 
     /// The group of a hash slot.
@@ -101,6 +99,36 @@ impl Breakers {
             Ok(_) => Admission::Probe,
             Err(_) => Admission::Open,
         }
+    }
+
+    /// [`Breakers::admit`], with an open breaker as the error its caller answers.
+    pub(crate) fn enter(&self, group: usize) -> Result<Admission, StoreError> {
+        match self.admit(group) {
+            Admission::Open => Err(self.circuit_open()),
+            admission => Ok(admission),
+        }
+    }
+
+    /// The error of a call an open breaker turned away.
+    pub(crate) fn circuit_open(&self) -> StoreError {
+        StoreError::CircuitOpen {
+            probe_interval: self.probe_interval,
+        }
+    }
+
+    /// Records how an admitted call to `group` went, by its outcome: a malformed reply still
+    /// proves the store reachable; a timeout or a failed connection does not.
+    pub(crate) fn record_outcome<T>(
+        &self,
+        group: usize,
+        admission: Admission,
+        outcome: &Result<T, StoreError>,
+    ) {
+        let healthy = !matches!(
+            outcome,
+            Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
+        );
+        self.record(group, admission, healthy);
     }
 
     /// Records how an admitted call to `group` went.

@@ -20,7 +20,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use floodwall_core::{Algorithm, Holder};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -105,11 +104,8 @@ impl RedisStore {
     ///
     /// Why Redis did not answer, or `CircuitOpen` while another ping is in flight.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let circuit_open = StoreError::CircuitOpen {
-            probe_interval: self.inner.breakers.probe_interval(),
-        };
         if self.inner.pinging.swap(true, Ordering::AcqRel) {
-            return Err(circuit_open);
+            return Err(self.inner.breakers.circuit_open());
         }
         let store = self.clone();
         // On a task of its own, so that the one ping's slot is freed whoever waits.
@@ -125,7 +121,9 @@ impl RedisStore {
             store.inner.pinging.store(false, Ordering::Release);
             answered
         });
-        pinged.await.unwrap_or(Err(circuit_open))
+        pinged
+            .await
+            .unwrap_or_else(|_| Err(self.inner.breakers.circuit_open()))
     }
 
     /// Runs `work` on a task that [`RedisStore::settle`] waits for.
@@ -142,9 +140,7 @@ impl RedisStore {
         self.inner.detached.spawn(async move {
             let check = owned.check();
             let answer = store.job(&check, job).await;
-            let takes = job == Job::Run(Operation::Decide)
-                && check.holds()
-                && check.holder() != Holder::ANONYMOUS;
+            let takes = job == Job::Run(Operation::Decide) && check.takes_held_units();
             let (held, failed) = match &answer {
                 Ok(answer) => (takes && answer.allowed, false),
                 Err(error) => (false, takes && may_have_run(error)),
@@ -198,12 +194,7 @@ impl RedisStore {
     /// Redis after the call it undoes, however unhealthy Redis looks), waiting for Redis at
     /// most until the units would have timed out anyway.
     pub(super) async fn give_back(&self, check: &Check<'_>) {
-        let expiry = check
-            .policies()
-            .filter(|policy| policy.algorithm() == Algorithm::Concurrency)
-            .map(|policy| policy.period())
-            .min()
-            .unwrap_or(Duration::ZERO);
+        let expiry = check.hold_timeout().unwrap_or(Duration::ZERO);
         let deadline = Instant::now() + expiry.max(self.inner.timeout);
         if self.release_held(check, false, deadline).await.is_ok() {
             self.inner.given_back.fetch_add(1, Ordering::Relaxed);

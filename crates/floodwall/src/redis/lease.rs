@@ -38,7 +38,6 @@ use floodwall_core::{Decision, Mode, Policy};
 use smallvec::smallvec;
 use tokio::time::Instant;
 
-use super::breaker::Admission;
 use super::local_time::LocalTime;
 use super::reply::{self, Moved};
 use super::script::{self, LeaseMove, Operation};
@@ -300,23 +299,18 @@ impl RedisStore {
         let most = policy.lease().max(cost);
         let movement = LeaseMove::Take { most, fewest: cost };
         let group = self.inner.breakers.group(slot_of(&client_tag(key)));
-        let admission = match self.inner.breakers.admit(group) {
-            Admission::Open => {
-                let probe_interval = self.inner.breakers.probe_interval();
-                let _ = answer.send(Err(StoreError::CircuitOpen { probe_interval }));
+        let admission = match self.inner.breakers.enter(group) {
+            Ok(admission) => admission,
+            Err(open) => {
+                let _ = answer.send(Err(open));
                 return;
             }
-            admission => admission,
         };
         let deadline = Instant::now() + self.inner.timeout;
         let mut call = std::pin::pin!(self.move_units_now(policy, key, movement));
         let (moved, answer) = match tokio::time::timeout_at(deadline, &mut call).await {
             Ok(moved) => {
-                let healthy = !matches!(
-                    moved,
-                    Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
-                );
-                self.inner.breakers.record(group, admission, healthy);
+                self.inner.breakers.record_outcome(group, admission, &moved);
                 (moved, Some(answer))
             }
             Err(_) => {

@@ -366,8 +366,7 @@ impl RedisStore {
             // joins only while the breaker is closed: a probe goes alone, so that what it finds
             // is its own.
             (Some(batcher), Operation::Decide, [policy], None)
-                if (check.holder() == Holder::ANONYMOUS || !check.holds())
-                    && self.inner.breakers.is_closed(0) =>
+                if !check.takes_held_units() && self.inner.breakers.is_closed(0) =>
             {
                 let key = storage_key_for_tag(&self.inner.prefix, policy, &client_tag(key));
                 let deadline = Instant::now() + self.inner.timeout;
@@ -398,21 +397,11 @@ impl RedisStore {
         F: Future<Output = Result<T, StoreError>>,
     {
         let group = self.inner.breakers.group(slot);
-        let admission = match self.inner.breakers.admit(group) {
-            Admission::Open => {
-                return Err(StoreError::CircuitOpen {
-                    probe_interval: self.inner.breakers.probe_interval(),
-                });
-            }
-            admission => admission,
-        };
+        let admission = self.inner.breakers.enter(group)?;
         let result = call(admission).await;
-        // A malformed reply still proves the store reachable; anything else failing counts.
-        let healthy = !matches!(
-            result,
-            Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
-        );
-        self.inner.breakers.record(group, admission, healthy);
+        self.inner
+            .breakers
+            .record_outcome(group, admission, &result);
         result
     }
 
@@ -532,7 +521,7 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
-        if check.holder() == Holder::ANONYMOUS || !check.holds() {
+        if !check.takes_held_units() {
             return Ok(());
         }
         self.detached(check, Job::Release).await.map(|_| ())

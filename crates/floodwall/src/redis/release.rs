@@ -51,10 +51,10 @@ impl RedisStore {
         guarded: bool,
         deadline: Instant,
     ) -> Result<(), StoreError> {
-        let holder = check.holder();
-        if holder == Holder::ANONYMOUS || !check.holds() {
+        if !check.takes_held_units() {
             return Ok(());
         }
+        let holder = check.holder();
         let token = holder_token(holder);
         let pairs = check.pairs();
         let tags: SmallVec<[_; 2]> = pairs.iter().map(|(_, key)| client_tag(key)).collect();
