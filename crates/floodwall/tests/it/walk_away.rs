@@ -68,31 +68,47 @@ async fn free_slots(limiter: &Limiter, policy: &Policy, key: &str) -> u64 {
 /// 1 000 lease calls on one shared key, each abandoned after 0–800 µs (many mid-call, some
 /// before the call leaves, some after it answered): returns how many were cut short.
 async fn abandon_leases(limiter: &Limiter, policy: &Policy, key: &str) -> u64 {
-    let cut = AtomicU64::new(0);
-    let calls = (0..1_000u64).map(|i| {
-        let cut = &cut;
-        async move {
-            // A spread of patience, the same every run.
-            let patience = Duration::from_micros((i * 7_919) % 800);
-            match tokio::time::timeout(patience, limiter.lease(policy, key)).await {
-                // Answered in time: the caller goes at once, releasing by dropping.
-                Ok(lease) => drop(lease.unwrap()),
-                Err(_) => {
-                    cut.fetch_add(1, Ordering::Relaxed);
-                }
+    impatient_callers(|patience| async move {
+        match tokio::time::timeout(patience, limiter.lease(policy, key)).await {
+            // Answered in time: the caller goes at once, releasing by dropping.
+            Ok(lease) => {
+                drop(lease.unwrap());
+                false
             }
+            Err(_) => true,
         }
-    });
-    // 50 callers at a time: enough to keep the connection busy and calls in flight.
-    let mut calls = calls.collect::<Vec<_>>().into_iter();
+    })
+    .await
+}
+
+/// 1 000 callers, 50 at a time (enough to keep the connection busy and calls in flight), each
+/// with a patience of 0–800 µs, the same spread every run; `call` says whether it was cut
+/// short. Returns how many were.
+async fn impatient_callers<F: Future<Output = bool>>(call: impl Fn(Duration) -> F) -> u64 {
+    let mut cut = 0;
+    let mut patience = (0..1_000u64).map(|i| Duration::from_micros((i * 7_919) % 800));
     loop {
-        let wave: Vec<_> = calls.by_ref().take(50).collect();
+        let wave: Vec<_> = patience.by_ref().take(50).map(&call).collect();
         if wave.is_empty() {
-            break;
+            return cut;
         }
-        futures_join_all(wave).await;
+        let outcomes = std::sync::Mutex::new(Vec::new());
+        futures_join_all(
+            wave.into_iter()
+                .map(|call| async {
+                    let was_cut = call.await;
+                    outcomes.lock().unwrap().push(was_cut);
+                })
+                .collect(),
+        )
+        .await;
+        cut += outcomes
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter(|c| *c)
+            .count() as u64;
     }
-    cut.load(Ordering::Relaxed)
 }
 
 /// Runs every future of `wave` concurrently on this task.
@@ -161,6 +177,56 @@ async fn callers_who_leave_mid_call_leave_no_slot_held_in_memory() {
         held.push(lease);
     }
     assert_eq!(held.len(), 20);
+}
+
+/// Single-policy decisions, coalesced into batches, abandoned at every point on a healthy
+/// Redis: nothing a caller saw admitted went uncounted, and nobody is locked out afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_who_leave_batched_decisions_lock_out_nobody() {
+    let server = RedisServer::start().unwrap();
+    let limiter = redis_limiter(&server.url()).await;
+    let limit = 100_000;
+    let policy = Policy::new(
+        "batched",
+        Algorithm::FixedWindow,
+        limit,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let admitted = AtomicU64::new(0);
+    let cut = impatient_callers(|patience| {
+        let (limiter, policy, admitted) = (&limiter, &policy, &admitted);
+        async move {
+            match tokio::time::timeout(patience, limiter.check(policy, "k", 1)).await {
+                Ok(verdict) => {
+                    let verdict = verdict.unwrap();
+                    assert_eq!(verdict.source(), Source::Store);
+                    admitted.fetch_add(u64::from(verdict.allowed()), Ordering::Relaxed);
+                    false
+                }
+                Err(_) => true,
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut > 0,
+        "no call was cut short: the test would prove nothing"
+    );
+    let after = limiter.peek(&policy, "k").await.unwrap();
+    assert_eq!(after.source(), Source::Store, "locked out after the cuts");
+    let counted = limit - after.iter().next().unwrap().1.remaining;
+    let admitted = admitted.load(Ordering::Relaxed);
+    assert!(
+        admitted <= counted && counted <= 1_000,
+        "{admitted} admitted, {counted} counted"
+    );
+    let stats = redis_stats(&limiter);
+    assert_eq!(stats.open_breakers, 0, "{stats:?}");
+    assert!(
+        stats.abandoned > 0,
+        "callers who left are counted: {stats:?}"
+    );
 }
 
 /// Waits until `limiter`'s breaker is open (3 failed calls at the store's deadline).
@@ -313,10 +379,20 @@ async fn timed_out_lease_calls_leave_no_slot_held_after_redis_resumes() {
     assert_eq!(free_slots(&limiter, &policy, "global").await, 20);
 }
 
-/// A hot key's lease during a 1 s stall: reservations that time out are still awaited, and
-/// their units land in the lease, so the window admits at least its limit less one lease.
+/// A hot key's lease while callers give up mid-reservation, healthy and during a 1 s stall:
+/// reservations that time out are still awaited, and the units of a reservation whose caller
+/// left land in the lease, so the window admits at least its limit less one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_key_lease_loses_at_most_one_lease_in_a_stall() {
+    hot_key_lease_loss(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_lease_loses_nothing_to_callers_who_leave() {
+    hot_key_lease_loss(false).await;
+}
+
+async fn hot_key_lease_loss(stall: bool) {
     let server = RedisServer::start().unwrap();
     // A clock that stands still: one window for the whole test.
     let clock = ManualClock::new(1_767_225_600_000_000);
@@ -347,26 +423,36 @@ async fn a_hot_key_lease_loses_at_most_one_lease_in_a_stall() {
     for _ in 0..150 {
         count(&limiter.check(&policy, "hot", 1).await.unwrap());
     }
-    server.pause().unwrap();
-    let stalled = Instant::now();
-    while stalled.elapsed() < Duration::from_secs(1) {
+    if stall {
+        server.pause().unwrap();
+    }
+    let started = Instant::now();
+    let mut patience = 0u64;
+    while started.elapsed() < Duration::from_secs(1) {
         count(&limiter.check(&policy, "hot", 1).await.unwrap());
-        // Some callers give up early too: what they would have spent goes to the next.
-        let impatient = Duration::from_millis(2);
+        // Some callers give up early too (0-2 ms, mid-reservation on a healthy Redis): what
+        // they would have spent goes to the next.
+        patience = (patience + 277) % 2_000;
+        let impatient = Duration::from_micros(patience);
         if let Ok(verdict) = tokio::time::timeout(impatient, limiter.check(&policy, "hot", 1)).await
         {
             count(&verdict.unwrap());
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        if stall {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
-    server.resume().unwrap();
+    if stall {
+        server.resume().unwrap();
+    }
     assert!(limiter.settle(Duration::from_secs(10)).await);
     let drained = Instant::now();
     loop {
         let verdict = limiter.check(&policy, "hot", 1).await.unwrap();
         if verdict.allowed() {
             count(&verdict);
-        } else if verdict.source() == Source::Store {
+        } else if matches!(verdict.source(), Source::Store | Source::DenyCache) {
+            // Redis's denial, or this instance repeating it: the window is spent.
             break;
         }
         assert!(drained.elapsed() < Duration::from_secs(20), "never denied");
@@ -374,7 +460,7 @@ async fn a_hot_key_lease_loses_at_most_one_lease_in_a_stall() {
     assert!(counted <= limit, "{counted} admitted of {limit}");
     assert!(
         counted + lease >= limit,
-        "{} units lost in the stall (bound: {lease})",
+        "{} units lost (bound: {lease}; stall: {stall})",
         limit - counted
     );
 }
