@@ -180,7 +180,7 @@ function render(snapshot) {
   const offenders = [];
   for (const policy of snapshot.policies) {
     for (const offender of policy.offenders) {
-      offenders.push({ policy: policy.name, key: offender.key, denied: offender.denied });
+      offenders.push({ policy: policy.name, key: offender.key, shown: offender.shown, denied: offender.denied });
     }
   }
   offenders.sort((a, b) => b.denied - a.denied);
@@ -188,26 +188,27 @@ function render(snapshot) {
     tr.dataset.policy = o.policy;
     tr.dataset.key = o.key;
     cell(tr, o.policy);
-    cell(tr, o.key, "key").title = o.key;
+    cell(tr, o.shown, "key").title = o.shown;
     cell(tr, String(o.denied), "number");
     const actions = cell(tr, "");
-    const path = "/v1/limits/" + segment(o.policy) + "/" + segment(o.key);
+    // Keys arrive percent-encoded, as the admin paths take them.
+    const path = "/v1/limits/" + segment(o.policy) + "/" + o.key;
     button(actions, "inspect", "inspect", async () => {
       try {
         const state = await act("GET", path);
         const shown = $("#inspected");
         shown.hidden = false;
-        shown.textContent = o.policy + " / " + o.key + "\n" + JSON.stringify(state, null, 2);
+        shown.textContent = o.policy + " / " + o.shown + "\n" + JSON.stringify(state, null, 2);
       } catch (error) { say("inspect failed: " + error.message); }
     });
     button(actions, "reset", "reset", async () => {
-      try { await act("DELETE", path); say("reset " + o.key); } catch (error) { say("reset failed: " + error.message); }
+      try { await act("DELETE", path); say("reset " + o.shown); } catch (error) { say("reset failed: " + error.message); }
     });
     button(actions, "block", "block", async () => {
       const duration = $("#block-for").value;
       try {
-        await act("PUT", "/v1/blocks/" + segment(o.policy) + "/" + segment(o.key), { duration });
-        say("blocked " + o.key + " for " + duration);
+        await act("PUT", "/v1/blocks/" + segment(o.policy) + "/" + o.key, { duration });
+        say("blocked " + o.shown + " for " + duration);
         poll();
       } catch (error) { say("block failed: " + error.message); }
     });
@@ -216,14 +217,14 @@ function render(snapshot) {
   fill("#blocks", snapshot.blocks, (tr, block) => {
     tr.dataset.key = block.key;
     cell(tr, block.policy);
-    cell(tr, block.key, "key").title = block.key;
+    cell(tr, block.shown, "key").title = block.shown;
     cell(tr, formatDuration(block.remaining_ms));
     cell(tr, block.by);
     const actions = cell(tr, "");
     button(actions, "unblock", "unblock", async () => {
       try {
-        await act("DELETE", "/v1/blocks/" + segment(block.policy) + "/" + segment(block.key));
-        say("unblocked " + block.key);
+        await act("DELETE", "/v1/blocks/" + segment(block.policy) + "/" + block.key);
+        say("unblocked " + block.shown);
         poll();
       } catch (error) { say("unblock failed: " + error.message); }
     });

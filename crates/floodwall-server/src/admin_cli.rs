@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use floodwall::client_key::{percent_decoded, percent_encoded};
 use http::Method;
 use serde_json::json;
 
@@ -13,15 +14,24 @@ pub(crate) struct Target {
     /// The policy's name.
     #[arg(long)]
     policy: String,
-    /// The client key.
+    /// The client key as it is, or (with --encoded) percent-encoded as the admin API shows it.
     #[arg(long)]
     key: String,
+    /// The key is given percent-encoded, as `offenders`, `blocks` and `lists` print it: the way
+    /// to name a key that is not UTF-8.
+    #[arg(long)]
+    encoded: bool,
 }
 
 impl Target {
     /// `{policy}/{key}`, each percent-encoded.
     fn path(&self) -> String {
-        format!("{}/{}", segment(&self.policy), segment(&self.key))
+        let key = if self.encoded {
+            percent_encoded(&percent_decoded(&self.key))
+        } else {
+            segment(&self.key)
+        };
+        format!("{}/{key}", segment(&self.policy))
     }
 }
 
@@ -99,17 +109,9 @@ pub(crate) enum Action {
     },
 }
 
-/// Percent-encodes one path segment: everything but RFC 3986's unreserved characters.
+/// Percent-encodes one path segment as the admin API shows keys.
 fn segment(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    percent_encoded(text.as_bytes())
 }
 
 impl Action {

@@ -205,9 +205,9 @@ impl IntoResponse for ApiError {
             ApiError::Control(error) => {
                 use floodwall::ControlError;
                 let (status, title) = match &error {
-                    ControlError::Full { .. } | ControlError::FromConfig { .. } => {
-                        (StatusCode::CONFLICT, "Control refused")
-                    }
+                    ControlError::Full { .. }
+                    | ControlError::FullOfBytes { .. }
+                    | ControlError::FromConfig { .. } => (StatusCode::CONFLICT, "Control refused"),
                     ControlError::Store(_) => {
                         (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable")
                     }

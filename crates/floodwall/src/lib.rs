@@ -24,6 +24,7 @@
 //! ```
 
 mod check;
+pub mod client_key;
 mod clock;
 pub mod controls;
 mod error;
@@ -39,7 +40,7 @@ mod verdict;
 
 pub use check::Check;
 pub use clock::TokioClock;
-pub use controls::{Block, ControlError, List, ListEntry, Listed, Provenance};
+pub use controls::{Block, ControlError, EntryError, List, ListEntry, Listed, Provenance};
 pub use error::{CheckError, Error, StoreError, StoreErrorKind};
 pub use floodwall_core::{
     Algorithm, Calendar, Clock, CostError, Decision, Holder, ManualClock, Mode, OnError, Policy,

@@ -16,9 +16,15 @@ use std::sync::Mutex;
 
 use floodwall_core::{Clock, Policy, SystemClock};
 
-/// The longest key kept as it is; a longer one is kept as its first bytes and a marker, so a
-/// hostile key cannot make an entry large.
-pub const MAX_KEY_BYTES: usize = 128;
+/// The longest key kept as it is: longer than any key the service's check API or RLS accept, so
+/// that a key reported can be blocked as it is. A longer one is kept as its first bytes and a
+/// marker.
+pub const MAX_KEY_BYTES: usize = 64 * 1024;
+
+/// The most key bytes one minute's summary keeps: a flood of long keys gives up counters (the
+/// smallest first, as a new key does) rather than grow it. With the five minutes kept, one
+/// policy's offenders hold at most 1.25 MiB of keys.
+pub const MAX_SUMMARY_KEY_BYTES: usize = 256 * 1024;
 
 /// One key among the top offenders over the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,40 +43,52 @@ pub struct Offender {
 struct Summary {
     /// Key to (count, error).
     counters: HashMap<Vec<u8>, (u64, u64)>,
+    /// The bytes of the keys counted.
+    key_bytes: usize,
+    /// The largest count given up to make room: the most any key absent now was counted.
+    displaced: u64,
 }
 
 impl Summary {
-    fn record(&mut self, key: &[u8], weight: u64, capacity: usize) {
+    fn record(&mut self, key: &[u8], weight: u64, capacity: usize, key_budget: usize) {
         if let Some((count, _)) = self.counters.get_mut(key) {
             *count += weight;
             return;
         }
-        if self.counters.len() < capacity {
-            self.counters.insert(key.to_vec(), (weight, 0));
-            return;
+        // Give up the smallest counters until a counter and the key's bytes are free: a linear
+        // scan each, as capacity is a few dozen. The new key may have been among those given up
+        // before, so it starts at the largest count given up, marked as possible overcount.
+        while self.counters.len() >= capacity
+            || (!self.counters.is_empty() && self.key_bytes + key.len() > key_budget)
+        {
+            let smallest = self
+                .counters
+                .iter()
+                .min_by_key(|(_, (count, _))| *count)
+                .map(|(key, (count, _))| (key.clone(), *count));
+            let Some((gone, count)) = smallest else {
+                break;
+            };
+            self.counters.remove(&gone);
+            self.key_bytes -= gone.len();
+            self.displaced = self.displaced.max(count);
         }
-        // Replace the smallest counter: a linear scan, as capacity is a few dozen.
-        let smallest = self
-            .counters
-            .iter()
-            .min_by_key(|(_, (count, _))| *count)
-            .map(|(key, (count, _))| (key.clone(), *count));
-        if let Some((displaced, floor)) = smallest {
-            self.counters.remove(&displaced);
-            self.counters.insert(key.to_vec(), (floor + weight, floor));
-        }
+        self.key_bytes += key.len();
+        self.counters
+            .insert(key.to_vec(), (self.displaced + weight, self.displaced));
     }
 
     /// The most a key absent from this summary can have been counted here.
     fn floor(&self, capacity: usize) -> u64 {
         if self.counters.len() < capacity {
-            return 0;
+            return self.displaced;
         }
         self.counters
             .values()
             .map(|(count, _)| *count)
             .min()
             .unwrap_or(0)
+            .max(self.displaced)
     }
 }
 
@@ -80,6 +98,7 @@ impl Summary {
 #[derive(Debug, Clone)]
 pub struct TopOffenders {
     capacity: usize,
+    key_budget: usize,
     bucket_us: u64,
     buckets: usize,
     /// (bucket start, summary), oldest first, at most `buckets`.
@@ -91,6 +110,7 @@ impl TopOffenders {
     pub fn new(capacity: usize, bucket_us: u64, buckets: usize) -> Self {
         TopOffenders {
             capacity: capacity.max(1),
+            key_budget: MAX_SUMMARY_KEY_BYTES,
             bucket_us: bucket_us.max(1),
             buckets: buckets.max(1),
             summaries: VecDeque::new(),
@@ -105,7 +125,7 @@ impl TopOffenders {
             self.summaries.push_back((start, Summary::default()));
         }
         if let Some((_, summary)) = self.summaries.back_mut() {
-            summary.record(&bounded(key), weight, self.capacity);
+            summary.record(&bounded(key), weight, self.capacity, self.key_budget);
         }
     }
 
@@ -246,14 +266,20 @@ mod tests {
         #[test]
         fn counts_bound_the_truth_and_heavy_keys_are_never_missed(
             capacity in 1usize..8,
+            tight in proptest::option::of(1usize..40),
             denials in proptest::collection::vec((0u64..20_000_000, 0u8..24, 1u64..4), 1..400),
         ) {
             let mut top = TopOffenders::new(capacity, MINUTE, 3);
+            // Keys of 1 to 19 bytes; a tight byte budget gives up counters for long ones.
+            let long = |key: u8| vec![key; 1 + usize::from(key % 7) * 3];
+            if let Some(budget) = tight {
+                top.key_budget = budget;
+            }
             let mut exact: Vec<(u64, u8, u64)> = Vec::new();
             let mut now = 1_700_000_000_000_000u64;
             for (advance, key, weight) in denials {
                 now += advance;
-                top.record(now, &[key], weight);
+                top.record(now, &long(key), weight);
                 exact.push((now - now % MINUTE, key, weight));
             }
             let start = now - now % MINUTE;
@@ -266,7 +292,11 @@ mod tests {
                 prop_assert!(offender.count >= real, "{:?} under {}", offender, real);
                 prop_assert!(offender.count - offender.error <= real, "{:?} over {}", offender, real);
             }
-            // A key above its share in any bucket of the window was counted there.
+            // With room for `capacity` keys, a key above its share in any bucket of the window
+            // was counted there.
+            if tight.is_some() {
+                return Ok(());
+            }
             for bucket in [horizon, horizon + MINUTE, start] {
                 let total: u64 = in_window.iter().filter(|(at, _, _)| *at == bucket).map(|(_, _, w)| w).sum();
                 for key in 0u8..24 {
@@ -276,7 +306,7 @@ mod tests {
                         .map(|(_, _, w)| w)
                         .sum();
                     if in_bucket * capacity as u64 > total {
-                        prop_assert!(reported.iter().any(|o| o.key == [key]), "key {} missed", key);
+                        prop_assert!(reported.iter().any(|o| o.key == long(key)), "key {} missed", key);
                     }
                 }
             }
@@ -301,13 +331,34 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_long_keys_stays_within_the_byte_budget() {
+        let mut top = TopOffenders::new(64, MINUTE, 5);
+        let now = 1_700_000_000_000_000u64;
+        for i in 0..2_000u64 {
+            let mut key = vec![b'k'; 60_000];
+            key.extend_from_slice(&i.to_le_bytes());
+            top.record(now + i, &key, 1);
+            if i % 4 == 0 {
+                top.record(now + i, b"attacker", 1);
+            }
+        }
+        let bytes: usize = top.summaries.iter().map(|(_, s)| s.key_bytes).sum();
+        assert!(bytes <= MAX_SUMMARY_KEY_BYTES, "{bytes}");
+        let reported = top.top(now + 2_000, 1);
+        assert_eq!(reported[0].key, b"attacker");
+        assert!(reported[0].count >= 500);
+    }
+
+    #[test]
     fn old_minutes_leave_the_window_and_long_keys_are_cut() {
         let mut top = TopOffenders::new(4, MINUTE, 2);
         let now = 1_700_000_000_000_000u64 - 1_700_000_000_000_000u64 % MINUTE;
         top.record(now, b"early", 5);
         top.record(now + MINUTE, &[b'x'; 1000], 1);
+        top.record(now + MINUTE, &vec![b'y'; MAX_KEY_BYTES + 1], 1);
         let reported = top.top(now + MINUTE, 10);
-        assert_eq!(reported.len(), 2);
+        assert_eq!(reported.len(), 3);
+        assert!(reported.iter().any(|o| o.key == [b'x'; 1000]), "kept whole");
         assert!(reported.iter().all(|o| o.key.len() <= MAX_KEY_BYTES));
         assert!(
             top.top(now + 2 * MINUTE, 10)

@@ -11,22 +11,25 @@
 //! | `POST /v1/limits/{policy}/{key}/reward` | refund, body `{"units": N}` |
 //! | `GET /v1/lists` | both lists |
 //! | `PUT /v1/lists/{allow\|deny}/{entry}` | list a key, address or CIDR (`%2F` for its `/`) |
+//!
+//! Keys are percent-encoded in paths and shown percent-encoded the same way (`key`, beside
+//! `shown`, the key for a person), so any key shown can be acted on as it is.
 //! | `DELETE /v1/lists/{allow\|deny}/{entry}` | take it off (204) |
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use floodwall::client_key::{Escaped, percent_decoded};
 use floodwall::{Block, List, ListEntry, Listed, parse_period};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AdminState;
+use super::{AdminState, key_fields, policy_and_key};
 use crate::check::single_decision_body;
 use crate::error::ApiError;
 
@@ -60,22 +63,11 @@ pub(super) fn record(by: &str, action: &'static str, target: &str, key: &[u8]) {
         by,
         action,
         target,
-        key = %String::from_utf8_lossy(key),
+        key = %Escaped(key),
         "admin action"
     );
     metrics::counter!("floodwall_admin_actions_total", "action" => action, "by" => by.to_owned())
         .increment(1);
-}
-
-fn two_segments(
-    path: Result<Path<(String, String)>, PathRejection>,
-    form: &'static str,
-) -> Result<(String, String), ApiError> {
-    path.map(|Path(segments)| segments).map_err(|_| {
-        ApiError::BadAction(format!(
-            "the segments of {form} must be percent-encoded UTF-8"
-        ))
-    })
 }
 
 /// A JSON body of type `T`; `what` says what is expected.
@@ -84,9 +76,11 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes, what: &str) -> Result<T, Ap
 }
 
 pub(super) fn block_json(block: &Block, now_ms: u64) -> Value {
+    let (key, shown) = key_fields(&block.key);
     json!({
         "policy": block.policy,
-        "key": String::from_utf8_lossy(&block.key),
+        "key": key,
+        "shown": shown,
         "until_ms": block.until_ms,
         "remaining_ms": block.until_ms.saturating_sub(now_ms),
         "by": block.made.by,
@@ -95,8 +89,10 @@ pub(super) fn block_json(block: &Block, now_ms: u64) -> Value {
 }
 
 fn listed_json(listed: &Listed) -> Value {
+    let (entry, shown) = key_fields(&listed.entry.to_bytes());
     json!({
-        "entry": listed.entry.to_string(),
+        "entry": entry,
+        "shown": shown,
         "kind": match listed.entry {
             ListEntry::Key(_) => "key",
             ListEntry::Network(_) => "network",
@@ -134,19 +130,19 @@ struct BlockRequest {
 async fn block(
     State(state): State<Arc<AdminState>>,
     method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let (policy, key) = two_segments(path, "/v1/blocks/{policy}/{key}")?;
+    let (policy, key) = policy_and_key(&uri, "/v1/blocks/{policy}/{key}")?;
     let (policy, caller) = state.authorised_policy(&headers, &policy)?;
     if method == Method::DELETE {
         state
             .limiter
-            .unblock(&policy, key.as_bytes())
+            .unblock(&policy, &key)
             .await
             .map_err(ApiError::Control)?;
-        record(&caller, "unblock", policy.name(), key.as_bytes());
+        record(&caller, "unblock", policy.name(), &key);
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let request: BlockRequest = body(&bytes, "expected {\"duration\": \"1h\"}")?;
@@ -158,10 +154,10 @@ async fn block(
     })?;
     let block = state
         .limiter
-        .block(&policy, key.as_bytes(), duration, &caller)
+        .block(&policy, &key, duration, &caller)
         .await
         .map_err(ApiError::Control)?;
-    record(&caller, "block", policy.name(), key.as_bytes());
+    record(&caller, "block", policy.name(), &key);
     Ok(axum::Json(block_json(&block, block.made.at_ms)).into_response())
 }
 
@@ -173,59 +169,45 @@ struct UnitsRequest {
 
 async fn penalty(
     state: State<Arc<AdminState>>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    adjust(state, path, headers, bytes, "penalise").await
+    adjust(state, uri, headers, bytes, "penalise").await
 }
 
 async fn reward(
     state: State<Arc<AdminState>>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    adjust(state, path, headers, bytes, "reward").await
+    adjust(state, uri, headers, bytes, "reward").await
 }
 
 /// Consumes (`penalise`) or refunds (`reward`) the body's `units`, at most the policy's
 /// capacity; answers the key's state afterwards.
 async fn adjust(
     State(state): State<Arc<AdminState>>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     bytes: Bytes,
     action: &'static str,
 ) -> Result<Response, ApiError> {
-    let (policy, key) = two_segments(path, "/v1/limits/{policy}/{key}/…")?;
+    let (policy, key) = policy_and_key(&uri, "/v1/limits/{policy}/{key}/…")?;
     let (policy, caller) = state.authorised_policy(&headers, &policy)?;
     let request: UnitsRequest = body(&bytes, "expected {\"units\": N}, N ≥ 1")?;
     if request.units == 0 {
         return Err(ApiError::BadAction("units must be at least 1".to_owned()));
     }
     let done = match action {
-        "penalise" => {
-            state
-                .limiter
-                .penalise(&policy, key.as_bytes(), request.units)
-                .await
-        }
-        _ => {
-            state
-                .limiter
-                .reward(&policy, key.as_bytes(), request.units)
-                .await
-        }
+        "penalise" => state.limiter.penalise(&policy, &key, request.units).await,
+        _ => state.limiter.reward(&policy, &key, request.units).await,
     };
     let verdict = done.map_err(|error| ApiError::Limiter(error, vec![policy.clone()]))?;
-    record(&caller, action, policy.name(), key.as_bytes());
+    record(&caller, action, policy.name(), &key);
     // The key's state now, as a peek reports it.
-    let peeked = state
-        .limiter
-        .peek(&policy, key.as_bytes())
-        .await
-        .unwrap_or(verdict);
+    let peeked = state.limiter.peek(&policy, &key).await.unwrap_or(verdict);
     Ok(axum::Json(single_decision_body(&peeked)).into_response())
 }
 
@@ -249,18 +231,30 @@ async fn lists(
 async fn list(
     State(state): State<Arc<AdminState>>,
     method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (list, entry) = two_segments(path, "/v1/lists/{list}/{entry}")?;
+    let mut segments = uri.path().split('/').skip(3);
+    let (Some(list), Some(entry)) = (segments.next(), segments.next()) else {
+        return Err(ApiError::BadAction(
+            "expected /v1/lists/{list}/{entry}".to_owned(),
+        ));
+    };
     let caller = state.caller(&headers)?;
-    let list = List::parse(&list).ok_or_else(|| {
+    let list = List::parse(list).ok_or_else(|| {
         ApiError::BadAction(format!("no list {list:?}: the lists are allow and deny"))
     })?;
+    let entry = percent_decoded(entry);
     if entry.is_empty() {
         return Err(ApiError::BadAction("the entry is empty".to_owned()));
     }
-    let parsed = ListEntry::parse(&entry);
+    // Bytes that are not UTF-8 can only be a key.
+    let parsed = match std::str::from_utf8(&entry) {
+        Ok(text) => {
+            ListEntry::parse(text).map_err(|error| ApiError::BadAction(error.to_string()))?
+        }
+        Err(_) => ListEntry::Key(entry.clone()),
+    };
     let action = match (method == Method::DELETE, list) {
         (true, List::Allow) => "unallow",
         (true, List::Deny) => "undeny",
@@ -273,7 +267,7 @@ async fn list(
             .unlist(list, &parsed)
             .await
             .map_err(ApiError::Control)?;
-        record(&caller, action, list.as_str(), entry.as_bytes());
+        record(&caller, action, list.as_str(), &entry);
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let listed = state
@@ -281,6 +275,6 @@ async fn list(
         .list(list, parsed, &caller)
         .await
         .map_err(ApiError::Control)?;
-    record(&caller, action, list.as_str(), entry.as_bytes());
+    record(&caller, action, list.as_str(), &entry);
     Ok(axum::Json(listed_json(&listed)).into_response())
 }

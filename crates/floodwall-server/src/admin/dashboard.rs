@@ -152,7 +152,10 @@ async fn snapshot(
                 .limiter
                 .top_offenders(policy.name(), OFFENDERS_PER_POLICY)
                 .into_iter()
-                .map(|o| json!({ "key": String::from_utf8_lossy(&o.key), "denied": o.count }))
+                .map(|o| {
+                    let (key, shown) = super::key_fields(&o.key);
+                    json!({ "key": key, "shown": shown, "denied": o.count })
+                })
                 .collect();
             json!({
                 "name": policy.name(),

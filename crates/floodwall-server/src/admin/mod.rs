@@ -8,9 +8,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use floodwall::client_key::{Escaped, percent_decoded, percent_encoded};
 use floodwall::{Limiter, Policy, StorageStats};
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tokio::sync::watch;
 
 mod actions;
@@ -50,6 +51,28 @@ impl AdminState {
             .ok_or_else(|| ApiError::unknown_policy(name, &config.policies))?;
         Ok((policy, caller))
     }
+}
+
+/// The policy and the key named by `/v1/{what}/{policy}/{key}[/…]`: the policy a configured
+/// name, the key any bytes, each percent-encoded as the admin API shows keys. Read from the
+/// path itself, so that a key that is not UTF-8 is named as it is.
+fn policy_and_key(uri: &Uri, form: &str) -> Result<(String, Vec<u8>), ApiError> {
+    let mut segments = uri.path().split('/').skip(3);
+    let (Some(policy), Some(key)) = (segments.next(), segments.next()) else {
+        return Err(ApiError::BadAction(format!("expected {form}")));
+    };
+    let policy = String::from_utf8(percent_decoded(policy)).map_err(|_| {
+        ApiError::BadAction(format!(
+            "the policy in {form} is not a policy name: names are ASCII"
+        ))
+    })?;
+    Ok((policy, percent_decoded(key)))
+}
+
+/// A client key as the admin API shows it: `key` percent-encoded (what its paths take), and
+/// `shown`, for a person, with invisible and look-alike characters escaped.
+fn key_fields(key: &[u8]) -> (String, String) {
+    (percent_encoded(key), Escaped(key).to_string())
 }
 
 pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Router {
@@ -93,8 +116,10 @@ async fn offenders(
         .top_offenders(policy.name(), MOST_OFFENDERS)
         .into_iter()
         .map(|offender| {
+            let (key, shown) = key_fields(&offender.key);
             serde_json::json!({
-                "key": String::from_utf8_lossy(&offender.key),
+                "key": key,
+                "shown": shown,
                 "denied": offender.count,
                 "error": offender.error,
             })
@@ -160,23 +185,19 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 async fn limits(
     State(state): State<Arc<AdminState>>,
     method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path((policy, key)) = path.map_err(|_| ApiError::Status {
-        status: StatusCode::BAD_REQUEST,
-        title: "Bad path",
-        detail: "the policy and key in /v1/limits/{policy}/{key} must be percent-encoded UTF-8",
-    })?;
+    let (policy, key) = policy_and_key(&uri, "/v1/limits/{policy}/{key}")?;
     let (policy, caller) = state.authorised_policy(&headers, &policy)?;
     let answered = if method == Method::DELETE {
-        let reset = state.limiter.reset(&policy, key.as_bytes()).await;
+        let reset = state.limiter.reset(&policy, &key).await;
         if reset.is_ok() {
-            actions::record(&caller, "reset", policy.name(), key.as_bytes());
+            actions::record(&caller, "reset", policy.name(), &key);
         }
         reset.map(|()| StatusCode::NO_CONTENT.into_response())
     } else {
-        let peeked = state.limiter.peek(&policy, key.as_bytes()).await;
+        let peeked = state.limiter.peek(&policy, &key).await;
         peeked.map(|verdict| axum::Json(single_decision_body(&verdict)).into_response())
     };
     answered.map_err(|error| ApiError::Limiter(error, vec![policy.clone()]))

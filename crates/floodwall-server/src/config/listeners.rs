@@ -208,7 +208,10 @@ pub(super) fn access(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Vec<
                 );
                 continue;
             }
-            entries.push((list, ListEntry::parse(text)));
+            match ListEntry::parse(text) {
+                Ok(parsed) => entries.push((list, parsed)),
+                Err(error) => diagnostics.error(Some(entry.span()), error.to_string(), None),
+            }
         }
     }
     if entries.len() > MAX_CONTROLS / 2 {

@@ -38,9 +38,9 @@ fn access_lists_and_named_tokens_are_read() {
     assert_eq!(
         config.access,
         vec![
-            (List::Allow, ListEntry::parse("10.0.0.0/8")),
+            (List::Allow, ListEntry::parse("10.0.0.0/8").unwrap()),
             (List::Allow, ListEntry::Key(b"monitor".to_vec())),
-            (List::Deny, ListEntry::parse("203.0.113.7/32")),
+            (List::Deny, ListEntry::parse("203.0.113.7/32").unwrap()),
         ]
     );
     let admin = config.admin.unwrap();

@@ -231,8 +231,8 @@ async fn the_keys_denied_most_are_listed_per_policy() {
     assert_eq!(
         listed["offenders"],
         serde_json::json!([
-            {"key": "203.0.113.9", "denied": 5, "error": 0},
-            {"key": "127.0.0.1", "denied": 3, "error": 0},
+            {"key": "203.0.113.9", "shown": "203.0.113.9", "denied": 5, "error": 0},
+            {"key": "127.0.0.1", "shown": "127.0.0.1", "denied": 3, "error": 0},
         ])
     );
     let unknown = client

@@ -5,6 +5,7 @@
 //!
 //! [`Limiter::sync_controls`]: crate::Limiter::sync_controls
 
+mod networks;
 mod set;
 
 use std::net::IpAddr;
@@ -14,7 +15,10 @@ use std::time::Duration;
 
 use floodwall_core::{Clock, SystemClock};
 
-pub use set::{Block, List, ListEntry, Listed, MAX_CONTROL_KEY_BYTES, MAX_CONTROLS, Provenance};
+pub use set::{
+    Block, EntryError, List, ListEntry, Listed, MAX_CONTROL_BYTES, MAX_CONTROL_KEY_BYTES,
+    MAX_CONTROLS, Provenance,
+};
 pub(crate) use set::{ControlSet, Screen};
 
 use crate::error::StoreError;
@@ -39,6 +43,14 @@ pub enum ControlError {
     Full {
         /// The bound.
         max: usize,
+    },
+    /// The blocks and entries in force hold [`MAX_CONTROL_BYTES`] of keys already.
+    #[error(
+        "the blocks and list entries in force hold {max_bytes} bytes of keys already: remove some (or let blocks end) first"
+    )]
+    FullOfBytes {
+        /// The bound.
+        max_bytes: usize,
     },
     /// A block must last a while.
     #[error("a block must last at least 1 ms")]
@@ -249,12 +261,17 @@ impl Controls {
             });
         }
         let now_ms = self.now_ms();
-        let full = self.edit(|set| {
+        let (count, bytes) = self.edit(|set| {
             set.prune(now_ms);
-            set.len() >= MAX_CONTROLS
+            (set.len(), set.key_bytes())
         });
-        if full {
+        if count >= MAX_CONTROLS {
             return Err(ControlError::Full { max: MAX_CONTROLS });
+        }
+        if bytes + key_len > MAX_CONTROL_BYTES {
+            return Err(ControlError::FullOfBytes {
+                max_bytes: MAX_CONTROL_BYTES,
+            });
         }
         Ok(())
     }
@@ -415,11 +432,11 @@ mod tests {
             ),
             (block_field("per-ip", b"old"), b"500 10 ops".to_vec()),
             (
-                list_field(List::Deny, &ListEntry::parse("203.0.113.0/24")),
+                list_field(List::Deny, &ListEntry::parse("203.0.113.0/24").unwrap()),
                 b"10 ops".to_vec(),
             ),
             (
-                list_field(List::Allow, &ListEntry::parse("monitor")),
+                list_field(List::Allow, &ListEntry::parse("monitor").unwrap()),
                 b"10 ".to_vec(),
             ),
             (b"bbroken".to_vec(), b"x".to_vec()),

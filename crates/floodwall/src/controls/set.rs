@@ -11,8 +11,15 @@ use hashbrown::{Equivalent, HashMap};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
-/// The longest key a block or a list entry may name, in bytes.
-pub const MAX_CONTROL_KEY_BYTES: usize = 256;
+use super::networks::Networks;
+
+/// The longest key a block or a list entry may name, in bytes: longer than any key the service's
+/// check API or RLS accept, so any key they decide can be blocked or listed.
+pub const MAX_CONTROL_KEY_BYTES: usize = 64 * 1024;
+
+/// The most key bytes all blocks and list entries hold together, so that long keys cannot grow
+/// memory (here and in a shared store) as far as [`MAX_CONTROLS`] of them would.
+pub const MAX_CONTROL_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most blocks and list entries kept at once (the configured list entries included), so a
 /// flood of admin calls cannot grow memory without bound.
@@ -64,17 +71,58 @@ pub enum ListEntry {
     Network(IpNet),
 }
 
+/// A list entry that looks like a network but is not one (`10.0.0.0/33`, `1.2.3.4/32/1`,
+/// `10.0.0.256`): taken as a key, it would never match the addresses the operator meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{entry:?} looks like a network but is not one: write an address (203.0.113.7, 2001:db8::1) or a CIDR whose prefix fits its family (203.0.113.0/24 with /0 to /32, 2001:db8::/32 with /0 to /128)"
+)]
+pub struct EntryError {
+    /// The entry as given.
+    pub entry: String,
+}
+
+/// Whether `text` is written as an address or a network would be: digits and dots (an IPv4
+/// address), or hex digits and colons with at least two colons (IPv6), before any `/`; or
+/// anything before a `/` that parses as an address.
+fn looks_like_network(text: &str) -> bool {
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    if prefix.is_some() && IpAddr::from_str(address).is_ok() {
+        return true;
+    }
+    let dotted =
+        address.split('.').count() == 4 && address.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let coloned = address.bytes().filter(|b| *b == b':').count() >= 2
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+    dotted || coloned
+}
+
 impl ListEntry {
-    /// A network when `text` is an address or a CIDR (`10.0.0.0/8`, `2001:db8::/32`), else a
-    /// key. The network is kept in its canonical form, host bits cleared.
-    pub fn parse(text: &str) -> ListEntry {
+    /// A network when `text` is an address or a CIDR (`10.0.0.0/8`, `2001:db8::/32`), kept in its
+    /// canonical form with host bits cleared; else a key.
+    ///
+    /// # Errors
+    ///
+    /// [`EntryError`] when `text` is written like an address or a network but is not a valid
+    /// one, so that an operator's typo is refused rather than listed as a key.
+    pub fn parse(text: &str) -> Result<ListEntry, EntryError> {
         if let Ok(network) = IpNet::from_str(text) {
-            return ListEntry::Network(network.trunc());
+            return Ok(ListEntry::Network(network.trunc()));
         }
-        match IpAddr::from_str(text) {
-            Ok(address) => ListEntry::Network(IpNet::from(address)),
-            Err(_) => ListEntry::Key(text.as_bytes().to_vec()),
+        if let Ok(address) = IpAddr::from_str(text) {
+            return Ok(ListEntry::Network(IpNet::from(address)));
         }
+        if looks_like_network(text) {
+            return Err(EntryError {
+                entry: text.to_owned(),
+            });
+        }
+        Ok(ListEntry::Key(text.as_bytes().to_vec()))
     }
 
     /// The entry as bytes: the key itself, or the network's CIDR text.
@@ -85,19 +133,20 @@ impl ListEntry {
         }
     }
 
-    /// [`ListEntry::parse`] of bytes; a key that is not UTF-8 is a key.
+    /// [`ListEntry::parse`] of bytes, as a store keeps them: bytes that are not UTF-8, or that
+    /// [`ListEntry::parse`] refuses (kept by an older version), are a key.
     pub fn from_bytes(bytes: &[u8]) -> ListEntry {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => ListEntry::parse(text),
-            Err(_) => ListEntry::Key(bytes.to_vec()),
-        }
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| ListEntry::parse(text).ok())
+            .unwrap_or_else(|| ListEntry::Key(bytes.to_vec()))
     }
 }
 
 impl fmt::Display for ListEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ListEntry::Key(key) => f.write_str(&String::from_utf8_lossy(key)),
+            ListEntry::Key(key) => write!(f, "{}", crate::client_key::Escaped(key)),
             ListEntry::Network(network) => write!(f, "{network}"),
         }
     }
@@ -156,7 +205,7 @@ pub(crate) enum Screen {
 #[derive(Debug, Default)]
 struct ListSet {
     keys: HashMap<Vec<u8>, Listed>,
-    networks: Vec<Listed>,
+    networks: Networks,
 }
 
 impl ListSet {
@@ -169,30 +218,27 @@ impl ListSet {
             ListEntry::Key(key) => {
                 self.keys.insert(key.clone(), listed);
             }
-            ListEntry::Network(_) => {
-                match self.networks.iter_mut().find(|n| n.entry == listed.entry) {
-                    Some(existing) => *existing = listed,
-                    None => self.networks.push(listed),
-                }
-            }
+            ListEntry::Network(_) => self.networks.insert(listed),
         }
     }
 
     fn get(&self, entry: &ListEntry) -> Option<&Listed> {
         match entry {
             ListEntry::Key(key) => self.keys.get(key),
-            ListEntry::Network(_) => self.networks.iter().find(|n| &n.entry == entry),
+            ListEntry::Network(network) => self.networks.get(network),
         }
     }
 
     fn remove(&mut self, entry: &ListEntry) -> Option<Listed> {
         match entry {
             ListEntry::Key(key) => self.keys.remove(key),
-            ListEntry::Network(_) => {
-                let at = self.networks.iter().position(|n| &n.entry == entry)?;
-                Some(self.networks.swap_remove(at))
-            }
+            ListEntry::Network(network) => self.networks.remove(network),
         }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Listed) -> bool) {
+        self.keys.retain(|_, listed| keep(listed));
+        self.networks.retain(keep);
     }
 
     /// Whether `key` is listed: exactly, or as an address (or a network, as an IPv6 key
@@ -201,33 +247,20 @@ impl ListSet {
         if self.keys.contains_key(key) {
             return true;
         }
-        if self.networks.is_empty() || key.len() > 50 {
+        if self.networks.len() == 0 || key.len() > 50 {
             return false;
         }
         let Ok(text) = std::str::from_utf8(key) else {
             return false;
         };
         if let Ok(address) = IpAddr::from_str(text) {
-            return self.holds_address(address);
+            return self.networks.holds_address(address);
         }
-        IpNet::from_str(text).is_ok_and(|inner| {
-            self.networks.iter().any(|listed| match &listed.entry {
-                ListEntry::Network(network) => network.contains(&inner),
-                ListEntry::Key(_) => false,
-            })
-        })
+        IpNet::from_str(text).is_ok_and(|inner| self.networks.holds_network(&inner))
     }
 
     fn holds_address(&self, address: IpAddr) -> bool {
-        // An IPv4 client seen over an IPv6 socket is the IPv4 address.
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-            v4 => v4,
-        };
-        self.networks.iter().any(|listed| match &listed.entry {
-            ListEntry::Network(network) => network.contains(&address),
-            ListEntry::Key(_) => false,
-        })
+        self.networks.holds_address(address)
     }
 }
 
@@ -257,6 +290,20 @@ impl ControlSet {
 
     pub(crate) fn len(&self) -> usize {
         self.blocks.len() + self.lists.iter().map(ListSet::len).sum::<usize>()
+    }
+
+    /// The bytes of every key blocked or listed (a network counts its text).
+    pub(crate) fn key_bytes(&self) -> usize {
+        let blocked: usize = self.blocks.keys().map(|(_, key)| key.len()).sum();
+        let listed: usize = self
+            .lists
+            .iter()
+            .flat_map(|set| set.keys.keys())
+            .map(Vec::len)
+            .sum();
+        // A network's text is at most 43 bytes.
+        let networks: usize = self.lists.iter().map(|set| set.networks.len() * 43).sum();
+        blocked + listed + networks
     }
 
     pub(crate) fn block(&mut self, block: Block) {
@@ -297,7 +344,12 @@ impl ControlSet {
     pub(crate) fn entries(&self) -> Vec<Listed> {
         let mut entries = Vec::with_capacity(self.len());
         for set in &self.lists {
-            let mut list: Vec<Listed> = set.keys.values().chain(&set.networks).cloned().collect();
+            let mut list: Vec<Listed> = set
+                .keys
+                .values()
+                .chain(set.networks.values())
+                .cloned()
+                .collect();
             list.sort_by_key(|listed| listed.entry.to_bytes());
             entries.extend(list);
         }
@@ -310,8 +362,7 @@ impl ControlSet {
             self.blocks.clear();
         }
         for set in &mut self.lists {
-            set.keys.retain(|_, listed| keep(listed));
-            set.networks.retain(|listed| keep(listed));
+            set.retain(&keep);
         }
     }
 
@@ -385,7 +436,7 @@ mod tests {
     fn listed(list: List, text: &str) -> Listed {
         Listed {
             list,
-            entry: ListEntry::parse(text),
+            entry: ListEntry::parse(text).unwrap(),
             made: made(),
             from_config: false,
         }
@@ -401,16 +452,35 @@ mod tests {
     fn entries_are_networks_when_they_parse_as_addresses() {
         assert_eq!(
             ListEntry::parse("10.1.2.3/8"),
-            ListEntry::Network("10.0.0.0/8".parse().unwrap())
+            Ok(ListEntry::Network("10.0.0.0/8".parse().unwrap()))
         );
         assert_eq!(
             ListEntry::parse("::1"),
-            ListEntry::Network("::1/128".parse().unwrap())
+            Ok(ListEntry::Network("::1/128".parse().unwrap()))
         );
-        assert_eq!(
-            ListEntry::parse("user-7"),
-            ListEntry::Key(b"user-7".to_vec())
-        );
+        for key in ["user-7", "1.2.3", "a:b", "user:1:2", "10.0.0.1x", "café/1"] {
+            assert_eq!(
+                ListEntry::parse(key),
+                Ok(ListEntry::Key(key.as_bytes().to_vec())),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_written_like_networks_must_be_networks() {
+        for typo in [
+            "10.0.0.0/33",
+            "1.2.3.4/32/1",
+            "10.0.0.256",
+            "10.0.0.0/",
+            "10.0.0.0/8x",
+            "2001:db8::/129",
+            "2001:db8::1::2",
+            "::1/-1",
+        ] {
+            assert!(ListEntry::parse(typo).is_err(), "{typo}");
+        }
     }
 
     #[test]
@@ -487,7 +557,7 @@ mod tests {
             Screen::Allow(SmallVec::from_slice(&[true, false]))
         );
         assert!(
-            set.unlist(List::Allow, &ListEntry::parse("monitor"))
+            set.unlist(List::Allow, &ListEntry::parse("monitor").unwrap())
                 .is_some()
         );
         assert_eq!(

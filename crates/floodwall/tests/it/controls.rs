@@ -83,12 +83,16 @@ async fn controls_are_shared(made: &Limiter, seen: &Limiter) {
     assert_eq!(admitted(seen, &policy, "10.0.0.7", 8).await, 5);
 
     // Allow-listed: never counted, under any policy, by key or by network.
-    made.list(List::Allow, ListEntry::parse("monitor"), "ops")
+    made.list(List::Allow, ListEntry::parse("monitor").unwrap(), "ops")
         .await
         .unwrap();
-    made.list(List::Allow, ListEntry::parse("192.168.0.0/16"), "ops")
-        .await
-        .unwrap();
+    made.list(
+        List::Allow,
+        ListEntry::parse("192.168.0.0/16").unwrap(),
+        "ops",
+    )
+    .await
+    .unwrap();
     seen.sync_controls().await.unwrap();
     for key in ["monitor", "192.168.4.4"] {
         assert_eq!(admitted(seen, &policy, key, 20).await, 20, "{key}");
@@ -105,7 +109,7 @@ async fn controls_are_shared(made: &Limiter, seen: &Limiter) {
     assert!(verdict.decisions()[0].allowed && !verdict.decisions()[1].allowed);
 
     // Deny-listed: refused whatever the quota, deny over allow; and back once taken off.
-    made.list(List::Deny, ListEntry::parse("192.168.9.9"), "ops")
+    made.list(List::Deny, ListEntry::parse("192.168.9.9").unwrap(), "ops")
         .await
         .unwrap();
     seen.sync_controls().await.unwrap();
@@ -129,7 +133,9 @@ async fn controls_are_shared(made: &Limiter, seen: &Limiter) {
             List::Allow
         };
         assert!(
-            made.unlist(list, &ListEntry::parse(entry)).await.unwrap(),
+            made.unlist(list, &ListEntry::parse(entry).unwrap())
+                .await
+                .unwrap(),
             "{entry}"
         );
     }
@@ -143,7 +149,7 @@ async fn controls_are_shared(made: &Limiter, seen: &Limiter) {
     );
     assert!(
         !made
-            .unlist(List::Deny, &ListEntry::parse("nothing"))
+            .unlist(List::Deny, &ListEntry::parse("nothing").unwrap())
             .await
             .unwrap()
     );
@@ -226,7 +232,7 @@ async fn controls_are_bounded_and_refuse_what_they_cannot_keep() {
             .unwrap();
     }
     let full = limiter
-        .list(List::Deny, ListEntry::parse("10.0.0.0/8"), "ops")
+        .list(List::Deny, ListEntry::parse("10.0.0.0/8").unwrap(), "ops")
         .await;
     assert!(matches!(full, Err(ControlError::Full { .. })), "{full:?}");
     let long = limiter
@@ -241,8 +247,10 @@ async fn controls_are_bounded_and_refuse_what_they_cannot_keep() {
 
     // A configured entry stays until the configuration changes.
     let limiter = Limiter::new(MemoryStore::new());
-    limiter.configure_lists(vec![(List::Deny, ListEntry::parse("bad"))]);
-    let refused = limiter.unlist(List::Deny, &ListEntry::parse("bad")).await;
+    limiter.configure_lists(vec![(List::Deny, ListEntry::parse("bad").unwrap())]);
+    let refused = limiter
+        .unlist(List::Deny, &ListEntry::parse("bad").unwrap())
+        .await;
     assert!(
         matches!(refused, Err(ControlError::FromConfig { .. })),
         "{refused:?}"
