@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use floodwall::controls::MAX_CONTROLS;
+use floodwall::controls::{MAX_CONTROL_BYTES, MAX_CONTROL_KEY_BYTES, MAX_CONTROLS};
 use floodwall::redis::{RedisConfig, RedisStore};
 use floodwall::{Algorithm, ControlError, Limiter, List, ListEntry, MemoryStore, Policy, Source};
 use floodwall_testkit::{RedisCluster, RedisServer};
@@ -236,11 +236,37 @@ async fn controls_are_bounded_and_refuse_what_they_cannot_keep() {
         .await;
     assert!(matches!(full, Err(ControlError::Full { .. })), "{full:?}");
     let long = limiter
-        .block(&policy, vec![b'k'; 257], Duration::from_secs(1), "ops")
+        .block(
+            &policy,
+            vec![b'k'; MAX_CONTROL_KEY_BYTES + 1],
+            Duration::from_secs(1),
+            "ops",
+        )
         .await;
     assert!(
         matches!(long, Err(ControlError::KeyTooLong { .. })),
         "{long:?}"
+    );
+    // Long keys fill the byte budget before the count.
+    let limiter = Limiter::new(MemoryStore::new());
+    let mut refused = None;
+    for n in 0..MAX_CONTROL_BYTES / MAX_CONTROL_KEY_BYTES + 1 {
+        let mut key = vec![b'k'; MAX_CONTROL_KEY_BYTES - 8];
+        key.extend_from_slice(&n.to_le_bytes());
+        if let Err(error) = limiter
+            .block(&policy, key, Duration::from_secs(60), "ops")
+            .await
+        {
+            refused = Some((n, error));
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            refused,
+            Some((n, ControlError::FullOfBytes { .. })) if n == MAX_CONTROL_BYTES / MAX_CONTROL_KEY_BYTES
+        ),
+        "{refused:?}"
     );
     let zero = limiter.block(&policy, "k", Duration::ZERO, "ops").await;
     assert!(matches!(zero, Err(ControlError::ZeroDuration)), "{zero:?}");
