@@ -92,7 +92,31 @@ pub(crate) fn app(config: watch::Receiver<Arc<Config>>, limiter: Limiter) -> Rou
         .merge(actions::routes())
         .merge(dashboard::routes())
         .fallback(crate::no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            same_site_only,
+        ))
         .with_state(state)
+}
+
+/// Without a token, the admin listener refuses what another site's page could make a browser
+/// send it (a foreign `Host` as DNS rebinding sends, another `Origin`); with one, the token
+/// (and, for a browser's Basic credentials, their own origin check) guards it.
+async fn same_site_only(
+    State(state): State<Arc<AdminState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let admin = state.config.borrow().admin.clone();
+    if let Some(admin) = admin.filter(|admin| !admin.guarded()) {
+        let authority = request.uri().authority().map(|a| a.as_str());
+        if let Err(refused) =
+            crate::auth::tokenless_admin_request(request.headers(), authority, admin.listen.ip())
+        {
+            return refused.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// The most keys `GET /v1/offenders/{policy}` lists.

@@ -42,7 +42,24 @@ pub enum ErlLimit {
     /// No `rate_limit`: not limited.
     None,
     /// `unlimited: true`: never limited.
-    Unlimited,
+    Unlimited {
+        /// The `rate_limit`'s own `name`, which other limits may replace.
+        name: Option<String>,
+        /// The names of the limits this one replaces when both apply to a request.
+        replaces: Vec<String>,
+    },
+    /// `requests_per_unit: 0`: every hit is over the limit, until the end of the unit's window
+    /// and in every window after.
+    Zero {
+        /// What the answers call it (as a policy made of a `rate_limit` would be called).
+        label: String,
+        /// The unit, as a period: 7, 30 and 365 days for a week, a month and a year.
+        period: Duration,
+        /// The `rate_limit`'s own `name`, which other limits may replace.
+        name: Option<String>,
+        /// The names of the limits this one replaces when both apply to a request.
+        replaces: Vec<String>,
+    },
     /// Limited by the policy named `policy`; `name` and `replaces` as the file gives them.
     Policy {
         /// The floodwall policy made of this `rate_limit`.
@@ -217,8 +234,10 @@ impl Loader<'_> {
     ) -> ErlLimit {
         let at = &raw.referenced;
         let limit = &raw.value;
+        let name = limit.name.clone();
+        let replaces: Vec<String> = limit.replaces.iter().map(|r| r.name.clone()).collect();
         if limit.unlimited == Some(true) {
-            return ErlLimit::Unlimited;
+            return ErlLimit::Unlimited { name, replaces };
         }
         let (Some(unit), Some(requests)) = (&limit.unit, &limit.requests_per_unit) else {
             self.error(
@@ -236,8 +255,16 @@ impl Loader<'_> {
             );
             return ErlLimit::None;
         };
-        let name = self.policy_name(domain, path);
-        let policy = match Policy::new(&name, self.algorithm, requests.value, period) {
+        let label = self.policy_name(domain, path);
+        if requests.value == 0 {
+            return ErlLimit::Zero {
+                label,
+                period,
+                name,
+                replaces,
+            };
+        }
+        let policy = match Policy::new(&label, self.algorithm, requests.value, period) {
             Ok(policy) => policy,
             Err(error) => {
                 self.error(&requests.referenced, error.to_string(), None);
@@ -250,9 +277,9 @@ impl Loader<'_> {
         };
         self.loaded.policies.push(policy);
         ErlLimit::Policy {
-            policy: name,
-            name: limit.name.clone(),
-            replaces: limit.replaces.iter().map(|r| r.name.clone()).collect(),
+            policy: label,
+            name,
+            replaces,
         }
     }
 }

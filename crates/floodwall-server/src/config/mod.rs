@@ -342,6 +342,12 @@ respond = { status = 200, json = { message = "Hello, World!" } }
                 redis.deadline()
             ));
         }
+        if let Some(admin) = self.admin.as_ref().filter(|admin| !admin.guarded()) {
+            warnings.push(format!(
+                "[admin] has no token_env: the admin API on {} acts for anyone who can reach it; it answers only requests for its own address or localhost and never a page of another origin, but set [admin] token_env unless only trusted users reach that address",
+                admin.listen
+            ));
+        }
         warnings
     }
 }

@@ -15,7 +15,6 @@ use http::HeaderMap;
 
 /// The Envoy unit a policy's period is exactly, if any.
 fn unit(policy: &Policy) -> Unit {
-    const DAY: u64 = 86_400;
     match policy.calendar() {
         Calendar::Months(1) => return Unit::Month,
         Calendar::Months(12) => return Unit::Year,
@@ -23,7 +22,13 @@ fn unit(policy: &Policy) -> Unit {
         Calendar::Months(_) | Calendar::Weeks(_) => return Unit::Unknown,
         _ => {}
     }
-    let period = policy.period();
+    period_unit(policy.period())
+}
+
+/// The Envoy unit `period` is, as envoyproxy/ratelimit counts units: a week is 7 days, a month
+/// 30 and a year 365 (so a file's `unit: month` reports MONTH, as that service does).
+pub(crate) fn period_unit(period: Duration) -> Unit {
+    const DAY: u64 = 86_400;
     if period.subsec_nanos() != 0 {
         return Unit::Unknown;
     }
@@ -32,6 +37,9 @@ fn unit(policy: &Policy) -> Unit {
         60 => Unit::Minute,
         3600 => Unit::Hour,
         DAY => Unit::Day,
+        604_800 => Unit::Week,
+        2_592_000 => Unit::Month,
+        31_536_000 => Unit::Year,
         _ => Unit::Unknown,
     }
 }
@@ -50,10 +58,37 @@ pub(crate) fn duration(span: Duration) -> pb::Duration {
 }
 
 /// A descriptor no rule limits: OK, nothing to report.
-pub(crate) fn unlimited() -> DescriptorStatus {
+pub(crate) fn not_limited() -> DescriptorStatus {
     DescriptorStatus {
         code: Code::Ok as i32,
         ..DescriptorStatus::default()
+    }
+}
+
+/// A descriptor limited by `unlimited: true`: OK, with all the remaining a status can carry, as
+/// envoyproxy/ratelimit answers (so Envoy's X-RateLimit headers never read as exhausted).
+pub(crate) fn unlimited() -> DescriptorStatus {
+    DescriptorStatus {
+        code: Code::Ok as i32,
+        limit_remaining: u32::MAX,
+        ..DescriptorStatus::default()
+    }
+}
+
+/// A descriptor limited by `requests_per_unit: 0`, `label` by name and `period` its unit: over
+/// the limit when it asked for anything, with nothing remaining until the unit's window (counted
+/// from the Unix epoch, as envoyproxy/ratelimit counts windows) ends at `reset`.
+pub(crate) fn zero(label: &str, period: Duration, over: bool, reset: Duration) -> DescriptorStatus {
+    DescriptorStatus {
+        code: if over { Code::OverLimit } else { Code::Ok } as i32,
+        current_limit: Some(RateLimit {
+            name: label.to_owned(),
+            requests_per_unit: 0,
+            unit: period_unit(period) as i32,
+        }),
+        limit_remaining: 0,
+        duration_until_reset: Some(duration(reset)),
+        quota: None,
     }
 }
 
@@ -77,7 +112,7 @@ pub(crate) fn status<'p>(
         }
     }
     let Some((policy, decision)) = closest else {
-        return unlimited();
+        return not_limited();
     };
     let counted = source != Source::FailOpen;
     DescriptorStatus {
@@ -148,7 +183,10 @@ mod tests {
         assert_eq!(with(3600), Unit::Hour);
         assert_eq!(with(86_400), Unit::Day);
         assert_eq!(with(30), Unit::Unknown);
-        assert_eq!(with(7 * 86_400), Unit::Unknown);
+        assert_eq!(with(7 * 86_400), Unit::Week);
+        assert_eq!(with(30 * 86_400), Unit::Month);
+        assert_eq!(with(365 * 86_400), Unit::Year);
+        assert_eq!(with(2 * 86_400), Unit::Unknown);
         assert_eq!(unit(&Policy::weekly("w", 5, 1).unwrap()), Unit::Week);
         assert_eq!(unit(&Policy::monthly("m", 5, 1).unwrap()), Unit::Month);
         assert_eq!(unit(&Policy::monthly("y", 5, 12).unwrap()), Unit::Year);

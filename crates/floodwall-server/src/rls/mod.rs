@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::decision_log::{Admission, DecisionLog, PerSecond};
 use crate::telemetry::RouteInstruments;
 
-use self::rules::{Matched, RuleBook};
+use self::rules::{Matched, RuleBook, Special};
 
 /// The standard gRPC health service, shared by every configuration.
 pub(crate) type Health =
@@ -60,6 +60,15 @@ fn override_period(unit: i32) -> Option<std::time::Duration> {
         _ => return None,
     };
     Some(std::time::Duration::from_secs(seconds))
+}
+
+/// How long until the window of `period` (counted from the Unix epoch, as envoyproxy/ratelimit
+/// counts windows) ends.
+fn zero_reset(period: std::time::Duration) -> std::time::Duration {
+    use floodwall::Clock as _;
+    let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX).max(1);
+    let now_us = floodwall::SystemClock::new().now_us();
+    std::time::Duration::from_micros(period_us - now_us % period_us)
 }
 
 /// The largest request accepted: far above any real descriptor set, far below tonic's 4 MiB.
@@ -270,6 +279,19 @@ struct Pairs<'s> {
     pairs: Vec<(Cow<'s, Policy>, Vec<u8>, u64)>,
     /// Per request descriptor: the indexes of its pairs (empty when no rule matched).
     of_descriptor: Vec<Vec<usize>>,
+    /// Per request descriptor (on the consuming side only): an envoyproxy/ratelimit limit that
+    /// is not a policy, and the units the descriptor asked of it.
+    specials: Vec<Option<(Special<'s>, u64)>>,
+}
+
+impl Pairs<'_> {
+    /// Whether a `requests_per_unit: 0` limit was asked for units: the whole request is over.
+    fn hits_zero(&self) -> bool {
+        self.specials
+            .iter()
+            .flatten()
+            .any(|(special, units)| matches!(special, Special::Zero { .. }) && *units > 0)
+    }
 }
 
 impl<'s> Pairs<'s> {
@@ -420,6 +442,17 @@ fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pai
         };
         these.of_descriptor.push(indexes);
         other.of_descriptor.push(Vec::new());
+        let asked = if descriptor.is_negative_hits {
+            0
+        } else {
+            units
+        };
+        taken.specials.push(
+            matched
+                .as_ref()
+                .and_then(|m| m.special)
+                .map(|special| (special, asked)),
+        );
     }
     (taken, refunded)
 }
@@ -439,7 +472,7 @@ async fn decide<'t>(
         .iter()
         .map(|(policy, _, units)| *units > policy.capacity())
         .collect();
-    let judged_only = impossible.contains(&true);
+    let judged_only = impossible.contains(&true) || taken.hits_zero();
     let weighted: Vec<(&Policy, &[u8], u64)> = taken
         .pairs
         .iter()
@@ -493,8 +526,15 @@ fn respond(
                 }
                 _ => (verdict, &taken.of_descriptor[d]),
             };
+            match taken.specials[d] {
+                Some((Special::Unlimited, _)) => return answer::unlimited(),
+                Some((Special::Zero { label, period }, units)) => {
+                    return answer::zero(label, period, units > 0, zero_reset(period));
+                }
+                None => {}
+            }
             if of.is_empty() {
-                return answer::unlimited();
+                return answer::not_limited();
             }
             let decisions = pairs
                 .iter()
@@ -509,19 +549,21 @@ fn respond(
             status
         })
         .collect();
+    let zero_over = taken.hits_zero();
+    let over_limit = decided.over_limit() || zero_over;
     let mut response = RateLimitResponse {
-        overall_code: match decided.over_limit() {
+        overall_code: match over_limit {
             true => Code::OverLimit,
             false => Code::Ok,
         } as i32,
         statuses,
         ..RateLimitResponse::default()
     };
-    if verdict.is_empty() {
+    if verdict.is_empty() && !zero_over {
         return response;
     }
     response.response_headers_to_add = answer::headers(&state.headers, verdict);
-    if decided.over_limit() {
+    if over_limit {
         let body = match decided.impossible.iter().position(|i| *i) {
             // No wait would ever admit it: no Retry-After, the cost's problem instead.
             Some(i) => {
@@ -533,9 +575,29 @@ fn respond(
                 ))
             }
             None => {
-                let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
+                let mut violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
+                let mut retry_after = floodwall_http::retry_after_seconds(verdict);
+                // A zero limit is violated until its window ends (and again in the next).
+                for (special, units) in taken.specials.iter().flatten() {
+                    if let (Special::Zero { label, period }, 1..) = (special, units) {
+                        violated.push(label);
+                        let reset = zero_reset(*period);
+                        let seconds = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
+                        retry_after = retry_after.max(seconds);
+                    }
+                }
+                let has_retry_after = response
+                    .response_headers_to_add
+                    .iter()
+                    .any(|h| h.key.eq_ignore_ascii_case("retry-after"));
+                if !has_retry_after {
+                    response.response_headers_to_add.push(HeaderValue {
+                        key: "retry-after".to_owned(),
+                        value: retry_after.to_string(),
+                        raw_value: Vec::new(),
+                    });
+                }
                 response.dynamic_metadata = Some(answer::violated_metadata(&violated));
-                let retry_after = floodwall_http::retry_after_seconds(verdict);
                 floodwall_http::problem::quota_exceeded_body(&violated, retry_after)
             }
         };

@@ -1,11 +1,13 @@
 //! The rules of one configuration, compiled for lookup. A domain of `[[rls.rule]]` keeps, per
 //! shape (the entry keys in order), its candidates, and the most specific one that matches
 //! wins. A domain of an envoyproxy/ratelimit file keeps its descriptor tree and is walked as
-//! that service walks it: at each entry the exact value, else the longest matching prefix, else
-//! the key alone, never going back; a descriptor is limited only by the node its last entry
-//! lands on.
+//! that service walks it: at each entry the exact value, else the matching wildcard value with
+//! the most literal characters (`*` stands for any characters, anywhere and as often as
+//! written), else the key alone, never going back; a descriptor is limited only by the node its
+//! last entry lands on.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use floodwall::Policy;
 
@@ -46,25 +48,66 @@ pub(crate) struct Node {
 enum Value {
     Any,
     Exact(String),
-    Prefix(String),
+    /// A value with `*` in it: the literal pieces between the stars, in order.
+    Wildcard(Vec<String>),
 }
 
-/// A node's limit: its policy, and its name and the names it replaces.
+/// Whether `value` is the pieces of a wildcard with anything (or nothing) in each `*`: the
+/// first piece at its start, the last at its end, the others in order between.
+fn wildcard_matches(pieces: &[String], value: &str) -> bool {
+    let Some((first, rest)) = pieces.split_first() else {
+        return true;
+    };
+    let Some(mut left) = value.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        // No star at all: the whole value.
+        return left.is_empty();
+    };
+    for piece in middle {
+        match left.find(piece.as_str()) {
+            Some(at) => left = &left[at + piece.len()..],
+            None => return false,
+        }
+    }
+    left.len() >= last.len() && left.ends_with(last.as_str())
+}
+
+/// A node's limit: what it does, and its name and the names it replaces.
 #[derive(Debug)]
 struct Limit {
-    policies: Vec<Policy>,
+    kind: LimitKind,
     name: Option<String>,
     replaces: Vec<String>,
 }
 
+#[derive(Debug)]
+enum LimitKind {
+    Policies(Vec<Policy>),
+    Unlimited,
+    Zero { label: String, period: Duration },
+}
+
+/// What limits a matched descriptor beyond its policies: envoyproxy/ratelimit's `unlimited:
+/// true` and `requests_per_unit: 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Special<'b> {
+    /// Never limited; answered with all the remaining a status can say.
+    Unlimited,
+    /// Every hit over the limit; `label` names it, `period` is its unit.
+    Zero { label: &'b str, period: Duration },
+}
+
 /// What a descriptor matched: the policies that limit it, its client key, and (for the
-/// envoyproxy/ratelimit format) its limit's name and the names it replaces.
+/// envoyproxy/ratelimit format) its limit's name, the names it replaces, and what else it is.
 #[derive(Debug)]
 pub(crate) struct Matched<'b> {
     pub(crate) policies: &'b [Policy],
     pub(crate) key: Vec<u8>,
     pub(crate) name: Option<&'b str>,
     pub(crate) replaces: &'b [String],
+    pub(crate) special: Option<Special<'b>>,
 }
 
 /// How closely an entry matcher fits: an exact value over a prefix (a longer one first) over
@@ -80,23 +123,40 @@ fn rank(entry: &EntryMatch) -> (u8, usize) {
 fn node(erl: &ErlNode, config: &Config) -> Node {
     let value = match &erl.value {
         None => Value::Any,
-        Some(value) => match value.strip_suffix('*') {
-            Some(prefix) => Value::Prefix(prefix.to_owned()),
-            None => Value::Exact(value.clone()),
-        },
+        Some(value) if value.contains('*') => {
+            Value::Wildcard(value.split('*').map(str::to_owned).collect())
+        }
+        Some(value) => Value::Exact(value.clone()),
     };
     let limit = match &erl.limit {
+        ErlLimit::None => None,
         ErlLimit::Policy {
             policy,
             name,
             replaces,
         } => Some(Limit {
-            policies: config.policy(policy).cloned().into_iter().collect(),
+            kind: LimitKind::Policies(config.policy(policy).cloned().into_iter().collect()),
             name: name.clone(),
             replaces: replaces.clone(),
         }),
-        // Unlimited and unset alike limit nothing.
-        _ => None,
+        ErlLimit::Unlimited { name, replaces } => Some(Limit {
+            kind: LimitKind::Unlimited,
+            name: name.clone(),
+            replaces: replaces.clone(),
+        }),
+        ErlLimit::Zero {
+            label,
+            period,
+            name,
+            replaces,
+        } => Some(Limit {
+            kind: LimitKind::Zero {
+                label: label.clone(),
+                period: *period,
+            },
+            name: name.clone(),
+            replaces: replaces.clone(),
+        }),
     };
     Node {
         key: erl.key.clone(),
@@ -174,6 +234,7 @@ impl Domain {
                     key,
                     name: None,
                     replaces: &[],
+                    special: None,
                 })
             }
             Domain::Envoy(roots) => walk(roots, entries),
@@ -218,15 +279,17 @@ fn walk<'b, 'e>(
         let exact = level
             .iter()
             .find(|n| n.key == key && matches!(&n.value, Value::Exact(v) if v == value));
-        let prefix = || {
+        let wildcard = || {
             level
                 .iter()
                 .filter(|n| n.key == key)
                 .filter_map(|n| match &n.value {
-                    Value::Prefix(p) if value.starts_with(p.as_str()) => Some((p.len(), n)),
+                    Value::Wildcard(pieces) if wildcard_matches(pieces, value) => {
+                        Some((pieces.iter().map(String::len).sum::<usize>(), n))
+                    }
                     _ => None,
                 })
-                .max_by_key(|(length, _)| *length)
+                .max_by_key(|(literal, _)| *literal)
                 .map(|(_, n)| n)
         };
         let any = || {
@@ -234,7 +297,7 @@ fn walk<'b, 'e>(
                 .iter()
                 .find(|n| n.key == key && matches!(n.value, Value::Any))
         };
-        let node = exact.or_else(prefix).or_else(any)?;
+        let node = exact.or_else(wildcard).or_else(any)?;
         if !matches!(node.value, Value::Exact(_)) {
             unpinned.push(value.as_bytes());
         }
@@ -242,11 +305,23 @@ fn walk<'b, 'e>(
         level = &node.children;
     }
     let limit = last?.limit.as_ref()?;
+    let (policies, special) = match &limit.kind {
+        LimitKind::Policies(policies) => (&policies[..], None),
+        LimitKind::Unlimited => (&[][..], Some(Special::Unlimited)),
+        LimitKind::Zero { label, period } => (
+            &[][..],
+            Some(Special::Zero {
+                label,
+                period: *period,
+            }),
+        ),
+    };
     Some(Matched {
-        policies: &limit.policies,
+        policies,
         key: client_key(unpinned.into_iter()),
         name: limit.name.as_deref(),
         replaces: &limit.replaces,
+        special,
     })
 }
 

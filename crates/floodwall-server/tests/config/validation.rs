@@ -65,8 +65,15 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "[access]\nallow = [\"ok\"]\ndeny = [\"\"]\n".into(),
             3,
             9,
-            "a deny entry must be 1 to 256 bytes",
+            "a deny entry must be 1 to 65536 bytes",
             "203.0.113.0/24",
+        ),
+        (
+            "[access]\nallow = [\"ok\"]\ndeny = [\"10.0.0.0/33\"]\n".into(),
+            3,
+            9,
+            "looks like a network but is not one",
+            "/0 to /32",
         ),
         (
             "[access]\nblock = []\n".into(),

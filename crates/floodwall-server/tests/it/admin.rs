@@ -243,3 +243,94 @@ async fn the_keys_denied_most_are_listed_per_policy() {
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+/// Without a token, the admin listener is open to whoever reaches its address, so it must not
+/// be reachable through a browser by another site: a foreign `Host` (DNS rebinding) and another
+/// origin's requests are refused, its own pages and programs answered, and the start says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenless_admin_refuses_other_sites_and_foreign_hosts() {
+    let tokenless = CONFIG.replace("token_env = \"TEST_ADMIN_TOKEN\"\n", "");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.toml");
+    std::fs::write(&file, tokenless).unwrap();
+    let service = Floodwall::serve_with(Some(&file), &[], true);
+    let line = service.log_line("has no token_env").await;
+    assert!(line.contains("WARN"), "{line}");
+    let client = Client::new();
+    let admin = service.admin_url("");
+    let own_host = admin.trim_start_matches("http://").to_owned();
+    let penalty = service.admin_url("/v1/limits/per-ip/127.0.0.1/penalty");
+    let remaining = || async {
+        let peeked: serde_json::Value = client
+            .get(service.admin_url("/v1/limits/per-ip/127.0.0.1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        peeked["remaining"].clone()
+    };
+    assert_eq!(remaining().await, 2);
+
+    // What a page on another origin (another port of the same loopback address included) sends.
+    for (origin, site) in [
+        ("http://127.0.0.1:1", "same-site"),
+        ("http://evil.example", "cross-site"),
+    ] {
+        let refused = client
+            .post(&penalty)
+            .header("content-type", "text/plain")
+            .header("origin", origin)
+            .header("sec-fetch-site", site)
+            .body(r#"{"units": 2}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{origin}");
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    let only_fetch_metadata = client
+        .post(&penalty)
+        .header("sec-fetch-site", "cross-site")
+        .body(r#"{"units": 2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_fetch_metadata.status(), StatusCode::FORBIDDEN);
+    assert_eq!(remaining().await, 2, "nothing was drained");
+
+    // DNS rebinding: the browser sends the attacker's name as Host.
+    for path in ["/v1/dashboard", "/", "/metrics", "/v1/blocks"] {
+        let rebound = client
+            .get(service.admin_url(path))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+    }
+
+    // Its own page, a program, and localhost are answered.
+    let own = client
+        .post(&penalty)
+        .header("origin", format!("http://{own_host}"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&serde_json::json!({ "units": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    let port = own_host.rsplit_once(':').unwrap().1;
+    let local = client
+        .get(service.admin_url("/v1/dashboard"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), StatusCode::OK);
+    assert_eq!(remaining().await, 1);
+}

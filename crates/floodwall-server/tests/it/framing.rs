@@ -70,12 +70,14 @@ async fn answers_the_framework_makes_are_problems() {
     assert!(body.contains("allowed: POST"), "{body}");
     let admin = service.admin_address.unwrap();
     for (head, expected) in [
-        ("GET /v1/limits/p/%FF HTTP/1.1\r\nHost: x", 400),
-        ("GET /nothing-here HTTP/1.1\r\nHost: x", 404),
+        ("GET /v1/limits/%FF/k HTTP/1.1\r\nHost: localhost", 400),
+        ("GET /nothing-here HTTP/1.1\r\nHost: localhost", 404),
         (
-            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0",
+            "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0",
             405,
         ),
+        // Without a token, only its own host is answered.
+        ("GET /metrics HTTP/1.1\r\nHost: x", 421),
     ] {
         let (status, body) = raw(admin, head).await;
         assert_eq!(status, expected, "{head}: {body}");

@@ -143,3 +143,122 @@ async fn an_upgraded_file_is_served_from_a_cluster() {
     );
     assert_eq!(ask(&mut client, call()).await.overall_code, over);
 }
+
+/// What envoyproxy/ratelimit's own test configurations use and floodwall once refused or
+/// answered differently: `requests_per_unit: 0` (a ban), week, month and year units, the
+/// remaining of an `unlimited` descriptor, and `*` in the middle of a value and more than once.
+const ERL_EDGES: &str = r#"
+domain: edges
+descriptors:
+  - key: banned
+    rate_limit:
+      unit: second
+      requests_per_unit: 0
+  - key: weekly
+    rate_limit:
+      unit: week
+      requests_per_unit: 3
+  - key: monthly
+    rate_limit:
+      unit: month
+      requests_per_unit: 3
+  - key: yearly
+    rate_limit:
+      unit: year
+      requests_per_unit: 3
+  - key: free
+    rate_limit:
+      unlimited: true
+  - key: foo
+    value: bar*b
+    rate_limit:
+      unit: minute
+      requests_per_unit: 1
+  - key: foo
+    value: foo*bar*baz
+    rate_limit:
+      unit: minute
+      requests_per_unit: 2
+"#;
+
+#[tokio::test]
+async fn envoyproxy_ratelimit_edge_cases_answer_as_that_service_does() {
+    let (_dir, file) = setup(ERL_EDGES, "");
+    let service = Service::start_config(Config::from_file(&file).unwrap()).await;
+    let mut client = client(&service).await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    let edge = |entries: &[(&str, &str)]| {
+        let mut request = request(vec![descriptor(entries)]);
+        request.domain = "edges".to_owned();
+        request
+    };
+
+    // requests_per_unit 0: every request over the limit, in every window; the file loads.
+    for _ in 0..3 {
+        let banned = ask(&mut client, edge(&[("banned", "x")])).await;
+        assert_eq!(banned.overall_code, over);
+        let status = &banned.statuses[0];
+        assert_eq!(status.code, over);
+        assert_eq!(status.limit_remaining, 0);
+        let limit = status.current_limit.as_ref().unwrap();
+        assert_eq!(
+            (limit.requests_per_unit, Unit::try_from(limit.unit)),
+            (0, Ok(Unit::Second))
+        );
+        assert!(status.duration_until_reset.is_some());
+        assert!(!banned.raw_body.is_empty());
+        assert!(
+            banned
+                .response_headers_to_add
+                .iter()
+                .any(|h| h.key == "retry-after"),
+            "{:?}",
+            banned.response_headers_to_add
+        );
+    }
+    // A ban beside another descriptor refuses the request and consumes nothing of the other.
+    let both = {
+        let mut request = request(vec![
+            descriptor(&[("weekly", "w2")]),
+            descriptor(&[("banned", "x")]),
+        ]);
+        request.domain = "edges".to_owned();
+        request
+    };
+    assert_eq!(ask(&mut client, both).await.overall_code, over);
+    let weekly = ask(&mut client, edge(&[("weekly", "w2")])).await;
+    assert_eq!(weekly.statuses[0].limit_remaining, 2, "nothing was taken");
+
+    // Week, month and year report their units.
+    for (key, unit) in [
+        ("weekly", Unit::Week),
+        ("monthly", Unit::Month),
+        ("yearly", Unit::Year),
+    ] {
+        let answer = ask(&mut client, edge(&[(key, "v")])).await;
+        let limit = answer.statuses[0].current_limit.as_ref().unwrap();
+        assert_eq!(Unit::try_from(limit.unit), Ok(unit), "{key}");
+        assert_eq!(limit.requests_per_unit, 3);
+    }
+
+    // unlimited: OK with all a status can say remains.
+    let free = ask(&mut client, edge(&[("free", "f")])).await;
+    assert_eq!(free.statuses[0].code, ok);
+    assert_eq!(free.statuses[0].limit_remaining, u32::MAX);
+
+    // Wildcards anywhere in a value, more than once.
+    for (value, codes) in [
+        ("barab", vec![ok, over]),
+        ("barb", vec![ok, over]),
+        ("bara", vec![ok, ok, ok]),
+        ("foo123bar456baz", vec![ok, ok, over]),
+        ("foobarbaz", vec![ok, ok, over]),
+        ("foo123bar456ba", vec![ok, ok, ok]),
+    ] {
+        let mut got = Vec::new();
+        for _ in &codes {
+            got.push(ask(&mut client, edge(&[("foo", value)])).await.overall_code);
+        }
+        assert_eq!(got, codes, "{value}");
+    }
+}
