@@ -38,7 +38,7 @@ impl HeldUnits {
     }
 
     /// Keeps the units held past this value: returns who holds them.
-    pub(crate) fn keep(mut self) -> Option<u64> {
+    pub(crate) fn keep(mut self) -> Option<u128> {
         let guard = self.0.take()?;
         let holder = guard.holder().map(|holder| holder.0);
         guard.keep();

@@ -246,7 +246,7 @@ impl PyLimiter {
         policy: &PyPolicy,
         key: Key,
         cost: u64,
-    ) -> PyResult<(PyDecision, Option<u64>)> {
+    ) -> PyResult<(PyDecision, Option<u128>)> {
         let policies = std::slice::from_ref(&policy.inner);
         let lease = self.run(py, self.limiter.lease_all(policies, &key, cost))?;
         let (verdict, guard) = lease.split();
@@ -261,7 +261,7 @@ impl PyLimiter {
         policy: &PyPolicy,
         key: Key,
         cost: u64,
-        holder: u64,
+        holder: u128,
     ) -> PyResult<()> {
         let policies = std::slice::from_ref(&policy.inner);
         let holder = floodwall::Holder(holder);
@@ -401,7 +401,7 @@ impl PyLimiter {
         policy: &PyPolicy,
         key: Key,
         cost: u64,
-        holder: u64,
+        holder: u128,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, self.caller(), async move {

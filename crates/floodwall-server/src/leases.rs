@@ -27,7 +27,7 @@ pub(crate) const MAX_LEASE_KEY: usize = 256;
 /// Separates the id's fields; no policy name or hex digit holds it, and URLs carry it as is.
 const SEPARATOR: char = '~';
 
-/// What identifies a lease: `HOLDER~COST~KEY~POLICY[~POLICY…]`, the holder in 16 hex digits,
+/// What identifies a lease: `HOLDER~COST~KEY~POLICY[~POLICY…]`, the holder in 32 hex digits,
 /// the key in hex, the policies in the order the lease named them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LeaseId {
@@ -48,7 +48,7 @@ impl LeaseId {
     }
 
     pub(crate) fn encode(&self) -> String {
-        let mut id = format!("{:016x}{SEPARATOR}{}{SEPARATOR}", self.holder.0, self.cost);
+        let mut id = format!("{:032x}{SEPARATOR}{}{SEPARATOR}", self.holder.0, self.cost);
         for byte in &self.key {
             id.push_str(&format!("{byte:02x}"));
         }
@@ -62,8 +62,8 @@ impl LeaseId {
     /// Reads an id as [`LeaseId::encode`] wrote it; `None` for anything else.
     pub(crate) fn parse(id: &str, most_policies: usize) -> Option<Self> {
         let mut fields = id.split(SEPARATOR);
-        let holder = fields.next().filter(|h| h.len() == 16)?;
-        let holder = Holder(u64::from_str_radix(holder, 16).ok()?);
+        let holder = fields.next().filter(|h| h.len() == 32)?;
+        let holder = Holder(u128::from_str_radix(holder, 16).ok()?);
         let cost = fields.next()?.parse().ok()?;
         let key = fields.next()?;
         if key.len() % 2 != 0 || key.len() > 2 * MAX_LEASE_KEY {
@@ -212,7 +212,7 @@ mod tests {
             .unwrap(),
         ];
         let id = LeaseId::new(
-            Holder(0xdead_beef_0000_0007),
+            Holder(0xdead_beef_0000_0007_0123_4567_89ab_cdef),
             1,
             b"tenant \xff~7",
             &policies,
@@ -226,12 +226,12 @@ mod tests {
         for bad in [
             "",
             "~~~",
-            "00000000deadbeef~1~6b~",
-            "0000000000000000~1~6b~p",
-            "00000000deadbeef~1~6~p",
-            "00000000deadbeef~x~6b~p",
-            "deadbeef~1~6b~p",
-            "00000000deadbeef~1~zz~p",
+            "0000000000000000000000000deadbeef~1~6b~",
+            "00000000000000000000000000000000~1~6b~p",
+            "000000000000000000000000deadbeef~1~6~p",
+            "000000000000000000000000deadbeef~x~6b~p",
+            "00000000deadbeef~1~6b~p",
+            "000000000000000000000000deadbeef~1~zz~p",
         ] {
             assert_eq!(LeaseId::parse(bad, 16), None, "{bad:?}");
         }

@@ -2,11 +2,9 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use floodwall_core::Holder;
+use floodwall_core::{Clock as _, Holder};
 
 use crate::check::{Check, OwnedCheck};
 use crate::error::Error;
@@ -215,16 +213,22 @@ impl fmt::Debug for Lease<'_> {
     }
 }
 
-/// A holder no other lease of this process has had in its last 2^32 leases (the low half is a
-/// counter), and whose high half nobody outside the process can guess (a keyed hash of that
-/// counter). Never [`Holder::ANONYMOUS`].
+/// A holder of 128 random bits from the operating system: no other lease will have it, nobody
+/// can guess it, and it says nothing of how many leases came before. Never
+/// [`Holder::ANONYMOUS`].
 pub(crate) fn new_holder() -> Holder {
-    static SECRET: OnceLock<RandomState> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let count = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut hasher = SECRET.get_or_init(RandomState::new).build_hasher();
-    hasher.write_u64(count);
-    let low = count & 0xFFFF_FFFF;
-    // A zero low half would make the holder anonymous when the hash's high half is zero too.
-    Holder((hasher.finish() & !0xFFFF_FFFF) | low.max(1))
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The system's source failed (it does not, on the systems we run on): keyed hashes of
+        // the time, from a key the process drew at start, are still unguessable from outside.
+        let secret = RandomState::new();
+        let now_us = floodwall_core::SystemClock::new().now_us();
+        let mut high = secret.build_hasher();
+        high.write_u64(now_us);
+        let mut low = secret.build_hasher();
+        low.write_u64(high.finish());
+        bytes[..8].copy_from_slice(&high.finish().to_le_bytes());
+        bytes[8..].copy_from_slice(&low.finish().to_le_bytes());
+    }
+    Holder(u128::from_le_bytes(bytes).max(1))
 }

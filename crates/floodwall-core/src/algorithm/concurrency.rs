@@ -16,9 +16,11 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, Copy)]
 pub struct Concurrency;
 
-/// Who holds some units of a key: a number unique among the key's holders while they hold.
+/// Who holds some units of a key: a number unique among the key's holders while they hold. A
+/// limiter draws 128 random bits for each, so that a holder named in a lease id can neither be
+/// guessed nor tell how many leases were issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Holder(pub u64);
+pub struct Holder(pub u128);
 
 impl Holder {
     /// Units admitted by a plain check: nobody releases them but the timeout.
@@ -209,7 +211,7 @@ mod tests {
     fn hold(state: &mut State, now: u64, cost: u64, holder: u64, policy: &Policy) -> bool {
         let evaluation = Evaluation::of::<Concurrency>(state, now, cost, policy);
         evaluation
-            .conclude_held::<Concurrency>(state, now, cost, policy, true, Holder(holder))
+            .conclude_held::<Concurrency>(state, now, cost, policy, true, Holder(holder.into()))
             .0
             .allowed
     }

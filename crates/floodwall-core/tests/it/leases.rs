@@ -58,14 +58,14 @@ proptest! {
                 Op::Hold { advance, holder, cost } => {
                     now += advance;
                     let expected = model.hold(now, cost, holder).unwrap();
-                    let outcome = held(algorithm::hold(state.take(), now, cost, Holder(holder), &policy));
+                    let outcome = held(algorithm::hold(state.take(), now, cost, Holder(holder.into()), &policy));
                     prop_assert_eq!(outcome.decision, expected, "op {} at +{}µs", i, now - start);
                     state = outcome.new_state;
                 }
                 Op::Release { advance, holder } => {
                     now += advance;
                     model.release(holder);
-                    let (kept, _) = algorithm::release(state.take(), now, Holder(holder), &policy);
+                    let (kept, _) = algorithm::release(state.take(), now, Holder(holder.into()), &policy);
                     state = kept;
                 }
             }

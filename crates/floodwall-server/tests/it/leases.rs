@@ -129,13 +129,30 @@ async fn bad_lease_requests_are_problems() {
         ("/v1/leases/not-a-lease", StatusCode::BAD_REQUEST),
         ("/v1/leases/%FF%FE", StatusCode::BAD_REQUEST),
         (
-            "/v1/leases/00000000deadbeef~1~6b~nope",
+            "/v1/leases/000000000000000000000000deadbeef~1~6b~nope",
             StatusCode::NOT_FOUND,
         ),
     ] {
         let answer = client.delete(service.url(path)).send().await.unwrap();
         assert_eq!(answer.status(), status, "{path}");
         assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    }
+    // A lease's holder is 128 random bits: consecutive ids share no counter.
+    let holders: Vec<u128> = {
+        let mut holders = Vec::new();
+        for key in ["a", "b", "c"] {
+            let (_, held) =
+                lease(&client, &service, json!({"policy": "exports", "key": key})).await;
+            let id = held["lease"].as_str().unwrap().to_owned();
+            let holder = id.split('~').next().unwrap();
+            assert_eq!(holder.len(), 32, "{id}");
+            holders.push(u128::from_str_radix(holder, 16).unwrap());
+        }
+        holders
+    };
+    for pair in holders.windows(2) {
+        let differing = (pair[0] ^ pair[1]).count_ones();
+        assert!(differing > 20, "{:032x} then {:032x}", pair[0], pair[1]);
     }
     let answer = client.get(service.url("/v1/leases")).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
