@@ -28,11 +28,20 @@ fn probe_policy() -> Option<Policy> {
 }
 
 /// Asks the store itself, not the limiter, so `on_error` cannot hide a failure; past an open
-/// circuit breaker, Redis itself, so that a store that is back is never reported down.
+/// circuit breaker, Redis itself, so that a store that is back is never reported down. A
+/// failure is reported as the refusal it is when Redis refuses the store's credentials or
+/// permissions (a password or ACL changed at run time), which the store's own reconnecting
+/// connection sees only as failed reconnections.
 pub(crate) async fn probe(limiter: &Limiter) -> Result<(), StoreError> {
-    match decide_probe(limiter).await {
+    let probed = match decide_probe(limiter).await {
         Err(StoreError::CircuitOpen { .. }) => limiter.store().ping().await,
         decided => decided,
+    };
+    match probed {
+        Err(error) if !error.is_access_denied() => {
+            Err(limiter.store().diagnose().await.unwrap_or(error))
+        }
+        probed => probed,
     }
 }
 
@@ -89,7 +98,12 @@ pub(crate) async fn ready(limiter: &Limiter, config: &Config) -> Response {
     };
     let body = json!({
         "status": if failing_closed.is_empty() { "degraded" } else { "unavailable" },
-        "store": { "url": store, "state": "down", "error": error.to_string() },
+        "store": {
+            "url": store,
+            "state": "down",
+            "error": error.to_string(),
+            "error_kind": error.kind().as_str(),
+        },
         "failing_closed": failing_closed,
     });
     (status, Json(body)).into_response()
@@ -176,11 +190,14 @@ pub(crate) async fn log_outages(
         let (now_seen, errors) = Fallbacks::of(&limiter);
         match &mut outage {
             None if errors > errors_seen => {
-                let cause = match probe(&limiter).await {
-                    Err(error) => error.to_string(),
-                    Ok(()) => "calls failed and recovered within a second".to_owned(),
+                let (cause, kind) = match probe(&limiter).await {
+                    Err(error) => (error.to_string(), error.kind().as_str()),
+                    Ok(()) => (
+                        "calls failed and recovered within a second".to_owned(),
+                        "none",
+                    ),
                 };
-                tracing::warn!(store = %url, %cause, "store unavailable: answering per on_error until it is back");
+                tracing::warn!(store = %url, %cause, kind, "store unavailable: answering per on_error until it is back");
                 let now = Instant::now();
                 outage = Some(Outage {
                     since: now,

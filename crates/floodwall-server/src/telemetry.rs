@@ -70,7 +70,7 @@ fn describe() {
     );
     describe_counter!(
         "floodwall_store_errors_total",
-        "Store failures by kind: timeout, circuit_open, redis, reply, config."
+        "Store failures by kind: timeout, circuit_open, redis, reply, config, and the refusals wrongpass, noauth, noperm."
     );
     describe_counter!(
         "floodwall_abandoned_total",

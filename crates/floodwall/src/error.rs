@@ -62,16 +62,25 @@ pub enum StoreErrorKind {
     Reply,
     /// [`StoreError::Config`].
     Config,
+    /// Redis refused the password (`WRONGPASS`, or a failed `AUTH`).
+    WrongPass,
+    /// Redis wants a password the store did not give (`NOAUTH`).
+    NoAuth,
+    /// Redis's ACL denies the store a command or key it needs (`NOPERM`).
+    NoPerm,
 }
 
 impl StoreErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [StoreErrorKind; 5] = [
+    pub const ALL: [StoreErrorKind; 8] = [
         StoreErrorKind::Timeout,
         StoreErrorKind::CircuitOpen,
         StoreErrorKind::Redis,
         StoreErrorKind::Reply,
         StoreErrorKind::Config,
+        StoreErrorKind::WrongPass,
+        StoreErrorKind::NoAuth,
+        StoreErrorKind::NoPerm,
     ];
 
     /// Its position in [`StoreErrorKind::ALL`].
@@ -80,7 +89,8 @@ impl StoreErrorKind {
         self as usize
     }
 
-    /// The kind in snake case: `timeout`, `circuit_open`, `redis`, `reply`, `config`.
+    /// The kind in snake case: `timeout`, `circuit_open`, `redis`, `reply`, `config`, and the
+    /// refusals as Redis names them, `wrongpass`, `noauth`, `noperm`.
     pub fn as_str(self) -> &'static str {
         match self {
             StoreErrorKind::Timeout => "timeout",
@@ -88,7 +98,18 @@ impl StoreErrorKind {
             StoreErrorKind::Redis => "redis",
             StoreErrorKind::Reply => "reply",
             StoreErrorKind::Config => "config",
+            StoreErrorKind::WrongPass => "wrongpass",
+            StoreErrorKind::NoAuth => "noauth",
+            StoreErrorKind::NoPerm => "noperm",
         }
+    }
+
+    /// Whether this is a refusal of the store's credentials or permissions.
+    pub fn is_access_denied(self) -> bool {
+        matches!(
+            self,
+            StoreErrorKind::WrongPass | StoreErrorKind::NoAuth | StoreErrorKind::NoPerm
+        )
     }
 }
 
@@ -105,7 +126,15 @@ impl StoreError {
             StoreError::Timeout { .. } => StoreErrorKind::Timeout,
             StoreError::CircuitOpen { .. } => StoreErrorKind::CircuitOpen,
             #[cfg(feature = "redis")]
-            StoreError::Redis { .. } => StoreErrorKind::Redis,
+            StoreError::Redis { source } => match source.code() {
+                Some("WRONGPASS") => StoreErrorKind::WrongPass,
+                Some("NOAUTH") => StoreErrorKind::NoAuth,
+                Some("NOPERM") => StoreErrorKind::NoPerm,
+                _ if source.kind() == ::redis::ErrorKind::AuthenticationFailed => {
+                    StoreErrorKind::WrongPass
+                }
+                _ => StoreErrorKind::Redis,
+            },
             StoreError::Reply { .. } => StoreErrorKind::Reply,
             StoreError::Config { .. } => StoreErrorKind::Config,
         }
@@ -115,14 +144,7 @@ impl StoreError {
     /// password, or an ACL without a command or key the store needs. Retrying cannot help; the
     /// configuration must change.
     pub fn is_access_denied(&self) -> bool {
-        match self {
-            #[cfg(feature = "redis")]
-            StoreError::Redis { source } => {
-                source.kind() == ::redis::ErrorKind::AuthenticationFailed
-                    || matches!(source.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
-            }
-            _ => false,
-        }
+        self.kind().is_access_denied()
     }
 
     /// Whether the same call may succeed later without a change of input or configuration (the

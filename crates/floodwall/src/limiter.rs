@@ -470,7 +470,8 @@ impl Limiter {
     }
 
     fn fall_back(&self, check: &Check<'_>, error: StoreError) -> Result<Answer, Error> {
-        self.shared.store_errors[error.kind().index()].fetch_add(1, Ordering::Relaxed);
+        let kind = self.shared.store.counted_kind(&error);
+        self.shared.store_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
         let on_error = check
             .policies()
             .map(|p| p.on_error().unwrap_or(self.shared.on_error))

@@ -145,6 +145,31 @@ impl Storage {
         }
     }
 
+    /// Why the store refuses this process, if it does: never in memory; for Redis, see
+    /// [`RedisStore::diagnose`].
+    pub async fn diagnose(&self) -> Option<StoreError> {
+        match self {
+            Storage::Memory(_) => None,
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.diagnose().await,
+        }
+    }
+
+    /// The kind a failure of a call is counted as: a connection's failure (an error or a
+    /// timeout) while the store is known to refuse this process is that refusal (the
+    /// reconnecting connection could not say so itself).
+    pub(crate) fn counted_kind(&self, error: &StoreError) -> crate::StoreErrorKind {
+        use crate::StoreErrorKind::{Redis, Timeout};
+        let kind = error.kind();
+        match self {
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) if matches!(kind, Redis | Timeout) => {
+                store.refusal_kind().unwrap_or(kind)
+            }
+            _ => kind,
+        }
+    }
+
     /// The store's own figures.
     pub fn stats(&self) -> StorageStats {
         match self {

@@ -163,3 +163,110 @@ async fn a_long_outage_is_summarised_at_most_every_few_seconds() {
     );
     assert_eq!(service.log_lines("store unavailable").len(), 1);
 }
+
+/// A password or ACL changed while serving is named as Redis names it (NOPERM, WRONGPASS) in
+/// `/readyz`, the outage log and the error-kind metric, not as the timeouts, broken pipes and
+/// open circuits the reconnecting connection sees; put right, enforcing resumes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_while_serving_are_named_as_redis_names_them() {
+    let redis = RedisServer::builder()
+        .args(["--user", "app", "on", ">right-password", "~*", "+@all"])
+        .start()
+        .unwrap();
+    let port = redis.port().unwrap();
+    let config = config_file(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [storage]\nurl = \"redis://app:right-password@127.0.0.1:{port}\"\ntimeout = \"50ms\"\n{POLICIES}"
+    ));
+    let service = Floodwall::serve(Some(config.path()));
+    let client = Client::new();
+    let check = || async {
+        client
+            .post(service.url("/v1/check"))
+            .body(r#"{"policy": "closed", "key": "k"}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let readyz_kind = || async {
+        let ready: Value = client
+            .get(service.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["store"]["error_kind"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let until_named = |kind: &'static str| async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert_eq!(check().await, StatusCode::SERVICE_UNAVAILABLE);
+            if readyz_kind().await == kind {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "readyz never said {kind}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(check().await, StatusCode::OK);
+
+    // The ACL loses the scripting commands: every call is refused as NOPERM.
+    redis
+        .cli(&["ACL", "SETUSER", "app", "-@scripting"])
+        .unwrap();
+    until_named("noperm").await;
+    redis.cli(&["ACL", "SETUSER", "app", "+@all"]).unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while check().await != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "never recovered from NOPERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The password changes and the connection is cut: reconnections fail as WRONGPASS.
+    redis
+        .cli(&["ACL", "SETUSER", "app", "resetpass", ">new-password"])
+        .unwrap();
+    redis.cli(&["CLIENT", "KILL", "USER", "app"]).unwrap();
+    until_named("wrongpass").await;
+    // Once Redis has named the refusal, the connection's failures are counted as it.
+    assert_eq!(check().await, StatusCode::SERVICE_UNAVAILABLE);
+    let line = service.log_line("kind=\"wrongpass\"").await;
+    assert!(line.contains("authentication failed"), "{line}");
+    assert!(!line.contains("right-password"), "{line}");
+    let metrics = service.metrics().await;
+    let counted = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("floodwall_store_errors_total{{kind=\"{kind}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(counted("noperm") > 0.0, "{metrics}");
+    assert!(counted("wrongpass") > 0.0, "{metrics}");
+
+    // Put right: enforcing resumes by itself.
+    redis
+        .cli(&["ACL", "SETUSER", "app", "resetpass", ">right-password"])
+        .unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    while check().await != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "never recovered from WRONGPASS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
