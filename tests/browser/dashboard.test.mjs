@@ -1,7 +1,8 @@
 // The admin dashboard in a real headless Chromium, against the real floodwall binary under load:
 // the chart moves, a denied key appears among the top offenders, clicking "block" makes that
-// key's next checks denied for the block's length, the page runs without a script or policy
-// error, and a screenshot is saved (target/artifacts/dashboard.png).
+// key's next checks denied for the block's length, keys that are not UTF-8, 300 bytes long or
+// would display as another are shown escaped and blocked as they are, the page runs without a
+// script or policy error, and a screenshot is saved (target/artifacts/dashboard.png).
 //
 // Needs FLOODWALL_BIN (the binary) and CHROMIUM (the browser); scripts/test sets both.
 
@@ -11,6 +12,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { connect } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -116,6 +118,28 @@ async function check(main, key) {
   return { status: response.status, retryAfter: Number(response.headers.get("retry-after")) };
 }
 
+/** GET `path` with `x-user` set to `user`'s bytes exactly (fetch cannot send every byte). */
+function rawGet(main, path, user) {
+  const url = new URL(main);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(url.port), url.hostname);
+    const chunks = [];
+    socket.on("data", (chunk) => chunks.push(chunk));
+    socket.on("error", reject);
+    socket.on("end", () => {
+      const head = Buffer.concat(chunks).toString("latin1");
+      const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1]);
+      const retryAfter = Number(/\r\nretry-after: (\d+)/i.exec(head)?.[1] ?? 0);
+      resolve({ status, retryAfter });
+    });
+    socket.write(Buffer.concat([
+      Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\nx-user: `),
+      user,
+      Buffer.from("\r\n\r\n"),
+    ]));
+  });
+}
+
 async function waitFor(what, condition, timeoutMs = 15000) {
   const until = Date.now() + timeoutMs;
   for (;;) {
@@ -193,6 +217,31 @@ test("the dashboard shows live decisions and its block button blocks", async (t)
   assert.ok(blocked.retryAfter > 3500, `Retry-After ${blocked.retryAfter} after a 1 h block`);
   assert.equal((await check(service.main, "alice")).status, 200);
   assert.match(await page.locator("#status").textContent(), /blocked mallory/);
+
+  // Keys of any bytes and length: one that is not UTF-8, one of 300 bytes, and one that would
+  // display as another. Each tops the offenders, is shown escaped, and its block button blocks
+  // it as it is.
+  const hostile = Buffer.from([0xff, 0xfe]);
+  const long = Buffer.from("long-".repeat(60));
+  const lookalike = Buffer.from("\u202e1.0.0.01");
+  for (const user of [hostile, long, lookalike]) {
+    for (let i = 0; i < 25; i++) await rawGet(service.main, "/api/items", user);
+  }
+  for (const [user, encoded, shown] of [
+    [hostile, "%FF%FE", "\\xff\\xfe"],
+    [long, "long-".repeat(60), "long-".repeat(60)],
+    [lookalike, "%E2%80%AE1.0.0.01", "\\u{202e}1.0.0.01"],
+  ]) {
+    const row = page.locator(`#offenders tr[data-key="${encoded}"][data-policy="per-user"]`);
+    await row.waitFor({ timeout: 15000 });
+    assert.equal(await row.locator("td.key").textContent(), shown);
+    await row.locator("button.block").click();
+    await page.locator(`#blocks tr[data-key="${encoded}"]`).waitFor({ timeout: 5000 });
+    assert.equal(await page.locator(`#blocks tr[data-key="${encoded}"] td.key`).textContent(), shown);
+    const refused = await rawGet(service.main, "/api/items", user);
+    assert.equal(refused.status, 429, shown);
+    assert.ok(refused.retryAfter > 3500, `Retry-After ${refused.retryAfter} for ${shown} after a 1 h block`);
+  }
 
   // Inspect shows the key's state.
   await offender.locator("button.inspect").click();

@@ -115,7 +115,7 @@ impl DecisionLog {
 
     fn key_text(&self, key: &[u8]) -> String {
         if self.raw_keys {
-            return String::from_utf8_lossy(key).into_owned();
+            return floodwall::client_key::Escaped(key).to_string();
         }
         key_digest(key)
     }

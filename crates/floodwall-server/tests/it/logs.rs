@@ -211,3 +211,41 @@ async fn an_envoy_request_logs_one_line_with_all_of_its_keys() {
     assert!(denied.contains("policies=per-user"), "{denied}");
     assert_eq!(service.log_lines("floodwall::decision").len(), 2);
 }
+
+/// With `raw_keys`, a key that holds a line break, a NUL or a bidi
+/// override is written escaped: it cannot forge a log line, in the text format or in JSON.
+#[tokio::test]
+async fn raw_keys_are_escaped_so_no_key_forges_a_line() {
+    for format in ["text", "json"] {
+        let file = config_file(&format!(
+            "[log]\nformat = \"{format}\"\ndecisions = \"all\"\nraw_keys = true\n\
+             [[policy]]\nname = \"one\"\nalgorithm = \"fixed_window\"\nlimit = 5\nperiod = \"1h\"\n\
+             [[route]]\nmatch = \"GET /\"\nkey = \"query:user\"\npolicies = [\"one\"]\n\
+             respond = {{ status = 200, json = {{ ok = true }} }}\n"
+        ));
+        let service = Floodwall::serve(Some(file.path()));
+        let client = Client::new();
+        let forged = "u%0A2026-01-01T00:00:00Z%20ERROR%20forged%00%E2%80%AE";
+        assert_eq!(
+            get(&client, &service, &format!("/?user={forged}")).await,
+            StatusCode::OK
+        );
+        let line = service.log_line("floodwall::decision").await;
+        let escaped = r"u\n2026-01-01T00:00:00Z ERROR forged\0\u{202e}";
+        match format {
+            "json" => {
+                let decision: Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(decision["key"], escaped, "{line}");
+            }
+            _ => assert!(line.contains(escaped), "{line}"),
+        }
+        assert!(
+            service
+                .log_lines("forged")
+                .iter()
+                .all(|l| l.contains("floodwall::decision")),
+            "{format}: a forged line: {:#?}",
+            service.log_lines("")
+        );
+    }
+}
