@@ -217,6 +217,16 @@ async fn credentials_refused_while_serving_are_named_as_redis_names_them() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
+    let until_enforcing = |after: &'static str| async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        while check().await != StatusCode::OK {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "never recovered from {after}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     assert_eq!(check().await, StatusCode::OK);
 
     // The ACL loses the scripting commands: every call is refused as NOPERM.
@@ -225,14 +235,7 @@ async fn credentials_refused_while_serving_are_named_as_redis_names_them() {
         .unwrap();
     until_named("noperm").await;
     redis.cli(&["ACL", "SETUSER", "app", "+@all"]).unwrap();
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while check().await != StatusCode::OK {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "never recovered from NOPERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_enforcing("NOPERM").await;
 
     // The password changes and the connection is cut: reconnections fail as WRONGPASS.
     redis
@@ -261,12 +264,5 @@ async fn credentials_refused_while_serving_are_named_as_redis_names_them() {
     redis
         .cli(&["ACL", "SETUSER", "app", "resetpass", ">right-password"])
         .unwrap();
-    let until = tokio::time::Instant::now() + Duration::from_secs(15);
-    while check().await != StatusCode::OK {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "never recovered from WRONGPASS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_enforcing("WRONGPASS").await;
 }
