@@ -2,7 +2,8 @@
 // the chart moves, a denied key appears among the top offenders, clicking "block" makes that
 // key's next checks denied for the block's length, keys that are not UTF-8, 300 bytes long or
 // would display as another are shown escaped and blocked as they are, the page runs without a
-// script or policy error, and a screenshot is saved (target/artifacts/dashboard.png).
+// script or policy error, and a screenshot is saved (target/artifacts/dashboard.png). Without a
+// token, a page of another loopback origin cannot drive the admin listener.
 //
 // Needs FLOODWALL_BIN (the binary) and CHROMIUM (the browser); scripts/test sets both.
 
@@ -12,6 +13,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { createServer } from "node:http";
 import { connect } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -259,4 +261,60 @@ test("the dashboard shows live decisions and its block button blocks", async (t)
   // Closed before the service stops, so that its last polls do not fail.
   await browser.close();
   assert.deepEqual(problems, []);
+});
+
+test("a page of another origin cannot drive a token-less admin listener", async (t) => {
+  const service = await serve(`
+[admin]
+listen = "127.0.0.1:0"
+
+[[policy]]
+name = "per-user"
+algorithm = "fixed_window"
+limit = 10
+period = "1h"
+`);
+  t.after(() => service.child.kill("SIGTERM"));
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM,
+    args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
+  });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const remaining = async () => {
+    const state = await fetch(`${service.admin}/v1/limits/per-user/victim`).then((r) => r.json());
+    return state.remaining;
+  };
+  assert.equal(await remaining(), 10);
+
+  // Another origin on the same loopback address (another port): what a local dev server, or a
+  // page an attacker got there, would be. It sends what a form or a no-cors fetch can send.
+  const elsewhere = createServer((_, response) => {
+    response.writeHead(200, { "content-type": "text/html" });
+    response.end("<!doctype html><title>elsewhere</title>");
+  });
+  await new Promise((resolve) => elsewhere.listen(0, "127.0.0.1", resolve));
+  t.after(() => elsewhere.close());
+  await page.goto(`http://127.0.0.1:${elsewhere.address().port}/attack.html`);
+  const sent = await page.evaluate(async (admin) => {
+    try {
+      await fetch(`${admin}/v1/limits/per-user/victim/penalty`, {
+        method: "POST",
+        mode: "no-cors",
+        headers: { "content-type": "text/plain" },
+        body: '{"units": 10}',
+      });
+      return "sent";
+    } catch (error) {
+      return String(error);
+    }
+  }, service.admin);
+  assert.equal(sent, "sent");
+  assert.equal(await remaining(), 10, "the page drained the key");
+
+  // Its own page is answered: the dashboard loads and polls.
+  const own = await page.goto(`${service.admin}/`);
+  assert.equal(own.status(), 200);
+  await page.locator("#policies tbody tr").first().waitFor({ timeout: 5000 });
+  await browser.close();
 });

@@ -13,6 +13,8 @@ use floodwall::{Calendar, Decision, Mode, Policy, Source, Verdict};
 use floodwall_http::RateLimitHeaders;
 use http::HeaderMap;
 
+use super::rules::Special;
+
 /// The Envoy unit a policy's period is exactly, if any.
 fn unit(policy: &Policy) -> Unit {
     match policy.calendar() {
@@ -75,10 +77,20 @@ pub(crate) fn unlimited() -> DescriptorStatus {
     }
 }
 
+/// How long until the window of `period` (counted from the Unix epoch, as envoyproxy/ratelimit
+/// counts windows) ends.
+fn window_left(period: Duration) -> Duration {
+    use floodwall::Clock as _;
+    let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX).max(1);
+    let now_us = floodwall::SystemClock::new().now_us();
+    Duration::from_micros(period_us - now_us % period_us)
+}
+
 /// A descriptor limited by `requests_per_unit: 0`, `label` by name and `period` its unit: over
-/// the limit when it asked for anything, with nothing remaining until the unit's window (counted
-/// from the Unix epoch, as envoyproxy/ratelimit counts windows) ends at `reset`.
-pub(crate) fn zero(label: &str, period: Duration, over: bool, reset: Duration) -> DescriptorStatus {
+/// the limit when it asked for anything, with nothing remaining until the unit's window ends
+/// (and in every window after).
+pub(crate) fn zero(label: &str, period: Duration, over: bool) -> DescriptorStatus {
+    let reset = window_left(period);
     DescriptorStatus {
         code: if over { Code::OverLimit } else { Code::Ok } as i32,
         current_limit: Some(RateLimit {
@@ -130,6 +142,33 @@ pub(crate) fn status<'p>(
         duration_until_reset: counted.then(|| duration(decision.reset_after)),
         quota: None,
     }
+}
+
+/// The labels of the `requests_per_unit: 0` limits that were asked for units, and the whole
+/// seconds until the last of their windows ends.
+pub(crate) fn zeros_hit<'s>(
+    specials: impl Iterator<Item = &'s (Special<'s>, u64)>,
+) -> (Vec<&'s str>, u64) {
+    let mut labels = Vec::new();
+    let mut wait = 0;
+    for (special, units) in specials {
+        if let (Special::Zero { label, period }, 1..) = (special, units) {
+            labels.push(*label);
+            let left = window_left(*period);
+            wait = wait.max(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+        }
+    }
+    (labels, wait.max(1))
+}
+
+/// Sets `Retry-After` among `headers` to `seconds`, replacing the verdict's own.
+pub(crate) fn set_retry_after(headers: &mut Vec<HeaderValue>, seconds: u64) {
+    headers.retain(|header| !header.key.eq_ignore_ascii_case("retry-after"));
+    headers.push(HeaderValue {
+        key: "retry-after".to_owned(),
+        value: seconds.to_string(),
+        raw_value: Vec::new(),
+    });
 }
 
 /// The rate-limit headers an HTTP route would send for `verdict`, as Envoy header values.

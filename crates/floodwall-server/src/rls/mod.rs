@@ -62,15 +62,6 @@ fn override_period(unit: i32) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(seconds))
 }
 
-/// How long until the window of `period` (counted from the Unix epoch, as envoyproxy/ratelimit
-/// counts windows) ends.
-fn zero_reset(period: std::time::Duration) -> std::time::Duration {
-    use floodwall::Clock as _;
-    let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX).max(1);
-    let now_us = floodwall::SystemClock::new().now_us();
-    std::time::Duration::from_micros(period_us - now_us % period_us)
-}
-
 /// The largest request accepted: far above any real descriptor set, far below tonic's 4 MiB.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The most descriptors one request may carry.
@@ -529,7 +520,7 @@ fn respond(
             match taken.specials[d] {
                 Some((Special::Unlimited, _)) => return answer::unlimited(),
                 Some((Special::Zero { label, period }, units)) => {
-                    return answer::zero(label, period, units > 0, zero_reset(period));
+                    return answer::zero(label, period, units > 0);
                 }
                 None => {}
             }
@@ -577,25 +568,11 @@ fn respond(
             None => {
                 let mut violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
                 let mut retry_after = floodwall_http::retry_after_seconds(verdict);
-                // A zero limit is violated until its window ends (and again in the next).
-                for (special, units) in taken.specials.iter().flatten() {
-                    if let (Special::Zero { label, period }, 1..) = (special, units) {
-                        violated.push(label);
-                        let reset = zero_reset(*period);
-                        let seconds = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
-                        retry_after = retry_after.max(seconds);
-                    }
-                }
-                let has_retry_after = response
-                    .response_headers_to_add
-                    .iter()
-                    .any(|h| h.key.eq_ignore_ascii_case("retry-after"));
-                if !has_retry_after {
-                    response.response_headers_to_add.push(HeaderValue {
-                        key: "retry-after".to_owned(),
-                        value: retry_after.to_string(),
-                        raw_value: Vec::new(),
-                    });
+                if zero_over {
+                    let (labels, wait) = answer::zeros_hit(taken.specials.iter().flatten());
+                    violated.extend(labels);
+                    retry_after = retry_after.max(wait);
+                    answer::set_retry_after(&mut response.response_headers_to_add, retry_after);
                 }
                 response.dynamic_metadata = Some(answer::violated_metadata(&violated));
                 floodwall_http::problem::quota_exceeded_body(&violated, retry_after)

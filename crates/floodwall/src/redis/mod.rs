@@ -21,6 +21,7 @@
 //! - a caller may stop waiting at any time: calls that take something, or that a breaker waits
 //!   to hear from, run on tasks of their own and finish their bookkeeping (see `detached.rs`).
 
+mod access;
 mod across;
 mod batch;
 mod breaker;
@@ -115,11 +116,8 @@ struct Inner {
     /// Whether a [`RedisStore::ping`] is in flight (at most one is).
     pinging: std::sync::atomic::AtomicBool,
     /// When [`RedisStore::diagnose`] last asked, and the refusal it found.
-    refusal: std::sync::Mutex<(Option<Instant>, Option<StoreError>)>,
+    diagnosis: std::sync::Mutex<access::Diagnosis>,
 }
-
-/// How often [`RedisStore::diagnose`] opens a connection to ask, at most.
-const DIAGNOSE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 enum Connection {
@@ -263,82 +261,9 @@ impl RedisStore {
                 abandoned,
                 given_back: AtomicU64::new(0),
                 pinging: std::sync::atomic::AtomicBool::new(false),
-                refusal: std::sync::Mutex::new((None, None)),
+                diagnosis: std::sync::Mutex::default(),
             }),
         })
-    }
-
-    /// Checks, within `within`, that Redis accepts the store's credentials and lets it run
-    /// scripts on its keys, on a connection of its own (a refusal would only be retried by the
-    /// store's reconnecting one).
-    ///
-    /// # Errors
-    ///
-    /// The refusal (see [`StoreError::is_access_denied`]), or why Redis could not be asked:
-    /// [`StoreError::Timeout`], or the connection's error.
-    pub async fn verify_access(&self, within: Duration) -> Result<(), StoreError> {
-        let mut probe = ::redis::cmd("EVAL");
-        probe
-            .arg("return 1")
-            .arg(1)
-            .arg(format!("{}:probe", self.inner.prefix));
-        let asked = async {
-            match &self.inner.connection {
-                Connection::Node(_, client) => {
-                    let mut connection = client.get_multiplexed_async_connection().await?;
-                    probe.query_async::<Value>(&mut connection).await
-                }
-                Connection::Cluster(connection) => {
-                    probe.query_async::<Value>(&mut connection.clone()).await
-                }
-            }
-        };
-        match tokio::time::timeout(within, asked).await {
-            Ok(answer) => answer.map(|_| ()).map_err(StoreError::from),
-            Err(_) => Err(StoreError::Timeout { after: within }),
-        }
-    }
-
-    /// Why Redis refuses this store, if it does (`WRONGPASS`, `NOAUTH`, `NOPERM`): asked on a
-    /// connection of its own, since the store's reconnecting one sees a password changed under
-    /// it only as reconnections that fail (broken pipes, protocol errors, timeouts). Asks at most
-    /// once per second and answers from the last asking in between; `None` when Redis accepts
-    /// the store, or cannot be asked at all.
-    pub async fn diagnose(&self) -> Option<StoreError> {
-        {
-            let refusal = self.refusal();
-            if let (Some(asked), found) = &*refusal
-                && asked.elapsed() < DIAGNOSE_EVERY
-            {
-                return found.clone();
-            }
-        }
-        let within = self.inner.timeout.max(Duration::from_millis(100));
-        let found = self
-            .verify_access(within)
-            .await
-            .err()
-            .filter(StoreError::is_access_denied);
-        *self.refusal() = (Some(Instant::now()), found.clone());
-        found
-    }
-
-    /// The kind of the refusal [`RedisStore::diagnose`] found, if it found one in the last
-    /// few seconds (a diagnosis older than that may be stale: it is asked again while an outage
-    /// lasts).
-    pub fn refusal_kind(&self) -> Option<crate::StoreErrorKind> {
-        let refusal = self.refusal();
-        let recent = refusal
-            .0
-            .is_some_and(|asked| asked.elapsed() < 5 * DIAGNOSE_EVERY);
-        refusal.1.as_ref().filter(|_| recent).map(StoreError::kind)
-    }
-
-    fn refusal(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, Option<StoreError>)> {
-        self.inner
-            .refusal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The circuit breakers' state now.
