@@ -175,7 +175,8 @@ pub(crate) async fn run(
     let token = std::env::var(token_env).ok().filter(|t| !t.is_empty());
     let (method, path, body) = action.request();
     let body = body.map(|body| body.to_string());
-    let (status, answer) = crate::send(server, method, &path, token.as_deref(), body).await?;
+    let (status, answer) =
+        super::client::send(server, method, &path, token.as_deref(), body).await?;
     if status.is_success() {
         if !answer.is_empty() {
             println!("{answer}");
