@@ -501,6 +501,7 @@ impl Limiter {
         let local = self.shared.local.get_or_init(|| {
             MemoryStore::builder()
                 .max_keys(DEFAULT_LOCAL_MAX_KEYS)
+                .clock(self.shared.store.clock())
                 .build()
         });
         let shares: SmallVec<[Policy; 2]> = check

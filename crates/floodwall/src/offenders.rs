@@ -14,7 +14,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use floodwall_core::{Clock, Policy, SystemClock};
+use std::sync::Arc;
+
+use floodwall_core::{Clock, Policy};
 
 /// The longest key kept as it is: longer than any key the service's check API or RLS accept, so
 /// that a key reported can be blocked as it is. A longer one is kept as its first bytes and a
@@ -187,8 +189,8 @@ pub const MAX_TRACKED_POLICIES: usize = 1024;
 pub(crate) struct OffenderTable {
     capacity: usize,
     by_policy: Mutex<HashMap<String, TopOffenders>>,
-    /// Minutes of the wall clock: the table's only reading of time.
-    clock: SystemClock,
+    /// The limiter's wall clock, read in minutes: the table's only reading of time.
+    clock: Arc<dyn Clock>,
 }
 
 /// One bucket is a minute; the window is five of them.
@@ -196,11 +198,11 @@ const BUCKET_US: u64 = 60_000_000;
 const BUCKETS: usize = 5;
 
 impl OffenderTable {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, clock: Arc<dyn Clock>) -> Self {
         OffenderTable {
             capacity,
             by_policy: Mutex::new(HashMap::new()),
-            clock: SystemClock::new(),
+            clock,
         }
     }
 

@@ -170,6 +170,19 @@ impl Storage {
         }
     }
 
+    /// The wall clock the store decides by: its injected clock, or the system's. The limiter
+    /// reads the same one for what it keeps beside the store (blocks, offenders), so that one
+    /// injected clock drives all of it.
+    pub(crate) fn clock(&self) -> std::sync::Arc<dyn floodwall_core::Clock> {
+        match self {
+            Storage::Memory(store) => store.clock(),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store
+                .clock()
+                .unwrap_or_else(|| std::sync::Arc::new(floodwall_core::SystemClock::new())),
+        }
+    }
+
     /// The store's own figures.
     pub fn stats(&self) -> StorageStats {
         match self {

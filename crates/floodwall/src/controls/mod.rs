@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use floodwall_core::{Clock, SystemClock};
+use std::sync::Arc;
+
+use floodwall_core::Clock;
 
 pub use set::{
     Block, EntryError, List, ListEntry, Listed, MAX_CONTROL_BYTES, MAX_CONTROL_KEY_BYTES,
@@ -168,22 +170,21 @@ pub(crate) struct Controls {
     /// Changes this instance made, counted: a load read before one of them landed would undo
     /// it here until the next load, so such a load is dropped.
     local_changes: AtomicU64,
-    clock: SystemClock,
+    /// The limiter's wall clock: when blocks are made and end.
+    clock: Arc<dyn Clock>,
 }
 
-impl Default for Controls {
-    fn default() -> Self {
+impl Controls {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Controls {
             set: RwLock::default(),
             active: AtomicBool::new(false),
             version: Mutex::new(None),
             local_changes: AtomicU64::new(0),
-            clock: SystemClock::new(),
+            clock,
         }
     }
-}
 
-impl Controls {
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_us() / 1_000
     }

@@ -48,7 +48,7 @@ impl LimiterBuilder {
     }
 
     /// The in-process store used with `on_error = "local"` (default: a [`MemoryStore`] of
-    /// [`DEFAULT_LOCAL_MAX_KEYS`](super::DEFAULT_LOCAL_MAX_KEYS) keys on the system clock).
+    /// [`DEFAULT_LOCAL_MAX_KEYS`](super::DEFAULT_LOCAL_MAX_KEYS) keys on the store's clock).
     #[must_use]
     pub fn local_store(mut self, local: MemoryStore) -> Self {
         self.local = Some(local);
@@ -61,9 +61,9 @@ impl LimiterBuilder {
         if let Some(store) = self.local {
             let _ = local.set(store);
         }
+        let clock = self.store.clock();
         Limiter {
             shared: Arc::new(Shared {
-                store: self.store,
                 on_error: self.on_error,
                 local,
                 local_share: self.local_share,
@@ -71,8 +71,11 @@ impl LimiterBuilder {
                 fail_closed: AtomicU64::new(0),
                 local_decisions: AtomicU64::new(0),
                 store_errors: Default::default(),
-                offenders: self.offenders.map(OffenderTable::new),
-                controls: Controls::default(),
+                offenders: self
+                    .offenders
+                    .map(|capacity| OffenderTable::new(capacity, Arc::clone(&clock))),
+                controls: Controls::new(clock),
+                store: self.store,
                 abandoned: Default::default(),
             }),
         }

@@ -202,6 +202,11 @@ impl MemoryStore {
         self.inner.clock.now_us()
     }
 
+    /// The clock the store decides by.
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.inner.clock)
+    }
+
     /// Sums the shards' counters; locks each shard briefly.
     pub fn stats(&self) -> MemoryStats {
         let mut stats = MemoryStats {

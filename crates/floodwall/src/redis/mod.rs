@@ -266,6 +266,11 @@ impl RedisStore {
         })
     }
 
+    /// The clock injected into the store, if any (tests); Redis otherwise keeps its own time.
+    pub(crate) fn clock(&self) -> Option<Arc<dyn Clock>> {
+        self.inner.clock.clone()
+    }
+
     /// The circuit breakers' state now.
     pub fn stats(&self) -> RedisStats {
         let (open_breakers, breakers) = self.inner.breakers.open_groups();

@@ -178,7 +178,15 @@ async fn controls_are_shared_through_a_cluster() {
 #[tokio::test]
 async fn a_block_ends_by_itself_and_leaves_the_store() {
     let redis = RedisServer::start().unwrap();
-    let (made, seen) = redis_pair(&redis.url()).await;
+    // Both limiters on one injected clock: the block's end is the clock's, not a sleep's.
+    let clock = floodwall::ManualClock::new(1_700_000_000_000_000);
+    let connect = || async {
+        let config = RedisConfig::new(redis.url())
+            .timeout(Duration::from_secs(5))
+            .clock(clock.clone());
+        Limiter::new(RedisStore::connect(config).await.unwrap())
+    };
+    let (made, seen) = (connect().await, connect().await);
     let policy = per_minute(5);
     made.block(&policy, "k", Duration::from_millis(300), "ops")
         .await
@@ -188,7 +196,7 @@ async fn a_block_ends_by_itself_and_leaves_the_store() {
         seen.check(&policy, "k", 1).await.unwrap().source(),
         Source::Blocked
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(400));
     assert!(seen.check(&policy, "k", 1).await.unwrap().allowed());
     // The next sync after a change drops the ended block from the store.
     made.block(&policy, "other", Duration::from_secs(60), "ops")
