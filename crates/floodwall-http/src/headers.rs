@@ -73,7 +73,7 @@ fn reset_seconds(decision: &Decision) -> u64 {
 }
 
 /// The `Retry-After` of a denied verdict: delay-seconds, rounded up, at least 1.
-pub fn retry_after_seconds(verdict: &Verdict<'_>) -> u64 {
+pub fn retry_after_seconds(verdict: &Verdict) -> u64 {
     ceil_seconds(verdict.retry_after().unwrap_or_default()).max(1)
 }
 
@@ -155,7 +155,7 @@ impl RateLimitHeaders {
 
     /// `RateLimit-Policy` for the verdict's policies: the prepared value when they are the ones
     /// it was prepared for.
-    fn policy_value(&self, verdict: &Verdict<'_>) -> Option<HeaderValue> {
+    fn policy_value(&self, verdict: &Verdict) -> Option<HeaderValue> {
         let prepared = verdict.len() == self.described.len()
             && verdict
                 .iter()
@@ -173,7 +173,7 @@ impl RateLimitHeaders {
     /// Writes the headers of the mode for `verdict`, and `Retry-After` when it denies. A verdict
     /// admitted without counting (the store failed and `on_error` allowed it) reports only the
     /// policies (`RateLimit-Policy`, `X-RateLimit-Limit`): it has no remaining or reset to tell.
-    pub fn write(&self, headers: &mut HeaderMap, verdict: &Verdict<'_>) {
+    pub fn write(&self, headers: &mut HeaderMap, verdict: &Verdict) {
         if verdict.source() == floodwall::Source::FailOpen {
             if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both)
                 && let Some(policy_value) = self.policy_value(verdict)

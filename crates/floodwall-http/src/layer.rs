@@ -229,7 +229,7 @@ impl RateLimitLayerBuilder {
     #[must_use]
     pub fn observe(
         mut self,
-        observe: impl Fn(&DecisionRecord<'_, '_>) + Send + Sync + 'static,
+        observe: impl Fn(&DecisionRecord<'_>) + Send + Sync + 'static,
     ) -> Self {
         self.observe = Some(Box::new(observe));
         self

@@ -70,7 +70,7 @@ impl DecisionCounters {
 
     /// Counts each policy's part in `verdict` ([`PolicyCounters::record`]), a verdict on this
     /// layer's policies, in their order.
-    pub(crate) fn record(&self, verdict: &Verdict<'_>) {
+    pub(crate) fn record(&self, verdict: &Verdict) {
         for (counters, decision) in self.policies.iter().zip(verdict.decisions()) {
             counters.record(decision, verdict.allowed());
         }

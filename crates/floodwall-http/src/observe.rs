@@ -11,7 +11,7 @@ use http::request::Parts;
 /// before the request goes on.
 #[derive(Debug)]
 #[non_exhaustive]
-pub struct DecisionRecord<'a, 'p> {
+pub struct DecisionRecord<'a> {
     /// The request's head.
     pub request: &'a Parts,
     /// The client key the request was counted against.
@@ -20,10 +20,10 @@ pub struct DecisionRecord<'a, 'p> {
     pub cost: u64,
     /// The verdict, or why there was none (the store failed and a policy fails closed, or the
     /// cost exceeds a policy's capacity).
-    pub outcome: Result<&'a Verdict<'p>, &'a Error>,
+    pub outcome: Result<&'a Verdict, &'a Error>,
     /// How long the decision took: the store call, nothing else.
     pub elapsed: Duration,
 }
 
 /// An observer of decisions.
-pub(crate) type ObserveFn = dyn Fn(&DecisionRecord<'_, '_>) + Send + Sync;
+pub(crate) type ObserveFn = dyn Fn(&DecisionRecord<'_>) + Send + Sync;

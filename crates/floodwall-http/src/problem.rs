@@ -92,7 +92,7 @@ pub fn deny_listed() -> Response<Full<Bytes>> {
 /// The whole answer to a denied verdict: the 429 of [`quota_exceeded`] with the verdict's
 /// rate-limit headers and `Retry-After`, as the layer sends it; the 403 of [`deny_listed`] when
 /// the verdict comes from the deny list.
-pub fn denied(verdict: &Verdict<'_>, headers: &RateLimitHeaders) -> Response<Full<Bytes>> {
+pub fn denied(verdict: &Verdict, headers: &RateLimitHeaders) -> Response<Full<Bytes>> {
     if verdict.source() == floodwall::Source::DenyList {
         return deny_listed();
     }

@@ -154,7 +154,7 @@ impl PyRateLimitHeaders {
 
     /// The whole 429 answer to `verdict`: (status, headers, problem+json body).
     fn denial(&self, py: Python<'_>, verdict: &PyVerdict) -> HttpAnswer {
-        http_answer(py, problem::denied(&verdict.verdict(), &self.headers))
+        http_answer(py, problem::denied(&verdict.verdict, &self.headers))
     }
 }
 
@@ -168,7 +168,7 @@ impl PyRateLimitHeaders {
 
     fn map(&self, verdict: &PyVerdict) -> HeaderMap {
         let mut map = HeaderMap::new();
-        self.headers.write(&mut map, &verdict.verdict());
+        self.headers.write(&mut map, &verdict.verdict);
         map
     }
 }
@@ -186,11 +186,11 @@ fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 pub(crate) fn verdict_headers(verdict: &PyVerdict, mode: &str) -> PyResult<Vec<(String, String)>> {
-    Ok(PyRateLimitHeaders::for_policies(&verdict.policies, mode)?.of(verdict))
+    Ok(PyRateLimitHeaders::for_policies(verdict.verdict.policies(), mode)?.of(verdict))
 }
 
 pub(crate) fn denial(py: Python<'_>, verdict: &PyVerdict, mode: &str) -> PyResult<HttpAnswer> {
-    Ok(PyRateLimitHeaders::for_policies(&verdict.policies, mode)?.denial(py, verdict))
+    Ok(PyRateLimitHeaders::for_policies(verdict.verdict.policies(), mode)?.denial(py, verdict))
 }
 
 /// The 503 problem answer of a store outage under policies that fail closed, as the Rust layer

@@ -1,9 +1,8 @@
 //! `floodwall.Decision` (one policy's answer) and `floodwall.Verdict` (a check under several).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{Answer, Decision, Policy, Source, Verdict};
+use floodwall::{Decision, Policy, Source, Verdict};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -49,22 +48,12 @@ impl PyDecision {
     }
 
     /// The decision of a verdict on `policy` alone.
-    pub(crate) fn of(policy: &Policy, verdict: &Verdict<'_>) -> Self {
+    pub(crate) fn of(policy: &Policy, verdict: &Verdict) -> Self {
         Self::first(
             policy,
             verdict.decisions().first(),
             verdict.allowed(),
             verdict.source(),
-        )
-    }
-
-    /// The decision of an answer on `policy` alone.
-    pub(crate) fn of_answer(policy: &Policy, answer: &Answer) -> Self {
-        Self::first(
-            policy,
-            answer.decisions.first(),
-            answer.allowed,
-            answer.source,
         )
     }
 
@@ -117,15 +106,7 @@ impl PyDecision {
 #[pyclass(frozen, name = "Verdict", module = "floodwall")]
 #[derive(Debug)]
 pub(crate) struct PyVerdict {
-    pub(crate) policies: Arc<[Policy]>,
-    pub(crate) answer: Answer,
-}
-
-impl PyVerdict {
-    /// The Rust verdict, for the HTTP answers.
-    pub(crate) fn verdict(&self) -> Verdict<'_> {
-        Verdict::from_answer(self.policies.iter(), self.answer.clone())
-    }
+    pub(crate) verdict: Verdict,
 }
 
 #[pymethods]
@@ -133,17 +114,16 @@ impl PyVerdict {
     /// Whether the request may go on.
     #[getter]
     fn allowed(&self) -> bool {
-        self.answer.allowed
+        self.verdict.allowed()
     }
 
     /// Each policy's decision, in the order of the policies checked.
     #[getter]
     fn decisions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let source = self.answer.source;
+        let source = self.verdict.source();
         let decisions = self
-            .policies
+            .verdict
             .iter()
-            .zip(&self.answer.decisions)
             .map(|(policy, decision)| PyDecision::new(policy, decision, source));
         PyList::new(py, decisions)
     }
@@ -152,7 +132,7 @@ impl PyVerdict {
     /// request; None when allowed.
     #[getter]
     fn retry_after(&self) -> Option<f64> {
-        self.verdict()
+        self.verdict
             .retry_after()
             .map(|d: Duration| d.as_secs_f64())
     }
@@ -160,7 +140,7 @@ impl PyVerdict {
     /// The names of the enforced policies that denied.
     #[getter]
     fn violated(&self) -> Vec<String> {
-        self.verdict()
+        self.verdict
             .violated()
             .map(|p| p.name().to_owned())
             .collect()
@@ -169,7 +149,7 @@ impl PyVerdict {
     /// False when the store failed and the policy failed open: allowed without counting.
     #[getter]
     fn counted(&self) -> bool {
-        self.answer.source != Source::FailOpen
+        self.verdict.source() != Source::FailOpen
     }
 
     /// The rate-limit headers of this verdict as the Rust HTTP layer writes them, for `mode`
@@ -188,18 +168,25 @@ impl PyVerdict {
     }
 
     fn __bool__(&self) -> bool {
-        self.answer.allowed
+        self.verdict.allowed()
     }
 
     fn __len__(&self) -> usize {
-        self.answer.decisions.len()
+        self.verdict.len()
     }
 
     fn __repr__(&self) -> String {
         format!(
             "Verdict(allowed={}, policies={:?})",
-            if self.answer.allowed { "True" } else { "False" },
-            self.policies.iter().map(Policy::name).collect::<Vec<_>>()
+            if self.verdict.allowed() {
+                "True"
+            } else {
+                "False"
+            },
+            self.verdict
+                .iter()
+                .map(|(policy, _)| policy.name())
+                .collect::<Vec<_>>()
         )
     }
 }

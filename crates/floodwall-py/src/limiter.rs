@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{
-    Check, Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig, Verdict,
-};
+use floodwall::{Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -39,9 +37,9 @@ impl AsRef<[u8]> for Key {
 #[derive(Debug)]
 pub(crate) struct PyLimiter {
     limiter: Limiter,
-    /// The limiter's store when it is the memory store, which answers without waiting: its
-    /// checks are made on it directly, with no runtime, no future and the GIL kept.
-    memory: Option<MemoryStore>,
+    /// Whether the store is the memory store, which answers without waiting: its checks are
+    /// polled once in place, with no runtime and the GIL kept.
+    in_memory: bool,
     storage: String,
 }
 
@@ -106,10 +104,7 @@ impl PyLimiter {
                 )));
             }
         };
-        let memory = match &store {
-            Storage::Memory(memory) => Some(memory.clone()),
-            _ => None,
-        };
+        let in_memory = matches!(store, Storage::Memory(_));
         let shared = matches!(store, Storage::Redis(_));
         let limiter = Limiter::builder(store).on_error(on_error).build();
         // Blocks and lists made through a floodwall service's admin API arrive within a second.
@@ -118,7 +113,7 @@ impl PyLimiter {
         }
         Ok(PyLimiter {
             limiter,
-            memory,
+            in_memory,
             storage: storage.to_owned(),
         })
     }
@@ -138,14 +133,6 @@ impl PyLimiter {
         key: Key,
         cost: u64,
     ) -> PyResult<PyDecision> {
-        if let Some(memory) = &self.memory {
-            let policies = std::slice::from_ref(&policy.inner);
-            let check = Check::new(policies, key.as_ref(), cost).map_err(check_error)?;
-            return Ok(PyDecision::of_answer(
-                &policy.inner,
-                &memory.acquire_sync(&check),
-            ));
-        }
         let verdict = self.run(py, self.limiter.check(&policy.inner, &key, cost))?;
         Ok(PyDecision::of(&policy.inner, &verdict))
     }
@@ -160,12 +147,8 @@ impl PyLimiter {
         cost: u64,
     ) -> PyResult<PyVerdict> {
         let policies = owned(&policies);
-        let answer = match &self.memory {
-            Some(memory) => memory
-                .acquire_sync(&Check::new(&policies, key.as_ref(), cost).map_err(check_error)?),
-            None => answer_of(&self.run(py, self.limiter.check_all(&policies, &key, cost))?),
-        };
-        Ok(PyVerdict { policies, answer })
+        let verdict = self.run(py, self.limiter.check_all(&policies, &key, cost))?;
+        Ok(PyVerdict { verdict })
     }
 
     /// Whether one more unit would be allowed for `key`, consuming nothing.
@@ -190,17 +173,9 @@ impl PyLimiter {
     /// enforced policy allows its own item, and then each allowing item consumes its cost.
     fn check_weighted(&self, py: Python<'_>, items: Vec<Item<'_>>) -> PyResult<PyVerdict> {
         let (policies, keys, costs) = split(&items);
-        let answer = {
-            let pairs = weighted(&policies, &keys, &costs);
-            match &self.memory {
-                Some(memory) => {
-                    let check = Check::weighted(pairs.iter().copied()).map_err(check_error)?;
-                    memory.acquire_sync(&check)
-                }
-                None => answer_of(&self.run(py, self.limiter.check_weighted(&pairs))?),
-            }
-        };
-        Ok(PyVerdict { policies, answer })
+        let pairs = weighted(&policies, &keys, &costs);
+        let verdict = self.run(py, self.limiter.check_weighted(&pairs))?;
+        Ok(PyVerdict { verdict })
     }
 
     /// Gives back what a [`check_weighted`] of the same items consumed, never past a full quota.
@@ -278,7 +253,7 @@ impl PyLimiter {
     /// Whether the store is the memory store, whose calls never wait.
     #[getter]
     fn in_memory(&self) -> bool {
-        self.memory.is_some()
+        self.in_memory
     }
 
     // The background twins of the methods above, for the coroutines of the Python layer: each
@@ -309,8 +284,8 @@ impl PyLimiter {
     ) -> Work {
         let (limiter, policies) = (self.limiter.clone(), owned(&policies));
         runtime::spawn(completions, future, self.caller(), async move {
-            let answer = answer_of(&limiter.check_all(&policies, &key, cost).await?);
-            Ok(Outcome::Verdict(PyVerdict { policies, answer }))
+            let verdict = limiter.check_all(&policies, &key, cost).await?;
+            Ok(Outcome::Verdict(PyVerdict { verdict }))
         })
     }
 
@@ -323,11 +298,9 @@ impl PyLimiter {
         let limiter = self.limiter.clone();
         let (policies, keys, costs) = split(&items);
         runtime::spawn(completions, future, self.caller(), async move {
-            let answer = {
-                let pairs = weighted(&policies, &keys, &costs);
-                answer_of(&limiter.check_weighted(&pairs).await?)
-            };
-            Ok(Outcome::Verdict(PyVerdict { policies, answer }))
+            let pairs = weighted(&policies, &keys, &costs);
+            let verdict = limiter.check_weighted(&pairs).await?;
+            Ok(Outcome::Verdict(PyVerdict { verdict }))
         })
     }
 
@@ -452,7 +425,7 @@ impl PyLimiter {
         py: Python<'_>,
         future: impl Future<Output = Result<T, floodwall::Error>> + Send,
     ) -> PyResult<T> {
-        let result = if self.memory.is_some() {
+        let result = if self.in_memory {
             runtime::now_or_block(py, future)
         } else {
             runtime::block_on(py, future)
@@ -487,19 +460,6 @@ fn weighted<'a>(
 
 fn owned(policies: &[PyRef<'_, PyPolicy>]) -> Arc<[Policy]> {
     policies.iter().map(|p| p.inner.clone()).collect()
-}
-
-/// A check that cannot be made, as the limiter would have refused it.
-fn check_error(error: floodwall::CheckError) -> PyErr {
-    errors::from_limiter(error.into())
-}
-
-fn answer_of(verdict: &Verdict<'_>) -> floodwall::Answer {
-    floodwall::Answer {
-        allowed: verdict.allowed(),
-        decisions: verdict.decisions().iter().cloned().collect(),
-        source: verdict.source(),
-    }
 }
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {

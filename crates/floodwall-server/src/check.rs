@@ -76,7 +76,7 @@ impl CheckState {
     }
 
     /// Counts the decision of each policy as the layer does (`floodwall_decisions_total`).
-    fn record(&self, verdict: &Verdict<'_>) {
+    fn record(&self, verdict: &Verdict) {
         for (policy, decision) in verdict.iter() {
             if let Some(instruments) = self.per_policy.get(policy.name()) {
                 instruments.counters.record(decision, verdict.allowed());
@@ -264,7 +264,7 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
     Ok(response)
 }
 
-fn respond(state: &CheckState, verdict: &Verdict<'_>, body: Vec<u8>) -> Response {
+fn respond(state: &CheckState, verdict: &Verdict, body: Vec<u8>) -> Response {
     let status = if verdict.allowed() {
         StatusCode::OK
     } else if verdict.source() == Source::DenyList {
@@ -338,7 +338,7 @@ struct MultiBody<'a> {
 /// the first policy's decision, with `allowed` the verdict's (a shadow policy's denial still
 /// allows). `None` only for a verdict without decisions, which a single-policy check never
 /// gives.
-pub fn single_decision_body<'p>(verdict: &Verdict<'p>) -> Option<DecisionBody<'p>> {
+pub fn single_decision_body(verdict: &Verdict) -> Option<DecisionBody<'_>> {
     verdict
         .iter()
         .next()
@@ -350,7 +350,7 @@ pub fn single_decision_body<'p>(verdict: &Verdict<'p>) -> Option<DecisionBody<'p
 
 /// One decision of `verdict`, with its counts only if the verdict was counted.
 fn decision_body<'a>(
-    verdict: &Verdict<'_>,
+    verdict: &Verdict,
     policy: &'a Policy,
     decision: &Decision,
 ) -> DecisionBody<'a> {

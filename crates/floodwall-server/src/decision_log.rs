@@ -41,7 +41,7 @@ impl DecisionLog {
         route: &str,
         keys: &[&[u8]],
         cost: u64,
-        outcome: Result<&Verdict<'_>, &Error>,
+        outcome: Result<&Verdict, &Error>,
     ) {
         let class = Outcome::of(outcome);
         if self.mode == DecisionLogMode::Denied && class == Outcome::Allowed {
@@ -161,7 +161,7 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn of(outcome: Result<&Verdict<'_>, &Error>) -> Self {
+    fn of(outcome: Result<&Verdict, &Error>) -> Self {
         match outcome {
             Ok(verdict) if !verdict.allowed() => Outcome::Denied,
             Ok(verdict) if verdict.iter().any(|(_, d)| !d.allowed) => Outcome::ShadowDenied,

@@ -208,7 +208,7 @@ fn observer(
     label: Arc<str>,
     instruments: Arc<RouteInstruments>,
     decision_log: Option<Arc<DecisionLog>>,
-) -> impl Fn(&DecisionRecord<'_, '_>) + Send + Sync + 'static {
+) -> impl Fn(&DecisionRecord<'_>) + Send + Sync + 'static {
     move |record| {
         instruments.decided(record.elapsed);
         if let Some(log) = &decision_log {

@@ -24,8 +24,8 @@ use crate::verdict::{Source, Verdict};
 /// the current tokio runtime (without one, its units time out instead). Call
 /// [`Lease::release`] to wait for the release and see whether it reached the store.
 #[must_use = "a lease is released when dropped: bind it for as long as the request runs"]
-pub struct Lease<'p> {
-    verdict: Verdict<'p>,
+pub struct Lease {
+    verdict: Verdict,
     held: Option<LeaseGuard>,
 }
 
@@ -44,10 +44,10 @@ struct Held {
     local: bool,
 }
 
-impl<'p> Lease<'p> {
+impl Lease {
     /// A lease of `check` that the limiter answered with `verdict`: it holds units only if
     /// the request was admitted and counted.
-    pub(crate) fn new(limiter: &Limiter, check: &Check<'_>, verdict: Verdict<'p>) -> Self {
+    pub(crate) fn new(limiter: &Limiter, check: &Check<'_>, verdict: Verdict) -> Self {
         let counted = matches!(verdict.source(), Source::Store | Source::Local);
         let held = (verdict.allowed() && counted && check.holds()).then(|| Held {
             limiter: limiter.clone(),
@@ -62,7 +62,7 @@ impl<'p> Lease<'p> {
 
     /// The verdict, and the guard of what is held (`None` when nothing is): for a caller that
     /// keeps the units beyond the verdict's borrow, in a response body say.
-    pub fn split(self) -> (Verdict<'p>, Option<LeaseGuard>) {
+    pub fn split(self) -> (Verdict, Option<LeaseGuard>) {
         (self.verdict, self.held)
     }
 
@@ -72,7 +72,7 @@ impl<'p> Lease<'p> {
     }
 
     /// The decisions, as [`Limiter::check`] would report them.
-    pub fn verdict(&self) -> &Verdict<'p> {
+    pub fn verdict(&self) -> &Verdict {
         &self.verdict
     }
 
@@ -203,7 +203,7 @@ impl fmt::Debug for LeaseGuard {
     }
 }
 
-impl fmt::Debug for Lease<'_> {
+impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("allowed", &self.allowed())

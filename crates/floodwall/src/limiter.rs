@@ -129,12 +129,12 @@ impl Limiter {
     ///
     /// [`Error::Check`] when the policy can never admit `cost`; [`Error::StoreUnavailable`]
     /// when the store failed and the policy fails closed.
-    pub async fn check<'p>(
+    pub async fn check(
         &self,
-        policy: &'p Policy,
+        policy: &Policy,
         key: impl AsRef<[u8]>,
         cost: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         self.check_all(slice::from_ref(policy), key, cost).await
     }
 
@@ -145,14 +145,14 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check`], and [`Error::Check`] when a policy is named twice.
-    pub async fn check_all<'p>(
+    pub async fn check_all(
         &self,
-        policies: &'p [Policy],
+        policies: &[Policy],
         key: impl AsRef<[u8]>,
         cost: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let check = Check::new(policies, key.as_ref(), cost)?;
-        self.verdict(&check, policies).await
+        self.verdict(&check).await
     }
 
     /// Decides a request under several (policy, client key) pairs at once, all-or-nothing: per
@@ -167,14 +167,13 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check_all`]; a duplicate is the same policy twice with the same key.
-    pub async fn check_each<'p, K: AsRef<[u8]>>(
+    pub async fn check_each<K: AsRef<[u8]>>(
         &self,
-        pairs: &[(&'p Policy, K)],
+        pairs: &[(&Policy, K)],
         cost: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
-        self.verdict(&check, pairs.iter().map(|(policy, _)| *policy))
-            .await
+        self.verdict(&check).await
     }
 
     /// [`Limiter::check_each`] with a cost per pair, all-or-nothing: admitted only if every
@@ -185,13 +184,12 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check_each`], each cost against its own policy.
-    pub async fn check_weighted<'p, K: AsRef<[u8]>>(
+    pub async fn check_weighted<K: AsRef<[u8]>>(
         &self,
-        pairs: &[(&'p Policy, K, u64)],
-    ) -> Result<Verdict<'p>, Error> {
+        pairs: &[(&Policy, K, u64)],
+    ) -> Result<Verdict, Error> {
         let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        self.verdict(&check, pairs.iter().map(|(policy, _, _)| *policy))
-            .await
+        self.verdict(&check).await
     }
 
     /// The decision on `check`, whose pairs are of `policies` in order, answered per
@@ -210,11 +208,7 @@ impl Limiter {
     /// The window [`Limiter::top_offenders`] reports over, in seconds.
     pub const OFFENDER_WINDOW_SECONDS: u64 = OffenderTable::WINDOW_SECONDS;
 
-    async fn verdict<'p>(
-        &self,
-        check: &Check<'_>,
-        policies: impl IntoIterator<Item = &'p Policy>,
-    ) -> Result<Verdict<'p>, Error> {
+    async fn verdict(&self, check: &Check<'_>) -> Result<Verdict, Error> {
         let answer = self.screened(check).await?;
         if let Some(table) = &self.shared.offenders {
             for ((policy, key), decision) in check.pairs().iter().zip(&answer.decisions) {
@@ -224,7 +218,7 @@ impl Limiter {
                 }
             }
         }
-        Ok(Verdict::from_answer(policies, answer))
+        Ok(Verdict::of(check, answer))
     }
 
     /// Reports whether one more unit would be admitted for `key`, consuming nothing.
@@ -232,11 +226,7 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check`].
-    pub async fn peek<'p>(
-        &self,
-        policy: &'p Policy,
-        key: impl AsRef<[u8]>,
-    ) -> Result<Verdict<'p>, Error> {
+    pub async fn peek(&self, policy: &Policy, key: impl AsRef<[u8]>) -> Result<Verdict, Error> {
         self.check(policy, key, 0).await
     }
 
@@ -254,12 +244,12 @@ impl Limiter {
     /// [`Error::Check`] when the policy could never have admitted `cost`;
     /// [`Error::StoreUnavailable`] when the store failed (whatever `on_error` says: a refund
     /// that did not happen is never reported as done).
-    pub async fn refund<'p>(
+    pub async fn refund(
         &self,
-        policy: &'p Policy,
+        policy: &Policy,
         key: impl AsRef<[u8]>,
         cost: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         self.refund_each(&[(policy, key)], cost).await
     }
 
@@ -268,14 +258,13 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::refund`].
-    pub async fn refund_each<'p, K: AsRef<[u8]>>(
+    pub async fn refund_each<K: AsRef<[u8]>>(
         &self,
-        pairs: &[(&'p Policy, K)],
+        pairs: &[(&Policy, K)],
         cost: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
-        self.refund_check(&check, pairs.iter().map(|(policy, _)| *policy))
-            .await
+        self.refund_check(&check).await
     }
 
     /// [`Limiter::refund`] with a cost per pair.
@@ -283,29 +272,24 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::refund`].
-    pub async fn refund_weighted<'p, K: AsRef<[u8]>>(
+    pub async fn refund_weighted<K: AsRef<[u8]>>(
         &self,
-        pairs: &[(&'p Policy, K, u64)],
-    ) -> Result<Verdict<'p>, Error> {
+        pairs: &[(&Policy, K, u64)],
+    ) -> Result<Verdict, Error> {
         let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        self.refund_check(&check, pairs.iter().map(|(policy, _, _)| *policy))
-            .await
+        self.refund_check(&check).await
     }
 
-    /// The store's refund of `check`, whose pairs are of `policies` in order. A refund is never
-    /// answered by `on_error`: one that did not happen is an error.
-    async fn refund_check<'p>(
-        &self,
-        check: &Check<'_>,
-        policies: impl IntoIterator<Item = &'p Policy>,
-    ) -> Result<Verdict<'p>, Error> {
+    /// The store's refund of `check`. A refund is never answered by `on_error`: one that did
+    /// not happen is an error.
+    async fn refund_check(&self, check: &Check<'_>) -> Result<Verdict, Error> {
         let answer = self
             .shared
             .store
             .refund(check)
             .await
             .map_err(|source| Error::StoreUnavailable { source })?;
-        Ok(Verdict::from_answer(policies, answer))
+        Ok(Verdict::of(check, answer))
     }
 
     /// Forgets `key`'s state under `policy`: its next request starts with a full quota.
@@ -336,13 +320,13 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check`].
-    pub async fn acquire<'p>(
+    pub async fn acquire(
         &self,
-        policy: &'p Policy,
+        policy: &Policy,
         key: impl AsRef<[u8]>,
         cost: u64,
         max_wait: Duration,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         self.acquire_all(slice::from_ref(policy), key, cost, max_wait)
             .await
     }
@@ -352,17 +336,17 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check_all`].
-    pub async fn acquire_all<'p>(
+    pub async fn acquire_all(
         &self,
-        policies: &'p [Policy],
+        policies: &[Policy],
         key: impl AsRef<[u8]>,
         cost: u64,
         max_wait: Duration,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let check = Check::new(policies, key.as_ref(), cost)?;
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let verdict = Verdict::from_answer(policies, self.screened(&check).await?);
+            let verdict = Verdict::of(&check, self.screened(&check).await?);
             // Waiting never admits a deny-listed key.
             if verdict.allowed() || verdict.source() == Source::DenyList {
                 return Ok(verdict);
@@ -385,11 +369,7 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check`].
-    pub async fn lease<'p>(
-        &self,
-        policy: &'p Policy,
-        key: impl AsRef<[u8]>,
-    ) -> Result<Lease<'p>, Error> {
+    pub async fn lease(&self, policy: &Policy, key: impl AsRef<[u8]>) -> Result<Lease, Error> {
         self.lease_all(slice::from_ref(policy), key, 1).await
     }
 
@@ -400,14 +380,14 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check_all`].
-    pub async fn lease_all<'p>(
+    pub async fn lease_all(
         &self,
-        policies: &'p [Policy],
+        policies: &[Policy],
         key: impl AsRef<[u8]>,
         cost: u64,
-    ) -> Result<Lease<'p>, Error> {
+    ) -> Result<Lease, Error> {
         let check = Check::new(policies, key.as_ref(), cost)?.held_by(new_holder());
-        let verdict = self.verdict(&check, policies).await?;
+        let verdict = self.verdict(&check).await?;
         Ok(Lease::new(self, &check, verdict))
     }
 
@@ -416,14 +396,14 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check_each`].
-    pub async fn lease_each<'p, K: AsRef<[u8]>>(
+    pub async fn lease_each<K: AsRef<[u8]>>(
         &self,
-        pairs: &[(&'p Policy, K)],
+        pairs: &[(&Policy, K)],
         cost: u64,
-    ) -> Result<Lease<'p>, Error> {
+    ) -> Result<Lease, Error> {
         let check =
             Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?.held_by(new_holder());
-        let verdict = self.verdict(&check, pairs.iter().map(|(p, _)| *p)).await?;
+        let verdict = self.verdict(&check).await?;
         Ok(Lease::new(self, &check, verdict))
     }
 

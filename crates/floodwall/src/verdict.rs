@@ -61,25 +61,25 @@ impl Answer {
 /// The answer for one request under one or more policies, decided all-or-nothing: each
 /// decision together with the policy it belongs to.
 ///
-/// A verdict borrows the policies it was decided under, so it can never be read against the
-/// wrong ones.
+/// A verdict holds the policies it was decided under (a policy is cheap to clone: its name is
+/// shared), so it can never be read against the wrong ones and outlives the caller's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Verdict<'p> {
+pub struct Verdict {
     allowed: bool,
     retry_after: Option<Duration>,
     source: Source,
-    policies: SmallVec<[&'p Policy; 2]>,
+    policies: SmallVec<[Policy; 2]>,
     decisions: SmallVec<[Decision; 2]>,
 }
 
-impl<'p> Verdict<'p> {
+impl Verdict {
     /// Pairs a store's `answer` with the policies of the [`Check`](crate::Check) it answers,
     /// in the check's order. When denied, the verdict's wait is the longest among the enforced
     /// policies' denials. The [`Limiter`](crate::Limiter) does this for every check; callers of
     /// a store's own methods do it themselves.
-    pub fn from_answer(policies: impl IntoIterator<Item = &'p Policy>, answer: Answer) -> Self {
-        let policies: SmallVec<[&'p Policy; 2]> = policies.into_iter().collect();
+    pub fn from_answer<'p>(policies: impl IntoIterator<Item = &'p Policy>, answer: Answer) -> Self {
+        let policies: SmallVec<[Policy; 2]> = policies.into_iter().cloned().collect();
         let retry_after = (!answer.allowed).then(|| {
             policies
                 .iter()
@@ -98,6 +98,11 @@ impl<'p> Verdict<'p> {
             policies,
             decisions: answer.decisions,
         }
+    }
+
+    /// The verdict of `answer` on `check`.
+    pub(crate) fn of(check: &crate::Check<'_>, answer: Answer) -> Self {
+        Self::from_answer(check.policies(), answer)
     }
 
     /// Whether the request may go on: every enforced policy admitted it. When false, no policy
@@ -122,8 +127,14 @@ impl<'p> Verdict<'p> {
 
     /// Each policy with its decision, in the order the policies were given. A shadow policy's
     /// decision may say `allowed: false` while the verdict allows.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'p Policy, &Decision)> + '_ {
-        self.policies.iter().copied().zip(&self.decisions)
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Policy, &Decision)> + '_ {
+        self.policies.iter().zip(&self.decisions)
+    }
+
+    /// The policies decided under, in the order they were given.
+    #[inline]
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
     }
 
     /// The decisions alone, in the order the policies were given.
@@ -139,7 +150,7 @@ impl<'p> Verdict<'p> {
     }
 
     /// The enforced policies that denied: the ones a denial names.
-    pub fn violated(&self) -> impl Iterator<Item = &'p Policy> + '_ {
+    pub fn violated(&self) -> impl Iterator<Item = &Policy> + '_ {
         self.iter()
             .filter(|(policy, decision)| policy.mode() == Mode::Enforce && !decision.allowed)
             .map(|(policy, _)| policy)

@@ -172,7 +172,7 @@ pub(crate) fn set_retry_after(headers: &mut Vec<HeaderValue>, seconds: u64) {
 }
 
 /// The rate-limit headers an HTTP route would send for `verdict`, as Envoy header values.
-pub(crate) fn headers(headers: &RateLimitHeaders, verdict: &Verdict<'_>) -> Vec<HeaderValue> {
+pub(crate) fn headers(headers: &RateLimitHeaders, verdict: &Verdict) -> Vec<HeaderValue> {
     let mut map = HeaderMap::new();
     headers.write(&mut map, verdict);
     map.iter()

@@ -358,7 +358,7 @@ impl RateLimitService for RlsService {
 
 /// One decision-log line for a request: its distinct client keys, the most units any of them
 /// asked for, and the verdict on them all.
-fn log_decision(log: &DecisionLog, taken: &Pairs<'_>, outcome: Result<&Verdict<'_>, &Error>) {
+fn log_decision(log: &DecisionLog, taken: &Pairs<'_>, outcome: Result<&Verdict, &Error>) {
     let mut keys: Vec<&[u8]> = Vec::with_capacity(taken.pairs.len());
     for (_, key, _) in &taken.pairs {
         if !keys.contains(&key.as_slice()) {
@@ -371,13 +371,13 @@ fn log_decision(log: &DecisionLog, taken: &Pairs<'_>, outcome: Result<&Verdict<'
 
 /// What a request got: the verdict on its consuming pairs, the refund of the others, and which
 /// consuming pairs asked for more than their policy could ever admit.
-struct Decided<'s> {
-    verdict: Verdict<'s>,
-    refunds: Option<Verdict<'s>>,
+struct Decided {
+    verdict: Verdict,
+    refunds: Option<Verdict>,
     impossible: Vec<bool>,
 }
 
-impl Decided<'_> {
+impl Decided {
     fn over_limit(&self) -> bool {
         !self.verdict.allowed() || self.impossible.contains(&true)
     }
@@ -457,7 +457,7 @@ async fn decide<'t>(
     taken: &'t Pairs<'_>,
     refunded: &'t Pairs<'_>,
     answer_by: Option<tokio::time::Instant>,
-) -> Result<Decided<'t>, Error> {
+) -> Result<Decided, Error> {
     let impossible: Vec<bool> = taken
         .pairs
         .iter()
@@ -506,7 +506,7 @@ fn respond(
     request: &RateLimitRequest,
     taken: &Pairs<'_>,
     refunded: &Pairs<'_>,
-    decided: &Decided<'_>,
+    decided: &Decided,
 ) -> RateLimitResponse {
     let verdict = &decided.verdict;
     let statuses = (0..request.descriptors.len())

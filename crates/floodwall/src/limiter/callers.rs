@@ -122,20 +122,19 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check_weighted`].
-    pub async fn check_weighted_by<'p, K: AsRef<[u8]>>(
+    pub async fn check_weighted_by<K: AsRef<[u8]>>(
         &self,
-        pairs: &[(&'p Policy, K, u64)],
+        pairs: &[(&Policy, K, u64)],
         deadline: Instant,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        let policies = pairs.iter().map(|(policy, _, _)| *policy);
         let started = Instant::now();
-        match tokio::time::timeout_at(deadline, self.verdict(&check, policies.clone())).await {
+        match tokio::time::timeout_at(deadline, self.verdict(&check)).await {
             Ok(verdict) => verdict,
             Err(_) => {
                 let after = deadline.saturating_duration_since(started);
                 let answer = self.fall_back(&check, StoreError::Timeout { after })?;
-                Ok(Verdict::from_answer(policies, answer))
+                Ok(Verdict::of(&check, answer))
             }
         }
     }

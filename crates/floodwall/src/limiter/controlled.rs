@@ -233,19 +233,19 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::check`].
-    pub async fn penalise<'p>(
+    pub async fn penalise(
         &self,
-        policy: &'p Policy,
+        policy: &Policy,
         key: impl AsRef<[u8]>,
         units: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let key = key.as_ref();
         let mut units = units.clamp(1, policy.capacity().max(1));
         // Each round takes what the last denial said was left, so a few rounds settle it even
         // while others consume.
         for _ in 0..4 {
             let check = Check::new(std::slice::from_ref(policy), key, units)?;
-            let verdict = Verdict::from_answer([policy], self.decide(&check).await?);
+            let verdict = Verdict::of(&check, self.decide(&check).await?);
             let left = verdict.decision().map_or(0, |d| d.remaining);
             if verdict.allowed() || left == 0 || left >= units {
                 return Ok(verdict);
@@ -253,7 +253,7 @@ impl Limiter {
             units = left;
         }
         let check = Check::new(std::slice::from_ref(policy), key, units)?;
-        Ok(Verdict::from_answer([policy], self.decide(&check).await?))
+        Ok(Verdict::of(&check, self.decide(&check).await?))
     }
 
     /// Gives back up to `units` of `key` under `policy`, never past its full quota: an
@@ -262,12 +262,12 @@ impl Limiter {
     /// # Errors
     ///
     /// As [`Limiter::refund`].
-    pub async fn reward<'p>(
+    pub async fn reward(
         &self,
-        policy: &'p Policy,
+        policy: &Policy,
         key: impl AsRef<[u8]>,
         units: u64,
-    ) -> Result<Verdict<'p>, Error> {
+    ) -> Result<Verdict, Error> {
         let units = units.clamp(1, policy.capacity().max(1));
         self.refund(policy, key, units).await
     }

@@ -211,7 +211,7 @@ async fn a_block_ends_by_itself_and_leaves_the_store() {
 async fn penalties_take_what_is_left_and_rewards_give_back_to_the_full_quota() {
     let limiter = Limiter::new(MemoryStore::new());
     let policy = per_minute(10);
-    let remaining = |verdict: floodwall::Verdict<'_>| verdict.decision().unwrap().remaining;
+    let remaining = |verdict: floodwall::Verdict| verdict.decision().unwrap().remaining;
     assert_eq!(
         remaining(limiter.penalise(&policy, "k", 4).await.unwrap()),
         6

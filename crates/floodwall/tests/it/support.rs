@@ -7,23 +7,19 @@ use floodwall::{Check, MemoryStore, Policy, Store, StoreError, Verdict};
 /// concern, tested where `Check` is built.
 pub(crate) trait StoreExt: Store {
     /// [`Store::acquire`] of `cost` units for `key` under `policies`.
-    async fn check<'p>(
+    async fn check(
         &self,
-        policies: &'p [Policy],
+        policies: &[Policy],
         key: &[u8],
         cost: u64,
-    ) -> Result<Verdict<'p>, StoreError> {
+    ) -> Result<Verdict, StoreError> {
         let check = Check::new(policies, key, cost).expect("a cost every policy admits");
         let answer = self.acquire(&check).await?;
         Ok(Verdict::from_answer(policies, answer))
     }
 
     /// A peek: [`StoreExt::check`] of cost 0.
-    async fn look<'p>(
-        &self,
-        policies: &'p [Policy],
-        key: &[u8],
-    ) -> Result<Verdict<'p>, StoreError> {
+    async fn look(&self, policies: &[Policy], key: &[u8]) -> Result<Verdict, StoreError> {
         self.check(policies, key, 0).await
     }
 
@@ -37,12 +33,12 @@ pub(crate) trait StoreExt: Store {
 impl<S: Store> StoreExt for S {}
 
 /// [`MemoryStore::acquire_sync`] of `cost` units for `key` under `policies`.
-pub(crate) fn check_sync<'p>(
+pub(crate) fn check_sync(
     store: &MemoryStore,
-    policies: &'p [Policy],
+    policies: &[Policy],
     key: &[u8],
     cost: u64,
-) -> Verdict<'p> {
+) -> Verdict {
     let check = Check::new(policies, key, cost).expect("a cost every policy admits");
     Verdict::from_answer(policies, store.acquire_sync(&check))
 }

@@ -415,7 +415,7 @@ async fn hot_key_lease_loss(stall: bool) {
     .with_lease(lease)
     .unwrap();
     let mut counted = 0u64;
-    let mut count = |verdict: &floodwall::Verdict<'_>| {
+    let mut count = |verdict: &floodwall::Verdict| {
         if verdict.allowed() && matches!(verdict.source(), Source::Store | Source::Lease) {
             counted += 1;
         }
