@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use floodwall_core::{Clock as _, Holder};
 
-use crate::check::{Check, OwnedCheck};
 use crate::error::Error;
 use crate::limiter::Limiter;
+use crate::store::Source;
 use crate::store::Store;
-use crate::verdict::{Source, Verdict};
+use crate::store::{Check, OwnedCheck};
+use crate::verdict::Verdict;
 
 /// The units one admitted request holds under the `concurrency` policies it was checked against,
 /// given back when the `Lease` is dropped or [`released`](Lease::release), or by the store when
@@ -146,14 +147,7 @@ impl Held {
             self.limiter.release_locally(check);
             return true;
         }
-        match self.limiter.store() {
-            crate::Storage::Memory(store) => {
-                store.release_sync(check);
-                true
-            }
-            #[cfg(feature = "redis")]
-            crate::Storage::Redis(_) => false,
-        }
+        self.limiter.store().release_in_place(check)
     }
 
     async fn release(self) -> Result<(), Error> {

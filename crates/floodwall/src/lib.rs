@@ -23,7 +23,6 @@
 //! # }
 //! ```
 
-mod check;
 pub mod client_key;
 mod clock;
 pub mod controls;
@@ -38,7 +37,6 @@ mod storage;
 mod store;
 mod verdict;
 
-pub use check::Check;
 pub use clock::TokioClock;
 pub use controls::{Block, ControlError, EntryError, List, ListEntry, Listed, Provenance};
 pub use error::{CheckError, Error, StoreError, StoreErrorKind};
@@ -56,8 +54,8 @@ pub use offenders::Offender;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStats, RedisStore};
 pub use storage::{MEMORY_URL, Storage, StorageConfig, StorageStats};
-pub use store::Store;
-pub use verdict::{Answer, Source, Verdict};
+pub use store::{Answer, Check, Source, Store};
+pub use verdict::Verdict;
 
 /// The pure core: algorithms, key encoding, reference types.
 pub use floodwall_core as core;

@@ -15,15 +15,16 @@ mod controlled;
 pub use builder::LimiterBuilder;
 pub use callers::{AbandonedCounts, Caller, Front};
 
-use crate::check::Check;
 use crate::controls::Controls;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::lease::{Lease, new_holder};
 use crate::memory::MemoryStore;
 use crate::offenders::{Offender, OffenderTable};
 use crate::storage::Storage;
+use crate::store::Check;
 use crate::store::Store;
-use crate::verdict::{Answer, Source, Verdict};
+use crate::store::{Answer, Source};
+use crate::verdict::Verdict;
 
 /// The default bound on keys tracked by the local fallback used with `on_error = "local"`.
 pub const DEFAULT_LOCAL_MAX_KEYS: usize = 100_000;

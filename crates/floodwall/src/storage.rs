@@ -1,12 +1,12 @@
 //! The store chosen at run time: memory or Redis, built once from a validated configuration.
 
-use crate::check::Check;
 use crate::error::StoreError;
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStats, MemoryStore};
 #[cfg(feature = "redis")]
 use crate::redis::{RedisConfig, RedisStats, RedisStore};
-use crate::store::Store;
-use crate::verdict::Answer;
+use crate::store::Answer;
+use crate::store::Check;
+use crate::store::{ControlStore, Store};
 
 /// Which store to build: what [`Storage::connect`] accepts.
 ///
@@ -159,11 +159,15 @@ impl Storage {
     /// timeout) while the store is known to refuse this process is that refusal (the
     /// reconnecting connection could not say so itself).
     pub(crate) fn counted_kind(&self, error: &StoreError) -> crate::StoreErrorKind {
-        use crate::StoreErrorKind::{Redis, Timeout};
         let kind = error.kind();
         match self {
             #[cfg(feature = "redis")]
-            Storage::Redis(store) if matches!(kind, Redis | Timeout) => {
+            Storage::Redis(store)
+                if matches!(
+                    kind,
+                    crate::StoreErrorKind::Redis | crate::StoreErrorKind::Timeout
+                ) =>
+            {
                 store.refusal_kind().unwrap_or(kind)
             }
             _ => kind,
@@ -193,36 +197,31 @@ impl Storage {
     }
 }
 
-/// The operator controls kept in the store, for every instance to read. The memory store shares
-/// nothing: its controls live in the process.
-#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
-impl Storage {
-    /// The version token of the stored controls; `None` when the store shares none.
-    pub(crate) async fn controls_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
+/// The operator controls kept in the store, for every instance to read.
+impl ControlStore for Storage {
+    async fn controls_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Storage::Memory(_) => Ok(None),
+            Storage::Memory(store) => store.controls_version().await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.controls_version().await,
         }
     }
 
-    /// Every stored `(field, value)` of the controls.
-    pub(crate) async fn read_controls(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    async fn read_controls(&self) -> Result<Vec<crate::store::ControlField>, StoreError> {
         match self {
-            Storage::Memory(_) => Ok(Vec::new()),
+            Storage::Memory(store) => store.read_controls().await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.read_controls().await,
         }
     }
 
-    /// Sets one field, or removes one, and changes the version token.
-    pub(crate) async fn write_controls(
+    async fn write_controls(
         &self,
-        set: Option<(Vec<u8>, Vec<u8>)>,
+        set: Option<crate::store::ControlField>,
         remove: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         match self {
-            Storage::Memory(_) => Ok(()),
+            Storage::Memory(store) => store.write_controls(set, remove).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.write_controls(set, remove).await,
         }
@@ -242,10 +241,11 @@ impl From<RedisStore> for Storage {
     }
 }
 
+/// Each call goes to the store's own [`Store`] implementation.
 impl Store for Storage {
     async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         match self {
-            Storage::Memory(store) => Ok(store.acquire_sync(check)),
+            Storage::Memory(store) => store.acquire(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.acquire(check).await,
         }
@@ -253,7 +253,7 @@ impl Store for Storage {
 
     async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         match self {
-            Storage::Memory(store) => Ok(store.refund_sync(check)),
+            Storage::Memory(store) => store.refund(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.refund(check).await,
         }
@@ -261,10 +261,7 @@ impl Store for Storage {
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
         match self {
-            Storage::Memory(store) => {
-                store.reset_sync(check);
-                Ok(())
-            }
+            Storage::Memory(store) => store.reset(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.reset(check).await,
         }
@@ -272,12 +269,17 @@ impl Store for Storage {
 
     async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
         match self {
-            Storage::Memory(store) => {
-                store.release_sync(check);
-                Ok(())
-            }
+            Storage::Memory(store) => store.release(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.release(check).await,
+        }
+    }
+
+    fn release_in_place(&self, check: &Check<'_>) -> bool {
+        match self {
+            Storage::Memory(store) => store.release_in_place(check),
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.release_in_place(check),
         }
     }
 }

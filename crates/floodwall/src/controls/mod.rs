@@ -25,6 +25,7 @@ pub(crate) use set::{ControlSet, Screen};
 
 use crate::error::StoreError;
 use crate::storage::Storage;
+use crate::store::{ControlStore, VERSION_FIELD};
 
 /// Why an operator control could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +71,9 @@ pub enum ControlError {
     Store(#[from] StoreError),
 }
 
-/// The field layout of the controls hash in a shared store: `b<policy>\0<key>` for a block (value
-/// `<until_ms> <at_ms> <by>`), `a<entry>` and `d<entry>` for list entries (value `<at_ms> <by>`),
-/// and [`VERSION_FIELD`], a random token changed with every write.
-pub(crate) const VERSION_FIELD: &[u8] = b"v";
+// The field layout of the controls record in a shared store: `b<policy>\0<key>` for a block
+// (value `<until_ms> <at_ms> <by>`), `a<entry>` and `d<entry>` for list entries (value
+// `<at_ms> <by>`), and the store's version field, a token changed with every write.
 
 fn block_field(policy: &str, key: &[u8]) -> Vec<u8> {
     let mut field = Vec::with_capacity(policy.len() + key.len() + 2);

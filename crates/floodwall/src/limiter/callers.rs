@@ -9,8 +9,8 @@ use floodwall_core::Policy;
 use tokio::time::Instant;
 
 use super::Limiter;
-use crate::check::Check;
 use crate::error::{Error, StoreError};
+use crate::store::Check;
 use crate::verdict::Verdict;
 
 /// A front end that asks the limiter on behalf of callers: what `floodwall_abandoned_total`

@@ -7,10 +7,11 @@ use floodwall_core::{Decision, Policy};
 use smallvec::SmallVec;
 
 use super::Limiter;
-use crate::check::Check;
 use crate::controls::{Block, ControlError, List, ListEntry, Listed, Screen};
 use crate::error::{Error, StoreError};
-use crate::verdict::{Answer, Source, Verdict};
+use crate::store::Check;
+use crate::store::{Answer, Source};
+use crate::verdict::Verdict;
 
 /// A decision made without the store: `allowed`, with `wait` when denied for a while.
 fn unconsulted(policy: &Policy, allowed: bool, wait: Option<Duration>) -> Decision {

@@ -13,10 +13,10 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use smallvec::SmallVec;
 
 use self::shard::{Hashing, KeyId, Shard, StoredKey, Tracked};
-use crate::check::Check;
 use crate::error::StoreError;
+use crate::store::Answer;
+use crate::store::Check;
 use crate::store::Store;
-use crate::verdict::Answer;
 
 /// The default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -596,6 +596,32 @@ impl Store for MemoryStore {
 
     async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {
         self.release_sync(check);
+        Ok(())
+    }
+
+    fn release_in_place(&self, check: &Check<'_>) -> bool {
+        self.release_sync(check);
+        true
+    }
+}
+
+/// The memory store shares nothing with other processes: the controls live in the process.
+impl crate::store::ControlStore for MemoryStore {
+    async fn controls_version(&self) -> Result<Option<Vec<u8>>, crate::error::StoreError> {
+        Ok(None)
+    }
+
+    async fn read_controls(
+        &self,
+    ) -> Result<Vec<crate::store::ControlField>, crate::error::StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn write_controls(
+        &self,
+        _set: Option<crate::store::ControlField>,
+        _remove: Option<Vec<u8>>,
+    ) -> Result<(), crate::error::StoreError> {
         Ok(())
     }
 }

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use super::release::Call;
 use super::script::{Costs, Operation};
 use super::{Connection, RedisStore, slot_of};
-use crate::check::Check;
 use crate::error::StoreError;
-use crate::verdict::Answer;
+use crate::store::Answer;
+use crate::store::Check;
 
 /// The pairs of a check across keys that live in one cluster slot, and their one call's keys
 /// and policies.

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::breaker::{Admission, Breakers};
 use super::{Connection, reply, run_script, script};
 use crate::error::StoreError;
-use crate::verdict::Answer;
+use crate::store::Answer;
 
 /// The most decisions in one call: enough to amortise the call, few enough that one batch
 /// keeps Redis busy for well under a millisecond.

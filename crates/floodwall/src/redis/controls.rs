@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::RedisStore;
-use crate::controls::VERSION_FIELD;
 use crate::error::StoreError;
+use crate::store::{ControlStore, VERSION_FIELD};
 
 impl RedisStore {
     /// `<prefix>:controls`: no state key has this form (each ends with its `{tag}`).
@@ -21,8 +21,11 @@ impl RedisStore {
         })
         .await
     }
+}
 
-    pub(crate) async fn controls_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
+/// One hash, `<prefix>:controls`, beside the limit state.
+impl ControlStore for RedisStore {
+    async fn controls_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let cmd = ::redis::cmd("HGET")
             .arg(self.controls_key())
             .arg(VERSION_FIELD)
@@ -37,7 +40,7 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn read_controls(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    async fn read_controls(&self) -> Result<Vec<crate::store::ControlField>, StoreError> {
         let cmd = ::redis::cmd("HGETALL").arg(self.controls_key()).to_owned();
         let reply = self.controls_query(&cmd).await?;
         let malformed = || StoreError::Reply {
@@ -69,9 +72,9 @@ impl RedisStore {
     /// Writes a change of the controls, and a new version token that tells every instance to
     /// reload, on a task of its own: a caller that leaves mid-write cannot leave the change
     /// without its token (other instances would not see it until the next write).
-    pub(crate) async fn write_controls(
+    async fn write_controls(
         &self,
-        set: Option<(Vec<u8>, Vec<u8>)>,
+        set: Option<crate::store::ControlField>,
         remove: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         let store = self.clone();

@@ -25,7 +25,7 @@ use siphasher::sip::SipHasher13;
 
 use super::local_time::LocalTime;
 
-use crate::verdict::{Answer, Source};
+use crate::store::{Answer, Source};
 
 /// The default number of client keys remembered.
 pub(crate) const DEFAULT_CAPACITY: usize = 10_000;

@@ -25,9 +25,9 @@ use tokio::time::Instant;
 
 use super::RedisStore;
 use super::script::Operation;
-use crate::check::{Check, OwnedCheck};
 use crate::error::StoreError;
-use crate::verdict::Answer;
+use crate::store::Answer;
+use crate::store::{Check, OwnedCheck};
 
 /// What a detached call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

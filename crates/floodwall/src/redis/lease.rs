@@ -42,9 +42,9 @@ use super::local_time::LocalTime;
 use super::reply::{self, Moved};
 use super::script::{self, LeaseMove, Operation};
 use super::{Inner, RedisStore, run_script, slot_of};
-use crate::check::Check;
 use crate::error::StoreError;
-use crate::verdict::{Answer, Source};
+use crate::store::Check;
+use crate::store::{Answer, Source};
 
 /// A lease unused for this long is given back, and forgotten once empty.
 pub(crate) const IDLE: Duration = Duration::from_millis(250);

@@ -62,10 +62,10 @@ use self::detached::Job;
 use self::lease::{Leases, leased_pair};
 use self::release::Call;
 use self::script::{Costs, Operation};
-use crate::check::Check;
 use crate::error::StoreError;
+use crate::store::Answer;
+use crate::store::Check;
 use crate::store::Store;
-use crate::verdict::Answer;
 
 /// How often a call answered by "not executed, try elsewhere or later" is sent again.
 const MAX_NOT_EXECUTED_RETRIES: u32 = 5;

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use super::breaker::Admission;
 use super::script::{self, Operation};
 use super::{Connection, RedisStore, run_script, slot_of};
-use crate::check::Check;
 use crate::error::StoreError;
+use crate::store::Check;
 
 /// What one script call does, and who holds what it admits under `concurrency` policies.
 #[derive(Debug, Clone, Copy)]

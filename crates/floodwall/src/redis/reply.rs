@@ -8,7 +8,7 @@ use floodwall_core::{Decision, Policy};
 use smallvec::SmallVec;
 
 use crate::error::StoreError;
-use crate::verdict::Answer;
+use crate::store::Answer;
 
 fn malformed(detail: String) -> StoreError {
     StoreError::Reply { detail }

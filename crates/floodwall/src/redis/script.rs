@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use floodwall_core::{Algorithm, Calendar, Mode, Policy};
 use smallvec::SmallVec;
 
-use crate::check::Check;
+use crate::store::Check;
 
 /// `#!lua` (Redis 7): a script is refused up front when Redis is out of memory, never
 /// half-written, and may touch declared keys only.

@@ -1,11 +1,20 @@
-//! The one interface every store implements.
+//! The store protocol: the one interface every store implements ([`Store`]), the question it
+//! is asked ([`Check`]) and what it answers ([`Answer`]). Stores depend on this module, never
+//! on the limiter above them.
 
 use std::fmt;
 use std::future::Future;
 
-use crate::check::Check;
+mod answer;
+mod check;
+mod controls;
+
+pub use answer::{Answer, Source};
+pub use check::Check;
+pub(crate) use check::OwnedCheck;
+pub(crate) use controls::{ControlField, ControlStore, VERSION_FIELD};
+
 use crate::error::StoreError;
-use crate::verdict::Answer;
 
 /// Shared rate-limit state: decides checks atomically.
 ///
@@ -47,4 +56,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the store could not be reached; the units then go back when they time out.
     fn release(&self, check: &Check<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Does what [`Store::release`] does at once, when the store can without waiting (a store
+    /// in process), and says so; `false` (the default) when it must be asked. A caller that
+    /// cannot wait (a value being dropped) releases in place when it can, else on a task.
+    fn release_in_place(&self, check: &Check<'_>) -> bool {
+        let _ = check;
+        false
+    }
 }
