@@ -149,20 +149,15 @@ where
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config.headers.write(response.headers_mut(), &verdict);
                 if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
-                    // The policies that consumed: every rate that admitted. In-flight units go
-                    // back with the body, and only the holder's own. A rate whose quota came
-                    // back while the request ran (its window ended, its bucket refilled) has
-                    // already forgotten this request; a refund would give a later period more
-                    // than its limit, so it is left out.
-                    let served_in = started.map(|at| at.elapsed());
-                    let consumed: Vec<(&Policy, &[u8])> = verdict
-                        .iter()
-                        .filter(|(policy, decision)| {
-                            decision.allowed
-                                && policy.algorithm() != Algorithm::Concurrency
-                                && served_in.is_some_and(|served| served < decision.reset_after)
-                        })
-                        .map(|(policy, _)| (policy, key.as_slice()))
+                    // The rates the refund rule allows; in-flight units go back with the body,
+                    // and only the holder's own.
+                    let consumed: Vec<(&Policy, &[u8])> = started
+                        .map(|at| verdict.refundable(at.elapsed()))
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|index| verdict.policies().get(index))
+                        .filter(|policy| policy.algorithm() != Algorithm::Concurrency)
+                        .map(|policy| (policy, key.as_slice()))
                         .collect();
                     if let Err(error) = config.limiter.refund_each(&consumed, cost).await {
                         tracing::debug!(%error, "refund failed; the request stays counted");

@@ -152,6 +152,16 @@ impl PyVerdict {
         self.verdict.source() != Source::FailOpen
     }
 
+    /// The positions of the policies whose units a refund may give back once the request was
+    /// served, `served_in` seconds after this verdict: each that admitted, while its admission
+    /// still counts (a window that ended or a bucket that refilled has forgotten it, and a
+    /// refund would hand the next period more than its limit). The rule every front end of
+    /// floodwall refunds by.
+    fn refundable(&self, served_in: f64) -> Vec<usize> {
+        let served_in = Duration::try_from_secs_f64(served_in).unwrap_or(Duration::MAX);
+        self.verdict.refundable(served_in).collect()
+    }
+
     /// The rate-limit headers of this verdict as the Rust HTTP layer writes them, for `mode`
     /// "draft" (RateLimit-Policy and RateLimit), "legacy" (X-RateLimit-*), "both" or "none";
     /// with Retry-After when denied.

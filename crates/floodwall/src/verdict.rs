@@ -106,6 +106,20 @@ impl Verdict {
             .map(|(policy, _)| policy)
     }
 
+    /// The positions of the policies whose units a refund may give back once the request this
+    /// verdict admitted has been served, `served_in` after the decision: each that admitted (a
+    /// shadow policy that denied took nothing) while its admission still counts (`served_in`
+    /// is below its `reset_after`). A policy whose quota came back meanwhile (its window
+    /// ended, its bucket refilled) has forgotten the request: a refund would hand the next
+    /// period more than its limit. Every front end that refunds follows this rule.
+    pub fn refundable(&self, served_in: Duration) -> impl Iterator<Item = usize> + '_ {
+        self.decisions
+            .iter()
+            .enumerate()
+            .filter(move |(_, decision)| decision.allowed && served_in < decision.reset_after)
+            .map(|(index, _)| index)
+    }
+
     /// How many policies were checked.
     #[inline]
     pub fn len(&self) -> usize {
@@ -116,5 +130,54 @@ impl Verdict {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.decisions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use floodwall_core::{Algorithm, Decision, Mode, Policy};
+    use smallvec::smallvec;
+
+    use super::Verdict;
+    use crate::store::Answer;
+
+    fn decision(allowed: bool, reset_after_ms: u64) -> Decision {
+        Decision {
+            allowed,
+            capacity: 10,
+            remaining: 5,
+            reset_after: Duration::from_millis(reset_after_ms),
+            retry_after: (!allowed).then(|| Duration::from_millis(reset_after_ms)),
+        }
+    }
+
+    #[test]
+    fn a_refund_gives_back_only_what_admitted_and_still_counts() {
+        let policy = |name| Policy::new(name, Algorithm::FixedWindow, 10, Duration::from_secs(1));
+        let policies = [
+            policy("window").unwrap(),
+            policy("shadow").unwrap().with_mode(Mode::Shadow),
+            policy("short").unwrap(),
+        ];
+        let answer = Answer::from_store(
+            true,
+            smallvec![
+                decision(true, 900),
+                decision(false, 900),
+                decision(true, 100)
+            ],
+        );
+        let verdict = Verdict::from_answer(&policies, answer);
+        let refundable = |ms| {
+            verdict
+                .refundable(Duration::from_millis(ms))
+                .collect::<Vec<_>>()
+        };
+        // The shadow policy denied and took nothing; "short" forgot the request after 100 ms.
+        assert_eq!(refundable(50), [0, 2]);
+        assert_eq!(refundable(100), [0]);
+        assert_eq!(refundable(900), Vec::<usize>::new());
     }
 }

@@ -60,9 +60,8 @@ def missing_key() -> Answer:
     return _native.missing_key("the request carries no client key for its rate limit")
 
 
-def refundable(decision: Any, cost: int, served_in: float) -> bool:
-    """Whether an item of an allowed verdict may be refunded once its request was served in
-    ``served_in`` seconds: it consumed (a shadow policy that denied took nothing) and it still
-    counts. One whose quota came back meanwhile (its window ended, its bucket refilled) has
-    forgotten the request, and a refund would hand the next period more than its limit."""
-    return decision.allowed and cost > 0 and served_in < decision.reset_after
+def refundable(items: List[Any], verdict: Any, served_in: float) -> List[int]:
+    """The positions of the items of an allowed verdict that a refund may give back once its
+    request was served in ``served_in`` seconds: the Rust rule (``Verdict.refundable``), for the
+    items that consumed anything."""
+    return [index for index in verdict.refundable(served_in) if items[index][2] > 0]

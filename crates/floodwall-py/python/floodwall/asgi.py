@@ -122,9 +122,7 @@ class RateLimitMiddleware:
         finally:
             if self._refund_when is not None and status and self._refund_when(status[0]):
                 served_in = time.monotonic() - checked_at
-                refunds = [
-                    item for item, decision in zip(items, verdict.decisions) if refundable(decision, item[2], served_in)
-                ]
+                refunds = [items[index] for index in refundable(items, verdict, served_in)]
                 if refunds:
                     try:
                         await self.limiter.arefund_weighted(refunds)

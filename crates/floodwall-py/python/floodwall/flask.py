@@ -254,11 +254,9 @@ class FloodWall:
         self, response: flask.Response, verdict: Verdict, items: List[Item], limits: List[Limit], served_in: float
     ) -> None:
         refunds = [
-            item
-            for item, limit, decision in zip(items, limits, verdict.decisions)
-            if limit.deduct_when is not None
-            and not limit.deduct_when(response)
-            and refundable(decision, item[2], served_in)
+            items[index]
+            for index in refundable(items, verdict, served_in)
+            if limits[index].deduct_when is not None and not limits[index].deduct_when(response)
         ]
         if refunds:
             assert self.limiter is not None
