@@ -14,7 +14,7 @@ use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use crate::held::HeldBody;
-use crate::key::{KeyError, peer_addr};
+use crate::key::KeyError;
 use crate::layer::Config;
 use crate::observe::DecisionRecord;
 use crate::problem;
@@ -87,11 +87,8 @@ where
                 let response = inner.call(Request::from_parts(parts, body)).await?;
                 return Ok(response.map(|body| Either::Left(HeldBody::new(body, None))));
             }
-            if let Some(client) = &config.screen
-                && let Some(peer) = peer_addr(&parts)
-            {
-                let address = client.resolve(peer.ip(), &parts.headers);
-                match config.limiter.screen_client(address) {
+            if let Some(client) = &config.screen {
+                match client.screen(&config.limiter, &parts) {
                     Some(List::Deny) => return Ok(ours(problem::deny_listed())),
                     Some(List::Allow) => {
                         let response = inner.call(Request::from_parts(parts, body)).await?;

@@ -187,11 +187,9 @@ fn client_ip(config: &Config) -> ClientIp {
 /// A route without policies still refuses deny-listed clients (403); nothing else is checked.
 fn screened_only(handler: RouteService, limiter: Limiter, client: ClientIp) -> RouteService {
     BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
-        let denied = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|peer| client.resolve(peer.0.ip(), request.headers()))
-            .is_some_and(|address| limiter.screen_client(address) == Some(floodwall::List::Deny));
+        let (parts, body) = request.into_parts();
+        let denied = client.screen(&limiter, &parts) == Some(floodwall::List::Deny);
+        let request = Request::from_parts(parts, body);
         let handler = handler.clone();
         async move {
             if denied {

@@ -104,6 +104,14 @@ impl ClientIp {
         self
     }
 
+    /// Which list, if any, holds the client of `request` (the address the trusted proxies
+    /// vouch for, else the peer): what a route asks before anything else, policies or none.
+    /// `None` when the request carries no peer address.
+    pub fn screen(&self, limiter: &floodwall::Limiter, request: &Parts) -> Option<floodwall::List> {
+        let peer = peer_addr(request)?;
+        limiter.screen_client(self.resolve(peer.ip(), &request.headers))
+    }
+
     /// The client address for a request from `peer` with these headers, before grouping.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
