@@ -21,25 +21,24 @@ mod pool;
 mod proxy;
 mod rls;
 mod routes;
+mod serving;
 mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
-use floodwall::{Limiter, Policy, Storage, StoreError};
+use floodwall::{Limiter, Storage, StoreError};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::check::CheckState;
 pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
 use crate::config::{Config, StorageConfig};
-use crate::connections::{ConnectionLimits, RouterSource};
 use crate::error::ApiError;
 use crate::routes::RouteTable;
 
@@ -119,13 +118,6 @@ pub const OFFENDER_COUNTERS: usize = 64;
 /// How long in-flight requests may take to finish after shutdown is asked for.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
 
-/// How much longer than the main listener the admin, check and RLS listeners may drain.
-const SIDE_GRACE: Duration = Duration::from_millis(100);
-
-/// How long a stopping service waits for the units its unfinished requests held to reach the
-/// store.
-const SETTLE_WITHIN: Duration = Duration::from_secs(2);
-
 /// Serves `config` until `shutdown` completes, then lets in-flight requests finish (for at most
 /// [`DRAIN_DEADLINE`]).
 ///
@@ -164,7 +156,7 @@ pub async fn run_reloadable(
             url: storage.url(),
             source,
         })?;
-    serve(configs, limiter, listeners, shutdown).await
+    serving::serve(configs, limiter, listeners, shutdown).await
 }
 
 /// The limiter `[storage]` describes: its store, connected (a single Redis node lazily), and
@@ -266,264 +258,4 @@ async fn healthz() -> axum::Json<serde_json::Value> {
 /// by `on_error`. A store down while some policy fails closed is not ready (503).
 async fn ready(state: Arc<CheckState>) -> axum::response::Response {
     health::ready(&state.limiter, &state.config).await
-}
-
-/// The router of `current` that is live when each request arrives (a reload swaps it whole).
-fn live(current: Arc<RwLock<Router>>) -> RouterSource {
-    Arc::new(move || {
-        current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    })
-}
-
-/// Logs what is being served, from where, on what, and warns of an exposed check API.
-fn announce(config: &Config, main: &ConnectionLimits) {
-    for warning in config.warnings() {
-        tracing::warn!(config = %config.file.display(), "{warning}");
-    }
-    let policies: Vec<String> = config.policies.iter().map(Policy::to_string).collect();
-    let check = match (config.check.enabled, config.check.listen) {
-        (false, _) => "off".to_owned(),
-        (true, None) => format!("on {}", config.server.listen),
-        (true, Some(listen)) => format!("on {listen}"),
-    };
-    tracing::info!(
-        config = %config.file.display(),
-        store = %config.storage.url(),
-        on_error = config.storage.on_error.as_str(),
-        policies = %policies.join(", "),
-        routes = config.routes.len(),
-        check_api = %check,
-        admin = %config.admin.as_ref().map_or("off".to_owned(), |a| a.listen.to_string()),
-        max_connections = main.max_connections,
-        "floodwall starting"
-    );
-    if config.check.enabled
-        && config.check.listen.is_none()
-        && config.check.token.is_none()
-        && !config.routes.is_empty()
-    {
-        tracing::warn!(
-            "the check API (POST /v1/check) shares the listener of {} routes and needs no token: any client that reaches a route can read and spend any key's quota; set [check] token_env, move it with [check] listen, or turn it off with [check] enabled = false",
-            config.routes.len()
-        );
-    }
-}
-
-/// Serves until `shutdown` completes, then drains.
-///
-/// Who owns what: every task this function starts is in `tasks` and is aborted when it returns,
-/// however it returns, so a service stopped in a test leaves nothing running:
-/// - the shutdown watcher turns `shutdown` into the `stopped` signal every other part waits on;
-/// - metrics upkeep folds histogram samples into buckets every few seconds;
-/// - on Redis, the outage log records the store going down and coming back;
-/// - the reloader swaps the live router (and the admin listener's configuration) whole on each
-///   new configuration from `configs`;
-/// - the admin server drains on `stopped` and gets a short grace period after the main one.
-///
-/// The main server runs on the caller's task. Connections are hyper's, one task each, with the
-/// header, idle and body deadlines of `[server]`, told to finish on `stopped`; each listener
-/// keeps at most `[server] max_connections` of them open, fewer if the file descriptor limit
-/// (raised to its hard limit here) would not hold them.
-async fn serve(
-    mut configs: watch::Receiver<Config>,
-    limiter: Limiter,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    let config = Arc::new(configs.borrow_and_update().clone());
-    let fd_limit = connections::raise_fd_limit();
-    let proxies = config
-        .routes
-        .iter()
-        .any(|route| matches!(route.action, config::RouteAction::Upstream { .. }));
-    let limits = |share: (u64, u64), fds_per_connection: u64, listener: &str| {
-        let server = &config.server;
-        let fit =
-            connections::fit_to_fds(server.max_connections, fd_limit, share, fds_per_connection);
-        if fit < server.max_connections {
-            tracing::warn!(
-                listener,
-                max_connections = fit,
-                configured = server.max_connections,
-                fd_limit = fd_limit.unwrap_or_default(),
-                "max_connections lowered to fit the file descriptor limit; raise the limit (LimitNOFILE, ulimit -n) to allow more"
-            );
-        }
-        ConnectionLimits {
-            max_connections: fit,
-            header_timeout: server.header_timeout,
-            idle_timeout: server.idle_timeout,
-            body_timeout: server.body_timeout,
-            max_header_bytes: server.max_header_bytes,
-        }
-    };
-    let main_limits = limits((3, 4), if proxies { 2 } else { 1 }, "main");
-    let side_limits =
-        match listeners.admin.is_some() || listeners.check.is_some() || listeners.rls.is_some() {
-            true => limits((1, 8), 1, "admin and check"),
-            false => main_limits,
-        };
-    announce(&config, &main_limits);
-
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let (stop, stopped) = watch::channel(false);
-    tasks.spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
-    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-
-    let upkeep = telemetry::upkeep(until_stopped(stopped.clone()));
-    tasks.spawn(upkeep);
-    if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
-        let url: Arc<str> = config.storage.url().into();
-        tasks.spawn(health::log_outages(
-            limiter.clone(),
-            url,
-            until_stopped(stopped.clone()),
-        ));
-    }
-
-    // Blocks and lists made on other instances arrive within a second.
-    if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
-        tasks.spawn(health::sync_controls(
-            limiter.clone(),
-            until_stopped(stopped.clone()),
-        ));
-    }
-
-    // The live configuration: the main router is rebuilt and swapped whole on each reload.
-    let current = Arc::new(RwLock::new(app(Arc::clone(&config), limiter.clone())));
-    // The check API's own router exists only when it has a listener of its own.
-    let current_check = listeners
-        .check
-        .as_ref()
-        .map(|_| Arc::new(RwLock::new(check_app(Arc::clone(&config), limiter.clone()))));
-    // The RLS router likewise, with one health service across reloads.
-    let rls_health = match listeners.rls {
-        Some(_) => Some(rls::health().await),
-        None => None,
-    };
-    let current_rls = rls_health
-        .as_ref()
-        .map(|health| Arc::new(RwLock::new(rls::router(&config, limiter.clone(), health))));
-    let (live_config, admin_config) = watch::channel(Arc::clone(&config));
-    {
-        let (current, limiter) = (Arc::clone(&current), limiter.clone());
-        let current_check = current_check.clone();
-        let current_rls = current_rls.clone().zip(rls_health.clone());
-        tasks.spawn(async move {
-            while configs.changed().await.is_ok() {
-                let next = Arc::new(configs.borrow_and_update().clone());
-                let admin_listen = |config: &Config| config.admin.as_ref().map(|a| a.listen);
-                if next.storage != config.storage
-                    || next.server.listen != config.server.listen
-                    || next.server.max_connections != config.server.max_connections
-                    || admin_listen(&next) != admin_listen(&config)
-                    || next.check.listen != config.check.listen
-                    || next.rls.as_ref().map(|r| r.listen) != config.rls.as_ref().map(|r| r.listen)
-                    || next.log.format != config.log.format
-                {
-                    tracing::warn!(
-                        "[storage], the listen addresses (main, admin, check, rls), max_connections and [log] format apply at restart only; the rest is reloaded"
-                    );
-                }
-                let router = app(Arc::clone(&next), limiter.clone());
-                *current.write().unwrap_or_else(PoisonError::into_inner) = router;
-                if let Some(current_check) = &current_check {
-                    let router = check_app(Arc::clone(&next), limiter.clone());
-                    *current_check.write().unwrap_or_else(PoisonError::into_inner) = router;
-                }
-                if let Some((current_rls, health)) = &current_rls {
-                    let router = rls::router(&next, limiter.clone(), health);
-                    *current_rls.write().unwrap_or_else(PoisonError::into_inner) = router;
-                }
-                let _ = live_config.send(next);
-                tracing::info!("configuration reloaded");
-            }
-        });
-    }
-
-    // Past the drain deadline each listener closes what is still open; the side listeners get a
-    // short grace after the main one.
-    let hard_stop = |grace: Duration| {
-        let stopped = until_stopped(stopped.clone());
-        async move {
-            stopped.await;
-            tokio::time::sleep(DRAIN_DEADLINE + grace).await;
-        }
-    };
-    // The admin, check and RLS listeners, each where it is configured.
-    let mut sides: Vec<(TcpListener, RouterSource, &str)> = Vec::new();
-    if let Some(listener) = listeners.admin {
-        let router = admin::app(admin_config, limiter.clone());
-        sides.push((
-            listener,
-            Arc::new(move || router.clone()),
-            "floodwall admin listening",
-        ));
-    }
-    if let (Some(listener), Some(current_check)) = (listeners.check, current_check) {
-        sides.push((
-            listener,
-            live(current_check),
-            "floodwall check API listening",
-        ));
-    }
-    if let (Some(listener), Some(current_rls)) = (listeners.rls, current_rls) {
-        sides.push((listener, live(current_rls), "floodwall RLS listening"));
-    }
-    let mut side_listeners = Vec::new();
-    for (listener, router, listening) in sides {
-        tracing::info!(address = %listener.local_addr()?, "{listening}");
-        let served = connections::serve(
-            listener,
-            side_limits,
-            router,
-            until_stopped(stopped.clone()),
-            hard_stop(SIDE_GRACE),
-        );
-        let task = tasks.spawn(async move {
-            let _ = served.await;
-        });
-        side_listeners.push(task.id());
-    }
-    tracing::info!(address = %listeners.main.local_addr()?, "floodwall listening");
-    let main = connections::serve(
-        listeners.main,
-        main_limits,
-        live(current),
-        until_stopped(stopped.clone()),
-        hard_stop(Duration::ZERO),
-    );
-    if !main.await {
-        tracing::warn!("drain deadline passed; closed the remaining connections");
-    }
-    // The side listeners drain on the same signal and close by their own deadline.
-    let finished = async {
-        while !side_listeners.is_empty() {
-            let id = match tasks.join_next_with_id().await {
-                Some(Ok((id, ()))) => id,
-                Some(Err(error)) => error.id(),
-                None => break,
-            };
-            side_listeners.retain(|listener| *listener != id);
-        }
-    };
-    let _ = tokio::time::timeout(SIDE_GRACE + Duration::from_millis(100), finished).await;
-    // Requests that did not finish were dropped above, and what they held is on its way back
-    // to the store: it gets there before the process exits, or times out by itself.
-    if !limiter.settle(SETTLE_WITHIN).await {
-        tracing::warn!(
-            within = ?SETTLE_WITHIN,
-            "in-flight units of unfinished requests could not be given back to the store before exit; they go back at their lease timeout"
-        );
-    }
-    tracing::info!("floodwall stopped");
-    Ok(())
 }
