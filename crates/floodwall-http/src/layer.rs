@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use floodwall::{Limiter, Policy};
+use floodwall::{Front, Gate, Limiter, Policy};
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -21,7 +21,8 @@ use crate::observe::{DecisionRecord, ObserveFn};
 
 /// What every [`RateLimit`] service of one layer shares, behind one `Arc`.
 pub(crate) struct Config {
-    pub(crate) limiter: Limiter,
+    /// The limiter, as the HTTP front end passes through it.
+    pub(crate) gate: Gate,
     /// At least one; several are checked together, all-or-nothing, for the same key.
     pub(crate) policies: Vec<Policy>,
     pub(crate) key: Box<dyn KeyExtractor>,
@@ -246,7 +247,7 @@ impl RateLimitLayerBuilder {
                     .any(|p| p.algorithm() == floodwall::Algorithm::Concurrency),
                 headers: RateLimitHeaders::new(self.headers, &self.policies),
                 counters: DecisionCounters::new(&self.policies),
-                limiter: self.limiter,
+                gate: Gate::new(self.limiter, Front::Http),
                 policies: self.policies,
                 key: self.key,
                 cost: self.cost,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::{Algorithm, Error, Front, List, Policy};
+use floodwall::{Algorithm, Check, Error, List, Passing, Policy};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
@@ -88,7 +88,7 @@ where
                 return Ok(response.map(|body| Either::Left(HeldBody::new(body, None))));
             }
             if let Some(client) = &config.screen {
-                match client.screen(&config.limiter, &parts) {
+                match client.screen(config.gate.limiter(), &parts) {
                     Some(List::Deny) => return Ok(ours(problem::deny_listed())),
                     Some(List::Allow) => {
                         let response = inner.call(Request::from_parts(parts, body)).await?;
@@ -105,61 +105,51 @@ where
                 Err(error) => return Ok(ours(problem::misconfigured(&error.to_string()))),
             };
             let cost = (config.cost)(&parts);
-            // Counted as abandoned if the client leaves before the decision.
-            let caller = config.limiter.caller(Front::Http);
-            let started = (config.observe.is_some() || config.refund.is_some())
-                .then(tokio::time::Instant::now);
             // An in-flight limit holds its units until the response has been sent.
-            let (decided, held) = if config.holds {
-                match config.limiter.lease_all(&config.policies, &key, cost).await {
-                    Ok(lease) => {
-                        let (verdict, held) = lease.split();
-                        (Ok(verdict), held)
-                    }
-                    Err(error) => (Err(error), None),
-                }
-            } else {
-                let decided = config.limiter.check_all(&config.policies, &key, cost).await;
-                (decided, None)
+            let passing = Passing {
+                hold: config.holds,
+                deadline: None,
             };
-            caller.answered();
-            if let (Some(observe), Some(started)) = (&config.observe, started) {
+            let check = Check::new(&config.policies, &key, cost);
+            let passage = config.gate.pass(check, passing).await;
+            if let Some(observe) = &config.observe {
                 observe(&DecisionRecord {
                     request: &parts,
                     key: &key,
                     cost,
-                    outcome: decided.as_ref(),
-                    elapsed: started.elapsed(),
+                    outcome: passage.outcome(),
+                    elapsed: passage.took(),
                 });
             }
-            let verdict = match decided {
+            let verdict = match passage.outcome() {
                 Ok(verdict) => verdict,
                 Err(error) => {
                     if matches!(error, Error::StoreUnavailable { .. }) {
                         config.counters.record_error();
                     }
-                    return Ok(ours(problem::limiter_error(&error, &config.policies)));
+                    return Ok(ours(problem::limiter_error(error, &config.policies)));
                 }
             };
-            config.counters.record(&verdict);
+            config.counters.record(verdict);
             if verdict.allowed() {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
-                config.headers.write(response.headers_mut(), &verdict);
+                config.headers.write(response.headers_mut(), verdict);
+                let mut passage = passage;
                 if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
                     // The rates the refund rule allows; in-flight units go back with the body,
                     // and only the holder's own.
-                    let consumed: Vec<(&Policy, &[u8])> = started
-                        .map(|at| verdict.refundable(at.elapsed()))
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|index| verdict.policies().get(index))
+                    let consumed: Vec<(&Policy, &[u8])> = passage
+                        .refundable()
+                        .filter_map(|index| config.policies.get(index))
                         .filter(|policy| policy.algorithm() != Algorithm::Concurrency)
                         .map(|policy| (policy, key.as_slice()))
                         .collect();
-                    if let Err(error) = config.limiter.refund_each(&consumed, cost).await {
+                    let limiter = config.gate.limiter();
+                    if let Err(error) = limiter.refund_each(&consumed, cost).await {
                         tracing::debug!(%error, "refund failed; the request stays counted");
                     }
                 }
+                let held = passage.take_held();
                 return Ok(response.map(|body| Either::Left(HeldBody::new(body, held))));
             }
             // One line per denial, at debug: policy and path, never the client key.
@@ -168,7 +158,7 @@ where
                 path = parts.uri.path(),
                 "rate limited"
             );
-            Ok(ours(problem::denied(&verdict, &config.headers)))
+            Ok(ours(problem::denied(verdict, &config.headers)))
         })
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use floodwall::{Decision, Error, Front, Limiter, Policy, Source, Verdict};
+use floodwall::{Check, Decision, Error, Front, Gate, Limiter, Passing, Policy, Source, Verdict};
 use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
@@ -28,6 +28,9 @@ pub const MAX_CHECK_BODY: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct CheckState {
     pub(crate) limiter: Limiter,
+    /// `POST /v1/check`'s passage through the limiter, and `/v1/leases`'.
+    checks: Gate,
+    leases: Gate,
     pub(crate) config: Arc<Config>,
     pub(crate) headers: HeaderMode,
     /// Per policy name: its single-policy headers and its decision counters, built once so a
@@ -59,6 +62,8 @@ impl CheckState {
             .collect();
         let decision_log = DecisionLog::new(&config.log);
         CheckState {
+            checks: Gate::new(limiter.clone(), Front::Check),
+            leases: Gate::new(limiter.clone(), Front::Leases),
             limiter,
             config,
             headers,
@@ -184,33 +189,27 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
             ));
         }
     };
-    let started = tokio::time::Instant::now();
     let (key, cost) = (request.key.as_bytes(), request.cost);
-    let caller = state.limiter.caller(match ask {
-        Ask::Check => Front::Check,
-        Ask::Lease => Front::Leases,
-    });
-    let (decided, guard) = match ask {
-        Ask::Check => (state.limiter.check_all(policies, key, cost).await, None),
-        Ask::Lease => match state.limiter.lease_all(policies, key, cost).await {
-            Ok(lease) => {
-                let (verdict, guard) = lease.split();
-                (Ok(verdict), guard)
-            }
-            Err(error) => (Err(error), None),
-        },
+    let (gate, hold) = match ask {
+        Ask::Check => (&state.checks, false),
+        Ask::Lease => (&state.leases, true),
     };
-    caller.answered();
-    state.instruments.decided(started.elapsed());
+    let passing = Passing {
+        hold,
+        deadline: None,
+    };
+    let mut passage = gate.pass(Check::new(policies, key, cost), passing).await;
+    state.instruments.decided(passage.took());
     if let Some(log) = &state.decision_log {
         log.record(
             CHECK_ROUTE,
             &[request.key.as_bytes()],
             request.cost,
-            decided.as_ref(),
+            passage.outcome(),
         );
     }
-    let verdict = match decided {
+    let guard = passage.take_held();
+    let verdict = match passage.into_outcome() {
         Ok(verdict) => verdict,
         Err(error) => {
             if matches!(error, Error::StoreUnavailable { .. }) {

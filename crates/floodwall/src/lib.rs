@@ -27,6 +27,7 @@ pub mod client_key;
 mod clock;
 pub mod controls;
 mod error;
+mod gate;
 mod lease;
 mod limiter;
 pub mod memory;
@@ -44,6 +45,7 @@ pub use floodwall_core::{
     Algorithm, Calendar, Clock, CostError, Decision, Holder, ManualClock, Mode, OnError, Policy,
     PolicyError, SystemClock, parse_period,
 };
+pub use gate::{Gate, Passage, Passing};
 pub use lease::{Lease, LeaseGuard};
 pub use limiter::{
     AbandonedCounts, Caller, DEFAULT_LOCAL_MAX_KEYS, Front, Limiter, LimiterBuilder, LimiterStats,

@@ -387,7 +387,28 @@ impl Limiter {
         key: impl AsRef<[u8]>,
         cost: u64,
     ) -> Result<Lease, Error> {
-        let check = Check::new(policies, key.as_ref(), cost)?.held_by(new_holder());
+        self.hold(Check::new(policies, key.as_ref(), cost)?).await
+    }
+
+    /// Decides `check` (screened, decided, counted as [`Limiter::check_weighted`] does): the
+    /// verb every other check of the limiter is a shape of.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] when the store failed and a policy fails closed.
+    pub async fn decide(&self, check: &Check<'_>) -> Result<Verdict, Error> {
+        self.verdict(check).await
+    }
+
+    /// [`Limiter::decide`], holding what `check`'s `concurrency` pairs admit until the returned
+    /// [`Lease`] is dropped or released (the holder is drawn here: any the check carries is
+    /// replaced).
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::decide`].
+    pub async fn hold(&self, check: Check<'_>) -> Result<Lease, Error> {
+        let check = check.held_by(new_holder());
         let verdict = self.verdict(&check).await?;
         Ok(Lease::new(self, &check, verdict))
     }
@@ -402,10 +423,11 @@ impl Limiter {
         pairs: &[(&Policy, K)],
         cost: u64,
     ) -> Result<Lease, Error> {
-        let check =
-            Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?.held_by(new_holder());
-        let verdict = self.verdict(&check).await?;
-        Ok(Lease::new(self, &check, verdict))
+        self.hold(Check::each(
+            pairs.iter().map(|(p, k)| (*p, k.as_ref())),
+            cost,
+        )?)
+        .await
     }
 
     /// Gives back what `holder` holds of `key` under the `concurrency` ones of `policies`, a
@@ -443,7 +465,7 @@ impl Limiter {
     }
 
     /// Asks the store, and answers its failure per `on_error`.
-    async fn decide(&self, check: &Check<'_>) -> Result<Answer, Error> {
+    async fn ask_store(&self, check: &Check<'_>) -> Result<Answer, Error> {
         match self.shared.store.acquire(check).await {
             Ok(answer) => Ok(answer),
             Err(error) => self.fall_back(check, error),

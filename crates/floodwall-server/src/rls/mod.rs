@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use floodwall::{Error, Front, Limiter, Policy, Verdict};
+use floodwall::{Check, Error, Front, Gate, Limiter, Passing, Policy, Verdict};
 use floodwall_http::{PolicyCounters, RateLimitHeaders};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
@@ -77,6 +77,8 @@ const UNKNOWN_DOMAIN: &str = "unknown";
 /// What one configuration's RLS needs: its rules and policies, the limiter, and its meters.
 struct RlsState {
     limiter: Limiter,
+    /// Envoy's passage through the limiter.
+    gate: Gate,
     book: RuleBook,
     headers: RateLimitHeaders,
     counters: HashMap<String, PolicyCounters>,
@@ -128,6 +130,7 @@ impl RlsState {
             .collect();
         requests.insert(UNKNOWN_DOMAIN.to_owned(), domain_counters(UNKNOWN_DOMAIN));
         RlsState {
+            gate: Gate::new(limiter.clone(), Front::Rls),
             limiter,
             book,
             headers: RateLimitHeaders::new(config.server.headers, &[]),
@@ -317,16 +320,14 @@ impl RateLimitService for RlsService {
             .map(|timeout| deadline::answer_by(received, timeout));
         let request = request.into_inner();
         let state = &self.state;
-        // Counted as abandoned if Envoy resets the stream before the answer.
-        let caller = state.limiter.caller(Front::Rls);
         if let Err(status) = validate(&request) {
             state.answered(&request.domain, Answered::Invalid);
             return Err(status);
         }
         let (taken, refunded) = pairs(state, &request);
         let started = tokio::time::Instant::now();
+        // The gate counts the call as abandoned if Envoy resets the stream before the answer.
         let answer = decide(state, &taken, &refunded, answer_by).await;
-        caller.answered();
         state.instruments.decided(started.elapsed());
         if let Some(log) = &state.decision_log
             && !taken.pairs.is_empty()
@@ -469,10 +470,12 @@ async fn decide<'t>(
         .iter()
         .map(|(p, k, units)| (&**p, &k[..], if judged_only { 0 } else { *units }))
         .collect();
-    let verdict = match answer_by {
-        Some(deadline) => state.limiter.check_weighted_by(&weighted, deadline).await?,
-        None => state.limiter.check_weighted(&weighted).await?,
+    let passing = Passing {
+        hold: false,
+        deadline: answer_by,
     };
+    let check = Check::weighted(weighted.iter().copied());
+    let verdict = state.gate.pass(check, passing).await.into_outcome()?;
     for (policy, decision) in verdict.iter() {
         // An override is counted under the policy it overrides.
         let name = policy.name();

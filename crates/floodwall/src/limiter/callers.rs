@@ -128,13 +128,22 @@ impl Limiter {
         deadline: Instant,
     ) -> Result<Verdict, Error> {
         let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
+        self.decide_by(&check, deadline).await
+    }
+
+    /// [`Limiter::decide`], answered by `deadline` as [`Limiter::check_weighted_by`] is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limiter::decide`].
+    pub async fn decide_by(&self, check: &Check<'_>, deadline: Instant) -> Result<Verdict, Error> {
         let started = Instant::now();
-        match tokio::time::timeout_at(deadline, self.verdict(&check)).await {
+        match tokio::time::timeout_at(deadline, self.verdict(check)).await {
             Ok(verdict) => verdict,
             Err(_) => {
                 let after = deadline.saturating_duration_since(started);
-                let answer = self.fall_back(&check, StoreError::Timeout { after })?;
-                Ok(Verdict::of(&check, answer))
+                let answer = self.fall_back(check, StoreError::Timeout { after })?;
+                Ok(Verdict::of(check, answer))
             }
         }
     }

@@ -31,7 +31,7 @@ impl Limiter {
     pub(super) async fn screened(&self, check: &Check<'_>) -> Result<Answer, Error> {
         let controls = &self.shared.controls;
         if !controls.active() {
-            return self.decide(check).await;
+            return self.ask_store(check).await;
         }
         let pairs = check
             .pairs()
@@ -51,7 +51,7 @@ impl Limiter {
             }
         };
         match controls.screen(pairs) {
-            Screen::Pass => self.decide(check).await,
+            Screen::Pass => self.ask_store(check).await,
             Screen::Deny => Ok(decided_here(Source::DenyList, &|_, policy| {
                 unconsulted(policy, false, None)
             })),
@@ -73,7 +73,7 @@ impl Limiter {
                         unconsulted(policy, true, None)
                     }));
                 }
-                let answer = self.decide(&rest).await?;
+                let answer = self.ask_store(&rest).await?;
                 let mut decided = answer.decisions.into_iter();
                 let decisions = check
                     .pairs()
@@ -246,7 +246,7 @@ impl Limiter {
         // while others consume.
         for _ in 0..4 {
             let check = Check::new(std::slice::from_ref(policy), key, units)?;
-            let verdict = Verdict::of(&check, self.decide(&check).await?);
+            let verdict = Verdict::of(&check, self.ask_store(&check).await?);
             let left = verdict.decision().map_or(0, |d| d.remaining);
             if verdict.allowed() || left == 0 || left >= units {
                 return Ok(verdict);
@@ -254,7 +254,7 @@ impl Limiter {
             units = left;
         }
         let check = Check::new(std::slice::from_ref(policy), key, units)?;
-        Ok(Verdict::of(&check, self.decide(&check).await?))
+        Ok(Verdict::of(&check, self.ask_store(&check).await?))
     }
 
     /// Gives back up to `units` of `key` under `policy`, never past its full quota: an

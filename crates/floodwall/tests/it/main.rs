@@ -9,6 +9,7 @@ mod concurrency;
 mod conformance;
 mod controls;
 mod differential;
+mod gate;
 mod in_flight;
 mod inspect;
 mod limiter;

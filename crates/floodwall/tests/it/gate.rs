@@ -1,0 +1,78 @@
+//! The gate front ends decide through: a passage holds in-flight units until its guard goes,
+//! answers an impossible cost as the limiter does, and applies the refund rule.
+
+use std::time::Duration;
+
+use floodwall::{
+    Algorithm, Check, Error, Front, Gate, Limiter, ManualClock, MemoryStore, Passing, Policy,
+};
+
+#[tokio::test]
+async fn a_held_passage_keeps_its_slot_until_its_guard_goes() {
+    let limiter = Limiter::new(MemoryStore::new());
+    let gate = Gate::new(limiter.clone(), Front::Http);
+    let policies = [Policy::new(
+        "exports",
+        Algorithm::Concurrency,
+        1,
+        Duration::from_secs(60),
+    )
+    .unwrap()];
+    let hold = Passing {
+        hold: true,
+        deadline: None,
+    };
+    let mut first = gate.pass(Check::new(&policies, b"k", 1), hold).await;
+    assert!(first.outcome().unwrap().allowed());
+    let guard = first.take_held();
+    assert!(guard.is_some());
+    drop(first);
+    let second = gate.pass(Check::new(&policies, b"k", 1), hold).await;
+    assert!(
+        !second.outcome().unwrap().allowed(),
+        "the slot is still held"
+    );
+    drop(guard);
+    let third = gate.pass(Check::new(&policies, b"k", 1), hold).await;
+    assert!(third.outcome().unwrap().allowed(), "the guard gave it back");
+    assert_eq!(limiter.stats().abandoned.get(Front::Http), 0);
+}
+
+#[tokio::test]
+async fn an_impossible_cost_passes_as_the_limiters_error() {
+    let gate = Gate::new(Limiter::new(MemoryStore::new()), Front::Check);
+    let policies = [Policy::new("p", Algorithm::FixedWindow, 5, Duration::from_secs(60)).unwrap()];
+    let passage = gate
+        .pass(Check::new(&policies, b"k", 6), Passing::default())
+        .await;
+    assert!(matches!(passage.outcome(), Err(Error::Check(_))));
+    assert_eq!(passage.refundable().count(), 0);
+}
+
+#[tokio::test]
+async fn a_passage_refunds_only_what_still_counts() {
+    let clock = ManualClock::new(1_700_000_000_000_000);
+    let gate = Gate::new(
+        Limiter::new(MemoryStore::builder().clock(clock.clone()).build()),
+        Front::Http,
+    );
+    let policies = [
+        Policy::new("minute", Algorithm::FixedWindow, 5, Duration::from_secs(60)).unwrap(),
+        Policy::new(
+            "hour",
+            Algorithm::FixedWindow,
+            5,
+            Duration::from_secs(3_600),
+        )
+        .unwrap(),
+    ];
+    let passage = gate
+        .pass(Check::new(&policies, b"k", 1), Passing::default())
+        .await;
+    // Both still count the request right after it.
+    assert_eq!(passage.refundable().collect::<Vec<_>>(), [0, 1]);
+    let verdict = passage.outcome().unwrap();
+    // The rule is the verdict's: past the minute's reset, only the hour still counts it.
+    let past_minute = verdict.decisions()[0].reset_after + Duration::from_millis(1);
+    assert_eq!(verdict.refundable(past_minute).collect::<Vec<_>>(), [1]);
+}
