@@ -31,7 +31,7 @@ pub use headers::{
 };
 pub use held::HeldBody;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
-pub use metrics::{DECISIONS_TOTAL, PolicyCounters};
+pub use metrics::{DECISIONS_TOTAL, DecisionCounters, PolicyCounters};
 pub use observe::DecisionRecord;
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};

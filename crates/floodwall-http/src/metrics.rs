@@ -5,6 +5,8 @@
 //! Handles are registered when the layer is built, so a recorder (e.g.
 //! `metrics-exporter-prometheus`) must be installed before then; without one they cost nothing.
 
+use std::collections::HashMap;
+
 use floodwall::{Decision, Mode, Policy, Verdict};
 use metrics::{Counter, counter};
 
@@ -55,29 +57,132 @@ impl PolicyCounters {
     }
 }
 
-/// The counters of one layer's policies, in the layer's order.
-#[derive(Debug)]
-pub(crate) struct DecisionCounters {
-    policies: Vec<PolicyCounters>,
+/// The `floodwall_decisions_total` counters of a set of policies: how every front end counts
+/// its decisions (the layer, the service's check API and its RLS), so that a policy's figures
+/// mean the same whichever front end decided.
+#[derive(Debug, Default)]
+pub struct DecisionCounters {
+    /// In registration order (a layer's verdicts come in it: no lookup), with an index by name
+    /// for verdicts that come in another.
+    policies: Vec<(String, PolicyCounters)>,
+    by_name: HashMap<String, usize>,
 }
 
 impl DecisionCounters {
-    pub(crate) fn new(policies: &[Policy]) -> Self {
-        DecisionCounters {
-            policies: policies.iter().map(PolicyCounters::new).collect(),
+    /// Registers the counters of each of `policies` with the installed recorder.
+    pub fn new<'p>(policies: impl IntoIterator<Item = &'p Policy>) -> Self {
+        let mut counters = DecisionCounters::default();
+        for policy in policies {
+            if !counters.by_name.contains_key(policy.name()) {
+                let at = counters.policies.len();
+                counters.by_name.insert(policy.name().to_owned(), at);
+                counters
+                    .policies
+                    .push((policy.name().to_owned(), PolicyCounters::new(policy)));
+            }
+        }
+        counters
+    }
+
+    /// The counters of the policy named `name`.
+    fn of(&self, position: usize, name: &str) -> Option<&PolicyCounters> {
+        match self.policies.get(position) {
+            Some((registered, counters)) if registered == name => Some(counters),
+            _ => self.by_name.get(name).map(|at| &self.policies[*at].1),
         }
     }
 
-    /// Counts each policy's part in `verdict` ([`PolicyCounters::record`]), a verdict on this
-    /// layer's policies, in their order.
-    pub(crate) fn record(&self, verdict: &Verdict) {
-        for (counters, decision) in self.policies.iter().zip(verdict.decisions()) {
-            counters.record(decision, verdict.allowed());
+    /// Counts each policy's part in `verdict` ([`PolicyCounters::record`]), the request
+    /// `admitted` as a whole or not. `counted_as` names the registered policy a policy of the
+    /// verdict is counted under, when it is not registered itself (a policy made from another,
+    /// as an Envoy descriptor's own limit is); a policy neither names is not counted.
+    pub fn record(
+        &self,
+        verdict: &Verdict,
+        admitted: bool,
+        counted_as: impl Fn(&str) -> Option<&str>,
+    ) {
+        for (position, (policy, decision)) in verdict.iter().enumerate() {
+            let counters = self
+                .of(position, policy.name())
+                .or_else(|| self.of(usize::MAX, counted_as(policy.name())?));
+            if let Some(counters) = counters {
+                counters.record(decision, admitted);
+            }
         }
     }
 
-    /// Counts a request that no decision could be made for (store down, failing closed).
-    pub(crate) fn record_error(&self) {
-        self.policies.iter().for_each(PolicyCounters::record_error);
+    /// Counts a request of `policies` that no decision could be made for (the store failed and
+    /// a policy fails closed).
+    pub fn record_error<'p>(&self, policies: impl IntoIterator<Item = &'p Policy>) {
+        for (position, policy) in policies.into_iter().enumerate() {
+            if let Some(counters) = self.of(position, policy.name()) {
+                counters.record_error();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use floodwall::{Algorithm, Answer, Decision, Policy, Verdict};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use smallvec::smallvec;
+
+    use super::DecisionCounters;
+
+    fn decision(allowed: bool) -> Decision {
+        Decision {
+            allowed,
+            capacity: 5,
+            remaining: 0,
+            reset_after: Duration::from_secs(1),
+            retry_after: (!allowed).then_some(Duration::from_secs(1)),
+        }
+    }
+
+    /// One set of counters serves every front end: verdicts in any order, policies made from
+    /// others counted under them, errors by name.
+    #[test]
+    fn counters_find_each_policy_whatever_the_order() {
+        let policy = |name| Policy::new(name, Algorithm::FixedWindow, 5, Duration::from_secs(1));
+        let (a, b) = (policy("a").unwrap(), policy("b").unwrap());
+        let derived = policy("b.override-1").unwrap();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let counters = DecisionCounters::new([&a, &b]);
+            // b then a: out of registration order.
+            let answer = Answer::from_store(true, smallvec![decision(true), decision(true)]);
+            counters.record(&Verdict::from_answer([&b, &a], answer), true, |_| None);
+            let answer = Answer::from_store(false, smallvec![decision(false)]);
+            let verdict = Verdict::from_answer([&derived], answer);
+            counters.record(&verdict, false, |name| {
+                name.split_once(".override-").map(|(base, _)| base)
+            });
+            counters.record_error([&b]);
+        });
+        let counts: std::collections::BTreeMap<String, u64> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(count) => Some((
+                    key.key()
+                        .labels()
+                        .map(|l| l.value().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    count,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts.get("a,allowed"), Some(&1));
+        assert_eq!(counts.get("b,allowed"), Some(&1));
+        assert_eq!(counts.get("b,denied"), Some(&1), "{counts:?}");
+        assert_eq!(counts.get("b,error"), Some(&1));
     }
 }

@@ -125,12 +125,12 @@ where
                 Ok(verdict) => verdict,
                 Err(error) => {
                     if matches!(error, Error::StoreUnavailable { .. }) {
-                        config.counters.record_error();
+                        config.counters.record_error(&config.policies);
                     }
                     return Ok(ours(problem::limiter_error(error, &config.policies)));
                 }
             };
-            config.counters.record(verdict);
+            config.counters.record(verdict, verdict.allowed(), |_| None);
             if verdict.allowed() {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config.headers.write(response.headers_mut(), verdict);

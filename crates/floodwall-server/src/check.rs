@@ -11,7 +11,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 
 use floodwall::{Check, Decision, Error, Front, Gate, Limiter, Passing, Policy, Source, Verdict};
-use floodwall_http::{HeaderMode, PolicyCounters, RateLimitHeaders};
+use floodwall_http::{DecisionCounters, HeaderMode, RateLimitHeaders};
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
@@ -33,17 +33,12 @@ pub(crate) struct CheckState {
     leases: Gate,
     pub(crate) config: Arc<Config>,
     pub(crate) headers: HeaderMode,
-    /// Per policy name: its single-policy headers and its decision counters, built once so a
-    /// check does no registry lookups and no header serialisation it can avoid.
-    per_policy: HashMap<String, PolicyInstruments>,
+    /// Per policy name: its single-policy headers, built once so a check does no header
+    /// serialisation it can avoid.
+    per_policy: HashMap<String, RateLimitHeaders>,
+    counters: DecisionCounters,
     pub(crate) instruments: RouteInstruments,
     decision_log: Option<DecisionLog>,
-}
-
-#[derive(Debug)]
-struct PolicyInstruments {
-    headers: RateLimitHeaders,
-    counters: PolicyCounters,
 }
 
 impl CheckState {
@@ -53,20 +48,19 @@ impl CheckState {
             .policies
             .iter()
             .map(|policy| {
-                let instruments = PolicyInstruments {
-                    headers: RateLimitHeaders::new(headers, std::slice::from_ref(policy)),
-                    counters: PolicyCounters::new(policy),
-                };
-                (policy.name().to_owned(), instruments)
+                let headers = RateLimitHeaders::new(headers, std::slice::from_ref(policy));
+                (policy.name().to_owned(), headers)
             })
             .collect();
         let decision_log = DecisionLog::new(&config.log);
+        let counters = DecisionCounters::new(&config.policies);
         CheckState {
             checks: Gate::new(limiter.clone(), Front::Check),
             leases: Gate::new(limiter.clone(), Front::Leases),
             limiter,
             config,
             headers,
+            counters,
             per_policy,
             instruments: RouteInstruments::new(CHECK_ROUTE),
             decision_log,
@@ -78,24 +72,6 @@ impl CheckState {
         self.config
             .policy(name)
             .ok_or_else(|| ApiError::unknown_policy(name, &self.config.policies))
-    }
-
-    /// Counts the decision of each policy as the layer does (`floodwall_decisions_total`).
-    fn record(&self, verdict: &Verdict) {
-        for (policy, decision) in verdict.iter() {
-            if let Some(instruments) = self.per_policy.get(policy.name()) {
-                instruments.counters.record(decision, verdict.allowed());
-            }
-        }
-    }
-
-    /// Counts a check of `policies` that the store could not decide (failing closed).
-    fn record_error(&self, policies: &[Policy]) {
-        for policy in policies {
-            if let Some(instruments) = self.per_policy.get(policy.name()) {
-                instruments.counters.record_error();
-            }
-        }
     }
 }
 
@@ -213,12 +189,12 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
         Ok(verdict) => verdict,
         Err(error) => {
             if matches!(error, Error::StoreUnavailable { .. }) {
-                state.record_error(policies);
+                state.counters.record_error(policies);
             }
             return Err(ApiError::Limiter(error, policies.to_vec()));
         }
     };
-    state.record(&verdict);
+    state.counters.record(&verdict, verdict.allowed(), |_| None);
     // The units stay held past this request, once the client has its id: it releases them by
     // it. Until the answer is written they are released if the client goes.
     let held = guard.as_ref().map(|guard| LeaseFields {
@@ -282,7 +258,7 @@ fn respond(state: &CheckState, verdict: &Verdict, body: Vec<u8>) -> Response {
         _ => None,
     };
     match prepared {
-        Some(instruments) => instruments.headers.write(headers, verdict),
+        Some(prepared) => prepared.write(headers, verdict),
         None => RateLimitHeaders::new(state.headers, &[]).write(headers, verdict),
     }
     response

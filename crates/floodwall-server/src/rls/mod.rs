@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use floodwall::{Check, Error, Front, Gate, Limiter, Passing, Policy, Verdict};
-use floodwall_http::{PolicyCounters, RateLimitHeaders};
+use floodwall_http::{DecisionCounters, RateLimitHeaders};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
 
@@ -81,7 +81,7 @@ struct RlsState {
     gate: Gate,
     book: RuleBook,
     headers: RateLimitHeaders,
-    counters: HashMap<String, PolicyCounters>,
+    counters: DecisionCounters,
     /// Per configured domain (and `unknown`): the answers ok, over_limit, unavailable, invalid.
     requests: HashMap<String, [Counter; 4]>,
     instruments: RouteInstruments,
@@ -96,6 +96,11 @@ struct RlsState {
 
 /// What separates an override policy's name from the name of the policy it overrides.
 const OVERRIDE_MARK: &str = ".override-";
+
+/// The policy an override (named `<base>.override-…`) overrides, under which it is counted.
+fn overridden(name: &str) -> Option<&str> {
+    name.split_once(OVERRIDE_MARK).map(|(base, _)| base)
+}
 
 /// The gRPC service of one configuration.
 #[derive(Clone)]
@@ -134,11 +139,7 @@ impl RlsState {
             limiter,
             book,
             headers: RateLimitHeaders::new(config.server.headers, &[]),
-            counters: config
-                .policies
-                .iter()
-                .map(|p| (p.name().to_owned(), PolicyCounters::new(p)))
-                .collect(),
+            counters: DecisionCounters::new(&config.policies),
             requests,
             instruments: RouteInstruments::new(RLS_ROUTE),
             decision_log: DecisionLog::new(&config.log),
@@ -475,18 +476,19 @@ async fn decide<'t>(
         deadline: answer_by,
     };
     let check = Check::weighted(weighted.iter().copied());
-    let verdict = state.gate.pass(check, passing).await.into_outcome()?;
-    for (policy, decision) in verdict.iter() {
-        // An override is counted under the policy it overrides.
-        let name = policy.name();
-        let counters = state.counters.get(name).or_else(|| {
-            let base = name.split_once(OVERRIDE_MARK).map(|(base, _)| base)?;
-            state.counters.get(base)
-        });
-        if let Some(counters) = counters {
-            counters.record(decision, verdict.allowed() && !judged_only);
+    let verdict = match state.gate.pass(check, passing).await.into_outcome() {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            if matches!(error, Error::StoreUnavailable { .. }) {
+                state
+                    .counters
+                    .record_error(weighted.iter().map(|(policy, _, _)| *policy));
+            }
+            return Err(error);
         }
-    }
+    };
+    let admitted = verdict.allowed() && !judged_only;
+    state.counters.record(&verdict, admitted, overridden);
     let refunds = if refunded.pairs.is_empty() {
         None
     } else {
