@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
 use crate::error::ApiError;
-use crate::telemetry::{CHECK_ROUTE, RouteInstruments};
+use crate::telemetry::{CHECK_ROUTE, DecisionWatch, RouteInstruments};
 
 /// The largest check request body accepted.
 pub const MAX_CHECK_BODY: usize = 64 * 1024;
@@ -37,8 +37,8 @@ pub(crate) struct CheckState {
     /// serialisation it can avoid.
     per_policy: HashMap<String, RateLimitHeaders>,
     counters: DecisionCounters,
-    pub(crate) instruments: RouteInstruments,
-    decision_log: Option<DecisionLog>,
+    /// The check API's latency, answers and decision log.
+    pub(crate) watch: DecisionWatch,
 }
 
 impl CheckState {
@@ -52,7 +52,11 @@ impl CheckState {
                 (policy.name().to_owned(), headers)
             })
             .collect();
-        let decision_log = DecisionLog::new(&config.log);
+        let watch = DecisionWatch::new(
+            Arc::from(CHECK_ROUTE),
+            Arc::new(RouteInstruments::new(CHECK_ROUTE)),
+            DecisionLog::new(&config.log).map(Arc::new),
+        );
         let counters = DecisionCounters::new(&config.policies);
         CheckState {
             checks: Gate::new(limiter.clone(), Front::Check),
@@ -62,8 +66,7 @@ impl CheckState {
             headers,
             counters,
             per_policy,
-            instruments: RouteInstruments::new(CHECK_ROUTE),
-            decision_log,
+            watch,
         }
     }
 
@@ -112,7 +115,7 @@ pub(crate) async fn answer(state: &CheckState, request: Request, ask: Ask) -> Re
     let response = decide(state, request, ask)
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    state.instruments.answered(response.status());
+    state.watch.instruments().answered(response.status());
     response
 }
 
@@ -175,15 +178,9 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
         deadline: None,
     };
     let mut passage = gate.pass(Check::new(policies, key, cost), passing).await;
-    state.instruments.decided(passage.took());
-    if let Some(log) = &state.decision_log {
-        log.record(
-            CHECK_ROUTE,
-            &[request.key.as_bytes()],
-            request.cost,
-            passage.outcome(),
-        );
-    }
+    state
+        .watch
+        .decided(&[key], cost, passage.outcome(), passage.took());
     let guard = passage.take_held();
     let verdict = match passage.into_outcome() {
         Ok(verdict) => verdict,

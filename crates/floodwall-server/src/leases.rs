@@ -155,7 +155,7 @@ pub(crate) async fn release(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     };
-    state.instruments.answered(response.status());
+    state.watch.instruments().answered(response.status());
     response
 }
 

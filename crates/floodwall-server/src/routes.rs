@@ -21,7 +21,7 @@ use crate::decision_log::{DecisionLog, PerSecond};
 use crate::error::ApiError;
 use crate::pool::UpstreamPool;
 use crate::proxy;
-use crate::telemetry::{RouteInstruments, UNMATCHED_ROUTE};
+use crate::telemetry::{DecisionWatch, RouteInstruments, UNMATCHED_ROUTE};
 
 type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
 
@@ -151,11 +151,11 @@ impl RouteTable {
                             .key(key_extractor(&route.key, config))
                             .screen_clients(client_ip(config))
                             .headers(config.server.headers)
-                            .observe(observer(
+                            .observe(observer(DecisionWatch::new(
                                 Arc::clone(&label),
                                 Arc::clone(&instruments),
                                 decision_log.clone(),
-                            ))
+                            )))
                             .build();
                         BoxCloneSyncService::new(
                             tower::Layer::layer(&layer, handler)
@@ -200,19 +200,9 @@ fn screened_only(handler: RouteService, limiter: Limiter, client: ClientIp) -> R
     }))
 }
 
-/// What a route's layer does with each decision: records its latency, and logs it when the
-/// decision log is on.
-fn observer(
-    label: Arc<str>,
-    instruments: Arc<RouteInstruments>,
-    decision_log: Option<Arc<DecisionLog>>,
-) -> impl Fn(&DecisionRecord<'_>) + Send + Sync + 'static {
-    move |record| {
-        instruments.decided(record.elapsed);
-        if let Some(log) = &decision_log {
-            log.record(&label, &[record.key], record.cost, record.outcome);
-        }
-    }
+/// What a route's layer does with each decision: what [`DecisionWatch`] does for every front end.
+fn observer(watch: DecisionWatch) -> impl Fn(&DecisionRecord<'_>) + Send + Sync + 'static {
+    move |record| watch.decided(&[record.key], record.cost, record.outcome, record.elapsed)
 }
 
 /// Answers a request with the first matching route, or 404. The route is chosen by the

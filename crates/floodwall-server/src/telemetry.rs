@@ -4,12 +4,16 @@
 //! Labels are configuration names only (policies, route templates, error kinds), never a client
 //! key, a raw path or anything else a client chooses, so the series stay bounded.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use floodwall::{Error, Verdict};
 
 use http::StatusCode;
 use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::decision_log::DecisionLog;
 
 /// The decision latency histogram, labelled by route.
 pub(crate) const DECISION_DURATION: &str = "floodwall_check_duration_seconds";
@@ -163,5 +167,49 @@ impl RouteInstruments {
     /// Records how long a decision took.
     pub(crate) fn decided(&self, elapsed: Duration) {
         self.latency.record(elapsed.as_secs_f64());
+    }
+}
+
+/// What the service does with each decision of one route or front end, whichever it is: times
+/// it in the route's histogram and, when the decision log is on, writes its line.
+#[derive(Debug, Clone)]
+pub(crate) struct DecisionWatch {
+    /// The route's label, as the log names it (a configuration name, never a raw path).
+    label: Arc<str>,
+    instruments: Arc<RouteInstruments>,
+    log: Option<Arc<DecisionLog>>,
+}
+
+impl DecisionWatch {
+    pub(crate) fn new(
+        label: Arc<str>,
+        instruments: Arc<RouteInstruments>,
+        log: Option<Arc<DecisionLog>>,
+    ) -> Self {
+        DecisionWatch {
+            label,
+            instruments,
+            log,
+        }
+    }
+
+    /// The route's instruments.
+    pub(crate) fn instruments(&self) -> &RouteInstruments {
+        &self.instruments
+    }
+
+    /// A decision on `keys` for `cost` units, which took `took`. A request with no key (an
+    /// Envoy request no rule limits) is timed but not logged.
+    pub(crate) fn decided(
+        &self,
+        keys: &[&[u8]],
+        cost: u64,
+        outcome: Result<&Verdict, &Error>,
+        took: Duration,
+    ) {
+        self.instruments.decided(took);
+        if let Some(log) = self.log.as_deref().filter(|_| !keys.is_empty()) {
+            log.record(&self.label, keys, cost, outcome);
+        }
     }
 }

@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::decision_log::{Admission, DecisionLog, PerSecond};
-use crate::telemetry::RouteInstruments;
+use crate::telemetry::{DecisionWatch, RouteInstruments};
 
 use self::rules::{Matched, RuleBook, Special};
 
@@ -84,8 +84,8 @@ struct RlsState {
     counters: DecisionCounters,
     /// Per configured domain (and `unknown`): the answers ok, over_limit, unavailable, invalid.
     requests: HashMap<String, [Counter; 4]>,
-    instruments: RouteInstruments,
-    decision_log: Option<DecisionLog>,
+    /// RLS's latency, answers and decision log.
+    watch: DecisionWatch,
     /// Whether descriptors' own limits are honoured, and the policies made of them so far, at
     /// most `max_overrides` (past that, a new override is ignored and warned about).
     allow_overrides: bool,
@@ -141,8 +141,11 @@ impl RlsState {
             headers: RateLimitHeaders::new(config.server.headers, &[]),
             counters: DecisionCounters::new(&config.policies),
             requests,
-            instruments: RouteInstruments::new(RLS_ROUTE),
-            decision_log: DecisionLog::new(&config.log),
+            watch: DecisionWatch::new(
+                Arc::from(RLS_ROUTE),
+                Arc::new(RouteInstruments::new(RLS_ROUTE)),
+                DecisionLog::new(&config.log).map(Arc::new),
+            ),
             allow_overrides: config.rls.as_ref().is_some_and(|r| r.allow_overrides),
             max_overrides: config.rls.as_ref().map_or(0, |r| r.max_overrides),
             overrides: Mutex::new(HashMap::new()),
@@ -280,6 +283,19 @@ struct Pairs<'s> {
 }
 
 impl Pairs<'_> {
+    /// What a request's decision-log line names: its distinct client keys, and the most units
+    /// any of them asked for.
+    fn keys_and_cost(&self) -> (Vec<&[u8]>, u64) {
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(self.pairs.len());
+        for (_, key, _) in &self.pairs {
+            if !keys.contains(&key.as_slice()) {
+                keys.push(key);
+            }
+        }
+        let cost = self.pairs.iter().map(|(_, _, units)| *units).max();
+        (keys, cost.unwrap_or_default())
+    }
+
     /// Whether a `requests_per_unit: 0` limit was asked for units: the whole request is over.
     fn hits_zero(&self) -> bool {
         self.specials
@@ -329,12 +345,9 @@ impl RateLimitService for RlsService {
         let started = tokio::time::Instant::now();
         // The gate counts the call as abandoned if Envoy resets the stream before the answer.
         let answer = decide(state, &taken, &refunded, answer_by).await;
-        state.instruments.decided(started.elapsed());
-        if let Some(log) = &state.decision_log
-            && !taken.pairs.is_empty()
-        {
-            log_decision(log, &taken, answer.as_ref().map(|decided| &decided.verdict));
-        }
+        let (keys, cost) = taken.keys_and_cost();
+        let outcome = answer.as_ref().map(|decided| &decided.verdict);
+        state.watch.decided(&keys, cost, outcome, started.elapsed());
         let decided = match answer {
             Ok(decided) => decided,
             Err(error @ Error::StoreUnavailable { .. }) => {
@@ -356,19 +369,6 @@ impl RateLimitService for RlsService {
         state.answered(&request.domain, answered);
         Ok(Response::new(response))
     }
-}
-
-/// One decision-log line for a request: its distinct client keys, the most units any of them
-/// asked for, and the verdict on them all.
-fn log_decision(log: &DecisionLog, taken: &Pairs<'_>, outcome: Result<&Verdict, &Error>) {
-    let mut keys: Vec<&[u8]> = Vec::with_capacity(taken.pairs.len());
-    for (_, key, _) in &taken.pairs {
-        if !keys.contains(&key.as_slice()) {
-            keys.push(key);
-        }
-    }
-    let cost = taken.pairs.iter().map(|(_, _, units)| *units).max();
-    log.record(RLS_ROUTE, &keys, cost.unwrap_or_default(), outcome);
 }
 
 /// What a request got: the verdict on its consuming pairs, the refund of the others, and which
