@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig};
+use floodwall::{
+    Check, Gate, Limiter, MemoryStore, Passing, Policy, RedisConfig, Storage, StorageConfig,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -37,6 +39,8 @@ impl AsRef<[u8]> for Key {
 #[derive(Debug)]
 pub(crate) struct PyLimiter {
     limiter: Limiter,
+    /// Python's passage through the limiter: every decision goes through it.
+    gate: Gate,
     /// Whether the store is the memory store, which answers without waiting: its checks are
     /// polled once in place, with no runtime and the GIL kept.
     in_memory: bool,
@@ -112,6 +116,7 @@ impl PyLimiter {
             runtime::spawn_background(limiter.keep_controls_synced(Duration::from_secs(1)));
         }
         Ok(PyLimiter {
+            gate: Gate::new(limiter.clone(), floodwall::Front::Python),
             limiter,
             in_memory,
             storage: storage.to_owned(),
@@ -133,7 +138,11 @@ impl PyLimiter {
         key: Key,
         cost: u64,
     ) -> PyResult<PyDecision> {
-        let verdict = self.run(py, self.limiter.check(&policy.inner, &key, cost))?;
+        let policies = std::slice::from_ref(&policy.inner);
+        let verdict = self.run(
+            py,
+            decide(&self.gate, Check::new(policies, key.as_ref(), cost)),
+        )?;
         Ok(PyDecision::of(&policy.inner, &verdict))
     }
 
@@ -147,7 +156,10 @@ impl PyLimiter {
         cost: u64,
     ) -> PyResult<PyVerdict> {
         let policies = owned(&policies);
-        let verdict = self.run(py, self.limiter.check_all(&policies, &key, cost))?;
+        let verdict = self.run(
+            py,
+            decide(&self.gate, Check::new(&policies, key.as_ref(), cost)),
+        )?;
         Ok(PyVerdict { verdict })
     }
 
@@ -174,7 +186,8 @@ impl PyLimiter {
     fn check_weighted(&self, py: Python<'_>, items: Vec<Item<'_>>) -> PyResult<PyVerdict> {
         let (policies, keys, costs) = split(&items);
         let pairs = weighted(&policies, &keys, &costs);
-        let verdict = self.run(py, self.limiter.check_weighted(&pairs))?;
+        let check = Check::weighted(pairs.iter().copied());
+        let verdict = self.run(py, decide(&self.gate, check))?;
         Ok(PyVerdict { verdict })
     }
 
@@ -223,8 +236,10 @@ impl PyLimiter {
         cost: u64,
     ) -> PyResult<(PyDecision, Option<u128>)> {
         let policies = std::slice::from_ref(&policy.inner);
-        let lease = self.run(py, self.limiter.lease_all(policies, &key, cost))?;
-        let (verdict, guard) = lease.split();
+        let (verdict, guard) = self.run(
+            py,
+            hold(&self.gate, Check::new(policies, key.as_ref(), cost)),
+        )?;
         let holder = guard.map(HeldUnits::new).and_then(HeldUnits::keep);
         Ok((PyDecision::of(&policy.inner, &verdict), holder))
     }
@@ -267,9 +282,10 @@ impl PyLimiter {
         key: Key,
         cost: u64,
     ) -> Work {
-        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, self.caller(), async move {
-            let verdict = limiter.check(&policy, &key, cost).await?;
+        let (gate, policy) = (self.gate.clone(), policy.inner.clone());
+        runtime::spawn(completions, future, None, async move {
+            let policies = std::slice::from_ref(&policy);
+            let verdict = decide(&gate, Check::new(policies, key.as_ref(), cost)).await?;
             Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
         })
     }
@@ -282,9 +298,9 @@ impl PyLimiter {
         key: Key,
         cost: u64,
     ) -> Work {
-        let (limiter, policies) = (self.limiter.clone(), owned(&policies));
-        runtime::spawn(completions, future, self.caller(), async move {
-            let verdict = limiter.check_all(&policies, &key, cost).await?;
+        let (gate, policies) = (self.gate.clone(), owned(&policies));
+        runtime::spawn(completions, future, None, async move {
+            let verdict = decide(&gate, Check::new(&policies, key.as_ref(), cost)).await?;
             Ok(Outcome::Verdict(PyVerdict { verdict }))
         })
     }
@@ -295,11 +311,11 @@ impl PyLimiter {
         future: Py<PyAny>,
         items: Vec<Item<'_>>,
     ) -> Work {
-        let limiter = self.limiter.clone();
+        let gate = self.gate.clone();
         let (policies, keys, costs) = split(&items);
-        runtime::spawn(completions, future, self.caller(), async move {
+        runtime::spawn(completions, future, None, async move {
             let pairs = weighted(&policies, &keys, &costs);
-            let verdict = limiter.check_weighted(&pairs).await?;
+            let verdict = decide(&gate, Check::weighted(pairs.iter().copied())).await?;
             Ok(Outcome::Verdict(PyVerdict { verdict }))
         })
     }
@@ -313,7 +329,7 @@ impl PyLimiter {
         cost: u64,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, self.caller(), async move {
+        runtime::spawn(completions, future, Some(self.caller()), async move {
             let verdict = limiter.refund(&policy, &key, cost).await?;
             Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
         })
@@ -327,7 +343,7 @@ impl PyLimiter {
     ) -> Work {
         let limiter = self.limiter.clone();
         let (policies, keys, costs) = split(&items);
-        runtime::spawn(completions, future, self.caller(), async move {
+        runtime::spawn(completions, future, Some(self.caller()), async move {
             let pairs = weighted(&policies, &keys, &costs);
             limiter.refund_weighted(&pairs).await?;
             Ok(Outcome::Done)
@@ -342,7 +358,7 @@ impl PyLimiter {
         key: Key,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, self.caller(), async move {
+        runtime::spawn(completions, future, Some(self.caller()), async move {
             limiter.reset(&policy, &key).await?;
             Ok(Outcome::Done)
         })
@@ -356,10 +372,10 @@ impl PyLimiter {
         key: Key,
         cost: u64,
     ) -> Work {
-        let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, self.caller(), async move {
+        let (gate, policy) = (self.gate.clone(), policy.inner.clone());
+        runtime::spawn(completions, future, None, async move {
             let policies = std::slice::from_ref(&policy);
-            let (verdict, guard) = limiter.lease_all(policies, &key, cost).await?.split();
+            let (verdict, guard) = hold(&gate, Check::new(policies, key.as_ref(), cost)).await?;
             Ok(Outcome::Held(
                 PyDecision::of(&policy, &verdict),
                 guard.map(HeldUnits::new),
@@ -377,7 +393,7 @@ impl PyLimiter {
         holder: u128,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, self.caller(), async move {
+        runtime::spawn(completions, future, Some(self.caller()), async move {
             let policies = std::slice::from_ref(&policy);
             let holder = floodwall::Holder(holder);
             limiter.release(policies, &key, cost, holder).await?;
@@ -400,7 +416,7 @@ impl PyLimiter {
         Ok(runtime::spawn(
             completions,
             future,
-            self.caller(),
+            Some(self.caller()),
             async move {
                 let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
                 Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
@@ -432,6 +448,29 @@ impl PyLimiter {
         };
         result.map_err(errors::from_limiter)
     }
+}
+
+/// `check` decided through `gate`: the verdict, or why there is none.
+async fn decide(
+    gate: &Gate,
+    check: Result<Check<'_>, floodwall::CheckError>,
+) -> Result<floodwall::Verdict, floodwall::Error> {
+    gate.pass(check, Passing::default()).await.into_outcome()
+}
+
+/// `check` decided through `gate`, holding what its `concurrency` policies admit: the verdict
+/// and the guard of the units held, if any.
+async fn hold(
+    gate: &Gate,
+    check: Result<Check<'_>, floodwall::CheckError>,
+) -> Result<(floodwall::Verdict, Option<floodwall::LeaseGuard>), floodwall::Error> {
+    let passing = Passing {
+        hold: true,
+        deadline: None,
+    };
+    let mut passage = gate.pass(check, passing).await;
+    let guard = passage.take_held();
+    Ok((passage.into_outcome()?, guard))
 }
 
 /// One (policy, key, cost) item of a weighted check.

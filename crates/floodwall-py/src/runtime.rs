@@ -59,13 +59,14 @@ where
     runtime().spawn(work);
 }
 
-/// Runs `work` in the background for `caller`; its result goes to `completions` for the asyncio
-/// `future`. Cancelling the returned [`Work`] drops `work` wherever it waits (the caller is
-/// then counted as gone, and what its store call took is given back by the store).
+/// Runs `work` in the background for `caller` (none when `work` passes through the gate,
+/// which counts its own); its result goes to `completions` for the asyncio `future`. Cancelling
+/// the returned [`Work`] drops `work` wherever it waits (the caller is then counted as gone,
+/// and what its store call took is given back by the store).
 pub(crate) fn spawn<F>(
     completions: Py<Completions>,
     future: Py<PyAny>,
-    caller: floodwall::Caller,
+    caller: Option<floodwall::Caller>,
     work: F,
 ) -> Work
 where
@@ -73,7 +74,9 @@ where
 {
     let task = runtime().spawn(async move {
         let result = work.await;
-        caller.answered();
+        if let Some(caller) = caller {
+            caller.answered();
+        }
         completions.get().finish(future, result);
     });
     Work(task.abort_handle())
