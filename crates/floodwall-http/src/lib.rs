@@ -23,6 +23,7 @@ mod layer;
 mod metrics;
 mod observe;
 pub mod problem;
+mod reply;
 mod service;
 
 pub use headers::{
@@ -34,6 +35,7 @@ pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
 pub use metrics::{DECISIONS_TOTAL, DecisionCounters, PolicyCounters};
 pub use observe::DecisionRecord;
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
+pub use reply::{EnvoyAnswer, Reply};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};
 
 /// The README's examples (the library's and this crate's), compiled and run as doc tests here,

@@ -3,13 +3,14 @@
 //! and [`limiter_error`], the one mapping of a limiter's errors to answers.
 
 use bytes::Bytes;
-use floodwall::{CheckError, Error, Policy, Verdict};
+use floodwall::{Error, Policy, Verdict};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
 use crate::headers::{RateLimitHeaders, retry_after_seconds};
+use crate::reply::Reply;
 
 /// The problem type of a quota denial (draft-ietf-httpapi-ratelimit-headers).
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -93,7 +94,7 @@ pub fn deny_listed() -> Response<Full<Bytes>> {
 /// rate-limit headers and `Retry-After`, as the layer sends it; the 403 of [`deny_listed`] when
 /// the verdict comes from the deny list.
 pub fn denied(verdict: &Verdict, headers: &RateLimitHeaders) -> Response<Full<Bytes>> {
-    if verdict.source() == floodwall::Source::DenyList {
+    if Reply::of(Ok(verdict)) == Reply::DenyListed {
         return deny_listed();
     }
     let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
@@ -121,11 +122,12 @@ pub fn limiter_error<'p>(
     error: &Error,
     policies: impl IntoIterator<Item = &'p Policy>,
 ) -> Response<Full<Bytes>> {
-    match error {
-        Error::StoreUnavailable { .. } => store_unavailable(policies),
-        Error::Check(CheckError::Cost(_)) => impossible_cost(&error.to_string()),
-        Error::Check(CheckError::Duplicate { .. }) => problem(
-            StatusCode::BAD_REQUEST,
+    let reply = Reply::of(Err(error));
+    match reply {
+        Reply::StoreUnavailable => store_unavailable(policies),
+        Reply::ImpossibleCost => impossible_cost(&error.to_string()),
+        Reply::PolicyTwice => problem(
+            reply.status(),
             "about:blank",
             "Policy named twice",
             &error.to_string(),

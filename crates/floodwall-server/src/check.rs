@@ -11,8 +11,8 @@ use bytes::Bytes;
 use std::collections::HashMap;
 
 use floodwall::{Check, Decision, Error, Front, Gate, Limiter, Passing, Policy, Source, Verdict};
-use floodwall_http::{DecisionCounters, HeaderMode, RateLimitHeaders};
-use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
+use floodwall_http::{DecisionCounters, HeaderMode, RateLimitHeaders, Reply};
+use http::{HeaderValue, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 
@@ -237,14 +237,9 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
 }
 
 fn respond(state: &CheckState, verdict: &Verdict, body: Vec<u8>) -> Response {
-    let status = if verdict.allowed() {
-        StatusCode::OK
-    } else if verdict.source() == Source::DenyList {
-        // Waiting does not help a deny-listed client: not a 429.
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::TOO_MANY_REQUESTS
-    };
+    // The answer table's status: 200, 429, or 403 for a deny-listed client (waiting does not
+    // help it).
+    let status = Reply::of(Ok(verdict)).status();
     let mut response = Response::new(Body::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

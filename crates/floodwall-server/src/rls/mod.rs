@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use floodwall::{Check, Error, Front, Gate, Limiter, Passing, Policy, Verdict};
-use floodwall_http::{DecisionCounters, RateLimitHeaders};
+use floodwall_http::{DecisionCounters, EnvoyAnswer, RateLimitHeaders, Reply};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
 
@@ -350,16 +350,18 @@ impl RateLimitService for RlsService {
         state.watch.decided(&keys, cost, outcome, started.elapsed());
         let decided = match answer {
             Ok(decided) => decided,
-            Err(error @ Error::StoreUnavailable { .. }) => {
-                state.answered(&request.domain, Answered::Unavailable);
-                return Err(Status::unavailable(format!(
-                    "floodwall cannot decide: {error}"
-                )));
-            }
-            Err(error) => {
-                state.answered(&request.domain, Answered::Invalid);
-                return Err(Status::invalid_argument(error.to_string()));
-            }
+            Err(error) => match Reply::of(Err(&error)).envoy() {
+                EnvoyAnswer::Unavailable => {
+                    state.answered(&request.domain, Answered::Unavailable);
+                    return Err(Status::unavailable(format!(
+                        "floodwall cannot decide: {error}"
+                    )));
+                }
+                _ => {
+                    state.answered(&request.domain, Answered::Invalid);
+                    return Err(Status::invalid_argument(error.to_string()));
+                }
+            },
         };
         let response = respond(state, &request, &taken, &refunded, &decided);
         let answered = match response.overall_code == Code::OverLimit as i32 {
