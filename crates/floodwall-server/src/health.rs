@@ -157,19 +157,6 @@ struct Outage {
     last_report: Instant,
 }
 
-/// Loads the blocks and lists other instances changed, every [`WATCH_EVERY`], until `stopped`
-/// completes. A failed load keeps the controls already loaded (the outage itself is logged by
-/// [`log_outages`]).
-pub(crate) async fn sync_controls(
-    limiter: Limiter,
-    stopped: impl std::future::Future<Output = ()>,
-) {
-    tokio::select! {
-        () = limiter.keep_controls_synced(WATCH_EVERY) => {}
-        () = stopped => {}
-    }
-}
-
 /// Logs the store's outages as they begin and end, and while one lasts, at most one summary
 /// of fallback answers every [`SUMMARY_EVERY`]; until `stopped` completes.
 pub(crate) async fn log_outages(

@@ -104,11 +104,11 @@ impl UpstreamPool {
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let lease = Lease {
+                    let checkout = Checkout {
                         sender,
                         pool: Arc::clone(&self.shared),
                     };
-                    return Ok(response.map(|body| PooledBody::new(body, lease)));
+                    return Ok(response.map(|body| PooledBody::new(body, checkout)));
                 }
                 Err(mut refused) => match refused.take_message() {
                     Some(unsent) if reused => request = unsent,
@@ -161,14 +161,15 @@ impl UpstreamPool {
     }
 }
 
-/// A connection lent to one request, returned to its pool when the answer has been read.
+/// A connection checked out for one request, returned to its pool when the answer has been
+/// read.
 #[derive(Debug)]
-struct Lease {
+struct Checkout {
     sender: SendRequest<Body>,
     pool: Arc<Shared>,
 }
 
-impl Lease {
+impl Checkout {
     fn give_back(self) {
         if self.sender.is_closed() {
             return;
@@ -192,14 +193,14 @@ impl Lease {
 #[derive(Debug)]
 pub(crate) struct PooledBody {
     body: Incoming,
-    lease: Option<Lease>,
+    checkout: Option<Checkout>,
 }
 
 impl PooledBody {
-    fn new(body: Incoming, lease: Lease) -> Self {
+    fn new(body: Incoming, checkout: Checkout) -> Self {
         let mut pooled = PooledBody {
             body,
-            lease: Some(lease),
+            checkout: Some(checkout),
         };
         if hyper::body::Body::is_end_stream(&pooled.body) {
             pooled.give_back();
@@ -207,10 +208,10 @@ impl PooledBody {
         pooled
     }
 
-    /// Returns the connection, once: later calls find no lease.
+    /// Returns the connection, once: later calls find none.
     fn give_back(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.give_back();
+        if let Some(checkout) = self.checkout.take() {
+            checkout.give_back();
         }
     }
 }
@@ -231,7 +232,7 @@ impl hyper::body::Body for PooledBody {
             }
             Poll::Ready(Some(Ok(_))) => {}
             // A broken body leaves its connection unusable.
-            Poll::Ready(Some(Err(_))) => self.lease = None,
+            Poll::Ready(Some(Err(_))) => self.checkout = None,
             Poll::Pending => {}
         }
         polled

@@ -25,6 +25,9 @@ use crate::{DRAIN_DEADLINE, Listeners, ServeError, admin, app, check_app, health
 /// How much longer than the main listener the admin, check and RLS listeners may drain.
 const SIDE_GRACE: Duration = Duration::from_millis(100);
 
+/// How often the blocks and lists other instances changed are loaded from a shared store.
+const CONTROLS_SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a stopping service waits for the units its unfinished requests held to reach the
 /// store.
 const SETTLE_WITHIN: Duration = Duration::from_secs(2);
@@ -145,8 +148,15 @@ impl Service {
         if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
             let url: Arc<str> = config.storage.url().into();
             tasks.spawn(health::log_outages(limiter.clone(), url, stop.begun()));
-            // Blocks and lists made on other instances arrive within a second.
-            tasks.spawn(health::sync_controls(limiter.clone(), stop.begun()));
+            // Blocks and lists made on other instances arrive within a second; a failed load
+            // keeps the controls already loaded (the outage itself is logged above).
+            let (synced, stopped) = (limiter.clone(), stop.begun());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = synced.keep_controls_synced(CONTROLS_SYNC_EVERY) => {}
+                    () = stopped => {}
+                }
+            });
         }
         let routers = Arc::new(LiveRouters::new(&config, &limiter, listeners).await);
         Service {

@@ -30,13 +30,13 @@ impl Holder {
 /// The units in flight, soonest to expire first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    leases: VecDeque<Lease>,
+    holdings: VecDeque<Holding>,
     total: u64,
 }
 
 /// Units held by one holder, admitted at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
+pub struct Holding {
     /// When the units go back if never released, in microseconds since the Unix epoch.
     pub expires_us: u64,
     /// How many units.
@@ -46,16 +46,16 @@ pub struct Lease {
 }
 
 impl State {
-    /// The state of `leases`, which must be sorted by expiry.
-    pub fn from_leases(leases: impl IntoIterator<Item = Lease>) -> Self {
-        let leases: VecDeque<Lease> = leases.into_iter().collect();
-        let total = leases.iter().map(|l| l.units).sum();
-        State { leases, total }
+    /// The state of `holdings`, which must be sorted by expiry.
+    pub fn from_holdings(holdings: impl IntoIterator<Item = Holding>) -> Self {
+        let holdings: VecDeque<Holding> = holdings.into_iter().collect();
+        let total = holdings.iter().map(|l| l.units).sum();
+        State { holdings, total }
     }
 
-    /// The leases held, soonest to expire first.
-    pub fn leases(&self) -> impl ExactSizeIterator<Item = &Lease> {
-        self.leases.iter()
+    /// The holdings, soonest to expire first.
+    pub fn holdings(&self) -> impl ExactSizeIterator<Item = &Holding> {
+        self.holdings.iter()
     }
 
     /// Units in flight.
@@ -65,23 +65,23 @@ impl State {
 
     /// Adds `units` held by `holder` until `expires_us`, keeping the order by expiry (a period
     /// shortened by a reload can expire a new lease before older ones).
-    fn push(&mut self, lease: Lease) {
-        self.total += lease.units;
+    fn push(&mut self, holding: Holding) {
+        self.total += holding.units;
         let at = self
-            .leases
+            .holdings
             .iter()
-            .rposition(|l| l.expires_us <= lease.expires_us)
+            .rposition(|l| l.expires_us <= holding.expires_us)
             .map_or(0, |p| p + 1);
         // Same-instant anonymous units are one entry: nobody tells them apart.
-        if lease.holder == Holder::ANONYMOUS
-            && let Some(before) = at.checked_sub(1).and_then(|p| self.leases.get_mut(p))
+        if holding.holder == Holder::ANONYMOUS
+            && let Some(before) = at.checked_sub(1).and_then(|p| self.holdings.get_mut(p))
             && before.holder == Holder::ANONYMOUS
-            && before.expires_us == lease.expires_us
+            && before.expires_us == holding.expires_us
         {
-            before.units += lease.units;
+            before.units += holding.units;
             return;
         }
-        self.leases.insert(at, lease);
+        self.holdings.insert(at, holding);
     }
 
     /// Gives back every unit `holder` holds; returns how many.
@@ -90,7 +90,7 @@ impl State {
             return 0;
         }
         let mut released = 0;
-        self.leases.retain(|l| {
+        self.holdings.retain(|l| {
             let mine = l.holder == holder;
             if mine {
                 released += l.units;
@@ -113,21 +113,21 @@ impl Meter for Concurrency {
     }
 
     fn settle(state: &mut State, now_us: u64, policy: &Policy) {
-        while let Some(soonest) = state.leases.front() {
+        while let Some(soonest) = state.holdings.front() {
             if soonest.expires_us > now_us {
                 break;
             }
             state.total -= soonest.units;
-            state.leases.pop_front();
+            state.holdings.pop_front();
         }
         // An expiry further away than one timeout (the clock stepped back) is brought to one
         // timeout from now; those are the latest, hence at the back, and stay in order.
         let latest = now_us + policy.period_us();
-        for lease in state.leases.iter_mut().rev() {
-            if lease.expires_us <= latest {
+        for holding in state.holdings.iter_mut().rev() {
+            if holding.expires_us <= latest {
                 break;
             }
-            lease.expires_us = latest;
+            holding.expires_us = latest;
         }
     }
 
@@ -140,10 +140,10 @@ impl Meter for Concurrency {
         // but only the timeout is certain.
         let to_free = state.total + need - policy.limit();
         let mut freed = 0;
-        for lease in &state.leases {
-            freed += lease.units;
+        for holding in &state.holdings {
+            freed += holding.units;
             if freed >= to_free {
-                return lease.expires_us - now_us;
+                return holding.expires_us - now_us;
             }
         }
         policy.period_us()
@@ -154,7 +154,7 @@ impl Meter for Concurrency {
     }
 
     fn hold(state: &mut State, now_us: u64, cost: u64, holder: Holder, policy: &Policy) {
-        state.push(Lease {
+        state.push(Holding {
             expires_us: now_us + policy.period_us(),
             units: cost,
             holder,
@@ -169,7 +169,7 @@ impl Meter for Concurrency {
         // The latest units are the ones a refund gives back: they are what was just admitted.
         let mut left = cost;
         while left > 0 {
-            let Some(latest) = state.leases.back_mut() else {
+            let Some(latest) = state.holdings.back_mut() else {
                 break;
             };
             let taken = left.min(latest.units);
@@ -177,14 +177,14 @@ impl Meter for Concurrency {
             state.total -= taken;
             left -= taken;
             if latest.units == 0 {
-                state.leases.pop_back();
+                state.holdings.pop_back();
             }
         }
     }
 
     fn reset_after_us(state: &State, now_us: u64, _policy: &Policy) -> u64 {
         state
-            .leases
+            .holdings
             .back()
             .map_or(0, |latest| latest.expires_us - now_us)
     }

@@ -6,7 +6,7 @@ use floodwall_core::{Decision, Policy};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use super::release::Call;
+use super::script::Call;
 use super::script::{Costs, Operation};
 use super::{Connection, RedisStore, slot_of};
 use crate::error::StoreError;

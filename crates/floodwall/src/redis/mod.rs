@@ -60,7 +60,7 @@ use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
 use self::detached::Job;
 use self::lease::{Leases, leased_pair};
-use self::release::Call;
+use self::script::Call;
 use self::script::{Costs, Operation};
 use crate::error::StoreError;
 use crate::store::Answer;

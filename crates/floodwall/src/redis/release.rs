@@ -6,26 +6,10 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::breaker::Admission;
-use super::script::{self, Operation};
+use super::script;
 use super::{Connection, RedisStore, run_script, slot_of};
 use crate::error::StoreError;
 use crate::store::Check;
-
-/// What one script call does, and who holds what it admits under `concurrency` policies.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Call {
-    pub(super) operation: Operation,
-    pub(super) holder: Holder,
-}
-
-impl Call {
-    pub(super) fn of(check: &Check<'_>, operation: Operation) -> Call {
-        Call {
-            operation,
-            holder: check.holder(),
-        }
-    }
-}
 
 /// The call token of a held check: its units are the members `<token>:<i>:<unit>`, so its
 /// release removes exactly them (and a second release nothing).

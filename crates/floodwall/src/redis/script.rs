@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use floodwall_core::{Algorithm, Calendar, Mode, Policy};
+use floodwall_core::{Algorithm, Calendar, Holder, Mode, Policy};
 use smallvec::SmallVec;
 
 use crate::store::Check;
@@ -304,6 +304,22 @@ fn period_arg(policy: &Policy) -> i64 {
         Calendar::Months(months) => -i64::from(months),
         Calendar::Weeks(_) => -period_us,
         _ => period_us,
+    }
+}
+
+/// What one script call does, and who holds what it admits under `concurrency` policies.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call {
+    pub(super) operation: Operation,
+    pub(super) holder: Holder,
+}
+
+impl Call {
+    pub(super) fn of(check: &Check<'_>, operation: Operation) -> Call {
+        Call {
+            operation,
+            holder: check.holder(),
+        }
     }
 }
 

@@ -196,7 +196,7 @@ fn from_future(state: &State, now_us: u64, policy: &Policy) -> bool {
         }
         State::SlidingWindow(s) => s.window_start_us > now_us - now_us % period,
         State::SlidingLog(s) => s.entries().any(|e| e.at_us > now_us),
-        State::Concurrency(s) => s.leases().any(|l| l.expires_us > now_us + period),
+        State::Concurrency(s) => s.holdings().any(|l| l.expires_us > now_us + period),
         State::TokenBucket(s) => s.updated_us > now_us,
         State::Gcra(s) => {
             let (limit, max) = (policy.limit(), policy.capacity() * period);
