@@ -9,6 +9,7 @@
 mod envoy_files;
 #[path = "../fixtures/envoy_files.rs"]
 mod fixtures;
+mod mistakes;
 mod validation;
 
 use floodwall_server::config::ConfigError;
