@@ -138,14 +138,16 @@ where
                 if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
                     // The rates the refund rule allows; in-flight units go back with the body,
                     // and only the holder's own.
-                    let consumed: Vec<(&Policy, &[u8])> = passage
+                    let consumed = passage
                         .refundable()
                         .filter_map(|index| config.policies.get(index))
                         .filter(|policy| policy.algorithm() != Algorithm::Concurrency)
-                        .map(|policy| (policy, key.as_slice()))
-                        .collect();
-                    let limiter = config.gate.limiter();
-                    if let Err(error) = limiter.refund_each(&consumed, cost).await {
+                        .map(|policy| (policy, key.as_slice()));
+                    let given_back = match Check::each(consumed, cost) {
+                        Ok(check) => config.gate.limiter().give_back(&check).await,
+                        Err(error) => Err(error.into()),
+                    };
+                    if let Err(error) = given_back {
                         tracing::debug!(%error, "refund failed; the request stays counted");
                     }
                 }

@@ -195,7 +195,10 @@ impl PyLimiter {
     fn refund_weighted(&self, py: Python<'_>, items: Vec<Item<'_>>) -> PyResult<()> {
         let (policies, keys, costs) = split(&items);
         let pairs = weighted(&policies, &keys, &costs);
-        self.run(py, self.limiter.refund_weighted(&pairs))?;
+        self.run(
+            py,
+            give_back(&self.limiter, Check::weighted(pairs.iter().copied())),
+        )?;
         Ok(())
     }
 
@@ -254,8 +257,8 @@ impl PyLimiter {
         holder: u128,
     ) -> PyResult<()> {
         let policies = std::slice::from_ref(&policy.inner);
-        let holder = floodwall::Holder(holder);
-        self.run(py, self.limiter.release(policies, &key, cost, holder))
+        let check = Check::new(policies, key.as_ref(), cost);
+        self.run(py, release(&self.limiter, check, holder))
     }
 
     /// Calls of asyncio callers cancelled before their answer (the `python` front of
@@ -345,7 +348,7 @@ impl PyLimiter {
         let (policies, keys, costs) = split(&items);
         runtime::spawn(completions, future, Some(self.caller()), async move {
             let pairs = weighted(&policies, &keys, &costs);
-            limiter.refund_weighted(&pairs).await?;
+            give_back(&limiter, Check::weighted(pairs.iter().copied())).await?;
             Ok(Outcome::Done)
         })
     }
@@ -395,8 +398,7 @@ impl PyLimiter {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, Some(self.caller()), async move {
             let policies = std::slice::from_ref(&policy);
-            let holder = floodwall::Holder(holder);
-            limiter.release(policies, &key, cost, holder).await?;
+            release(&limiter, Check::new(policies, key.as_ref(), cost), holder).await?;
             Ok(Outcome::Done)
         })
     }
@@ -471,6 +473,24 @@ async fn hold(
     let mut passage = gate.pass(check, passing).await;
     let guard = passage.take_held();
     Ok((passage.into_outcome()?, guard))
+}
+
+/// Gives back what `check` consumed.
+async fn give_back(
+    limiter: &Limiter,
+    check: Result<Check<'_>, floodwall::CheckError>,
+) -> Result<floodwall::Verdict, floodwall::Error> {
+    limiter.give_back(&check?).await
+}
+
+/// Gives back what `holder` holds under `check`.
+async fn release(
+    limiter: &Limiter,
+    check: Result<Check<'_>, floodwall::CheckError>,
+    holder: u128,
+) -> Result<(), floodwall::Error> {
+    let check = check?.held_by(floodwall::Holder(holder));
+    limiter.release(&check).await
 }
 
 /// One (policy, key, cost) item of a weighted check.

@@ -14,7 +14,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use floodwall::{Front, Holder, LeaseGuard, Policy};
+use floodwall::{Check, Front, Holder, LeaseGuard, Policy};
 use http::{HeaderMap, StatusCode};
 use http_body::{Frame, SizeHint};
 
@@ -177,10 +177,10 @@ async fn release_by_id(state: &CheckState, id: &str, headers: &HeaderMap) -> Res
         .map(|name| state.policy(name).cloned())
         .collect::<Result<Vec<Policy>, ApiError>>()?;
     let caller = state.limiter.caller(Front::Leases);
-    let released = state
-        .limiter
-        .release(&policies, &lease.key, lease.cost, lease.holder)
-        .await;
+    let released = match Check::new(&policies, &lease.key, lease.cost) {
+        Ok(check) => state.limiter.release(&check.held_by(lease.holder)).await,
+        Err(error) => Err(error.into()),
+    };
     caller.answered();
     released.map_err(|error| ApiError::Limiter(error, policies))
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use floodwall_core::{Decision, Holder, OnError, Policy};
+use floodwall_core::{Decision, OnError, Policy};
 use smallvec::SmallVec;
 
 mod builder;
@@ -136,65 +136,10 @@ impl Limiter {
         key: impl AsRef<[u8]>,
         cost: u64,
     ) -> Result<Verdict, Error> {
-        self.check_all(slice::from_ref(policy), key, cost).await
+        self.decide(&Check::new(slice::from_ref(policy), key.as_ref(), cost)?)
+            .await
     }
 
-    /// Decides a request under several policies for one client key at once, all-or-nothing: it
-    /// is admitted only if every enforced policy admits it, and then each admitting policy
-    /// consumes.
-    ///
-    /// # Errors
-    ///
-    /// As [`Limiter::check`], and [`Error::Check`] when a policy is named twice.
-    pub async fn check_all(
-        &self,
-        policies: &[Policy],
-        key: impl AsRef<[u8]>,
-        cost: u64,
-    ) -> Result<Verdict, Error> {
-        let check = Check::new(policies, key.as_ref(), cost)?;
-        self.verdict(&check).await
-    }
-
-    /// Decides a request under several (policy, client key) pairs at once, all-or-nothing: per
-    /// user *and* global, per IP *and* per tenant. Decisions come in the order of `pairs`.
-    ///
-    /// The memory store and a single Redis node decide it atomically. On a Redis cluster, pairs
-    /// whose keys share a slot are decided atomically and slots are decided one after another;
-    /// when a later slot denies, what the earlier ones consumed is refunded, so a request either
-    /// counts everywhere or nowhere. A crash between a consumption and its refund can only leave
-    /// a pair over-counted, never admit more than a policy allows.
-    ///
-    /// # Errors
-    ///
-    /// As [`Limiter::check_all`]; a duplicate is the same policy twice with the same key.
-    pub async fn check_each<K: AsRef<[u8]>>(
-        &self,
-        pairs: &[(&Policy, K)],
-        cost: u64,
-    ) -> Result<Verdict, Error> {
-        let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
-        self.verdict(&check).await
-    }
-
-    /// [`Limiter::check_each`] with a cost per pair, all-or-nothing: admitted only if every
-    /// enforced policy admits its own pair's cost, and then each admitting pair consumes its
-    /// cost (a pair of cost 0 is judged for one unit and consumes nothing). The atomicity is
-    /// `check_each`'s.
-    ///
-    /// # Errors
-    ///
-    /// As [`Limiter::check_each`], each cost against its own policy.
-    pub async fn check_weighted<K: AsRef<[u8]>>(
-        &self,
-        pairs: &[(&Policy, K, u64)],
-    ) -> Result<Verdict, Error> {
-        let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        self.verdict(&check).await
-    }
-
-    /// The decision on `check`, whose pairs are of `policies` in order, answered per
-    /// `on_error` when the store fails.
     /// The `n` keys `policy` denied most over the last five minutes, most first; empty unless
     /// the limiter was built with [`LimiterBuilder::track_offenders`]. Each count is at least
     /// the true number of denials and at most its `error` above it; a key denied more than a
@@ -251,39 +196,18 @@ impl Limiter {
         key: impl AsRef<[u8]>,
         cost: u64,
     ) -> Result<Verdict, Error> {
-        self.refund_each(&[(policy, key)], cost).await
+        self.give_back(&Check::new(slice::from_ref(policy), key.as_ref(), cost)?)
+            .await
     }
 
-    /// [`Limiter::refund`] for several (policy, client key) pairs.
+    /// Gives back each pair's cost of `check`, as [`Limiter::refund`] does for one: the check
+    /// verb of refunds. A refund is never answered by `on_error`: one that did not happen is an
+    /// error.
     ///
     /// # Errors
     ///
-    /// As [`Limiter::refund`].
-    pub async fn refund_each<K: AsRef<[u8]>>(
-        &self,
-        pairs: &[(&Policy, K)],
-        cost: u64,
-    ) -> Result<Verdict, Error> {
-        let check = Check::each(pairs.iter().map(|(p, k)| (*p, k.as_ref())), cost)?;
-        self.refund_check(&check).await
-    }
-
-    /// [`Limiter::refund`] with a cost per pair.
-    ///
-    /// # Errors
-    ///
-    /// As [`Limiter::refund`].
-    pub async fn refund_weighted<K: AsRef<[u8]>>(
-        &self,
-        pairs: &[(&Policy, K, u64)],
-    ) -> Result<Verdict, Error> {
-        let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        self.refund_check(&check).await
-    }
-
-    /// The store's refund of `check`. A refund is never answered by `on_error`: one that did
-    /// not happen is an error.
-    async fn refund_check(&self, check: &Check<'_>) -> Result<Verdict, Error> {
+    /// [`Error::StoreUnavailable`] when the store failed.
+    pub async fn give_back(&self, check: &Check<'_>) -> Result<Verdict, Error> {
         let answer = self
             .shared
             .store
@@ -328,26 +252,20 @@ impl Limiter {
         cost: u64,
         max_wait: Duration,
     ) -> Result<Verdict, Error> {
-        self.acquire_all(slice::from_ref(policy), key, cost, max_wait)
-            .await
+        let check = Check::new(slice::from_ref(policy), key.as_ref(), cost)?;
+        self.wait(&check, max_wait).await
     }
 
-    /// [`Limiter::acquire`] under several policies at once, all-or-nothing.
+    /// Waits until `check` is admitted, or until `max_wait` has passed, as
+    /// [`Limiter::acquire`] does for one policy: the check verb of waits.
     ///
     /// # Errors
     ///
-    /// As [`Limiter::check_all`].
-    pub async fn acquire_all(
-        &self,
-        policies: &[Policy],
-        key: impl AsRef<[u8]>,
-        cost: u64,
-        max_wait: Duration,
-    ) -> Result<Verdict, Error> {
-        let check = Check::new(policies, key.as_ref(), cost)?;
+    /// As [`Limiter::decide`].
+    pub async fn wait(&self, check: &Check<'_>, max_wait: Duration) -> Result<Verdict, Error> {
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let verdict = Verdict::of(&check, self.screened(&check).await?);
+            let verdict = Verdict::of(check, self.screened(check).await?);
             // Waiting never admits a deny-listed key.
             if verdict.allowed() || verdict.source() == Source::DenyList {
                 return Ok(verdict);
@@ -371,27 +289,22 @@ impl Limiter {
     ///
     /// As [`Limiter::check`].
     pub async fn lease(&self, policy: &Policy, key: impl AsRef<[u8]>) -> Result<Lease, Error> {
-        self.lease_all(slice::from_ref(policy), key, 1).await
+        self.hold(Check::new(slice::from_ref(policy), key.as_ref(), 1)?)
+            .await
     }
 
-    /// [`Limiter::lease`] under several policies at once, all-or-nothing: rate policies spend
-    /// `cost` as [`Limiter::check_all`] does, and `concurrency` ones hold it until the lease
-    /// is released.
+    /// Decides `check`: screened against the blocks and lists, decided by the store (or per
+    /// `on_error` when it fails), the denials counted as offenders. The verb every check of the
+    /// limiter is a shape of: [`Check::new`] for several policies on one key, [`Check::each`]
+    /// for a key per policy (per user *and* global), [`Check::weighted`] for a cost per pair.
+    /// It is admitted only if every enforced policy admits its pair, and then each admitting
+    /// pair consumes.
     ///
-    /// # Errors
-    ///
-    /// As [`Limiter::check_all`].
-    pub async fn lease_all(
-        &self,
-        policies: &[Policy],
-        key: impl AsRef<[u8]>,
-        cost: u64,
-    ) -> Result<Lease, Error> {
-        self.hold(Check::new(policies, key.as_ref(), cost)?).await
-    }
-
-    /// Decides `check` (screened, decided, counted as [`Limiter::check_weighted`] does): the
-    /// verb every other check of the limiter is a shape of.
+    /// The memory store and a single Redis node decide a check atomically. On a Redis cluster,
+    /// pairs whose keys share a slot are decided atomically and slots one after another; when a
+    /// later slot denies, what the earlier ones consumed is refunded, so a request counts
+    /// everywhere or nowhere. A crash between a consumption and its refund can only leave a pair
+    /// over-counted, never admit more than a policy allows.
     ///
     /// # Errors
     ///
@@ -413,46 +326,22 @@ impl Limiter {
         Ok(Lease::new(self, &check, verdict))
     }
 
-    /// [`Limiter::lease_all`] with a client key per policy, as [`Limiter::check_each`].
+    /// Gives back what `check`'s holder ([`Check::held_by`]) holds under its `concurrency`
+    /// pairs, a lease admitted by [`Limiter::hold`] with the same pairs and costs on any
+    /// instance sharing the store (its [`LeaseGuard::holder`](crate::LeaseGuard::holder)): for
+    /// a lease whose guard was handed to another process, an HTTP client say. Releasing what is
+    /// not held does nothing.
     ///
     /// # Errors
     ///
-    /// As [`Limiter::check_each`].
-    pub async fn lease_each<K: AsRef<[u8]>>(
-        &self,
-        pairs: &[(&Policy, K)],
-        cost: u64,
-    ) -> Result<Lease, Error> {
-        self.hold(Check::each(
-            pairs.iter().map(|(p, k)| (*p, k.as_ref())),
-            cost,
-        )?)
-        .await
-    }
-
-    /// Gives back what `holder` holds of `key` under the `concurrency` ones of `policies`, a
-    /// lease admitted with `cost` by [`Limiter::lease_all`] on any instance sharing the store
-    /// (its [`LeaseGuard::holder`](crate::LeaseGuard::holder)): for a lease whose guard was
-    /// handed to another process, an HTTP client say. Releasing what is not held does nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Check`] for a check no lease could have been admitted under;
     /// [`Error::StoreUnavailable`] when the store could not be reached (the units then go back
     /// when they time out).
-    pub async fn release(
-        &self,
-        policies: &[Policy],
-        key: impl AsRef<[u8]>,
-        cost: u64,
-        holder: Holder,
-    ) -> Result<(), Error> {
-        let check = Check::new(policies, key.as_ref(), cost)?.held_by(holder);
+    pub async fn release(&self, check: &Check<'_>) -> Result<(), Error> {
         // Held by the fallback if the store was down when it was admitted.
-        self.release_locally(&check);
+        self.release_locally(check);
         self.shared
             .store
-            .release(&check)
+            .release(check)
             .await
             .map_err(|source| Error::StoreUnavailable { source })
     }

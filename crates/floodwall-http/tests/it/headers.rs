@@ -234,7 +234,8 @@ async fn a_verdict_on_other_policies_gets_their_own_policy_header() {
         (&prepared[..1], "\"a\";q=10;w=60"),
     ];
     for (policies, expected) in cases {
-        let verdict = limiter.check_all(policies, "k", 1).await.unwrap();
+        let check = floodwall::Check::new(policies, b"k", 1).unwrap();
+        let verdict = limiter.decide(&check).await.unwrap();
         let mut map = http::HeaderMap::new();
         headers.write(&mut map, &verdict);
         assert_eq!(map["ratelimit-policy"], expected);

@@ -494,12 +494,11 @@ async fn decide<'t>(
     let refunds = if refunded.pairs.is_empty() {
         None
     } else {
-        let pairs: Vec<(&Policy, &[u8], u64)> = refunded
+        let pairs = refunded
             .pairs
             .iter()
-            .map(|(p, k, units)| (&**p, &k[..], (*units).min(p.capacity())))
-            .collect();
-        Some(state.limiter.refund_weighted(&pairs).await?)
+            .map(|(p, k, units)| (&**p, &k[..], (*units).min(p.capacity())));
+        Some(state.limiter.give_back(&Check::weighted(pairs)?).await?)
     };
     Ok(Decided {
         verdict,

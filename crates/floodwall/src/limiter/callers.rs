@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use floodwall_core::Policy;
 use tokio::time::Instant;
 
 use super::Limiter;
@@ -114,24 +113,10 @@ impl Limiter {
         }
     }
 
-    /// [`Limiter::check_weighted`], answered by `deadline` whatever the store does: a store
-    /// that has not answered by then has failed this call, which is answered per `on_error`
-    /// (and counted as a timeout). The store call itself still runs to its end: its breaker
-    /// hears how it went, and what it took for this caller is given back.
-    ///
-    /// # Errors
-    ///
-    /// As [`Limiter::check_weighted`].
-    pub async fn check_weighted_by<K: AsRef<[u8]>>(
-        &self,
-        pairs: &[(&Policy, K, u64)],
-        deadline: Instant,
-    ) -> Result<Verdict, Error> {
-        let check = Check::weighted(pairs.iter().map(|(p, k, c)| (*p, k.as_ref(), *c)))?;
-        self.decide_by(&check, deadline).await
-    }
-
-    /// [`Limiter::decide`], answered by `deadline` as [`Limiter::check_weighted_by`] is.
+    /// [`Limiter::decide`], answered by `deadline` whatever the store does: a store that has
+    /// not answered by then has failed this call, which is answered per `on_error` (and counted
+    /// as a timeout). The store call itself still runs to its end: its breaker hears how it
+    /// went, and what it took for this caller is given back.
     ///
     /// # Errors
     ///

@@ -3,6 +3,7 @@
 //! refused; penalties and rewards move the quota; all of it agreed by instances sharing one
 //! Redis node or a 3-master cluster, and bounded.
 
+use crate::support::LimiterExt;
 use std::time::Duration;
 
 use floodwall::controls::{MAX_CONTROL_BYTES, MAX_CONTROL_KEY_BYTES, MAX_CONTROLS};

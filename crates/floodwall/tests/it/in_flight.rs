@@ -3,6 +3,7 @@
 //! holder that never releases gives its slot back after the period, a release gives back only
 //! the in-flight units, on memory, one Redis node and a 3-master cluster.
 
+use crate::support::LimiterExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The limiter's failure policy, shadow mode, reset and waiting acquire.
 
+use crate::support::LimiterExt;
 use std::time::Duration;
 
 use floodwall::{

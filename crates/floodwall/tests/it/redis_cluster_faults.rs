@@ -1,6 +1,7 @@
 //! Redis Cluster faults with real processes: a dead master affects only its own slots, and a
 //! check across slots that fails halfway is refunded.
 
+use crate::support::LimiterExt;
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};

@@ -3,6 +3,7 @@
 //! mid-flight against real Redis processes (one node, a cluster, SIGSTOP stalls) or the memory
 //! store, then counts exactly what is left held.
 
+use crate::support::LimiterExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
