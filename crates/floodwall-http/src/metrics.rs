@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use floodwall::{Decision, Mode, Policy, Verdict};
+
 use metrics::{Counter, counter};
 
 /// The name of the decision counter.
@@ -127,7 +128,8 @@ impl DecisionCounters {
 mod tests {
     use std::time::Duration;
 
-    use floodwall::{Algorithm, Answer, Decision, Policy, Verdict};
+    use floodwall::store::Answer;
+    use floodwall::{Algorithm, Decision, Policy, Verdict};
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     use smallvec::smallvec;
 

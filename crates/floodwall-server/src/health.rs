@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use floodwall::{Check, Limiter, OnError, Policy, Store, StoreError};
+use floodwall::store::Store;
+use floodwall::{Check, Limiter, OnError, Policy, StoreError};
 use http::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;

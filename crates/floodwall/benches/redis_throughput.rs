@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Check, Policy, Store};
+use floodwall::store::Store;
+use floodwall::{Algorithm, Check, Policy};
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;
 

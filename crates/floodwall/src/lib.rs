@@ -35,7 +35,7 @@ pub mod offenders;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod storage;
-mod store;
+pub mod store;
 mod verdict;
 
 pub use clock::TokioClock;
@@ -56,7 +56,7 @@ pub use offenders::Offender;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStats, RedisStore};
 pub use storage::{MEMORY_URL, Storage, StorageConfig, StorageStats};
-pub use store::{Answer, Check, Source, Store};
+pub use store::{Check, Source};
 pub use verdict::Verdict;
 
 /// The pure core: algorithms, key encoding, reference types.

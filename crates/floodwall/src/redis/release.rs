@@ -26,7 +26,7 @@ struct Held {
 }
 
 impl RedisStore {
-    /// [`Store::release`](crate::Store::release): one call per slot holding the check's
+    /// [`Store::release`](crate::store::Store::release): one call per slot holding the check's
     /// `concurrency` pairs, by `deadline`; through each slot's breaker when `guarded`, otherwise
     /// sent whatever the breakers say (a give-back that must follow the call it undoes).
     pub(super) async fn release_held(

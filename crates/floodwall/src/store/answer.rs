@@ -31,7 +31,7 @@ pub enum Source {
     DenyList,
 }
 
-/// What a [`Store`](crate::Store) answers for a [`Check`](crate::Check): whether the request is
+/// What a [`Store`](crate::store::Store) answers for a [`Check`](crate::Check): whether the request is
 /// admitted, and one decision per (policy, key) pair, in the check's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

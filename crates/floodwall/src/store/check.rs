@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::error::CheckError;
 
-/// One all-or-nothing request to a [`Store`](crate::Store): a cost for each (policy, client key)
+/// One all-or-nothing request to a [`Store`](crate::store::Store): a cost for each (policy, client key)
 /// pair, the same for all of them or ([`Check::weighted`]) one each. It is admitted only if every
 /// enforced policy admits its pair's cost for its key, and then each admitting pair consumes;
 /// otherwise none does. A cost of 0 peeks (judges one unit, consumes nothing).
@@ -27,7 +27,7 @@ pub struct Check<'a> {
     /// Whether every pair has the same client key (the common case: several policies, one
     /// client), so a Redis store can decide them in one call under one hash tag.
     one_key: bool,
-    /// Who holds what a `concurrency` pair admits, until [`Store::release`](crate::Store::release).
+    /// Who holds what a `concurrency` pair admits, until [`Store::release`](crate::store::Store::release).
     holder: Holder,
 }
 

@@ -7,7 +7,8 @@ use crate::support::StoreExt;
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Check, ManualClock, MemoryStore, Mode, Policy, Store, Verdict};
+use floodwall::store::Store;
+use floodwall::{Algorithm, Check, ManualClock, MemoryStore, Mode, Policy, Verdict};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
 use crate::inspect::assert_every_key_expires;
@@ -243,7 +244,7 @@ async fn checks_across_keys_are_all_or_nothing(store: &impl Store, _clock: &Manu
         1,
     )
     .unwrap();
-    let remainings = |answer: floodwall::Answer| {
+    let remainings = |answer: floodwall::store::Answer| {
         assert!(answer.allowed);
         answer
             .decisions

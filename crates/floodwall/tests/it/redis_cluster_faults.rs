@@ -5,7 +5,8 @@ use crate::support::LimiterExt;
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Check, Error, Limiter, OnError, Policy, Source, Store, StoreError};
+use floodwall::store::Store;
+use floodwall::{Algorithm, Check, Error, Limiter, OnError, Policy, Source, StoreError};
 
 use tokio::time::Instant;
 

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use floodwall::core::algorithm::{self, Outcome, State};
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{
-    Algorithm, Check, CheckError, ManualClock, MemoryStore, Mode, Policy, Store, Verdict,
-};
+use floodwall::store::Store;
+use floodwall::{Algorithm, Check, CheckError, ManualClock, MemoryStore, Mode, Policy, Verdict};
 use floodwall_testkit::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

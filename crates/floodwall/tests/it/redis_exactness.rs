@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Check, Policy, Store};
+use floodwall::store::Store;
+use floodwall::{Algorithm, Check, Policy};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
 use crate::inspect::{assert_every_key_expires, keys_and_expires, script_calls};

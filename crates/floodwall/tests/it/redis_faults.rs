@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
+use floodwall::store::Store;
 use floodwall::{
-    Algorithm, Check, Error, Limiter, ManualClock, OnError, Policy, Source, StorageStats, Store,
+    Algorithm, Check, Error, Limiter, ManualClock, OnError, Policy, Source, StorageStats,
     StoreErrorKind,
 };
 use floodwall_testkit::RedisServer;

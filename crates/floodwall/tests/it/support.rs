@@ -1,7 +1,9 @@
 //! Deciding through a store directly, as the limiter does, for the tests that exercise stores:
 //! a check of (policies, key, cost) in, a verdict paired with those policies out.
 
-use floodwall::{Check, Error, Lease, Limiter, MemoryStore, Policy, Store, StoreError, Verdict};
+use floodwall::{Check, Error, Lease, Limiter, MemoryStore, Policy, StoreError, Verdict};
+
+use floodwall::store::Store;
 
 /// The store calls with a cost every policy can admit; a cost that cannot pass is the limiter's
 /// concern, tested where `Check` is built.

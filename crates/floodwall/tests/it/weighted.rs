@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use floodwall::core::algorithm::{self, State};
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, Check, ManualClock, MemoryStore, Mode, Policy, Store};
+use floodwall::store::Store;
+use floodwall::{Algorithm, Check, ManualClock, MemoryStore, Mode, Policy};
 use floodwall_testkit::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
