@@ -37,7 +37,7 @@ impl ProxyHttp for Limited {
         let Ok(check) = Check::new(&self.policies, ip.as_bytes(), 1) else {
             return Ok(false);
         };
-        if self.store.acquire_sync(&check).allowed {
+        if self.store.decide_sync(&check).allowed {
             return Ok(false);
         }
         session.respond_error(429).await?;

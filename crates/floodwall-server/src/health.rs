@@ -54,7 +54,7 @@ async fn decide_probe(limiter: &Limiter) -> Result<(), StoreError> {
     let Ok(check) = Check::new(&policies, PROBE_KEY, 0) else {
         return Ok(());
     };
-    limiter.store().acquire(&check).await.map(|_| ())
+    limiter.store().decide(&check).await.map(|_| ())
 }
 
 /// How long the start waits for a store that does not answer yet before serving anyway.

@@ -84,14 +84,14 @@ fn bench(c: &mut Criterion) {
                 let policy = [never_reached(algorithm)];
                 for k in 0..keys {
                     let key = k.to_le_bytes();
-                    store.acquire_sync(&Check::new(&policy, &key, 1).unwrap());
+                    store.decide_sync(&Check::new(&policy, &key, 1).unwrap());
                 }
                 group.bench_function(BenchmarkId::new("floodwall", algorithm), |b| {
                     b.iter_custom(|iters| {
                         run_threads(threads, iters, keys, |k| {
                             let key = k.to_le_bytes();
                             let check = Check::new(&policy, &key, 1).unwrap();
-                            store.acquire_sync(&check).allowed
+                            store.decide_sync(&check).allowed
                         })
                     });
                 });
@@ -133,14 +133,14 @@ fn scale(c: &mut Criterion) {
         let policy = [never_reached(Algorithm::Gcra)];
         for k in 0..keys {
             let key = k.to_le_bytes();
-            store.acquire_sync(&Check::new(&policy, &key, 1).unwrap());
+            store.decide_sync(&Check::new(&policy, &key, 1).unwrap());
         }
         group.bench_function(BenchmarkId::new("floodwall", "gcra"), |b| {
             b.iter_custom(|iters| {
                 run_threads(1, iters, keys, |k| {
                     let key = k.to_le_bytes();
                     store
-                        .acquire_sync(&Check::new(&policy, &key, 1).unwrap())
+                        .decide_sync(&Check::new(&policy, &key, 1).unwrap())
                         .allowed
                 })
             });

@@ -62,7 +62,7 @@ fn main() {
     for k in 0..keys {
         let key = k.to_le_bytes();
         let check = Check::new(&policy, &key, 1).unwrap();
-        assert!(store.acquire_sync(&check).allowed);
+        assert!(store.decide_sync(&check).allowed);
     }
     let after = resident_bytes();
     let stats = store.stats();

@@ -68,7 +68,7 @@ async fn run(url: &str, seconds: f64) {
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
                         let check = Check::new(&policy[..], b"hot", 1).unwrap();
-                        let answer = store.acquire(&check).await.unwrap();
+                        let answer = store.decide(&check).await.unwrap();
                         latencies.push(t.elapsed());
                         assert!(answer.allowed);
                     }

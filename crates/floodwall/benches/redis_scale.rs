@@ -66,7 +66,7 @@ async fn run(topology: &str, store_url: &str, node_urls: &[String], clients: u64
                 for k in (c..clients).step_by(CALLERS as usize) {
                     let key = client(k);
                     let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
-                    store.acquire(&check).await.unwrap();
+                    store.decide(&check).await.unwrap();
                 }
             })
         })
@@ -96,7 +96,7 @@ async fn run(topology: &str, store_url: &str, node_urls: &[String], clients: u64
                     let key = client(x.wrapping_mul(0x2545_f491_4f6c_dd1d) % clients);
                     let t = Instant::now();
                     let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
-                    assert!(store.acquire(&check).await.unwrap().allowed);
+                    assert!(store.decide(&check).await.unwrap().allowed);
                     latencies.push(t.elapsed());
                 }
                 latencies

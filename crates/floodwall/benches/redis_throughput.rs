@@ -49,7 +49,7 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
         for k in 0..keys {
             let key = k.to_string();
             let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
-            store.acquire(&check).await.unwrap();
+            store.decide(&check).await.unwrap();
         }
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")
@@ -86,7 +86,7 @@ async fn run(url: &str, seconds: f64, keys: u64, memory_keys: u64) {
                         for _ in 0..per_client {
                             let key = format!("203.0.{}.{}", k / 256, k % 256);
                             let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
-                            store.acquire(&check).await.unwrap();
+                            store.decide(&check).await.unwrap();
                         }
                     }
                 })
@@ -133,7 +133,7 @@ async fn measure(
                     let key = key.to_string();
                     let t = Instant::now();
                     let check = Check::new(&policies[..], key.as_bytes(), 1).unwrap();
-                    let answer = store.acquire(&check).await.unwrap();
+                    let answer = store.decide(&check).await.unwrap();
                     latencies.push(t.elapsed());
                     assert!(answer.allowed);
                 }

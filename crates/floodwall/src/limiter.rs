@@ -355,7 +355,7 @@ impl Limiter {
 
     /// Asks the store, and answers its failure per `on_error`.
     async fn ask_store(&self, check: &Check<'_>) -> Result<Answer, Error> {
-        match self.shared.store.acquire(check).await {
+        match self.shared.store.decide(check).await {
             Ok(answer) => Ok(answer),
             Err(error) => self.fall_back(check, error),
         }
@@ -406,7 +406,7 @@ impl Limiter {
             .enumerate()
             .map(|(i, (p, (_, k)))| (p, *k, check.cost_of(i)));
         let shared_check = Check::weighted(pairs).ok()?.held_by(check.holder());
-        Some(local.acquire_sync(&shared_check))
+        Some(local.decide_sync(&shared_check))
     }
 
     /// An uncounted admission: each decision reports the policy's capacity less this cost.

@@ -243,11 +243,11 @@ impl From<RedisStore> for Storage {
 
 /// Each call goes to the store's own [`Store`] implementation.
 impl Store for Storage {
-    async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+    async fn decide(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         match self {
-            Storage::Memory(store) => store.acquire(check).await,
+            Storage::Memory(store) => store.decide(check).await,
             #[cfg(feature = "redis")]
-            Storage::Redis(store) => store.acquire(check).await,
+            Storage::Redis(store) => store.decide(check).await,
         }
     }
 

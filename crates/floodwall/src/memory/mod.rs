@@ -143,10 +143,10 @@ impl MemoryStore {
         stats
     }
 
-    /// [`Store::acquire`] without a future: the memory store never waits on anything but a
+    /// [`Store::decide`] without a future: the memory store never waits on anything but a
     /// shard's mutex, and never fails: a full shard makes room by evicting the entries closest
     /// to rest (see [`MemoryStore`]).
-    pub fn acquire_sync(&self, check: &Check<'_>) -> Answer {
+    pub fn decide_sync(&self, check: &Check<'_>) -> Answer {
         if let [(policy, key)] = check.pairs() {
             let cost = check.cost_of(0);
             let holder = check.holder();
@@ -194,7 +194,7 @@ impl MemoryStore {
         Answer::from_store(allowed, decisions)
     }
 
-    /// [`MemoryStore::acquire_sync`] of one policy and one key, the common case: one lock and
+    /// [`MemoryStore::decide_sync`] of one policy and one key, the common case: one lock and
     /// one probe, the same decision as the general path.
     fn acquire_one<M: Tracked>(
         &self,
@@ -499,8 +499,8 @@ fn release<M: Tracked>(
 }
 
 impl Store for MemoryStore {
-    async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
-        Ok(self.acquire_sync(check))
+    async fn decide(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        Ok(self.decide_sync(check))
     }
 
     async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {

@@ -35,7 +35,7 @@ fn a_multi_shard_decision_evicts_per_shard_for_that_shards_new_keys() {
 
     let hit = |key: &[u8], cost: u64| {
         let check = Check::new(std::slice::from_ref(&policy), key, cost).unwrap();
-        assert!(store.acquire_sync(&check).allowed);
+        assert!(store.decide_sync(&check).allowed);
     };
     // Shard 0 full, each entry with its own share in use so that eviction ranks have no ties.
     for (n, key) in shard_zero[..8].iter().enumerate() {
@@ -54,7 +54,7 @@ fn a_multi_shard_decision_evicts_per_shard_for_that_shards_new_keys() {
         (&policy, hot.as_slice()),
     ];
     let check = Check::each(pairs, 1).unwrap();
-    assert!(store.acquire_sync(&check).allowed);
+    assert!(store.decide_sync(&check).allowed);
     // Shard 0: 8 - 2 evicted + 2 new; shard 1: the hot key only.
     assert_eq!(counts(), (9, 2));
 }
@@ -92,7 +92,7 @@ fn keys_whose_hashes_all_collide_still_never_share_state() {
         for policy in &policies {
             for key in &keys {
                 let check = Check::new(std::slice::from_ref(policy), key, 1).unwrap();
-                let allowed = store.acquire_sync(&check).allowed;
+                let allowed = store.decide_sync(&check).allowed;
                 assert_eq!(
                     allowed,
                     round < limit,

@@ -483,7 +483,7 @@ async fn run_script(
 }
 
 impl Store for RedisStore {
-    async fn acquire(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+    async fn decide(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         if let Some((policy, key)) = leased_pair(check) {
             return self
                 .acquire_leased(check, &self.inner.leases, policy, key)

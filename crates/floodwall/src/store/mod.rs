@@ -30,8 +30,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// When the store could not decide (unreachable, too slow, full).
-    fn acquire(&self, check: &Check<'_>)
-    -> impl Future<Output = Result<Answer, StoreError>> + Send;
+    fn decide(&self, check: &Check<'_>) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// Gives back `check`'s cost under each pair, as if an admission of it had not happened,
     /// never past a full quota. Answers the state after the refund (allowed, no retry).

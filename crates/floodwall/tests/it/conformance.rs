@@ -179,7 +179,7 @@ async fn hostile_keys_are_distinct_and_harmless(store: &impl Store, _clock: &Man
 /// `cost` for each (policy, key) pair through the store, paired back with the policies.
 async fn check_each(store: &impl Store, pairs: &[(&Policy, &[u8])], cost: u64) -> Verdict {
     let check = Check::each(pairs.iter().copied(), cost).unwrap();
-    let answer = store.acquire(&check).await.unwrap();
+    let answer = store.decide(&check).await.unwrap();
     Verdict::from_answer(pairs.iter().map(|(policy, _)| *policy), answer)
 }
 

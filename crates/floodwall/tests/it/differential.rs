@@ -62,7 +62,7 @@ proptest! {
             // A cost no policy can admit never reaches the store: the check is refused first.
             match (Check::new(&policies, keys[key].as_bytes(), cost), expected) {
                 (Ok(check), Ok(expected)) => {
-                    let verdict = Verdict::from_answer(&policies, store.acquire_sync(&check));
+                    let verdict = Verdict::from_answer(&policies, store.decide_sync(&check));
                     prop_assert_eq!(verdict.decisions()[0], expected, "request {}", i);
                     prop_assert_eq!(verdict.allowed(), expected.allowed);
                     prop_assert_eq!(verdict.retry_after(), expected.retry_after);
@@ -144,7 +144,7 @@ proptest! {
                 prop_assert_eq!(answer.decisions[0], expected, "refund {}", i);
             } else {
                 let expected = model.decide(now, cost).unwrap();
-                let answer = store.acquire_sync(&check);
+                let answer = store.decide_sync(&check);
                 prop_assert_eq!(answer.decisions[0], expected, "request {}", i);
             }
         }

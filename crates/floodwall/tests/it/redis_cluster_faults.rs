@@ -90,11 +90,11 @@ async fn a_check_across_slots_that_fails_halfway_is_refunded() {
     );
     let pairs = [(&per_user, user.as_bytes()), (&global, everyone.as_bytes())];
     let check = Check::each(pairs, 2).unwrap();
-    assert!(store.acquire(&check).await.unwrap().allowed);
+    assert!(store.decide(&check).await.unwrap().allowed);
 
     let global_master = cluster.master_of(everyone).unwrap();
     cluster.nodes()[global_master].pause().unwrap();
-    let failed = store.acquire(&check).await;
+    let failed = store.decide(&check).await;
     cluster.nodes()[global_master].resume().unwrap();
     assert!(
         matches!(failed, Err(StoreError::Timeout { .. })),

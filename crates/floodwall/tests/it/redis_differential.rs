@@ -128,7 +128,7 @@ fn script_agrees_with_step(
                     let actual = match Check::new(&policies, b"client", cost) {
                         Ok(check) => Ok(Verdict::from_answer(
                             &policies,
-                            store.acquire(&check).await.unwrap(),
+                            store.decide(&check).await.unwrap(),
                         )),
                         Err(error) => Err(error),
                     };
@@ -286,7 +286,7 @@ fn lua_refunds_agree_with_rust() {
                         (expected.unwrap(), store.refund(&check).await.unwrap())
                     } else {
                         let expected = algorithm::step(state.clone(), now, cost, &policy);
-                        (expected.unwrap(), store.acquire(&check).await.unwrap())
+                        (expected.unwrap(), store.decide(&check).await.unwrap())
                     };
                     prop_assert_eq!(actual.decisions[0], expected.decision, "operation {}", i);
                     state = if refund {

@@ -163,7 +163,7 @@ async fn per_user_and_global_checks_count_everywhere_or_nowhere(url: &str, atomi
                     let key = format!("user-{user}");
                     let pairs = [(&*per_user, key.as_bytes()), (&*global, &b"everyone"[..])];
                     let check = Check::each(pairs, 1).unwrap();
-                    if store.acquire(&check).await.unwrap().allowed {
+                    if store.decide(&check).await.unwrap().allowed {
                         admitted[user].fetch_add(1, Ordering::Relaxed);
                     }
                 }

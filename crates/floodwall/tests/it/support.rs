@@ -8,7 +8,7 @@ use floodwall::store::Store;
 /// The store calls with a cost every policy can admit; a cost that cannot pass is the limiter's
 /// concern, tested where `Check` is built.
 pub(crate) trait StoreExt: Store {
-    /// [`Store::acquire`] of `cost` units for `key` under `policies`.
+    /// [`Store::decide`] of `cost` units for `key` under `policies`.
     async fn check(
         &self,
         policies: &[Policy],
@@ -16,7 +16,7 @@ pub(crate) trait StoreExt: Store {
         cost: u64,
     ) -> Result<Verdict, StoreError> {
         let check = Check::new(policies, key, cost).expect("a cost every policy admits");
-        let answer = self.acquire(&check).await?;
+        let answer = self.decide(&check).await?;
         Ok(Verdict::from_answer(policies, answer))
     }
 
@@ -34,7 +34,7 @@ pub(crate) trait StoreExt: Store {
 
 impl<S: Store> StoreExt for S {}
 
-/// [`MemoryStore::acquire_sync`] of `cost` units for `key` under `policies`.
+/// [`MemoryStore::decide_sync`] of `cost` units for `key` under `policies`.
 pub(crate) fn check_sync(
     store: &MemoryStore,
     policies: &[Policy],
@@ -42,7 +42,7 @@ pub(crate) fn check_sync(
     cost: u64,
 ) -> Verdict {
     let check = Check::new(policies, key, cost).expect("a cost every policy admits");
-    Verdict::from_answer(policies, store.acquire_sync(&check))
+    Verdict::from_answer(policies, store.decide_sync(&check))
 }
 
 /// The shapes of checks the tests ask the limiter for, each built as a [`Check`] and passed to

@@ -63,7 +63,7 @@ proptest! {
             let (cost_a, cost_b) = (cost_a.min(first.capacity()), cost_b.min(second.capacity()));
             let pairs = [(&first, &b"a"[..], cost_a), (&second, &b"b"[..], cost_b)];
             let check = Check::weighted(pairs).unwrap();
-            let answer = store.acquire_sync(&check);
+            let answer = store.decide_sync(&check);
             // The oracle: each pair alone at its own cost. A pair that admits when every
             // enforced pair admits is exactly `step`; otherwise it is judged and nothing is
             // consumed: a denial reads as `step`'s own (which consumes nothing), an admission
@@ -136,8 +136,8 @@ fn weighted_pairs_on_redis_agree_with_the_memory_store() {
                         )
                     } else {
                         (
-                            memory.acquire_sync(&check),
-                            redis.acquire(&check).await.unwrap(),
+                            memory.decide_sync(&check),
+                            redis.decide(&check).await.unwrap(),
                         )
                     };
                     prop_assert_eq!(actual, expected, "operation {}", i);
