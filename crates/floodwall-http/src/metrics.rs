@@ -85,12 +85,19 @@ impl DecisionCounters {
         counters
     }
 
-    /// The counters of the policy named `name`.
+    /// The counters of the policy named `name`, expected at `position` (a verdict in
+    /// registration order finds it there without hashing).
     fn of(&self, position: usize, name: &str) -> Option<&PolicyCounters> {
         match self.policies.get(position) {
             Some((registered, counters)) if registered == name => Some(counters),
-            _ => self.by_name.get(name).map(|at| &self.policies[*at].1),
+            _ => self.named(name),
         }
+    }
+
+    /// The counters of the policy named `name`, by the index.
+    fn named(&self, name: &str) -> Option<&PolicyCounters> {
+        let at = self.by_name.get(name)?;
+        self.policies.get(*at).map(|(_, counters)| counters)
     }
 
     /// Counts each policy's part in `verdict` ([`PolicyCounters::record`]), the request
@@ -106,7 +113,7 @@ impl DecisionCounters {
         for (position, (policy, decision)) in verdict.iter().enumerate() {
             let counters = self
                 .of(position, policy.name())
-                .or_else(|| self.of(usize::MAX, counted_as(policy.name())?));
+                .or_else(|| self.named(counted_as(policy.name())?));
             if let Some(counters) = counters {
                 counters.record(decision, admitted);
             }

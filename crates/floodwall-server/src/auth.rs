@@ -26,6 +26,15 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// Whether `origin` (an `Origin` header) is the page of `authority` (the request's `Host`):
+/// `http://` or `https://` and that authority, byte for byte, as browsers write both.
+fn same_origin(origin: &[u8], authority: &[u8]) -> bool {
+    origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"))
+        .is_some_and(|origin| origin == authority)
+}
+
 /// The password of `Authorization: Basic …`: how a browser sends the admin token, which it
 /// prompts for (any user name) and then sends with every request of the dashboard. Refused when
 /// the request comes from another site's page (its `Origin` is not this host), so a page
@@ -40,14 +49,9 @@ fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
         .decode(value)
         .ok()?;
     let at = decoded.iter().position(|b| *b == b':')?;
-    if let Some(origin) = headers.get(http::header::ORIGIN) {
-        let host = headers.get(http::header::HOST)?.as_bytes();
-        let origin = origin.as_bytes();
-        let same = origin
-            .strip_prefix(b"http://")
-            .or_else(|| origin.strip_prefix(b"https://"))
-            .is_some_and(|origin_host| origin_host == host);
-        if !same {
+    if let Some(origin) = headers.get(ORIGIN) {
+        let host = headers.get(HOST)?.as_bytes();
+        if !same_origin(origin.as_bytes(), host) {
             return None;
         }
     }
@@ -163,13 +167,8 @@ pub(crate) fn tokenless_admin_request(
         return Err(foreign_host());
     }
     if let Some(origin) = headers.get(ORIGIN) {
-        let same = authority.is_some_and(|authority| {
-            let origin = origin.as_bytes();
-            origin
-                .strip_prefix(b"http://")
-                .or_else(|| origin.strip_prefix(b"https://"))
-                .is_some_and(|origin| origin.eq_ignore_ascii_case(authority.as_bytes()))
-        });
+        let same =
+            authority.is_some_and(|authority| same_origin(origin.as_bytes(), authority.as_bytes()));
         if !same {
             return Err(cross_site());
         }

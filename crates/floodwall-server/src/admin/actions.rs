@@ -29,7 +29,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AdminState, key_fields, policy_and_key};
+use super::{AdminState, key_fields, policy_and_key, two_segments};
 use crate::check::single_decision_body;
 use crate::error::ApiError;
 
@@ -234,12 +234,7 @@ async fn list(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut segments = uri.path().split('/').skip(3);
-    let (Some(list), Some(entry)) = (segments.next(), segments.next()) else {
-        return Err(ApiError::BadAction(
-            "expected /v1/lists/{list}/{entry}".to_owned(),
-        ));
-    };
+    let (list, entry) = two_segments(&uri, "/v1/lists/{list}/{entry}")?;
     let caller = state.caller(&headers)?;
     let list = List::parse(list).ok_or_else(|| {
         ApiError::BadAction(format!("no list {list:?}: the lists are allow and deny"))

@@ -57,16 +57,23 @@ impl AdminState {
 /// name, the key any bytes, each percent-encoded as the admin API shows keys. Read from the
 /// path itself, so that a key that is not UTF-8 is named as it is.
 fn policy_and_key(uri: &Uri, form: &str) -> Result<(String, Vec<u8>), ApiError> {
-    let mut segments = uri.path().split('/').skip(3);
-    let (Some(policy), Some(key)) = (segments.next(), segments.next()) else {
-        return Err(ApiError::BadAction(format!("expected {form}")));
-    };
+    let (policy, key) = two_segments(uri, form)?;
     let policy = String::from_utf8(percent_decoded(policy)).map_err(|_| {
         ApiError::BadAction(format!(
             "the policy in {form} is not a policy name: names are ASCII"
         ))
     })?;
     Ok((policy, percent_decoded(key)))
+}
+
+/// The two segments after `/v1/{what}/` of `uri`'s path, still percent-encoded: what the
+/// `{…}/{…}` of `form` name.
+fn two_segments<'u>(uri: &'u Uri, form: &str) -> Result<(&'u str, &'u str), ApiError> {
+    let mut segments = uri.path().split('/').skip(3);
+    match (segments.next(), segments.next()) {
+        (Some(first), Some(second)) => Ok((first, second)),
+        _ => Err(ApiError::BadAction(format!("expected {form}"))),
+    }
 }
 
 /// A client key as the admin API shows it: `key` percent-encoded (what its paths take), and
