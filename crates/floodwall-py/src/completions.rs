@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 
 use crate::decision::{PyDecision, PyVerdict};
 use crate::errors;
+use crate::runtime::WaitingCaller;
 
 /// What a finished decision gives its future.
 pub(crate) enum Outcome {
@@ -54,7 +55,9 @@ impl Drop for HeldUnits {
     }
 }
 
-type Finished = (Py<PyAny>, Result<Outcome, floodwall::Error>);
+/// A finished decision, its future, and its caller: counted as gone if the future was
+/// cancelled before the loop hands the result over.
+type Finished = (Py<PyAny>, Result<Outcome, floodwall::Error>, WaitingCaller);
 
 /// A finished decision as the loop takes it: (future, succeeded, result or exception).
 type Resolved = (Py<PyAny>, bool, Py<PyAny>);
@@ -78,13 +81,18 @@ impl std::fmt::Debug for Outcome {
 impl Completions {
     /// Queues a result for `future`, waking the loop if the queue was empty (a waiting wake-up
     /// covers everything queued before the loop drains).
-    pub(crate) fn finish(&self, future: Py<PyAny>, result: Result<Outcome, floodwall::Error>) {
+    pub(crate) fn finish(
+        &self,
+        future: Py<PyAny>,
+        result: Result<Outcome, floodwall::Error>,
+        caller: WaitingCaller,
+    ) {
         let was_empty = {
             let mut finished = self
                 .finished
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            finished.push((future, result));
+            finished.push((future, result, caller));
             finished.len() == 1
         };
         if was_empty {
@@ -127,12 +135,17 @@ impl Completions {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         let mut out = Vec::with_capacity(finished.len());
-        for (future, result) in finished {
+        for (future, result, caller) in finished {
+            let waiting = !future.bind(py).call_method0("cancelled")?.is_truthy()?;
+            if waiting {
+                caller.answered();
+            } else {
+                caller.gone();
+            }
             out.push(match result {
                 Ok(Outcome::Decision(decision)) => (future, true, decision.into_py_any(py)?),
                 Ok(Outcome::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
                 Ok(Outcome::Held(decision, guard)) => {
-                    let waiting = !future.bind(py).call_method0("cancelled")?.is_truthy()?;
                     // A caller cancelled as the hold finished will release nothing: the units
                     // go back as `guard` drops.
                     let holder = guard.filter(|_| waiting).and_then(HeldUnits::keep);

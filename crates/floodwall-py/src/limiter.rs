@@ -286,7 +286,7 @@ impl PyLimiter {
         cost: u64,
     ) -> Work {
         let (gate, policy) = (self.gate.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, None, async move {
+        runtime::spawn(completions, future, self.by_the_gate(), async move {
             let policies = std::slice::from_ref(&policy);
             let verdict = decide(&gate, Check::new(policies, key.as_ref(), cost)).await?;
             Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
@@ -302,7 +302,7 @@ impl PyLimiter {
         cost: u64,
     ) -> Work {
         let (gate, policies) = (self.gate.clone(), owned(&policies));
-        runtime::spawn(completions, future, None, async move {
+        runtime::spawn(completions, future, self.by_the_gate(), async move {
             let verdict = decide(&gate, Check::new(&policies, key.as_ref(), cost)).await?;
             Ok(Outcome::Verdict(PyVerdict { verdict }))
         })
@@ -316,7 +316,7 @@ impl PyLimiter {
     ) -> Work {
         let gate = self.gate.clone();
         let (policies, keys, costs) = split(&items);
-        runtime::spawn(completions, future, None, async move {
+        runtime::spawn(completions, future, self.by_the_gate(), async move {
             let pairs = weighted(&policies, &keys, &costs);
             let verdict = decide(&gate, Check::weighted(pairs.iter().copied())).await?;
             Ok(Outcome::Verdict(PyVerdict { verdict }))
@@ -332,7 +332,7 @@ impl PyLimiter {
         cost: u64,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, Some(self.caller()), async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let verdict = limiter.refund(&policy, &key, cost).await?;
             Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
         })
@@ -346,7 +346,7 @@ impl PyLimiter {
     ) -> Work {
         let limiter = self.limiter.clone();
         let (policies, keys, costs) = split(&items);
-        runtime::spawn(completions, future, Some(self.caller()), async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let pairs = weighted(&policies, &keys, &costs);
             give_back(&limiter, Check::weighted(pairs.iter().copied())).await?;
             Ok(Outcome::Done)
@@ -361,7 +361,7 @@ impl PyLimiter {
         key: Key,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, Some(self.caller()), async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             limiter.reset(&policy, &key).await?;
             Ok(Outcome::Done)
         })
@@ -376,7 +376,7 @@ impl PyLimiter {
         cost: u64,
     ) -> Work {
         let (gate, policy) = (self.gate.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, None, async move {
+        runtime::spawn(completions, future, self.by_the_gate(), async move {
             let policies = std::slice::from_ref(&policy);
             let (verdict, guard) = hold(&gate, Check::new(policies, key.as_ref(), cost)).await?;
             Ok(Outcome::Held(
@@ -396,7 +396,7 @@ impl PyLimiter {
         holder: u128,
     ) -> Work {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
-        runtime::spawn(completions, future, Some(self.caller()), async move {
+        runtime::spawn(completions, future, self.caller(), async move {
             let policies = std::slice::from_ref(&policy);
             release(&limiter, Check::new(policies, key.as_ref(), cost), holder).await?;
             Ok(Outcome::Done)
@@ -418,7 +418,7 @@ impl PyLimiter {
         Ok(runtime::spawn(
             completions,
             future,
-            Some(self.caller()),
+            self.caller(),
             async move {
                 let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
                 Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
@@ -432,9 +432,14 @@ impl PyLimiter {
 }
 
 impl PyLimiter {
-    /// A call of an asyncio caller, counted as abandoned if it is cancelled first.
-    fn caller(&self) -> floodwall::Caller {
-        self.limiter.caller(floodwall::Front::Python)
+    /// A call of an asyncio caller, counted as abandoned if it is cancelled before its answer.
+    fn caller(&self) -> runtime::Counting {
+        runtime::Counting::Caller(self.limiter.caller(floodwall::Front::Python))
+    }
+
+    /// A call of an asyncio caller through the gate, which counts it while it decides.
+    fn by_the_gate(&self) -> runtime::Counting {
+        runtime::Counting::ByTheGate(self.limiter.clone())
     }
 
     /// Runs a decision: at once in memory, on the runtime with the GIL released on Redis.

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
@@ -59,27 +59,86 @@ where
     runtime().spawn(work);
 }
 
-/// Runs `work` in the background for `caller` (none when `work` passes through the gate,
-/// which counts its own); its result goes to `completions` for the asyncio `future`. Cancelling
-/// the returned [`Work`] drops `work` wherever it waits (the caller is then counted as gone,
-/// and what its store call took is given back by the store).
+/// Who counts an asyncio caller who leaves before it has its answer.
+pub(crate) enum Counting {
+    /// The work passes through the gate, which counts a caller who leaves while it decides;
+    /// one who leaves before or after, until the loop hands the answer over, is counted here.
+    ByTheGate(floodwall::Limiter),
+    /// This caller is counted until the loop hands its answer over.
+    Caller(floodwall::Caller),
+}
+
+/// Runs `work` in the background; its result goes to `completions` for the asyncio `future`.
+/// A caller whose future is cancelled before the loop hands it the result is counted as gone
+/// once, as `counting` says, whether the work was still running or had finished. Cancelling
+/// the returned [`Work`] drops `work` wherever it waits (what its store call took is then given
+/// back by the store).
 pub(crate) fn spawn<F>(
     completions: Py<Completions>,
     future: Py<PyAny>,
-    caller: Option<floodwall::Caller>,
+    counting: Counting,
     work: F,
 ) -> Work
 where
     F: Future<Output = Result<Outcome, floodwall::Error>> + Send + 'static,
 {
+    let (caller, gate) = match counting {
+        Counting::Caller(caller) => (caller, None),
+        Counting::ByTheGate(limiter) => (limiter.caller(floodwall::Front::Python), Some(limiter)),
+    };
+    let waiting = WaitingCaller(Arc::new(Mutex::new(Some(caller))));
+    let delivered = waiting.clone();
     let task = runtime().spawn(async move {
+        // The gate counts the caller while it decides, from its first step, which is this
+        // one; a caller cancelled before it was counted by `cancel`, and nothing runs.
+        if gate.is_some() && !delivered.hand_over() {
+            return;
+        }
         let result = work.await;
-        if let Some(caller) = caller {
+        if let Some(limiter) = gate {
+            *delivered.lock() = Some(limiter.caller(floodwall::Front::Python));
+        }
+        completions.get().finish(future, result, delivered);
+    });
+    Work {
+        task: task.abort_handle(),
+        waiting,
+    }
+}
+
+/// The caller of one asyncio call while it waits for its answer: counted as gone once, by
+/// whichever of the cancelled future and the loop's delivery sees it first.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitingCaller(Arc<Mutex<Option<floodwall::Caller>>>);
+
+impl WaitingCaller {
+    /// Stops counting the caller here, for the gate counts it from now on: false when it is
+    /// gone already.
+    fn hand_over(&self) -> bool {
+        self.lock()
+            .take()
+            .map(floodwall::Caller::answered)
+            .is_some()
+    }
+
+    /// The caller has its answer: it is not counted.
+    pub(crate) fn answered(&self) {
+        if let Some(caller) = self.lock().take() {
             caller.answered();
         }
-        completions.get().finish(future, result);
-    });
-    Work(task.abort_handle())
+    }
+
+    /// The caller left before its answer: counted, unless it was answered already.
+    pub(crate) fn gone(&self) {
+        let caller = self.lock().take();
+        drop(caller);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<floodwall::Caller>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Runs `f` inside the shared runtime's context, so that what it drops may spawn there (a
@@ -92,13 +151,17 @@ pub(crate) fn within<T>(f: impl FnOnce() -> T) -> T {
 /// Work started for an asyncio caller, which `cancel` stops when the caller is cancelled.
 #[pyclass(frozen, name = "Work", module = "floodwall._native")]
 #[derive(Debug)]
-pub(crate) struct Work(tokio::task::AbortHandle);
+pub(crate) struct Work {
+    task: tokio::task::AbortHandle,
+    waiting: WaitingCaller,
+}
 
 #[pymethods]
 impl Work {
     /// Stops the work where it waits: a decision not yet sent is not sent, a wait (acquire)
-    /// ends, and what a store call took for it is given back.
+    /// ends, and what a store call took for it is given back. The caller is counted as gone.
     fn cancel(&self) {
-        self.0.abort();
+        self.task.abort();
+        self.waiting.gone();
     }
 }
