@@ -10,13 +10,14 @@
 //! - the time the decision took is measured for the front end's histogram;
 //! - after the response, the refund rule says which pairs a refund may give back.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::{CheckError, Error};
 use crate::lease::LeaseGuard;
-use crate::limiter::{Front, Limiter};
+use crate::limiter::{Caller, Front, Limiter};
 use crate::store::Check;
 use crate::verdict::Verdict;
 
@@ -61,9 +62,23 @@ impl Gate {
     }
 
     /// Decides `check` as `passing` says. A check that could not be built (a cost no policy
-    /// admits) passes as its error, as the limiter's own checks answer it.
-    pub async fn pass(&self, check: Result<Check<'_>, CheckError>, passing: Passing) -> Passage {
+    /// admits) passes as its error, as the limiter's own checks answer it. The caller counts
+    /// from this call: a future dropped before it is first polled is a caller gone too.
+    pub fn pass(
+        &self,
+        check: Result<Check<'_>, CheckError>,
+        passing: Passing,
+    ) -> impl Future<Output = Passage> + Send {
         let caller = self.limiter.caller(self.front);
+        async move { self.decide(check, passing, caller).await }
+    }
+
+    async fn decide(
+        &self,
+        check: Result<Check<'_>, CheckError>,
+        passing: Passing,
+        caller: Caller,
+    ) -> Passage {
         let started = Instant::now();
         let (outcome, held) = match (check, passing.hold, passing.deadline) {
             (Err(error), _, _) => (Err(error.into()), None),

@@ -76,3 +76,18 @@ async fn a_passage_refunds_only_what_still_counts() {
     let past_minute = verdict.decisions()[0].reset_after + Duration::from_millis(1);
     assert_eq!(verdict.refundable(past_minute).collect::<Vec<_>>(), [1]);
 }
+
+#[tokio::test]
+async fn a_caller_who_leaves_before_the_first_poll_is_counted() {
+    let limiter = Limiter::new(MemoryStore::new());
+    let gate = Gate::new(limiter.clone(), Front::Rls);
+    let policies = [Policy::new("p", Algorithm::FixedWindow, 5, Duration::from_secs(60)).unwrap()];
+    let passing = gate.pass(Check::new(&policies, b"k", 1), Passing::default());
+    drop(passing);
+    assert_eq!(limiter.stats().abandoned.get(Front::Rls), 1);
+    let answered = gate
+        .pass(Check::new(&policies, b"k", 1), Passing::default())
+        .await;
+    assert!(answered.outcome().unwrap().allowed());
+    assert_eq!(limiter.stats().abandoned.get(Front::Rls), 1);
+}
