@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Json;
 use axum::routing::get;
-use floodwall::{Algorithm, Limiter, MEMORY_URL, Policy, Storage, StorageConfig};
+use floodwall::{Algorithm, Limiter, Policy, Storage, StorageConfig};
 use floodwall_http::RateLimitLayer;
 use floodwall_http::key::{Global, Header};
 use http::HeaderName;
@@ -68,9 +68,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = std::env::var("LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| MEMORY_URL.to_owned());
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| StorageConfig::MEMORY_URL.to_owned());
     match url.as_str() {
-        MEMORY_URL => println!("hello_api: limits in this process (set REDIS_URL to share them)"),
+        StorageConfig::MEMORY_URL => {
+            println!("hello_api: limits in this process (set REDIS_URL to share them)")
+        }
         url => println!("hello_api: limits shared through {url}"),
     }
     let store = Storage::connect(StorageConfig::from_url(&url)?).await?;

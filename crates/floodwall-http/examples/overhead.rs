@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Json;
 use axum::routing::get;
-use floodwall::{Algorithm, Limiter, MEMORY_URL, Policy, Storage, StorageConfig};
+use floodwall::{Algorithm, Limiter, Policy, Storage, StorageConfig};
 use floodwall_http::RateLimitLayer;
 use serde_json::{Value, json};
 
@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "memory" | "redis" => {
             let url = match mode.as_str() {
                 "redis" => std::env::var("REDIS_URL")?,
-                _ => MEMORY_URL.to_owned(),
+                _ => StorageConfig::MEMORY_URL.to_owned(),
             };
             let store = Storage::connect(StorageConfig::from_url(&url)?).await?;
             limited(Limiter::new(store))?

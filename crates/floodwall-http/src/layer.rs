@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use floodwall::{Front, Gate, Limiter, Policy};
+use floodwall::Limiter;
+use floodwall::Policy;
+use floodwall::gate::{Front, Gate, Observer};
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -17,11 +19,11 @@ use crate::service::RateLimit;
 type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
 type ExemptFn = dyn Fn(&Parts) -> bool + Send + Sync;
 type RefundFn = dyn Fn(StatusCode) -> bool + Send + Sync;
-use crate::observe::{DecisionRecord, ObserveFn};
 
 /// What every [`RateLimit`] service of one layer shares, behind one `Arc`.
 pub(crate) struct Config {
-    /// The limiter, as the HTTP front end passes through it.
+    /// The limiter, as the HTTP front end passes through it, with the layer's decision
+    /// counters and any observer of the builder's watching.
     pub(crate) gate: Gate,
     /// At least one; several are checked together, all-or-nothing, for the same key.
     pub(crate) policies: Vec<Policy>,
@@ -31,9 +33,6 @@ pub(crate) struct Config {
     /// When it holds for the inner service's status, the request's units are given back.
     pub(crate) refund: Option<Box<RefundFn>>,
     pub(crate) headers: RateLimitHeaders,
-    pub(crate) counters: DecisionCounters,
-    /// Told of every decision, when set.
-    pub(crate) observe: Option<Box<ObserveFn>>,
     /// Whether a policy is `concurrency`: each admitted request then holds a lease.
     pub(crate) holds: bool,
     /// Resolves the client address screened against the limiter's allow and deny lists.
@@ -110,7 +109,7 @@ impl RateLimitLayer {
             exempt: Box::new(is_cors_preflight),
             refund: None,
             headers: HeaderMode::default(),
-            observe: None,
+            observers: Vec::new(),
             screen: None,
         }
     }
@@ -138,7 +137,7 @@ pub struct RateLimitLayerBuilder {
     exempt: Box<ExemptFn>,
     refund: Option<Box<RefundFn>>,
     headers: HeaderMode,
-    observe: Option<Box<ObserveFn>>,
+    observers: Vec<Arc<dyn Observer>>,
     screen: Option<ClientIp>,
 }
 
@@ -223,16 +222,13 @@ impl RateLimitLayerBuilder {
         self
     }
 
-    /// Calls `observe` with every decision the layer makes ([`DecisionRecord`]: the request,
-    /// key, cost, verdict or error, and the time the store call took), before the request goes
-    /// on: for latency histograms or a decision log. It runs on the request's task, so it
-    /// should be quick; the clock is read only when an observer is set.
+    /// Tells `observer` of every decision the layer makes ([`Observed`](floodwall::gate::Observed):
+    /// the pairs and costs, the verdict or error, and the time the decision took), after the
+    /// layer's own counters and before the request goes on: for latency histograms or a
+    /// decision log. It runs on the request's task, so it should be quick.
     #[must_use]
-    pub fn observe(
-        mut self,
-        observe: impl Fn(&DecisionRecord<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        self.observe = Some(Box::new(observe));
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
         self
     }
 
@@ -246,14 +242,16 @@ impl RateLimitLayerBuilder {
                     .iter()
                     .any(|p| p.algorithm() == floodwall::Algorithm::Concurrency),
                 headers: RateLimitHeaders::new(self.headers, &self.policies),
-                counters: DecisionCounters::new(&self.policies),
-                gate: Gate::new(self.limiter, Front::Http),
+                gate: self.observers.into_iter().fold(
+                    Gate::new(self.limiter, Front::Http)
+                        .observed_by(Arc::new(DecisionCounters::new(&self.policies))),
+                    Gate::observed_by,
+                ),
                 policies: self.policies,
                 key: self.key,
                 cost: self.cost,
                 exempt: self.exempt,
                 refund: self.refund,
-                observe: self.observe,
                 screen: self.screen,
             }),
         }

@@ -21,7 +21,6 @@ mod held;
 pub mod key;
 mod layer;
 mod metrics;
-mod observe;
 pub mod problem;
 mod reply;
 mod service;
@@ -32,8 +31,7 @@ pub use headers::{
 };
 pub use held::HeldBody;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
-pub use metrics::{DECISIONS_TOTAL, DecisionCounters, PolicyCounters};
-pub use observe::DecisionRecord;
+pub use metrics::{CountedAs, DECISIONS_TOTAL, DecisionCounters, PolicyCounters};
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use reply::{EnvoyAnswer, Reply};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 
-use floodwall::{Decision, Mode, Policy, Verdict};
+use floodwall::gate::{Observed, Observer};
+use floodwall::{Decision, Error, Mode, Policy, Verdict};
 
 use metrics::{Counter, counter};
 
@@ -60,14 +61,20 @@ impl PolicyCounters {
 
 /// The `floodwall_decisions_total` counters of a set of policies: how every front end counts
 /// its decisions (the layer, the service's check API and its RLS), so that a policy's figures
-/// mean the same whichever front end decided.
+/// mean the same whichever front end decided. As a gate's [`Observer`] it counts each
+/// decision of the gate.
 #[derive(Debug, Default)]
 pub struct DecisionCounters {
     /// In registration order (a layer's verdicts come in it: no lookup), with an index by name
     /// for verdicts that come in another.
     policies: Vec<(String, PolicyCounters)>,
     by_name: HashMap<String, usize>,
+    /// Names the registered policy an unregistered one is counted under.
+    counted_as: Option<CountedAs>,
 }
+
+/// Names the registered policy a policy is counted under, when it is not registered itself.
+pub type CountedAs = fn(&str) -> Option<&str>;
 
 impl DecisionCounters {
     /// Registers the counters of each of `policies` with the installed recorder.
@@ -83,6 +90,17 @@ impl DecisionCounters {
             }
         }
         counters
+    }
+
+    /// These counters, counting a policy that is not registered under the registered one
+    /// `counted_as` names (a policy made from another, as an Envoy descriptor's own limit is);
+    /// a policy neither names is not counted.
+    #[must_use]
+    pub fn counted_as(self, counted_as: CountedAs) -> Self {
+        DecisionCounters {
+            counted_as: Some(counted_as),
+            ..self
+        }
     }
 
     /// The counters of the policy named `name`, expected at `position` (a verdict in
@@ -101,19 +119,13 @@ impl DecisionCounters {
     }
 
     /// Counts each policy's part in `verdict` ([`PolicyCounters::record`]), the request
-    /// `admitted` as a whole or not. `counted_as` names the registered policy a policy of the
-    /// verdict is counted under, when it is not registered itself (a policy made from another,
-    /// as an Envoy descriptor's own limit is); a policy neither names is not counted.
-    pub fn record(
-        &self,
-        verdict: &Verdict,
-        admitted: bool,
-        counted_as: impl Fn(&str) -> Option<&str>,
-    ) {
+    /// `admitted` as a whole or not.
+    pub fn record(&self, verdict: &Verdict, admitted: bool) {
         for (position, (policy, decision)) in verdict.iter().enumerate() {
-            let counters = self
-                .of(position, policy.name())
-                .or_else(|| self.named(counted_as(policy.name())?));
+            let counters = self.of(position, policy.name()).or_else(|| {
+                let counted_as = self.counted_as?;
+                self.named(counted_as(policy.name())?)
+            });
             if let Some(counters) = counters {
                 counters.record(decision, admitted);
             }
@@ -127,6 +139,16 @@ impl DecisionCounters {
             if let Some(counters) = self.of(position, policy.name()) {
                 counters.record_error();
             }
+        }
+    }
+}
+
+impl Observer for DecisionCounters {
+    fn decided(&self, decision: &Observed<'_, '_>) {
+        match decision.outcome {
+            Ok(verdict) => self.record(verdict, decision.admitted),
+            Err(Error::StoreUnavailable { .. }) => self.record_error(decision.check.policies()),
+            Err(_) => {}
         }
     }
 }
@@ -162,15 +184,16 @@ mod tests {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
-            let counters = DecisionCounters::new([&a, &b]);
+            fn base(name: &str) -> Option<&str> {
+                name.split_once(".override-").map(|(base, _)| base)
+            }
+            let counters = DecisionCounters::new([&a, &b]).counted_as(base);
             // b then a: out of registration order.
             let answer = Answer::from_store(true, smallvec![decision(true), decision(true)]);
-            counters.record(&Verdict::from_answer([&b, &a], answer), true, |_| None);
+            counters.record(&Verdict::from_answer([&b, &a], answer), true);
             let answer = Answer::from_store(false, smallvec![decision(false)]);
             let verdict = Verdict::from_answer([&derived], answer);
-            counters.record(&verdict, false, |name| {
-                name.split_once(".override-").map(|(base, _)| base)
-            });
+            counters.record(&verdict, false);
             counters.record_error([&b]);
         });
         let counts: std::collections::BTreeMap<String, u64> = snapshotter

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::{Algorithm, Check, Error, List, Passing, Policy};
+use floodwall::gate::Passing;
+use floodwall::{Algorithm, Check, List, Policy};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
@@ -16,7 +17,6 @@ use tower_service::Service;
 use crate::held::HeldBody;
 use crate::key::KeyError;
 use crate::layer::Config;
-use crate::observe::DecisionRecord;
 use crate::problem;
 
 /// The body of a rate-limited service's responses: the inner service's (holding the request's
@@ -108,29 +108,14 @@ where
             // An in-flight limit holds its units until the response has been sent.
             let passing = Passing {
                 hold: config.holds,
-                deadline: None,
+                ..Passing::default()
             };
             let check = Check::new(&config.policies, &key, cost);
             let passage = config.gate.pass(check, passing).await;
-            if let Some(observe) = &config.observe {
-                observe(&DecisionRecord {
-                    request: &parts,
-                    key: &key,
-                    cost,
-                    outcome: passage.outcome(),
-                    elapsed: passage.took(),
-                });
-            }
             let verdict = match passage.outcome() {
                 Ok(verdict) => verdict,
-                Err(error) => {
-                    if matches!(error, Error::StoreUnavailable { .. }) {
-                        config.counters.record_error(&config.policies);
-                    }
-                    return Ok(ours(problem::limiter_error(error, &config.policies)));
-                }
+                Err(error) => return Ok(ours(problem::limiter_error(error, &config.policies))),
             };
-            config.counters.record(verdict, verdict.allowed(), |_| None);
             if verdict.allowed() {
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config.headers.write(response.headers_mut(), verdict);

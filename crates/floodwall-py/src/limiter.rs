@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodwall::{
-    Check, Gate, Limiter, MemoryStore, Passing, Policy, RedisConfig, Storage, StorageConfig,
-};
+use floodwall::gate::{Gate, Passing};
+use floodwall::{Check, Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -116,7 +115,7 @@ impl PyLimiter {
             runtime::spawn_background(limiter.keep_controls_synced(Duration::from_secs(1)));
         }
         Ok(PyLimiter {
-            gate: Gate::new(limiter.clone(), floodwall::Front::Python),
+            gate: Gate::new(limiter.clone(), floodwall::gate::Front::Python),
             limiter,
             in_memory,
             storage: storage.to_owned(),
@@ -265,7 +264,10 @@ impl PyLimiter {
     /// `floodwall_abandoned_total`). What such a call took is given back.
     #[getter]
     fn abandoned(&self) -> u64 {
-        self.limiter.stats().abandoned.get(floodwall::Front::Python)
+        self.limiter
+            .stats()
+            .abandoned
+            .get(floodwall::gate::Front::Python)
     }
 
     /// Whether the store is the memory store, whose calls never wait.
@@ -434,7 +436,7 @@ impl PyLimiter {
 impl PyLimiter {
     /// A call of an asyncio caller, counted as abandoned if it is cancelled before its answer.
     fn caller(&self) -> runtime::Counting {
-        runtime::Counting::Caller(self.limiter.caller(floodwall::Front::Python))
+        runtime::Counting::Caller(self.limiter.caller(floodwall::gate::Front::Python))
     }
 
     /// A call of an asyncio caller through the gate, which counts it while it decides.
@@ -473,7 +475,7 @@ async fn hold(
 ) -> Result<(floodwall::Verdict, Option<floodwall::LeaseGuard>), floodwall::Error> {
     let passing = Passing {
         hold: true,
-        deadline: None,
+        ..Passing::default()
     };
     let mut passage = gate.pass(check, passing).await;
     let guard = passage.take_held();

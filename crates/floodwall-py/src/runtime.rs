@@ -65,7 +65,7 @@ pub(crate) enum Counting {
     /// one who leaves before or after, until the loop hands the answer over, is counted here.
     ByTheGate(floodwall::Limiter),
     /// This caller is counted until the loop hands its answer over.
-    Caller(floodwall::Caller),
+    Caller(floodwall::gate::Caller),
 }
 
 /// Runs `work` in the background; its result goes to `completions` for the asyncio `future`.
@@ -84,7 +84,10 @@ where
 {
     let (caller, gate) = match counting {
         Counting::Caller(caller) => (caller, None),
-        Counting::ByTheGate(limiter) => (limiter.caller(floodwall::Front::Python), Some(limiter)),
+        Counting::ByTheGate(limiter) => (
+            limiter.caller(floodwall::gate::Front::Python),
+            Some(limiter),
+        ),
     };
     let waiting = WaitingCaller(Arc::new(Mutex::new(Some(caller))));
     let delivered = waiting.clone();
@@ -96,7 +99,7 @@ where
         }
         let result = work.await;
         if let Some(limiter) = gate {
-            *delivered.lock() = Some(limiter.caller(floodwall::Front::Python));
+            *delivered.lock() = Some(limiter.caller(floodwall::gate::Front::Python));
         }
         completions.get().finish(future, result, delivered);
     });
@@ -109,7 +112,7 @@ where
 /// The caller of one asyncio call while it waits for its answer: counted as gone once, by
 /// whichever of the cancelled future and the loop's delivery sees it first.
 #[derive(Debug, Clone)]
-pub(crate) struct WaitingCaller(Arc<Mutex<Option<floodwall::Caller>>>);
+pub(crate) struct WaitingCaller(Arc<Mutex<Option<floodwall::gate::Caller>>>);
 
 impl WaitingCaller {
     /// Stops counting the caller here, for the gate counts it from now on: false when it is
@@ -117,7 +120,7 @@ impl WaitingCaller {
     fn hand_over(&self) -> bool {
         self.lock()
             .take()
-            .map(floodwall::Caller::answered)
+            .map(floodwall::gate::Caller::answered)
             .is_some()
     }
 
@@ -134,7 +137,7 @@ impl WaitingCaller {
         drop(caller);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<floodwall::Caller>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<floodwall::gate::Caller>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

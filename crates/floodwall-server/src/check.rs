@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use floodwall::{Check, Decision, Error, Front, Gate, Limiter, Passing, Policy, Source, Verdict};
+use floodwall::gate::{Front, Gate, Observer, Passing};
+use floodwall::{Check, Decision, Limiter, Policy, Source, Verdict};
 use floodwall_http::{DecisionCounters, HeaderMode, RateLimitHeaders, Reply};
 use http::{HeaderValue, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
@@ -36,7 +37,6 @@ pub(crate) struct CheckState {
     /// Per policy name: its single-policy headers, built once so a check does no header
     /// serialisation it can avoid.
     per_policy: HashMap<String, RateLimitHeaders>,
-    counters: DecisionCounters,
     /// The check API's latency, answers and decision log.
     pub(crate) watch: DecisionWatch,
 }
@@ -57,14 +57,20 @@ impl CheckState {
             Arc::new(RouteInstruments::new(CHECK_ROUTE)),
             DecisionLog::new(&config.log).map(Arc::new),
         );
-        let counters = DecisionCounters::new(&config.policies);
+        // Both gates count into the same counters, log into the same log.
+        let counters: Arc<dyn Observer> = Arc::new(DecisionCounters::new(&config.policies));
+        let observed: Arc<dyn Observer> = Arc::new(watch.clone());
+        let gate = |front| {
+            Gate::new(limiter.clone(), front)
+                .observed_by(Arc::clone(&counters))
+                .observed_by(Arc::clone(&observed))
+        };
         CheckState {
-            checks: Gate::new(limiter.clone(), Front::Check),
-            leases: Gate::new(limiter.clone(), Front::Leases),
+            checks: gate(Front::Check),
+            leases: gate(Front::Leases),
             limiter,
             config,
             headers,
-            counters,
             per_policy,
             watch,
         }
@@ -175,23 +181,14 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
     };
     let passing = Passing {
         hold,
-        deadline: None,
+        ..Passing::default()
     };
     let mut passage = gate.pass(Check::new(policies, key, cost), passing).await;
-    state
-        .watch
-        .decided(&[key], cost, passage.outcome(), passage.took());
     let guard = passage.take_held();
     let verdict = match passage.into_outcome() {
         Ok(verdict) => verdict,
-        Err(error) => {
-            if matches!(error, Error::StoreUnavailable { .. }) {
-                state.counters.record_error(policies);
-            }
-            return Err(ApiError::Limiter(error, policies.to_vec()));
-        }
+        Err(error) => return Err(ApiError::Limiter(error, policies.to_vec())),
     };
-    state.counters.record(&verdict, verdict.allowed(), |_| None);
     // The units stay held past this request, once the client has its id: it releases them by
     // it. Until the answer is written they are released if the client goes.
     let held = guard.as_ref().map(|guard| LeaseFields {

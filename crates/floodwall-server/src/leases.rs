@@ -14,7 +14,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use floodwall::{Check, Front, Holder, LeaseGuard, Policy};
+use floodwall::gate::Front;
+use floodwall::{Check, Holder, LeaseGuard, Policy};
 use http::{HeaderMap, StatusCode};
 use http_body::{Frame, SizeHint};
 

@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use floodwall::Limiter;
+use floodwall_http::RateLimitLayer;
 use floodwall_http::key::{ClientIp, Global, Header, KeyExtractor, Query};
-use floodwall_http::{DecisionRecord, RateLimitLayer};
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Uri};
 use tower::ServiceExt;
@@ -151,7 +151,7 @@ impl RouteTable {
                             .key(key_extractor(&route.key, config))
                             .screen_clients(client_ip(config))
                             .headers(config.server.headers)
-                            .observe(observer(DecisionWatch::new(
+                            .observer(Arc::new(DecisionWatch::new(
                                 Arc::clone(&label),
                                 Arc::clone(&instruments),
                                 decision_log.clone(),
@@ -198,11 +198,6 @@ fn screened_only(handler: RouteService, limiter: Limiter, client: ClientIp) -> R
             handler.oneshot(request).await
         }
     }))
-}
-
-/// What a route's layer does with each decision: what [`DecisionWatch`] does for every front end.
-fn observer(watch: DecisionWatch) -> impl Fn(&DecisionRecord<'_>) + Send + Sync + 'static {
-    move |record| watch.decided(&[record.key], record.cost, record.outcome, record.elapsed)
 }
 
 /// Answers a request with the first matching route, or 404. The route is chosen by the

@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use floodwall::{Error, Verdict};
+use floodwall::gate::{Observed, Observer};
 
 use http::StatusCode;
 use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram};
@@ -197,19 +197,24 @@ impl DecisionWatch {
     pub(crate) fn instruments(&self) -> &RouteInstruments {
         &self.instruments
     }
+}
 
-    /// A decision on `keys` for `cost` units, which took `took`. A request with no key (an
-    /// Envoy request no rule limits) is timed but not logged.
-    pub(crate) fn decided(
-        &self,
-        keys: &[&[u8]],
-        cost: u64,
-        outcome: Result<&Verdict, &Error>,
-        took: Duration,
-    ) {
-        self.instruments.decided(took);
-        if let Some(log) = self.log.as_deref().filter(|_| !keys.is_empty()) {
-            log.record(&self.label, keys, cost, outcome);
+impl Observer for DecisionWatch {
+    /// Times the decision and logs it under its distinct keys and its largest cost. A check
+    /// with no pairs (an Envoy request no rule limits) is timed but not logged.
+    fn decided(&self, decision: &Observed<'_, '_>) {
+        self.instruments.decided(decision.took);
+        let Some(log) = self.log.as_deref() else {
+            return;
+        };
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(decision.check.len());
+        for (_, key) in decision.check.pairs() {
+            if !keys.contains(key) {
+                keys.push(key);
+            }
+        }
+        if !keys.is_empty() {
+            log.record(&self.label, &keys, decision.check.cost(), decision.outcome);
         }
     }
 }

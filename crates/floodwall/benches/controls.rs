@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use floodwall::{Algorithm, Limiter, List, ListEntry, MemoryStore, Policy};
+use floodwall::controls::ListEntry;
+use floodwall::{Algorithm, Limiter, List, MemoryStore, Policy};
 
 /// `count` distinct networks in 10.0.0.0/8, as `bench/deny_list.sh` lists them.
 fn networks(count: usize) -> Vec<(List, ListEntry)> {

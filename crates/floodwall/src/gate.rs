@@ -7,25 +7,62 @@
 //!   ([`Limiter::caller`]);
 //! - the check is decided, or its in-flight units held until the response is done;
 //! - it is answered by the caller's deadline when it has one, per `on_error`;
-//! - the time the decision took is measured for the front end's histogram;
+//! - the time the decision took is measured, and the front end's [`Observer`]s are told of the
+//!   decision (its counters, histogram and decision log);
 //! - after the response, the refund rule says which pairs a refund may give back.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::{CheckError, Error};
 use crate::lease::LeaseGuard;
-use crate::limiter::{Caller, Front, Limiter};
+use crate::limiter::Limiter;
+pub use crate::limiter::{Caller, Front};
 use crate::store::Check;
 use crate::verdict::Verdict;
 
 /// How one front end passes its checks through a limiter.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Gate {
     limiter: Limiter,
     front: Front,
+    observers: Arc<[Arc<dyn Observer>]>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("front", &self.front)
+            .field("observers", &self.observers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What watches a gate's decisions without changing them: counters, histograms, decision logs.
+/// It is told of every check the gate decides, once, after the store answered and before the
+/// front end renders the answer; a check that could not be built is not a decision and is
+/// not told.
+pub trait Observer: Send + Sync + 'static {
+    /// One decision.
+    fn decided(&self, decision: &Observed<'_, '_>);
+}
+
+/// One decision of a gate, as its [`Observer`]s see it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Observed<'a, 'c> {
+    /// The pairs decided and the units each asked for.
+    pub check: &'a Check<'c>,
+    /// The verdict, or why there is none (the store failed and a policy fails closed).
+    pub outcome: Result<&'a Verdict, &'a Error>,
+    /// Whether the request was let through: allowed, and not only judged
+    /// ([`Passing::judged_only`]).
+    pub admitted: bool,
+    /// How long the decision took: the limiter's call, nothing else.
+    pub took: Duration,
 }
 
 /// What a check asks of the gate beyond its pairs.
@@ -36,6 +73,9 @@ pub struct Passing {
     pub hold: bool,
     /// Answer by then, per `on_error`, whatever the store does.
     pub deadline: Option<Instant>,
+    /// The check only asks whether its pairs are within their limits (it consumes nothing,
+    /// or its answer is overruled): an allowed verdict is not an admission.
+    pub judged_only: bool,
 }
 
 /// What the gate decided for one check: owned, so a front end can keep it while it renders,
@@ -51,9 +91,23 @@ pub struct Passage {
 }
 
 impl Gate {
-    /// The gate of `front` onto `limiter`.
+    /// The gate of `front` onto `limiter`, observed by no one.
     pub fn new(limiter: Limiter, front: Front) -> Self {
-        Gate { limiter, front }
+        Gate {
+            limiter,
+            front,
+            observers: Arc::new([]),
+        }
+    }
+
+    /// This gate, with `observer` told of each decision after the observers it has.
+    #[must_use]
+    pub fn observed_by(self, observer: Arc<dyn Observer>) -> Self {
+        let observers = self.observers.iter().cloned();
+        Gate {
+            observers: observers.chain([observer]).collect(),
+            ..self
+        }
     }
 
     /// The limiter behind the gate.
@@ -80,26 +134,45 @@ impl Gate {
         caller: Caller,
     ) -> Passage {
         let started = Instant::now();
-        let (outcome, held) = match (check, passing.hold, passing.deadline) {
-            (Err(error), _, _) => (Err(error.into()), None),
-            (Ok(check), true, _) => match self.limiter.hold(check).await {
+        let check = match check {
+            Ok(check) => check,
+            Err(error) => {
+                caller.answered();
+                return Passage {
+                    outcome: Err(error.into()),
+                    held: None,
+                    asked_at: started,
+                    took: started.elapsed(),
+                };
+            }
+        };
+        let (outcome, held) = match (passing.hold, passing.deadline) {
+            (true, _) => match self.limiter.hold(check.clone()).await {
                 Ok(lease) => {
                     let (verdict, held) = lease.split();
                     (Ok(verdict), held)
                 }
                 Err(error) => (Err(error), None),
             },
-            (Ok(check), false, Some(deadline)) => {
-                (self.limiter.decide_by(&check, deadline).await, None)
-            }
-            (Ok(check), false, None) => (self.limiter.decide(&check).await, None),
+            (false, Some(deadline)) => (self.limiter.decide_by(&check, deadline).await, None),
+            (false, None) => (self.limiter.decide(&check).await, None),
         };
         caller.answered();
+        let took = started.elapsed();
+        let observed = Observed {
+            check: &check,
+            outcome: outcome.as_ref(),
+            admitted: !passing.judged_only && outcome.as_ref().is_ok_and(Verdict::allowed),
+            took,
+        };
+        for observer in self.observers.iter() {
+            observer.decided(&observed);
+        }
         Passage {
             outcome,
             held,
             asked_at: started,
-            took: started.elapsed(),
+            took,
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod client_key;
 mod clock;
 pub mod controls;
 mod error;
-mod gate;
+pub mod gate;
 mod lease;
 mod limiter;
 pub mod memory;
@@ -39,25 +39,30 @@ pub mod store;
 mod verdict;
 
 pub use clock::TokioClock;
-pub use controls::{Block, ControlError, EntryError, List, ListEntry, Listed, Provenance};
+pub use controls::{ControlError, List};
 pub use error::{CheckError, Error, StoreError, StoreErrorKind};
 pub use floodwall_core::{
     Algorithm, Calendar, Clock, CostError, Decision, Holder, ManualClock, Mode, OnError, Policy,
     PolicyError, SystemClock, parse_period,
 };
-pub use gate::{Gate, Passage, Passing};
 pub use lease::{Lease, LeaseGuard};
-pub use limiter::{
-    AbandonedCounts, Caller, DEFAULT_LOCAL_MAX_KEYS, Front, Limiter, LimiterBuilder, LimiterStats,
-    StoreErrorCounts,
-};
-pub use memory::{MemoryStats, MemoryStore, MemoryStoreBuilder};
-pub use offenders::Offender;
+pub use limiter::{Limiter, LimiterBuilder};
+pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{RedisConfig, RedisStats, RedisStore};
-pub use storage::{MEMORY_URL, Storage, StorageConfig, StorageStats};
+pub use redis::{RedisConfig, RedisStore};
+pub use storage::{Storage, StorageConfig};
 pub use store::{Check, Source};
 pub use verdict::Verdict;
+
+/// What a limiter and its stores count, as [`Limiter::stats`] and the stores' own `stats`
+/// report them.
+pub mod stats {
+    pub use crate::limiter::{AbandonedCounts, LimiterStats, StoreErrorCounts};
+    pub use crate::memory::MemoryStats;
+    #[cfg(feature = "redis")]
+    pub use crate::redis::RedisStats;
+    pub use crate::storage::StorageStats;
+}
 
 /// The pure core: algorithms, key encoding, reference types.
 pub use floodwall_core as core;

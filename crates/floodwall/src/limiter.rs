@@ -26,9 +26,6 @@ use crate::store::Store;
 use crate::store::{Answer, Source};
 use crate::verdict::Verdict;
 
-/// The default bound on keys tracked by the local fallback used with `on_error = "local"`.
-pub const DEFAULT_LOCAL_MAX_KEYS: usize = 100_000;
-
 /// Decides requests against a [`Storage`], applying each policy's `on_error` when the store
 /// fails.
 ///
@@ -392,7 +389,7 @@ impl Limiter {
     fn decide_locally(&self, check: &Check<'_>) -> Option<Answer> {
         let local = self.shared.local.get_or_init(|| {
             MemoryStore::builder()
-                .max_keys(DEFAULT_LOCAL_MAX_KEYS)
+                .max_keys(LimiterBuilder::DEFAULT_LOCAL_MAX_KEYS)
                 .clock(self.shared.store.clock())
                 .build()
         });

@@ -27,10 +27,10 @@ pub enum StorageConfig {
     Redis(RedisConfig),
 }
 
-/// The URL of the memory store.
-pub const MEMORY_URL: &str = "memory://";
-
 impl StorageConfig {
+    /// The URL of the memory store.
+    pub const MEMORY_URL: &str = "memory://";
+
     /// The memory store with its default bound.
     pub fn memory() -> Self {
         StorageConfig::Memory {
@@ -44,7 +44,7 @@ impl StorageConfig {
     ///
     /// [`StoreError::Config`] when the URL is neither, naming the accepted forms.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
-        if url == MEMORY_URL {
+        if url == Self::MEMORY_URL {
             return Ok(StorageConfig::memory());
         }
         #[cfg(feature = "redis")]
@@ -56,7 +56,8 @@ impl StorageConfig {
         #[cfg(not(feature = "redis"))]
         Err(StoreError::Config {
             detail: format!(
-                "unknown storage URL {url:?}: this build has the memory store only ({MEMORY_URL}); Redis needs the `redis` feature"
+                "unknown storage URL {url:?}: this build has the memory store only ({}); Redis needs the `redis` feature",
+                Self::MEMORY_URL
             ),
         })
     }

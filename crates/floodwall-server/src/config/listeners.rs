@@ -5,8 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use floodwall::List;
+use floodwall::controls::ListEntry;
 use floodwall::controls::{MAX_CONTROL_KEY_BYTES, MAX_CONTROLS};
-use floodwall::{List, ListEntry};
 use floodwall_http::HeaderMode;
 use ipnet::IpNet;
 use toml::Spanned;

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use floodwall::{List, ListEntry, OnError, Policy};
+use floodwall::controls::ListEntry;
+use floodwall::{List, OnError, Policy};
 use floodwall_http::HeaderMode;
 use http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
@@ -218,7 +219,7 @@ impl StorageConfig {
     pub fn url(&self) -> String {
         match &self.store {
             floodwall::StorageConfig::Redis(redis) => redact_password(redis.url()),
-            _ => floodwall::MEMORY_URL.to_owned(),
+            _ => floodwall::StorageConfig::MEMORY_URL.to_owned(),
         }
     }
 }

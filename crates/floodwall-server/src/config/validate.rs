@@ -8,7 +8,7 @@ use floodwall::core::key::validate_prefix;
 use floodwall::core::parse_period;
 use floodwall::memory::DEFAULT_MAX_KEYS;
 use floodwall::redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisConfig};
-use floodwall::{Algorithm, MEMORY_URL, Mode, OnError, Policy};
+use floodwall::{Algorithm, Mode, OnError, Policy};
 use toml::Spanned;
 
 use super::error::Diagnostics;
@@ -161,11 +161,13 @@ fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig 
         )
     });
     let store = match url {
-        Some(url) if url != MEMORY_URL => floodwall::StorageConfig::Redis(
-            RedisConfig::new(url)
-                .prefix(prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()))
-                .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT)),
-        ),
+        Some(url) if url != floodwall::StorageConfig::MEMORY_URL => {
+            floodwall::StorageConfig::Redis(
+                RedisConfig::new(url)
+                    .prefix(prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()))
+                    .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT)),
+            )
+        }
         _ => floodwall::StorageConfig::Memory {
             max_keys: max_keys.unwrap_or(DEFAULT_MAX_KEYS),
         },

@@ -20,7 +20,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use floodwall::{Check, Error, Front, Gate, Limiter, Passing, Policy, Verdict};
+use floodwall::gate::{Front, Gate, Passing};
+use floodwall::{Check, Error, Limiter, Policy, Verdict};
 use floodwall_http::{DecisionCounters, EnvoyAnswer, RateLimitHeaders, Reply};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
@@ -81,11 +82,8 @@ struct RlsState {
     gate: Gate,
     book: RuleBook,
     headers: RateLimitHeaders,
-    counters: DecisionCounters,
     /// Per configured domain (and `unknown`): the answers ok, over_limit, unavailable, invalid.
     requests: HashMap<String, [Counter; 4]>,
-    /// RLS's latency, answers and decision log.
-    watch: DecisionWatch,
     /// Whether descriptors' own limits are honoured, and the policies made of them so far, at
     /// most `max_overrides` (past that, a new override is ignored and warned about).
     allow_overrides: bool,
@@ -134,18 +132,20 @@ impl RlsState {
             .map(|domain| (domain.to_owned(), domain_counters(domain)))
             .collect();
         requests.insert(UNKNOWN_DOMAIN.to_owned(), domain_counters(UNKNOWN_DOMAIN));
+        let counters = DecisionCounters::new(&config.policies).counted_as(overridden);
+        let watch = DecisionWatch::new(
+            Arc::from(RLS_ROUTE),
+            Arc::new(RouteInstruments::new(RLS_ROUTE)),
+            DecisionLog::new(&config.log).map(Arc::new),
+        );
         RlsState {
-            gate: Gate::new(limiter.clone(), Front::Rls),
+            gate: Gate::new(limiter.clone(), Front::Rls)
+                .observed_by(Arc::new(counters))
+                .observed_by(Arc::new(watch)),
             limiter,
             book,
             headers: RateLimitHeaders::new(config.server.headers, &[]),
-            counters: DecisionCounters::new(&config.policies),
             requests,
-            watch: DecisionWatch::new(
-                Arc::from(RLS_ROUTE),
-                Arc::new(RouteInstruments::new(RLS_ROUTE)),
-                DecisionLog::new(&config.log).map(Arc::new),
-            ),
             allow_overrides: config.rls.as_ref().is_some_and(|r| r.allow_overrides),
             max_overrides: config.rls.as_ref().map_or(0, |r| r.max_overrides),
             overrides: Mutex::new(HashMap::new()),
@@ -283,19 +283,6 @@ struct Pairs<'s> {
 }
 
 impl Pairs<'_> {
-    /// What a request's decision-log line names: its distinct client keys, and the most units
-    /// any of them asked for.
-    fn keys_and_cost(&self) -> (Vec<&[u8]>, u64) {
-        let mut keys: Vec<&[u8]> = Vec::with_capacity(self.pairs.len());
-        for (_, key, _) in &self.pairs {
-            if !keys.contains(&key.as_slice()) {
-                keys.push(key);
-            }
-        }
-        let cost = self.pairs.iter().map(|(_, _, units)| *units).max();
-        (keys, cost.unwrap_or_default())
-    }
-
     /// Whether a `requests_per_unit: 0` limit was asked for units: the whole request is over.
     fn hits_zero(&self) -> bool {
         self.specials
@@ -342,12 +329,8 @@ impl RateLimitService for RlsService {
             return Err(status);
         }
         let (taken, refunded) = pairs(state, &request);
-        let started = tokio::time::Instant::now();
         // The gate counts the call as abandoned if Envoy resets the stream before the answer.
         let answer = decide(state, &taken, &refunded, answer_by).await;
-        let (keys, cost) = taken.keys_and_cost();
-        let outcome = answer.as_ref().map(|decided| &decided.verdict);
-        state.watch.decided(&keys, cost, outcome, started.elapsed());
         let decided = match answer {
             Ok(decided) => decided,
             Err(error) => match Reply::of(Err(&error)).envoy() {
@@ -476,21 +459,10 @@ async fn decide<'t>(
     let passing = Passing {
         hold: false,
         deadline: answer_by,
+        judged_only,
     };
     let check = Check::weighted(weighted.iter().copied());
-    let verdict = match state.gate.pass(check, passing).await.into_outcome() {
-        Ok(verdict) => verdict,
-        Err(error) => {
-            if matches!(error, Error::StoreUnavailable { .. }) {
-                state
-                    .counters
-                    .record_error(weighted.iter().map(|(policy, _, _)| *policy));
-            }
-            return Err(error);
-        }
-    };
-    let admitted = verdict.allowed() && !judged_only;
-    state.counters.record(&verdict, admitted, overridden);
+    let verdict = state.gate.pass(check, passing).await.into_outcome()?;
     let refunds = if refunded.pairs.is_empty() {
         None
     } else {

@@ -31,7 +31,8 @@ fn the_example_file_and_the_embedded_default_are_valid() {
 /// guard the admin API too.
 #[test]
 fn access_lists_and_named_tokens_are_read() {
-    use floodwall::{List, ListEntry};
+    use floodwall::List;
+    use floodwall::controls::ListEntry;
     // PATH stands in for a token variable: it is set, and not empty, wherever tests run.
     let source = "[admin]\nlisten = \"127.0.0.1:9090\"\ntokens = { ops = \"PATH\" }\n\
                   [access]\nallow = [\"10.0.0.0/8\", \"monitor\"]\ndeny = [\"203.0.113.7\"]\n";

@@ -22,6 +22,9 @@ pub struct LimiterBuilder {
 }
 
 impl LimiterBuilder {
+    /// The default bound on keys tracked by the local fallback used with `on_error = "local"`.
+    pub const DEFAULT_LOCAL_MAX_KEYS: usize = 100_000;
+
     /// Keeps, per policy, the keys it denied most in the last five minutes, in `capacity`
     /// counters a minute ([`Limiter::top_offenders`]). Off by default; it costs a lock per
     /// denied pair, never anything on an admission.
@@ -48,7 +51,7 @@ impl LimiterBuilder {
     }
 
     /// The in-process store used with `on_error = "local"` (default: a [`MemoryStore`] of
-    /// [`DEFAULT_LOCAL_MAX_KEYS`](super::DEFAULT_LOCAL_MAX_KEYS) keys on the store's clock).
+    /// [`DEFAULT_LOCAL_MAX_KEYS`](Self::DEFAULT_LOCAL_MAX_KEYS) keys on the store's clock).
     #[must_use]
     pub fn local_store(mut self, local: MemoryStore) -> Self {
         self.local = Some(local);

@@ -6,9 +6,10 @@
 use crate::support::LimiterExt;
 use std::time::Duration;
 
+use floodwall::controls::ListEntry;
 use floodwall::controls::{MAX_CONTROL_BYTES, MAX_CONTROL_KEY_BYTES, MAX_CONTROLS};
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{Algorithm, ControlError, Limiter, List, ListEntry, MemoryStore, Policy, Source};
+use floodwall::{Algorithm, ControlError, Limiter, List, MemoryStore, Policy, Source};
 use floodwall_testkit::{RedisCluster, RedisServer};
 
 fn per_minute(limit: u64) -> Policy {

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use floodwall::{
-    Algorithm, Check, Error, Front, Gate, Limiter, ManualClock, MemoryStore, Passing, Policy,
-};
+use std::sync::{Arc, Mutex};
+
+use floodwall::gate::{Front, Gate, Observed, Observer, Passing};
+use floodwall::{Algorithm, Check, Error, Limiter, ManualClock, MemoryStore, Policy};
 
 #[tokio::test]
 async fn a_held_passage_keeps_its_slot_until_its_guard_goes() {
@@ -20,7 +21,7 @@ async fn a_held_passage_keeps_its_slot_until_its_guard_goes() {
     .unwrap()];
     let hold = Passing {
         hold: true,
-        deadline: None,
+        ..Passing::default()
     };
     let mut first = gate.pass(Check::new(&policies, b"k", 1), hold).await;
     assert!(first.outcome().unwrap().allowed());
@@ -90,4 +91,54 @@ async fn a_caller_who_leaves_before_the_first_poll_is_counted() {
         .await;
     assert!(answered.outcome().unwrap().allowed());
     assert_eq!(limiter.stats().abandoned.get(Front::Rls), 1);
+}
+
+/// One decision as an observer was told of it: keys, cost, allowed (none: an error), admitted.
+type Heard = (Vec<Vec<u8>>, u64, Option<bool>, bool);
+
+/// What an observer was told, decision by decision.
+#[derive(Default)]
+struct Told(Mutex<Vec<Heard>>);
+
+impl Observer for Told {
+    fn decided(&self, decision: &Observed<'_, '_>) {
+        let keys = decision.check.pairs().iter().map(|(_, k)| k.to_vec());
+        let outcome = decision.outcome.ok().map(floodwall::Verdict::allowed);
+        let told = (
+            keys.collect(),
+            decision.check.cost(),
+            outcome,
+            decision.admitted,
+        );
+        self.0.lock().unwrap().push(told);
+    }
+}
+
+#[tokio::test]
+async fn every_observer_is_told_of_each_decision_once() {
+    let (first, second) = (Arc::new(Told::default()), Arc::new(Told::default()));
+    let gate = Gate::new(Limiter::new(MemoryStore::new()), Front::Check)
+        .observed_by(first.clone())
+        .observed_by(second.clone());
+    let policies = [Policy::new("p", Algorithm::FixedWindow, 2, Duration::from_secs(60)).unwrap()];
+    let judged = Passing {
+        judged_only: true,
+        ..Passing::default()
+    };
+    for passing in [Passing::default(), judged, Passing::default()] {
+        let _ = gate.pass(Check::new(&policies, b"k", 1), passing).await;
+    }
+    // Not a decision: a cost the policy can never admit.
+    let _ = gate
+        .pass(Check::new(&policies, b"k", 3), Passing::default())
+        .await;
+    let k = || vec![b"k".to_vec()];
+    let expected = [
+        (k(), 1, Some(true), true),
+        // Allowed, but only judged: not an admission.
+        (k(), 1, Some(true), false),
+        (k(), 1, Some(false), false),
+    ];
+    assert_eq!(*first.0.lock().unwrap(), expected);
+    assert_eq!(*second.0.lock().unwrap(), expected);
 }

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
+use floodwall::stats::StorageStats;
 use floodwall::store::Store;
 use floodwall::{
-    Algorithm, Check, Error, Limiter, ManualClock, OnError, Policy, Source, StorageStats,
-    StoreErrorKind,
+    Algorithm, Check, Error, Limiter, ManualClock, OnError, Policy, Source, StoreErrorKind,
 };
 use floodwall_testkit::RedisServer;
 use tokio::time::Instant;

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
-use floodwall::{
-    Algorithm, Limiter, ManualClock, MemoryStore, Policy, Source, StorageStats, StoreErrorKind,
-};
+use floodwall::stats::StorageStats;
+use floodwall::{Algorithm, Limiter, ManualClock, MemoryStore, Policy, Source, StoreErrorKind};
 use floodwall_testkit::{RedisCluster, RedisServer};
 use tokio::time::Instant;
 
@@ -29,7 +28,7 @@ async fn redis_limiter(url: &str) -> Limiter {
     )
 }
 
-fn redis_stats(limiter: &Limiter) -> floodwall::RedisStats {
+fn redis_stats(limiter: &Limiter) -> floodwall::stats::RedisStats {
     match limiter.store().stats() {
         StorageStats::Redis(stats) => stats,
         other => panic!("not a Redis store: {other:?}"),
