@@ -168,15 +168,19 @@ impl Held {
         if self.released_in_place(&self.check.check()) {
             return;
         }
-        #[cfg(feature = "redis")]
-        if tokio::runtime::Handle::try_current().is_ok()
-            && let crate::Storage::Redis(store) = self.limiter.store()
-        {
-            // Nothing waits for this answer: a release that fails leaves the units to time out.
-            let store = store.clone();
-            store.spawn_tracked(async move {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        // Nothing waits for this answer: a release that fails leaves the units to time out.
+        match self.limiter.store().clone() {
+            #[cfg(feature = "redis")]
+            crate::Storage::Redis(store) => store.spawn_tracked(async move {
                 let _ = self.release().await;
-            });
+            }),
+            crate::Storage::Plugged(store) => store.spawn_tracked(async move {
+                let _ = self.release().await;
+            }),
+            crate::Storage::Memory(_) => {}
         }
     }
 }

@@ -143,6 +143,7 @@ impl Limiter {
             crate::Storage::Memory(_) => true,
             #[cfg(feature = "redis")]
             crate::Storage::Redis(store) => store.settle(within).await,
+            crate::Storage::Plugged(store) => store.settle(within).await,
         }
     }
 }

@@ -521,25 +521,11 @@ impl Store for MemoryStore {
         self.release_sync(check);
         true
     }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        MemoryStore::clock(self)
+    }
 }
 
 /// The memory store shares nothing with other processes: the controls live in the process.
-impl crate::store::ControlStore for MemoryStore {
-    async fn controls_version(&self) -> Result<Option<Vec<u8>>, crate::error::StoreError> {
-        Ok(None)
-    }
-
-    async fn read_controls(
-        &self,
-    ) -> Result<Vec<crate::store::ControlField>, crate::error::StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn write_controls(
-        &self,
-        _set: Option<crate::store::ControlField>,
-        _remove: Option<Vec<u8>>,
-    ) -> Result<(), crate::error::StoreError> {
-        Ok(())
-    }
-}
+impl crate::store::ControlStore for MemoryStore {}

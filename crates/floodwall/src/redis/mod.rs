@@ -508,6 +508,10 @@ impl Store for RedisStore {
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {
         self.detached(check, Job::Reset).await.map(|_| ())
     }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        RedisStore::clock(self).unwrap_or_else(|| Arc::new(floodwall_core::SystemClock::new()))
+    }
 }
 
 impl RedisStore {

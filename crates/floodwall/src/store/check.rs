@@ -147,6 +147,7 @@ impl<'a> Check<'a> {
     /// Whether what this check admits is held for a holder to give back: it has a `concurrency`
     /// pair and a holder. Only such a check leaves anything to release.
     #[inline]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn takes_held_units(&self) -> bool {
         self.holder != Holder::ANONYMOUS && self.holds()
     }

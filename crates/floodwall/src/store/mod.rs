@@ -4,15 +4,20 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+
+use floodwall_core::{Clock, SystemClock};
 
 mod answer;
 mod check;
 mod controls;
 
+/// A store of the user's own, as [`Storage::plugged`](crate::Storage::plugged) holds it.
+pub use crate::storage::PluggedStore;
 pub use answer::{Answer, Source};
 pub use check::Check;
 pub(crate) use check::OwnedCheck;
-pub(crate) use controls::{ControlField, ControlStore, VERSION_FIELD};
+pub use controls::{ControlField, ControlStore, VERSION_FIELD};
 
 use crate::error::StoreError;
 
@@ -62,5 +67,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn release_in_place(&self, check: &Check<'_>) -> bool {
         let _ = check;
         false
+    }
+
+    /// The wall clock the store decides by. The limiter reads the same one for what it keeps
+    /// beside the store (blocks, offenders, the local fallback), so that one injected clock
+    /// drives all of it. The system's by default.
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(SystemClock::new())
     }
 }

@@ -13,6 +13,7 @@ mod gate;
 mod in_flight;
 mod inspect;
 mod limiter;
+mod plugged;
 mod redis_cluster_faults;
 mod redis_differential;
 mod redis_exactness;

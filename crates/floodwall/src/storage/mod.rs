@@ -1,4 +1,9 @@
-//! The store chosen at run time: memory or Redis, built once from a validated configuration.
+//! The store chosen at run time: memory or Redis, built once from a validated configuration,
+//! or a store of the user's own.
+
+mod plugged;
+
+pub use plugged::PluggedStore;
 
 use crate::error::StoreError;
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStats, MemoryStore};
@@ -76,7 +81,7 @@ impl StorageConfig {
     }
 }
 
-/// A store chosen at run time. Both stores give the same answers; this is the type the
+/// A store chosen at run time. The built-in stores give the same answers; this is the type the
 /// [`Limiter`](crate::Limiter) holds.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -86,6 +91,8 @@ pub enum Storage {
     /// A Redis node or cluster.
     #[cfg(feature = "redis")]
     Redis(RedisStore),
+    /// A store of the user's own ([`Storage::plugged`]).
+    Plugged(PluggedStore),
 }
 
 /// What a [`Storage`] reports about itself.
@@ -97,9 +104,23 @@ pub enum StorageStats {
     /// The Redis store's circuit breakers.
     #[cfg(feature = "redis")]
     Redis(RedisStats),
+    /// A store of the user's own, which reports nothing.
+    Plugged,
 }
 
 impl Storage {
+    /// Any store implementing the store protocol: the limiter decides through it as through the
+    /// built-in ones, blocks, lists, offenders and `on_error` included. Its calls are boxed
+    /// (one allocation each); a [`ControlStore`] that keeps no record (the trait's defaults)
+    /// keeps the operator's controls in the process.
+    ///
+    /// The store answers for what a caller who leaves does to it: a [`Store::decide`] dropped
+    /// at any `.await` must either not have taken its units or give them back, as the
+    /// built-in stores do.
+    pub fn plugged(store: impl Store + ControlStore) -> Self {
+        Storage::Plugged(PluggedStore::new(store))
+    }
+
     /// Builds the store `config` describes. A single Redis node is connected lazily; a cluster's
     /// topology is read now.
     ///
@@ -126,7 +147,7 @@ impl Storage {
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub async fn verify_access(&self, within: std::time::Duration) -> Result<(), StoreError> {
         match self {
-            Storage::Memory(_) => Ok(()),
+            Storage::Memory(_) | Storage::Plugged(_) => Ok(()),
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.verify_access(within).await,
         }
@@ -140,7 +161,7 @@ impl Storage {
     /// As [`RedisStore::ping`].
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Storage::Memory(_) => Ok(()),
+            Storage::Memory(_) | Storage::Plugged(_) => Ok(()),
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.ping().await,
         }
@@ -150,7 +171,7 @@ impl Storage {
     /// [`RedisStore::diagnose`].
     pub async fn diagnose(&self) -> Option<StoreError> {
         match self {
-            Storage::Memory(_) => None,
+            Storage::Memory(_) | Storage::Plugged(_) => None,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.diagnose().await,
         }
@@ -180,11 +201,10 @@ impl Storage {
     /// injected clock drives all of it.
     pub(crate) fn clock(&self) -> std::sync::Arc<dyn floodwall_core::Clock> {
         match self {
-            Storage::Memory(store) => store.clock(),
+            Storage::Memory(store) => Store::clock(store),
             #[cfg(feature = "redis")]
-            Storage::Redis(store) => store
-                .clock()
-                .unwrap_or_else(|| std::sync::Arc::new(floodwall_core::SystemClock::new())),
+            Storage::Redis(store) => Store::clock(store),
+            Storage::Plugged(store) => Store::clock(store),
         }
     }
 
@@ -194,6 +214,7 @@ impl Storage {
             Storage::Memory(store) => StorageStats::Memory(store.stats()),
             #[cfg(feature = "redis")]
             Storage::Redis(store) => StorageStats::Redis(store.stats()),
+            Storage::Plugged(_) => StorageStats::Plugged,
         }
     }
 }
@@ -205,6 +226,7 @@ impl ControlStore for Storage {
             Storage::Memory(store) => store.controls_version().await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.controls_version().await,
+            Storage::Plugged(store) => store.controls_version().await,
         }
     }
 
@@ -213,6 +235,7 @@ impl ControlStore for Storage {
             Storage::Memory(store) => store.read_controls().await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.read_controls().await,
+            Storage::Plugged(store) => store.read_controls().await,
         }
     }
 
@@ -225,6 +248,7 @@ impl ControlStore for Storage {
             Storage::Memory(store) => store.write_controls(set, remove).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.write_controls(set, remove).await,
+            Storage::Plugged(store) => store.write_controls(set, remove).await,
         }
     }
 }
@@ -249,6 +273,7 @@ impl Store for Storage {
             Storage::Memory(store) => store.decide(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.decide(check).await,
+            Storage::Plugged(store) => store.decide(check).await,
         }
     }
 
@@ -257,6 +282,7 @@ impl Store for Storage {
             Storage::Memory(store) => store.refund(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.refund(check).await,
+            Storage::Plugged(store) => store.refund(check).await,
         }
     }
 
@@ -265,6 +291,7 @@ impl Store for Storage {
             Storage::Memory(store) => store.reset(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.reset(check).await,
+            Storage::Plugged(store) => store.reset(check).await,
         }
     }
 
@@ -273,6 +300,7 @@ impl Store for Storage {
             Storage::Memory(store) => store.release(check).await,
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.release(check).await,
+            Storage::Plugged(store) => store.release(check).await,
         }
     }
 
@@ -281,6 +309,7 @@ impl Store for Storage {
             Storage::Memory(store) => store.release_in_place(check),
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.release_in_place(check),
+            Storage::Plugged(store) => store.release_in_place(check),
         }
     }
 }
