@@ -179,3 +179,16 @@ fn algorithm_names_round_trip() {
     let err = "leaky_bucket".parse::<Algorithm>().unwrap_err();
     assert!(err.to_string().contains("token_bucket, gcra"));
 }
+
+#[test]
+fn a_name_hash_is_the_names_and_the_same_in_every_process() {
+    let per_ip = Policy::new("per-ip", Algorithm::Gcra, 10, Duration::from_secs(1)).unwrap();
+    let other_limits =
+        Policy::new("per-ip", Algorithm::FixedWindow, 99, Duration::from_secs(60)).unwrap();
+    assert_eq!(per_ip.name_hash(), other_limits.name_hash());
+    // Pinned: stores file state by it, so it may not change between processes or versions
+    // (64-bit FNV-1a of the name's bytes).
+    assert_eq!(per_ip.name_hash(), 0x0cbf_ac0c_6f33_bf82);
+    let a = Policy::new("a", Algorithm::Gcra, 1, Duration::from_secs(1)).unwrap();
+    assert_eq!(a.name_hash(), 0xaf63_dc4c_8601_ec8c);
+}
