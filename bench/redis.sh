@@ -9,7 +9,7 @@
 #   2. redis-benchmark -P16 of the anchors' plain GCRA script (Redis's ceiling for that script);
 #   3. node rate-limiter-flexible, 64 concurrent consume() (if ../shared/bench-anchors/setup.sh ran);
 #   4. Python limits async, 64 tasks (idem);
-#   5. floodwall: one hot key across 4 stores, 64 callers, lease off / 10 / 100 / 1000 (ops/s,
+#   5. floodwall: one hot key across 4 stores, 64 callers, prefetch off / 10 / 100 / 1000 (ops/s,
 #      p50, p99, Redis script calls and Redis CPU per decision).
 # Prerequisite for 3 and 4: ../shared/bench-anchors/setup.sh (pip and npm installs under /tmp).
 set -euo pipefail

@@ -59,21 +59,21 @@ pub enum PolicyError {
         /// The algorithm of the policy.
         algorithm: Algorithm,
     },
-    /// `lease` was given for an algorithm whose leased units could be spent later than counted.
+    /// `prefetch` was given for an algorithm whose prefetched units could be spent later than counted.
     #[error(
-        "lease is not supported by {algorithm}: only fixed_window spends leased units exactly (a unit is spent in the window that counted it); remove lease or use fixed_window"
+        "prefetch is not supported by {algorithm}: only fixed_window spends prefetched units exactly (a unit is spent in the window that counted it); remove prefetch or use fixed_window"
     )]
-    LeaseNotSupported {
+    PrefetchNotSupported {
         /// The algorithm of the policy.
         algorithm: Algorithm,
     },
-    /// `lease` is larger than the limit.
+    /// `prefetch` is larger than the limit.
     #[error(
-        "lease {lease} is larger than the limit {limit}: lease at most the limit, or a tenth of it to share it among instances"
+        "prefetch {prefetch} is larger than the limit {limit}: prefetch at most the limit, or a tenth of it to share it among instances"
     )]
-    LeaseTooLarge {
-        /// The rejected lease.
-        lease: u64,
+    PrefetchTooLarge {
+        /// The rejected prefetch.
+        prefetch: u64,
         /// The policy's limit.
         limit: u64,
     },

@@ -106,7 +106,7 @@ pub struct Policy {
     /// Where the windows of a `fixed_window` fall.
     calendar: Calendar,
     /// Units an instance may reserve from a shared store at once (0: none).
-    lease: u64,
+    prefetch: u64,
 }
 
 /// Where the windows of a `fixed_window` policy fall (all UTC).
@@ -175,7 +175,7 @@ impl Policy {
             // Bounded by MAX_PERIOD, so the cast cannot truncate.
             period_us: period.as_micros() as u64,
             calendar: Calendar::Epoch,
-            lease: 0,
+            prefetch: 0,
         };
         policy.check_exact_arithmetic()?;
         Ok(policy)
@@ -260,7 +260,7 @@ impl Policy {
         Ok(self)
     }
 
-    /// The same policy with a lease of `units` (0: none): an instance deciding against a shared
+    /// The same policy with a prefetch of `units` (0: none): an instance deciding against a shared
     /// store reserves up to `units` of a key in one call and spends them itself, so that a hot
     /// key costs about one store call per `units` decisions. Reserved units are counted in the
     /// store before they are spent, so instances together never admit more than the limit; a
@@ -269,21 +269,21 @@ impl Policy {
     ///
     /// # Errors
     ///
-    /// [`PolicyError::LeaseNotSupported`] for any algorithm but `fixed_window`, whose windows
-    /// bound how late a unit is spent; [`PolicyError::LeaseTooLarge`] above the limit.
-    pub fn with_lease(mut self, units: u64) -> Result<Self, PolicyError> {
+    /// [`PolicyError::PrefetchNotSupported`] for any algorithm but `fixed_window`, whose windows
+    /// bound how late a unit is spent; [`PolicyError::PrefetchTooLarge`] above the limit.
+    pub fn with_prefetch(mut self, units: u64) -> Result<Self, PolicyError> {
         if units > 0 && self.algorithm != Algorithm::FixedWindow {
-            return Err(PolicyError::LeaseNotSupported {
+            return Err(PolicyError::PrefetchNotSupported {
                 algorithm: self.algorithm,
             });
         }
         if units > self.limit {
-            return Err(PolicyError::LeaseTooLarge {
-                lease: units,
+            return Err(PolicyError::PrefetchTooLarge {
+                prefetch: units,
                 limit: self.limit,
             });
         }
-        self.lease = units;
+        self.prefetch = units;
         Ok(self)
     }
 
@@ -302,10 +302,10 @@ impl Policy {
     }
 
     /// The units an instance reserves at once from a shared store (0: none): see
-    /// [`Policy::with_lease`].
+    /// [`Policy::with_prefetch`].
     #[inline]
-    pub fn lease(&self) -> u64 {
-        self.lease
+    pub fn prefetch(&self) -> u64 {
+        self.prefetch
     }
 
     /// This policy with its limit and burst divided among `instances` processes (rounded up, at
@@ -317,8 +317,8 @@ impl Policy {
         let mut shared = self.clone();
         shared.limit = self.limit.div_ceil(instances);
         shared.burst = self.burst.map(|b| b.div_ceil(instances));
-        // A share is decided in process, where there is nothing to lease from.
-        shared.lease = 0;
+        // A share is decided in process, where there is nothing to prefetch from.
+        shared.prefetch = 0;
         shared
     }
 
@@ -442,8 +442,8 @@ impl fmt::Debug for Policy {
         if let Some(on_error) = self.on_error {
             s.field("on_error", &on_error);
         }
-        if self.lease > 0 {
-            s.field("lease", &self.lease);
+        if self.prefetch > 0 {
+            s.field("prefetch", &self.prefetch);
         }
         s.finish()
     }
@@ -477,8 +477,8 @@ impl fmt::Display for Policy {
         if let Some(burst) = self.burst {
             write!(f, ", burst {burst}")?;
         }
-        if self.lease > 0 {
-            write!(f, ", lease {}", self.lease)?;
+        if self.prefetch > 0 {
+            write!(f, ", prefetch {}", self.prefetch)?;
         }
         if self.mode == Mode::Shadow {
             f.write_str(", shadow")?;

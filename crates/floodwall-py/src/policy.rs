@@ -21,13 +21,13 @@ impl PyPolicy {
     /// `limit` is a rate string ("10/minute", "5 per 2 minutes") or a (count, period) pair with
     /// the period in seconds or as a `datetime.timedelta`.
     #[new]
-    #[pyo3(signature = (name, limit, *, algorithm = "sliding_window", burst = None, lease = 0, mode = "enforce", on_error = None))]
+    #[pyo3(signature = (name, limit, *, algorithm = "sliding_window", burst = None, prefetch = 0, mode = "enforce", on_error = None))]
     fn new(
         name: &str,
         limit: &Bound<'_, PyAny>,
         algorithm: &str,
         burst: Option<u64>,
-        lease: u64,
+        prefetch: u64,
         mode: &str,
         on_error: Option<&str>,
     ) -> PyResult<Self> {
@@ -37,7 +37,7 @@ impl PyPolicy {
         if let Some(burst) = burst {
             policy = policy.with_burst(burst).map_err(errors::config)?;
         }
-        policy = policy.with_lease(lease).map_err(errors::config)?;
+        policy = policy.with_prefetch(prefetch).map_err(errors::config)?;
         policy = policy.with_mode(mode_of(mode)?);
         if let Some(on_error) = on_error {
             policy = policy.with_on_error(on_error_of(on_error)?);
@@ -78,8 +78,8 @@ impl PyPolicy {
     /// Units an instance reserves from Redis at once for a hot key (fixed_window only); 0 when
     /// none.
     #[getter]
-    fn lease(&self) -> u64 {
-        self.inner.lease()
+    fn prefetch(&self) -> u64 {
+        self.inner.prefetch()
     }
 
     /// "enforce" or "shadow".

@@ -147,14 +147,14 @@ def test_policy_reports_what_it_was_built_with():
     assert same == policy and hash(same) == hash(policy)
 
 
-def test_a_lease_is_a_fixed_window_option_and_keeps_the_count_exact(shared_redis: RedisServer):
-    hot = floodwall.Policy("hot", "50/hour", algorithm="fixed_window", lease=10)
-    assert hot.lease == 10 and floodwall.Policy("p", "5/hour").lease == 0
+def test_a_prefetch_is_a_fixed_window_option_and_keeps_the_count_exact(shared_redis: RedisServer):
+    hot = floodwall.Policy("hot", "50/hour", algorithm="fixed_window", prefetch=10)
+    assert hot.prefetch == 10 and floodwall.Policy("p", "5/hour").prefetch == 0
     with pytest.raises(floodwall.ConfigError, match="use fixed_window"):
-        floodwall.Policy("p", "5/hour", algorithm="gcra", lease=2)
+        floodwall.Policy("p", "5/hour", algorithm="gcra", prefetch=2)
     with pytest.raises(floodwall.ConfigError, match="larger than the limit"):
-        floodwall.Policy("p", "5/hour", algorithm="fixed_window", lease=6)
-    # Two limiters (two instances) spending leases of one key admit exactly the limit.
+        floodwall.Policy("p", "5/hour", algorithm="fixed_window", prefetch=6)
+    # Two limiters (two instances) spending prefetched units of one key admit exactly the limit.
     prefix = unique_prefix()
     limiters = [floodwall.Limiter(shared_redis.url, prefix=prefix, on_error="deny") for _ in range(2)]
     admitted = sum(limiters[i % 2].check(hot, "k").allowed for i in range(80))

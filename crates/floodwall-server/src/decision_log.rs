@@ -142,7 +142,7 @@ fn source_name(source: Source) -> &'static str {
         Source::FailOpen => "fail_open",
         Source::Local => "local",
         Source::DenyCache => "deny_cache",
-        Source::Lease => "lease",
+        Source::Prefetched => "prefetched",
         Source::Blocked => "blocked",
         Source::AllowList => "allow_list",
         Source::DenyList => "deny_list",

@@ -1,5 +1,5 @@
 //! One hot key across 4 `RedisStore` instances (each with its own connection, in this
-//! process), 64 callers, with a policy's lease off and at 10, 100 and 1000 units: decisions per
+//! process), 64 callers, with a policy's prefetch off and at 10, 100 and 1000 units: decisions per
 //! second, latency percentiles, Redis script calls per decision and Redis CPU per decision.
 //!
 //! `REDIS_URL=redis://127.0.0.1:PORT cargo bench -p floodwall --bench redis_hot_key` (what
@@ -28,7 +28,7 @@ const CALLERS: usize = 64;
 async fn run(url: &str, seconds: f64) {
     let client = redis::Client::open(url).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    for lease in [0, 10, 100, 1_000] {
+    for prefetch in [0, 10, 100, 1_000] {
         // Never reached: the bench measures the cost of deciding, not of denying.
         let policy = Policy::new(
             "hot",
@@ -37,7 +37,7 @@ async fn run(url: &str, seconds: f64) {
             Duration::from_secs(3600),
         )
         .unwrap()
-        .with_lease(lease)
+        .with_prefetch(prefetch)
         .unwrap();
         let policy = Arc::new([policy]);
         let _: () = redis::cmd("FLUSHALL")
@@ -88,7 +88,7 @@ async fn run(url: &str, seconds: f64) {
         let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
         let decisions = latencies.len() as f64;
         println!(
-            "{{\"bench\": \"floodwall-redis-hot-key\", \"lease\": {lease}, \"instances\": {INSTANCES}, \"callers\": {CALLERS}, \
+            "{{\"bench\": \"floodwall-redis-hot-key\", \"prefetch\": {prefetch}, \"instances\": {INSTANCES}, \"callers\": {CALLERS}, \
              \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"calls_per_decision\": {:.4}, \"usec_per_decision\": {:.3}}}",
             decisions / elapsed,
             pct(50),

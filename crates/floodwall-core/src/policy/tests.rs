@@ -85,25 +85,25 @@ fn rejects_invalid_policies_with_a_hint() {
 fn only_a_fixed_window_takes_a_lease_of_at_most_its_limit() {
     let second = Duration::from_secs(1);
     let window = Policy::new("hot", Algorithm::FixedWindow, 100, second).unwrap();
-    assert_eq!(window.lease(), 0);
-    let leased = window.clone().with_lease(100).unwrap();
-    assert_eq!(leased.lease(), 100);
+    assert_eq!(window.prefetch(), 0);
+    let prefetched = window.clone().with_prefetch(100).unwrap();
+    assert_eq!(prefetched.prefetch(), 100);
     assert_eq!(
-        leased.to_string(),
-        "hot (fixed_window, 100 per 1s, lease 100)"
+        prefetched.to_string(),
+        "hot (fixed_window, 100 per 1s, prefetch 100)"
     );
-    assert_eq!(leased.share(4).lease(), 0);
+    assert_eq!(prefetched.share(4).prefetch(), 0);
     assert_eq!(
-        window.clone().with_lease(101),
-        Err(PolicyError::LeaseTooLarge {
-            lease: 101,
+        window.clone().with_prefetch(101),
+        Err(PolicyError::PrefetchTooLarge {
+            prefetch: 101,
             limit: 100
         })
     );
     for algorithm in Algorithm::ALL {
         let policy = Policy::new("hot", algorithm, 100, second).unwrap();
-        assert!(policy.clone().with_lease(0).is_ok());
-        let err = policy.with_lease(10);
+        assert!(policy.clone().with_prefetch(0).is_ok());
+        let err = policy.with_prefetch(10);
         assert_eq!(
             err.is_ok(),
             algorithm == Algorithm::FixedWindow,
@@ -183,8 +183,13 @@ fn algorithm_names_round_trip() {
 #[test]
 fn a_name_hash_is_the_names_and_the_same_in_every_process() {
     let per_ip = Policy::new("per-ip", Algorithm::Gcra, 10, Duration::from_secs(1)).unwrap();
-    let other_limits =
-        Policy::new("per-ip", Algorithm::FixedWindow, 99, Duration::from_secs(60)).unwrap();
+    let other_limits = Policy::new(
+        "per-ip",
+        Algorithm::FixedWindow,
+        99,
+        Duration::from_secs(60),
+    )
+    .unwrap();
     assert_eq!(per_ip.name_hash(), other_limits.name_hash());
     // Pinned: stores file state by it, so it may not change between processes or versions
     // (64-bit FNV-1a of the name's bytes).

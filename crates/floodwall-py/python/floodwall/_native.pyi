@@ -26,7 +26,7 @@ class Policy:
         *,
         algorithm: str = "sliding_window",
         burst: Optional[int] = None,
-        lease: int = 0,
+        prefetch: int = 0,
         mode: str = "enforce",
         on_error: Optional[str] = None,
     ) -> None: ...
@@ -41,7 +41,7 @@ class Policy:
     @property
     def burst(self) -> Optional[int]: ...
     @property
-    def lease(self) -> int: ...
+    def prefetch(self) -> int: ...
     @property
     def mode(self) -> str: ...
     @property

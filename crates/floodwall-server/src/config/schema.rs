@@ -97,7 +97,7 @@ const POLICY: Section = Section {
         "limit",
         "period",
         "burst",
-        "lease",
+        "prefetch",
         "mode",
         "on_error",
     ],
@@ -184,11 +184,25 @@ fn walk(table: &DeTable<'_>, section: &Section, diagnostics: &mut Diagnostics<'_
     }
 }
 
+/// Keys that were renamed: (section, old name, new name).
+const RENAMED: &[(&str, &str, &str)] = &[("[[policy]]", "lease", "prefetch")];
+
 fn report_unknown(
     key: &Spanned<impl AsRef<str>>,
     section: &Section,
     diagnostics: &mut Diagnostics<'_>,
 ) {
+    let renamed = RENAMED
+        .iter()
+        .find(|(name, old, _)| *name == section.name && *old == key.get_ref().as_ref());
+    if let Some((_, old, new)) = renamed {
+        diagnostics.error(
+            Some(key.span()),
+            format!("{old:?} in {} is now called {new:?}", section.name),
+            Some(format!("rename it: {new} = …, with the same value")),
+        );
+        return;
+    }
     let known: Vec<&str> = section
         .keys
         .iter()

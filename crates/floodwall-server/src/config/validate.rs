@@ -320,19 +320,19 @@ fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> 
             }
         };
     }
-    if let Some(lease) = &raw.lease {
-        let Ok(value) = u64::try_from(*lease.get_ref()) else {
+    if let Some(prefetch) = &raw.prefetch {
+        let Ok(value) = u64::try_from(*prefetch.get_ref()) else {
             diagnostics.error(
-                Some(lease.span()),
-                format!("lease {} must be 0 (none) or more", lease.get_ref()),
+                Some(prefetch.span()),
+                format!("prefetch {} must be 0 (none) or more", prefetch.get_ref()),
                 None,
             );
             return None;
         };
-        policy = match policy.with_lease(value) {
+        policy = match policy.with_prefetch(value) {
             Ok(policy) => policy,
             Err(error) => {
-                diagnostics.error(Some(lease.span()), error.to_string(), None);
+                diagnostics.error(Some(prefetch.span()), error.to_string(), None);
                 return None;
             }
         };

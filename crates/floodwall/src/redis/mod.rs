@@ -29,8 +29,8 @@ mod config;
 mod controls;
 mod deny_cache;
 mod detached;
-mod lease;
 mod local_time;
+mod prefetch;
 mod release;
 mod reply;
 mod script;
@@ -59,7 +59,7 @@ pub use self::config::{
 use self::config::{Target, parse_url};
 use self::deny_cache::DenyCache;
 use self::detached::Job;
-use self::lease::{Leases, leased_pair};
+use self::prefetch::{Prefetches, prefetched_pair};
 use self::script::Call;
 use self::script::{Costs, Operation};
 use crate::error::StoreError;
@@ -104,7 +104,7 @@ struct Inner {
     /// A single node's coalesced decisions; a cluster's keys rarely share a slot, so it has none.
     batcher: Option<Batcher>,
     deny_cache: Option<DenyCache>,
-    leases: Leases,
+    prefetches: Prefetches,
     /// Random per store: with `sequence`, names each call uniquely (sliding-log members).
     instance: u64,
     sequence: AtomicU64,
@@ -254,7 +254,7 @@ impl RedisStore {
                 breakers,
                 deny_cache: (config.deny_cache > 0)
                     .then(|| DenyCache::new(config.deny_cache, config.clock.clone())),
-                leases: Leases::new(lease::DEFAULT_CAPACITY, config.clock.clone()),
+                prefetches: Prefetches::new(prefetch::DEFAULT_CAPACITY, config.clock.clone()),
                 instance,
                 sequence: AtomicU64::new(0),
                 detached: TaskTracker::new(),
@@ -484,9 +484,9 @@ async fn run_script(
 
 impl Store for RedisStore {
     async fn decide(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
-        if let Some((policy, key)) = leased_pair(check) {
+        if let Some((policy, key)) = prefetched_pair(check) {
             return self
-                .acquire_leased(check, &self.inner.leases, policy, key)
+                .decide_prefetched(check, &self.inner.prefetches, policy, key)
                 .await;
         }
         self.run(check, Operation::Decide).await
@@ -520,7 +520,7 @@ impl RedisStore {
         self.forget_denials(check);
         // Units reserved before the reset were counted in the state it drops.
         for (policy, key) in check.pairs() {
-            self.inner.leases.forget(policy, key);
+            self.inner.prefetches.forget(policy, key);
         }
         // Keys of one client share a slot; several clients may not, so one DEL each.
         let deadline = Instant::now() + self.inner.timeout;

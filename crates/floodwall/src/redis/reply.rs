@@ -84,25 +84,25 @@ pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, Stor
     Ok(Answer::from_store(allowed, decisions))
 }
 
-/// What the lease script did.
+/// What the prefetch script did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Moved {
-    /// Units reserved or given back; 0 when none moved.
+    /// Units taken or given back; 0 when none moved.
     pub(crate) units: u64,
     /// Units left in the window after the move.
     pub(crate) remaining: u64,
     /// Time until the key is back at rest (the window's end when anything is counted).
     pub(crate) reset_after: Duration,
-    /// For a take that reserved nothing: how long until `fewest` units would be there.
+    /// For a take that moved nothing: how long until `fewest` units would be there.
     pub(crate) retry_after: Option<Duration>,
     /// The start of the window on Redis's clock when the script ran.
     pub(crate) window_start_us: u64,
 }
 
-/// Decodes the lease script's `{ now_us, moved, remaining, reset_after_us, retry_after_us,
+/// Decodes the prefetch script's `{ now_us, moved, remaining, reset_after_us, retry_after_us,
 /// window_start_us }`: a retry exactly when nothing moved on a take.
-pub(crate) fn decode_lease(reply: &Value, take: bool) -> Result<Moved, StoreError> {
-    let items = Integers::of(reply, 6, "a lease")?;
+pub(crate) fn decode_prefetch(reply: &Value, take: bool) -> Result<Moved, StoreError> {
+    let items = Integers::of(reply, 6, "a prefetch")?;
     let units = items.non_negative(1)?;
     let retry_after = items.retry_after(4, !take || units > 0)?;
     Ok(Moved {
@@ -191,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_reply_waits_only_when_a_take_reserved_nothing() {
+    fn a_prefetch_reply_waits_only_when_a_take_moved_nothing() {
         let reply = |moved: i64, retry: i64| {
             Value::Array(
                 [1_000, moved, 3, 500_000, retry, 0]
@@ -199,14 +199,14 @@ mod tests {
                     .to_vec(),
             )
         };
-        let taken = decode_lease(&reply(10, -1), true).unwrap();
+        let taken = decode_prefetch(&reply(10, -1), true).unwrap();
         assert_eq!(
             (taken.units, taken.remaining, taken.retry_after),
             (10, 3, None)
         );
-        let refused = decode_lease(&reply(0, 500_000), true).unwrap();
+        let refused = decode_prefetch(&reply(0, 500_000), true).unwrap();
         assert_eq!(refused.retry_after, Some(Duration::from_millis(500)));
-        assert_eq!(decode_lease(&reply(0, -1), false).unwrap().units, 0);
+        assert_eq!(decode_prefetch(&reply(0, -1), false).unwrap().units, 0);
         for (bad, take) in [
             (reply(0, -1), true),
             (reply(10, 5), true),
@@ -215,7 +215,7 @@ mod tests {
             (Value::Nil, false),
         ] {
             assert!(
-                matches!(decode_lease(&bad, take), Err(StoreError::Reply { .. })),
+                matches!(decode_prefetch(&bad, take), Err(StoreError::Reply { .. })),
                 "{bad:?}"
             );
         }

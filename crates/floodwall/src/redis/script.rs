@@ -55,7 +55,7 @@ macro_rules! module {
 
 /// The texts of every script, from the algorithm registry: the single-policy ones in
 /// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`], then the batch ones from
-/// [`BATCH`] in [`Algorithm::ALL`] order, then [`LEASE`], then [`RELEASE`].
+/// [`BATCH`] in [`Algorithm::ALL`] order, then [`PREFETCH`], then [`RELEASE`].
 macro_rules! sources {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         /// The text every multi-policy script starts with: the helpers, every module's
@@ -78,8 +78,8 @@ macro_rules! sources {
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
             $(one_algorithm!($module, "batch.lua"),)*
-            // Leases are of fixed windows only: a window bounds how late a unit is spent.
-            one_algorithm!(fixed_window, "lease.lua"),
+            // Prefetches are of fixed windows only: a window bounds how late a unit is spent.
+            one_algorithm!(fixed_window, "prefetch.lua"),
             concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/release.lua")),
         ];
     };
@@ -96,11 +96,11 @@ const REFUND: usize = DECIDE + 1;
 /// The first batch script's index in [`SOURCES`].
 const BATCH: usize = REFUND + 1;
 
-/// The lease script's index in [`SOURCES`].
-const LEASE: usize = BATCH + Algorithm::ALL.len();
+/// The prefetch script's index in [`SOURCES`].
+const PREFETCH: usize = BATCH + Algorithm::ALL.len();
 
 /// The release script's index in [`SOURCES`].
-const RELEASE: usize = LEASE + 1;
+const RELEASE: usize = PREFETCH + 1;
 
 /// Each script's SHA-1, as EVALSHA wants it.
 static SHA1: LazyLock<[String; SOURCES.len()]> =
@@ -211,30 +211,30 @@ pub(crate) fn batch_command<'a>(
     cmd
 }
 
-/// What a lease call does with units of a key.
+/// What a prefetch call does with units of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LeaseMove {
+pub(crate) enum PrefetchMove {
     /// Reserve up to `most` units, and none unless at least `fewest`.
     Take { most: u64, fewest: u64 },
     /// Give back `units` counted in the window that starts at `window_start_us` (Redis time).
     Give { units: u64, window_start_us: u64 },
 }
 
-/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the lease script: `movement` on the state
+/// Builds `EVALSHA` (or, after NOSCRIPT, `EVAL`) of the prefetch script: `movement` on the state
 /// `key` of `policy`, a `fixed_window`.
-pub(crate) fn lease_command(
+pub(crate) fn prefetch_command(
     with_source: bool,
     key: &str,
     now_us: Option<u64>,
     policy: &Policy,
-    movement: LeaseMove,
+    movement: PrefetchMove,
 ) -> ::redis::Cmd {
-    let mut cmd = invocation(LEASE, with_source);
+    let mut cmd = invocation(PREFETCH, with_source);
     cmd.arg(1).arg(key);
     now_arg(&mut cmd, now_us);
     let (operation, units, bound) = match movement {
-        LeaseMove::Take { most, fewest } => ("take", most, fewest),
-        LeaseMove::Give {
+        PrefetchMove::Take { most, fewest } => ("take", most, fewest),
+        PrefetchMove::Give {
             units,
             window_start_us,
         } => ("give", units, window_start_us),

@@ -18,8 +18,8 @@ pub enum Source {
     /// repeated that denial without asking again.
     DenyCache,
     /// This instance admitted from units it had reserved from the store moments ago (a
-    /// policy's lease): counted in the store, spent here.
-    Lease,
+    /// policy's prefetch): counted in the store, spent here.
+    Prefetched,
     /// An operator blocked a key of the check for a while: denied without asking the store,
     /// with the block's end as the wait.
     Blocked,

@@ -18,7 +18,7 @@ mod redis_cluster_faults;
 mod redis_differential;
 mod redis_exactness;
 mod redis_faults;
-mod redis_leases;
+mod redis_prefetch;
 #[cfg(feature = "tls")]
 mod redis_tls;
 mod support;

@@ -383,16 +383,16 @@ async fn timed_out_lease_calls_leave_no_slot_held_after_redis_resumes() {
 /// reservations that time out are still awaited, and the units of a reservation whose caller
 /// left land in the lease, so the window admits at least its limit less one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hot_key_lease_loses_at_most_one_lease_in_a_stall() {
-    hot_key_lease_loss(true).await;
+async fn a_hot_key_loses_at_most_one_prefetch_in_a_stall() {
+    hot_key_prefetch_loss(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hot_key_lease_loses_nothing_to_callers_who_leave() {
-    hot_key_lease_loss(false).await;
+async fn a_hot_key_prefetch_loses_nothing_to_callers_who_leave() {
+    hot_key_prefetch_loss(false).await;
 }
 
-async fn hot_key_lease_loss(stall: bool) {
+async fn hot_key_prefetch_loss(stall: bool) {
     let server = RedisServer::start().unwrap();
     // A clock that stands still: one window for the whole test.
     let clock = ManualClock::new(1_767_225_600_000_000);
@@ -404,7 +404,7 @@ async fn hot_key_lease_loss(stall: bool) {
     .await
     .unwrap();
     let limiter = Limiter::new(store);
-    let (limit, lease) = (2_000, 100);
+    let (limit, prefetch) = (2_000, 100);
     let policy = Policy::new(
         "hot",
         Algorithm::FixedWindow,
@@ -412,11 +412,11 @@ async fn hot_key_lease_loss(stall: bool) {
         Duration::from_secs(3600),
     )
     .unwrap()
-    .with_lease(lease)
+    .with_prefetch(prefetch)
     .unwrap();
     let mut counted = 0u64;
     let mut count = |verdict: &floodwall::Verdict| {
-        if verdict.allowed() && matches!(verdict.source(), Source::Store | Source::Lease) {
+        if verdict.allowed() && matches!(verdict.source(), Source::Store | Source::Prefetched) {
             counted += 1;
         }
     };
@@ -430,7 +430,7 @@ async fn hot_key_lease_loss(stall: bool) {
     let mut patience = 0u64;
     while started.elapsed() < Duration::from_secs(1) {
         count(&limiter.check(&policy, "hot", 1).await.unwrap());
-        // Some callers give up early too (0-2 ms, mid-reservation on a healthy Redis): what
+        // Some callers give up early too (0-2 ms, mid-prefetch on a healthy Redis): what
         // they would have spent goes to the next.
         patience = (patience + 277) % 2_000;
         let impatient = Duration::from_micros(patience);
@@ -459,8 +459,8 @@ async fn hot_key_lease_loss(stall: bool) {
     }
     assert!(counted <= limit, "{counted} admitted of {limit}");
     assert!(
-        counted + lease >= limit,
-        "{} units lost (bound: {lease}; stall: {stall})",
+        counted + prefetch >= limit,
+        "{} units lost (bound: {prefetch}; stall: {stall})",
         limit - counted
     );
 }

@@ -1,20 +1,20 @@
--- floodwall lease script: reserves units of one fixed_window key for an instance to spend itself,
+-- floodwall prefetch script: takes units of one fixed_window key for an instance to spend itself,
 -- or gives back the units it did not spend. Assembled after prelude.lua and fixed_window.lua.
 --
 -- KEYS[1]: the state key. ARGV[1]: now_us, or empty for Redis TIME; ARGV[2]: 'take' or 'give';
 -- ARGV[3], ARGV[4]: the policy's limit and period, as decide.lua takes them; then
---   take: ARGV[5] the most units to reserve, ARGV[6] the fewest (the request's cost): reserves
+--   take: ARGV[5] the most units to take, ARGV[6] the fewest (the request's cost): takes
 --         min(most, remaining) when that is at least the fewest, else nothing;
 --   give: ARGV[5] the units, ARGV[6] the start of the window that counted them. They are given
 --         back only while that window is the current one: a unit of an ended window can no
 --         longer be spent, and giving it to the next window would admit more than its limit.
--- Reply: { now_us, units reserved or given back (0: none), remaining, reset_after_us,
---          retry_after_us (-1 unless a take reserved nothing), start of the current window }
+-- Reply: { now_us, units taken or given back (0: none), remaining, reset_after_us,
+--          retry_after_us (-1 unless a take moved nothing), start of the current window }
 -- Writes: the key, with an expiry at the end of its window, when units moved.
 -- Complexity: O(1).
 
 if #KEYS ~= 1 then
-  return redis.error_reply('floodwall: the lease script moves units of one key')
+  return redis.error_reply('floodwall: the prefetch script moves units of one key')
 end
 local now, min_ttl_ms = clock(ARGV[1])
 local key = KEYS[1]

@@ -1,4 +1,4 @@
-//! Leases (docs/testing.md: A15): instances that reserve units of a hot key from Redis and spend
+//! Prefetches (docs/testing.md: A15): instances that reserve units of a hot key from Redis and spend
 //! them themselves never admit more than the limit together, never spend a unit after the
 //! window that counted it, give back what they leave idle, and spare Redis the round trips.
 
@@ -37,13 +37,13 @@ async fn instances(url: &str, clock: Option<&ManualClock>) -> Vec<RedisStore> {
     stores
 }
 
-fn leased(limit: u64, period: Duration, lease: u64) -> Arc<[Policy; 1]> {
+fn prefetched(limit: u64, period: Duration, prefetch: u64) -> Arc<[Policy; 1]> {
     let policy = Policy::new("hot", Algorithm::FixedWindow, limit, period).unwrap();
-    Arc::new([policy.with_lease(lease).unwrap()])
+    Arc::new([policy.with_prefetch(prefetch).unwrap()])
 }
 
 /// Counts of what `attempts` requests per task (64 tasks over the instances) admitted on `key`,
-/// and how many of those were spent from a lease.
+/// and how many of those were spent from a prefetch.
 async fn race(
     stores: &[RedisStore],
     policy: &Arc<[Policy; 1]>,
@@ -65,7 +65,7 @@ async fn race(
                     let verdict = store.check(&policy[..], key, 1).await.unwrap();
                     if verdict.allowed() {
                         admitted.fetch_add(1, Ordering::Relaxed);
-                        if verdict.source() == Source::Lease {
+                        if verdict.source() == Source::Prefetched {
                             from_leases.fetch_add(1, Ordering::Relaxed);
                         }
                     } else {
@@ -85,22 +85,25 @@ async fn race(
     )
 }
 
-/// 4 instances × 64 tasks × 40 attempts on one key, limit 500 per window, lease 20: exactly the
-/// limit is admitted (demand outlasts every lease), most of it from leases, in about one call
-/// per lease.
-async fn leased_instances_admit_exactly_the_limit(url: &str) -> u64 {
+/// 4 instances × 64 tasks × 40 attempts on one key, limit 500 per window, prefetch 20: exactly the
+/// limit is admitted (demand outlasts every prefetch), most of it from prefetches, in about one call
+/// per prefetch.
+async fn prefetching_instances_admit_exactly_the_limit(url: &str) -> u64 {
     let stores = instances(url, None).await;
-    let policy = leased(500, WINDOW, 20);
+    let policy = prefetched(500, WINDOW, 20);
     let (admitted, from_leases) = race(&stores, &policy, b"hot-key", 40).await;
     assert_eq!(admitted, 500);
-    assert!(from_leases >= 400, "{from_leases} of 500 spent from leases");
+    assert!(
+        from_leases >= 400,
+        "{from_leases} of 500 spent from prefetches"
+    );
     from_leases
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leased_instances_admit_exactly_the_limit_on_one_node() {
+async fn prefetching_instances_admit_exactly_the_limit_on_one_node() {
     let server = RedisServer::start().unwrap();
-    leased_instances_admit_exactly_the_limit(&server.url()).await;
+    prefetching_instances_admit_exactly_the_limit(&server.url()).await;
     // Each instance's first request is decided as usual, then about one call per 20 units, and
     // one per denial until the deny cache holds it: far fewer than the 500 admissions.
     let calls = script_calls(&server);
@@ -109,9 +112,9 @@ async fn leased_instances_admit_exactly_the_limit_on_one_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leased_instances_admit_exactly_the_limit_on_a_cluster() {
+async fn prefetching_instances_admit_exactly_the_limit_on_a_cluster() {
     let cluster = RedisCluster::start().unwrap();
-    leased_instances_admit_exactly_the_limit(&cluster.url()).await;
+    prefetching_instances_admit_exactly_the_limit(&cluster.url()).await;
     cluster.nodes().iter().for_each(assert_every_key_expires);
 }
 
@@ -122,7 +125,7 @@ async fn units_of_an_ended_window_are_never_spent() {
     let server = RedisServer::start().unwrap();
     let clock = ManualClock::new(EPOCH_US);
     let stores = instances(&server.url(), Some(&clock)).await;
-    let policy = leased(100, Duration::from_secs(60), 30);
+    let policy = prefetched(100, Duration::from_secs(60), 30);
     // Two requests each: the first as usual, the second reserves 30 (the last instance gets
     // what is left), so every instance holds units it has not spent.
     for store in &stores {
@@ -146,13 +149,13 @@ async fn units_of_an_ended_window_are_never_spent() {
     assert_eq!(admitted, 0);
 }
 
-/// A lease left idle is given back: another instance can then spend those units.
+/// A prefetch left idle is given back: another instance can then spend those units.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_lease_is_given_back() {
+async fn idle_prefetched_units_are_given_back() {
     let server = RedisServer::start().unwrap();
     let clock = ManualClock::new(EPOCH_US);
     let stores = instances(&server.url(), Some(&clock)).await;
-    let policy = leased(50, Duration::from_secs(60), 40);
+    let policy = prefetched(50, Duration::from_secs(60), 40);
     assert!(
         stores[0]
             .check(&policy[..], b"k", 1)
@@ -164,13 +167,13 @@ async fn an_idle_lease_is_given_back() {
     assert!(reserved.allowed());
     assert_eq!(reserved.source(), Source::Store, "this one reserved");
     let third = stores[0].check(&policy[..], b"k", 1).await.unwrap();
-    assert_eq!(third.source(), Source::Lease);
+    assert_eq!(third.source(), Source::Prefetched);
     assert_eq!(third.decisions()[0].remaining, 47);
     // Redis counts 41: the first request and the 40 reserved.
     let peek = stores[1].look(&policy[..], b"k").await.unwrap();
     assert_eq!(peek.decisions()[0].remaining, 9);
 
-    // Idle past the lease's idle time (on the injected clock): the 38 unspent come back.
+    // Idle past the prefetch's idle time (on the injected clock): the 38 unspent come back.
     clock.advance(Duration::from_secs(1));
     let mut remaining = 0;
     for _ in 0..100 {
@@ -180,19 +183,22 @@ async fn an_idle_lease_is_given_back() {
             break;
         }
     }
-    assert_eq!(remaining, 47, "the idle lease's 38 units were given back");
+    assert_eq!(
+        remaining, 47,
+        "the idle prefetch's 38 units were given back"
+    );
     let (admitted, _) = race(&stores[1..], &policy, b"k", 4).await;
     assert_eq!(admitted, 47);
 }
 
-/// A reset drops this instance's lease with the state: the key starts with a full quota and
+/// A reset drops this instance's prefetch with the state: the key starts with a full quota and
 /// nothing reserved before the reset is spent on top of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_forgets_the_lease() {
+async fn a_reset_forgets_the_prefetched_units() {
     let server = RedisServer::start().unwrap();
     let stores = instances(&server.url(), None).await;
     let store = &stores[0];
-    let policy = leased(10, WINDOW, 10);
+    let policy = prefetched(10, WINDOW, 10);
     for _ in 0..2 {
         assert!(store.check(&policy[..], b"k", 1).await.unwrap().allowed());
     }

@@ -1,32 +1,33 @@
-//! Leases: units of a hot `fixed_window` key reserved from Redis in one call and spent by this
-//! instance without a round trip (a policy's [`lease`](floodwall_core::Policy::lease)).
+//! Prefetching a hot key: units of a hot `fixed_window` key taken from Redis in one call (a
+//! prefetch) and spent by this instance without a round trip (a policy's
+//! [`prefetch`](floodwall_core::Policy::prefetch)).
 //!
 //! **Why instances together never admit more than the limit.** A unit is spent here only after
-//! Redis counted it in a reservation, and only before the window that counted it ends. That end
-//! is measured on this instance's monotonic clock from *before* the reservation was sent, plus
-//! the time Redis said was left, so it falls no later than Redis's own end of the window. Units
-//! not spent are given back only by the lease script, which returns them only while the window
+//! Redis counted it in a prefetch, and only before the window that counted it ends. That end is
+//! measured on this instance's monotonic clock from *before* the prefetch was sent, plus the
+//! time Redis said was left, so it falls no later than Redis's own end of the window. Units not
+//! spent are given back only by the prefetch script, which returns them only while the window
 //! that counted them is still Redis's current one: a give-back that arrives late changes
 //! nothing. So every admission is one that Redis counted in the window it happens in.
 //!
 //! **What it costs.** A window may admit less than its limit by the units that instances hold
-//! unspent when it ends: at most `lease` per instance, since an instance reserves for a key only
-//! when its lease is spent (one reservation at a time; other requests for the key wait for it).
-//! A request of `cost` above one may reserve with up to `cost - 1` units left, which are then
-//! kept: at most `max(lease, cost) + cost - 1` per instance.
+//! unspent when it ends: at most `prefetch` per instance, since an instance prefetches for a
+//! key only when its prefetched units are spent (one prefetch at a time; other requests for the
+//! key wait for it). A request of `cost` above one may prefetch with up to `cost - 1` units
+//! left, which are then kept: at most `max(prefetch, cost) + cost - 1` per instance.
 //!
-//! **Callers who leave, and stalls.** A reservation runs on a task of its own and outlives its
+//! **Callers who leave, and stalls.** A prefetch runs on a task of its own and outlives its
 //! caller: when Redis answers after the caller gave up (its deadline passed, it was cancelled),
-//! the units land in the lease all the same, for the next requests, and so do the units of a
-//! caller that left just as the answer came. Only a reservation whose reply never comes (the
-//! connection broke after Redis ran it) loses its units, and the key reserves nothing else while
-//! one is in flight, so the bound above holds through any stall.
-//! A lease idle for [`IDLE`] is given back at once. A key is leased only from its second request
-//! within [`IDLE`], so keys seen once cost nothing extra.
+//! the units land among the key's prefetched units all the same, for the next requests, and so
+//! do the units of a caller that left just as the answer came. Only a prefetch whose reply never
+//! comes (the connection broke after Redis ran it) loses its units, and the key prefetches
+//! nothing else while one is in flight, so the bound above holds through any stall.
+//! Units idle for [`IDLE`] are given back at once. A key is prefetched only from its second
+//! request within [`IDLE`], so keys seen once cost nothing extra.
 //!
 //! Denials always come from Redis (or the deny cache repeating one), so their `retry_after` is
-//! Redis's. Only single-policy checks of an enforced policy with a lease take this path; any
-//! other check is decided by Redis as usual, where reserved units are already counted.
+//! Redis's. Only single-policy checks of an enforced policy with a prefetch take this path; any
+//! other check is decided by Redis as usual, where prefetched units are already counted.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -40,61 +41,61 @@ use tokio::time::Instant;
 
 use super::local_time::LocalTime;
 use super::reply::{self, Moved};
-use super::script::{self, LeaseMove, Operation};
+use super::script::{self, Operation, PrefetchMove};
 use super::{Inner, RedisStore, run_script, slot_of};
 use crate::error::StoreError;
 use crate::store::Check;
 use crate::store::{Answer, Source};
 
-/// A lease unused for this long is given back, and forgotten once empty.
+/// A prefetch unused for this long is given back, and forgotten once empty.
 pub(crate) const IDLE: Duration = Duration::from_millis(250);
 
-/// How often idle leases are looked for.
+/// How often idle prefetches are looked for.
 const SWEEP: Duration = Duration::from_millis(50);
 
-/// The most keys leased at once; past it, new keys are decided by Redis as usual.
+/// The most keys prefetched at once; past it, new keys are decided by Redis as usual.
 pub(crate) const DEFAULT_CAPACITY: usize = 10_000;
 
-/// The longest client key leased; longer ones are decided by Redis as usual, so that the table's
+/// The longest client key prefetched; longer ones are decided by Redis as usual, so that the table's
 /// memory stays bounded by its capacity.
 const MAX_KEY: usize = 256;
 
-/// A lease's policy (by name) and client key.
+/// A prefetch's policy (by name) and client key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct LeaseId {
+struct PrefetchKey {
     policy: Arc<str>,
     key: Box<[u8]>,
 }
 
 #[derive(Debug, Default)]
 struct Held {
-    /// Units reserved and not yet spent.
+    /// Units prefetched and not yet spent.
     units: u64,
     /// When (local time) the window that counted them ends, or earlier.
     ends_us: u64,
     /// That window's start on Redis's clock, for the give-back.
     window_start_us: u64,
-    /// What Redis had left after the last reservation.
+    /// What Redis had left after the last prefetch.
     remaining: u64,
     /// When (local time) a request last spent, or tried to.
     last_used_us: u64,
 }
 
 #[derive(Debug)]
-struct Lease {
-    /// The policy the units were reserved under: a policy reloaded with other limits or
-    /// windows starts a lease afresh.
+struct Prefetched {
+    /// The policy the units were prefetched under: a policy reloaded with other limits or
+    /// windows starts a prefetch afresh.
     policy: Policy,
     held: Mutex<Held>,
-    /// Held by the one reservation in flight for this lease.
+    /// Held by the one prefetch in flight for this prefetch.
     refill: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl Lease {
-    /// A lease made at `now_us`: used then, so the sweeper cannot take it for idle before its
+impl Prefetched {
+    /// A prefetch made at `now_us`: used then, so the sweeper cannot take it for idle before its
     /// first request has spent from it.
     fn new(policy: &Policy, now_us: u64) -> Self {
-        Lease {
+        Prefetched {
             policy: policy.clone(),
             held: Mutex::new(Held {
                 last_used_us: now_us,
@@ -108,7 +109,7 @@ impl Lease {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Spends `cost` reserved units at `now_us`, if there are that many and their window has
+    /// Spends `cost` prefetched units at `now_us`, if there are that many and their window has
     /// not ended.
     fn spend(&self, cost: u64, now_us: u64, policy: &Policy) -> Option<Decision> {
         let mut held = self.held();
@@ -127,19 +128,19 @@ impl Lease {
     }
 }
 
-/// This store's leases, bounded.
+/// This store's prefetches, bounded.
 #[derive(Debug)]
-pub(crate) struct Leases {
-    table: Mutex<HashMap<LeaseId, Arc<Lease>>>,
+pub(crate) struct Prefetches {
+    table: Mutex<HashMap<PrefetchKey, Arc<Prefetched>>>,
     capacity: usize,
     time: LocalTime,
-    /// Whether the task that gives back idle leases runs.
+    /// Whether the task that gives back idle prefetches runs.
     sweeping: std::sync::Once,
 }
 
-impl Leases {
+impl Prefetches {
     pub(crate) fn new(capacity: usize, clock: Option<Arc<dyn floodwall_core::Clock>>) -> Self {
-        Leases {
+        Prefetches {
             table: Mutex::new(HashMap::new()),
             capacity,
             time: LocalTime::new(clock),
@@ -147,29 +148,29 @@ impl Leases {
         }
     }
 
-    /// The lease of `policy` on `key`, and whether it was made just now; `None` when the key is
+    /// The prefetch of `policy` on `key`, and whether it was made just now; `None` when the key is
     /// too long or the table is full.
-    fn entry(&self, policy: &Policy, key: &[u8]) -> Option<(Arc<Lease>, bool)> {
+    fn entry(&self, policy: &Policy, key: &[u8]) -> Option<(Arc<Prefetched>, bool)> {
         if key.len() > MAX_KEY {
             return None;
         }
-        let id = LeaseId {
+        let id = PrefetchKey {
             policy: Arc::clone(policy.shared_name()),
             key: key.into(),
         };
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(lease) = table.get(&id)
-            && lease.policy == *policy
+        if let Some(prefetch) = table.get(&id)
+            && prefetch.policy == *policy
         {
-            return Some((Arc::clone(lease), false));
+            return Some((Arc::clone(prefetch), false));
         }
         if table.len() >= self.capacity && !table.contains_key(&id) {
             return None;
         }
-        // Units of a replaced lease are left unspent: fewer admissions, never more.
-        let lease = Arc::new(Lease::new(policy, self.time.now_us()));
-        table.insert(id, Arc::clone(&lease));
-        Some((lease, true))
+        // Units of a replaced prefetch are left unspent: fewer admissions, never more.
+        let prefetch = Arc::new(Prefetched::new(policy, self.time.now_us()));
+        table.insert(id, Arc::clone(&prefetch));
+        Some((prefetch, true))
     }
 
     /// Drops this instance's units of `policy` on `key` (after a reset: they were counted
@@ -179,40 +180,40 @@ impl Leases {
         table.retain(|id, _| !(*id.policy == *policy.name() && *id.key == *key));
     }
 
-    /// Takes the units of every lease idle since `IDLE` ago (to give back) and forgets the
-    /// leases that are empty and idle.
+    /// Takes the units of every prefetch idle since `IDLE` ago (to give back) and forgets the
+    /// prefetches that are empty and idle.
     fn take_idle(&self) -> Vec<(Policy, Box<[u8]>, u64, u64)> {
         let now = self.time.now_us();
         let idle_us = u64::try_from(IDLE.as_micros()).unwrap_or(u64::MAX);
         let mut returned = Vec::new();
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        table.retain(|id, lease| {
-            let mut held = lease.held();
+        table.retain(|id, prefetch| {
+            let mut held = prefetch.held();
             if now.saturating_sub(held.last_used_us) < idle_us {
                 return true;
             }
             if held.units > 0 && now < held.ends_us {
                 returned.push((
-                    lease.policy.clone(),
+                    prefetch.policy.clone(),
                     id.key.clone(),
                     held.units,
                     held.window_start_us,
                 ));
             }
             held.units = 0;
-            // A reservation in flight will still fill it: keep it until that is done.
-            lease.refill.try_lock().is_err()
+            // A prefetch in flight will still fill it: keep it until that is done.
+            prefetch.refill.try_lock().is_err()
         });
         returned
     }
 }
 
-/// The (policy, key) of a check that a lease may decide: one pair, an enforced policy with a
-/// lease, a cost to spend.
-pub(crate) fn leased_pair<'c>(check: &Check<'c>) -> Option<(&'c Policy, &'c [u8])> {
+/// The (policy, key) of a check that a prefetch may decide: one pair, an enforced policy with a
+/// prefetch, a cost to spend.
+pub(crate) fn prefetched_pair<'c>(check: &Check<'c>) -> Option<(&'c Policy, &'c [u8])> {
     match check.pairs() {
         &[(policy, key)]
-            if policy.lease() > 0
+            if policy.prefetch() > 0
                 && policy.mode() == Mode::Enforce
                 && check.cost() > 0
                 && check.costs().is_none() =>
@@ -224,80 +225,80 @@ pub(crate) fn leased_pair<'c>(check: &Check<'c>) -> Option<(&'c Policy, &'c [u8]
 }
 
 impl RedisStore {
-    /// Decides `cost` units of `policy` on `key` from this instance's lease, reserving from
+    /// Decides `cost` units of `policy` on `key` from this instance's prefetch, prefetching from
     /// Redis when it has too few.
-    pub(super) async fn acquire_leased(
+    pub(super) async fn decide_prefetched(
         &self,
         check: &Check<'_>,
-        leases: &Leases,
+        prefetches: &Prefetches,
         policy: &Policy,
         key: &[u8],
     ) -> Result<Answer, StoreError> {
-        // A decision spent from a lease completes without waiting on anything: the budget
+        // A decision spent from a prefetch completes without waiting on anything: the budget
         // makes a caller deciding in a loop still yield to the other tasks now and then.
         tokio::task::consume_budget().await;
         let cost = check.cost();
         let local = |decision| Answer {
             allowed: true,
             decisions: smallvec![decision],
-            source: Source::Lease,
+            source: Source::Prefetched,
         };
-        let Some((lease, new)) = leases.entry(policy, key) else {
+        let Some((prefetch, new)) = prefetches.entry(policy, key) else {
             return self.run(check, Operation::Decide).await;
         };
-        leases
+        prefetches
             .sweeping
             .call_once(|| spawn_sweeper(Arc::downgrade(&self.inner)));
-        if let Some(decision) = lease.spend(cost, leases.time.now_us(), policy) {
+        if let Some(decision) = prefetch.spend(cost, prefetches.time.now_us(), policy) {
             return Ok(local(decision));
         }
         if new {
-            // A key's first request is decided as usual: a lease pays only for keys seen again.
+            // A key's first request is decided as usual: a prefetch pays only for keys seen again.
             return self.run(check, Operation::Decide).await;
         }
         let deadline = Instant::now() + self.inner.timeout;
         let waited = self.until(deadline, async {
-            let guard = Arc::clone(&lease.refill).lock_owned().await;
+            let guard = Arc::clone(&prefetch.refill).lock_owned().await;
             Ok(guard)
         });
         let guard = waited.await?;
-        if let Some(decision) = lease.spend(cost, leases.time.now_us(), policy) {
+        if let Some(decision) = prefetch.spend(cost, prefetches.time.now_us(), policy) {
             return Ok(local(decision));
         }
         if let Some(answer) = self.cached_denial(policy, key, cost) {
             return Ok(answer);
         }
-        // The reservation runs in a task of its own, so that a caller that gives up cannot
-        // lose units Redis has already counted: they land in the lease whatever happens here.
+        // The prefetch runs in a task of its own, so that a caller that gives up cannot
+        // lose units Redis has already counted: they land in the prefetch whatever happens here.
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (store, policy, key) = (self.clone(), policy.clone(), key.to_vec());
         self.spawn_tracked(async move {
             let _refilling = guard;
-            store.reserve(&lease, &policy, &key, cost, answer).await;
+            store.fetch(&prefetch, &policy, &key, cost, answer).await;
         });
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::Reply {
-                detail: "the lease reservation task ended".to_owned(),
+                detail: "the prefetch task ended".to_owned(),
             })
         })
     }
 
-    /// Reserves up to the policy's lease (at least `cost`) into `lease` and spends `cost`,
-    /// answering on `answer` by the store's deadline. A reservation Redis has not answered by
+    /// Prefetches up to the policy's prefetch (at least `cost`) into `prefetch` and spends `cost`,
+    /// answering on `answer` by the store's deadline. A prefetch Redis has not answered by
     /// then is still awaited, until the window it would count in has surely ended, and its
     /// units kept; so are the units of a caller that left as the answer came.
-    async fn reserve(
+    async fn fetch(
         &self,
-        lease: &Lease,
+        prefetch: &Prefetched,
         policy: &Policy,
         key: &[u8],
         cost: u64,
         answer: tokio::sync::oneshot::Sender<Result<Answer, StoreError>>,
     ) {
-        let leases = &self.inner.leases;
-        let sent_us = leases.time.now_us();
-        let most = policy.lease().max(cost);
-        let movement = LeaseMove::Take { most, fewest: cost };
+        let prefetches = &self.inner.prefetches;
+        let sent_us = prefetches.time.now_us();
+        let most = policy.prefetch().max(cost);
+        let movement = PrefetchMove::Take { most, fewest: cost };
         let group = self.inner.breakers.group(slot_of(&client_tag(key)));
         let admission = match self.inner.breakers.enter(group) {
             Ok(admission) => admission,
@@ -351,14 +352,14 @@ impl RedisStore {
             }
             return;
         }
-        // A late reservation was spent by nobody: all of it is the lease's.
+        // A late prefetch was spent by nobody: all of it is the prefetch's.
         let spare = match answer {
             Some(_) => moved.units - cost,
             None => moved.units,
         };
         let reset_us = u64::try_from(moved.reset_after.as_micros()).unwrap_or(u64::MAX);
         {
-            let mut held = lease.held();
+            let mut held = prefetch.held();
             // Units of an earlier window are void: they were counted there.
             if held.window_start_us == moved.window_start_us {
                 held.units += spare;
@@ -368,14 +369,14 @@ impl RedisStore {
             held.ends_us = sent_us.saturating_add(reset_us);
             held.window_start_us = moved.window_start_us;
             held.remaining = moved.remaining;
-            held.last_used_us = leases.time.now_us();
+            held.last_used_us = prefetches.time.now_us();
         }
         let Some(answer) = answer else { return };
         let admitted = Answer::from_store(true, smallvec![decision(true, moved.remaining + spare)]);
         if answer.send(Ok(admitted)).is_err() {
             // The caller left as the answer came: its units go to the next requests.
             self.inner.abandoned.fetch_add(1, Ordering::Relaxed);
-            let mut held = lease.held();
+            let mut held = prefetch.held();
             if held.window_start_us == moved.window_start_us {
                 held.units += cost;
             }
@@ -388,12 +389,12 @@ impl RedisStore {
         cache.get(cache.key_id(key), cache.policies_id(&[policy]), cost)
     }
 
-    /// One call of the lease script, through the key's breaker, within the store's timeout.
+    /// One call of the prefetch script, through the key's breaker, within the store's timeout.
     async fn move_units(
         &self,
         policy: &Policy,
         key: &[u8],
-        movement: LeaseMove,
+        movement: PrefetchMove,
     ) -> Result<Moved, StoreError> {
         let deadline = Instant::now() + self.inner.timeout;
         let call = self.move_units_now(policy, key, movement);
@@ -401,25 +402,25 @@ impl RedisStore {
             .await
     }
 
-    /// One call of the lease script, however long Redis takes, bypassing the breaker.
+    /// One call of the prefetch script, however long Redis takes, bypassing the breaker.
     async fn move_units_now(
         &self,
         policy: &Policy,
         key: &[u8],
-        movement: LeaseMove,
+        movement: PrefetchMove,
     ) -> Result<Moved, StoreError> {
         let state_key = storage_key_for_tag(&self.inner.prefix, policy, &client_tag(key));
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
-        let take = matches!(movement, LeaseMove::Take { .. });
+        let take = matches!(movement, PrefetchMove::Take { .. });
         let reply = run_script(&self.inner.connection, |with_source| {
-            script::lease_command(with_source, &state_key, now_us, policy, movement)
+            script::prefetch_command(with_source, &state_key, now_us, policy, movement)
         })
         .await?;
-        reply::decode_lease(&reply, take)
+        reply::decode_prefetch(&reply, take)
     }
 }
 
-/// Gives back idle leases every [`SWEEP`] while the store lives.
+/// Gives back idle prefetches every [`SWEEP`] while the store lives.
 fn spawn_sweeper(store: Weak<Inner>) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(SWEEP);
@@ -428,8 +429,8 @@ fn spawn_sweeper(store: Weak<Inner>) {
             ticks.tick().await;
             let Some(inner) = store.upgrade() else { return };
             let store = RedisStore { inner };
-            for (policy, key, units, window_start_us) in store.inner.leases.take_idle() {
-                let movement = LeaseMove::Give {
+            for (policy, key, units, window_start_us) in store.inner.prefetches.take_idle() {
+                let movement = PrefetchMove::Give {
                     units,
                     window_start_us,
                 };
@@ -451,24 +452,24 @@ mod tests {
 
     const EPOCH_US: u64 = 1_767_225_600_000_000;
 
-    /// A sweep that runs between a lease's creation and its first spend (the sweeper starts
+    /// A sweep that runs between a prefetch's creation and its first spend (the sweeper starts
     /// with a key's first request, on another worker) keeps it: it was used just now.
     #[test]
     fn a_lease_made_just_now_is_not_idle() {
         let clock = ManualClock::new(EPOCH_US);
-        let leases = Leases::new(16, Some(Arc::new(clock.clone())));
+        let prefetches = Prefetches::new(16, Some(Arc::new(clock.clone())));
         let policy = Policy::new("p", Algorithm::FixedWindow, 10, Duration::from_secs(60))
             .unwrap()
-            .with_lease(5)
+            .with_prefetch(5)
             .unwrap();
-        let (_, new) = leases.entry(&policy, b"k").unwrap();
+        let (_, new) = prefetches.entry(&policy, b"k").unwrap();
         assert!(new);
-        assert!(leases.take_idle().is_empty());
-        let (_, new) = leases.entry(&policy, b"k").unwrap();
-        assert!(!new, "the sweep dropped a lease made just now");
+        assert!(prefetches.take_idle().is_empty());
+        let (_, new) = prefetches.entry(&policy, b"k").unwrap();
+        assert!(!new, "the sweep dropped a prefetch made just now");
         clock.advance(IDLE);
-        leases.take_idle();
-        assert!(leases.entry(&policy, b"k").unwrap().1, "idle, it goes");
+        prefetches.take_idle();
+        assert!(prefetches.entry(&policy, b"k").unwrap().1, "idle, it goes");
     }
 
     /// The script's guard, which the sweeper never tests by itself (it skips ended windows): a
@@ -481,12 +482,12 @@ mod tests {
         let store = RedisStore::connect(config).await.unwrap();
         let minute = Duration::from_secs(60);
         let policy = Policy::new("p", Algorithm::FixedWindow, 10, minute).unwrap();
-        let take = LeaseMove::Take { most: 6, fewest: 1 };
+        let take = PrefetchMove::Take { most: 6, fewest: 1 };
         let taken = store.move_units(&policy, b"k", take).await.unwrap();
         assert_eq!((taken.units, taken.remaining), (6, 4));
         assert_eq!(taken.window_start_us, EPOCH_US);
 
-        let give = |units| LeaseMove::Give {
+        let give = |units| PrefetchMove::Give {
             units,
             window_start_us: taken.window_start_us,
         };
@@ -503,8 +504,8 @@ mod tests {
             "the next window keeps its count"
         );
 
-        // A take of more than is left reserves what is left, and none below the fewest.
-        let rest = LeaseMove::Take {
+        // A take of more than is left prefetches what is left, and none below the fewest.
+        let rest = PrefetchMove::Take {
             most: 10,
             fewest: 1,
         };
