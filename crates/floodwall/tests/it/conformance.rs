@@ -1,7 +1,8 @@
-//! One behaviour specification, run against every store by one macro (limitador's pattern):
-//! the memory store, Redis on one node, and Redis on a 3-master cluster. All run on one
-//! `ManualClock` (the Redis stores are told to use it instead of `TIME`), so every expectation is
-//! exact.
+//! One behaviour specification, run against every store: the memory store, Redis on one node,
+//! and Redis on a 3-master cluster, one test per behaviour and store
+//! (`conformance::redis_cluster::refunds_restore_each_algorithm`), so that the first failure
+//! names both. Each runs on its own `ManualClock` (the Redis stores are told to use it instead
+//! of `TIME`), so every expectation is exact.
 
 use crate::support::StoreExt;
 use std::time::Duration;
@@ -304,16 +305,6 @@ async fn refunds_restore_each_algorithm(store: &impl Store, _clock: &ManualClock
     }
 }
 
-async fn behaves_like_every_store(store: &impl Store, clock: &ManualClock) {
-    admits_up_to_the_limit_then_denies_until_retry_after(store, clock).await;
-    several_policies_are_all_or_nothing(store, clock).await;
-    a_shadow_policy_reports_but_never_denies(store, clock).await;
-    peek_consumes_nothing_and_reset_restores(store, clock).await;
-    hostile_keys_are_distinct_and_harmless(store, clock).await;
-    checks_across_keys_are_all_or_nothing(store, clock).await;
-    refunds_restore_each_algorithm(store, clock).await;
-}
-
 async fn redis_store(url: String, clock: &ManualClock) -> RedisStore {
     let config = RedisConfig::new(url)
         .timeout(Duration::from_secs(5))
@@ -321,29 +312,63 @@ async fn redis_store(url: String, clock: &ManualClock) -> RedisStore {
     RedisStore::connect(config).await.unwrap()
 }
 
-/// One test per store; the setup returns the store and whatever must outlive the run.
-macro_rules! conformance {
-    ($($backend:ident => |$clock:ident| $setup:expr;)*) => {$(
+/// What a backend's test checks after the behaviour ran (Redis: every key it wrote expires),
+/// holding whatever must outlive the run.
+type After = Box<dyn FnOnce()>;
+
+async fn on_memory(clock: &ManualClock) -> (MemoryStore, After) {
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    (store, Box::new(|| ()))
+}
+
+async fn on_one_redis_node(clock: &ManualClock) -> (RedisStore, After) {
+    let server = RedisServer::start().unwrap();
+    let store = redis_store(server.url(), clock).await;
+    (store, Box::new(move || assert_every_key_expires(&server)))
+}
+
+async fn on_a_redis_cluster(clock: &ManualClock) -> (RedisStore, After) {
+    let cluster = RedisCluster::start().unwrap();
+    let store = redis_store(cluster.url(), clock).await;
+    let after = move || cluster.nodes().iter().for_each(assert_every_key_expires);
+    (store, Box::new(after))
+}
+
+/// One test per behaviour and backend (`conformance::redis_cluster::refunds_restore_each_algorithm`),
+/// so that the first failure names both; each starts its own store on its own clock.
+macro_rules! every_behaviour {
+    ($setup:path: $($behaviour:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $backend() {
-            let $clock = ManualClock::new(NOW);
-            let (store, after) = $setup;
-            behaves_like_every_store(&store, &$clock).await;
+        async fn $behaviour() {
+            let clock = ManualClock::new(NOW);
+            let (store, after) = $setup(&clock).await;
+            super::$behaviour(&store, &clock).await;
             after();
         }
     )*};
 }
 
+macro_rules! conformance {
+    ($($backend:ident => $setup:ident;)*) => {$(
+        mod $backend {
+            use super::*;
+
+            every_behaviour! {
+                super::$setup:
+                admits_up_to_the_limit_then_denies_until_retry_after,
+                several_policies_are_all_or_nothing,
+                a_shadow_policy_reports_but_never_denies,
+                peek_consumes_nothing_and_reset_restores,
+                hostile_keys_are_distinct_and_harmless,
+                checks_across_keys_are_all_or_nothing,
+                refunds_restore_each_algorithm,
+            }
+        }
+    )*};
+}
+
 conformance! {
-    memory_store => |clock| (MemoryStore::builder().clock(clock.clone()).build(), || ());
-    redis_single_node => |clock| {
-        let server = RedisServer::start().unwrap();
-        let store = redis_store(server.url(), &clock).await;
-        (store, move || assert_every_key_expires(&server))
-    };
-    redis_cluster => |clock| {
-        let cluster = RedisCluster::start().unwrap();
-        let store = redis_store(cluster.url(), &clock).await;
-        (store, move || cluster.nodes().iter().for_each(assert_every_key_expires))
-    };
+    memory_store => on_memory;
+    redis_single_node => on_one_redis_node;
+    redis_cluster => on_a_redis_cluster;
 }
