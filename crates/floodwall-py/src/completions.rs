@@ -19,7 +19,7 @@ use crate::errors;
 use crate::runtime::WaitingCaller;
 
 /// What a finished decision gives its future.
-pub(crate) enum Outcome {
+pub(crate) enum Delivery {
     Decision(PyDecision),
     Verdict(PyVerdict),
     /// A decision and the units it holds: the holder goes to the future only if it still
@@ -57,7 +57,7 @@ impl Drop for HeldUnits {
 
 /// A finished decision, its future, and its caller: counted as gone if the future was
 /// cancelled before the loop hands the result over.
-type Finished = (Py<PyAny>, Result<Outcome, floodwall::Error>, WaitingCaller);
+type Finished = (Py<PyAny>, Result<Delivery, floodwall::Error>, WaitingCaller);
 
 /// A finished decision as the loop takes it: (future, succeeded, result or exception).
 type Resolved = (Py<PyAny>, bool, Py<PyAny>);
@@ -72,9 +72,9 @@ pub(crate) struct Completions {
     reader: Mutex<Option<OwnedFd>>,
 }
 
-impl std::fmt::Debug for Outcome {
+impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Outcome")
+        f.write_str("Delivery")
     }
 }
 
@@ -84,7 +84,7 @@ impl Completions {
     pub(crate) fn finish(
         &self,
         future: Py<PyAny>,
-        result: Result<Outcome, floodwall::Error>,
+        result: Result<Delivery, floodwall::Error>,
         caller: WaitingCaller,
     ) {
         let was_empty = {
@@ -143,15 +143,15 @@ impl Completions {
                 caller.gone();
             }
             out.push(match result {
-                Ok(Outcome::Decision(decision)) => (future, true, decision.into_py_any(py)?),
-                Ok(Outcome::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
-                Ok(Outcome::Held(decision, guard)) => {
+                Ok(Delivery::Decision(decision)) => (future, true, decision.into_py_any(py)?),
+                Ok(Delivery::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
+                Ok(Delivery::Held(decision, guard)) => {
                     // A caller cancelled as the hold finished will release nothing: the units
                     // go back as `guard` drops.
                     let holder = guard.filter(|_| waiting).and_then(HeldUnits::keep);
                     (future, true, (decision, holder).into_py_any(py)?)
                 }
-                Ok(Outcome::Done) => (future, true, py.None()),
+                Ok(Delivery::Done) => (future, true, py.None()),
                 Err(error) => (
                     future,
                     false,

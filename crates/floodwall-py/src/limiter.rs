@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 
 use crate::clock::PyManualClock;
-use crate::completions::{Completions, HeldUnits, Outcome};
+use crate::completions::{Completions, HeldUnits, Delivery};
 use crate::decision::{PyDecision, PyVerdict};
 use crate::errors::{self, ConfigError};
 use crate::policy::{PyPolicy, on_error_of};
@@ -291,7 +291,7 @@ impl PyLimiter {
         runtime::spawn(completions, future, self.by_the_gate(), async move {
             let policies = std::slice::from_ref(&policy);
             let verdict = decide(&gate, Check::new(policies, key.as_ref(), cost)).await?;
-            Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
+            Ok(Delivery::Decision(PyDecision::of(&policy, &verdict)))
         })
     }
 
@@ -306,7 +306,7 @@ impl PyLimiter {
         let (gate, policies) = (self.gate.clone(), owned(&policies));
         runtime::spawn(completions, future, self.by_the_gate(), async move {
             let verdict = decide(&gate, Check::new(&policies, key.as_ref(), cost)).await?;
-            Ok(Outcome::Verdict(PyVerdict { verdict }))
+            Ok(Delivery::Verdict(PyVerdict { verdict }))
         })
     }
 
@@ -321,7 +321,7 @@ impl PyLimiter {
         runtime::spawn(completions, future, self.by_the_gate(), async move {
             let pairs = weighted(&policies, &keys, &costs);
             let verdict = decide(&gate, Check::weighted(pairs.iter().copied())).await?;
-            Ok(Outcome::Verdict(PyVerdict { verdict }))
+            Ok(Delivery::Verdict(PyVerdict { verdict }))
         })
     }
 
@@ -336,7 +336,7 @@ impl PyLimiter {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, self.caller(), async move {
             let verdict = limiter.refund(&policy, &key, cost).await?;
-            Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
+            Ok(Delivery::Decision(PyDecision::of(&policy, &verdict)))
         })
     }
 
@@ -351,7 +351,7 @@ impl PyLimiter {
         runtime::spawn(completions, future, self.caller(), async move {
             let pairs = weighted(&policies, &keys, &costs);
             give_back(&limiter, Check::weighted(pairs.iter().copied())).await?;
-            Ok(Outcome::Done)
+            Ok(Delivery::Done)
         })
     }
 
@@ -365,7 +365,7 @@ impl PyLimiter {
         let (limiter, policy) = (self.limiter.clone(), policy.inner.clone());
         runtime::spawn(completions, future, self.caller(), async move {
             limiter.reset(&policy, &key).await?;
-            Ok(Outcome::Done)
+            Ok(Delivery::Done)
         })
     }
 
@@ -381,7 +381,7 @@ impl PyLimiter {
         runtime::spawn(completions, future, self.by_the_gate(), async move {
             let policies = std::slice::from_ref(&policy);
             let (verdict, guard) = hold(&gate, Check::new(policies, key.as_ref(), cost)).await?;
-            Ok(Outcome::Held(
+            Ok(Delivery::Held(
                 PyDecision::of(&policy, &verdict),
                 guard.map(HeldUnits::new),
             ))
@@ -401,7 +401,7 @@ impl PyLimiter {
         runtime::spawn(completions, future, self.caller(), async move {
             let policies = std::slice::from_ref(&policy);
             release(&limiter, Check::new(policies, key.as_ref(), cost), holder).await?;
-            Ok(Outcome::Done)
+            Ok(Delivery::Done)
         })
     }
 
@@ -423,7 +423,7 @@ impl PyLimiter {
             self.caller(),
             async move {
                 let verdict = limiter.acquire(&policy, &key, cost, max_wait).await?;
-                Ok(Outcome::Decision(PyDecision::of(&policy, &verdict)))
+                Ok(Delivery::Decision(PyDecision::of(&policy, &verdict)))
             },
         ))
     }

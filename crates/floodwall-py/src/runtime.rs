@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 
-use crate::completions::{Completions, Outcome};
+use crate::completions::{Completions, Delivery};
 
 /// The runtime every limiter of the process shares, started on first use: Redis connections
 /// and timers live on it.
@@ -80,7 +80,7 @@ pub(crate) fn spawn<F>(
     work: F,
 ) -> Work
 where
-    F: Future<Output = Result<Outcome, floodwall::Error>> + Send + 'static,
+    F: Future<Output = Result<Delivery, floodwall::Error>> + Send + 'static,
 {
     let (caller, gate) = match counting {
         Counting::Caller(caller) => (caller, None),

@@ -43,8 +43,8 @@ impl DecisionLog {
         cost: u64,
         outcome: Result<&Verdict, &Error>,
     ) {
-        let class = Outcome::of(outcome);
-        if self.mode == DecisionLogMode::Denied && class == Outcome::Allowed {
+        let class = LineClass::of(outcome);
+        if self.mode == DecisionLogMode::Denied && class == LineClass::Allowed {
             return;
         }
         if !self.sampled() {
@@ -67,8 +67,8 @@ impl DecisionLog {
         match outcome {
             Ok(verdict) => {
                 let policies: Vec<&str> = match class {
-                    Outcome::Denied => verdict.violated().map(|p| p.name()).collect(),
-                    Outcome::ShadowDenied => verdict
+                    LineClass::Denied => verdict.violated().map(|p| p.name()).collect(),
+                    LineClass::ShadowDenied => verdict
                         .iter()
                         .filter(|(p, d)| p.mode() == Mode::Shadow && !d.allowed)
                         .map(|(p, _)| p.name())
@@ -152,7 +152,7 @@ fn source_name(source: Source) -> &'static str {
 
 /// How a decision went, as the log and the metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+enum LineClass {
     Allowed,
     Denied,
     ShadowDenied,
@@ -160,24 +160,24 @@ enum Outcome {
     Refused,
 }
 
-impl Outcome {
+impl LineClass {
     fn of(outcome: Result<&Verdict, &Error>) -> Self {
         match outcome {
-            Ok(verdict) if !verdict.allowed() => Outcome::Denied,
-            Ok(verdict) if verdict.iter().any(|(_, d)| !d.allowed) => Outcome::ShadowDenied,
-            Ok(_) => Outcome::Allowed,
-            Err(Error::StoreUnavailable { .. }) => Outcome::Error,
-            Err(_) => Outcome::Refused,
+            Ok(verdict) if !verdict.allowed() => LineClass::Denied,
+            Ok(verdict) if verdict.iter().any(|(_, d)| !d.allowed) => LineClass::ShadowDenied,
+            Ok(_) => LineClass::Allowed,
+            Err(Error::StoreUnavailable { .. }) => LineClass::Error,
+            Err(_) => LineClass::Refused,
         }
     }
 
     fn as_str(self) -> &'static str {
         match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Denied => "denied",
-            Outcome::ShadowDenied => "shadow_denied",
-            Outcome::Error => "error",
-            Outcome::Refused => "refused",
+            LineClass::Allowed => "allowed",
+            LineClass::Denied => "denied",
+            LineClass::ShadowDenied => "shadow_denied",
+            LineClass::Error => "error",
+            LineClass::Refused => "refused",
         }
     }
 }

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use crate::check::CheckState;
 pub use crate::check::{DecisionBody, MAX_CHECK_BODY, single_decision_body};
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, StorageSection};
 use crate::error::ApiError;
 use crate::routes::RouteTable;
 
@@ -165,7 +165,7 @@ pub async fn run_reloadable(
 /// # Errors
 ///
 /// [`ServeError::Store`] when the store cannot be set up (an unreachable cluster, say).
-pub async fn limiter(storage: &StorageConfig) -> Result<Limiter, ServeError> {
+pub async fn limiter(storage: &StorageSection) -> Result<Limiter, ServeError> {
     let store = Storage::connect(storage.store.clone())
         .await
         .map_err(|source| ServeError::Store {

@@ -49,7 +49,7 @@ pub struct Config {
     /// Envoy's RateLimitService, if served.
     pub rls: Option<RlsConfig>,
     /// Where limits are kept.
-    pub storage: StorageConfig,
+    pub storage: StorageSection,
     /// The policies, by unique name, in file order.
     pub policies: Vec<Policy>,
     /// The routes, matched in file order.
@@ -138,9 +138,9 @@ impl Default for CheckConfig {
     }
 }
 
-/// `[storage]`.
+/// `[storage]`: the store the limiter decides on, and what it answers when that store fails.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StorageConfig {
+pub struct StorageSection {
     /// The store: the memory store with its bound, or Redis with its URL, prefix and deadline.
     pub store: floodwall::StorageConfig,
     /// What checks answer when the store fails (policies may override).
@@ -213,7 +213,7 @@ pub struct RouteConfig {
     pub action: RouteAction,
 }
 
-impl StorageConfig {
+impl StorageSection {
     /// The store's URL, for messages and logs: `memory://` or the Redis URL with any password
     /// replaced by `***`.
     pub fn url(&self) -> String {

@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::error::Diagnostics;
 use super::raw::{RawConfig, RawPolicy};
-use super::{Config, ConfigErrors, StorageConfig, listeners, routes};
+use super::{Config, ConfigErrors, StorageSection, listeners, routes};
 
 const STORAGE_SCHEMES: &str =
     "memory://, redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://";
@@ -116,7 +116,7 @@ const ON_ERROR_HINT: &str = "one of allow (fail open), deny (fail closed: 503), 
 
 /// `[storage]`, checked with the store's own URL and prefix rules, so that what connecting
 /// would refuse is reported here with its line.
-fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig {
+fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageSection {
     let storage = &raw.storage;
     let url = storage.url.as_ref().and_then(|url| {
         parse_or(
@@ -172,7 +172,7 @@ fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageConfig 
             max_keys: max_keys.unwrap_or(DEFAULT_MAX_KEYS),
         },
     };
-    StorageConfig {
+    StorageSection {
         store,
         on_error: on_error.unwrap_or(OnError::Allow),
     }
