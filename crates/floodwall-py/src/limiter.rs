@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 
 use crate::clock::PyManualClock;
-use crate::completions::{Completions, HeldUnits, Delivery};
+use crate::completions::{Completions, Delivery, HeldUnits};
 use crate::decision::{PyDecision, PyVerdict};
 use crate::errors::{self, ConfigError};
 use crate::policy::{PyPolicy, on_error_of};

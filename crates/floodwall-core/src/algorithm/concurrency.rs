@@ -46,13 +46,6 @@ pub struct Holding {
 }
 
 impl State {
-    /// The state of `holdings`, which must be sorted by expiry.
-    pub fn from_holdings(holdings: impl IntoIterator<Item = Holding>) -> Self {
-        let holdings: VecDeque<Holding> = holdings.into_iter().collect();
-        let total = holdings.iter().map(|l| l.units).sum();
-        State { holdings, total }
-    }
-
     /// The holdings, soonest to expire first.
     pub fn holdings(&self) -> impl ExactSizeIterator<Item = &Holding> {
         self.holdings.iter()
@@ -246,6 +239,29 @@ mod tests {
         assert_eq!(state.release(Holder(1)), 0);
         assert_eq!(state.release(Holder::ANONYMOUS), 0);
         assert_eq!(state.total(), 3);
+    }
+
+    #[test]
+    fn a_plain_check_takes_a_slot_until_the_timeout() {
+        let policy = policy(1);
+        let check = |state: &mut State, now: u64| {
+            Evaluation::of::<Concurrency>(state, now, 1, &policy)
+                .conclude::<Concurrency>(state, now, 1, &policy, true)
+                .0
+        };
+        let mut state = State::default();
+        assert!(check(&mut state, 5).allowed);
+        let denied = check(&mut state, 6);
+        assert!(!denied.allowed);
+        assert_eq!(
+            denied.retry_after,
+            Some(Duration::from_micros(10_000_000 - 1))
+        );
+        assert!(check(&mut state, 10_000_005).allowed, "the slot timed out");
+        // Through the one-policy step too.
+        let taken = crate::algorithm::step(None, 5, 1, &policy).unwrap();
+        let again = crate::algorithm::step(taken.new_state, 6, 1, &policy).unwrap();
+        assert!(!again.decision.allowed);
     }
 
     #[test]

@@ -197,3 +197,14 @@ fn a_name_hash_is_the_names_and_the_same_in_every_process() {
     let a = Policy::new("a", Algorithm::Gcra, 1, Duration::from_secs(1)).unwrap();
     assert_eq!(a.name_hash(), 0xaf63_dc4c_8601_ec8c);
 }
+
+#[test]
+fn debug_names_a_prefetch_only_when_there_is_one() {
+    let window = Policy::new("hot", Algorithm::FixedWindow, 100, Duration::from_secs(1)).unwrap();
+    assert!(!format!("{window:?}").contains("prefetch"), "{window:?}");
+    let prefetching = window.with_prefetch(10).unwrap();
+    assert!(
+        format!("{prefetching:?}").contains("prefetch: 10"),
+        "{prefetching:?}"
+    );
+}
