@@ -210,7 +210,8 @@ impl MemoryStore {
         let cap = self.inner.per_shard_max;
         if cost > 0 && shard.sweep_due(1, cap) {
             shard.sweep(now);
-            if shard.len + 1 > cap && shard.position::<M>(id).is_none() {
+            // Room for the key if it is new; evict_least_used evicts only from a full shard.
+            if shard.position::<M>(id).is_none() {
                 shard.evict_least_used(1, cap);
             }
         }

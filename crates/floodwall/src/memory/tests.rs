@@ -59,6 +59,86 @@ fn a_multi_shard_decision_evicts_per_shard_for_that_shards_new_keys() {
     assert_eq!(counts(), (9, 2));
 }
 
+/// A store of 16 keys in two shards whose shard 0 is full (eight keys, each with its own share
+/// in use), with one more key tracked in shard 1; and the keys of each shard not yet used.
+struct FullShard {
+    store: MemoryStore,
+    policy: Policy,
+    tracked_in_zero: Vec<u8>,
+    new_in_zero: Vec<u8>,
+    tracked_in_one: Vec<u8>,
+}
+
+impl FullShard {
+    fn new() -> Self {
+        let store = MemoryStore::builder()
+            .max_keys(16)
+            .shards(2)
+            .clock(ManualClock::new(1_700_000_000_000_000))
+            .build();
+        let policy = Policy::new("p", Algorithm::FixedWindow, 10, Duration::from_secs(60)).unwrap();
+        let keys: Vec<Vec<u8>> = (0..200).map(|n| format!("k{n}").into_bytes()).collect();
+        let in_shard = |shard: usize| -> Vec<Vec<u8>> {
+            keys.iter()
+                .filter(|key| store.shard_of(store.key_id(&policy, key)) == shard)
+                .cloned()
+                .collect()
+        };
+        let (zero, one) = (in_shard(0), in_shard(1));
+        let full = FullShard {
+            tracked_in_zero: zero[0].clone(),
+            new_in_zero: zero[8].clone(),
+            tracked_in_one: one[0].clone(),
+            store,
+            policy,
+        };
+        for (n, key) in zero[..8].iter().enumerate() {
+            full.hit(&[key], n as u64 + 1);
+        }
+        full.hit(&[&one[0]], 1);
+        assert_eq!(full.counts(), (9, 0));
+        full
+    }
+
+    fn hit(&self, keys: &[&[u8]], cost: u64) {
+        let pairs = keys.iter().map(|key| (&self.policy, *key));
+        let check = Check::each(pairs, cost).unwrap();
+        assert!(self.store.decide_sync(&check).allowed);
+    }
+
+    /// (keys tracked, keys evicted).
+    fn counts(&self) -> (usize, u64) {
+        let stats = self.store.stats();
+        (stats.keys, stats.evicted)
+    }
+}
+
+/// A decision over two shards whose keys in the full one are all tracked already brings that
+/// shard nothing new: nothing is evicted.
+#[test]
+fn a_full_shard_evicts_nothing_for_keys_it_already_tracks() {
+    let full = FullShard::new();
+    full.hit(&[&full.tracked_in_zero, &full.tracked_in_one], 1);
+    assert_eq!(full.counts(), (9, 0));
+}
+
+/// One new key for a full shard, in a decision over two shards, evicts one entry there.
+#[test]
+fn a_full_shard_evicts_one_entry_for_one_new_key() {
+    let full = FullShard::new();
+    full.hit(&[&full.new_in_zero, &full.tracked_in_one], 1);
+    assert_eq!(full.counts(), (9, 1));
+}
+
+/// A shard count that is not a power of two is rounded down to one.
+#[test]
+fn shard_counts_round_down_to_a_power_of_two() {
+    for (asked, per_shard) in [(1, 64), (2, 32), (3, 32), (5, 16), (8, 8), (9, 8)] {
+        let store = MemoryStore::builder().max_keys(64).shards(asked).build();
+        assert_eq!(store.inner.per_shard_max, per_shard, "{asked} shards asked");
+    }
+}
+
 /// An attacker who knows the hash family but not the store's seed can at best make keys
 /// collide in the hash; even when every key collides, each keeps its own state: short keys are
 /// compared whole, and long ones by a digest under a secret the attacker does not know. Keys
