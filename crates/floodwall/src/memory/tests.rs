@@ -185,3 +185,21 @@ fn keys_whose_hashes_all_collide_still_never_share_state() {
     let stats = store.stats();
     assert_eq!((stats.keys, stats.evicted), (2 * keys.len(), 0));
 }
+
+/// Two policy objects of one name (a policy reloaded from the configuration, say) count one
+/// state per key, whichever object a decision comes with.
+#[test]
+fn policies_of_one_name_share_their_keys_state() {
+    let store = MemoryStore::new();
+    let first = Policy::new("p", Algorithm::FixedWindow, 3, Duration::from_secs(60)).unwrap();
+    let reloaded = Policy::new("p", Algorithm::FixedWindow, 3, Duration::from_secs(60)).unwrap();
+    assert!(!Arc::ptr_eq(first.shared_name(), reloaded.shared_name()));
+    let admitted = (0..6)
+        .filter(|n| {
+            let policy = if n % 2 == 0 { &first } else { &reloaded };
+            let check = Check::new(std::slice::from_ref(policy), b"k", 1).unwrap();
+            store.decide_sync(&check).allowed
+        })
+        .count();
+    assert_eq!(admitted, 3);
+}
