@@ -203,3 +203,38 @@ fn policies_of_one_name_share_their_keys_state() {
         .count();
     assert_eq!(admitted, 3);
 }
+
+/// A decision whose first key is new and whose second is tracked, on a policy table so full
+/// that inserting the first grows it: the second key's position from judging is stale by the
+/// time it is concluded, and its own entry must still be the one found (never the entry now
+/// at that position, never none). Table growth moves entries by hash, which is seeded per
+/// store, so this is tried on many stores.
+#[test]
+fn a_position_moved_by_an_earlier_insert_still_finds_its_own_entry() {
+    let policy = Policy::new("p", Algorithm::FixedWindow, 100, Duration::from_secs(60)).unwrap();
+    // A table of 32 buckets holds 28 entries; the 29th grows it to 64.
+    let tracked: Vec<Vec<u8>> = (0..28)
+        .map(|n| format!("tracked-{n}").into_bytes())
+        .collect();
+    for round in 0..32 {
+        let store = MemoryStore::builder().max_keys(10_000).shards(1).build();
+        let remaining = |key: &[u8]| {
+            let check = Check::new(std::slice::from_ref(&policy), key, 0).unwrap();
+            store.decide_sync(&check).decisions[0].remaining
+        };
+        for key in &tracked {
+            let check = Check::new(std::slice::from_ref(&policy), key, 1).unwrap();
+            assert!(store.decide_sync(&check).allowed);
+        }
+        let target = &tracked[round % tracked.len()];
+        let pairs = [(&policy, b"new".as_slice()), (&policy, target.as_slice())];
+        let answer = store.decide_sync(&Check::each(pairs, 1).unwrap());
+        assert!(answer.allowed);
+        assert_eq!(answer.decisions[1].remaining, 98, "round {round}");
+        for key in &tracked {
+            let expected = if key == target { 98 } else { 99 };
+            assert_eq!(remaining(key), expected, "round {round}");
+        }
+        assert_eq!(store.stats().keys, 29);
+    }
+}
