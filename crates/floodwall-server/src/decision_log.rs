@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use floodwall::{Error, Mode, Source, Verdict};
+use floodwall::{Check, Error, Mode, Source, Verdict};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -35,14 +35,13 @@ impl DecisionLog {
         })
     }
 
-    /// Logs one decision of `route` for `key`, if the mode, the sample and the cap let it.
-    pub(crate) fn record(
-        &self,
-        route: &str,
-        keys: &[&[u8]],
-        cost: u64,
-        outcome: Result<&Verdict, &Error>,
-    ) {
+    /// Logs one decision of `route` on `check`, under its distinct keys and its largest cost,
+    /// if the mode, the sample and the cap let it. A check with no pairs (an Envoy request no
+    /// rule limits) is not logged.
+    pub(crate) fn record(&self, route: &str, check: &Check<'_>, outcome: Result<&Verdict, &Error>) {
+        if check.is_empty() {
+            return;
+        }
         let class = LineClass::of(outcome);
         if self.mode == DecisionLogMode::Denied && class == LineClass::Allowed {
             return;
@@ -59,11 +58,18 @@ impl DecisionLog {
             ),
             Admission::Admitted { .. } => {}
         }
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(check.len());
+        for (_, key) in check.pairs() {
+            if !keys.contains(key) {
+                keys.push(key);
+            }
+        }
         let key = keys
             .iter()
             .map(|key| self.key_text(key))
             .collect::<Vec<_>>()
             .join(",");
+        let cost = check.cost();
         match outcome {
             Ok(verdict) => {
                 let policies: Vec<&str> = match class {

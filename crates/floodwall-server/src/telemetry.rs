@@ -200,21 +200,11 @@ impl DecisionWatch {
 }
 
 impl Observer for DecisionWatch {
-    /// Times the decision and logs it under its distinct keys and its largest cost. A check
-    /// with no pairs (an Envoy request no rule limits) is timed but not logged.
+    /// Times the decision and, when the decision log is on, offers it the decision.
     fn decided(&self, decision: &Observed<'_, '_>) {
         self.instruments.decided(decision.took);
-        let Some(log) = self.log.as_deref() else {
-            return;
-        };
-        let mut keys: Vec<&[u8]> = Vec::with_capacity(decision.check.len());
-        for (_, key) in decision.check.pairs() {
-            if !keys.contains(key) {
-                keys.push(key);
-            }
-        }
-        if !keys.is_empty() {
-            log.record(&self.label, &keys, decision.check.cost(), decision.outcome);
+        if let Some(log) = self.log.as_deref() {
+            log.record(&self.label, decision.check, decision.outcome);
         }
     }
 }
