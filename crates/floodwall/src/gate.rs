@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{CheckError, Error};
-use crate::lease::LeaseGuard;
+use crate::lease::{LeaseGuard, new_holder};
 use crate::limiter::Limiter;
 pub use crate::limiter::{Caller, Front};
 use crate::store::Check;
@@ -146,8 +146,13 @@ impl Gate {
                 };
             }
         };
+        // A held check gets its holder here, so that it is decided and observed as one.
+        let check = match passing.hold {
+            true => check.held_by(new_holder()),
+            false => check,
+        };
         let (outcome, held) = match (passing.hold, passing.deadline) {
-            (true, _) => match self.limiter.hold(check.clone()).await {
+            (true, _) => match self.limiter.hold_as(&check).await {
                 Ok(lease) => {
                     let (verdict, held) = lease.split();
                     (Ok(verdict), held)

@@ -318,9 +318,13 @@ impl Limiter {
     ///
     /// As [`Limiter::decide`].
     pub async fn hold(&self, check: Check<'_>) -> Result<Lease, Error> {
-        let check = check.held_by(new_holder());
-        let verdict = self.verdict(&check).await?;
-        Ok(Lease::new(self, &check, verdict))
+        self.hold_as(&check.held_by(new_holder())).await
+    }
+
+    /// [`Limiter::hold`] for the holder `check` already carries (drawn by the caller).
+    pub(crate) async fn hold_as(&self, check: &Check<'_>) -> Result<Lease, Error> {
+        let verdict = self.verdict(check).await?;
+        Ok(Lease::new(self, check, verdict))
     }
 
     /// Gives back what `check`'s holder ([`Check::held_by`]) holds under its `concurrency`
