@@ -470,7 +470,13 @@ async fn decide<'t>(
             .pairs
             .iter()
             .map(|(p, k, units)| (&**p, &k[..], (*units).min(p.capacity())));
-        Some(state.limiter.give_back(&Check::weighted(pairs)?).await?)
+        let check = Check::weighted(pairs)?;
+        // Past the gate, the call is still Envoy's: counted as abandoned if it resets the
+        // stream while the negative hits are given back.
+        let caller = state.limiter.caller(Front::Rls);
+        let given_back = state.limiter.give_back(&check).await;
+        caller.answered();
+        Some(given_back?)
     };
     Ok(Decided {
         verdict,
