@@ -87,12 +87,7 @@ impl RedisStore {
     /// returns whether they all ended. For a service that stops: what its last requests took is
     /// given back before it exits.
     pub async fn settle(&self, within: Duration) -> bool {
-        let tracker = &self.inner.detached;
-        // Closed only while waiting, so calls keep being tracked afterwards.
-        tracker.close();
-        let settled = tokio::time::timeout(within, tracker.wait()).await.is_ok();
-        tracker.reopen();
-        settled
+        crate::store::settle_detached(&self.inner.detached, within).await
     }
 
     /// Asks Redis whether it answers, past the circuit breakers, within the store's deadline:

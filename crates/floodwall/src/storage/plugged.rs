@@ -97,13 +97,7 @@ impl PluggedStore {
 
     /// Waits until the tracked tasks have ended or `within` has passed; whether they ended.
     pub(crate) async fn settle(&self, within: Duration) -> bool {
-        // Closed only while waiting, so that work keeps being tracked afterwards.
-        self.detached.close();
-        let settled = tokio::time::timeout(within, self.detached.wait())
-            .await
-            .is_ok();
-        self.detached.reopen();
-        settled
+        crate::store::settle_detached(&self.detached, within).await
     }
 }
 
