@@ -126,7 +126,10 @@ impl Completions {
             .ok_or_else(|| errors::Error::new_err("the reader was taken already"))
     }
 
-    /// The finished decisions: (future, succeeded, result or exception), oldest first.
+    /// The finished decisions whose futures still wait: (future, succeeded, result or
+    /// exception), oldest first. Those whose futures were cancelled are dropped here (their
+    /// callers counted as gone, their held units released); nothing can cancel a future
+    /// between this call and the loop resolving it, since both run on the loop's thread.
     fn take(&self, py: Python<'_>) -> PyResult<Vec<Resolved>> {
         let finished = std::mem::take(
             &mut *self
@@ -136,19 +139,18 @@ impl Completions {
         );
         let mut out = Vec::with_capacity(finished.len());
         for (future, result, caller) in finished {
-            let waiting = !future.bind(py).call_method0("cancelled")?.is_truthy()?;
-            if waiting {
-                caller.answered();
-            } else {
+            if future.bind(py).call_method0("cancelled")?.is_truthy()? {
+                // The caller gave up; the decision itself has happened. Units it held go
+                // back as the result drops.
                 caller.gone();
+                continue;
             }
+            caller.answered();
             out.push(match result {
                 Ok(Delivery::Decision(decision)) => (future, true, decision.into_py_any(py)?),
                 Ok(Delivery::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
                 Ok(Delivery::Held(decision, guard)) => {
-                    // A caller cancelled as the hold finished will release nothing: the units
-                    // go back as `guard` drops.
-                    let holder = guard.filter(|_| waiting).and_then(HeldUnits::keep);
+                    let holder = guard.and_then(HeldUnits::keep);
                     (future, true, (decision, holder).into_py_any(py)?)
                 }
                 Ok(Delivery::Done) => (future, true, py.None()),

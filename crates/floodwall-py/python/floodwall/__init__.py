@@ -287,9 +287,8 @@ class _LoopQueue:
                 pass
         except BlockingIOError:
             pass
+        # take() leaves out the futures already cancelled; none is cancelled while this loop runs.
         for future, succeeded, value in self.completions.take():
-            if future.cancelled():
-                continue  # the caller gave up; the decision itself has happened
             if succeeded:
                 future.set_result(value)
             else:
