@@ -101,7 +101,7 @@ impl RedisCluster {
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
         cli_output(
-            Command::new("redis-cli")
+            crate::server::cli_command()
                 .arg("--cluster")
                 .arg("create")
                 .args(&addresses)
@@ -205,7 +205,7 @@ impl RedisCluster {
             .and_then(RedisServer::port)
             .ok_or_else(|| io::Error::other("no running node"))?;
         cli_output(
-            Command::new("redis-cli")
+            crate::server::cli_command()
                 .args(["-c", "-h", "127.0.0.1", "-p", &port.to_string()])
                 .args(args),
         )

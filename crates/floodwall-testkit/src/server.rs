@@ -16,7 +16,20 @@ use crate::tls::{self, TestCertificates};
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The install hint for a machine without redis-server.
-pub(crate) const INSTALL_HINT: &str = "redis-server was not found on PATH: run scripts/test (it installs redis on Debian/Ubuntu as root) or `sudo apt-get install -y redis-server redis-tools`";
+pub(crate) const INSTALL_HINT: &str = "redis-server was not found on PATH (or at FLOODWALL_REDIS_SERVER): run scripts/test (it installs redis on Debian/Ubuntu as root) or `sudo apt-get install -y redis-server redis-tools`";
+
+/// The server the tests run: `FLOODWALL_REDIS_SERVER` when set (a `valkey-server`, say),
+/// otherwise `redis-server` on PATH.
+pub(crate) fn server_command() -> Command {
+    Command::new(
+        std::env::var_os("FLOODWALL_REDIS_SERVER").unwrap_or_else(|| "redis-server".into()),
+    )
+}
+
+/// The client the tests run beside it: `FLOODWALL_REDIS_CLI` when set, otherwise `redis-cli`.
+pub(crate) fn cli_command() -> Command {
+    Command::new(std::env::var_os("FLOODWALL_REDIS_CLI").unwrap_or_else(|| "redis-cli".into()))
+}
 
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +245,7 @@ impl RedisServer {
     ///
     /// When `redis-cli` cannot run or exits unsuccessfully.
     pub fn cli(&self, args: &[&str]) -> io::Result<String> {
-        let mut command = Command::new("redis-cli");
+        let mut command = cli_command();
         match &self.endpoint {
             Endpoint::Tcp(port) => command.args(["-h", "127.0.0.1", "-p", &port.to_string()]),
             Endpoint::Unix(path) => command.arg("-s").arg(path),
@@ -295,7 +308,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let mut command = Command::new("redis-server");
+        let mut command = server_command();
         match &self.endpoint {
             Endpoint::Tcp(port) => {
                 command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
