@@ -1,7 +1,6 @@
 //! A real Redis Cluster of `redis-server` processes on loopback, created with `redis-cli --cluster`.
 
 use std::io;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::server::{RedisServer, cli_output, wait_until};
