@@ -48,6 +48,7 @@ pub struct RedisServerBuilder {
     needs_bus_port: bool,
     tls: bool,
     tls_certificates: Option<TestCertificates>,
+    sentinel_config: Option<String>,
 }
 
 impl RedisServerBuilder {
@@ -85,6 +86,14 @@ impl RedisServerBuilder {
     pub(crate) fn tls_with(mut self, certificates: TestCertificates) -> Self {
         self.tls = true;
         self.tls_certificates = Some(certificates);
+        self
+    }
+
+    /// Run a sentinel (`redis-server sentinel.conf --sentinel`) with this configuration instead
+    /// of a data node. The sentinel rewrites the file as it learns, and a restart keeps it.
+    #[must_use]
+    pub(crate) fn sentinel(mut self, config: String) -> Self {
+        self.sentinel_config = Some(config);
         self
     }
 
@@ -130,7 +139,11 @@ impl RedisServerBuilder {
                 dir,
                 args: self.args.clone(),
                 tls,
+                sentinel: self.sentinel_config.is_some(),
             };
+            if let Some(config) = &self.sentinel_config {
+                fs::write(server.sentinel_config_path(), config)?;
+            }
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(error) => {
@@ -156,6 +169,8 @@ pub struct RedisServer {
     dir: TempDir,
     args: Vec<String>,
     tls: Option<TlsListener>,
+    /// A sentinel, whose configuration file is in `dir`.
+    sentinel: bool,
 }
 
 /// The TLS port of a server started with [`RedisServerBuilder::tls`].
@@ -239,6 +254,10 @@ impl RedisServer {
         self.dir.path().join("redis.log")
     }
 
+    fn sentinel_config_path(&self) -> PathBuf {
+        self.dir.path().join("sentinel.conf")
+    }
+
     /// Runs one command through `redis-cli` and returns its raw output, trimmed.
     ///
     /// # Errors
@@ -309,15 +328,22 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let mut command = server_command();
+        if self.sentinel {
+            command.arg(self.sentinel_config_path()).arg("--sentinel");
+        }
         match &self.endpoint {
             Endpoint::Tcp(port) => {
                 command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             }
             Endpoint::Unix(path) => command.args(["--port", "0"]).arg("--unixsocket").arg(path),
         };
+        if !self.sentinel {
+            command
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--enable-debug-command", "local"]);
+        }
         command
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--enable-debug-command", "local"])
+            .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

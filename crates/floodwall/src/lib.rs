@@ -60,7 +60,7 @@ pub mod stats {
     pub use crate::limiter::{AbandonedCounts, LimiterStats, StoreErrorCounts};
     pub use crate::memory::MemoryStats;
     #[cfg(feature = "redis")]
-    pub use crate::redis::RedisStats;
+    pub use crate::redis::{RedisStats, SentinelMaster};
     pub use crate::storage::StorageStats;
 }
 

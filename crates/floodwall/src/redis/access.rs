@@ -44,6 +44,18 @@ impl RedisStore {
                 Connection::Cluster(connection) => {
                     probe.query_async::<Value>(&mut connection.clone()).await
                 }
+                Connection::Sentinel(sentinels) => {
+                    // The master in use, asked on a connection of its own; with none found yet,
+                    // the sentinels' question answers.
+                    match sentinels.master() {
+                        Some(master) => {
+                            let mut connection =
+                                master.client.get_multiplexed_async_connection().await?;
+                            probe.query_async::<Value>(&mut connection).await
+                        }
+                        None => sentinels.query(&probe).await,
+                    }
+                }
             }
         };
         match tokio::time::timeout(within, asked).await {

@@ -1,5 +1,6 @@
 //! Where the Redis store connects, and how it behaves.
 
+use std::fmt;
 use std::time::Duration;
 
 use floodwall_core::Clock;
@@ -24,9 +25,13 @@ pub const DEFAULT_PREFIX: &str = "floodwall";
 ///
 /// URL forms: `redis://[user:password@]host:port[/db]` (one node), `redis+unix:///path/to.sock`,
 /// and `redis+cluster://[user:password@]host1:port1,host2:port2,…` (a cluster: any reachable
-/// node lets the client discover the rest). With the `tls` feature, `rediss://…` and
-/// `rediss+cluster://…` connect over TLS, verifying the server against the system's roots or
-/// [`RedisConfig::tls_root_certificate`].
+/// node lets the client discover the rest), and
+/// `redis+sentinel://[user:password@]s1:26379,s2:26379/MASTER_NAME[/db]` (a master the sentinels
+/// name: asked of them at start and again after an error that suggests a failover; the URL's
+/// credentials are the master's, and the sentinels' too unless `FLOODWALL_SENTINEL_USERNAME` /
+/// `FLOODWALL_SENTINEL_PASSWORD` name theirs, an empty password meaning none). With the `tls`
+/// feature, `rediss://…`, `rediss+cluster://…` and `rediss+sentinel://…` connect over TLS,
+/// verifying the server against the system's roots or [`RedisConfig::tls_root_certificate`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub(crate) url: String,
@@ -208,12 +213,46 @@ impl RedisConfig {
     }
 }
 
-/// A parsed URL: one node or the nodes of a cluster, as redis-rs connection URLs.
+/// A parsed URL: one node, the nodes of a cluster (as redis-rs connection URLs), or the
+/// sentinels that name a master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     Node(String),
     Cluster(Vec<String>),
+    Sentinel(SentinelTarget),
 }
+
+/// A `redis+sentinel://` URL, parsed.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SentinelTarget {
+    /// `host:port` of each sentinel, in the URL's order (26379 where no port is given).
+    pub(crate) sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master under.
+    pub(crate) master_name: String,
+    pub(crate) db: i64,
+    /// TLS to the master and to the sentinels (`rediss+sentinel://`).
+    pub(crate) tls: bool,
+    /// The URL's credentials, for the master (and the sentinels unless the environment names
+    /// theirs).
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl fmt::Debug for SentinelTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("SentinelTarget")
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field("db", &self.db)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The port sentinels listen on unless the URL names another.
+const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 #[cfg(any(feature = "tls", test))]
 impl Target {
@@ -222,6 +261,7 @@ impl Target {
         match self {
             Target::Node(url) => url.starts_with("rediss://"),
             Target::Cluster(nodes) => nodes.iter().any(|url| url.starts_with("rediss://")),
+            Target::Sentinel(sentinel) => sentinel.tls,
         }
     }
 }
@@ -230,11 +270,16 @@ impl Target {
 pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
     let invalid = |why: &str| StoreError::Config {
         detail: format!(
-            "invalid redis URL {url:?}: {why}; expected redis://host:port[/db], redis+unix:///path, \
-             or redis+cluster://host1:port1,host2:port2 (rediss:// and rediss+cluster:// for TLS)"
+            "invalid redis URL {:?}: {why}; expected redis://host:port[/db], redis+unix:///path, \
+             redis+cluster://host1:port1,host2:port2, or \
+             redis+sentinel://sentinel1:26379,sentinel2:26379/MASTER_NAME[/db] \
+             (rediss:// and rediss+… for TLS)",
+            redacted(url)
         ),
     };
-    let tls = url.starts_with("rediss://") || url.starts_with("rediss+cluster://");
+    let tls = url.starts_with("rediss://")
+        || url.starts_with("rediss+cluster://")
+        || url.starts_with("rediss+sentinel://");
     if tls && !cfg!(feature = "tls") {
         return Err(invalid(
             "TLS needs floodwall built with the `tls` feature (features = [\"tls\"] in Cargo.toml)",
@@ -270,6 +315,18 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
         }
         return Ok(Target::Cluster(nodes));
     }
+    let sentinel = url
+        .strip_prefix("redis+sentinel://")
+        .map(|rest| (false, rest))
+        .or_else(|| {
+            url.strip_prefix("rediss+sentinel://")
+                .map(|rest| (true, rest))
+        });
+    if let Some((tls, rest)) = sentinel {
+        return parse_sentinel(tls, rest)
+            .map(Target::Sentinel)
+            .map_err(|why| invalid(&why));
+    }
     if url.starts_with("redis://")
         || url.starts_with("rediss://")
         || url.starts_with("redis+unix://")
@@ -278,6 +335,94 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, StoreError> {
         return Ok(Target::Node(url.to_owned()));
     }
     Err(invalid("unknown scheme"))
+}
+
+/// The part of a `redis+sentinel://` URL after the scheme:
+/// `[user:password@]host[:port],…/MASTER_NAME[/db]`.
+fn parse_sentinel(tls: bool, rest: &str) -> Result<SentinelTarget, String> {
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut sentinels = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("sentinel {host:?} has no valid port"))?;
+                (name, port)
+            }
+            None => (host, DEFAULT_SENTINEL_PORT),
+        };
+        if name.is_empty() {
+            return Err(format!("sentinel {host:?} has no host"));
+        }
+        sentinels.push((name.to_owned(), port));
+    }
+    if sentinels.is_empty() {
+        return Err("no sentinel given".to_owned());
+    }
+    let mut segments = path.trim_end_matches('/').split('/');
+    let master_name = segments.next().unwrap_or_default();
+    if master_name.is_empty() {
+        return Err("no master name given (the path's first segment)".to_owned());
+    }
+    let db = match segments.next() {
+        None => 0,
+        Some(db) => db
+            .parse::<i64>()
+            .ok()
+            .filter(|&db| db >= 0)
+            .ok_or_else(|| format!("the database {db:?} is not a number"))?,
+    };
+    if segments.next().is_some() {
+        return Err("the path has more than a master name and a database".to_owned());
+    }
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(auth) => credentials(auth)?,
+    };
+    Ok(SentinelTarget {
+        sentinels,
+        master_name: master_name.to_owned(),
+        db,
+        tls,
+        username,
+        password,
+    })
+}
+
+/// The user and password of a URL's userinfo, percent-decoded as redis-rs decodes its own URLs.
+fn credentials(auth: &str) -> Result<(Option<String>, Option<String>), String> {
+    use ::redis::IntoConnectionInfo;
+    let info = format!("redis://{auth}@localhost/")
+        .into_connection_info()
+        .map_err(|_| {
+            "the credentials are not valid URL userinfo (percent-encode them)".to_owned()
+        })?;
+    let settings = info.redis_settings();
+    Ok((
+        settings.username().map(str::to_owned),
+        settings.password().map(str::to_owned),
+    ))
+}
+
+/// A URL with any password replaced by `***`, for messages and logs.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, hosts)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
+        None => format!("{scheme}://***@{hosts}"),
+    }
 }
 
 #[cfg(test)]
@@ -305,8 +450,61 @@ mod tests {
     }
 
     #[test]
+    fn parses_sentinel_urls() {
+        let Target::Sentinel(parsed) =
+            parse_url("redis+sentinel://u:p%40ss@s1:26380, s2/mymaster/3").unwrap()
+        else {
+            panic!("not a sentinel target");
+        };
+        assert_eq!(
+            parsed.sentinels,
+            vec![("s1".to_owned(), 26380), ("s2".to_owned(), 26379)]
+        );
+        assert_eq!(parsed.master_name, "mymaster");
+        assert_eq!(parsed.db, 3);
+        assert!(!parsed.tls);
+        assert_eq!(parsed.username.as_deref(), Some("u"));
+        assert_eq!(parsed.password.as_deref(), Some("p@ss"));
+        assert!(!format!("{parsed:?}").contains("p@ss"));
+        let Target::Sentinel(plain) = parse_url("redis+sentinel://s1:1/m").unwrap() else {
+            panic!("not a sentinel target");
+        };
+        assert_eq!((plain.db, plain.username, plain.password), (0, None, None));
+        for (bad, why) in [
+            ("redis+sentinel:///m", "no sentinel"),
+            ("redis+sentinel://s1:26379", "no master name"),
+            ("redis+sentinel://s1:26379/", "no master name"),
+            ("redis+sentinel://s1:x/m", "no valid port"),
+            ("redis+sentinel://s1:0/m", "no valid port"),
+            ("redis+sentinel://:1/m", "no host"),
+            ("redis+sentinel://s1/m/zero", "not a number"),
+            ("redis+sentinel://s1/m/-1", "not a number"),
+            ("redis+sentinel://s1/m/0/x", "more than"),
+        ] {
+            let error = parse_url(bad).unwrap_err().to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+            assert!(error.contains("redis+sentinel://sentinel1"), "{error}");
+        }
+    }
+
+    #[test]
+    fn messages_never_show_a_password() {
+        let error = parse_url("redis+sentinel://u:secret@s1:x/m")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("secret"), "{error}");
+        assert!(error.contains("u:***@"), "{error}");
+        assert_eq!(redacted("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
     fn tls_urls_need_the_tls_feature() {
-        for url in ["rediss://x:1", "rediss+cluster://a:1,b:2"] {
+        for url in [
+            "rediss://x:1",
+            "rediss+cluster://a:1,b:2",
+            "rediss+sentinel://a:1/m",
+        ] {
             let parsed = parse_url(url);
             if cfg!(feature = "tls") {
                 assert!(parsed.unwrap().is_tls(), "{url}");

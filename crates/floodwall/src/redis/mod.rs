@@ -34,6 +34,7 @@ mod prefetch;
 mod release;
 mod reply;
 mod script;
+mod sentinel;
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -62,6 +63,8 @@ use self::detached::Job;
 use self::prefetch::{Prefetches, prefetched_pair};
 use self::script::Call;
 use self::script::{Costs, Operation};
+pub use self::sentinel::SentinelMaster;
+use self::sentinel::Sentinels;
 use crate::error::StoreError;
 use crate::store::Answer;
 use crate::store::Check;
@@ -71,7 +74,7 @@ use crate::store::Store;
 const MAX_NOT_EXECUTED_RETRIES: u32 = 5;
 
 /// The state of a [`RedisStore`]'s circuit breakers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStats {
     /// Breakers open now: their slots fail fast, with one probe per interval.
@@ -85,6 +88,8 @@ pub struct RedisStats {
     pub given_back: u64,
     /// Calls still running for callers that may be gone: what [`RedisStore::settle`] waits for.
     pub detached: usize,
+    /// Behind Sentinel: the master in use and when it changed (`None` for a node or a cluster).
+    pub sentinel: Option<SentinelMaster>,
 }
 
 /// A store on Redis: exact across every instance that shares the server or cluster.
@@ -125,6 +130,8 @@ enum Connection {
     /// reconnecting one would only retry).
     Node(ConnectionManager, Box<::redis::Client>),
     Cluster(ClusterConnection),
+    /// The master the sentinels name, replaced when they name another.
+    Sentinel(Arc<Sentinels>),
 }
 
 impl Connection {
@@ -132,6 +139,7 @@ impl Connection {
         match self {
             Connection::Node(connection, _) => cmd.query_async(&mut connection.clone()).await,
             Connection::Cluster(connection) => cmd.query_async(&mut connection.clone()).await,
+            Connection::Sentinel(sentinels) => sentinels.query(cmd).await,
         }
     }
 }
@@ -141,6 +149,7 @@ impl fmt::Debug for RedisStore {
         let topology = match self.inner.connection {
             Connection::Node(..) => "node",
             Connection::Cluster(_) => "cluster",
+            Connection::Sentinel(_) => "sentinel",
         };
         f.debug_struct("RedisStore")
             .field("topology", &topology)
@@ -205,18 +214,21 @@ impl RedisStore {
             // rustls needs a process-wide provider; an application that installed its own keeps it.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
+            // The store applies its own deadline to each call.
+            .set_response_timeout(None)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(usize::MAX);
         let connection = match &target {
             Target::Node(url) => {
                 let client = node_client(&config, &target, url)?;
-                let manager = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
-                    // The store applies its own deadline to each call.
-                    .set_response_timeout(None)
-                    .set_min_delay(Duration::from_millis(10))
-                    .set_max_delay(Duration::from_secs(1))
-                    .set_number_of_retries(usize::MAX);
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
                 Connection::Node(manager, Box::new(client))
+            }
+            Target::Sentinel(sentinel) => {
+                Connection::Sentinel(Sentinels::connect(sentinel, &config, manager).await?)
             }
             Target::Cluster(nodes) => {
                 let builder = ClusterClientBuilder::new(nodes.clone())
@@ -234,7 +246,7 @@ impl RedisStore {
         };
         let instance = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
         let batcher = match &connection {
-            Connection::Node(..) => Some(Batcher::spawn(
+            Connection::Node(..) | Connection::Sentinel(_) => Some(Batcher::spawn(
                 connection.clone(),
                 config.clock.clone(),
                 config.timeout,
@@ -280,6 +292,10 @@ impl RedisStore {
             abandoned: self.inner.abandoned.load(Ordering::Relaxed),
             given_back: self.inner.given_back.load(Ordering::Relaxed),
             detached: self.inner.detached.len(),
+            sentinel: match &self.inner.connection {
+                Connection::Sentinel(sentinels) => Some(sentinels.describe()),
+                _ => None,
+            },
         }
     }
 
@@ -380,6 +396,14 @@ impl RedisStore {
         self.inner
             .breakers
             .record_outcome(group, admission, &result);
+        // Calls that time out on a master that is gone but not yet refusing connections open the
+        // breaker: behind Sentinel, that suggests a failover as a refused connection does.
+        if let (Connection::Sentinel(sentinels), Err(StoreError::Timeout { .. })) =
+            (&self.inner.connection, &result)
+            && !self.inner.breakers.is_closed(group)
+        {
+            sentinels.suspect_failover();
+        }
         result
     }
 

@@ -96,7 +96,7 @@ pub enum Storage {
 }
 
 /// What a [`Storage`] reports about itself.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StorageStats {
     /// The memory store's key counts.
