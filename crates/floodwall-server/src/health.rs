@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
+use floodwall::stats::StorageStats;
 use floodwall::store::Store;
 use floodwall::{Check, Limiter, OnError, Policy, StoreError};
 use http::StatusCode;
@@ -83,9 +84,13 @@ pub(crate) async fn check_at_start(limiter: &Limiter, url: &str) -> Result<(), S
 pub(crate) async fn ready(limiter: &Limiter, config: &Config) -> Response {
     let store = config.storage.url();
     let store = store.as_str();
+    let master = sentinel_master(limiter);
     let Err(error) = probe(limiter).await else {
-        return Json(json!({ "status": "ready", "store": { "url": store, "state": "up" } }))
-            .into_response();
+        let mut body = json!({ "status": "ready", "store": { "url": store, "state": "up" } });
+        if let Some(master) = master {
+            body["store"]["master"] = master;
+        }
+        return Json(body).into_response();
     };
     let failing_closed: Vec<&str> = config
         .policies
@@ -97,7 +102,7 @@ pub(crate) async fn ready(limiter: &Limiter, config: &Config) -> Response {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let body = json!({
+    let mut body = json!({
         "status": if failing_closed.is_empty() { "degraded" } else { "unavailable" },
         "store": {
             "url": store,
@@ -107,7 +112,25 @@ pub(crate) async fn ready(limiter: &Limiter, config: &Config) -> Response {
         },
         "failing_closed": failing_closed,
     });
+    if let Some(master) = master {
+        body["store"]["master"] = master;
+    }
     (status, Json(body)).into_response()
+}
+
+/// Behind Sentinel: the master in use, when it changed, and how many masters the store has
+/// used (the first one counts).
+fn sentinel_master(limiter: &Limiter) -> Option<serde_json::Value> {
+    let StorageStats::Redis(stats) = limiter.store().stats() else {
+        return None;
+    };
+    let master = stats.sentinel?;
+    Some(json!({
+        "name": master.name,
+        "address": master.address,
+        "changed_at_unix_ms": master.changed_at_unix_ms,
+        "changes": master.changes,
+    }))
 }
 
 /// How often the outage log looks at the limiter's counters.

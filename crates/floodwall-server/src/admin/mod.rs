@@ -179,6 +179,11 @@ fn store_gauges(stats: StorageStats) {
             metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
             metrics::counter!("floodwall_store_abandoned_total").absolute(stats.abandoned);
             metrics::counter!("floodwall_given_back_total").absolute(stats.given_back);
+            if let Some(master) = stats.sentinel {
+                metrics::counter!("floodwall_redis_master_changes_total").absolute(master.changes);
+                metrics::gauge!("floodwall_redis_master_changed_at_seconds")
+                    .set(master.changed_at_unix_ms as f64 / 1000.0);
+            }
         }
         _ => {}
     }

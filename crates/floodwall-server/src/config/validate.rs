@@ -15,8 +15,8 @@ use super::error::Diagnostics;
 use super::raw::{RawConfig, RawPolicy};
 use super::{Config, ConfigErrors, StorageSection, listeners, routes};
 
-const STORAGE_SCHEMES: &str =
-    "memory://, redis://, rediss://, redis+unix://, redis+cluster://, rediss+cluster://";
+const STORAGE_SCHEMES: &str = "memory://, redis://, rediss://, redis+unix://, redis+cluster://, \
+     rediss+cluster://, redis+sentinel://, rediss+sentinel://";
 
 pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mut diagnostics = Diagnostics::new(file, source);

@@ -192,6 +192,10 @@ impl Drop for Floodwall {
 /// A temporary file holding `text`, removed on drop: a configuration to pass to the binary.
 /// The address of a "listening" line, in text (`address=…`) or JSON (`"address": "…"`).
 fn listening_address(line: &str) -> Option<SocketAddr> {
+    // Other lines carry addresses too (a Redis master found by the sentinels).
+    if !line.contains("listening") {
+        return None;
+    }
     if line.starts_with('{') {
         let object: serde_json::Value = serde_json::from_str(line).ok()?;
         return object["address"].as_str()?.parse().ok();

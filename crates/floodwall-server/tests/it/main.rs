@@ -25,5 +25,6 @@ mod paths;
 mod proxy;
 mod rls;
 mod rls_envoy_config;
+mod sentinel;
 mod service;
 mod walk_away;

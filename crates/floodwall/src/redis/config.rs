@@ -202,6 +202,11 @@ impl RedisConfig {
         &self.url
     }
 
+    /// The URL with its password replaced by `***`, to log or show.
+    pub fn redacted_url(&self) -> String {
+        redacted(&self.url)
+    }
+
     /// **Tests only**: decide at this clock's time instead of Redis's `TIME`. Production stores
     /// leave it unset so that Redis is the clock of record and instances with skewed clocks
     /// still agree. With it set, keys expire no sooner than an hour, because the injected clock
@@ -411,17 +416,19 @@ fn credentials(auth: &str) -> Result<(Option<String>, Option<String>), String> {
     ))
 }
 
-/// A URL with any password replaced by `***`, for messages and logs.
+/// `url` with the password of its user information (`scheme://user:password@host…`) replaced
+/// by `***`, for messages and logs.
 pub(crate) fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((auth, hosts)) = rest.rsplit_once('@') else {
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
         return url.to_owned();
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
-        None => format!("{scheme}://***@{hosts}"),
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -494,8 +501,26 @@ mod tests {
             .to_string();
         assert!(!error.contains("secret"), "{error}");
         assert!(error.contains("u:***@"), "{error}");
-        assert_eq!(redacted("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+        for (url, shown) in [
+            ("memory://", "memory://"),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://:s3cret@h:6379", "redis://:***@h:6379"),
+            (
+                "rediss://app:p@ss:w@rd@h:6380/1",
+                "rediss://app:***@h:6380/1",
+            ),
+            (
+                "redis+cluster://u:pw@a:1,b:2",
+                "redis+cluster://u:***@a:1,b:2",
+            ),
+            (
+                "redis+sentinel://u:pw@a:1,b:2/m/0",
+                "redis+sentinel://u:***@a:1,b:2/m/0",
+            ),
+            ("redis://user@h:6379", "redis://user@h:6379"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
     }
 
     #[test]
