@@ -49,7 +49,8 @@ pub(crate) struct PyLimiter {
 #[pymethods]
 impl PyLimiter {
     /// `storage` is "memory://" (in process, the default), "redis://host:port/db",
-    /// "rediss://…" or "redis+cluster://h1:p1,h2:p2". `on_error` ("allow", "deny" or "local")
+    /// "rediss://…", "redis+cluster://h1:p1,h2:p2" or
+    /// "redis+sentinel://s1:26379,s2:26379/MASTER_NAME/db". `on_error` ("allow", "deny" or "local")
     /// answers a store failure, unless a policy says otherwise; `timeout` (seconds) bounds
     /// each Redis decision; `prefix` starts every Redis key; `max_keys` bounds the memory store.
     #[new]
@@ -97,8 +98,14 @@ impl PyLimiter {
                 }
                 let config = StorageConfig::Redis(config);
                 config.validate().map_err(errors::config)?;
-                runtime::block_on(py, Storage::connect(config)).map_err(|error| {
-                    errors::StoreUnavailable::new_err(format!("cannot reach {storage}: {error}"))
+                runtime::block_on(py, Storage::connect(config)).map_err(|error| match error {
+                    // Refused on what it found (a master name no sentinel monitors): a mistake
+                    // in the URL, not an outage.
+                    floodwall::StoreError::Config { .. } => errors::config(error),
+                    _ => errors::StoreUnavailable::new_err(format!(
+                        "cannot reach {}: {error}",
+                        floodwall::redis::RedisConfig::new(storage).redacted_url()
+                    )),
                 })?
             }
             _ => {

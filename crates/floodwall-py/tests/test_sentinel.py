@@ -1,0 +1,92 @@
+"""Redis behind Sentinel from Python: `Limiter("redis+sentinel://…")` finds the master through a
+real sentinel process, counts exactly from several threads, and refuses a master name the
+sentinel does not monitor."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import floodwall
+
+from conftest import RedisServer, free_port, unique_prefix
+
+MASTER_NAME = "floodwall-py-master"
+
+
+class Sentinel:
+    """One `redis-server --sentinel` process watching `master`."""
+
+    def __init__(self, master: RedisServer) -> None:
+        self.port = free_port()
+        self.directory = tempfile.TemporaryDirectory(prefix="floodwall-py-sentinel-")
+        config = Path(self.directory.name) / "sentinel.conf"
+        config.write_text(
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} 1\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+        )
+        self.process = subprocess.Popen(
+            ["redis-server", str(config), "--sentinel", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--dir", self.directory.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"the sentinel on port {self.port} did not start")
+
+    def url(self, name: str = MASTER_NAME) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{name}/0"
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.directory.cleanup()
+
+
+@pytest.fixture
+def sentinel(redis: RedisServer) -> Iterator[Sentinel]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server was not found on PATH: run scripts/test, which installs it")
+    watching = Sentinel(redis)
+    yield watching
+    watching.close()
+
+
+def test_a_limiter_through_a_sentinel_counts_exactly_from_many_threads(sentinel: Sentinel):
+    limiter = floodwall.Limiter(sentinel.url(), prefix=unique_prefix())
+    policy = floodwall.Policy("through-sentinel", "50/hour")
+
+    def admitted(_: int) -> int:
+        return sum(limiter.check(policy, "shared").allowed for _ in range(20))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        total = sum(pool.map(admitted, range(8)))
+    assert total == 50
+    decision = limiter.check(policy, "shared")
+    assert not decision.allowed and decision.counted
+
+
+def test_a_master_name_the_sentinel_does_not_monitor_is_a_config_error(sentinel: Sentinel):
+    with pytest.raises(floodwall.ConfigError, match="no-such-master"):
+        floodwall.Limiter(sentinel.url("no-such-master"))
+
+
+def test_a_sentinel_url_without_a_master_name_is_a_config_error():
+    with pytest.raises(floodwall.ConfigError, match="no master name"):
+        floodwall.Limiter("redis+sentinel://127.0.0.1:26379")
