@@ -52,9 +52,12 @@ impl PyLimiter {
     /// "rediss://…", "redis+cluster://h1:p1,h2:p2" or
     /// "redis+sentinel://s1:26379,s2:26379/MASTER_NAME/db". `on_error` ("allow", "deny" or "local")
     /// answers a store failure, unless a policy says otherwise; `timeout` (seconds) bounds
-    /// each Redis decision; `prefix` starts every Redis key; `max_keys` bounds the memory store.
+    /// each Redis decision; `prefix` starts every Redis key; `wait_replicas` has each Redis
+    /// decision answered only once that many replicas confirm it (a failover then loses no
+    /// admitted unit); `max_keys` bounds the memory store.
     #[new]
-    #[pyo3(signature = (storage = "memory://", *, on_error = "allow", timeout = None, prefix = None, max_keys = None, clock = None))]
+    #[pyo3(signature = (storage = "memory://", *, on_error = "allow", timeout = None, prefix = None, max_keys = None, clock = None, wait_replicas = None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, each optional
     fn new(
         py: Python<'_>,
         storage: &str,
@@ -63,15 +66,16 @@ impl PyLimiter {
         prefix: Option<String>,
         max_keys: Option<usize>,
         clock: Option<PyRef<'_, PyManualClock>>,
+        wait_replicas: Option<u32>,
     ) -> PyResult<Self> {
         let on_error = on_error_of(on_error)?;
         let clock = clock.map(|c| c.inner.clone());
         let config = StorageConfig::from_url(storage).map_err(errors::config)?;
         let store = match config {
             StorageConfig::Memory { max_keys: default } => {
-                if timeout.is_some() || prefix.is_some() {
+                if timeout.is_some() || prefix.is_some() || wait_replicas.is_some() {
                     return Err(ConfigError::new_err(
-                        "timeout and prefix are options of a Redis store; memory:// takes max_keys",
+                        "timeout, prefix and wait_replicas are options of a Redis store; memory:// takes max_keys",
                     ));
                 }
                 let mut builder = MemoryStore::builder().max_keys(max_keys.unwrap_or(default));
@@ -95,6 +99,9 @@ impl PyLimiter {
                 }
                 if let Some(clock) = clock {
                     config = config.clock(clock);
+                }
+                if let Some(replicas) = wait_replicas {
+                    config = config.wait_replicas(replicas);
                 }
                 let config = StorageConfig::Redis(config);
                 config.validate().map_err(errors::config)?;

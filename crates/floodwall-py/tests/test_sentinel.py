@@ -1,6 +1,6 @@
 """Redis behind Sentinel from Python: `Limiter("redis+sentinel://…")` finds the master through a
 real sentinel process, counts exactly from several threads, and refuses a master name the
-sentinel does not monitor."""
+sentinel does not monitor; `wait_replicas` answers only what replicas confirmed."""
 
 from __future__ import annotations
 
@@ -90,3 +90,16 @@ def test_a_master_name_the_sentinel_does_not_monitor_is_a_config_error(sentinel:
 def test_a_sentinel_url_without_a_master_name_is_a_config_error():
     with pytest.raises(floodwall.ConfigError, match="no master name"):
         floodwall.Limiter("redis+sentinel://127.0.0.1:26379")
+
+
+def test_wait_replicas_with_no_replica_answers_per_on_error(redis: RedisServer):
+    limiter = floodwall.Limiter(
+        redis.url, wait_replicas=1, timeout=1.0, on_error="deny", prefix=unique_prefix()
+    )
+    with pytest.raises(floodwall.StoreUnavailable, match="replicas"):
+        limiter.check(floodwall.Policy("p", "5/hour"), "k")
+
+
+def test_wait_replicas_is_an_option_of_a_redis_store():
+    with pytest.raises(floodwall.ConfigError, match="wait_replicas"):
+        floodwall.Limiter("memory://", wait_replicas=1)

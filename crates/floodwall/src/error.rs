@@ -45,6 +45,18 @@ pub enum StoreError {
         /// What is wrong, and how to fix it.
         detail: String,
     },
+    /// The call ran, but fewer replicas than the store waits for confirmed its write within the
+    /// deadline (`wait_replicas`): a failover now could lose what it counted, so its answer is
+    /// not given. What it counted stays counted on the master.
+    #[error(
+        "rate-limit store wrote the decision, but only {acknowledged} of the {wanted} replicas it waits for confirmed it in time"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed the write.
+        acknowledged: u64,
+        /// Replicas the store waits for.
+        wanted: u32,
+    },
 }
 
 /// What kind of failure a [`StoreError`] is, for counting and labelling (a metric label, a log
@@ -68,11 +80,13 @@ pub enum StoreErrorKind {
     NoAuth,
     /// Redis's ACL denies the store a command or key it needs (`NOPERM`).
     NoPerm,
+    /// [`StoreError::NotReplicated`].
+    NotReplicated,
 }
 
 impl StoreErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [StoreErrorKind; 8] = [
+    pub const ALL: [StoreErrorKind; 9] = [
         StoreErrorKind::Timeout,
         StoreErrorKind::CircuitOpen,
         StoreErrorKind::Redis,
@@ -81,6 +95,7 @@ impl StoreErrorKind {
         StoreErrorKind::WrongPass,
         StoreErrorKind::NoAuth,
         StoreErrorKind::NoPerm,
+        StoreErrorKind::NotReplicated,
     ];
 
     /// Its position in [`StoreErrorKind::ALL`].
@@ -90,7 +105,7 @@ impl StoreErrorKind {
     }
 
     /// The kind in snake case: `timeout`, `circuit_open`, `redis`, `reply`, `config`, and the
-    /// refusals as Redis names them, `wrongpass`, `noauth`, `noperm`.
+    /// refusals as Redis names them, `wrongpass`, `noauth`, `noperm`; and `not_replicated`.
     pub fn as_str(self) -> &'static str {
         match self {
             StoreErrorKind::Timeout => "timeout",
@@ -101,6 +116,7 @@ impl StoreErrorKind {
             StoreErrorKind::WrongPass => "wrongpass",
             StoreErrorKind::NoAuth => "noauth",
             StoreErrorKind::NoPerm => "noperm",
+            StoreErrorKind::NotReplicated => "not_replicated",
         }
     }
 
@@ -137,6 +153,7 @@ impl StoreError {
             },
             StoreError::Reply { .. } => StoreErrorKind::Reply,
             StoreError::Config { .. } => StoreErrorKind::Config,
+            StoreError::NotReplicated { .. } => StoreErrorKind::NotReplicated,
         }
     }
 
@@ -155,7 +172,9 @@ impl StoreError {
         }
         match self {
             StoreError::Reply { .. } | StoreError::Config { .. } => false,
-            StoreError::Timeout { .. } | StoreError::CircuitOpen { .. } => true,
+            StoreError::Timeout { .. }
+            | StoreError::CircuitOpen { .. }
+            | StoreError::NotReplicated { .. } => true,
             #[cfg(feature = "redis")]
             StoreError::Redis { source } => {
                 source.is_timeout()

@@ -123,6 +123,7 @@ class Limiter:
         prefix: Optional[str] = None,
         max_keys: Optional[int] = None,
         clock: Optional[ManualClock] = None,
+        wait_replicas: Optional[int] = None,
     ) -> None: ...
     @property
     def storage(self) -> str: ...

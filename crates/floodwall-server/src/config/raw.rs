@@ -73,6 +73,7 @@ pub(crate) struct RawStorage {
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) on_error: Option<Spanned<String>>,
     pub(crate) max_keys: Option<Spanned<i64>>,
+    pub(crate) wait_replicas: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

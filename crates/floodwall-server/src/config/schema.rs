@@ -84,7 +84,14 @@ const RLS: Section = Section {
 
 const STORAGE: Section = Section {
     name: "[storage]",
-    keys: &["url", "prefix", "timeout", "on_error", "max_keys"],
+    keys: &[
+        "url",
+        "prefix",
+        "timeout",
+        "on_error",
+        "max_keys",
+        "wait_replicas",
+    ],
     tables: &[],
     free: &[],
 };

@@ -18,6 +18,9 @@ use super::{Config, ConfigErrors, StorageSection, listeners, routes};
 const STORAGE_SCHEMES: &str = "memory://, redis://, rediss://, redis+unix://, redis+cluster://, \
      rediss+cluster://, redis+sentinel://, rediss+sentinel://";
 
+/// More replicas than any deployment runs: a larger `wait_replicas` is a typo.
+const MAX_WAIT_REPLICAS: u32 = 16;
+
 pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mut diagnostics = Diagnostics::new(file, source);
     if source.trim().is_empty() {
@@ -160,12 +163,28 @@ fn storage(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> StorageSection
             Some("the memory store's bound on tracked keys, e.g. 1000000"),
         )
     });
+    let wait_replicas = storage.wait_replicas.as_ref().and_then(|replicas| {
+        parse_or(
+            diagnostics,
+            replicas,
+            |replicas| {
+                u32::try_from(*replicas)
+                    .ok()
+                    .filter(|&n| n <= MAX_WAIT_REPLICAS)
+                    .ok_or_else(|| {
+                        format!("wait_replicas {replicas} must be from 0 to {MAX_WAIT_REPLICAS}")
+                    })
+            },
+            Some("replicas that confirm each decision's write before it is answered, e.g. 1 (0: none)"),
+        )
+    });
     let store = match url {
         Some(url) if url != floodwall::StorageConfig::MEMORY_URL => {
             floodwall::StorageConfig::Redis(
                 RedisConfig::new(url)
                     .prefix(prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()))
-                    .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT)),
+                    .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT))
+                    .wait_replicas(wait_replicas.unwrap_or(0)),
             )
         }
         _ => floodwall::StorageConfig::Memory {

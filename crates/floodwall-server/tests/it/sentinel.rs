@@ -1,6 +1,7 @@
 //! The service behind Sentinel, with real processes: `/readyz`, the metrics and the log name
 //! the master in use and say when it changed; a failover is followed while enforcing goes on;
-//! `config check` refuses sentinel URLs that lack a part, naming the line.
+//! `config check` refuses sentinel URLs that lack a part and a `wait_replicas` out of range,
+//! naming the line.
 
 use std::time::Duration;
 
@@ -117,4 +118,27 @@ fn config_check_refuses_a_sentinel_url_without_its_parts() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn config_check_takes_wait_replicas_from_0_to_16() {
+    for (value, accepted) in [
+        ("0", true),
+        ("1", true),
+        ("16", true),
+        ("17", false),
+        ("-1", false),
+    ] {
+        let file = config_file(&format!(
+            "[storage]\nurl = \"redis://127.0.0.1:6390\"\nwait_replicas = {value}\n{POLICY}"
+        ));
+        let output = floodwall(&["config", "check", file.path().to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if accepted {
+            assert_eq!(output.status.code(), Some(0), "{value}: {stderr}");
+        } else {
+            assert_eq!(output.status.code(), Some(2), "{value}");
+            assert!(stderr.contains(":3:17: wait_replicas"), "{value}: {stderr}");
+        }
+    }
 }

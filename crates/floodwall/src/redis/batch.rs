@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::breaker::{Admission, Breakers};
-use super::{Connection, reply, run_script, script};
+use super::{Connection, Replicated, reply, run_script, script};
 use crate::error::StoreError;
 use crate::store::Answer;
 
@@ -61,6 +61,8 @@ struct Sender {
     connection: Connection,
     clock: Option<Arc<dyn Clock>>,
     timeout: Duration,
+    /// Replicas that confirm each batch's writes before its answers are given (0: none).
+    wait_replicas: u32,
     instance: u64,
     sequence: Arc<AtomicU64>,
     breakers: Arc<Breakers>,
@@ -70,13 +72,14 @@ struct Sender {
 
 impl Batcher {
     /// Starts the task that sends batches on `connection` (a single node's), each within the
-    /// store's `timeout`. `instance` names the store's calls, as its other calls' tokens do,
-    /// with a sequence of the batches' own. Each call's outcome goes to the node's `breakers`;
-    /// decisions whose caller left before their answer are counted in `abandoned`.
+    /// store's `timeout`, answered once `wait_replicas` replicas confirm it. `instance` names
+    /// the store's calls, as its other calls' tokens do, with a sequence of the batches' own.
+    /// Each call's outcome goes to the node's `breakers`; decisions whose caller left before
+    /// their answer are counted in `abandoned`.
     pub(super) fn spawn(
         connection: Connection,
         clock: Option<Arc<dyn Clock>>,
-        timeout: Duration,
+        (timeout, wait_replicas): (Duration, u32),
         instance: u64,
         breakers: Arc<Breakers>,
         abandoned: Arc<AtomicU64>,
@@ -86,6 +89,7 @@ impl Batcher {
             connection,
             clock,
             timeout,
+            wait_replicas,
             instance,
             sequence: Arc::new(AtomicU64::new(0)),
             breakers,
@@ -177,7 +181,10 @@ impl Sender {
         let decisions = group
             .iter()
             .map(|pending| (pending.key.as_str(), &pending.policy, pending.cost));
-        let call = run_script(&self.connection, |with_source| {
+        // A batch of looks (cost 0) takes nothing a failover could lose.
+        let replicated = Replicated::by(self.wait_replicas, deadline)
+            .filter(|_| group.iter().any(|pending| pending.cost > 0));
+        let call = run_script(&self.connection, replicated, |with_source| {
             script::batch_command(algorithm, with_source, now_us, &token, decisions.clone())
         });
         tokio::time::timeout_at(deadline, call)

@@ -124,9 +124,13 @@ impl Breakers {
         admission: Admission,
         outcome: &Result<T, StoreError>,
     ) {
+        // Replicas that do not confirm in time cost every call its whole deadline, as a
+        // hanging master would.
         let healthy = !matches!(
             outcome,
-            Err(StoreError::Timeout { .. } | StoreError::Redis { .. })
+            Err(StoreError::Timeout { .. }
+                | StoreError::Redis { .. }
+                | StoreError::NotReplicated { .. })
         );
         self.record(group, admission, healthy);
     }

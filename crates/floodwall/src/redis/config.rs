@@ -41,6 +41,7 @@ pub struct RedisConfig {
     pub(crate) breaker_threshold: u32,
     pub(crate) probe_interval: Duration,
     pub(crate) deny_cache: usize,
+    pub(crate) wait_replicas: u32,
     #[cfg(feature = "tls")]
     pub(crate) tls: TlsFiles,
 }
@@ -65,6 +66,7 @@ impl PartialEq for RedisConfig {
             && self.breaker_threshold == other.breaker_threshold
             && self.probe_interval == other.probe_interval
             && self.deny_cache == other.deny_cache
+            && self.wait_replicas == other.wait_replicas
     }
 }
 
@@ -117,6 +119,7 @@ impl RedisConfig {
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             deny_cache: super::deny_cache::DEFAULT_CAPACITY,
+            wait_replicas: 0,
             #[cfg(feature = "tls")]
             tls: TlsFiles::default(),
         }
@@ -159,6 +162,21 @@ impl RedisConfig {
     #[must_use]
     pub fn deny_cache(mut self, capacity: usize) -> Self {
         self.deny_cache = capacity;
+        self
+    }
+
+    /// Waits, after each call that may take units, until `replicas` replicas have confirmed its
+    /// write (Redis `WAIT`, in the same round trip, within the call's deadline); a call they do
+    /// not confirm in time fails with [`StoreError::NotReplicated`] and is answered per
+    /// `on_error`, its units still counted on the master. Replication is asynchronous: without
+    /// this, a master that fails over after answering can lose units it admitted, and the new
+    /// master admits them again. With it, an admission the store answered survives the loss of
+    /// the master as long as a confirming replica is promoted (Sentinel and Cluster promote the
+    /// most up-to-date one). Default 0: no waiting. Costs a round trip from the master to its
+    /// replicas per call (per batch of coalesced decisions).
+    #[must_use]
+    pub fn wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
         self
     }
 

@@ -44,7 +44,10 @@ pub(super) enum Job {
 fn may_have_run(error: &StoreError) -> bool {
     matches!(
         error,
-        StoreError::Timeout { .. } | StoreError::Redis { .. } | StoreError::Reply { .. }
+        StoreError::Timeout { .. }
+            | StoreError::Redis { .. }
+            | StoreError::Reply { .. }
+            | StoreError::NotReplicated { .. }
     )
 }
 

@@ -104,6 +104,8 @@ struct Inner {
     connection: Connection,
     prefix: String,
     timeout: Duration,
+    /// Replicas that confirm each deciding call's write before its answer is given (0: none).
+    wait_replicas: u32,
     clock: Option<Arc<dyn Clock>>,
     breakers: Arc<Breakers>,
     /// A single node's coalesced decisions; a cluster's keys rarely share a slot, so it has none.
@@ -141,6 +143,31 @@ impl Connection {
             Connection::Cluster(connection) => cmd.query_async(&mut connection.clone()).await,
             Connection::Sentinel(sentinels) => sentinels.query(cmd).await,
         }
+    }
+
+    /// Sends `pipeline` as one write; the replies in order, or the first error among them.
+    async fn pipeline(&self, pipeline: &::redis::Pipeline) -> Result<Vec<Value>, RedisError> {
+        match self {
+            Connection::Node(connection, _) => pipeline.query_async(&mut connection.clone()).await,
+            // A pipeline goes to the node of its keyed commands; `WAIT` has none, so it follows.
+            Connection::Cluster(connection) => pipeline.query_async(&mut connection.clone()).await,
+            Connection::Sentinel(sentinels) => sentinels.pipeline(pipeline).await,
+        }
+    }
+}
+
+/// Replicas that must confirm a deciding call's write before its answer is given
+/// ([`RedisConfig::wait_replicas`]), and by when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replicated {
+    replicas: u32,
+    deadline: Instant,
+}
+
+impl Replicated {
+    /// `replicas` confirmations by `deadline`, or none when `replicas` is 0.
+    fn by(replicas: u32, deadline: Instant) -> Option<Self> {
+        (replicas > 0).then_some(Replicated { replicas, deadline })
     }
 }
 
@@ -249,7 +276,7 @@ impl RedisStore {
             Connection::Node(..) | Connection::Sentinel(_) => Some(Batcher::spawn(
                 connection.clone(),
                 config.clock.clone(),
-                config.timeout,
+                (config.timeout, config.wait_replicas),
                 instance,
                 Arc::clone(&breakers),
                 Arc::clone(&abandoned),
@@ -262,6 +289,7 @@ impl RedisStore {
                 batcher,
                 prefix: config.prefix,
                 timeout: config.timeout,
+                wait_replicas: config.wait_replicas,
                 clock: config.clock.clone(),
                 breakers,
                 deny_cache: (config.deny_cache > 0)
@@ -443,7 +471,14 @@ impl RedisStore {
         };
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         let call = async {
-            let reply = run_script(&self.inner.connection, |with_source| {
+            // A refund only gives back, and a look (cost 0) takes nothing.
+            let replicated = match operation {
+                Operation::Decide if costs.consumes() => {
+                    Replicated::by(self.inner.wait_replicas, deadline)
+                }
+                _ => None,
+            };
+            let reply = run_script(&self.inner.connection, replicated, |with_source| {
                 script::command(
                     operation,
                     with_source,
@@ -484,16 +519,23 @@ impl RedisStore {
 
 /// Runs the script call `command` builds: `EVALSHA`, then `EVAL` once if Redis has not cached
 /// the script. A call refused before it ran (a redirection, a replica still loading) is retried
-/// a few times; one that may have run is never retried, since it may have counted.
+/// a few times; one that may have run is never retried, since it may have counted. With
+/// `replicated`, a `WAIT` follows the script in the same write, and the reply is given only once
+/// enough replicas have confirmed it.
 async fn run_script(
     connection: &Connection,
+    replicated: Option<Replicated>,
     command: impl Fn(bool) -> ::redis::Cmd,
 ) -> Result<Value, StoreError> {
     let mut with_source = false;
     let mut retries = 0;
     loop {
-        match connection.query(&command(with_source)).await {
-            Ok(reply) => return Ok(reply),
+        let outcome = match replicated {
+            None => connection.query(&command(with_source)).await.map(Ok),
+            Some(replicated) => run_and_wait(connection, replicated, command(with_source)).await,
+        };
+        match outcome {
+            Ok(answered) => return answered,
             Err(e) if !with_source && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 with_source = true;
             }
@@ -504,6 +546,42 @@ async fn run_script(
             Err(e) => return Err(StoreError::from(e)),
         }
     }
+}
+
+/// Sends `script` and a `WAIT` for `replicated`'s replicas as one write: the script's reply
+/// when enough replicas confirm by the deadline, [`StoreError::NotReplicated`] when they do not
+/// (the script ran all the same), and Redis's error when the script failed.
+async fn run_and_wait(
+    connection: &Connection,
+    replicated: Replicated,
+    script: ::redis::Cmd,
+) -> Result<Result<Value, StoreError>, RedisError> {
+    // WAIT gets four fifths of what is left, so that its shortfall comes back as an answer
+    // before the deadline rather than as a timeout; and never 0, which waits forever.
+    let left = replicated
+        .deadline
+        .saturating_duration_since(Instant::now());
+    let wait_ms = (left - left / 5).as_millis().max(1);
+    let mut pipeline = ::redis::pipe();
+    pipeline
+        .add_command(script)
+        .cmd("WAIT")
+        .arg(replicated.replicas)
+        .arg(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+    let mut replies = connection.pipeline(&pipeline).await?.into_iter();
+    let (Some(reply), Some(Value::Int(acknowledged))) = (replies.next(), replies.next()) else {
+        return Ok(Err(StoreError::Reply {
+            detail: "a script and WAIT did not answer a reply and a count".to_owned(),
+        }));
+    };
+    let acknowledged = u64::try_from(acknowledged).unwrap_or(0);
+    if acknowledged < u64::from(replicated.replicas) {
+        return Ok(Err(StoreError::NotReplicated {
+            acknowledged,
+            wanted: replicated.replicas,
+        }));
+    }
+    Ok(Ok(reply))
 }
 
 impl Store for RedisStore {

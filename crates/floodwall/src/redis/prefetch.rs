@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use super::local_time::LocalTime;
 use super::reply::{self, Moved};
 use super::script::{self, Operation, PrefetchMove};
-use super::{Inner, RedisStore, run_script, slot_of};
+use super::{Inner, RedisStore, Replicated, run_script, slot_of};
 use crate::error::StoreError;
 use crate::store::Check;
 use crate::store::{Answer, Source};
@@ -412,7 +412,15 @@ impl RedisStore {
         let state_key = storage_key_for_tag(&self.inner.prefix, policy, &client_tag(key));
         let now_us = self.inner.clock.as_ref().map(|clock| clock.now_us());
         let take = matches!(movement, PrefetchMove::Take { .. });
-        let reply = run_script(&self.inner.connection, |with_source| {
+        // Units taken are what a failover could lose; units given back are not.
+        let replicated = match movement {
+            PrefetchMove::Take { .. } => Replicated::by(
+                self.inner.wait_replicas,
+                Instant::now() + self.inner.timeout,
+            ),
+            _ => None,
+        };
+        let reply = run_script(&self.inner.connection, replicated, |with_source| {
             script::prefetch_command(with_source, &state_key, now_us, policy, movement)
         })
         .await?;

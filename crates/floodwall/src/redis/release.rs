@@ -76,7 +76,8 @@ impl RedisStore {
                 .map(|h| (h.key.as_str(), h.prefix.as_str(), h.cost));
             let call = |_| {
                 self.until(deadline, async {
-                    run_script(&self.inner.connection, |with_source| {
+                    // Units given back: a failover that loses this errs on the strict side.
+                    run_script(&self.inner.connection, None, |with_source| {
                         script::release_command(with_source, now_us, pairs.clone())
                     })
                     .await?;

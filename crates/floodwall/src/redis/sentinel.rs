@@ -184,14 +184,7 @@ impl Sentinels {
     pub(crate) async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, RedisError> {
         let Some(master) = self.master() else {
             self.suspect_failover();
-            return Err(RedisError::from((
-                ErrorKind::Io,
-                "no master known yet",
-                format!(
-                    "no sentinel has named a reachable master for {:?}",
-                    self.name
-                ),
-            )));
+            return Err(self.no_master());
         };
         let result = cmd.query_async(&mut master.connection.clone()).await;
         if let Err(error) = &result
@@ -200,6 +193,35 @@ impl Sentinels {
             self.suspect_failover();
         }
         result
+    }
+
+    /// As [`Sentinels::query`], for a pipeline.
+    pub(crate) async fn pipeline(
+        &self,
+        pipeline: &::redis::Pipeline,
+    ) -> Result<Vec<Value>, RedisError> {
+        let Some(master) = self.master() else {
+            self.suspect_failover();
+            return Err(self.no_master());
+        };
+        let result = pipeline.query_async(&mut master.connection.clone()).await;
+        if let Err(error) = &result
+            && suggests_failover(error)
+        {
+            self.suspect_failover();
+        }
+        result
+    }
+
+    fn no_master(&self) -> RedisError {
+        RedisError::from((
+            ErrorKind::Io,
+            "no master known yet",
+            format!(
+                "no sentinel has named a reachable master for {:?}",
+                self.name
+            ),
+        ))
     }
 
     /// Has the sentinels asked again soon (at most once per interval, however often it is
