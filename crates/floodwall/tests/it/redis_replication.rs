@@ -14,12 +14,13 @@ use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_millis(100);
 
-fn hourly() -> Policy {
+/// A count that only the day's turn (UTC midnight) resets.
+fn daily() -> Policy {
     Policy::new(
         "replicated",
         Algorithm::FixedWindow,
-        1_000_000,
-        Duration::from_secs(3600),
+        100_000_000,
+        Duration::from_secs(86_400),
     )
     .unwrap()
 }
@@ -39,7 +40,7 @@ async fn limiter(url: &str, wait_replicas: u32) -> Limiter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_waits_for_the_replicas_it_was_told_to() {
     let set = RedisSentinels::start(1, 1).unwrap();
-    let policy = hourly();
+    let policy = daily();
     // One replica confirms: answers as usual, and the replica has the count.
     let confirmed = limiter(&set.url(), 1).await;
     for _ in 0..5 {
@@ -81,7 +82,7 @@ async fn an_answer_waits_for_the_replicas_it_was_told_to() {
 async fn a_lone_node_asked_to_wait_for_a_replica_never_answers_from_the_store() {
     let server = RedisServer::start().unwrap();
     let limiter = limiter(&server.url(), 1).await;
-    let verdict = limiter.check(&hourly(), "k", 1).await.unwrap();
+    let verdict = limiter.check(&daily(), "k", 1).await.unwrap();
     assert_eq!(verdict.source(), Source::FailOpen);
 }
 
@@ -94,7 +95,7 @@ fn load(
     stop: &Arc<AtomicBool>,
 ) -> (Acknowledged, Vec<tokio::task::JoinHandle<()>>) {
     let acknowledged: Acknowledged = Arc::default();
-    let policy = hourly();
+    let policy = daily();
     let tasks = (0..4)
         .map(|caller| {
             let (limiter, policy) = (limiter.clone(), policy.clone());
@@ -118,7 +119,7 @@ fn load(
 /// Admissions the store acknowledged that the store no longer counts, summed over the keys:
 /// what a failover lost.
 async fn lost(limiter: &Limiter, acknowledged: &Acknowledged) -> (u64, u64) {
-    let policy = hourly();
+    let policy = daily();
     let acknowledged = acknowledged.lock().unwrap().clone();
     let (mut lost, mut total) = (0, 0);
     for (key, admitted) in acknowledged {
