@@ -113,6 +113,14 @@ fn describe() {
         "floodwall_breakers",
         "Redis circuit breakers (one per node)."
     );
+    describe_counter!(
+        "floodwall_redis_master_changes_total",
+        "Behind Sentinel: Redis masters the store has used since it started, the first one included."
+    );
+    describe_gauge!(
+        "floodwall_redis_master_changed_at_seconds",
+        "Behind Sentinel: when the store last changed Redis master, in seconds since the Unix epoch."
+    );
 }
 
 /// How often recorded histogram samples are folded into their buckets.

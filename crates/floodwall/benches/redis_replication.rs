@@ -4,8 +4,9 @@
 //! its own processes: a master with two replicas behind three sentinels, and a cluster of three
 //! masters with a replica each. It reports, as JSON lines:
 //!
-//! 1. throughput and latency of GCRA decisions (64 callers, 10 000 keys) to the master directly,
-//!    through the sentinels, and through the sentinels with `wait_replicas = 1` and `= 2`;
+//! 1. throughput and latency of GCRA decisions (64 callers, 10 000 keys) to the master directly
+//!    and through the sentinels (alternated, twice), through the sentinels with
+//!    `wait_replicas = 1` and `= 2`, and on the cluster with `wait_replicas` 0 and 1;
 //! 2. the failover bound: a master SIGKILLed under load (64 callers), behind Sentinel and on the
 //!    cluster, with `wait_replicas` 0 and 1: acknowledged admissions the new master does not
 //!    count (lost), acknowledged admissions in all, and how long decisions failed.
@@ -61,8 +62,27 @@ fn key(c: u64, i: u64) -> String {
     (c.wrapping_mul(7919).wrapping_add(i.wrapping_mul(104_729)) % KEYS).to_string()
 }
 
+/// [`throughput`]'s load, unreported.
+async fn throughput_quietly(url: &str, seconds: f64) {
+    let _ = measure(url, 0, seconds).await;
+}
+
 /// Part 1: `CALLERS` callers for `seconds`; ops/s and latency percentiles.
 async fn throughput(case: &str, url: &str, wait_replicas: u32, seconds: f64) {
+    let (mut latencies, elapsed) = measure(url, wait_replicas, seconds).await;
+    latencies.sort();
+    let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
+    println!(
+        "{{\"bench\": \"floodwall-replication\", \"case\": \"{case}\", \"wait_replicas\": {wait_replicas}, \
+         \"callers\": {CALLERS}, \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
+        latencies.len() as f64 / elapsed,
+        pct(50),
+        pct(99),
+    );
+}
+
+/// Every decision's latency, and the seconds the load took.
+async fn measure(url: &str, wait_replicas: u32, seconds: f64) -> (Vec<Duration>, f64) {
     let limiter = limiter(url, wait_replicas).await;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -90,16 +110,7 @@ async fn throughput(case: &str, url: &str, wait_replicas: u32, seconds: f64) {
     for caller in callers {
         latencies.extend(caller.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
-    println!(
-        "{{\"bench\": \"floodwall-replication\", \"case\": \"{case}\", \"wait_replicas\": {wait_replicas}, \
-         \"callers\": {CALLERS}, \"ops_per_s\": {:.0}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
-        latencies.len() as f64 / elapsed,
-        pct(50),
-        pct(99),
-    );
+    (latencies, started.elapsed().as_secs_f64())
 }
 
 /// Part 2: load on `limiter`, `kill` after a second, load for `recovery` more; then the
@@ -203,14 +214,34 @@ fn main() {
     runtime.block_on(async {
         let set = RedisSentinels::start(2, 3).unwrap();
         let direct = set.nodes()[set.master_index().unwrap()].url();
-        throughput("master, direct", &direct, 0, seconds).await;
-        throughput("through the sentinels", &set.url(), 0, seconds).await;
+        // A first pass warms the processes and the replicas' links; it is not reported.
+        throughput_quietly(&direct, seconds / 5.0).await;
+        for _ in 0..2 {
+            throughput("master, direct", &direct, 0, seconds).await;
+            throughput("through the sentinels", &set.url(), 0, seconds).await;
+        }
         throughput("through the sentinels", &set.url(), 1, seconds).await;
         throughput("through the sentinels", &set.url(), 2, seconds).await;
         drop(set);
         if !bench {
             return;
         }
+        let cluster = RedisCluster::start_with(3, 1).unwrap();
+        throughput(
+            "cluster, 3 masters with a replica each",
+            &cluster.url(),
+            0,
+            seconds,
+        )
+        .await;
+        throughput(
+            "cluster, 3 masters with a replica each",
+            &cluster.url(),
+            1,
+            seconds,
+        )
+        .await;
+        drop(cluster);
         for wait_replicas in [0, 1] {
             let set = Arc::new(Mutex::new(RedisSentinels::start(2, 3).unwrap()));
             let url = set.lock().unwrap().url();

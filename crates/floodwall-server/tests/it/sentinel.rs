@@ -85,6 +85,12 @@ async fn the_service_names_the_master_in_use_and_follows_a_failover() {
         metrics.contains("floodwall_redis_master_changes_total 2"),
         "{metrics}"
     );
+    for metric in [
+        "floodwall_redis_master_changes_total",
+        "floodwall_redis_master_changed_at_seconds",
+    ] {
+        assert!(metrics.contains(&format!("# HELP {metric} ")), "{metrics}");
+    }
     // The count moved with the failover: two more, then the limit.
     assert_eq!(check(&client, &service).await, StatusCode::OK);
     assert_eq!(check(&client, &service).await, StatusCode::OK);
