@@ -4,7 +4,8 @@
 use std::io;
 use std::time::Duration;
 
-use crate::server::{RedisServer, wait_until};
+use crate::server::{RedisServer, RedisServerBuilder, wait_until};
+use crate::tls::{self, TestCertificates};
 
 /// How long the set may take to form: replicas in sync, sentinels aware of each other.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -17,6 +18,8 @@ pub struct RedisSentinels {
     /// The data nodes: the first one started as the master.
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    /// The shared certificates of a TLS set; dropped after the processes.
+    tls_dir: Option<tempfile::TempDir>,
 }
 
 impl RedisSentinels {
@@ -30,14 +33,50 @@ impl RedisSentinels {
     ///
     /// When a process does not start or the set does not form within 30 s.
     pub fn start(replicas: usize, sentinels: usize) -> io::Result<Self> {
-        let master = RedisServer::start()?;
-        let master_port = master
-            .port()
-            .ok_or_else(|| io::Error::other("the master has no TCP port"))?;
+        Self::start_with(replicas, sentinels, None)
+    }
+
+    /// As [`RedisSentinels::start`], with every process also listening for TLS (certificates
+    /// from one throwaway CA, [`RedisSentinels::tls_ca_pem`]): replicas follow the master, and
+    /// sentinels watch it, over TLS; clients reach the sentinels at [`RedisSentinels::tls_url`].
+    /// Needs `openssl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisSentinels::start`], or when the certificates cannot be made.
+    pub fn start_tls(replicas: usize, sentinels: usize) -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("floodwall-tls-")
+            .tempdir()?;
+        let certificates = tls::generate(dir.path())?;
+        let mut set = Self::start_with(replicas, sentinels, Some(certificates))?;
+        set.tls_dir = Some(dir);
+        Ok(set)
+    }
+
+    fn start_with(
+        replicas: usize,
+        sentinels: usize,
+        tls: Option<TestCertificates>,
+    ) -> io::Result<Self> {
+        // Over TLS, replicas and sentinels reach the master (and announce themselves) on the
+        // TLS ports.
+        let builder = || match &tls {
+            Some(certificates) => RedisServer::builder()
+                .tls_with(certificates.clone())
+                .args(["--tls-replication", "yes"]),
+            None => RedisServerBuilder::default(),
+        };
+        let master = builder().start()?;
+        let master_port = match tls {
+            Some(_) => master.tls_port(),
+            None => master.port(),
+        }
+        .ok_or_else(|| io::Error::other("the master has no TCP port"))?;
         let mut nodes = vec![master];
         for _ in 0..replicas {
             nodes.push(
-                RedisServer::builder()
+                builder()
                     .args(["--replicaof", "127.0.0.1", &master_port.to_string()])
                     .start()?,
             );
@@ -52,12 +91,13 @@ impl RedisSentinels {
         );
         let mut watching = Vec::with_capacity(sentinels);
         for _ in 0..sentinels {
-            watching.push(RedisServer::builder().sentinel(config.clone()).start()?);
+            watching.push(builder().sentinel(config.clone()).start()?);
         }
         let set = RedisSentinels {
             name: name.to_owned(),
             nodes,
             sentinels: watching,
+            tls_dir: None,
         };
         set.wait_until_formed(FORM_TIMEOUT)?;
         Ok(set)
@@ -113,6 +153,36 @@ impl RedisSentinels {
         format!("redis+sentinel://{}/{}", sentinels.join(","), self.name)
     }
 
+    /// The `rediss+sentinel://` URL of the sentinels' TLS ports, for a set from
+    /// [`RedisSentinels::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        let sentinels: Option<Vec<String>> = self
+            .sentinels
+            .iter()
+            .map(|s| s.tls_port().map(|port| format!("127.0.0.1:{port}")))
+            .collect();
+        sentinels.map(|s| format!("rediss+sentinel://{}/{}", s.join(","), self.name))
+    }
+
+    /// The PEM certificate of the CA that signed every process's certificate.
+    ///
+    /// # Errors
+    ///
+    /// When the set was started without TLS.
+    pub fn tls_ca_pem(&self) -> io::Result<Vec<u8>> {
+        match self.nodes.first() {
+            Some(node) => node.tls_ca_pem(),
+            None => Err(io::Error::other("no nodes")),
+        }
+    }
+
+    /// The index of the data node listening on `port` (plain or TLS).
+    fn node_on(&self, port: u16) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|node| node.port() == Some(port) || node.tls_port() == Some(port))
+    }
+
     /// The data nodes, the first started as the master.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
@@ -153,9 +223,7 @@ impl RedisSentinels {
             .nth(1)
             .and_then(|port| port.trim().parse().ok())
             .ok_or_else(|| io::Error::other(format!("no master address in {answer:?}")))?;
-        self.nodes
-            .iter()
-            .position(|node| node.port() == Some(port))
+        self.node_on(port)
             .ok_or_else(|| io::Error::other(format!("port {port} is not a node of this set")))
     }
 
@@ -181,12 +249,12 @@ impl RedisSentinels {
             let Some(Some(port)) = named.first().copied() else {
                 return Ok(false);
             };
-            if named.iter().any(|p| *p != Some(port)) || self.nodes[old].port() == Some(port) {
-                return Ok(false);
-            }
-            let Some(index) = self.nodes.iter().position(|n| n.port() == Some(port)) else {
+            let Some(index) = self.node_on(port) else {
                 return Ok(false);
             };
+            if named.iter().any(|p| *p != Some(port)) || index == old {
+                return Ok(false);
+            }
             found = index;
             Ok(self.nodes[index]
                 .cli(&["ROLE"])

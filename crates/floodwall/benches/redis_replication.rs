@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
+use floodwall::stats::StorageStats;
 use floodwall::{Algorithm, Limiter, Policy, Source};
 use floodwall_testkit::{RedisCluster, RedisSentinels};
 use tokio::time::Instant;
@@ -187,6 +188,12 @@ async fn failover(
         }
         total += admitted;
     }
+    // Behind Sentinel: masters the limiter used (2 for one failover; more when the sentinels
+    // failed over again, which loses what the short-lived master acknowledged).
+    let masters_used = match limiter.store().stats() {
+        StorageStats::Redis(stats) => stats.sentinel.map_or(0, |master| master.changes),
+        _ => 0,
+    };
     let gap_ms = match (
         *first_failure.lock().unwrap(),
         *last_failure.lock().unwrap(),
@@ -197,7 +204,7 @@ async fn failover(
     println!(
         "{{\"bench\": \"floodwall-failover\", \"case\": \"{case}\", \"wait_replicas\": {wait_replicas}, \
          \"callers\": {CALLERS}, \"acknowledged\": {total}, \"lost\": {lost}, \"keys_losing\": {keys_losing}, \
-         \"keys\": {}, \"failed_decisions\": {}, \"gap_ms\": {gap_ms:.0}}}",
+         \"keys\": {}, \"failed_decisions\": {}, \"gap_ms\": {gap_ms:.0}, \"masters_used\": {masters_used}}}",
         acknowledged.len(),
         failed.load(Ordering::Relaxed),
     );

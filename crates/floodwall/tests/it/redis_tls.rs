@@ -1,4 +1,5 @@
-//! `rediss://`: a TLS connection that verifies the server, and decides exactly as plain TCP does.
+//! `rediss://`: a TLS connection that verifies the server, and decides exactly as plain TCP does;
+//! on one node, a cluster, and through sentinels (`rediss+sentinel://`).
 
 use crate::support::StoreExt;
 use std::time::Duration;
@@ -83,4 +84,29 @@ async fn a_tls_cluster_decides_exactly_on_every_master() {
         "{keys_per_master:?}"
     );
     assert_eq!(keys_per_master.iter().sum::<u64>(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinels_over_tls_decides_exactly_on_the_master() {
+    let set = floodwall_testkit::RedisSentinels::start_tls(1, 1).unwrap();
+    let config = RedisConfig::new(set.tls_url().unwrap())
+        .timeout(Duration::from_secs(2))
+        .tls_root_certificate(set.tls_ca_pem().unwrap());
+    let limiter = Limiter::new(RedisStore::connect(config).await.unwrap());
+    let policy = Policy::new("tls", Algorithm::FixedWindow, 5, Duration::from_secs(3600)).unwrap();
+    let mut admitted = 0;
+    for _ in 0..8 {
+        let verdict = limiter.check(&policy, "client", 1).await.unwrap();
+        admitted += u32::from(verdict.allowed());
+    }
+    assert_eq!(admitted, 5);
+    let master = &set.nodes()[set.master_index().unwrap()];
+    let floodwall::stats::StorageStats::Redis(stats) = limiter.store().stats() else {
+        panic!("not a Redis store");
+    };
+    assert_eq!(
+        stats.sentinel.unwrap().address,
+        Some(format!("127.0.0.1:{}", master.tls_port().unwrap()))
+    );
+    assert_eq!(master.cli(&["DBSIZE"]).unwrap().trim(), "1");
 }
