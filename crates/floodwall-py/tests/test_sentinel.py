@@ -5,10 +5,8 @@ sentinel does not monitor; `wait_replicas` answers only what replicas confirmed.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +15,7 @@ import pytest
 
 import floodwall
 
-from conftest import RedisServer, free_port, unique_prefix
+from conftest import RedisServer, free_port, unique_prefix, wait_for_pong
 
 MASTER_NAME = "floodwall-py-master"
 
@@ -39,16 +37,7 @@ class Sentinel:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"the sentinel on port {self.port} did not start")
+        wait_for_pong(self.port, "the sentinel")
 
     def url(self, name: str = MASTER_NAME) -> str:
         return f"redis+sentinel://127.0.0.1:{self.port}/{name}/0"
@@ -96,7 +85,8 @@ def test_wait_replicas_with_no_replica_answers_per_on_error(redis: RedisServer):
     limiter = floodwall.Limiter(
         redis.url, wait_replicas=1, timeout=1.0, on_error="deny", prefix=unique_prefix()
     )
-    with pytest.raises(floodwall.StoreUnavailable, match="replicas"):
+    # Redis may answer a WAIT's shortfall a tick late: past the deadline, it is a timeout.
+    with pytest.raises(floodwall.StoreUnavailable, match="replicas|did not answer"):
         limiter.check(floodwall.Policy("p", "5/hour"), "k")
 
 

@@ -9,18 +9,16 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
 use floodwall::store::Store;
 use floodwall::{Algorithm, Check, Policy};
 use floodwall_testkit::RedisServer;
-use tokio::time::Instant;
 
 #[path = "redis_support/mod.rs"]
 mod redis_support;
-use redis_support::script_cost;
+use redis_support::{script_cost, timed_callers};
 
 const INSTANCES: usize = 4;
 const CALLERS: usize = 64;
@@ -54,37 +52,18 @@ async fn run(url: &str, seconds: f64) {
             .query_async(&mut admin)
             .await
             .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
-        let callers: Vec<_> = (0..CALLERS)
-            .map(|c| {
-                let (store, policy, stop) = (
-                    stores[c % INSTANCES].clone(),
-                    Arc::clone(&policy),
-                    Arc::clone(&stop),
-                );
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        let check = Check::new(&policy[..], b"hot", 1).unwrap();
-                        let answer = store.decide(&check).await.unwrap();
-                        latencies.push(t.elapsed());
-                        assert!(answer.allowed);
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut latencies = Vec::new();
-        for caller in callers {
-            latencies.extend(caller.await.unwrap());
-        }
-        let elapsed = started.elapsed().as_secs_f64();
+        let (latencies, elapsed) = timed_callers(CALLERS as u64, seconds, move |caller, _| {
+            let (store, policy) = (
+                stores[caller as usize % INSTANCES].clone(),
+                Arc::clone(&policy),
+            );
+            async move {
+                let check = Check::new(&policy[..], b"hot", 1).unwrap();
+                assert!(store.decide(&check).await.unwrap().allowed);
+            }
+        })
+        .await;
         let (calls, usec) = script_cost(&mut admin).await;
-        latencies.sort();
         let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
         let decisions = latencies.len() as f64;
         println!(

@@ -26,6 +26,10 @@ use floodwall::{Algorithm, Limiter, Policy, Source};
 use floodwall_testkit::{RedisCluster, RedisSentinels};
 use tokio::time::Instant;
 
+#[path = "redis_support/mod.rs"]
+mod redis_support;
+use redis_support::{random_key, timed_callers};
+
 const CALLERS: u64 = 64;
 const KEYS: u64 = 10_000;
 
@@ -58,11 +62,6 @@ async fn limiter(url: &str, wait_replicas: u32) -> Limiter {
     Limiter::new(RedisStore::connect(config).await.unwrap())
 }
 
-/// A key for caller `c`'s `i`th decision: spread over [`KEYS`].
-fn key(c: u64, i: u64) -> String {
-    (c.wrapping_mul(7919).wrapping_add(i.wrapping_mul(104_729)) % KEYS).to_string()
-}
-
 /// [`throughput`]'s load, unreported.
 async fn throughput_quietly(url: &str, seconds: f64) {
     let _ = measure(url, 0, seconds).await;
@@ -70,8 +69,7 @@ async fn throughput_quietly(url: &str, seconds: f64) {
 
 /// Part 1: `CALLERS` callers for `seconds`; ops/s and latency percentiles.
 async fn throughput(case: &str, url: &str, wait_replicas: u32, seconds: f64) {
-    let (mut latencies, elapsed) = measure(url, wait_replicas, seconds).await;
-    latencies.sort();
+    let (latencies, elapsed) = measure(url, wait_replicas, seconds).await;
     let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
     println!(
         "{{\"bench\": \"floodwall-replication\", \"case\": \"{case}\", \"wait_replicas\": {wait_replicas}, \
@@ -82,36 +80,18 @@ async fn throughput(case: &str, url: &str, wait_replicas: u32, seconds: f64) {
     );
 }
 
-/// Every decision's latency, and the seconds the load took.
+/// Every decision's latency, sorted, and the seconds the load took.
 async fn measure(url: &str, wait_replicas: u32, seconds: f64) -> (Vec<Duration>, f64) {
     let limiter = limiter(url, wait_replicas).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            let (limiter, stop) = (limiter.clone(), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let policy = policy();
-                let mut latencies = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let verdict = limiter.check(&policy, key(c, i), 1).await.unwrap();
-                    latencies.push(t.elapsed());
-                    assert_eq!(verdict.source(), Source::Store);
-                    i += 1;
-                }
-                latencies
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for caller in callers {
-        latencies.extend(caller.await.unwrap());
-    }
-    (latencies, started.elapsed().as_secs_f64())
+    timed_callers(CALLERS, seconds, move |caller, n| {
+        let limiter = limiter.clone();
+        async move {
+            let key = random_key(caller, n, KEYS).to_string();
+            let verdict = limiter.check(&policy(), key, 1).await.unwrap();
+            assert_eq!(verdict.source(), Source::Store);
+        }
+    })
+    .await
 }
 
 /// Part 2: load on `limiter`, `kill` after a second, load for `recovery` more; then the
@@ -141,7 +121,7 @@ async fn failover(
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     // Few keys per caller, so that each key sees many admissions.
-                    let key = key(c, i % 4);
+                    let key = random_key(c, i % 4, KEYS).to_string();
                     i += 1;
                     let verdict = limiter.check(&policy, &key, 1).await.unwrap();
                     if verdict.source() == Source::Store {

@@ -10,7 +10,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 
 #[path = "redis_support/mod.rs"]
 mod redis_support;
-use redis_support::{info_number, memory_policy, script_cost};
+use redis_support::{info_number, memory_policy, random_key, script_cost, timed_callers};
 
 const CALLERS: u64 = 64;
 
@@ -81,36 +80,16 @@ async fn run(topology: &str, store_url: &str, node_urls: &[String], clients: u64
     }
 
     each(&mut nodes, &["CONFIG", "RESETSTAT"]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            let (store, policy, stop) = (store.clone(), Arc::clone(&policy), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut x = 0x9e37_79b9_7f4a_7c15 ^ (c + 1);
-                let mut latencies = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    x ^= x >> 12;
-                    x ^= x << 25;
-                    x ^= x >> 27;
-                    let key = client(x.wrapping_mul(0x2545_f491_4f6c_dd1d) % clients);
-                    let t = Instant::now();
-                    let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
-                    assert!(store.decide(&check).await.unwrap().allowed);
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for caller in callers {
-        latencies.extend(caller.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
+    let (shared_store, shared_policy) = (store.clone(), Arc::clone(&policy));
+    let (latencies, elapsed) = timed_callers(CALLERS, seconds, move |caller, n| {
+        let (store, policy) = (shared_store.clone(), Arc::clone(&shared_policy));
+        async move {
+            let key = client(random_key(caller, n, clients));
+            let check = Check::new(&policy[..], key.as_bytes(), 1).unwrap();
+            assert!(store.decide(&check).await.unwrap().allowed);
+        }
+    })
+    .await;
     let pct = |p: usize| latencies[latencies.len() * p / 100].as_secs_f64() * 1e6;
     let decisions = latencies.len() as f64;
     let mut usec = Vec::new();

@@ -10,18 +10,16 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floodwall::redis::{RedisConfig, RedisStore};
 use floodwall::store::Store;
 use floodwall::{Algorithm, Check, Policy};
 use floodwall_testkit::RedisServer;
-use tokio::time::Instant;
 
 #[path = "redis_support/mod.rs"]
 mod redis_support;
-use redis_support::{info_number, memory_policy, script_cost};
+use redis_support::{info_number, memory_policy, random_key, script_cost, timed_callers};
 
 const CALLERS: usize = 64;
 
@@ -117,39 +115,16 @@ async fn measure(
     keys: u64,
     seconds: f64,
 ) -> (Vec<Duration>, f64) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let callers: Vec<_> = (0..CALLERS as u64)
-        .map(|c| {
-            let (store, policies, stop) = (store.clone(), Arc::clone(policies), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut x = 0x9e37_79b9_7f4a_7c15 ^ (c + 1);
-                let mut latencies = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    x ^= x >> 12;
-                    x ^= x << 25;
-                    x ^= x >> 27;
-                    let key = x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
-                    let key = key.to_string();
-                    let t = Instant::now();
-                    let check = Check::new(&policies[..], key.as_bytes(), 1).unwrap();
-                    let answer = store.decide(&check).await.unwrap();
-                    latencies.push(t.elapsed());
-                    assert!(answer.allowed);
-                }
-                latencies
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for caller in callers {
-        latencies.extend(caller.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    (latencies, elapsed)
+    let (store, policies) = (store.clone(), Arc::clone(policies));
+    timed_callers(CALLERS as u64, seconds, move |caller, n| {
+        let (store, policies) = (store.clone(), Arc::clone(&policies));
+        async move {
+            let key = random_key(caller, n, keys).to_string();
+            let check = Check::new(&policies[..], key.as_bytes(), 1).unwrap();
+            assert!(store.decide(&check).await.unwrap().allowed);
+        }
+    })
+    .await
 }
 
 /// Two policies of one client in each check (gcra and fixed_window): one script call per

@@ -556,12 +556,13 @@ async fn run_and_wait(
     replicated: Replicated,
     script: ::redis::Cmd,
 ) -> Result<Result<Value, StoreError>, RedisError> {
-    // WAIT gets four fifths of what is left, so that its shortfall comes back as an answer
-    // before the deadline rather than as a timeout; and never 0, which waits forever.
+    // WAIT gets half of what is left, so that its shortfall comes back as an answer before the
+    // deadline rather than as a timeout (Redis may end a WAIT up to one tick of its clock late);
+    // and never 0, which waits forever. Replicas that confirm answer it at once.
     let left = replicated
         .deadline
         .saturating_duration_since(Instant::now());
-    let wait_ms = (left - left / 5).as_millis().max(1);
+    let wait_ms = (left / 2).as_millis().max(1);
     let mut pipeline = ::redis::pipe();
     pipeline
         .add_command(script)
