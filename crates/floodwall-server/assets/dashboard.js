@@ -131,6 +131,13 @@ function showStore(store, lists) {
     text += store.open_breakers
       ? store.open_breakers + " of " + store.breakers + " breakers OPEN"
       : "all " + store.breakers + " breakers closed";
+    if (store.master) {
+      // Behind Sentinel: the master in use, and when it last changed.
+      text += " · master " + (store.master.address || "not found yet");
+      if (store.master.changes > 1) {
+        text += " since " + new Date(store.master.changed_at_unix_ms).toISOString();
+      }
+    }
   }
   const fallbacks = store.fail_open + store.fail_closed + store.local;
   text += " · " + fallbacks + " answers without the store";

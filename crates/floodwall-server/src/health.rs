@@ -120,7 +120,7 @@ pub(crate) async fn ready(limiter: &Limiter, config: &Config) -> Response {
 
 /// Behind Sentinel: the master in use, when it changed, and how many masters the store has
 /// used (the first one counts).
-fn sentinel_master(limiter: &Limiter) -> Option<serde_json::Value> {
+pub(crate) fn sentinel_master(limiter: &Limiter) -> Option<serde_json::Value> {
     let StorageStats::Redis(stats) = limiter.store().stats() else {
         return None;
     };

@@ -202,6 +202,9 @@ async fn snapshot(
             store["kind"] = json!("redis");
             store["open_breakers"] = json!(redis.open_breakers);
             store["breakers"] = json!(redis.breakers);
+            if let Some(master) = crate::health::sentinel_master(&state.limiter) {
+                store["master"] = master;
+            }
         }
         _ => {}
     }

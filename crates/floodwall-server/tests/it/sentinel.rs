@@ -85,6 +85,19 @@ async fn the_service_names_the_master_in_use_and_follows_a_failover() {
         metrics.contains("floodwall_redis_master_changes_total 2"),
         "{metrics}"
     );
+    // The dashboard's store line names it too.
+    let dashboard: Value = client
+        .get(service.admin_url("/v1/dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        dashboard["store"]["master"]["address"], new_address,
+        "{dashboard}"
+    );
     for metric in [
         "floodwall_redis_master_changes_total",
         "floodwall_redis_master_changed_at_seconds",
