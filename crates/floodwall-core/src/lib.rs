@@ -14,6 +14,7 @@ mod error;
 pub mod key;
 mod period;
 mod policy;
+pub mod quota;
 mod rate;
 
 pub use algorithm::{Evaluation, Holder, Meter, Outcome, State};

@@ -3,12 +3,14 @@
 //! ports and clean up after themselves.
 
 mod cluster;
+pub mod quota_model;
 pub mod reference;
 mod sentinel;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
+pub use quota_model::QuotaModel;
 pub use reference::ReferenceModel;
 pub use sentinel::RedisSentinels;
 pub use server::{Endpoint, RedisServer, RedisServerBuilder, wait_until};

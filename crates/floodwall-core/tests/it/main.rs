@@ -7,5 +7,6 @@ mod clock_steps;
 mod differential;
 mod foreign_state;
 mod leases;
+mod quota;
 mod refunds;
 mod strategies;
