@@ -106,10 +106,15 @@ impl QuotaModel {
             per_period = 0;
         }
         let expires_us = now_us + ttl_us;
-        let entry = self.shares.get_mut(&id).expect("inserted above");
-        entry.per_period = per_period;
-        entry.max = max;
-        entry.expires_us = expires_us;
+        self.shares.insert(
+            id,
+            ModelShare {
+                demand,
+                per_period,
+                max,
+                expires_us,
+            },
+        );
         (per_period, max, expires_us)
     }
 }
