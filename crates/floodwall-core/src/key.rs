@@ -128,10 +128,34 @@ pub fn storage_key_for_tag(prefix: &str, policy: &Policy, tag: &str) -> String {
     key
 }
 
+/// The storage key of the shares of `policy`'s rate among proxies for the client with `tag`
+/// (see [`crate::quota`]): the policy's key with the code `q`, so that it shares the client's
+/// hash tag and never collides with a decision's state.
+pub fn quota_key_for_tag(prefix: &str, policy: &Policy, tag: &str) -> String {
+    let mut key = storage_key_for_tag(prefix, policy, tag);
+    let code = prefix.len() + 1 + policy.name().len() + 1;
+    key.replace_range(code..code + 1, "q");
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_quota_key_shares_the_tag_but_not_the_state_key() {
+        let policy =
+            Policy::new("per-tenant", Algorithm::Gcra, 10, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            quota_key_for_tag("fw", &policy, "acme"),
+            "fw:per-tenant:q{acme}"
+        );
+        assert_eq!(
+            storage_key_for_tag("fw", &policy, "acme"),
+            "fw:per-tenant:g{acme}"
+        );
+    }
 
     #[test]
     fn hostile_client_keys_are_digested_to_a_fixed_length() {

@@ -19,7 +19,7 @@
 //!
 //! Nothing here reads a clock: `now_us` comes in, as everywhere in the core.
 
-use crate::{Algorithm, Policy};
+use crate::{Algorithm, EXACT_ARITHMETIC_BOUND, Policy};
 
 /// The most reporters one (policy, key) tracks; a reporter beyond it is granted nothing (its
 /// requests are denied by the proxy) until a share expires. Bounds the state a flood of proxies
@@ -48,6 +48,14 @@ pub enum QuotaError {
         /// The policy's name.
         policy: String,
     },
+    /// `limit × burst` past what the Redis scripts compute exactly (2^52).
+    #[error(
+        "policy {policy:?} is too large to share among proxies: limit × burst must stay below 2^52 (a limit of 67 million per period with burst = limit)"
+    )]
+    TooLarge {
+        /// The policy's name.
+        policy: String,
+    },
 }
 
 impl Capacity {
@@ -57,10 +65,19 @@ impl Capacity {
     ///
     /// # Errors
     ///
-    /// [`QuotaError::InFlight`] for `concurrency`.
+    /// [`QuotaError::InFlight`] for `concurrency`; [`QuotaError::TooLarge`] when `limit ×
+    /// burst` reaches [`EXACT_ARITHMETIC_BOUND`] (a bucket's size is its part of the burst,
+    /// `burst × rate ÷ limit`, computed exactly in the Redis scripts too).
     pub fn of(policy: &Policy) -> Result<Capacity, QuotaError> {
         if policy.algorithm() == Algorithm::Concurrency {
             return Err(QuotaError::InFlight {
+                policy: policy.name().to_owned(),
+            });
+        }
+        if u128::from(policy.limit()) * u128::from(policy.capacity())
+            >= u128::from(EXACT_ARITHMETIC_BOUND)
+        {
+            return Err(QuotaError::TooLarge {
                 policy: policy.name().to_owned(),
             });
         }
@@ -217,7 +234,7 @@ impl Quota {
 }
 
 /// Requests per period that `usage` shows, at most the limit.
-fn demand(usage: Usage, capacity: Capacity) -> u64 {
+pub fn demand(usage: Usage, capacity: Capacity) -> u64 {
     let per_period = u128::from(usage.requests) * u128::from(capacity.period_us)
         / u128::from(usage.elapsed_us.max(1));
     u64::try_from(per_period)

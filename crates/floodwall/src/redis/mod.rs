@@ -31,6 +31,7 @@ mod deny_cache;
 mod detached;
 mod local_time;
 mod prefetch;
+mod quota;
 mod release;
 mod reply;
 mod script;

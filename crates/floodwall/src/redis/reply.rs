@@ -101,6 +101,21 @@ pub(crate) struct Moved {
 
 /// Decodes the prefetch script's `{ now_us, moved, remaining, reset_after_us, retry_after_us,
 /// window_start_us }`: a retry exactly when nothing moved on a take.
+/// The quota script's reply: `{ per_period, max, expires_us }`, a bucket that holds nothing only
+/// with a rate of nothing.
+pub(crate) fn decode_share(reply: &Value) -> Result<floodwall_core::quota::Share, StoreError> {
+    let items = Integers::of(reply, 3, "a share")?;
+    let share = floodwall_core::quota::Share {
+        per_period: items.non_negative(0)?,
+        max: items.non_negative(1)?,
+        expires_us: items.non_negative(2)?,
+    };
+    if share.max == 0 && share.per_period > 0 {
+        return Err(malformed(format!("a rate with no room for it: {share:?}")));
+    }
+    Ok(share)
+}
+
 pub(crate) fn decode_prefetch(reply: &Value, take: bool) -> Result<Moved, StoreError> {
     let items = Integers::of(reply, 6, "a prefetch")?;
     let units = items.non_negative(1)?;

@@ -55,7 +55,7 @@ macro_rules! module {
 
 /// The texts of every script, from the algorithm registry: the single-policy ones in
 /// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`], then the batch ones from
-/// [`BATCH`] in [`Algorithm::ALL`] order, then [`PREFETCH`], then [`RELEASE`].
+/// [`BATCH`] in [`Algorithm::ALL`] order, then [`PREFETCH`], then [`RELEASE`], then [`QUOTA`].
 macro_rules! sources {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         /// The text every multi-policy script starts with: the helpers, every module's
@@ -73,7 +73,7 @@ macro_rules! sources {
                 )
             };
         }
-        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 4] = [
+        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 5] = [
             $(one_algorithm!($module, "single.lua"),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
@@ -81,6 +81,7 @@ macro_rules! sources {
             // Prefetches are of fixed windows only: a window bounds how late a unit is spent.
             one_algorithm!(fixed_window, "prefetch.lua"),
             concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/release.lua")),
+            concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/quota.lua")),
         ];
     };
 }
@@ -101,6 +102,9 @@ const PREFETCH: usize = BATCH + Algorithm::ALL.len();
 
 /// The release script's index in [`SOURCES`].
 const RELEASE: usize = PREFETCH + 1;
+
+/// The quota script's index in [`SOURCES`].
+const QUOTA: usize = RELEASE + 1;
 
 /// Each script's SHA-1, as EVALSHA wants it.
 static SHA1: LazyLock<[String; SOURCES.len()]> =
@@ -264,6 +268,29 @@ pub(crate) fn release_command<'a>(
     for (_, prefix, cost) in pairs {
         cmd.arg(prefix).arg(cost);
     }
+    cmd
+}
+
+/// The quota script's call: reporter `reporter`'s `demand` on the shares of `capacity` at
+/// `key`, granted for `ttl_us`; at most `max_reporters` reporters.
+pub(crate) fn quota_command(
+    with_source: bool,
+    key: &str,
+    now_us: Option<u64>,
+    (reporter, demand): (u64, u64),
+    capacity: floodwall_core::quota::Capacity,
+    ttl_us: u64,
+    max_reporters: usize,
+) -> ::redis::Cmd {
+    let mut cmd = invocation(QUOTA, with_source);
+    cmd.arg(1).arg(key);
+    now_arg(&mut cmd, now_us);
+    cmd.arg(format!("{reporter:016x}"))
+        .arg(demand)
+        .arg(capacity.limit)
+        .arg(capacity.burst)
+        .arg(ttl_us)
+        .arg(max_reporters);
     cmd
 }
 

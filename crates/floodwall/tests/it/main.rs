@@ -19,6 +19,7 @@ mod redis_differential;
 mod redis_exactness;
 mod redis_faults;
 mod redis_prefetch;
+mod redis_quota;
 mod redis_replication;
 mod redis_sentinel;
 #[cfg(feature = "tls")]
