@@ -1,6 +1,7 @@
 //! The embedded store: sharded, exact per key, bounded by `max_keys`.
 
 mod builder;
+mod quota;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -67,6 +68,8 @@ struct Inner {
     hashing: Hashing,
     /// The secret of the digests that stand for long keys.
     digest_key: (u64, u64),
+    /// Shares of rates among proxies (RLQS), apart from the decisions' state.
+    quotas: quota::Quotas,
 }
 
 /// One shard on its own cache lines, so threads on different shards do not contend for one.

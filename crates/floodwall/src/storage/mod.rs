@@ -167,6 +167,33 @@ impl Storage {
         }
     }
 
+    /// Takes a proxy's report on the shares of `policy`'s rate for `key` and grants it a share
+    /// for `ttl` (see [`floodwall_core::quota`]): in process for memory, through the store for
+    /// Redis (every instance on it grants from one set of shares).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] for a policy that cannot be shared, or a plugged store (which
+    /// has no shares); the store's failures as for a decision.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub async fn report_quota(
+        &self,
+        policy: &floodwall_core::Policy,
+        key: &[u8],
+        reporter: floodwall_core::quota::ReporterId,
+        usage: floodwall_core::quota::Usage,
+        ttl: std::time::Duration,
+    ) -> Result<floodwall_core::quota::Share, StoreError> {
+        match self {
+            Storage::Memory(store) => store.report_quota(policy, key, reporter, usage, ttl).await,
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.report_quota(policy, key, reporter, usage, ttl).await,
+            Storage::Plugged(_) => Err(StoreError::Config {
+                detail: "a plugged store keeps no shares of a rate among proxies (RLQS): use the memory or Redis store".to_owned(),
+            }),
+        }
+    }
+
     /// Why the store refuses this process, if it does: never in memory; for Redis, see
     /// [`RedisStore::diagnose`].
     pub async fn diagnose(&self) -> Option<StoreError> {

@@ -14,6 +14,7 @@ mod in_flight;
 mod inspect;
 mod limiter;
 mod plugged;
+mod quota;
 mod redis_cluster_faults;
 mod redis_differential;
 mod redis_exactness;
