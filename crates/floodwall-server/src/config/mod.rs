@@ -6,6 +6,7 @@ mod error;
 mod listeners;
 mod log;
 mod raw;
+mod rlqs;
 mod rls;
 mod routes;
 mod schema;
@@ -25,6 +26,7 @@ use ipnet::IpNet;
 pub use self::erl::{ErlDomain, ErlLimit, ErlNode};
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::log::{DEFAULT_DECISIONS_PER_SECOND, DecisionLogMode, LogConfig, LogFormat};
+pub use self::rlqs::{DEFAULT_ASSIGNMENT_TTL, RlqsBucket, RlqsConfig};
 pub use self::rls::{DEFAULT_MAX_OVERRIDES, EntryMatch, RlsConfig, RlsRule};
 
 /// The default main listener.
@@ -48,6 +50,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Envoy's RateLimitService, if served.
     pub rls: Option<RlsConfig>,
+    /// Envoy's RateLimitQuotaService, if served.
+    pub rlqs: Option<RlqsConfig>,
     /// Where limits are kept.
     pub storage: StorageSection,
     /// The policies, by unique name, in file order.

@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     pub(crate) check: Option<Spanned<RawCheck>>,
     pub(crate) log: Option<RawLog>,
     pub(crate) rls: Option<RawRls>,
+    pub(crate) rlqs: Option<RawRlqs>,
     #[serde(default)]
     pub(crate) storage: RawStorage,
     #[serde(default, rename = "policy")]
@@ -135,5 +136,22 @@ pub(crate) struct RawRls {
 pub(crate) struct RawRlsRule {
     pub(crate) domain: Spanned<String>,
     pub(crate) descriptor: Spanned<Vec<Spanned<String>>>,
+    pub(crate) policies: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRlqs {
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) assignment_ttl: Option<Spanned<String>>,
+    #[serde(default, rename = "bucket")]
+    pub(crate) buckets: Vec<RawRlqsBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRlqsBucket {
+    pub(crate) domain: Spanned<String>,
+    pub(crate) bucket: Spanned<Vec<Spanned<String>>>,
     pub(crate) policies: Spanned<Vec<Spanned<String>>>,
 }

@@ -10,9 +10,10 @@ use floodwall::{Algorithm, Policy};
 
 use super::erl::{self, ErlDomain};
 use super::error::Diagnostics;
-use super::raw::{RawRls, RawRlsRule};
+use super::raw::RawRls;
 use super::resolve_listen;
 use super::validate::parse_or;
+use toml::Spanned;
 
 /// `[rls]`: the Envoy RateLimitService v3 listener and its rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,35 +173,25 @@ pub(super) fn rls(
             None
         }
     };
-    let in_flight: Vec<&str> = policies
+    let in_flight: Vec<Unusable> = policies
         .iter()
         .filter(|p| p.algorithm() == Algorithm::Concurrency)
-        .map(Policy::name)
+        .map(|p| Unusable {
+            policy: p.name().to_owned(),
+            message: format!(
+                "rule uses the concurrency policy {:?}, which Envoy cannot release",
+                p.name()
+            ),
+            hint: IN_FLIGHT_OVER_RLS.to_owned(),
+        })
         .collect();
-    let mut rules: Vec<RlsRule> = Vec::new();
-    for rule in &raw.rules {
-        let Some(parsed) = self::rule(rule, defined, &in_flight, diagnostics) else {
-            continue;
-        };
-        if let Some(first) = rules
-            .iter()
-            .find(|r| r.domain == parsed.domain && r.descriptor == parsed.descriptor)
-        {
-            diagnostics.error(
-                Some(rule.descriptor.span()),
-                format!(
-                    "domain {:?} already has a rule for this descriptor",
-                    parsed.domain
-                ),
-                Some(format!(
-                    "it is first defined at {}; list every policy in that rule's policies",
-                    first.origin
-                )),
-            );
-            continue;
-        }
-        rules.push(parsed);
-    }
+    let written = raw.rules.iter().map(|rule| WrittenRule {
+        domain: &rule.domain,
+        entries: &rule.descriptor,
+        policies: &rule.policies,
+        entries_are: "descriptor",
+    });
+    let rules = entry_rules(written, defined, &in_flight, diagnostics);
     for domain in &loaded.domains {
         if let Some(rule) = rules.iter().find(|r| r.domain == domain.domain) {
             diagnostics.error(
@@ -236,31 +227,85 @@ pub(super) fn rls(
 /// Why an in-flight limit cannot be decided over Envoy's rate limit service.
 const IN_FLIGHT_OVER_RLS: &str = "Envoy never tells the rate limit service when a request ends, so a concurrency policy's slot would only come back after its period; limit requests in flight on a floodwall route, or through POST /v1/leases";
 
-fn rule(
-    raw: &RawRlsRule,
+/// A policy a kind of rule cannot use, and what to say when one names it.
+pub(super) struct Unusable {
+    pub(super) policy: String,
+    pub(super) message: String,
+    pub(super) hint: String,
+}
+
+/// A rule as written: `[[rls.rule]]`'s descriptor, or `[[rlqs.bucket]]`'s bucket.
+pub(super) struct WrittenRule<'a> {
+    pub(super) domain: &'a Spanned<String>,
+    pub(super) entries: &'a Spanned<Vec<Spanned<String>>>,
+    pub(super) policies: &'a Spanned<Vec<Spanned<String>>>,
+    /// What the entries describe, for messages: "descriptor" or "bucket".
+    pub(super) entries_are: &'static str,
+}
+
+/// The valid rules among `written`, in order; every mistake reported, and a second rule for
+/// the same domain and entries refused.
+pub(super) fn entry_rules<'a>(
+    written: impl Iterator<Item = WrittenRule<'a>>,
     defined: &[&str],
-    in_flight: &[&str],
+    unusable: &[Unusable],
+    diagnostics: &mut Diagnostics<'_>,
+) -> Vec<RlsRule> {
+    let mut rules: Vec<RlsRule> = Vec::new();
+    for rule in written {
+        let entries_span = rule.entries.span();
+        let entries_are = rule.entries_are;
+        let Some(parsed) = self::rule(rule, defined, unusable, diagnostics) else {
+            continue;
+        };
+        if let Some(first) = rules
+            .iter()
+            .find(|r| r.domain == parsed.domain && r.descriptor == parsed.descriptor)
+        {
+            diagnostics.error(
+                Some(entries_span),
+                format!(
+                    "domain {:?} already has a rule for this {entries_are}",
+                    parsed.domain
+                ),
+                Some(format!(
+                    "it is first defined at {}; list every policy in that rule's policies",
+                    first.origin
+                )),
+            );
+            continue;
+        }
+        rules.push(parsed);
+    }
+    rules
+}
+
+fn rule(
+    raw: WrittenRule<'_>,
+    defined: &[&str],
+    unusable: &[Unusable],
     diagnostics: &mut Diagnostics<'_>,
 ) -> Option<RlsRule> {
+    let entries_are = raw.entries_are;
     let domain = parse_or(
         diagnostics,
-        &raw.domain,
+        raw.domain,
         |domain| match domain.is_empty() {
             true => Err("an empty domain matches no request".to_owned()),
             false => Ok(domain.clone()),
         },
         Some("the domain Envoy's rate limit filter sends, e.g. \"edge\""),
     );
-    if raw.descriptor.get_ref().is_empty() {
+    if raw.entries.get_ref().is_empty() {
         diagnostics.error(
-            Some(raw.descriptor.span()),
-            "descriptor = [] matches no descriptor",
+            Some(raw.entries.span()),
+            format!("{entries_are} = [] matches no {entries_are}"),
             Some(format!("list its entries in order: {ENTRY_HINT}")),
         );
     }
     let mut descriptor = Vec::new();
     let mut valid = true;
-    for text in raw.descriptor.get_ref() {
+    for text in raw.entries.get_ref() {
         match parse_or(diagnostics, text, entry, Some(ENTRY_HINT)) {
             Some(entry) => descriptor.push(entry),
             None => valid = false,
@@ -276,14 +321,11 @@ fn rule(
     }
     let mut policies = Vec::new();
     for name in raw.policies.get_ref() {
-        if in_flight.contains(&name.get_ref().as_str()) {
+        if let Some(refused) = unusable.iter().find(|u| &u.policy == name.get_ref()) {
             diagnostics.error(
                 Some(name.span()),
-                format!(
-                    "rule uses the concurrency policy {:?}, which Envoy cannot release",
-                    name.get_ref()
-                ),
-                Some(IN_FLIGHT_OVER_RLS.to_owned()),
+                refused.message.clone(),
+                Some(refused.hint.clone()),
             );
             valid = false;
         } else if defined.contains(&name.get_ref().as_str()) {

@@ -69,6 +69,20 @@ const RLS_RULE: Section = Section {
     free: &[],
 };
 
+const RLQS_BUCKET: Section = Section {
+    name: "[[rlqs.bucket]]",
+    keys: &["domain", "bucket", "policies"],
+    tables: &[],
+    free: &[],
+};
+
+const RLQS: Section = Section {
+    name: "[rlqs]",
+    keys: &["listen", "assignment_ttl"],
+    tables: &[("bucket", &RLQS_BUCKET)],
+    free: &[],
+};
+
 const RLS: Section = Section {
     name: "[rls]",
     keys: &[
@@ -143,6 +157,7 @@ const FILE: Section = Section {
         ("check", &CHECK),
         ("log", &LOG),
         ("rls", &RLS),
+        ("rlqs", &RLQS),
         ("storage", &STORAGE),
         ("policy", &POLICY),
         ("route", &ROUTE),

@@ -68,6 +68,18 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         .collect();
     let mut policies: Vec<Policy> = policies.into_iter().map(|(policy, _)| policy).collect();
     let rls = super::rls::rls(raw.rls.as_ref(), &defined, &mut policies, &mut diagnostics);
+    let rlqs = super::rlqs::rlqs(raw.rlqs.as_ref(), &defined, &policies, &mut diagnostics);
+    super::rlqs::listener_apart(
+        raw.rlqs.as_ref(),
+        rlqs.as_ref(),
+        &[
+            ("[server]", Some(server.listen)),
+            ("[admin]", admin.as_ref().map(|admin| admin.listen)),
+            ("[check]", check.listen),
+            ("[rls]", rls.as_ref().map(|rls| rls.listen)),
+        ],
+        &mut diagnostics,
+    );
     listeners::listeners_apart(
         &raw,
         &server,
@@ -89,6 +101,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         check,
         log,
         rls,
+        rlqs,
         storage,
         policies,
         routes,

@@ -46,6 +46,48 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "POST /v1/leases",
         ),
         (
+            "[[policy]]\nname = \"exports\"\nalgorithm = \"concurrency\"\nlimit = 2\nperiod = \"1m\"\n\
+             [rlqs]\nlisten = \"127.0.0.1:8083\"\n[[rlqs.bucket]]\ndomain = \"edge\"\n\
+             bucket = [\"tenant\"]\npolicies = [\"exports\"]\n"
+                .into(),
+            11,
+            13,
+            "bucket rule uses policy \"exports\", which Envoy cannot share",
+            "in-flight limit",
+        ),
+        (
+            "[rlqs]\nlisten = \"127.0.0.1:8083\"\nassignment_ttl = \"5s\"\n".into(),
+            3,
+            18,
+            "lapses before Envoy's next report",
+            "more than 5s",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:8090\"\n[rlqs]\nlisten = \"127.0.0.1:8090\"\n".into(),
+            4,
+            10,
+            "[rlqs] listen 127.0.0.1:8090 is also [server] listen",
+            "its own port",
+        ),
+        (
+            format!(
+                "{POLICY}[rlqs]\nlisten = \"127.0.0.1:8083\"\n[[rlqs.bucket]]\ndomain = \"edge\"\nbucket = []\npolicies = [\"p\"]\n"
+            ),
+            10,
+            10,
+            "bucket = [] matches no bucket",
+            "key=prefix*",
+        ),
+        (
+            format!(
+                "{POLICY}[rlqs]\nlisten = \"127.0.0.1:8083\"\n[[rlqs.bucket]]\ndomain = \"edge\"\nbucket = [\"tenant\"]\npolicies = [\"p\"]\n[[rlqs.bucket]]\ndomain = \"edge\"\nbucket = [\"tenant\"]\npolicies = [\"p\"]\n"
+            ),
+            14,
+            10,
+            "domain \"edge\" already has a rule for this bucket",
+            "first defined at",
+        ),
+        (
             "[rls]\nlisten = \"127.0.0.1:8081\"\nenvoy_algorithm = \"concurrency\"\n".into(),
             3,
             19,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use floodwall::core::Calendar;
-use floodwall_server::config::{Config, ConfigError};
+use floodwall_server::config::{Config, ConfigError, EntryMatch};
 
 use crate::the_one_error;
 
@@ -303,4 +303,37 @@ fn an_invalid_policy_name_is_shown_at_the_name() {
     let source = POLICY.replace("name = \"p\"", "name = \"two words\"");
     let error = &errors(&source)[0];
     assert_eq!((error.line, error.column), (2, 8), "{error}");
+}
+
+#[test]
+fn an_rlqs_section_maps_buckets_to_the_policies_envoys_share() {
+    let source = format!(
+        "{POLICY}[rlqs]\nlisten = \"127.0.0.1:0\"\n\
+         [[rlqs.bucket]]\ndomain = \"edge\"\nbucket = [\"name=api\", \"tenant\"]\npolicies = [\"p\"]\n"
+    );
+    let config = Config::parse(&source, Path::new("test.toml")).unwrap();
+    let rlqs = config.rlqs.unwrap();
+    assert_eq!(
+        rlqs.assignment_ttl,
+        floodwall_server::config::DEFAULT_ASSIGNMENT_TTL
+    );
+    assert_eq!(rlqs.buckets.len(), 1);
+    let bucket = &rlqs.buckets[0];
+    assert_eq!(bucket.domain, "edge");
+    assert_eq!(bucket.policies, vec!["p".to_owned()]);
+    assert_eq!(
+        bucket.descriptor,
+        vec![
+            EntryMatch::Exact {
+                key: "name".into(),
+                value: "api".into()
+            },
+            EntryMatch::Any {
+                key: "tenant".into()
+            },
+        ]
+    );
+    let with_ttl = format!("{POLICY}[rlqs]\nlisten = \"127.0.0.1:0\"\nassignment_ttl = \"30s\"\n");
+    let config = Config::parse(&with_ttl, Path::new("test.toml")).unwrap();
+    assert_eq!(config.rlqs.unwrap().assignment_ttl, Duration::from_secs(30));
 }
