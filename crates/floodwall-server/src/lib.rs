@@ -19,6 +19,7 @@ mod leases;
 mod path;
 mod pool;
 mod proxy;
+mod rlqs;
 mod rls;
 mod routes;
 mod serving;
@@ -83,6 +84,8 @@ pub struct Listeners {
     pub check: Option<TcpListener>,
     /// Envoy's RateLimitService (gRPC), when `[rls]` is configured.
     pub rls: Option<TcpListener>,
+    /// Envoy's RateLimitQuotaService (gRPC), when `[rlqs]` is configured.
+    pub rlqs: Option<TcpListener>,
 }
 
 /// How many connections the kernel may queue on a listener before the service accepts them

@@ -20,7 +20,9 @@ use tokio::task::{Id, JoinSet};
 
 use crate::config::{self, Config};
 use crate::connections::{self, ConnectionLimits, RouterSource};
-use crate::{DRAIN_DEADLINE, Listeners, ServeError, admin, app, check_app, health, rls, telemetry};
+use crate::{
+    DRAIN_DEADLINE, Listeners, ServeError, admin, app, check_app, health, rlqs, rls, telemetry,
+};
 
 /// How much longer than the main listener the admin, check and RLS listeners may drain.
 const SIDE_GRACE: Duration = Duration::from_millis(100);
@@ -64,6 +66,8 @@ struct LiveRouters {
     check: Option<Arc<RwLock<Router>>>,
     /// The RLS router, with its one health service across reloads.
     rls: Option<(Arc<RwLock<Router>>, rls::Health)>,
+    /// The RLQS router, with its one health service across reloads.
+    rlqs: Option<(Arc<RwLock<Router>>, rls::Health)>,
     /// The live configuration, as the admin listener reads it.
     admin_config: watch::Sender<Arc<Config>>,
 }
@@ -83,10 +87,19 @@ impl LiveRouters {
             }
             None => None,
         };
+        let rlqs = match listeners.rlqs {
+            Some(_) => {
+                let health = rlqs::health().await;
+                let router = rlqs::router(config, limiter.clone(), &health);
+                Some((Arc::new(RwLock::new(router)), health))
+            }
+            None => None,
+        };
         LiveRouters {
             main,
             check,
             rls,
+            rlqs,
             admin_config: watch::Sender::new(Arc::clone(config)),
         }
     }
@@ -102,6 +115,11 @@ impl LiveRouters {
         if let Some((rls, health)) = &self.rls {
             let router = rls::router(next, limiter.clone(), health);
             *rls.write().unwrap_or_else(PoisonError::into_inner) = router;
+        }
+        // Streams already open keep the rules they started with; new ones take these.
+        if let Some((rlqs, health)) = &self.rlqs {
+            let router = rlqs::router(next, limiter.clone(), health);
+            *rlqs.write().unwrap_or_else(PoisonError::into_inner) = router;
         }
         self.admin_config.send_replace(Arc::clone(next));
     }
@@ -178,7 +196,7 @@ impl Service {
                 let next = Arc::new(configs.borrow_and_update().clone());
                 if needs_restart(&config, &next) {
                     tracing::warn!(
-                        "[storage], the listen addresses (main, admin, check, rls), max_connections and [log] format apply at restart only; the rest is reloaded"
+                        "[storage], the listen addresses (main, admin, check, rls, rlqs), max_connections and [log] format apply at restart only; the rest is reloaded"
                     );
                 }
                 routers.swap(&next, &limiter);
@@ -212,6 +230,9 @@ impl Service {
         }
         if let (Some(listener), Some((rls, _))) = (listeners.rls.take(), &self.routers.rls) {
             sides.push((listener, live(Arc::clone(rls)), "floodwall RLS listening"));
+        }
+        if let (Some(listener), Some((rlqs, _))) = (listeners.rlqs.take(), &self.routers.rlqs) {
+            sides.push((listener, live(Arc::clone(rlqs)), "floodwall RLQS listening"));
         }
         let mut ids = Vec::new();
         for (listener, router, listening) in sides {
@@ -251,12 +272,14 @@ impl Service {
 fn needs_restart(config: &Config, next: &Config) -> bool {
     let admin_listen = |config: &Config| config.admin.as_ref().map(|a| a.listen);
     let rls_listen = |config: &Config| config.rls.as_ref().map(|r| r.listen);
+    let rlqs_listen = |config: &Config| config.rlqs.as_ref().map(|r| r.listen);
     next.storage != config.storage
         || next.server.listen != config.server.listen
         || next.server.max_connections != config.server.max_connections
         || admin_listen(next) != admin_listen(config)
         || next.check.listen != config.check.listen
         || rls_listen(next) != rls_listen(config)
+        || rlqs_listen(next) != rlqs_listen(config)
         || next.log.format != config.log.format
 }
 
@@ -293,11 +316,14 @@ fn connection_limits(
         }
     };
     let main = limits((3, 4), if proxies { 2 } else { 1 }, "main");
-    let sides =
-        match listeners.admin.is_some() || listeners.check.is_some() || listeners.rls.is_some() {
-            true => limits((1, 8), 1, "admin and check"),
-            false => main,
-        };
+    let sides = match listeners.admin.is_some()
+        || listeners.check.is_some()
+        || listeners.rls.is_some()
+        || listeners.rlqs.is_some()
+    {
+        true => limits((1, 8), 1, "admin and check"),
+        false => main,
+    };
     (main, sides)
 }
 

@@ -113,6 +113,18 @@ fn describe() {
         "floodwall_breakers",
         "Redis circuit breakers (one per node)."
     );
+    describe_gauge!(
+        crate::rlqs::RLQS_STREAMS,
+        "Envoy RateLimitQuotaService streams open now."
+    );
+    describe_counter!(
+        crate::rlqs::RLQS_REPORTS_TOTAL,
+        "Bucket usage reports taken from Envoys over RLQS, by policy."
+    );
+    describe_counter!(
+        crate::rlqs::RLQS_ASSIGNMENTS_TOTAL,
+        "Token-bucket shares assigned to Envoys over RLQS, by policy."
+    );
     describe_counter!(
         "floodwall_redis_master_changes_total",
         "Behind Sentinel: Redis masters the store has used since it started, the first one included."

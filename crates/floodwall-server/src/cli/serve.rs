@@ -39,14 +39,6 @@ pub(crate) async fn serve(
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
-    // `[rlqs]` is read and checked (so that `config check` can prepare a file), but its
-    // service is not built yet: say so rather than start without it.
-    if let Some(rlqs) = &config.rlqs {
-        anyhow::bail!(
-            "[rlqs] (listen {}) is checked but not served by this build yet: remove the section, or rate-limit Envoy through [rls]",
-            rlqs.listen
-        );
-    }
     let main = floodwall_server::listen(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let admin = match &config.admin {
@@ -70,11 +62,19 @@ pub(crate) async fn serve(
         ),
         None => None,
     };
+    let rlqs = match &config.rlqs {
+        Some(rlqs) => Some(
+            floodwall_server::listen(rlqs.listen)
+                .with_context(|| format!("cannot listen on {} (RLQS)", rlqs.listen))?,
+        ),
+        None => None,
+    };
     let listeners = floodwall_server::Listeners {
         main,
         admin,
         check,
         rls,
+        rlqs,
     };
     let (configs, updates) = tokio::sync::watch::channel(config);
     tokio::spawn(reload_on_hangup(path, listen, configs));

@@ -5,7 +5,7 @@
 
 mod answer;
 mod deadline;
-mod rules;
+pub(crate) mod rules;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -450,18 +450,3 @@ fn the_command_line_teaches_its_own_use() {
     let stderr = String::from_utf8(bad.stderr).unwrap();
     assert!(stderr.contains("localhost:8080"), "{stderr}");
 }
-
-/// `[rlqs]` is checked, but this build does not serve it: `serve` refuses to start without it
-/// rather than start silently without the listener.
-#[test]
-fn serve_refuses_an_rlqs_section_it_does_not_serve_yet() {
-    let file = config_file(
-        "[rlqs]\nlisten = \"127.0.0.1:0\"\n\n[[policy]]\nname = \"p\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod = \"1s\"\n",
-    );
-    let checked = floodwall(&["config", "check", file.path().to_str().unwrap()]);
-    assert_eq!(checked.status.code(), Some(0));
-    let served = floodwall(&["serve", "--config", file.path().to_str().unwrap()]);
-    assert!(!served.status.success());
-    let stderr = String::from_utf8_lossy(&served.stderr);
-    assert!(stderr.contains("not served by this build yet"), "{stderr}");
-}

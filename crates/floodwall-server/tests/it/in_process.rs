@@ -22,6 +22,8 @@ pub(crate) struct Service {
     /// The RLS listener, when the configuration has `[rls]` (on a port of its own, whatever
     /// `[rls] listen` says).
     pub(crate) rls_address: Option<SocketAddr>,
+    /// The RLQS listener, when the configuration has `[rlqs]` (on a port of its own).
+    pub(crate) rlqs_address: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -51,6 +53,11 @@ impl Service {
             None => None,
         };
         let rls_address = rls.as_ref().map(|l| l.local_addr().unwrap());
+        let rlqs = match &config.rlqs {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let rlqs_address = rlqs.as_ref().map(|l| l.local_addr().unwrap());
         let address = main.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
@@ -58,6 +65,7 @@ impl Service {
             admin,
             check,
             rls,
+            rlqs,
         };
         let task = tokio::spawn(run(config, listeners, async {
             let _ = stopped.await;
@@ -66,6 +74,7 @@ impl Service {
             address,
             check_address,
             rls_address,
+            rlqs_address,
             admin_address,
             stop: Some(stop),
             task: Some(task),

@@ -23,6 +23,7 @@ mod operations;
 mod outages;
 mod paths;
 mod proxy;
+mod rlqs;
 mod rls;
 mod rls_envoy_config;
 mod sentinel;

@@ -1,0 +1,338 @@
+//! Envoy's RateLimitQuotaService v3 (`StreamRateLimitQuotas`, gRPC over h2c) on `[rlqs] listen`:
+//! each Envoy streams its usage per bucket, and is answered, per bucket, with its share of the
+//! bucket's policies as a token bucket it enforces itself.
+//!
+//! A bucket's `BucketId` entries, sorted by key, are matched to `[[rlqs.bucket]]` rules as RLS
+//! descriptors are matched to `[[rls.rule]]` (the unpinned values form the client key). For each
+//! matched policy the store takes the report and grants this stream a share
+//! (`Storage::report_quota`: shares of all Envoys never exceed the policy, across every
+//! instance on one Redis); the tightest share is the answer. A bucket no rule matches is
+//! allowed (`blanket_rule: ALLOW_ALL`). A store failure is answered per the policies'
+//! `on_error`: `DENY_ALL` when one of them fails closed, `ALLOW_ALL` otherwise, for the
+//! assignment's time to live.
+//!
+//! Each stream is one reporter, with a random id: an Envoy that reconnects is a new reporter,
+//! and its old share lapses after `assignment_ttl`. A stream holds nothing else; when it ends
+//! (Envoy leaves, the connection drops, the service stops), its shares lapse by themselves.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use envoy_types::pb::envoy::r#type::v3::TokenBucket;
+use envoy_types::pb::envoy::r#type::v3::rate_limit_strategy::{BlanketRule, Strategy};
+use envoy_types::pb::envoy::r#type::v3::RateLimitStrategy;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_response::BucketAction;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_response::bucket_action::{
+    self, QuotaAssignmentAction,
+};
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::{
+    RateLimitQuotaService, RateLimitQuotaServiceServer,
+};
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_usage_reports::BucketQuotaUsage;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::{
+    RateLimitQuotaResponse, RateLimitQuotaUsageReports,
+};
+use envoy_types::pb::google::protobuf::{Duration as ProtoDuration, UInt32Value};
+use floodwall::core::quota::{Share, Usage};
+use floodwall::{Limiter, OnError, Policy};
+use futures_util::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::Config;
+use crate::rls::Health;
+use crate::rls::rules::RuleBook;
+
+/// The largest report accepted: far above a real Envoy's, far below tonic's 4 MiB.
+const MAX_REPORT_BYTES: usize = 256 * 1024;
+/// The most buckets one report may carry.
+const MAX_BUCKETS_PER_REPORT: usize = 1_024;
+/// Open streams.
+pub(crate) const RLQS_STREAMS: &str = "floodwall_rlqs_streams";
+/// Reports taken and shares assigned, by policy.
+pub(crate) const RLQS_REPORTS_TOTAL: &str = "floodwall_rlqs_reports_total";
+pub(crate) const RLQS_ASSIGNMENTS_TOTAL: &str = "floodwall_rlqs_assignments_total";
+
+/// What one configuration's RLQS needs: its bucket rules, the limiter and the assignments' TTL.
+struct RlqsState {
+    limiter: Limiter,
+    book: RuleBook,
+    ttl: Duration,
+    /// `[storage] on_error`, for policies that do not override it.
+    on_error: OnError,
+}
+
+/// The gRPC service of one configuration.
+#[derive(Clone)]
+struct RlqsService {
+    state: Arc<RlqsState>,
+}
+
+/// The health service: the server and `RateLimitQuotaService` serving.
+pub(crate) async fn health() -> Health {
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter
+        .set_serving::<RateLimitQuotaServiceServer<RlqsService>>()
+        .await;
+    tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+    )
+}
+
+/// The RLQS router of `config`: `StreamRateLimitQuotas` and the standard gRPC health service.
+pub(crate) fn router(config: &Config, limiter: Limiter, health: &Health) -> Router {
+    let (buckets, ttl) = match &config.rlqs {
+        Some(rlqs) => (&rlqs.buckets[..], rlqs.assignment_ttl),
+        None => (&[][..], crate::config::DEFAULT_ASSIGNMENT_TTL),
+    };
+    let service = RlqsService {
+        state: Arc::new(RlqsState {
+            limiter,
+            book: RuleBook::new(buckets, &[], config),
+            ttl,
+            on_error: config.storage.on_error,
+        }),
+    };
+    let rlqs =
+        RateLimitQuotaServiceServer::new(service).max_decoding_message_size(MAX_REPORT_BYTES);
+    tonic::service::Routes::new(rlqs)
+        .add_service(health.clone())
+        .into_axum_router()
+}
+
+/// Counts a stream open while it lives.
+struct OpenStream;
+
+impl OpenStream {
+    fn open() -> Self {
+        metrics::gauge!(RLQS_STREAMS).increment(1.0);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!(RLQS_STREAMS).decrement(1.0);
+    }
+}
+
+type Answers = Pin<Box<dyn Stream<Item = Result<RateLimitQuotaResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RateLimitQuotaService for RlqsService {
+    type StreamRateLimitQuotasStream = Answers;
+
+    async fn stream_rate_limit_quotas(
+        &self,
+        request: Request<Streaming<RateLimitQuotaUsageReports>>,
+    ) -> Result<Response<Answers>, Status> {
+        let reports = request.into_inner();
+        let reporter = random_reporter();
+        let state = Arc::clone(&self.state);
+        // One answer per report, in order; the stream ends at the first malformed report (with
+        // its error) or when Envoy ends it. Nothing is held beyond the shares, which lapse.
+        let answers = futures_util::stream::unfold(
+            (reports, state, OpenStream::open(), None::<String>, false),
+            move |(mut reports, state, open, mut domain, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let report = match reports.message().await {
+                    Ok(Some(report)) => report,
+                    Ok(None) | Err(_) => return None,
+                };
+                let answer = state.answer(&mut domain, reporter, report).await;
+                let ended = answer.is_err();
+                Some((answer, (reports, state, open, domain, ended)))
+            },
+        );
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// A reporter id for a new stream: random (std's per-instance random SipHash keys), so that no
+/// Envoy can name another's share.
+fn random_reporter() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x00e0_u64)
+}
+
+impl RlqsState {
+    /// The answer to one report: an action per bucket, or why the report is refused.
+    async fn answer(
+        &self,
+        domain: &mut Option<String>,
+        reporter: u64,
+        report: RateLimitQuotaUsageReports,
+    ) -> Result<RateLimitQuotaResponse, Status> {
+        // The domain comes with the first report; a later one may repeat it, not change it.
+        match (domain.as_deref(), report.domain.as_str()) {
+            (None, "") => return Err(Status::invalid_argument("the first report has no domain")),
+            (None, given) => *domain = Some(given.to_owned()),
+            (Some(_), "") => {}
+            (Some(known), given) if known == given => {}
+            (Some(known), given) => {
+                return Err(Status::invalid_argument(format!(
+                    "the stream's domain is {known:?}; a report cannot change it to {given:?}"
+                )));
+            }
+        }
+        if report.bucket_quota_usages.len() > MAX_BUCKETS_PER_REPORT {
+            return Err(Status::invalid_argument(format!(
+                "a report may carry at most {MAX_BUCKETS_PER_REPORT} buckets"
+            )));
+        }
+        let domain = domain.as_deref().unwrap_or_default();
+        let mut actions = Vec::with_capacity(report.bucket_quota_usages.len());
+        for usage in report.bucket_quota_usages {
+            actions.push(self.bucket(domain, reporter, usage).await?);
+        }
+        Ok(RateLimitQuotaResponse {
+            bucket_action: actions,
+        })
+    }
+
+    /// The action for one bucket's usage.
+    async fn bucket(
+        &self,
+        domain: &str,
+        reporter: u64,
+        usage: BucketQuotaUsage,
+    ) -> Result<BucketAction, Status> {
+        let Some(bucket_id) = usage.bucket_id else {
+            return Err(Status::invalid_argument("a bucket usage has no bucket_id"));
+        };
+        let mut entries: Vec<(&str, &str)> = bucket_id
+            .bucket
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        if entries.iter().any(|(key, _)| key.is_empty()) {
+            return Err(Status::invalid_argument("a bucket_id has an empty key"));
+        }
+        entries.sort_unstable();
+        let elapsed_us = usage
+            .time_elapsed
+            .map(|elapsed| {
+                let seconds = u64::try_from(elapsed.seconds).unwrap_or(0);
+                let nanos = u64::try_from(elapsed.nanos).unwrap_or(0);
+                seconds
+                    .saturating_mul(1_000_000)
+                    .saturating_add(nanos / 1_000)
+            })
+            .unwrap_or(0);
+        let seen = Usage {
+            requests: usage
+                .num_requests_allowed
+                .saturating_add(usage.num_requests_denied),
+            elapsed_us,
+        };
+        let matched = self
+            .book
+            .domain(domain)
+            .and_then(|rules| rules.lookup(entries.iter().copied()));
+        let strategy = match matched {
+            None => blanket(BlanketRule::AllowAll),
+            Some(matched) => {
+                self.share(matched.policies, &matched.key, reporter, seen)
+                    .await
+            }
+        };
+        Ok(BucketAction {
+            bucket_id: Some(bucket_id),
+            bucket_action: Some(bucket_action::BucketAction::QuotaAssignmentAction(
+                QuotaAssignmentAction {
+                    assignment_time_to_live: Some(proto_duration(self.ttl)),
+                    rate_limit_strategy: Some(strategy),
+                },
+            )),
+        })
+    }
+
+    /// This reporter's share of the tightest of `policies` for `key`, as Envoy's strategy.
+    async fn share(
+        &self,
+        policies: &[Policy],
+        key: &[u8],
+        reporter: u64,
+        seen: Usage,
+    ) -> RateLimitStrategy {
+        let mut tightest: Option<(&Policy, Share)> = None;
+        for policy in policies {
+            metrics::counter!(RLQS_REPORTS_TOTAL, "policy" => policy.name().to_owned())
+                .increment(1);
+            let granted = self
+                .limiter
+                .store()
+                .report_quota(policy, key, reporter, seen, self.ttl)
+                .await;
+            let share = match granted {
+                Ok(share) => share,
+                Err(error) => {
+                    let on_error = policy.on_error().unwrap_or(self.on_error);
+                    tracing::debug!(policy = policy.name(), %error, "a quota report failed");
+                    return blanket(match on_error {
+                        OnError::Deny => BlanketRule::DenyAll,
+                        _ => BlanketRule::AllowAll,
+                    });
+                }
+            };
+            let tighter = tightest.as_ref().is_none_or(|(other, held)| {
+                // per_period / period, compared without division.
+                u128::from(share.per_period) * u128::from(other.period_us())
+                    < u128::from(held.per_period) * u128::from(policy.period_us())
+            });
+            if tighter {
+                tightest = Some((policy, share));
+            }
+        }
+        match tightest {
+            Some((policy, share)) => {
+                metrics::counter!(RLQS_ASSIGNMENTS_TOTAL, "policy" => policy.name().to_owned())
+                    .increment(1);
+                token_bucket(policy, share)
+            }
+            None => blanket(BlanketRule::AllowAll),
+        }
+    }
+}
+
+fn blanket(rule: BlanketRule) -> RateLimitStrategy {
+    RateLimitStrategy {
+        strategy: Some(Strategy::BlanketRule(rule as i32)),
+    }
+}
+
+/// `share` of `policy` as Envoy's token bucket. Envoy fills a bucket at `tokens_per_fill` per
+/// whole second of `fill_interval`: the interval is the policy's period rounded up to whole
+/// seconds, and the tokens per fill are rounded down, so the bucket never fills faster than the
+/// share. A share of nothing denies everything.
+fn token_bucket(policy: &Policy, share: Share) -> RateLimitStrategy {
+    if share.per_period == 0 || share.max == 0 {
+        return blanket(BlanketRule::DenyAll);
+    }
+    let period_us = policy.period_us();
+    let fill_seconds = period_us.div_ceil(1_000_000).max(1);
+    let tokens =
+        u128::from(share.per_period) * u128::from(fill_seconds) * 1_000_000 / u128::from(period_us);
+    let tokens = u32::try_from(tokens).unwrap_or(u32::MAX).max(1);
+    RateLimitStrategy {
+        strategy: Some(Strategy::TokenBucket(TokenBucket {
+            max_tokens: u32::try_from(share.max).unwrap_or(u32::MAX),
+            tokens_per_fill: Some(UInt32Value { value: tokens }),
+            fill_interval: Some(ProtoDuration {
+                seconds: i64::try_from(fill_seconds).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+        })),
+    }
+}
+
+/// A duration for the wire, in whole seconds (Envoy counts a TTL in whole seconds).
+fn proto_duration(duration: Duration) -> ProtoDuration {
+    ProtoDuration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}

@@ -1,0 +1,180 @@
+//! Envoy's RateLimitQuotaService over real gRPC (h2c), streamed with the stubs compiled from
+//! Envoy's own protos (`envoy-types`): shares as token buckets, a second Envoy's share on its
+//! first report and the split after, unmatched buckets allowed, a malformed report ending only
+//! its own stream.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::r#type::v3::rate_limit_strategy::{BlanketRule, Strategy};
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_response::bucket_action::BucketAction;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_client::RateLimitQuotaServiceClient;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_usage_reports::BucketQuotaUsage;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::{
+    BucketId, RateLimitQuotaResponse, RateLimitQuotaUsageReports,
+};
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use tokio::sync::mpsc;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use crate::in_process::Service;
+
+const CONFIG: &str = r#"
+[[policy]]
+name = "per-tenant"
+algorithm = "gcra"
+limit = 800
+period = "1m"
+
+[rlqs]
+listen = "127.0.0.1:0"
+
+[[rlqs.bucket]]
+domain = "edge"
+bucket = ["name=api", "tenant"]
+policies = ["per-tenant"]
+"#;
+
+/// One Envoy's stream: reports go in, one answer comes back for each.
+struct EnvoyStream {
+    reports: mpsc::Sender<RateLimitQuotaUsageReports>,
+    answers: Streaming<RateLimitQuotaResponse>,
+}
+
+impl EnvoyStream {
+    async fn open(service: &Service) -> EnvoyStream {
+        let address = service.rlqs_address.expect("an [rlqs] listener");
+        let mut client: RateLimitQuotaServiceClient<Channel> =
+            RateLimitQuotaServiceClient::connect(format!("http://{address}"))
+                .await
+                .unwrap();
+        let (reports, outgoing) = mpsc::channel(4);
+        let outgoing = futures_util::stream::unfold(outgoing, |mut outgoing| async move {
+            outgoing.recv().await.map(|report| (report, outgoing))
+        });
+        let answers = client
+            .stream_rate_limit_quotas(outgoing)
+            .await
+            .unwrap()
+            .into_inner();
+        EnvoyStream { reports, answers }
+    }
+
+    /// Reports `requests` seen in a minute on the bucket `entries` of `domain`, and waits for
+    /// the answer.
+    async fn report(
+        &mut self,
+        domain: &str,
+        entries: &[(&str, &str)],
+        requests: u64,
+    ) -> Result<RateLimitQuotaResponse, tonic::Status> {
+        let bucket: HashMap<String, String> = entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let report = RateLimitQuotaUsageReports {
+            domain: domain.to_owned(),
+            bucket_quota_usages: vec![BucketQuotaUsage {
+                bucket_id: Some(BucketId { bucket }),
+                time_elapsed: Some(ProtoDuration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+                num_requests_allowed: requests,
+                num_requests_denied: 0,
+            }],
+        };
+        self.reports.send(report).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), self.answers.message())
+            .await
+            .expect("an answer within 5 s");
+        answer.map(|answer| answer.expect("the stream ended"))
+    }
+}
+
+/// The one bucket's strategy in `answer`, and its TTL in seconds.
+fn assigned(answer: &RateLimitQuotaResponse) -> (Strategy, i64) {
+    assert_eq!(answer.bucket_action.len(), 1, "{answer:?}");
+    let Some(BucketAction::QuotaAssignmentAction(assignment)) =
+        &answer.bucket_action[0].bucket_action
+    else {
+        panic!("not an assignment: {answer:?}");
+    };
+    let ttl = assignment.assignment_time_to_live.unwrap().seconds;
+    let strategy = assignment.rate_limit_strategy.unwrap().strategy.unwrap();
+    (strategy, ttl)
+}
+
+/// A token bucket's (max_tokens, tokens_per_fill, fill_interval seconds).
+fn bucket_of(strategy: Strategy) -> (u32, u32, i64) {
+    let Strategy::TokenBucket(bucket) = strategy else {
+        panic!("not a token bucket: {strategy:?}");
+    };
+    (
+        bucket.max_tokens,
+        bucket.tokens_per_fill.unwrap().value,
+        bucket.fill_interval.unwrap().seconds,
+    )
+}
+
+const API_ACME: &[(&str, &str)] = &[("tenant", "acme"), ("name", "api")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_share_a_tenants_rate_as_token_buckets() {
+    let service = Service::start(CONFIG).await;
+    let mut first = EnvoyStream::open(&service).await;
+    let mut second = EnvoyStream::open(&service).await;
+    // Alone, the first Envoy is assigned the pool: the limit less an eighth kept for newcomers.
+    let (strategy, ttl) = assigned(&first.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(ttl, 12, "the default assignment_ttl");
+    assert_eq!(bucket_of(strategy), (700, 700, 60));
+    // A second Envoy gets the reserve at once, then each its half as they report again.
+    let (strategy, _) = assigned(&second.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (100, 100, 60));
+    let (strategy, _) = assigned(&first.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (350, 350, 60));
+    let (strategy, _) = assigned(&second.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (350, 350, 60));
+    // Another tenant is shared on its own.
+    let (strategy, _) = assigned(
+        &first
+            .report("edge", &[("name", "api"), ("tenant", "globex")], 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(bucket_of(strategy), (700, 700, 60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_no_rule_matches_is_allowed() {
+    let service = Service::start(CONFIG).await;
+    for (domain, entries) in [
+        ("edge", &[("name", "web"), ("tenant", "acme")][..]),
+        ("edge", &[("tenant", "acme")][..]),
+        ("other", API_ACME),
+    ] {
+        // A stream keeps its first domain: one stream per case.
+        let mut envoy = EnvoyStream::open(&service).await;
+        let (strategy, _) = assigned(&envoy.report(domain, entries, 5).await.unwrap());
+        assert_eq!(
+            strategy,
+            Strategy::BlanketRule(BlanketRule::AllowAll as i32)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_report_ends_only_its_own_stream() {
+    let service = Service::start(CONFIG).await;
+    let mut bad = EnvoyStream::open(&service).await;
+    let mut good = EnvoyStream::open(&service).await;
+    let refused = bad.report("", API_ACME, 1).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let (strategy, _) = assigned(&good.report("edge", API_ACME, 1).await.unwrap());
+    assert!(matches!(strategy, Strategy::TokenBucket(_)), "{strategy:?}");
+    let mut changed = EnvoyStream::open(&service).await;
+    changed.report("edge", API_ACME, 1).await.unwrap();
+    let refused = changed.report("elsewhere", API_ACME, 1).await.unwrap_err();
+    assert!(refused.message().contains("cannot change"), "{refused:?}");
+}
