@@ -102,8 +102,9 @@ class Floodwall:
         if not os.path.exists(binary):
             pytest.fail(f"no floodwall binary at {binary}: run scripts/test, which builds it")
         self.rls_port = free_port()
+        self.rlqs_port = free_port()
         self.http_port = free_port()
-        text = config.replace("RLS_PORT", str(self.rls_port))
+        text = config.replace("RLS_PORT", str(self.rls_port)).replace("RLQS_PORT", str(self.rlqs_port))
         self.file = Path(tempfile.mkstemp(suffix=".toml", dir=directory)[1])
         self.file.write_text(text)
         self.log = open(self.file.with_suffix(".log"), "w")
@@ -111,7 +112,7 @@ class Floodwall:
             [binary, "serve", "--config", str(self.file), "--listen", f"127.0.0.1:{self.http_port}"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_port(self.rls_port)
+        wait_port(self.rlqs_port if "RLQS_PORT" in config else self.rls_port)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -170,6 +171,7 @@ class Envoy:
         routes: List[Dict[str, Any]],
         directory: str,
         filter_options: Optional[Dict[str, Any]] = None,
+        http_filter: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
@@ -213,7 +215,7 @@ class Envoy:
                             "route_config": {"name": "edge", "virtual_hosts": [
                                 {"name": "all", "domains": ["*"], "routes": virtual_routes}]},
                             "http_filters": [
-                                {"name": "envoy.filters.http.ratelimit", "typed_config": ratelimit},
+                                http_filter or {"name": "envoy.filters.http.ratelimit", "typed_config": ratelimit},
                                 {"name": "envoy.filters.http.router", "typed_config": {
                                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
                             ],
@@ -313,6 +315,13 @@ class Stack:
 
     def envoy(self, rls_ports: List[int], routes: List[Dict[str, Any]], **filter_options: Any) -> Envoy:
         envoy = Envoy(self.upstream.port, rls_ports, routes, self.directory, filter_options)
+        self.started.append(envoy)
+        return envoy
+
+    def envoy_with(self, ports: List[int], http_filter: Dict[str, Any]) -> Envoy:
+        """An Envoy whose one filter before the router is `http_filter`, its gRPC cluster
+        `floodwall` at `ports`, every path proxied to the upstream."""
+        envoy = Envoy(self.upstream.port, ports, [{"prefix": "/"}], self.directory, None, http_filter)
         self.started.append(envoy)
         return envoy
 
