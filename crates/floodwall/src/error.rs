@@ -59,6 +59,15 @@ pub enum StoreError {
     },
 }
 
+impl From<floodwall_core::quota::QuotaError> for StoreError {
+    /// A policy that cannot be shared among proxies is a configuration error.
+    fn from(error: floodwall_core::quota::QuotaError) -> Self {
+        StoreError::Config {
+            detail: error.to_string(),
+        }
+    }
+}
+
 /// What kind of failure a [`StoreError`] is, for counting and labelling (a metric label, a log
 /// field). Never carries a key or a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -46,9 +46,7 @@ impl MemoryStore {
         usage: Usage,
         ttl: Duration,
     ) -> Result<Share, StoreError> {
-        let capacity = Capacity::of(policy).map_err(|error| StoreError::Config {
-            detail: error.to_string(),
-        })?;
+        let capacity = Capacity::of(policy)?;
         let quotas = &self.inner.quotas;
         let id = (policy.name_hash(), client_tag(key).into_owned());
         let mut table = quotas.table.lock().unwrap_or_else(|e| e.into_inner());

@@ -32,9 +32,7 @@ impl RedisStore {
         usage: Usage,
         ttl: Duration,
     ) -> Result<Share, StoreError> {
-        let capacity = Capacity::of(policy).map_err(|error| StoreError::Config {
-            detail: error.to_string(),
-        })?;
+        let capacity = Capacity::of(policy)?;
         let tag = client_tag(key);
         let state_key = quota_key_for_tag(&self.inner.prefix, policy, &tag);
         let demand = quota::demand(usage, capacity);
