@@ -12,12 +12,31 @@ use floodwall_core::{Policy, ceil_micros};
 use super::MemoryStore;
 use crate::error::StoreError;
 
-/// The shares of every (policy, key) proxies report on, at most `max` of them.
+/// The shares of every (policy, key) proxies report on: at most `max` reporters' shares in all,
+/// whatever the number of pairs and of proxies.
 #[derive(Debug)]
 pub(super) struct Quotas {
-    /// By the policy's name hash and the client's tag (long or odd keys digested, as on Redis).
-    table: Mutex<HashMap<(u64, String), Quota>>,
+    table: Mutex<Table>,
     max: usize,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// By the policy's name hash and the client's tag (long or odd keys digested, as on Redis).
+    pairs: HashMap<(u64, String), Quota>,
+    /// Reporters' shares held in all the pairs.
+    reporters: usize,
+}
+
+impl Table {
+    /// Forgets every share that has expired at `now`, and the pairs left without one.
+    fn sweep(&mut self, now: u64) {
+        self.pairs.retain(|_, quota| {
+            quota.expire(now);
+            !quota.reporters().is_empty()
+        });
+        self.reporters = self.pairs.values().map(|q| q.reporters().len()).sum();
+    }
 }
 
 impl Quotas {
@@ -32,8 +51,8 @@ impl Quotas {
 impl MemoryStore {
     /// Takes `reporter`'s report of `usage` on the shares of `policy`'s rate for `key`, and
     /// grants it a share for `ttl` ([`Quota::report`], on the store's clock). At most a quarter
-    /// of `max_keys` (policy, key) pairs are tracked: when that many have live shares, a new
-    /// pair's reporter is granted nothing until some lapse.
+    /// of `max_keys` reporters' shares are held in all: past that, a reporter not yet known is
+    /// granted nothing until some lapse.
     ///
     /// # Errors
     ///
@@ -51,13 +70,22 @@ impl MemoryStore {
         let id = (policy.name_hash(), client_tag(key).into_owned());
         let mut table = quotas.table.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.inner.clock.now_us();
-        if !table.contains_key(&id) && table.len() >= quotas.max {
-            table.retain(|_, quota| quota.expires_us() > now);
-            if table.len() >= quotas.max {
+        let known = table
+            .pairs
+            .get(&id)
+            .is_some_and(|quota| quota.reporters().iter().any(|r| r.id == reporter));
+        if !known && table.reporters >= quotas.max {
+            table.sweep(now);
+            if table.reporters >= quotas.max {
                 return Ok(Share::default());
             }
         }
-        let quota = table.entry(id).or_default();
-        Ok(quota.report(reporter, usage, now, capacity, ceil_micros(ttl)))
+        let table = &mut *table;
+        let quota = table.pairs.entry(id).or_default();
+        let before = quota.reporters().len();
+        let share = quota.report(reporter, usage, now, capacity, ceil_micros(ttl));
+        let after = quota.reporters().len();
+        table.reporters = (table.reporters + after).saturating_sub(before);
+        Ok(share)
     }
 }

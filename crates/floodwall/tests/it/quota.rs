@@ -1,5 +1,5 @@
 //! Shares of a rate among proxies in the memory store: the same shares as `Quota::report` on
-//! the store's clock, and a bounded number of (policy, key) pairs, reclaimed when their shares
+//! the store's clock, and a bounded number of reporters' shares in all, reclaimed when they
 //! lapse.
 
 use std::time::Duration;
@@ -44,27 +44,40 @@ async fn the_memory_store_grants_the_shares_quota_computes() {
 }
 
 #[tokio::test]
-async fn pairs_past_the_bound_get_nothing_until_shares_lapse() {
+async fn reporters_past_the_bound_get_nothing_until_shares_lapse() {
     let clock = ManualClock::new(EPOCH_US);
-    // A quarter of max_keys: 4 pairs.
+    // A quarter of max_keys: 4 reporters' shares in all, whatever the pairs.
     let store = MemoryStore::builder()
         .max_keys(16)
         .clock(clock.clone())
         .build();
     let policy = Policy::new("api", Algorithm::Gcra, 80, Duration::from_secs(60)).unwrap();
-    for tenant in 0..4 {
+    for (tenant, reporter) in [(0, 1), (1, 1), (1, 2), (2, 1)] {
         let key = format!("tenant-{tenant}");
         let share = store
-            .report_quota(&policy, key.as_bytes(), 1, busy(), TTL)
+            .report_quota(&policy, key.as_bytes(), reporter, busy(), TTL)
             .await
             .unwrap();
         assert!(share.per_period > 0);
     }
-    let refused = store
-        .report_quota(&policy, b"tenant-4", 1, busy(), TTL)
+    // A fifth reporter, on a new pair or on a known one, gets nothing.
+    for (tenant, reporter) in [(3, 1), (0, 2)] {
+        let key = format!("tenant-{tenant}");
+        let refused = store
+            .report_quota(&policy, key.as_bytes(), reporter, busy(), TTL)
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.per_period, 0,
+            "tenant {tenant}, reporter {reporter}"
+        );
+    }
+    // A known reporter still reports.
+    let known = store
+        .report_quota(&policy, b"tenant-0", 1, busy(), TTL)
         .await
         .unwrap();
-    assert_eq!(refused.per_period, 0, "a fifth pair while four hold shares");
+    assert!(known.per_period > 0);
     clock.advance(TTL);
     let later = store
         .report_quota(&policy, b"tenant-4", 1, busy(), TTL)
