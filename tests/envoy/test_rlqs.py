@@ -98,3 +98,56 @@ def test_two_envoys_through_two_instances_on_one_redis_admit_the_limit_together(
     # they were, so the hour's limit still holds.
     time.sleep(6)
     assert sum(admitted(envoy, "acme", 20) for envoy in envoys) == 0
+
+
+PER_SECOND = """
+[[policy]]
+name = "per-tenant"
+algorithm = "fixed_window"
+limit = 10
+period = "1s"
+
+[rlqs]
+listen = "127.0.0.1:RLQS_PORT"
+assignment_ttl = "8s"
+
+[[rlqs.bucket]]
+domain = "edge"
+bucket = ["name=api", "tenant"]
+policies = ["per-tenant"]
+"""
+
+
+def rate(envoy, tenant: str, seconds: float) -> float:
+    """Requests admitted per second over `seconds` of back-to-back requests."""
+    started = time.monotonic()
+    count = 0
+    while time.monotonic() - started < seconds:
+        count += envoy.get("/", {"x-tenant": tenant})[0] == 200
+    return count / (time.monotonic() - started)
+
+
+def test_an_envoy_that_stops_loses_its_share_to_the_other_within_the_ttl(stack: Stack) -> None:
+    floodwall = stack.floodwall(PER_SECOND)
+    staying = stack.envoy_with([floodwall.rlqs_port], quota_filter())
+    leaving = stack.envoy_with([floodwall.rlqs_port], quota_filter())
+    for envoy in (staying, leaving):
+        first_admitted(envoy, "acme")
+    # Both busy through two reports: the pool (9 of 10 a second) is split about evenly. (The
+    # limit stays below what this client sends, about 20 requests a second.)
+    deadline = time.monotonic() + 11
+    while time.monotonic() < deadline:
+        rate(staying, "acme", 0.5)
+        rate(leaving, "acme", 0.5)
+    # Measured once the bucket's burst is spent: the rate alone.
+    rate(staying, "acme", 1)
+    shared = rate(staying, "acme", 3)
+    assert shared < 6, shared
+    leaving.stop()
+    # The leaver's share lapses after assignment_ttl (8 s); the stayer's next report (every
+    # 5 s) takes the pool.
+    time.sleep(8 + 5 + 1)
+    rate(staying, "acme", 1)
+    alone = rate(staying, "acme", 3)
+    assert alone > shared * 1.4, (shared, alone)
+    assert alone < 10 * 1.2, alone
