@@ -15,6 +15,7 @@
 //! and its old share lapses after `assignment_ttl`. A stream holds nothing else; when it ends
 //! (Envoy leaves, the connection drops, the service stops), its shares lapse by themselves.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,12 +33,11 @@ use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_serv
 };
 use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_usage_reports::BucketQuotaUsage;
 use envoy_types::pb::envoy::service::rate_limit_quota::v3::{
-    RateLimitQuotaResponse, RateLimitQuotaUsageReports,
+    BucketId, RateLimitQuotaResponse, RateLimitQuotaUsageReports,
 };
 use envoy_types::pb::google::protobuf::{Duration as ProtoDuration, UInt32Value};
 use floodwall::core::quota::{Share, Usage};
 use floodwall::{Limiter, OnError, Policy};
-use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Config;
@@ -54,23 +54,66 @@ pub(crate) const RLQS_STREAMS: &str = "floodwall_rlqs_streams";
 pub(crate) const RLQS_REPORTS_TOTAL: &str = "floodwall_rlqs_reports_total";
 pub(crate) const RLQS_ASSIGNMENTS_TOTAL: &str = "floodwall_rlqs_assignments_total";
 
-/// What one configuration's RLQS needs: its bucket rules, the limiter and the assignments' TTL.
-struct RlqsState {
-    limiter: Limiter,
+/// What streams decide by, replaced whole on reload: the bucket rules, the assignments' TTL and
+/// `[storage] on_error` (for policies that do not override it).
+pub(crate) struct Rules {
     book: RuleBook,
     ttl: Duration,
-    /// `[storage] on_error`, for policies that do not override it.
     on_error: OnError,
 }
 
-/// The gRPC service of one configuration.
+impl Rules {
+    fn of(config: &Config) -> Rules {
+        let (buckets, ttl) = match &config.rlqs {
+            Some(rlqs) => (&rlqs.buckets[..], rlqs.assignment_ttl),
+            None => (&[][..], crate::config::DEFAULT_ASSIGNMENT_TTL),
+        };
+        Rules {
+            book: RuleBook::new(buckets, &[], config),
+            ttl,
+            on_error: config.storage.on_error,
+        }
+    }
+
+    /// The policies of the rule that matches `entries` (sorted by key) in `domain`, and the
+    /// client key.
+    fn lookup(&self, domain: &str, entries: &[(&str, &str)]) -> Option<(&[Policy], Vec<u8>)> {
+        let matched = self.book.domain(domain)?.lookup(entries.iter().copied())?;
+        Some((matched.policies, matched.key))
+    }
+}
+
+/// What RLQS keeps across reloads: its health service, and the rules every stream reads, open
+/// ones included (a reload reaches them at once, and abandons the buckets it unmatched).
+#[derive(Clone)]
+pub(crate) struct Live {
+    health: Health,
+    rules: tokio::sync::watch::Sender<Arc<Rules>>,
+}
+
+impl Live {
+    pub(crate) async fn new(config: &Config) -> Live {
+        Live {
+            health: health().await,
+            rules: tokio::sync::watch::Sender::new(Arc::new(Rules::of(config))),
+        }
+    }
+
+    /// Gives every stream, open or new, `config`'s rules.
+    pub(crate) fn reload(&self, config: &Config) {
+        self.rules.send_replace(Arc::new(Rules::of(config)));
+    }
+}
+
+/// The gRPC service: the limiter, and the live rules.
 #[derive(Clone)]
 struct RlqsService {
-    state: Arc<RlqsState>,
+    limiter: Limiter,
+    rules: tokio::sync::watch::Sender<Arc<Rules>>,
 }
 
 /// The health service: the server and `RateLimitQuotaService` serving.
-pub(crate) async fn health() -> Health {
+async fn health() -> Health {
     let reporter = tonic_health::server::HealthReporter::new();
     reporter
         .set_serving::<RateLimitQuotaServiceServer<RlqsService>>()
@@ -80,24 +123,16 @@ pub(crate) async fn health() -> Health {
     )
 }
 
-/// The RLQS router of `config`: `StreamRateLimitQuotas` and the standard gRPC health service.
-pub(crate) fn router(config: &Config, limiter: Limiter, health: &Health) -> Router {
-    let (buckets, ttl) = match &config.rlqs {
-        Some(rlqs) => (&rlqs.buckets[..], rlqs.assignment_ttl),
-        None => (&[][..], crate::config::DEFAULT_ASSIGNMENT_TTL),
-    };
+/// The RLQS router: `StreamRateLimitQuotas` and the standard gRPC health service.
+pub(crate) fn router(limiter: Limiter, live: &Live) -> Router {
     let service = RlqsService {
-        state: Arc::new(RlqsState {
-            limiter,
-            book: RuleBook::new(buckets, &[], config),
-            ttl,
-            on_error: config.storage.on_error,
-        }),
+        limiter,
+        rules: live.rules.clone(),
     };
     let rlqs =
         RateLimitQuotaServiceServer::new(service).max_decoding_message_size(MAX_REPORT_BYTES);
     tonic::service::Routes::new(rlqs)
-        .add_service(health.clone())
+        .add_service(live.health.clone())
         .into_axum_router()
 }
 
@@ -117,7 +152,8 @@ impl Drop for OpenStream {
     }
 }
 
-type Answers = Pin<Box<dyn Stream<Item = Result<RateLimitQuotaResponse, Status>> + Send>>;
+type Answers =
+    Pin<Box<dyn futures_util::Stream<Item = Result<RateLimitQuotaResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RateLimitQuotaService for RlqsService {
@@ -127,26 +163,23 @@ impl RateLimitQuotaService for RlqsService {
         &self,
         request: Request<Streaming<RateLimitQuotaUsageReports>>,
     ) -> Result<Response<Answers>, Status> {
-        let reports = request.into_inner();
-        let reporter = random_reporter();
-        let state = Arc::clone(&self.state);
-        // One answer per report, in order; the stream ends at the first malformed report (with
-        // its error) or when Envoy ends it. Nothing is held beyond the shares, which lapse.
-        let answers = futures_util::stream::unfold(
-            (reports, state, OpenStream::open(), None::<String>, false),
-            move |(mut reports, state, open, mut domain, ended)| async move {
-                if ended {
-                    return None;
-                }
-                let report = match reports.message().await {
-                    Ok(Some(report)) => report,
-                    Ok(None) | Err(_) => return None,
-                };
-                let answer = state.answer(&mut domain, reporter, report).await;
-                let ended = answer.is_err();
-                Some((answer, (reports, state, open, domain, ended)))
-            },
-        );
+        let stream = EnvoyStream {
+            reports: request.into_inner(),
+            limiter: self.limiter.clone(),
+            rules: self.rules.subscribe(),
+            reporter: random_reporter(),
+            domain: None,
+            seen: HashMap::new(),
+            _open: OpenStream::open(),
+            ended: false,
+        };
+        // One answer per report, in order, and an abandonment when a reload unmatches buckets
+        // this stream was assigned; the stream ends at the first malformed report (with its
+        // error) or when Envoy ends it. Nothing is held beyond the shares, which lapse.
+        let answers = futures_util::stream::unfold(stream, |mut stream| async move {
+            let answer = stream.next().await?;
+            Some((answer, stream))
+        });
         Ok(Response::new(Box::pin(answers)))
     }
 }
@@ -158,18 +191,88 @@ fn random_reporter() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0x00e0_u64)
 }
 
-impl RlqsState {
+/// The most buckets one stream remembers, to abandon them if a reload unmatches them.
+const MAX_REMEMBERED: usize = 4_096;
+
+/// One Envoy's stream.
+struct EnvoyStream {
+    reports: Streaming<RateLimitQuotaUsageReports>,
+    limiter: Limiter,
+    rules: tokio::sync::watch::Receiver<Arc<Rules>>,
+    reporter: u64,
+    domain: Option<String>,
+    /// Buckets assigned a share, by their sorted entries: abandoned if a reload unmatches them.
+    seen: HashMap<Vec<(String, String)>, BucketId>,
+    /// Held for its drop: the open-streams gauge.
+    _open: OpenStream,
+    ended: bool,
+}
+
+impl EnvoyStream {
+    /// The next message to Envoy, or `None` when the stream is over.
+    async fn next(&mut self) -> Option<Result<RateLimitQuotaResponse, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                report = self.reports.message() => {
+                    let report = match report {
+                        Ok(Some(report)) => report,
+                        Ok(None) | Err(_) => return None,
+                    };
+                    let answer = self.answer(report).await;
+                    self.ended = answer.is_err();
+                    return Some(answer);
+                }
+                changed = self.rules.changed() => {
+                    if changed.is_err() {
+                        // The service is stopping.
+                        self.ended = true;
+                        return None;
+                    }
+                    let abandoned = self.abandoned();
+                    if !abandoned.is_empty() {
+                        return Some(Ok(RateLimitQuotaResponse { bucket_action: abandoned }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The buckets this stream was assigned that the new rules no longer match, told to go.
+    fn abandoned(&mut self) -> Vec<BucketAction> {
+        let rules = Arc::clone(&self.rules.borrow_and_update());
+        let domain = self.domain.clone().unwrap_or_default();
+        let mut gone = Vec::new();
+        self.seen.retain(|entries, bucket_id| {
+            let entries: Vec<(&str, &str)> = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if rules.lookup(&domain, &entries).is_some() {
+                return true;
+            }
+            gone.push(BucketAction {
+                bucket_id: Some(bucket_id.clone()),
+                bucket_action: Some(bucket_action::BucketAction::AbandonAction(
+                    bucket_action::AbandonAction {},
+                )),
+            });
+            false
+        });
+        gone
+    }
+
     /// The answer to one report: an action per bucket, or why the report is refused.
     async fn answer(
-        &self,
-        domain: &mut Option<String>,
-        reporter: u64,
+        &mut self,
         report: RateLimitQuotaUsageReports,
     ) -> Result<RateLimitQuotaResponse, Status> {
         // The domain comes with the first report; a later one may repeat it, not change it.
-        match (domain.as_deref(), report.domain.as_str()) {
+        match (self.domain.as_deref(), report.domain.as_str()) {
             (None, "") => return Err(Status::invalid_argument("the first report has no domain")),
-            (None, given) => *domain = Some(given.to_owned()),
+            (None, given) => self.domain = Some(given.to_owned()),
             (Some(_), "") => {}
             (Some(known), given) if known == given => {}
             (Some(known), given) => {
@@ -183,10 +286,11 @@ impl RlqsState {
                 "a report may carry at most {MAX_BUCKETS_PER_REPORT} buckets"
             )));
         }
-        let domain = domain.as_deref().unwrap_or_default();
+        let domain = self.domain.clone().unwrap_or_default();
+        let rules = Arc::clone(&self.rules.borrow());
         let mut actions = Vec::with_capacity(report.bucket_quota_usages.len());
         for usage in report.bucket_quota_usages {
-            actions.push(self.bucket(domain, reporter, usage).await?);
+            actions.push(self.bucket(&rules, &domain, usage).await?);
         }
         Ok(RateLimitQuotaResponse {
             bucket_action: actions,
@@ -195,9 +299,9 @@ impl RlqsState {
 
     /// The action for one bucket's usage.
     async fn bucket(
-        &self,
+        &mut self,
+        rules: &Rules,
         domain: &str,
-        reporter: u64,
         usage: BucketQuotaUsage,
     ) -> Result<BucketAction, Status> {
         let Some(bucket_id) = usage.bucket_id else {
@@ -228,73 +332,74 @@ impl RlqsState {
                 .saturating_add(usage.num_requests_denied),
             elapsed_us,
         };
-        let matched = self
-            .book
-            .domain(domain)
-            .and_then(|rules| rules.lookup(entries.iter().copied()));
-        let strategy = match matched {
+        let strategy = match rules.lookup(domain, &entries) {
             None => blanket(BlanketRule::AllowAll),
-            Some(matched) => {
-                self.share(matched.policies, &matched.key, reporter, seen)
-                    .await
+            Some((policies, key)) => {
+                if self.seen.len() < MAX_REMEMBERED {
+                    let owned = entries
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect();
+                    self.seen.insert(owned, bucket_id.clone());
+                }
+                share(&self.limiter, rules, policies, &key, self.reporter, seen).await
             }
         };
         Ok(BucketAction {
             bucket_id: Some(bucket_id),
             bucket_action: Some(bucket_action::BucketAction::QuotaAssignmentAction(
                 QuotaAssignmentAction {
-                    assignment_time_to_live: Some(proto_duration(self.ttl)),
+                    assignment_time_to_live: Some(proto_duration(rules.ttl)),
                     rate_limit_strategy: Some(strategy),
                 },
             )),
         })
     }
+}
 
-    /// This reporter's share of the tightest of `policies` for `key`, as Envoy's strategy.
-    async fn share(
-        &self,
-        policies: &[Policy],
-        key: &[u8],
-        reporter: u64,
-        seen: Usage,
-    ) -> RateLimitStrategy {
-        let mut tightest: Option<(&Policy, Share)> = None;
-        for policy in policies {
-            metrics::counter!(RLQS_REPORTS_TOTAL, "policy" => policy.name().to_owned())
+/// `reporter`'s share of the tightest of `policies` for `key`, as Envoy's strategy.
+async fn share(
+    limiter: &Limiter,
+    rules: &Rules,
+    policies: &[Policy],
+    key: &[u8],
+    reporter: u64,
+    seen: Usage,
+) -> RateLimitStrategy {
+    let mut tightest: Option<(&Policy, Share)> = None;
+    for policy in policies {
+        metrics::counter!(RLQS_REPORTS_TOTAL, "policy" => policy.name().to_owned()).increment(1);
+        let granted = limiter
+            .store()
+            .report_quota(policy, key, reporter, seen, rules.ttl)
+            .await;
+        let share = match granted {
+            Ok(share) => share,
+            Err(error) => {
+                let on_error = policy.on_error().unwrap_or(rules.on_error);
+                tracing::debug!(policy = policy.name(), %error, "a quota report failed");
+                return blanket(match on_error {
+                    OnError::Deny => BlanketRule::DenyAll,
+                    _ => BlanketRule::AllowAll,
+                });
+            }
+        };
+        let tighter = tightest.as_ref().is_none_or(|(other, held)| {
+            // per_period / period, compared without division.
+            u128::from(share.per_period) * u128::from(other.period_us())
+                < u128::from(held.per_period) * u128::from(policy.period_us())
+        });
+        if tighter {
+            tightest = Some((policy, share));
+        }
+    }
+    match tightest {
+        Some((policy, share)) => {
+            metrics::counter!(RLQS_ASSIGNMENTS_TOTAL, "policy" => policy.name().to_owned())
                 .increment(1);
-            let granted = self
-                .limiter
-                .store()
-                .report_quota(policy, key, reporter, seen, self.ttl)
-                .await;
-            let share = match granted {
-                Ok(share) => share,
-                Err(error) => {
-                    let on_error = policy.on_error().unwrap_or(self.on_error);
-                    tracing::debug!(policy = policy.name(), %error, "a quota report failed");
-                    return blanket(match on_error {
-                        OnError::Deny => BlanketRule::DenyAll,
-                        _ => BlanketRule::AllowAll,
-                    });
-                }
-            };
-            let tighter = tightest.as_ref().is_none_or(|(other, held)| {
-                // per_period / period, compared without division.
-                u128::from(share.per_period) * u128::from(other.period_us())
-                    < u128::from(held.per_period) * u128::from(policy.period_us())
-            });
-            if tighter {
-                tightest = Some((policy, share));
-            }
+            token_bucket(policy, share)
         }
-        match tightest {
-            Some((policy, share)) => {
-                metrics::counter!(RLQS_ASSIGNMENTS_TOTAL, "policy" => policy.name().to_owned())
-                    .increment(1);
-                token_bucket(policy, share)
-            }
-            None => blanket(BlanketRule::AllowAll),
-        }
+        None => blanket(BlanketRule::AllowAll),
     }
 }
 

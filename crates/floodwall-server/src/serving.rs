@@ -66,8 +66,9 @@ struct LiveRouters {
     check: Option<Arc<RwLock<Router>>>,
     /// The RLS router, with its one health service across reloads.
     rls: Option<(Arc<RwLock<Router>>, rls::Health)>,
-    /// The RLQS router, with its one health service across reloads.
-    rlqs: Option<(Arc<RwLock<Router>>, rls::Health)>,
+    /// The RLQS router, with what it keeps across reloads (its health service, the rules open
+    /// streams read).
+    rlqs: Option<(Arc<RwLock<Router>>, rlqs::Live)>,
     /// The live configuration, as the admin listener reads it.
     admin_config: watch::Sender<Arc<Config>>,
 }
@@ -89,9 +90,9 @@ impl LiveRouters {
         };
         let rlqs = match listeners.rlqs {
             Some(_) => {
-                let health = rlqs::health().await;
-                let router = rlqs::router(config, limiter.clone(), &health);
-                Some((Arc::new(RwLock::new(router)), health))
+                let live = rlqs::Live::new(config).await;
+                let router = rlqs::router(limiter.clone(), &live);
+                Some((Arc::new(RwLock::new(router)), live))
             }
             None => None,
         };
@@ -116,10 +117,10 @@ impl LiveRouters {
             let router = rls::router(next, limiter.clone(), health);
             *rls.write().unwrap_or_else(PoisonError::into_inner) = router;
         }
-        // Streams already open keep the rules they started with; new ones take these.
-        if let Some((rlqs, health)) = &self.rlqs {
-            let router = rlqs::router(next, limiter.clone(), health);
-            *rlqs.write().unwrap_or_else(PoisonError::into_inner) = router;
+        // Open streams and new ones alike decide by the new rules; buckets they unmatch are
+        // abandoned on the streams that were assigned them.
+        if let Some((_, live)) = &self.rlqs {
+            live.reload(next);
         }
         self.admin_config.send_replace(Arc::clone(next));
     }

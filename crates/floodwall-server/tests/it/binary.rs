@@ -14,6 +14,8 @@ pub(crate) struct Floodwall {
     pub(crate) admin: Option<SocketAddr>,
     /// The RLS listener, when the configuration has `[rls]`.
     pub(crate) rls: Option<SocketAddr>,
+    /// The RLQS listener's address, when `[rlqs]` is configured.
+    pub(crate) rlqs: Option<SocketAddr>,
     /// Every log line, as the process writes them.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -63,7 +65,8 @@ impl Floodwall {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut address, mut admin_address, mut rls_address) = (None, None, None);
+        let (mut address, mut admin_address, mut rls_address, mut rlqs_address) =
+            (None, None, None, None);
         let mut early = Vec::new();
         // The main listener is announced last, after the admin and RLS ones.
         while address.is_none() {
@@ -75,6 +78,8 @@ impl Floodwall {
             if let Some(parsed) = listening_address(&line) {
                 if line.contains("admin listening") {
                     admin_address = Some(parsed);
+                } else if line.contains("RLQS listening") {
+                    rlqs_address = Some(parsed);
                 } else if line.contains("RLS listening") {
                     rls_address = Some(parsed);
                 } else if !line.contains("check API listening") {
@@ -100,6 +105,7 @@ impl Floodwall {
             address,
             admin: admin_address,
             rls: rls_address,
+            rlqs: rlqs_address,
             log,
         }
     }

@@ -1,7 +1,7 @@
 //! Envoy's RateLimitQuotaService over real gRPC (h2c), streamed with the stubs compiled from
 //! Envoy's own protos (`envoy-types`): shares as token buckets, a second Envoy's share on its
 //! first report and the split after, unmatched buckets allowed, a malformed report ending only
-//! its own stream.
+//! its own stream, and buckets abandoned on open streams when a reload removes their rule.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,7 +44,10 @@ struct EnvoyStream {
 
 impl EnvoyStream {
     async fn open(service: &Service) -> EnvoyStream {
-        let address = service.rlqs_address.expect("an [rlqs] listener");
+        EnvoyStream::open_at(service.rlqs_address.expect("an [rlqs] listener")).await
+    }
+
+    async fn open_at(address: std::net::SocketAddr) -> EnvoyStream {
         let mut client: RateLimitQuotaServiceClient<Channel> =
             RateLimitQuotaServiceClient::connect(format!("http://{address}"))
                 .await
@@ -177,4 +180,51 @@ async fn a_malformed_report_ends_only_its_own_stream() {
     changed.report("edge", API_ACME, 1).await.unwrap();
     let refused = changed.report("elsewhere", API_ACME, 1).await.unwrap_err();
     assert!(refused.message().contains("cannot change"), "{refused:?}");
+}
+
+/// A reload that removes a bucket's rule abandons the bucket on the streams it was assigned
+/// to; buckets still matched are not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_buckets_rule_abandons_it_on_open_streams() {
+    let with_web = format!(
+        "{CONFIG}\n[[rlqs.bucket]]\ndomain = \"edge\"\nbucket = [\"name=web\", \"tenant\"]\npolicies = [\"per-tenant\"]\n"
+    );
+    let file = crate::binary::config_file(&with_web);
+    let service = crate::binary::Floodwall::serve(Some(file.path()));
+    let mut envoy = EnvoyStream::open_at(service.rlqs.expect("an RLQS listener")).await;
+    let web = &[("name", "web"), ("tenant", "acme")];
+    for entries in [API_ACME, web] {
+        let (strategy, _) = assigned(&envoy.report("edge", entries, 10).await.unwrap());
+        assert!(matches!(strategy, Strategy::TokenBucket(_)), "{strategy:?}");
+    }
+    std::fs::write(file.path(), CONFIG).unwrap();
+    service.signal("-HUP");
+    service.log_line("configuration reloaded").await;
+    let told = tokio::time::timeout(Duration::from_secs(5), envoy.answers.message())
+        .await
+        .expect("an abandonment within 5 s")
+        .unwrap()
+        .expect("the stream goes on");
+    assert_eq!(told.bucket_action.len(), 1, "{told:?}");
+    let action = &told.bucket_action[0];
+    assert_eq!(
+        action
+            .bucket_id
+            .as_ref()
+            .unwrap()
+            .bucket
+            .get("name")
+            .map(String::as_str),
+        Some("web")
+    );
+    assert!(
+        matches!(action.bucket_action, Some(BucketAction::AbandonAction(_))),
+        "{action:?}"
+    );
+    // The stream goes on under the new rules.
+    let (strategy, _) = assigned(&envoy.report("edge", web, 10).await.unwrap());
+    assert_eq!(
+        strategy,
+        Strategy::BlanketRule(BlanketRule::AllowAll as i32)
+    );
 }
