@@ -118,13 +118,8 @@ impl Sentinels {
         manager_config: ConnectionManagerConfig,
     ) -> Result<Arc<Self>, StoreError> {
         let sentinels = sentinel_clients(target, config)?;
-        let mut master_settings = RedisConnectionInfo::default().set_db(target.db);
-        if let Some(username) = &target.username {
-            master_settings = master_settings.set_username(username);
-        }
-        if let Some(password) = &target.password {
-            master_settings = master_settings.set_password(password);
-        }
+        let master_settings =
+            settings(target.username.as_deref(), target.password.as_deref()).set_db(target.db);
         let suspect = Arc::new(Notify::new());
         let listeners = sentinels
             .iter()
@@ -182,17 +177,8 @@ impl Sentinels {
     /// Runs `cmd` on the master, and has the sentinels asked again if the error it meets
     /// suggests a failover.
     pub(crate) async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, RedisError> {
-        let Some(master) = self.master() else {
-            self.suspect_failover();
-            return Err(self.no_master());
-        };
-        let result = cmd.query_async(&mut master.connection.clone()).await;
-        if let Err(error) = &result
-            && suggests_failover(error)
-        {
-            self.suspect_failover();
-        }
-        result
+        self.on_master(|mut master| async move { cmd.query_async(&mut master).await })
+            .await
     }
 
     /// As [`Sentinels::query`], for a pipeline.
@@ -200,11 +186,24 @@ impl Sentinels {
         &self,
         pipeline: &::redis::Pipeline,
     ) -> Result<Vec<Value>, RedisError> {
+        self.on_master(|mut master| async move { pipeline.query_async(&mut master).await })
+            .await
+    }
+
+    /// Sends what `send` sends on the master's connection; an error that suggests a failover
+    /// (or no master known) has the sentinels asked again.
+    async fn on_master<T, F>(
+        &self,
+        send: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, RedisError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
         let Some(master) = self.master() else {
             self.suspect_failover();
             return Err(self.no_master());
         };
-        let result = pipeline.query_async(&mut master.connection.clone()).await;
+        let result = send(master.connection.clone()).await;
         if let Err(error) = &result
             && suggests_failover(error)
         {
@@ -313,16 +312,14 @@ impl Sentinels {
 
     /// A client for the master at `host:port`, with the URL's database, credentials and TLS.
     fn master_client(&self, host: String, port: u16) -> Result<::redis::Client, RedisError> {
-        let info = address(host, port, self.tls)
-            .into_connection_info()?
-            .set_redis_settings(self.master_settings.clone());
-        #[cfg(feature = "tls")]
-        if let Some(certificates) = &self.certificates
-            && self.tls
-        {
-            return ::redis::Client::build_with_tls(info, certificates.clone());
-        }
-        ::redis::Client::open(info)
+        client_at(
+            host,
+            port,
+            self.tls,
+            self.master_settings.clone(),
+            #[cfg(feature = "tls")]
+            self.certificates.as_ref(),
+        )
     }
 }
 
@@ -508,34 +505,60 @@ fn address(host: String, port: u16, tls: bool) -> ConnectionAddr {
     ConnectionAddr::Tcp(host, port)
 }
 
+/// Connection settings with these credentials.
+fn settings(username: Option<&str>, password: Option<&str>) -> RedisConnectionInfo {
+    let mut settings = RedisConnectionInfo::default();
+    if let Some(username) = username {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = password {
+        settings = settings.set_password(password);
+    }
+    settings
+}
+
+/// A client for `host:port` with `settings`, over TLS (trusting `certificates` when given) when
+/// `tls`.
+fn client_at(
+    host: String,
+    port: u16,
+    tls: bool,
+    settings: RedisConnectionInfo,
+    #[cfg(feature = "tls")] certificates: Option<&::redis::TlsCertificates>,
+) -> Result<::redis::Client, RedisError> {
+    let info = address(host, port, tls)
+        .into_connection_info()?
+        .set_redis_settings(settings);
+    #[cfg(feature = "tls")]
+    if let Some(certificates) = certificates
+        && tls
+    {
+        return ::redis::Client::build_with_tls(info, certificates.clone());
+    }
+    ::redis::Client::open(info)
+}
+
 /// A client per sentinel, in the URL's order, with the sentinels' credentials and TLS.
 fn sentinel_clients(
     target: &SentinelTarget,
     config: &RedisConfig,
 ) -> Result<Vec<::redis::Client>, StoreError> {
     let (username, password) = sentinel_credentials(target);
-    let mut settings = RedisConnectionInfo::default();
-    if let Some(username) = &username {
-        settings = settings.set_username(username);
-    }
-    if let Some(password) = &password {
-        settings = settings.set_password(password);
-    }
-    let mut clients = Vec::with_capacity(target.sentinels.len());
-    for (host, port) in &target.sentinels {
-        let info = address(host.clone(), *port, target.tls)
-            .into_connection_info()?
-            .set_redis_settings(settings.clone());
-        #[cfg(feature = "tls")]
-        if let Some(certificates) = config.tls.certificates()
-            && target.tls
-        {
-            clients.push(::redis::Client::build_with_tls(info, certificates)?);
-            continue;
-        }
-        clients.push(::redis::Client::open(info)?);
-    }
+    let settings = settings(username.as_deref(), password.as_deref());
+    #[cfg(feature = "tls")]
+    let certificates = config.tls.certificates();
     #[cfg(not(feature = "tls"))]
     let _ = config;
+    let mut clients = Vec::with_capacity(target.sentinels.len());
+    for (host, port) in &target.sentinels {
+        clients.push(client_at(
+            host.clone(),
+            *port,
+            target.tls,
+            settings.clone(),
+            #[cfg(feature = "tls")]
+            certificates.as_ref(),
+        )?);
+    }
     Ok(clients)
 }
