@@ -15,8 +15,22 @@ use crate::tls::{self, TestCertificates};
 /// How long a starting server may take to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The install hint for a machine without redis-server.
-pub(crate) const INSTALL_HINT: &str = "redis-server was not found on PATH (or at FLOODWALL_REDIS_SERVER): run scripts/test (it installs redis on Debian/Ubuntu as root) or `sudo apt-get install -y redis-server redis-tools`";
+/// What to do on a machine without redis-server: the error names the program it tried, so a
+/// wrong `FLOODWALL_REDIS_SERVER` (a relative path, say) is told apart from a missing install.
+pub(crate) fn not_found(error: io::Error, variable: &str, default: &str) -> io::Error {
+    if error.kind() != io::ErrorKind::NotFound {
+        return error;
+    }
+    let tried = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "{tried:?} was not found ({variable} or PATH; a relative path is resolved from the \
+             crate's directory): run scripts/test (it installs redis on Debian/Ubuntu as root) \
+             or `sudo apt-get install -y redis-server redis-tools`"
+        ),
+    )
+}
 
 /// The server the tests run: `FLOODWALL_REDIS_SERVER` when set (a `valkey-server`, say),
 /// otherwise `redis-server` on PATH.
@@ -368,13 +382,9 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = command.spawn().map_err(|error| {
-            if error.kind() == io::ErrorKind::NotFound {
-                io::Error::new(io::ErrorKind::NotFound, INSTALL_HINT)
-            } else {
-                error
-            }
-        })?;
+        let child = command
+            .spawn()
+            .map_err(|error| not_found(error, "FLOODWALL_REDIS_SERVER", "redis-server"))?;
         self.child = Some(child);
         wait_until(START_TIMEOUT, || {
             if let Some(child) = self.child.as_mut()
@@ -448,13 +458,10 @@ fn ping(endpoint: &Endpoint) -> io::Result<bool> {
 
 /// Runs a prepared `redis-cli` command and returns its stdout, trimmed.
 pub(crate) fn cli_output(command: &mut Command) -> io::Result<String> {
-    let output = command.stdin(Stdio::null()).output().map_err(|error| {
-        if error.kind() == io::ErrorKind::NotFound {
-            io::Error::new(io::ErrorKind::NotFound, INSTALL_HINT)
-        } else {
-            error
-        }
-    })?;
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| not_found(error, "FLOODWALL_REDIS_CLI", "redis-cli"))?;
     if !output.status.success() {
         return Err(io::Error::other(format!(
             "redis-cli failed: {}{}",
