@@ -37,6 +37,7 @@ use envoy_types::pb::envoy::service::rate_limit_quota::v3::{
 };
 use envoy_types::pb::google::protobuf::{Duration as ProtoDuration, UInt32Value};
 use floodwall::core::quota::{Share, Usage};
+use floodwall::gate::Front;
 use floodwall::{Limiter, OnError, Policy};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -221,7 +222,12 @@ impl EnvoyStream {
                         Ok(Some(report)) => report,
                         Ok(None) | Err(_) => return None,
                     };
+                    // A stream that ends mid-report (Envoy gone, the connection reset) drops
+                    // this future: its report is counted as abandoned. What the store took for
+                    // it is a share, which lapses by itself.
+                    let caller = self.limiter.caller(Front::Rlqs);
                     let answer = self.answer(report).await;
+                    caller.answered();
                     self.ended = answer.is_err();
                     return Some(answer);
                 }

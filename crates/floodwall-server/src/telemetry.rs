@@ -78,7 +78,7 @@ fn describe() {
     );
     describe_counter!(
         "floodwall_abandoned_total",
-        "Calls whose caller left before its answer (a reset, a passed deadline, a cancelled task), by front end: http, check, leases, rls, python. What such a call took is given back."
+        "Calls whose caller left before its answer (a reset, a passed deadline, a cancelled task), by front end: http, check, leases, rls, rlqs, python. What such a call took is given back."
     );
     describe_counter!(
         "floodwall_store_abandoned_total",

@@ -1,7 +1,8 @@
 //! Envoy's RateLimitQuotaService over real gRPC (h2c), streamed with the stubs compiled from
 //! Envoy's own protos (`envoy-types`): shares as token buckets, a second Envoy's share on its
 //! first report and the split after, unmatched buckets allowed, a malformed report ending only
-//! its own stream, and buckets abandoned on open streams when a reload removes their rule.
+//! its own stream, buckets abandoned on open streams when a reload removes their rule, and
+//! nothing held past the TTL by Envoys that leave mid-report.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use tokio::sync::mpsc;
 use tonic::Streaming;
 use tonic::transport::Channel;
+
+use floodwall_testkit::RedisServer;
 
 use crate::in_process::Service;
 
@@ -37,17 +40,17 @@ policies = ["per-tenant"]
 "#;
 
 /// One Envoy's stream: reports go in, one answer comes back for each.
-struct EnvoyStream {
+pub(crate) struct EnvoyStream {
     reports: mpsc::Sender<RateLimitQuotaUsageReports>,
     answers: Streaming<RateLimitQuotaResponse>,
 }
 
 impl EnvoyStream {
-    async fn open(service: &Service) -> EnvoyStream {
+    pub(crate) async fn open(service: &Service) -> EnvoyStream {
         EnvoyStream::open_at(service.rlqs_address.expect("an [rlqs] listener")).await
     }
 
-    async fn open_at(address: std::net::SocketAddr) -> EnvoyStream {
+    pub(crate) async fn open_at(address: std::net::SocketAddr) -> EnvoyStream {
         let mut client: RateLimitQuotaServiceClient<Channel> =
             RateLimitQuotaServiceClient::connect(format!("http://{address}"))
                 .await
@@ -66,7 +69,7 @@ impl EnvoyStream {
 
     /// Reports `requests` seen in a minute on the bucket `entries` of `domain`, and waits for
     /// the answer.
-    async fn report(
+    pub(crate) async fn report(
         &mut self,
         domain: &str,
         entries: &[(&str, &str)],
@@ -97,7 +100,7 @@ impl EnvoyStream {
 }
 
 /// The one bucket's strategy in `answer`, and its TTL in seconds.
-fn assigned(answer: &RateLimitQuotaResponse) -> (Strategy, i64) {
+pub(crate) fn assigned(answer: &RateLimitQuotaResponse) -> (Strategy, i64) {
     assert_eq!(answer.bucket_action.len(), 1, "{answer:?}");
     let Some(BucketAction::QuotaAssignmentAction(assignment)) =
         &answer.bucket_action[0].bucket_action
@@ -110,7 +113,7 @@ fn assigned(answer: &RateLimitQuotaResponse) -> (Strategy, i64) {
 }
 
 /// A token bucket's (max_tokens, tokens_per_fill, fill_interval seconds).
-fn bucket_of(strategy: Strategy) -> (u32, u32, i64) {
+pub(crate) fn bucket_of(strategy: Strategy) -> (u32, u32, i64) {
     let Strategy::TokenBucket(bucket) = strategy else {
         panic!("not a token bucket: {strategy:?}");
     };
@@ -121,7 +124,7 @@ fn bucket_of(strategy: Strategy) -> (u32, u32, i64) {
     )
 }
 
-const API_ACME: &[(&str, &str)] = &[("tenant", "acme"), ("name", "api")];
+pub(crate) const API_ACME: &[(&str, &str)] = &[("tenant", "acme"), ("name", "api")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoys_share_a_tenants_rate_as_token_buckets() {
@@ -227,4 +230,51 @@ async fn a_reload_that_removes_a_buckets_rule_abandons_it_on_open_streams() {
         strategy,
         Strategy::BlanketRule(BlanketRule::AllowAll as i32)
     );
+}
+
+/// Envoys that leave mid-report, one on a healthy Redis and one while Redis hangs, hold
+/// nothing past the assignment's TTL: until it passes their shares stand, then the Envoy that
+/// stayed is assigned the whole pool again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_that_leave_mid_report_hold_nothing_past_the_ttl() {
+    let redis = RedisServer::start().unwrap();
+    let config = format!(
+        "[storage]\nurl = \"{}\"\ntimeout = \"1s\"\n{}",
+        redis.url(),
+        CONFIG.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nassignment_ttl = \"6s\""
+        )
+    );
+    let service = Service::start(&config).await;
+    let mut staying = EnvoyStream::open(&service).await;
+    let (strategy, _) = assigned(&staying.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (700, 700, 60));
+    // One leaves on a healthy Redis: a report answered, then another sent and not waited for.
+    let mut healthy = EnvoyStream::open(&service).await;
+    let (strategy, _) = assigned(&healthy.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (100, 100, 60));
+    let unread = tokio::time::timeout(
+        Duration::from_millis(1),
+        healthy.report("edge", API_ACME, 10_000),
+    );
+    let _ = unread.await;
+    drop(healthy);
+    // Its share stands until its TTL: the pool is split.
+    let (strategy, _) = assigned(&staying.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (350, 350, 60));
+    // One leaves while its report waits on a Redis that hangs.
+    let mut stalled = EnvoyStream::open(&service).await;
+    redis.pause().unwrap();
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(100),
+        stalled.report("edge", API_ACME, 10_000),
+    );
+    assert!(waiting.await.is_err(), "answered while Redis hung");
+    drop(stalled);
+    redis.resume().unwrap();
+    // Past the TTL (6 s, whole seconds on Redis's clock) nothing of theirs is left.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (strategy, _) = assigned(&staying.report("edge", API_ACME, 10_000).await.unwrap());
+    assert_eq!(bucket_of(strategy), (700, 700, 60));
 }

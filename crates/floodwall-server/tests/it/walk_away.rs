@@ -18,10 +18,11 @@ use tokio::time::Instant;
 
 use crate::binary::{Floodwall, config_file};
 use crate::in_process::Service;
+use crate::rlqs::{API_ACME, EnvoyStream};
 use crate::rls::{ask, client as rls_client, descriptor, request};
 
 /// A shared cap of 20 in flight, held 10 minutes unless released, behind a route, the check
-/// API, the lease API and RLS; and an hourly rate for probing.
+/// API, the lease API and RLS; and an hourly rate for probing, shared through RLQS too.
 fn config(redis_url: &str) -> String {
     format!(
         r#"
@@ -60,6 +61,14 @@ listen = "127.0.0.1:0"
 domain = "edge"
 descriptor = ["remote_address"]
 policies = ["hourly"]
+
+[rlqs]
+listen = "127.0.0.1:0"
+
+[[rlqs.bucket]]
+domain = "edge"
+bucket = ["name=api", "tenant"]
+policies = ["hourly"]
 "#
     )
 }
@@ -81,6 +90,13 @@ async fn decided_by_redis(client: &Client, service: &Service) -> bool {
 async fn abandon<F: Future>(send: F) {
     let gave_up = tokio::time::timeout(Duration::from_millis(5), send).await;
     assert!(gave_up.is_err(), "answered while Redis hung");
+}
+
+/// Reports on a new RLQS stream and ends the stream 5 ms later, before its answer, as an
+/// Envoy that goes away does.
+async fn abandon_report(mut stream: EnvoyStream) {
+    abandon(stream.report("edge", API_ACME, 10)).await;
+    drop(stream);
 }
 
 /// How many slots of `cap` on "global" a lease client can take now (then releases them), once
@@ -137,7 +153,7 @@ async fn an_abandoned_probe_through_any_front_end_does_not_wedge_the_breaker() {
     let client = Client::new();
     let mut rls = rls_client(&service).await;
     assert!(decided_by_redis(&client, &service).await);
-    for front in ["check", "route", "leases", "rls", "readyz"] {
+    for front in ["check", "route", "leases", "rls", "rlqs", "readyz"] {
         redis.pause().unwrap();
         // Three failures open the breaker; past the probe interval the next call probes.
         for _ in 0..3 {
@@ -158,6 +174,7 @@ async fn an_abandoned_probe_through_any_front_end_does_not_wedge_the_breaker() {
                 let asked = request(vec![descriptor(&[("remote_address", "10.0.0.1")])]);
                 abandon(ask(&mut rls, asked)).await;
             }
+            "rlqs" => abandon_report(EnvoyStream::open(&service).await).await,
             _ => abandon(client.get(service.url("/readyz")).send()).await,
         }
         redis.resume().unwrap();
@@ -368,15 +385,29 @@ async fn abandoned_calls_are_counted_by_front_end() {
         .send()
         .await;
     assert_eq!(warm.unwrap().status(), StatusCode::OK);
-    redis.pause().unwrap();
+    let rlqs = service.rlqs.expect("an RLQS listener");
+    // Opened before the stall: the calls below must all start within the store's 50 ms.
+    let mut streams = Vec::new();
     for _ in 0..2 {
+        streams.push(EnvoyStream::open_at(rlqs).await);
+    }
+    redis.pause().unwrap();
+    for stream in streams {
         abandon(client.post(service.url("/v1/check")).json(&body).send()).await;
         abandon(client.get(service.url("/limited")).send()).await;
+        abandon_report(stream).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     redis.resume().unwrap();
     let metrics = service.metrics().await;
-    for (front, expected) in [("check", 2), ("http", 2), ("leases", 0), ("rls", 0)] {
+    let counts = [
+        ("check", 2),
+        ("http", 2),
+        ("leases", 0),
+        ("rls", 0),
+        ("rlqs", 2),
+    ];
+    for (front, expected) in counts {
         let line = format!("floodwall_abandoned_total{{front=\"{front}\"}} {expected}");
         assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
     }

@@ -25,27 +25,31 @@ pub enum Front {
     Leases,
     /// Envoy's RateLimitService.
     Rls,
+    /// Envoy's RateLimitQuotaService: a usage report whose stream ended before its answer.
+    Rlqs,
     /// The Python package.
     Python,
 }
 
 impl Front {
     /// Every front, in declaration order.
-    pub const ALL: [Front; 5] = [
+    pub const ALL: [Front; 6] = [
         Front::Http,
         Front::Check,
         Front::Leases,
         Front::Rls,
+        Front::Rlqs,
         Front::Python,
     ];
 
-    /// The front in lower case: `http`, `check`, `leases`, `rls`, `python`.
+    /// The front in lower case: `http`, `check`, `leases`, `rls`, `rlqs`, `python`.
     pub fn as_str(self) -> &'static str {
         match self {
             Front::Http => "http",
             Front::Check => "check",
             Front::Leases => "leases",
             Front::Rls => "rls",
+            Front::Rlqs => "rlqs",
             Front::Python => "python",
         }
     }

@@ -78,7 +78,8 @@ impl Drop for Delivery {
     }
 }
 
-fn ended() -> StoreError {
+/// Why a caller got no answer: the call's task ended without one (the runtime is stopping).
+pub(super) fn ended() -> StoreError {
     StoreError::Reply {
         detail: "the store call's task ended without an answer".to_owned(),
     }
