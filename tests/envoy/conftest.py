@@ -3,7 +3,8 @@ processes and real redis-server processes, all on loopback ports of their own; s
 Python's own HTTP client.
 
 Each piece is a process the test starts and stops: `Redis` (kill, SIGSTOP/SIGCONT),
-`Floodwall` (the binary scripts/test built, `FLOODWALL_BIN`), `Envoy` (configured per test
+`RedisCluster` (three masters), `Floodwall` (the binary scripts/test built, `FLOODWALL_BIN`;
+killed and started again on its ports), `Envoy` (configured per test
 from routes and filter options), and an upstream that answers 200 with an optional usage
 header."""
 
@@ -29,10 +30,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    """A loopback port nothing listens on, under `below`."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < below:
+            return port
 
 
 def wait_port(port: int, within: float = 15.0) -> None:
@@ -94,6 +99,50 @@ class Redis:
         self.kill()
 
 
+class RedisCluster:
+    """Three redis-server masters in cluster mode on free loopback ports, the slots split among
+    them by `redis-cli --cluster create`."""
+
+    def __init__(self, directory: str) -> None:
+        # A cluster node also listens on its port + 10000.
+        self.ports = [free_port(below=55536) for _ in range(3)]
+        self.processes: List[subprocess.Popen] = []
+        for port in self.ports:
+            node = tempfile.mkdtemp(prefix=f"node-{port}-", dir=directory)
+            self.processes.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", node, "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        for port in self.ports:
+            wait_port(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{port}" for port in self.ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )
+        deadline = time.monotonic() + 15
+        for port in self.ports:
+            while "cluster_state:ok" not in subprocess.run(
+                ["redis-cli", "-p", str(port), "cluster", "info"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster never reported ok on {port}")
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 class Floodwall:
     """`floodwall serve` with a configuration whose `[rls] listen` is a free port."""
 
@@ -105,19 +154,29 @@ class Floodwall:
         self.rlqs_port = free_port()
         self.http_port = free_port()
         text = config.replace("RLS_PORT", str(self.rls_port)).replace("RLQS_PORT", str(self.rlqs_port))
+        self.binary = binary
+        self.serves_rlqs = "RLQS_PORT" in config
         self.file = Path(tempfile.mkstemp(suffix=".toml", dir=directory)[1])
         self.file.write_text(text)
         self.log = open(self.file.with_suffix(".log"), "w")
+        self.start()
+
+    def start(self) -> None:
+        """Starts (or starts again, on the same ports) the process."""
         self.process = subprocess.Popen(
-            [binary, "serve", "--config", str(self.file), "--listen", f"127.0.0.1:{self.http_port}"],
+            [self.binary, "serve", "--config", str(self.file), "--listen", f"127.0.0.1:{self.http_port}"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_port(self.rlqs_port if "RLQS_PORT" in config else self.rls_port)
+        wait_port(self.rlqs_port if self.serves_rlqs else self.rls_port)
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL: no drain, no goodbye to open streams."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def stop(self) -> None:
+        self.kill()
         self.log.close()
 
     def logged(self) -> str:
@@ -307,6 +366,11 @@ class Stack:
         redis = Redis(self.directory)
         self.started.append(redis)
         return redis
+
+    def redis_cluster(self) -> RedisCluster:
+        cluster = RedisCluster(self.directory)
+        self.started.append(cluster)
+        return cluster
 
     def floodwall(self, config: str) -> Floodwall:
         floodwall = Floodwall(config, self.directory)

@@ -3,17 +3,20 @@ enforces the token bucket floodwall assigns it, per tenant, reporting its usage 
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
+import pytest
 from conftest import Stack
 
 HEADER_INPUT = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
 
 
-def quota_filter(no_assignment: str = "DENY_ALL") -> Dict[str, Any]:
+def quota_filter(no_assignment: str = "DENY_ALL", expired: Optional[str] = None) -> Dict[str, Any]:
     """The rate_limit_quota filter: a bucket {name: api, tenant: <x-tenant>} per request that
-    carries x-tenant, reported to the `floodwall` cluster."""
+    carries x-tenant, reported to the `floodwall` cluster. With `expired`, an assignment that
+    lapses (floodwall gone) is replaced by that blanket rule for a minute."""
     tenant = {"name": "tenant", "typed_config": {"@type": HEADER_INPUT, "header_name": "x-tenant"}}
     settings = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3.RateLimitQuotaBucketSettings",
@@ -24,6 +27,13 @@ def quota_filter(no_assignment: str = "DENY_ALL") -> Dict[str, Any]:
         "reporting_interval": "5s",
         "no_assignment_behavior": {"fallback_rate_limit": {"blanket_rule": no_assignment}},
     }
+    if expired is not None:
+        # Without a timeout Envoy 1.40 abandons a lapsed bucket at once, and the bucket falls
+        # back to no_assignment_behavior instead.
+        settings["expired_assignment_behavior"] = {
+            "fallback_rate_limit": {"blanket_rule": expired},
+            "expired_assignment_behavior_timeout": "60s",
+        }
     return {
         "name": "envoy.filters.http.rate_limit_quota",
         "typed_config": {
@@ -151,3 +161,80 @@ def test_an_envoy_that_stops_loses_its_share_to_the_other_within_the_ttl(stack: 
     alone = rate(staying, "acme", 3)
     assert alone > shared * 1.4, (shared, alone)
     assert alone < 10 * 1.2, alone
+
+
+def counts(envoy, tenant: str, seconds: float) -> Tuple[int, int]:
+    """(admitted, sent) over `seconds` of back-to-back requests."""
+    started = time.monotonic()
+    admitted = sent = 0
+    while time.monotonic() - started < seconds:
+        sent += 1
+        admitted += envoy.get("/", {"x-tenant": tenant})[0] == 200
+    return admitted, sent
+
+
+def test_with_floodwall_killed_envoy_falls_back_per_its_config_and_recovers(stack: Stack) -> None:
+    floodwall = stack.floodwall(PER_SECOND)
+    envoy = stack.envoy_with([floodwall.rlqs_port], quota_filter(expired="ALLOW_ALL"))
+    first_admitted(envoy, "acme")
+    counts(envoy, "acme", 2)  # the first bucket's burst, spent
+    admitted, sent = counts(envoy, "acme", 2)
+    assert admitted <= 2 * 10 and admitted < sent, (admitted, sent)
+    floodwall.kill()
+    # Envoy enforces its last assignment until it lapses (8 s after it was given, within the
+    # last report's 5 s), then its expired_assignment_behavior: everything is admitted.
+    admitted, sent = counts(envoy, "acme", 0.8)
+    assert admitted <= 10, (admitted, sent)
+    deadline = time.monotonic() + 8 + 2
+    while True:
+        admitted, sent = counts(envoy, "acme", 1)
+        if admitted == sent and sent > 10:
+            break
+        assert time.monotonic() < deadline, ("never fell back to ALLOW_ALL", admitted, sent)
+    # floodwall returns on the same port: Envoy's next report (within 5 s) opens a stream, and
+    # the rate is shared again.
+    floodwall.start()
+    deadline = time.monotonic() + 5 + 5
+    while True:
+        admitted, sent = counts(envoy, "acme", 1)
+        if admitted < sent:
+            break
+        assert time.monotonic() < deadline, ("never limited again", admitted, sent)
+    counts(envoy, "acme", 1)  # the new bucket's burst, spent
+    admitted, sent = counts(envoy, "acme", 3)
+    assert admitted <= 3 * 10 and admitted < sent, (admitted, sent)
+
+
+@pytest.mark.parametrize("topology", ["one node", "cluster"])
+def test_steady_load_through_two_envoys_stays_within_the_bound(stack: Stack, topology: str) -> None:
+    """Two Envoys, each streaming to its own floodwall, both on one Redis (one node, or three
+    masters): two tenants loaded through both Envoys for 12 policy periods (and more than two
+    reports). Each tenant, counted on its own, is admitted within one token bucket's bound of
+    the policy, burst + limit × T / period, and at least half its limit."""
+    store = stack.redis() if topology == "one node" else stack.redis_cluster()
+    storage = f'[storage]\nurl = "{store.url}"\n'
+    instances = [stack.floodwall(storage + PER_SECOND) for _ in range(2)]
+    envoys = [stack.envoy_with([f.rlqs_port], quota_filter()) for f in instances]
+    tenants = ["acme", "globex"]
+    for envoy in envoys:
+        for tenant in tenants:
+            first_admitted(envoy, tenant)
+    admitted = {tenant: 0 for tenant in tenants}
+    lock = threading.Lock()
+
+    def load(envoy, tenant: str) -> None:
+        got, _ = counts(envoy, tenant, 12)
+        with lock:
+            admitted[tenant] += got
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=load, args=(e, t)) for e in envoys for t in tenants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    limit, burst = 10, 10
+    for tenant, count in admitted.items():
+        assert count <= burst + limit * elapsed, (tenant, count, elapsed)
+        assert count >= limit * 12 / 2, (tenant, count, elapsed)

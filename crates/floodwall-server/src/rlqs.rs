@@ -403,6 +403,14 @@ async fn share(
         Some((policy, share)) => {
             metrics::counter!(RLQS_ASSIGNMENTS_TOTAL, "policy" => policy.name().to_owned())
                 .increment(1);
+            tracing::debug!(
+                policy = policy.name(),
+                reporter,
+                requests = seen.requests,
+                per_period = share.per_period,
+                max = share.max,
+                "a share assigned"
+            );
             token_bucket(policy, share)
         }
         None => blanket(BlanketRule::AllowAll),
