@@ -238,3 +238,23 @@ def test_steady_load_through_two_envoys_stays_within_the_bound(stack: Stack, top
     for tenant, count in admitted.items():
         assert count <= burst + limit * elapsed, (tenant, count, elapsed)
         assert count >= limit * 12 / 2, (tenant, count, elapsed)
+
+
+def test_envoy_rescales_a_buckets_tokens_to_its_new_share(stack: Stack) -> None:
+    """What the bound rests on, measured: Envoy 1.40 keeps a bucket's fill clock across
+    assignments and reads it at the new rate, so a bucket's tokens scale with its share. A share
+    that shrinks loses tokens with it; a share that grows gains tokens at once."""
+    floodwall = stack.floodwall(CONFIG)
+    first, second = (stack.envoy_with([floodwall.rlqs_port], quota_filter()) for _ in range(2))
+    first_admitted(first, "acme")  # alone: the pool, 14 an hour; 13 tokens left
+    started = time.monotonic()
+    time.sleep(1)
+    first_admitted(second, "acme")  # the reserve, 2 an hour; 1 token left
+    # The first Envoy's next report (5 s after its first) halves its share to 7: its 13 tokens
+    # become 6, not 7 (trimmed) or 13 (kept).
+    time.sleep(max(0.0, started + 6 - time.monotonic()))
+    assert admitted(first, "acme", 30) == 6
+    # The second's next report grows its share from 2 to 7: its 1 token becomes 3.
+    time.sleep(max(0.0, started + 7.5 - time.monotonic()))
+    assert admitted(second, "acme", 30) == 3
+
