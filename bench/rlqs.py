@@ -6,6 +6,7 @@ One Envoy (2 workers) has a listener per case, all proxying to the same trivial 
 anchors' nginx `return 200`):
 
   envoy-plain           no rate limit: the proxy's own cost
+  envoy-local           Envoy's local_ratelimit token bucket: a limit enforced inside Envoy
   envoy+rlqs-STORE      rate_limit_quota: Envoy enforces floodwall's assignment itself
   envoy+rls-STORE       ratelimit: one call to floodwall's RLS per request
   envoy+limitador-STORE ratelimit: one call to Limitador's RLS per request
@@ -185,6 +186,17 @@ def quota_filter() -> dict:
     }}
 
 
+def local_filter() -> dict:
+    """Envoy's own local token bucket: what enforcing a limit inside Envoy costs by itself."""
+    always = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "local",
+        "token_bucket": {"max_tokens": LIMIT, "tokens_per_fill": LIMIT, "fill_interval": "1s"},
+        "filter_enabled": {**always, "runtime_key": "local_enabled"},
+        "filter_enforced": {**always, "runtime_key": "local_enforced"}}}
+
+
 def rls_filter(cluster: str) -> dict:
     return {"name": "envoy.filters.http.ratelimit", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
@@ -197,9 +209,10 @@ TENANT_DESCRIPTOR = [{"actions": [{"request_headers": {"header_name": TENANT[0],
 
 
 def envoy(listeners: dict[str, int], upstream: int, ports: dict[str, int], workers: int, label: str) -> subprocess.Popen:
-    """An Envoy with a listener per entry of `listeners` (plain, rlqs, rls, limitador)."""
+    """An Envoy with a listener per entry of `listeners` (plain, local, rlqs, rls, limitador)."""
     filters = {
         "plain": ([], None),
+        "local": ([local_filter()], None),
         "rlqs": ([quota_filter()], None),
         "rls": ([rls_filter("rls")], TENANT_DESCRIPTOR),
         "limitador": ([rls_filter("limitador")], TENANT_DESCRIPTOR),
@@ -305,19 +318,23 @@ def main() -> None:
             url = "memory://" if storage == "memory" else f"redis://127.0.0.1:{redis_port}/0"
             limiter = floodwall(url, ports["rls"], ports["rlqs"], f"floodwall-{storage}")
             lim = limitador(["memory"] if storage == "memory" else ["redis", f"redis://127.0.0.1:{redis_port}"], ports["limitador"])
-            listeners = {name: free_port() for name in ("plain", "rlqs", "rls", "limitador")}
+            listeners = {name: free_port() for name in ("plain", "local", "rlqs", "rls", "limitador")}
             proxy = envoy(listeners, upstream, ports, 2, f"envoy-{storage}")
             urls = {name: f"http://127.0.0.1:{port}/" for name, port in listeners.items()}
             warm(urls["rlqs"])
             if storage == "memory":
                 measure("envoy-plain", [urls["plain"]], [proxy.pid], [])
+                measure("envoy-local", [urls["local"]], [proxy.pid], [])
             measure(f"envoy+rlqs-{storage}", [urls["rlqs"]], [proxy.pid], [limiter.pid, *redis])
             measure(f"envoy+rls-{storage}", [urls["rls"]], [proxy.pid], [limiter.pid, *redis])
             measure(f"envoy+limitador-{storage}", [urls["limitador"]], [proxy.pid], [lim.pid, *redis])
             for process in (proxy, lim, limiter):
                 stop(process)
             if storage == "redis":
-                # Two Envoys, each streaming to its own floodwall on the one Redis.
+                # Two Envoys, each streaming to its own floodwall on the one Redis. The single
+                # Envoy's share still stands in Redis until its TTL: a newcomer is granted only
+                # what others do not hold, so it is cleared first.
+                subprocess.run(["redis-cli", "-p", str(redis_port), "FLUSHALL"], check=True, capture_output=True)
                 pairs = []
                 for index in range(2):
                     rls_port, rlqs_port = free_port(), free_port()
