@@ -32,7 +32,7 @@ const CONTROLS_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a stopping service waits for the units its unfinished requests held to reach the
 /// store.
-const SETTLE_WITHIN: Duration = Duration::from_secs(2);
+const QUIESCE_WITHIN: Duration = Duration::from_secs(2);
 
 /// The signal every part of a service waits on: set once, when shutdown begins.
 #[derive(Debug, Clone)]
@@ -392,9 +392,9 @@ pub(crate) async fn serve(
     service.drain_sides(sides).await;
     // Requests that did not finish were dropped above, and what they held is on its way back
     // to the store: it gets there before the process exits, or times out by itself.
-    if !service.limiter.settle(SETTLE_WITHIN).await {
+    if !service.limiter.quiesce(QUIESCE_WITHIN).await {
         tracing::warn!(
-            within = ?SETTLE_WITHIN,
+            within = ?QUIESCE_WITHIN,
             "in-flight units of unfinished requests could not be given back to the store before exit; they go back at their lease timeout"
         );
     }

@@ -163,7 +163,7 @@ impl Held {
     }
 
     /// Releases without waiting: in place when the store answers without I/O, otherwise on a
-    /// task of the store's (which a stopping service waits for: [`Limiter::settle`]).
+    /// task of the store's (which a stopping service waits for: [`Limiter::quiesce`]).
     fn release_on_drop(self) {
         if self.released_in_place(&self.check.check()) {
             return;

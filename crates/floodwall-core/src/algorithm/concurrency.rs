@@ -105,7 +105,7 @@ impl Meter for Concurrency {
         State::default()
     }
 
-    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+    fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         while let Some(soonest) = state.holdings.front() {
             if soonest.expires_us > now_us {
                 break;
@@ -270,7 +270,7 @@ mod tests {
         let mut state = State::default();
         assert!(hold(&mut state, 100_000_000, 1, 1, &policy));
         // The clock is back at 0: the lease would otherwise last 110 s.
-        Concurrency::settle(&mut state, 0, &policy);
+        Concurrency::catch_up(&mut state, 0, &policy);
         assert_eq!(Concurrency::reset_after_us(&state, 0, &policy), 10_000_000);
     }
 }

@@ -40,7 +40,7 @@ impl Meter for FixedWindow {
         }
     }
 
-    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+    fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let current = window(now_us, policy).0;
         if state.window_start_us < current {
             *state = State {

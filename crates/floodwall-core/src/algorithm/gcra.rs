@@ -22,14 +22,15 @@ pub struct State {
     pub tat_frac: u64,
 }
 
-/// `(TAT − now) × limit`, the scaled debt; zero at rest. May exceed `max_debt` (and 2^64) only
-/// before [`Gcra::settle`] clamps it.
-fn debt(state: &State, now_us: u64, policy: &Policy) -> u128 {
+/// `(TAT − now) × limit`, the scaled backlog; zero at rest. May exceed `max_backlog` (and 2^64) only
+/// before [`Gcra::catch_up`] clamps it.
+fn backlog(state: &State, now_us: u64, policy: &Policy) -> u128 {
     u128::from(state.tat_us - now_us) * u128::from(policy.limit()) + u128::from(state.tat_frac)
 }
 
-/// The debt of a settled state, at most `max_debt` < 2^52, so plain `u64` arithmetic is exact.
-fn settled_debt(state: &State, now_us: u64, policy: &Policy) -> u64 {
+/// The backlog of a caught-up state, at most `max_backlog` < 2^52, so plain `u64` arithmetic
+/// is exact.
+fn current_backlog(state: &State, now_us: u64, policy: &Policy) -> u64 {
     (state.tat_us - now_us) * policy.limit() + state.tat_frac
 }
 
@@ -40,8 +41,8 @@ fn surely_within_burst(state: &State, now_us: u64, max: u64, limit: u64) -> bool
     state.tat_us - now_us < max / limit
 }
 
-/// `burst × period_us`: the largest debt a state may carry; below 2^52 by the policy bound.
-fn max_debt(policy: &Policy) -> u64 {
+/// `burst × period_us`: the largest backlog a state may carry; below 2^52 by the policy bound.
+fn max_backlog(policy: &Policy) -> u64 {
     policy.capacity() * policy.period_us()
 }
 
@@ -57,7 +58,7 @@ impl Meter for Gcra {
         }
     }
 
-    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+    fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let limit = policy.limit();
         // A fraction left from a larger limit (the policy was changed) is cut, never carried.
         state.tat_frac = state.tat_frac.min(limit - 1);
@@ -67,9 +68,9 @@ impl Meter for Gcra {
         }
         // A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
         // bucket now, so no client waits longer than one burst's worth of refill.
-        let max = max_debt(policy);
+        let max = max_backlog(policy);
         if !surely_within_burst(state, now_us, max, limit)
-            && debt(state, now_us, policy) > u128::from(max)
+            && backlog(state, now_us, policy) > u128::from(max)
         {
             *state = State {
                 tat_us: now_us + max / limit,
@@ -79,12 +80,12 @@ impl Meter for Gcra {
     }
 
     fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
-        (max_debt(policy) - settled_debt(state, now_us, policy)) / policy.period_us()
+        (max_backlog(policy) - current_backlog(state, now_us, policy)) / policy.period_us()
     }
 
     fn wait_us(state: &State, now_us: u64, need: u64, policy: &Policy) -> u64 {
         // Earliest t with (tat_us − t) × limit + tat_frac + need × period ≤ burst × period.
-        let slack = i128::from(max_debt(policy))
+        let slack = i128::from(max_backlog(policy))
             - i128::from(need * policy.period_us())
             - i128::from(state.tat_frac);
         let at = if slack >= 0 {
@@ -107,10 +108,11 @@ impl Meter for Gcra {
     fn refund(state: &mut State, now_us: u64, cost: u64, policy: &Policy) {
         // The TAT moves back by `cost` emission intervals, never before now (rest).
         let limit = policy.limit();
-        let debt = settled_debt(state, now_us, policy).saturating_sub(cost * policy.period_us());
+        let backlog =
+            current_backlog(state, now_us, policy).saturating_sub(cost * policy.period_us());
         *state = State {
-            tat_us: now_us + debt / limit,
-            tat_frac: debt % limit,
+            tat_us: now_us + backlog / limit,
+            tat_frac: backlog % limit,
         };
     }
 
@@ -150,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_tat_a_fraction_past_a_full_burst_is_clamped() {
-        // limit 3 per 1 s, burst 3: max debt 3 000 000, i.e. 1 000 000 whole µs and no fraction.
+        // limit 3 per 1 s, burst 3: max backlog 3 000 000, i.e. 1 000 000 whole µs and no fraction.
         let policy = Policy::new("p", Algorithm::Gcra, 3, Duration::from_secs(1)).unwrap();
         let now = 5_000_000;
         // Whole microseconds equal to the burst, plus a fraction: one third of a µs too far.
@@ -158,7 +160,7 @@ mod tests {
             tat_us: now + 1_000_000,
             tat_frac: 1,
         };
-        Gcra::settle(&mut state, now, &policy);
+        Gcra::catch_up(&mut state, now, &policy);
         assert_eq!(
             state,
             State {
@@ -171,7 +173,7 @@ mod tests {
             tat_us: now + 999_999,
             tat_frac: 2,
         };
-        Gcra::settle(&mut inside, now, &policy);
+        Gcra::catch_up(&mut inside, now, &policy);
         assert_eq!(
             inside,
             State {

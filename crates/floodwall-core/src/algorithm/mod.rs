@@ -33,7 +33,7 @@ pub use token_bucket::TokenBucket;
 
 /// The arithmetic of one algorithm, in whole microseconds and whole units.
 ///
-/// Contract shared by all implementations, for a state that [`settle`](Meter::settle) brought up to
+/// Contract shared by all implementations, for a state that [`catch_up`](Meter::catch_up) brought up to
 /// `now_us`: [`remaining`](Meter::remaining) is the largest cost admissible now (so a request of
 /// cost `c` is admitted iff `c <= remaining`); [`wait_us`](Meter::wait_us) is the exact time until
 /// `need` units become admissible if nothing else is consumed; [`reset_after_us`](Meter::reset_after_us)
@@ -58,7 +58,7 @@ pub trait Meter {
     /// Brings `state` up to `now_us`: rolls windows, refills buckets, drops expired log entries,
     /// and clamps stored times that lie further in the future than any legitimate state could (a
     /// clock that stepped back), so that no client is locked out for longer than one period.
-    fn settle(state: &mut Self::State, now_us: u64, policy: &Policy);
+    fn catch_up(state: &mut Self::State, now_us: u64, policy: &Policy);
 
     /// The largest cost admissible at `now_us` (never negative, even after the limit was lowered).
     fn remaining(state: &Self::State, now_us: u64, policy: &Policy) -> u64;
@@ -86,7 +86,7 @@ pub trait Meter {
     /// Gives back `cost` units admitted earlier: the inverse of [`consume`](Meter::consume),
     /// stopping at rest (a full quota), so a refund never grants more than was taken while the
     /// admission it undoes still counts (the state has not been at rest since). Called on a
-    /// settled state with `cost <= capacity`.
+    /// caught-up state with `cost <= capacity`.
     fn refund(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
 
     /// Microseconds until the key is back at its full quota; zero when it already is.
@@ -107,7 +107,7 @@ pub struct Outcome<S> {
     pub ttl_us: u64,
 }
 
-/// The first half of a decision: a settled state and whether the request fits in it.
+/// The first half of a decision: a caught-up state and whether the request fits in it.
 ///
 /// Stores that check several policies at once evaluate all of them, then [`conclude`](Evaluation::conclude)
 /// each with `commit` set only if every enforced policy admitted.
@@ -120,10 +120,10 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Settles `state` to `now_us` and judges a request of `cost` against it; consumes nothing.
+    /// Catches `state` up to `now_us` and judges a request of `cost` against it; consumes nothing.
     /// A `cost` of zero judges one unit, so a peek reports whether the next request would pass.
     pub fn of<M: Meter>(state: &mut M::State, now_us: u64, cost: u64, policy: &Policy) -> Self {
-        M::settle(state, now_us, policy);
+        M::catch_up(state, now_us, policy);
         let remaining = M::remaining(state, now_us, policy);
         Evaluation {
             remaining,
@@ -224,7 +224,7 @@ pub fn hold_with<M: Meter>(
     })
 }
 
-/// Gives back `cost` units of algorithm `M`, data in, data out: the state settled to `now_us`,
+/// Gives back `cost` units of algorithm `M`, data in, data out: the state caught up to `now_us`,
 /// then refunded, never past rest. The decision reports the state after the refund (allowed,
 /// with no retry).
 ///
@@ -261,7 +261,7 @@ fn in_place<M: Meter>(
     })
 }
 
-/// Settles `state` to `now_us` and gives back `cost` units (at most the policy's capacity);
+/// Catches `state` up to `now_us` and gives back `cost` units (at most the policy's capacity);
 /// returns the decision after the refund and the state's time to rest in microseconds.
 pub fn refund_in_place<M: Meter>(
     state: &mut M::State,
@@ -269,12 +269,12 @@ pub fn refund_in_place<M: Meter>(
     cost: u64,
     policy: &Policy,
 ) -> (Decision, u64) {
-    M::settle(state, now_us, policy);
+    M::catch_up(state, now_us, policy);
     M::refund(state, now_us, cost.min(policy.capacity()), policy);
     given_back::<M>(state, now_us, policy)
 }
 
-/// Settles `state` to `now_us` and gives back every unit `holder` holds (nothing for a rate);
+/// Catches `state` up to `now_us` and gives back every unit `holder` holds (nothing for a rate);
 /// returns the decision after the release and the state's time to rest in microseconds.
 pub fn release_in_place<M: Meter>(
     state: &mut M::State,
@@ -282,7 +282,7 @@ pub fn release_in_place<M: Meter>(
     holder: Holder,
     policy: &Policy,
 ) -> (Decision, u64) {
-    M::settle(state, now_us, policy);
+    M::catch_up(state, now_us, policy);
     M::release(state, holder);
     given_back::<M>(state, now_us, policy)
 }

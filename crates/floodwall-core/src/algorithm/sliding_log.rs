@@ -58,7 +58,7 @@ impl Meter for SlidingLog {
         State::default()
     }
 
-    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+    fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let period = policy.period_us();
         while let Some(oldest) = state.entries.front() {
             if oldest.at_us + period > now_us {

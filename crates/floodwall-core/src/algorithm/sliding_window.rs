@@ -59,7 +59,7 @@ impl Meter for SlidingWindow {
         }
     }
 
-    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+    fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let period = policy.period_us();
         let current = window_start(now_us, period);
         if state.window_start_us == current {

@@ -38,7 +38,7 @@ impl Meter for TokenBucket {
         }
     }
 
-    fn settle(state: &mut State, now_us: u64, policy: &Policy) {
+    fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         // A last update in the future (the clock stepped back) is taken as now: nothing is
         // refilled for the gap, and the wait is never longer than one full refill.
         let elapsed = now_us.saturating_sub(state.updated_us);

@@ -142,12 +142,12 @@ impl Limiter {
     /// returns whether it all ended. A stopping service calls it last, so that the units its
     /// unfinished requests held go back before it exits.
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
-    pub async fn settle(&self, within: Duration) -> bool {
+    pub async fn quiesce(&self, within: Duration) -> bool {
         match self.store() {
             crate::Storage::Memory(_) => true,
             #[cfg(feature = "redis")]
-            crate::Storage::Redis(store) => store.settle(within).await,
-            crate::Storage::Plugged(store) => store.settle(within).await,
+            crate::Storage::Redis(store) => store.quiesce(within).await,
+            crate::Storage::Plugged(store) => store.quiesce(within).await,
         }
     }
 }

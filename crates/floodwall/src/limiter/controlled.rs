@@ -242,7 +242,7 @@ impl Limiter {
     ) -> Result<Verdict, Error> {
         let key = key.as_ref();
         let mut units = units.clamp(1, policy.capacity().max(1));
-        // Each round takes what the last denial said was left, so a few rounds settle it even
+        // Each round takes what the last denial said was left, so a few rounds pin it down even
         // while others consume.
         for _ in 0..4 {
             let check = Check::new(std::slice::from_ref(policy), key, units)?;

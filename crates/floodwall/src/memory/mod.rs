@@ -171,7 +171,7 @@ impl MemoryStore {
             locked.make_room(check, &judged, now, cap);
         }
 
-        // Phase 1: judge every pair, settling tracked keys in place; nothing is consumed yet.
+        // Phase 1: judge every pair, catching tracked keys up in place; nothing is consumed yet.
         for (i, ((policy, _), judged)) in check.pairs().iter().zip(&mut judged).enumerate() {
             let shard = locked.shard(judged);
             let cost = check.cost_of(i);
@@ -411,7 +411,7 @@ impl<'p> Judged<'p> {
     }
 }
 
-/// Judges a request of `cost` against the key's state, settled in place when tracked.
+/// Judges a request of `cost` against the key's state, caught up in place when tracked.
 #[inline]
 fn judge<M: Tracked>(
     shard: &mut Shard,

@@ -15,7 +15,7 @@
 //! caller can leave with units nobody will release.
 //!
 //! Every such task is tracked, so that a stopping service can wait for them
-//! ([`RedisStore::settle`]); the health check's `PING` runs on one too.
+//! ([`RedisStore::quiesce`]); the health check's `PING` runs on one too.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -90,8 +90,8 @@ impl RedisStore {
     /// of abandoned or failed calls, releases of dropped leases), or until `within` has passed;
     /// returns whether they all ended. For a service that stops: what its last requests took is
     /// given back before it exits.
-    pub async fn settle(&self, within: Duration) -> bool {
-        crate::store::settle_detached(&self.inner.detached, within).await
+    pub async fn quiesce(&self, within: Duration) -> bool {
+        crate::store::quiesce_detached(&self.inner.detached, within).await
     }
 
     /// Asks Redis whether it answers, past the circuit breakers, within the store's deadline:
@@ -125,7 +125,7 @@ impl RedisStore {
             .unwrap_or_else(|_| Err(self.inner.breakers.circuit_open()))
     }
 
-    /// Runs `work` on a task that [`RedisStore::settle`] waits for.
+    /// Runs `work` on a task that [`RedisStore::quiesce`] waits for.
     pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
         self.inner.detached.spawn(work);
     }

@@ -87,7 +87,7 @@ pub struct RedisStats {
     /// Releases of in-flight units taken for callers that were gone, or by calls that failed
     /// after they may have run, that reached Redis.
     pub given_back: u64,
-    /// Calls still running for callers that may be gone: what [`RedisStore::settle`] waits for.
+    /// Calls still running for callers that may be gone: what [`RedisStore::quiesce`] waits for.
     pub detached: usize,
     /// Behind Sentinel: the master in use and when it changed (`None` for a node or a cluster).
     pub sentinel: Option<SentinelMaster>,

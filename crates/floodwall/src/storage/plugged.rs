@@ -72,7 +72,7 @@ impl<S: Store + ControlStore> Erased for S {
 #[derive(Clone)]
 pub struct PluggedStore {
     store: Arc<dyn Erased>,
-    /// Releases of leases dropped without a release, which [`PluggedStore::settle`] waits for.
+    /// Releases of leases dropped without a release, which [`PluggedStore::quiesce`] waits for.
     detached: TaskTracker,
 }
 
@@ -90,14 +90,14 @@ impl PluggedStore {
         }
     }
 
-    /// Runs `work` on a task whose end [`PluggedStore::settle`] waits for.
+    /// Runs `work` on a task whose end [`PluggedStore::quiesce`] waits for.
     pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
         self.detached.spawn(work);
     }
 
     /// Waits until the tracked tasks have ended or `within` has passed; whether they ended.
-    pub(crate) async fn settle(&self, within: Duration) -> bool {
-        crate::store::settle_detached(&self.detached, within).await
+    pub(crate) async fn quiesce(&self, within: Duration) -> bool {
+        crate::store::quiesce_detached(&self.detached, within).await
     }
 }
 

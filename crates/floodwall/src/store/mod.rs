@@ -80,13 +80,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 /// Waits until the tasks `detached` tracks have ended, or until `within` has passed; whether
 /// they all ended. A store runs there what must finish after its caller left (a give-back, a
 /// release of a dropped lease); a stopping service waits for them.
-pub(crate) async fn settle_detached(
+pub(crate) async fn quiesce_detached(
     detached: &tokio_util::task::TaskTracker,
     within: std::time::Duration,
 ) -> bool {
     // Closed only while waiting, so that work keeps being tracked afterwards.
     detached.close();
-    let settled = tokio::time::timeout(within, detached.wait()).await.is_ok();
+    let quiet = tokio::time::timeout(within, detached.wait()).await.is_ok();
     detached.reopen();
-    settled
+    quiet
 }

@@ -178,14 +178,14 @@ async fn a_plugged_store_that_fails_is_answered_per_on_error() {
 }
 
 #[tokio::test]
-async fn a_lease_dropped_on_a_plugged_store_is_released_before_settle_returns() {
+async fn a_lease_dropped_on_a_plugged_store_is_released_before_quiesce_returns() {
     let limiter = Limiter::new(Storage::plugged(Tally::default()));
     let slots = Policy::new("slots", Algorithm::Concurrency, 1, Duration::from_secs(600)).unwrap();
     let lease = limiter.lease(&slots, "job").await.unwrap();
     assert!(lease.allowed());
     assert!(!limiter.check(&slots, "job", 1).await.unwrap().allowed());
     drop(lease);
-    assert!(limiter.settle(Duration::from_secs(5)).await);
+    assert!(limiter.quiesce(Duration::from_secs(5)).await);
     let again = limiter.lease(&slots, "job").await.unwrap();
     assert!(again.allowed(), "the dropped lease's slot went back");
 }

@@ -158,8 +158,8 @@ fn script_agrees_with_step(
 /// stored time lay in the future (the clock stepped back) and was clamped; a peek or a denial
 /// otherwise leaves the key as it was, except that the sliding log's and concurrency's scripts
 /// remove expired members on every call. While time only moves forward that is the same as
-/// keeping every settled state, because settling twice equals settling once at the later time;
-/// after a step back it is not (a settle at a later time may have refilled a bucket), so the
+/// keeping every caught-up state, because catching up twice equals catching up once at the later time;
+/// after a step back it is not (a catch-up at a later time may have refilled a bucket), so the
 /// oracle keeps what the script keeps.
 fn stored_after(
     before: Option<State>,
@@ -170,12 +170,12 @@ fn stored_after(
 ) -> Option<State> {
     let consumed = cost > 0 && outcome.decision.allowed;
     // Both sorted-set scripts drop what left the interval on every call.
-    let settled_in_place = matches!(
+    let caught_up_in_place = matches!(
         policy.algorithm(),
         Algorithm::SlidingLog | Algorithm::Concurrency
     );
     if consumed
-        || settled_in_place
+        || caught_up_in_place
         || before
             .as_ref()
             .is_some_and(|s| from_future(s, now_us, policy))

@@ -48,7 +48,7 @@ async fn free_slots(limiter: &Limiter, policy: &Policy, key: &str) -> u64 {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(limiter.settle(Duration::from_secs(10)).await);
+    assert!(limiter.quiesce(Duration::from_secs(10)).await);
     let mut held = Vec::new();
     for _ in 0..policy.limit() + 1 {
         let lease = limiter.lease(policy, key).await.unwrap();
@@ -136,7 +136,7 @@ async fn abandoned_leases_leave_no_slot_held(url: &str) {
         "no call was cut short: the test would prove nothing"
     );
     assert!(
-        limiter.settle(Duration::from_secs(10)).await,
+        limiter.quiesce(Duration::from_secs(10)).await,
         "give-backs still running"
     );
     assert_eq!(
@@ -375,7 +375,7 @@ async fn timed_out_lease_calls_leave_no_slot_held_after_redis_resumes() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.resume().unwrap();
-    assert!(limiter.settle(Duration::from_secs(10)).await);
+    assert!(limiter.quiesce(Duration::from_secs(10)).await);
     assert_eq!(free_slots(&limiter, &policy, "global").await, 20);
 }
 
@@ -445,7 +445,7 @@ async fn hot_key_prefetch_loss(stall: bool) {
     if stall {
         server.resume().unwrap();
     }
-    assert!(limiter.settle(Duration::from_secs(10)).await);
+    assert!(limiter.quiesce(Duration::from_secs(10)).await);
     let drained = Instant::now();
     loop {
         let verdict = limiter.check(&policy, "hot", 1).await.unwrap();
