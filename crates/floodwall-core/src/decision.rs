@@ -37,4 +37,7 @@ pub struct Decision {
     /// else consumed meanwhile. Waiting exactly this long is enough; waiting 1 µs less is not.
     /// `None` when allowed.
     pub retry_after: Option<Duration>,
+    /// Units the key owes past zero (a debit charged more than was left); `remaining` is 0
+    /// while it owes any, and the retry waits until the debt is paid and the request fits.
+    pub debt: u64,
 }

@@ -77,6 +77,26 @@ pub enum PolicyError {
         /// The policy's limit.
         limit: u64,
     },
+    /// `max_debt` was given for an algorithm that carries no debt (`concurrency` counts units
+    /// in flight, which a settle cannot owe).
+    #[error(
+        "max_debt is not supported by {algorithm}: only {} carry a debt; remove max_debt or change the algorithm",
+        names(Algorithm::carries_debt)
+    )]
+    DebtNotSupported {
+        /// The algorithm of the policy.
+        algorithm: Algorithm,
+    },
+    /// `max_debt` is larger than the policy's capacity.
+    #[error(
+        "max_debt {max_debt} is larger than the capacity {capacity}: a key may owe at most one capacity, which one period of refill or the next window pays back"
+    )]
+    DebtTooLarge {
+        /// The rejected `max_debt`.
+        max_debt: u64,
+        /// The policy's capacity (its burst, else its limit).
+        capacity: u64,
+    },
     /// `capacity × period` in microseconds exceeds what the exact integer
     /// arithmetic (shared with the Redis scripts, whose numbers are doubles) can hold.
     #[error(

@@ -107,6 +107,8 @@ pub struct Policy {
     calendar: Calendar,
     /// Units an instance may reserve from a shared store at once (0: none).
     prefetch: u64,
+    /// The most a key may owe past zero; `None`: its capacity.
+    max_debt: Option<u64>,
 }
 
 /// Where the windows of a `fixed_window` policy fall (all UTC).
@@ -176,6 +178,7 @@ impl Policy {
             period_us: period.as_micros() as u64,
             calendar: Calendar::Epoch,
             prefetch: 0,
+            max_debt: None,
         };
         policy.check_exact_arithmetic()?;
         Ok(policy)
@@ -287,6 +290,38 @@ impl Policy {
         Ok(self)
     }
 
+    /// The same policy with `units` as the most a key may owe past zero after a debit (a
+    /// reservation settled above its estimate); what a debit would charge beyond it is
+    /// forgiven. At most the capacity, so that a debt is paid back within one period of refill
+    /// or by the next window. The default is 0: a debit charges only what is left.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::DebtNotSupported`] for an algorithm that carries no debt;
+    /// [`PolicyError::DebtTooLarge`] above the capacity.
+    pub fn with_max_debt(mut self, units: u64) -> Result<Self, PolicyError> {
+        if units > 0 && !self.algorithm.carries_debt() {
+            return Err(PolicyError::DebtNotSupported {
+                algorithm: self.algorithm,
+            });
+        }
+        if units > self.capacity() {
+            return Err(PolicyError::DebtTooLarge {
+                max_debt: units,
+                capacity: self.capacity(),
+            });
+        }
+        self.max_debt = Some(units);
+        Ok(self)
+    }
+
+    /// The most a key may owe past zero: see [`Policy::with_max_debt`]. Never above the
+    /// capacity; `0` unless set.
+    #[inline]
+    pub fn max_debt(&self) -> u64 {
+        self.max_debt.unwrap_or(0).min(self.capacity())
+    }
+
     /// The same policy in `mode`.
     #[must_use]
     pub fn with_mode(mut self, mode: Mode) -> Self {
@@ -317,6 +352,7 @@ impl Policy {
         let mut shared = self.clone();
         shared.limit = self.limit.div_ceil(instances);
         shared.burst = self.burst.map(|b| b.div_ceil(instances));
+        shared.max_debt = self.max_debt.map(|d| d.div_ceil(instances));
         // A share is decided in process, where there is nothing to prefetch from.
         shared.prefetch = 0;
         shared
@@ -438,6 +474,9 @@ impl fmt::Debug for Policy {
         if let Some(burst) = self.burst {
             s.field("burst", &burst);
         }
+        if let Some(max_debt) = self.max_debt {
+            s.field("max_debt", &max_debt);
+        }
         s.field("mode", &self.mode);
         if let Some(on_error) = self.on_error {
             s.field("on_error", &on_error);
@@ -479,6 +518,9 @@ impl fmt::Display for Policy {
         }
         if self.prefetch > 0 {
             write!(f, ", prefetch {}", self.prefetch)?;
+        }
+        if let Some(max_debt) = self.max_debt {
+            write!(f, ", max debt {max_debt}")?;
         }
         if self.mode == Mode::Shadow {
             f.write_str(", shadow")?;

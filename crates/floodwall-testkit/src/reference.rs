@@ -5,6 +5,11 @@
 //! microsecond tick at a time. Everything else — `remaining`, `retry_after`, `reset_after` — is
 //! found by asking the model's one predicate, "would `cost` be admitted at time `t`?", at
 //! candidate costs and times. The models are slow on purpose; keep periods short in tests.
+//!
+//! Debt (a debit past what is left, up to the policy's `max_debt`): a bucket's credit goes
+//! below zero and refill pays it back first; a fixed window's count goes past the limit, and
+//! the next window, if adjacent, starts with the excess counted. The other algorithms charge
+//! only what is left.
 
 use std::time::Duration;
 
@@ -17,15 +22,16 @@ pub struct ReferenceModel {
     /// Windows and concurrency: every admission ever, as (time, units, holder); a released
     /// admission is removed.
     admitted: Vec<(u64, u64, u64)>,
-    /// Buckets: credit in units of 1/period_us token, and the tick it was counted at.
-    credit: u64,
+    /// Buckets: credit in units of 1/period_us token (below zero in debt), and the tick it was
+    /// counted at.
+    credit: i128,
     credit_at: u64,
 }
 
 impl ReferenceModel {
     /// A model of a key never seen, as of time `start_us`.
     pub fn new(policy: Policy, start_us: u64) -> Self {
-        let full = policy.capacity() * policy.period_us();
+        let full = i128::from(policy.capacity() * policy.period_us());
         ReferenceModel {
             policy,
             admitted: Vec::new(),
@@ -41,16 +47,46 @@ impl ReferenceModel {
         )
     }
 
+    fn full(&self) -> i128 {
+        i128::from(self.policy.capacity() * self.policy.period_us())
+    }
+
     /// Bucket credit at time `t`, ticking one microsecond at a time from the last count.
-    fn credit_at(&self, t: u64) -> u64 {
-        let full = self.policy.capacity() * self.policy.period_us();
+    fn credit_at(&self, t: u64) -> i128 {
+        let full = self.full();
         let mut credit = self.credit;
         let mut tick = self.credit_at;
         while tick < t && credit < full {
-            credit = (credit + self.policy.limit()).min(full);
+            credit = (credit + i128::from(self.policy.limit())).min(full);
             tick += 1;
         }
         credit
+    }
+
+    /// Fixed windows: the units counted in the window starting at `window`, its own and what
+    /// the window before it carried, walking every window that holds an admission in order.
+    fn fixed_window_usage(&self, window: u64) -> u64 {
+        let limit = self.policy.limit();
+        let mut starts: Vec<u64> = self
+            .admitted
+            .iter()
+            .map(|(at, _, _)| fixed_window_start(&self.policy, *at))
+            .filter(|&start| start < window)
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts.push(window);
+        let (mut carry, mut previous) = (0, None);
+        let mut usage = 0;
+        for start in starts {
+            let own = self.units_where(|at| fixed_window_start(&self.policy, at) == start);
+            let adjacent =
+                previous.is_some_and(|p| p == fixed_window_start(&self.policy, start - 1));
+            usage = own + if adjacent { carry } else { 0 };
+            carry = usage.saturating_sub(limit).min(self.policy.max_debt());
+            previous = Some(start);
+        }
+        usage
     }
 
     fn units_where(&self, keep: impl Fn(u64) -> bool) -> u64 {
@@ -69,9 +105,7 @@ impl ReferenceModel {
         match self.policy.algorithm() {
             Algorithm::FixedWindow => {
                 let window = fixed_window_start(&self.policy, t);
-                let in_window =
-                    self.units_where(|at| fixed_window_start(&self.policy, at) == window);
-                in_window + cost <= limit
+                self.fixed_window_usage(window) + cost <= limit
             }
             // Both count what was admitted within one period before `t`; concurrency also
             // forgets what its holder released.
@@ -89,14 +123,17 @@ impl ReferenceModel {
                     + u128::from(current + cost) * u128::from(period)
                     <= u128::from(limit) * u128::from(period)
             }
-            Algorithm::TokenBucket | Algorithm::Gcra => self.credit_at(t) >= cost * period,
+            Algorithm::TokenBucket | Algorithm::Gcra => {
+                self.credit_at(t) >= i128::from(cost * period)
+            }
         }
     }
 
     fn remaining_at(&self, t: u64) -> u64 {
         if self.is_bucket() {
             // Whole tokens in the bucket.
-            return self.credit_at(t) / self.policy.period_us();
+            let tokens = self.credit_at(t).max(0) / i128::from(self.policy.period_us());
+            return u64::try_from(tokens).unwrap_or(0);
         }
         (0..=self.policy.capacity())
             .rev()
@@ -107,14 +144,30 @@ impl ReferenceModel {
     /// Buckets: the first tick at or after `from` when the credit reaches `target`, ticking
     /// forward one microsecond at a time.
     fn first_tick_with_credit(&self, from: u64, target: u64) -> u64 {
-        let full = self.policy.capacity() * self.policy.period_us();
+        let (full, target) = (self.full(), i128::from(target));
         let mut credit = self.credit_at(from);
         let mut t = from;
         while credit < target {
-            credit = (credit + self.policy.limit()).min(full);
+            credit = (credit + i128::from(self.policy.limit())).min(full);
             t += 1;
         }
         t
+    }
+
+    /// Units owed past zero at `t`, rounded up.
+    fn debt_at(&self, t: u64) -> u64 {
+        let period = self.policy.period_us();
+        if self.is_bucket() {
+            let owed = u64::try_from(-self.credit_at(t).min(0)).unwrap_or(u64::MAX);
+            return owed.div_ceil(period);
+        }
+        match self.policy.algorithm() {
+            Algorithm::FixedWindow => self
+                .fixed_window_usage(fixed_window_start(&self.policy, t))
+                .saturating_sub(self.policy.limit())
+                .min(self.policy.max_debt()),
+            _ => 0,
+        }
     }
 
     /// Windows: the first time at or after `from` when `ok(t)` holds. Admissibility only grows
@@ -179,10 +232,8 @@ impl ReferenceModel {
     /// Reports the state afterwards, allowed.
     pub fn refund(&mut self, now_us: u64, cost: u64) -> Decision {
         let period = self.policy.period_us();
-        let capacity = self.policy.capacity();
         if self.is_bucket() {
-            let full = capacity * period;
-            self.credit = (self.credit_at(now_us) + cost * period).min(full);
+            self.credit = (self.credit_at(now_us) + i128::from(cost * period)).min(self.full());
             self.credit_at = now_us;
         } else {
             let mut left = cost;
@@ -198,8 +249,44 @@ impl ReferenceModel {
                 }
             }
         }
+        self.given_back_or_charged(now_us)
+    }
+
+    /// Charges `cost` units at `now_us` (never earlier than the previous call) whatever is
+    /// left: a bucket's credit goes below zero, at most `max_debt` tokens; a fixed window
+    /// counts past its limit, at most `max_debt` units; the other algorithms take only what is
+    /// left. Reports the state afterwards, allowed.
+    pub fn debit(&mut self, now_us: u64, cost: u64) -> Decision {
+        let period = self.policy.period_us();
+        let max_debt = self.policy.max_debt();
+        if self.is_bucket() {
+            let floor = -i128::from(max_debt * period);
+            let charged = i128::from(cost) * i128::from(period);
+            self.credit = (self.credit_at(now_us) - charged).max(floor);
+            self.credit_at = now_us;
+        } else if self.policy.algorithm() == Algorithm::FixedWindow {
+            let usage = self.fixed_window_usage(fixed_window_start(&self.policy, now_us));
+            let room = (self.policy.limit() + max_debt).saturating_sub(usage);
+            self.record(now_us, cost.min(room));
+        } else {
+            let left = self.remaining_at(now_us);
+            self.record(now_us, cost.min(left));
+        }
+        self.given_back_or_charged(now_us)
+    }
+
+    /// Records `units` admitted at `now_us`, if any.
+    fn record(&mut self, now_us: u64, units: u64) {
+        if units > 0 {
+            self.admitted.push((now_us, units, 0));
+        }
+    }
+
+    /// The decision after units were given back or charged at `now_us`: allowed, no retry.
+    fn given_back_or_charged(&self, now_us: u64) -> Decision {
+        let capacity = self.policy.capacity();
         let reset_at = if self.is_bucket() {
-            self.first_tick_with_credit(now_us, capacity * period)
+            self.first_tick_with_credit(now_us, capacity * self.policy.period_us())
         } else {
             self.first_time(now_us, |t| self.remaining_at(t) == capacity)
         };
@@ -209,6 +296,7 @@ impl ReferenceModel {
             remaining: self.remaining_at(now_us),
             reset_after: Duration::from_micros(reset_at - now_us),
             retry_after: None,
+            debt: self.debt_at(now_us),
         }
     }
 
@@ -240,7 +328,7 @@ impl ReferenceModel {
         });
         if record && allowed && cost > 0 {
             if self.is_bucket() {
-                self.credit = self.credit_at(now_us) - cost * period;
+                self.credit = self.credit_at(now_us) - i128::from(cost * period);
                 self.credit_at = now_us;
             } else {
                 self.admitted.push((now_us, cost, holder));
@@ -258,6 +346,7 @@ impl ReferenceModel {
             remaining,
             reset_after: Duration::from_micros(reset_at - now_us),
             retry_after,
+            debt: self.debt_at(now_us),
         })
     }
 }

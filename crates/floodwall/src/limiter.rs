@@ -422,6 +422,7 @@ impl Limiter {
                 remaining: p.capacity().saturating_sub(check.cost_of(i)),
                 reset_after: Duration::ZERO,
                 retry_after: None,
+                debt: 0,
             })
             .collect();
         Answer {

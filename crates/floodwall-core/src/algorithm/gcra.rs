@@ -28,8 +28,8 @@ fn backlog(state: &State, now_us: u64, policy: &Policy) -> u128 {
     u128::from(state.tat_us - now_us) * u128::from(policy.limit()) + u128::from(state.tat_frac)
 }
 
-/// The backlog of a caught-up state, at most `max_backlog` < 2^52, so plain `u64` arithmetic
-/// is exact.
+/// The backlog of a caught-up state, at most the ceiling < 2^53, so plain `u64` arithmetic is
+/// exact.
 fn current_backlog(state: &State, now_us: u64, policy: &Policy) -> u64 {
     (state.tat_us - now_us) * policy.limit() + state.tat_frac
 }
@@ -41,15 +41,31 @@ fn surely_within_burst(state: &State, now_us: u64, max: u64, limit: u64) -> bool
     state.tat_us - now_us < max / limit
 }
 
-/// `burst × period_us`: the largest backlog a state may carry; below 2^52 by the policy bound.
+/// `burst × period_us`: a full burst's backlog, past which a request is denied; below 2^52 by
+/// the policy bound.
 fn max_backlog(policy: &Policy) -> u64 {
     policy.capacity() * policy.period_us()
+}
+
+/// `(burst + max_debt) × period_us`: the largest backlog a state may carry, a full burst plus
+/// the most a key may owe; below 2^53 (`max_debt` is at most the burst).
+fn ceiling(policy: &Policy) -> u64 {
+    (policy.capacity() + policy.max_debt()) * policy.period_us()
+}
+
+/// The state `backlog` ahead of `now_us`.
+fn ahead(now_us: u64, backlog: u64, limit: u64) -> State {
+    State {
+        tat_us: now_us + backlog / limit,
+        tat_frac: backlog % limit,
+    }
 }
 
 impl Meter for Gcra {
     type State = State;
     const HAS_BURST: bool = true;
     const MULTIPLIES_CAPACITY_BY_PERIOD: bool = true;
+    const CARRIES_DEBT: bool = true;
 
     fn fresh(now_us: u64, _policy: &Policy) -> State {
         State {
@@ -66,21 +82,19 @@ impl Meter for Gcra {
             *state = Self::fresh(now_us, policy);
             return;
         }
-        // A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
-        // bucket now, so no client waits longer than one burst's worth of refill.
-        let max = max_backlog(policy);
+        // A TAT further ahead than a full burst and the most a key may owe (the clock stepped
+        // back) is clamped to that, so no client waits longer than their refill.
+        let max = ceiling(policy);
         if !surely_within_burst(state, now_us, max, limit)
             && backlog(state, now_us, policy) > u128::from(max)
         {
-            *state = State {
-                tat_us: now_us + max / limit,
-                tat_frac: max % limit,
-            };
+            *state = ahead(now_us, max, limit);
         }
     }
 
     fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
-        (max_backlog(policy) - current_backlog(state, now_us, policy)) / policy.period_us()
+        max_backlog(policy).saturating_sub(current_backlog(state, now_us, policy))
+            / policy.period_us()
     }
 
     fn wait_us(state: &State, now_us: u64, need: u64, policy: &Policy) -> u64 {
@@ -107,13 +121,23 @@ impl Meter for Gcra {
 
     fn refund(state: &mut State, now_us: u64, cost: u64, policy: &Policy) {
         // The TAT moves back by `cost` emission intervals, never before now (rest).
-        let limit = policy.limit();
         let backlog =
             current_backlog(state, now_us, policy).saturating_sub(cost * policy.period_us());
-        *state = State {
-            tat_us: now_us + backlog / limit,
-            tat_frac: backlog % limit,
-        };
+        *state = ahead(now_us, backlog, policy.limit());
+    }
+
+    fn debit(state: &mut State, now_us: u64, cost: u64, policy: &Policy) {
+        // The TAT moves on by `cost` emission intervals, up to the ceiling.
+        let backlog = current_backlog(state, now_us, policy)
+            .saturating_add(cost.saturating_mul(policy.period_us()))
+            .min(ceiling(policy));
+        *state = ahead(now_us, backlog, policy.limit());
+    }
+
+    fn debt(state: &State, now_us: u64, policy: &Policy) -> u64 {
+        current_backlog(state, now_us, policy)
+            .saturating_sub(max_backlog(policy))
+            .div_ceil(policy.period_us())
     }
 
     fn reset_after_us(state: &State, now_us: u64, _policy: &Policy) -> u64 {
@@ -152,8 +176,11 @@ mod tests {
 
     #[test]
     fn a_tat_a_fraction_past_a_full_burst_is_clamped() {
-        // limit 3 per 1 s, burst 3: max backlog 3 000 000, i.e. 1 000 000 whole µs and no fraction.
-        let policy = Policy::new("p", Algorithm::Gcra, 3, Duration::from_secs(1)).unwrap();
+        // limit 3 per 1 s, burst 3, no debt: the ceiling is 3 000 000, i.e. 1 000 000 whole µs
+        // and no fraction.
+        let policy = Policy::new("p", Algorithm::Gcra, 3, Duration::from_secs(1))
+            .and_then(|policy| policy.with_max_debt(0))
+            .unwrap();
         let now = 5_000_000;
         // Whole microseconds equal to the burst, plus a fraction: one third of a µs too far.
         let mut state = State {

@@ -26,7 +26,7 @@ pub mod token_bucket;
 pub use concurrency::{Concurrency, Holder};
 pub use fixed_window::FixedWindow;
 pub use gcra::Gcra;
-pub use registry::{Algorithm, State, hold, refund, release, step};
+pub use registry::{Algorithm, State, debit, hold, refund, release, step};
 pub use sliding_log::SlidingLog;
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
@@ -51,6 +51,10 @@ pub trait Meter {
     /// Whether the arithmetic multiplies the capacity by the period in microseconds, which must
     /// then stay below [`EXACT_ARITHMETIC_BOUND`](crate::EXACT_ARITHMETIC_BOUND).
     const MULTIPLIES_CAPACITY_BY_PERIOD: bool;
+
+    /// Whether a key may owe units past zero ([`debit`](Meter::debit) up to the policy's
+    /// `max_debt`).
+    const CARRIES_DEBT: bool = false;
 
     /// The state of a key never seen, or back at rest, as of `now_us`.
     fn fresh(now_us: u64, policy: &Policy) -> Self::State;
@@ -88,6 +92,25 @@ pub trait Meter {
     /// admission it undoes still counts (the state has not been at rest since). Called on a
     /// caught-up state with `cost <= capacity`.
     fn refund(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy);
+
+    /// Charges `cost` units whatever is left (a cost known only after the answer): past zero,
+    /// the key owes the rest, up to the policy's `max_debt`; what would go past that is
+    /// forgiven. Called on a caught-up state; `cost` may exceed the capacity. An algorithm that
+    /// carries no debt charges only what is left.
+    fn debit(state: &mut Self::State, now_us: u64, cost: u64, policy: &Policy) {
+        let taken = cost.min(Self::remaining(state, now_us, policy));
+        if taken > 0 {
+            Self::consume(state, now_us, taken, policy);
+        }
+    }
+
+    /// Units the key owes past zero (0 unless a debit charged more than was left), rounded
+    /// up. While it owes any, [`remaining`](Meter::remaining) is 0. Called on a caught-up
+    /// state.
+    fn debt(state: &Self::State, now_us: u64, policy: &Policy) -> u64 {
+        let _ = (state, now_us, policy);
+        0
+    }
 
     /// Microseconds until the key is back at its full quota; zero when it already is.
     fn reset_after_us(state: &Self::State, now_us: u64, policy: &Policy) -> u64;
@@ -170,6 +193,7 @@ impl Evaluation {
             remaining,
             reset_after: Duration::from_micros(reset_after_us),
             retry_after,
+            debt: M::debt(state, now_us, policy),
         };
         (decision, reset_after_us)
     }
@@ -242,6 +266,37 @@ pub fn refund_with<M: Meter>(
     })
 }
 
+/// Charges `cost` units of algorithm `M` whatever is left, data in, data out: the state caught
+/// up to `now_us`, then debited (into debt up to the policy's `max_debt`). The decision
+/// reports the state after the charge: allowed (a charge is never refused), with its debt.
+pub fn debit_with<M: Meter>(
+    state: Option<M::State>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Outcome<M::State> {
+    let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
+    let (decision, ttl_us) = debit_in_place::<M>(&mut state, now_us, cost, policy);
+    Outcome {
+        decision,
+        new_state: (ttl_us > 0).then_some(state),
+        ttl_us,
+    }
+}
+
+/// Catches `state` up to `now_us` and charges `cost` units whatever is left; returns the
+/// decision after the charge and the state's time to rest in microseconds.
+pub fn debit_in_place<M: Meter>(
+    state: &mut M::State,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> (Decision, u64) {
+    M::catch_up(state, now_us, policy);
+    M::debit(state, now_us, cost, policy);
+    given_back::<M>(state, now_us, policy)
+}
+
 /// Runs `operate` on `state` (a key never seen is fresh) once `cost` is known to be admissible,
 /// and keeps the state only while it is away from rest.
 fn in_place<M: Meter>(
@@ -287,7 +342,8 @@ pub fn release_in_place<M: Meter>(
     given_back::<M>(state, now_us, policy)
 }
 
-/// The decision a state reports after units were given back: allowed, with no retry.
+/// The decision a state reports after units were given back or charged: allowed, with no
+/// retry.
 fn given_back<M: Meter>(state: &M::State, now_us: u64, policy: &Policy) -> (Decision, u64) {
     let reset_after_us = M::reset_after_us(state, now_us, policy);
     let decision = Decision {
@@ -296,6 +352,7 @@ fn given_back<M: Meter>(state: &M::State, now_us: u64, policy: &Policy) -> (Deci
         remaining: M::remaining(state, now_us, policy),
         reset_after: Duration::from_micros(reset_after_us),
         retry_after: None,
+        debt: M::debt(state, now_us, policy),
     };
     (decision, reset_after_us)
 }

@@ -11,7 +11,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{CostError, Holder, Meter, Outcome, hold_with, refund_with, release_in_place};
+use super::{
+    CostError, Holder, Meter, Outcome, debit_with, hold_with, refund_with, release_in_place,
+};
 use crate::error::ParseAlgorithmError;
 use crate::policy::Policy;
 
@@ -157,6 +159,13 @@ impl Algorithm {
         with_meter!(self, M => M::MAX_LIMIT)
     }
 
+    /// Whether a key may owe units past zero under it (see
+    /// [`Policy::with_max_debt`](crate::Policy::with_max_debt)).
+    #[inline]
+    pub fn carries_debt(self) -> bool {
+        with_meter!(self, M => M::CARRIES_DEBT)
+    }
+
     /// Whether its arithmetic multiplies capacity by the period in microseconds, so that the
     /// product must stay below [`EXACT_ARITHMETIC_BOUND`](crate::EXACT_ARITHMETIC_BOUND).
     #[inline]
@@ -233,6 +242,22 @@ pub fn refund(
     policy: &Policy,
 ) -> Result<Outcome<State>, CostError> {
     with_meter!(policy.algorithm(), M => stored::<M>(refund_with::<M>, state, now_us, cost, policy))
+}
+
+/// Charges `cost` units under `policy`'s algorithm whatever is left, data in, data out: past
+/// zero the key owes the rest, up to the policy's `max_debt` (see
+/// [`Policy::with_max_debt`](crate::Policy::with_max_debt)); an algorithm that carries no debt
+/// charges only what is left. Never refused: the decision is allowed and reports the debt. A
+/// `state` of another algorithm's shape is ignored.
+pub fn debit(state: Option<State>, now_us: u64, cost: u64, policy: &Policy) -> Outcome<State> {
+    with_meter!(policy.algorithm(), M => {
+        let outcome = debit_with::<M>(state.and_then(M::unwrap), now_us, cost, policy);
+        Outcome {
+            decision: outcome.decision,
+            new_state: outcome.new_state.map(M::wrap),
+            ttl_us: outcome.ttl_us,
+        }
+    })
 }
 
 /// Gives back every unit `holder` holds under `policy`'s algorithm, data in, data out: nothing

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod clock_steps;
+mod debts;
 mod differential;
 mod foreign_state;
 mod leases;

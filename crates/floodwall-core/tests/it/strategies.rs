@@ -51,3 +51,17 @@ pub(crate) fn start() -> impl Strategy<Value = u64> {
 pub(crate) fn algorithm() -> impl Strategy<Value = Algorithm> {
     proptest::sample::select(Algorithm::ALL.to_vec())
 }
+
+/// A policy of `algorithm` as [`policy`] makes, with a `max_debt` from 0 to its capacity when
+/// the algorithm carries debt.
+pub(crate) fn policy_with_debt(algorithm: Algorithm) -> impl Strategy<Value = Policy> {
+    (policy(algorithm), 0u64..=12).prop_map(move |(policy, max_debt)| {
+        if !algorithm.carries_debt() {
+            return policy;
+        }
+        let max_debt = max_debt.min(policy.capacity());
+        policy
+            .with_max_debt(max_debt)
+            .expect("valid by construction")
+    })
+}

@@ -22,6 +22,7 @@ fn unconsulted(policy: &Policy, allowed: bool, wait: Option<Duration>) -> Decisi
         remaining: if allowed { capacity } else { 0 },
         reset_after: wait.unwrap_or_default(),
         retry_after: wait,
+        debt: 0,
     }
 }
 

@@ -124,6 +124,7 @@ impl Prefetched {
             remaining: held.remaining.saturating_add(held.units),
             reset_after: Duration::from_micros(held.ends_us - now_us),
             retry_after: None,
+            debt: 0,
         })
     }
 }
@@ -340,6 +341,7 @@ impl RedisStore {
             remaining,
             reset_after: moved.reset_after,
             retry_after: moved.retry_after,
+            debt: 0,
         };
         if moved.units == 0 {
             let denial = Answer::from_store(false, smallvec![decision(false, moved.remaining)]);

@@ -79,6 +79,8 @@ pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, Stor
             remaining: items.non_negative(base + 1)?,
             reset_after: Duration::from_micros(items.non_negative(base + 2)?),
             retry_after: items.retry_after(base + 3, admits)?,
+            // The scripts carry no debt yet.
+            debt: 0,
         });
     }
     Ok(Answer::from_store(allowed, decisions))
