@@ -7,9 +7,10 @@
 //! candidate costs and times. The models are slow on purpose; keep periods short in tests.
 //!
 //! Debt (a debit past what is left, up to the policy's `max_debt`): a bucket's credit goes
-//! below zero and refill pays it back first; a fixed window's count goes past the limit, and
-//! the next window, if adjacent, starts with the excess counted. The other algorithms charge
-//! only what is left.
+//! below zero and refill pays it back first; a window's count goes past the limit, and the next
+//! window, if adjacent, starts with the excess counted (for `sliding_window`, only the rest
+//! decays as the previous window's weight). `sliding_log` and `concurrency` charge only what
+//! is left.
 
 use std::time::Duration;
 
@@ -63,30 +64,41 @@ impl ReferenceModel {
         credit
     }
 
-    /// Fixed windows: the units counted in the window starting at `window`, its own and what
-    /// the window before it carried, walking every window that holds an admission in order.
-    fn fixed_window_usage(&self, window: u64) -> u64 {
-        let limit = self.policy.limit();
+    /// The window of `t` for the window algorithms: calendar or epoch-aligned for
+    /// `fixed_window`, epoch-aligned for `sliding_window`.
+    fn window_of(&self, t: u64) -> u64 {
+        match self.policy.algorithm() {
+            Algorithm::FixedWindow => fixed_window_start(&self.policy, t),
+            _ => t - t % self.policy.period_us(),
+        }
+    }
+
+    /// Window algorithms: the units counted in the window starting at `window` (its own and
+    /// the debt the window before it carried) and the debt it carries into the next, walking
+    /// every window with an admission in order. A window with none of its own carries nothing
+    /// further, as a debt is at most the limit.
+    fn window_usage(&self, window: u64) -> (u64, u64) {
+        let (limit, max_debt) = (self.policy.limit(), self.policy.max_debt());
         let mut starts: Vec<u64> = self
             .admitted
             .iter()
-            .map(|(at, _, _)| fixed_window_start(&self.policy, *at))
+            .map(|(at, _, _)| self.window_of(*at))
             .filter(|&start| start < window)
             .collect();
         starts.sort_unstable();
         starts.dedup();
-        starts.push(window);
         let (mut carry, mut previous) = (0, None);
-        let mut usage = 0;
-        for start in starts {
-            let own = self.units_where(|at| fixed_window_start(&self.policy, at) == start);
-            let adjacent =
-                previous.is_some_and(|p| p == fixed_window_start(&self.policy, start - 1));
-            usage = own + if adjacent { carry } else { 0 };
-            carry = usage.saturating_sub(limit).min(self.policy.max_debt());
+        for start in starts.into_iter().chain([window]) {
+            let adjacent = previous.is_some_and(|p| p == self.window_of(start - 1));
+            let own = self.units_where(|at| self.window_of(at) == start);
+            let usage = own + if adjacent { carry } else { 0 };
+            carry = usage.saturating_sub(limit).min(max_debt);
+            if start == window {
+                return (usage, carry);
+            }
             previous = Some(start);
         }
-        usage
+        (0, 0)
     }
 
     fn units_where(&self, keep: impl Fn(u64) -> bool) -> u64 {
@@ -103,10 +115,7 @@ impl ReferenceModel {
         let limit = self.policy.limit();
         let period = self.policy.period_us();
         match self.policy.algorithm() {
-            Algorithm::FixedWindow => {
-                let window = fixed_window_start(&self.policy, t);
-                self.fixed_window_usage(window) + cost <= limit
-            }
+            Algorithm::FixedWindow => self.window_usage(self.window_of(t)).0 + cost <= limit,
             // Both count what was admitted within one period before `t`; concurrency also
             // forgets what its holder released.
             Algorithm::SlidingLog | Algorithm::Concurrency => {
@@ -114,9 +123,16 @@ impl ReferenceModel {
                 in_interval + cost <= limit
             }
             Algorithm::SlidingWindow => {
-                let window = t / period;
-                let current = self.units_where(|at| at / period == window);
-                let previous = self.units_where(|at| at / period + 1 == window);
+                let window = t - t % period;
+                let (current, _) = self.window_usage(window);
+                // The window before, less the debt it carried into this one.
+                let previous = match window.checked_sub(period) {
+                    Some(before) => {
+                        let (usage, carried) = self.window_usage(before);
+                        usage - carried
+                    }
+                    None => 0,
+                };
                 let elapsed = t % period;
                 // previous × (1 − elapsed/period) + current + cost ≤ limit, times period.
                 u128::from(previous) * u128::from(period - elapsed)
@@ -162,10 +178,9 @@ impl ReferenceModel {
             return owed.div_ceil(period);
         }
         match self.policy.algorithm() {
-            Algorithm::FixedWindow => self
-                .fixed_window_usage(fixed_window_start(&self.policy, t))
-                .saturating_sub(self.policy.limit())
-                .min(self.policy.max_debt()),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                self.window_usage(self.window_of(t)).1
+            }
             _ => 0,
         }
     }
@@ -253,9 +268,9 @@ impl ReferenceModel {
     }
 
     /// Charges `cost` units at `now_us` (never earlier than the previous call) whatever is
-    /// left: a bucket's credit goes below zero, at most `max_debt` tokens; a fixed window
-    /// counts past its limit, at most `max_debt` units; the other algorithms take only what is
-    /// left. Reports the state afterwards, allowed.
+    /// left: a bucket's credit goes below zero, at most `max_debt` tokens; a window counts past
+    /// its limit, at most `max_debt` units; the other algorithms take only what is left.
+    /// Reports the state afterwards, allowed.
     pub fn debit(&mut self, now_us: u64, cost: u64) -> Decision {
         let period = self.policy.period_us();
         let max_debt = self.policy.max_debt();
@@ -264,8 +279,8 @@ impl ReferenceModel {
             let charged = i128::from(cost) * i128::from(period);
             self.credit = (self.credit_at(now_us) - charged).max(floor);
             self.credit_at = now_us;
-        } else if self.policy.algorithm() == Algorithm::FixedWindow {
-            let usage = self.fixed_window_usage(fixed_window_start(&self.policy, now_us));
+        } else if self.policy.algorithm().carries_debt() {
+            let (usage, _) = self.window_usage(self.window_of(now_us));
             let room = (self.policy.limit() + max_debt).saturating_sub(usage);
             self.record(now_us, cost.min(room));
         } else {

@@ -4,6 +4,10 @@
 //! where `elapsed` is the time since the current window started, in microseconds. The comparison
 //! is done in integers (`previous × (period − elapsed) ≤ (limit − current − c) × period`), which the
 //! policy bound `limit × period_us < 2^52` keeps exact in Lua.
+//!
+//! Debt: the current window's count may pass the limit by up to `max_debt` (a debit); when
+//! the window rolls, that excess stays counted in the new current window, and only the rest
+//! becomes the previous window's decaying weight. A gap of two whole windows forgives it.
 
 use super::{Meter, div_ceil, narrow, window_start};
 use crate::policy::Policy;
@@ -36,6 +40,11 @@ fn weighted_previous(state: &State, now_us: u64, period: u64) -> u64 {
     }
 }
 
+/// The excess of `count` over the limit that a window carries into the next, at most `max_debt`.
+fn carry(count: u64, policy: &Policy) -> u64 {
+    count.saturating_sub(policy.limit()).min(policy.max_debt())
+}
+
 /// The smallest `elapsed` in `[0, period)` at which `count × (period − elapsed) ≤ budget × period`,
 /// or `period` if none.
 fn first_elapsed_within(count: u64, budget: u64, period: u64) -> u64 {
@@ -50,6 +59,7 @@ impl Meter for SlidingWindow {
     type State = State;
     const HAS_BURST: bool = false;
     const MULTIPLIES_CAPACITY_BY_PERIOD: bool = true;
+    const CARRIES_DEBT: bool = true;
 
     fn fresh(now_us: u64, policy: &Policy) -> State {
         State {
@@ -70,9 +80,17 @@ impl Meter for SlidingWindow {
             // lockout ends within two periods at most.
             state.window_start_us = current;
         } else if state.window_start_us + period == current {
+            let carried = carry(state.current, policy);
             *state = State {
                 window_start_us: current,
-                previous: state.current,
+                previous: state.current - carried,
+                current: carried,
+            };
+        } else if state.window_start_us + 2 * period == current {
+            // The window between counted only what it carried, which it carries no further.
+            *state = State {
+                window_start_us: current,
+                previous: carry(state.current, policy),
                 current: 0,
             };
         } else {
@@ -101,13 +119,23 @@ impl Meter for SlidingWindow {
                 return (start + elapsed).saturating_sub(now_us);
             }
         }
-        // In the next window, where today's count becomes the decaying previous one?
-        let elapsed = first_elapsed_within(state.current, limit - need, period);
-        if elapsed < period {
-            return (start + period + elapsed).saturating_sub(now_us);
+        // In the next window, where today's count becomes the decaying previous one, less
+        // the debt it carries?
+        let carried = carry(state.current, policy);
+        if carried + need <= limit {
+            let previous = state.current - carried;
+            let elapsed = first_elapsed_within(previous, limit - carried - need, period);
+            if elapsed < period {
+                return (start + period + elapsed).saturating_sub(now_us);
+            }
         }
-        // Only once both counts have left.
-        start + 2 * period - now_us
+        // In the window after, where the debt is the decaying previous count?
+        let elapsed = first_elapsed_within(carried, limit - need, period);
+        if elapsed < period {
+            return (start + 2 * period + elapsed).saturating_sub(now_us);
+        }
+        // Only once every count has left.
+        start + 3 * period - now_us
     }
 
     fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
@@ -121,9 +149,24 @@ impl Meter for SlidingWindow {
         state.previous = state.previous.saturating_sub(cost - from_current);
     }
 
+    fn debit(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
+        // Up to the limit and the most a key may owe; a count already past that (a limit
+        // lowered since) stays as it is.
+        let most = policy.limit() + policy.max_debt();
+        state.current = state
+            .current
+            .max(state.current.saturating_add(cost).min(most));
+    }
+
+    fn debt(state: &State, _now_us: u64, policy: &Policy) -> u64 {
+        carry(state.current, policy)
+    }
+
     fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {
         let period = policy.period_us();
-        if state.current > 0 {
+        if carry(state.current, policy) > 0 {
+            state.window_start_us + 3 * period - now_us
+        } else if state.current > 0 {
             state.window_start_us + 2 * period - now_us
         } else if state.previous > 0 {
             state.window_start_us + period - now_us
