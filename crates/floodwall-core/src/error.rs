@@ -77,10 +77,11 @@ pub enum PolicyError {
         /// The policy's limit.
         limit: u64,
     },
-    /// `max_debt` was given for an algorithm that carries no debt (`concurrency` counts units
-    /// in flight, which a settle cannot owe).
+    /// `max_debt` was given for an algorithm that carries no debt: `concurrency` counts units
+    /// in flight, which a charge cannot owe; `sliding_log` promises at most `limit` units in
+    /// any interval of one period, which a charge past the limit would break.
     #[error(
-        "max_debt is not supported by {algorithm}: only {} carry a debt; remove max_debt or change the algorithm",
+        "max_debt is not supported by {algorithm}: only {} carry a debt (sliding_log promises at most limit units in any period, concurrency counts requests in flight); remove max_debt or change the algorithm",
         names(Algorithm::carries_debt)
     )]
     DebtNotSupported {

@@ -249,6 +249,24 @@ pub fn refund(
 /// [`Policy::with_max_debt`](crate::Policy::with_max_debt)); an algorithm that carries no debt
 /// charges only what is left. Never refused: the decision is allowed and reports the debt. A
 /// `state` of another algorithm's shape is ignored.
+///
+/// ```
+/// use std::time::Duration;
+/// use floodwall_core::{Algorithm, Policy, algorithm};
+///
+/// // 1 000 tokens a minute, and a key may owe up to a minute's worth.
+/// let tokens = Policy::new("tokens", Algorithm::FixedWindow, 1_000, Duration::from_secs(60))?
+///     .with_max_debt(1_000)?;
+/// let minute = 1_700_000_040_000_000; // a window boundary: a multiple of 60 s
+/// let asked = algorithm::step(None, minute, 1, &tokens)?; // admitted on an estimate of 1
+/// // The answer used 1 300 tokens: 1 299 more than the estimate, 300 past the limit.
+/// let settled = algorithm::debit(asked.new_state, minute + 1, 1_299, &tokens);
+/// assert_eq!((settled.decision.remaining, settled.decision.debt), (0, 300));
+/// // The next minute starts with the 300 owed counted.
+/// let next = algorithm::step(settled.new_state, minute + 60_000_000, 0, &tokens)?;
+/// assert_eq!((next.decision.remaining, next.decision.debt), (700, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn debit(state: Option<State>, now_us: u64, cost: u64, policy: &Policy) -> Outcome<State> {
     with_meter!(policy.algorithm(), M => {
         let outcome = debit_with::<M>(state.and_then(M::unwrap), now_us, cost, policy);

@@ -3,6 +3,9 @@
 //! An admitted unit at time `t` counts while `now < t + period`. Memory grows with the limit (at
 //! most one entry per admitted unit; same-instant admissions share an entry here, while the Redis
 //! script stores one sorted-set member per unit).
+//!
+//! It carries no debt: a charge past the limit would break the promise of at most `limit`
+//! units in any period, whatever came after, so a debit charges only what is left.
 
 use std::collections::VecDeque;
 

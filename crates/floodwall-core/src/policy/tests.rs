@@ -208,3 +208,32 @@ fn debug_names_a_prefetch_only_when_there_is_one() {
         "{prefetching:?}"
     );
 }
+
+#[test]
+fn max_debt_is_at_most_the_capacity_and_only_for_algorithms_that_carry_debt() {
+    let second = Duration::from_secs(1);
+    let bucket = Policy::new("b", Algorithm::TokenBucket, 5, second)
+        .and_then(|policy| policy.with_burst(8))
+        .unwrap();
+    assert_eq!(bucket.max_debt(), 0, "no debt unless asked for");
+    assert_eq!(bucket.clone().with_max_debt(8).unwrap().max_debt(), 8);
+    assert_eq!(
+        bucket.with_max_debt(9).unwrap_err(),
+        PolicyError::DebtTooLarge {
+            max_debt: 9,
+            capacity: 8
+        }
+    );
+    for algorithm in [Algorithm::SlidingLog, Algorithm::Concurrency] {
+        let policy = Policy::new("p", algorithm, 5, second).unwrap();
+        let refused = policy.clone().with_max_debt(1).unwrap_err();
+        assert_eq!(refused, PolicyError::DebtNotSupported { algorithm });
+        assert!(
+            refused
+                .to_string()
+                .contains("only fixed_window, sliding_window, token_bucket, gcra carry a debt"),
+            "{refused}"
+        );
+        assert_eq!(policy.with_max_debt(0).unwrap().max_debt(), 0);
+    }
+}
