@@ -275,13 +275,9 @@ pub fn debit_with<M: Meter>(
     cost: u64,
     policy: &Policy,
 ) -> Outcome<M::State> {
-    let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
-    let (decision, ttl_us) = debit_in_place::<M>(&mut state, now_us, cost, policy);
-    Outcome {
-        decision,
-        new_state: (ttl_us > 0).then_some(state),
-        ttl_us,
-    }
+    operated::<M>(state, now_us, policy, |state| {
+        debit_in_place::<M>(state, now_us, cost, policy)
+    })
 }
 
 /// Catches `state` up to `now_us` and charges `cost` units whatever is left; returns the
@@ -307,13 +303,24 @@ fn in_place<M: Meter>(
     operate: impl FnOnce(&mut M::State) -> (Decision, u64),
 ) -> Result<Outcome<M::State>, CostError> {
     check_cost(policy, cost)?;
+    Ok(operated::<M>(state, now_us, policy, operate))
+}
+
+/// Runs `operate` on `state` (a key never seen is fresh), and keeps the state only while it is
+/// away from rest.
+fn operated<M: Meter>(
+    state: Option<M::State>,
+    now_us: u64,
+    policy: &Policy,
+    operate: impl FnOnce(&mut M::State) -> (Decision, u64),
+) -> Outcome<M::State> {
     let mut state = state.unwrap_or_else(|| M::fresh(now_us, policy));
     let (decision, ttl_us) = operate(&mut state);
-    Ok(Outcome {
+    Outcome {
         decision,
         new_state: (ttl_us > 0).then_some(state),
         ttl_us,
-    })
+    }
 }
 
 /// Catches `state` up to `now_us` and gives back `cost` units (at most the policy's capacity);
