@@ -9,11 +9,11 @@
 --            expiries are then never shorter than one hour, as the injected clock may run slow)
 -- ARGV[2]    cost in units of every pair; 0 peeks (judges one unit, consumes nothing)
 -- ARGV[3]    call token, unique per call ("<instance id>.<sequence>"): names sliding-log members
--- ARGV[4+5(i-1)] .. ARGV[8+5(i-1)]   policy i: algorithm name, limit, period_us, capacity
---            (burst or limit), shadow (1 | 0). The caller has checked cost <= capacity.
--- ARGV[4+5N] .. ARGV[3+6N]   optional, a weighted check: pair i's own cost, instead of ARGV[2]
+-- ARGV[4+6(i-1)] .. ARGV[9+6(i-1)]   policy i: algorithm name, limit, period_us, capacity
+--            (burst or limit), shadow (1 | 0), max_debt. The caller has checked cost <= capacity.
+-- ARGV[4+6N] .. ARGV[3+7N]   optional, a weighted check: pair i's own cost, instead of ARGV[2]
 -- Reply:     { now_us, allowed (1 | 0), then for each policy i: allowed (1 | 0), remaining,
---              reset_after_us, retry_after_us (-1 when allowed) }
+--              reset_after_us, retry_after_us (-1 when allowed), debt }
 -- Writes:    only when a policy consumes, or when a stored time from the future was clamped;
 --            every write sets an expiry at the time the state is back at rest (never a key
 --            without TTL), and a state at rest is deleted.
@@ -24,15 +24,16 @@ local cost = tonumber(ARGV[2])
 
 -- Phase 1: judge every policy; per policy i, its module, parameters and state (a, b).
 local modules, limits, periods, capacities, as, bs, dirties, lefts = {}, {}, {}, {}, {}, {}, {}, {}
-local costs = {}
+local costs, max_debts = {}, {}
 local allowed = true
 for i = 1, #KEYS do
-  local m, limit, period, capacity, shadow = policy_at(i)
-  local a, b, dirty = m.load(KEYS[i], now, limit, period, capacity)
+  local m, limit, period, capacity, shadow, max_debt = policy_at(i)
+  local a, b, dirty = m.load(KEYS[i], now, limit, period, capacity, max_debt)
   local left = m.remaining(a, b, now, limit, period, capacity)
   costs[i] = cost_at(i, cost)
   if math.max(costs[i], 1) > left and not shadow then allowed = false end
-  modules[i], limits[i], periods[i], capacities[i] = m, limit, period, capacity
+  modules[i], limits[i], periods[i], capacities[i], max_debts[i] = m, limit, period, capacity,
+    max_debt
   as[i], bs[i], dirties[i], lefts[i] = a, b, dirty, left
 end
 
@@ -40,12 +41,13 @@ end
 local reply = { now, allowed and 1 or 0 }
 for i = 1, #KEYS do
   local m = modules[i]
-  local admits, left, reset, retry = conclude(m.consume, m.wait, m.reset_after, m.store, KEYS[i],
-    as[i], bs[i], dirties[i], lefts[i], now, costs[i], allowed, limits[i], periods[i], capacities[i],
-    ARGV[3] .. ':' .. i .. ':', min_ttl_ms)
+  local admits, left, reset, retry, debt = conclude(m.consume, m.wait, m.reset_after, m.store,
+    m.debt, KEYS[i], as[i], bs[i], dirties[i], lefts[i], now, costs[i], allowed, limits[i],
+    periods[i], capacities[i], max_debts[i], ARGV[3] .. ':' .. i .. ':', min_ttl_ms)
   reply[#reply + 1] = admits
   reply[#reply + 1] = left
   reply[#reply + 1] = reset
   reply[#reply + 1] = retry
+  reply[#reply + 1] = debt
 end
 return reply

@@ -4,7 +4,8 @@
 -- fixed_window.rs and calendar.rs.
 --
 -- Key: a string struct.pack('<dd', window_start_us, count). Complexity: O(1).
--- State: a = units counted in the current window; b unused.
+-- State: a = units counted in the current window, past the limit by at most max_debt in debt (the
+-- next window starts with that excess counted); b unused.
 
 local DAY, FIRST_MONDAY = 86400000000, 345600000000
 
@@ -47,13 +48,20 @@ local function window(now, period)
   return start, start + period
 end
 
-local function load(key, now, limit, period, capacity)
+-- What the next window owes of a window's `count`: its excess over the limit, at most max_debt.
+local function carried(count, limit, max_debt)
+  return math.min(math.max(count - limit, 0), max_debt)
+end
+
+local function load(key, now, limit, period, capacity, max_debt)
   local current = window(now, period)
   local raw = redis.call('GET', key)
   if raw then
     local start, count = struct.unpack('<dd', raw)
     -- A window in the future (the clock stepped back) counts as the current one.
     if start >= current then return count, 0, start > current end
+    -- The window just before passes on its debt.
+    if start == window(current - 1, period) then return carried(count, limit, max_debt), 0, false end
   end
   return 0, 0, false
 end
@@ -62,9 +70,12 @@ local function remaining(a, b, now, limit, period, capacity)
   return math.max(limit - a, 0)
 end
 
-local function wait(key, a, b, now, need, limit, period, capacity)
+-- The next window starts with the debt carried (at most max_debt <= limit), the one after empty.
+local function wait(key, a, b, now, need, limit, period, capacity, max_debt)
   local _, finish = window(now, period)
-  return finish - now
+  if carried(a, limit, max_debt) + need <= limit then return finish - now end
+  local _, after = window(finish, period)
+  return after - now
 end
 
 local function consume(key, a, b, now, cost, limit, period, member)
@@ -75,9 +86,22 @@ local function refund(key, a, b, now, cost, limit, period, capacity)
   return math.max(a - cost, 0), b
 end
 
-local function reset_after(a, b, now, limit, period, capacity)
+-- Up to the limit and the most a key may owe; a count already past that (a lowered limit) stays.
+local function debit(key, a, b, now, cost, limit, period, capacity, max_debt)
+  return math.max(a, math.min(a + cost, limit + max_debt)), b
+end
+
+local function debt(a, b, now, limit, period, capacity, max_debt)
+  return carried(a, limit, max_debt)
+end
+
+local function reset_after(a, b, now, limit, period, capacity, max_debt)
   if a == 0 then return 0 end
   local _, finish = window(now, period)
+  if carried(a, limit, max_debt) > 0 then
+    local _, after = window(finish, period)
+    return after - now
+  end
   return finish - now
 end
 

@@ -5,9 +5,10 @@
 -- Key: a string, the decimal tat when frac is 0 (whenever limit divides the period in µs, as in
 -- 10/minute), which Redis keeps as an integer in the key's own object at no extra allocation;
 -- otherwise 'tat:frac'. Complexity: O(1).
--- State: a = tat, b = frac, with TAT never earlier than now.
+-- State: a = tat, b = frac, with TAT never earlier than now. A key in debt has its TAT past a
+-- full burst, by at most `max_debt` emission intervals more.
 
-local function load(key, now, limit, period, capacity)
+local function load(key, now, limit, period, capacity, max_debt)
   local raw = redis.call('GET', key)
   if not raw then return now, 0, false end
   local tat, frac = tonumber(raw), 0
@@ -19,9 +20,9 @@ local function load(key, now, limit, period, capacity)
     frac = math.min(frac, limit - 1)
   end
   if tat < now or (tat == now and frac == 0) then return now, 0, false end
-  -- A TAT further ahead than a full burst (the clock stepped back) is clamped to an empty
-  -- bucket now. Whole microseconds are compared first, so no product passes 2^53.
-  local max = capacity * period
+  -- A TAT further ahead than a full burst and the most a key may owe (the clock stepped back) is
+  -- clamped to that. Whole microseconds are compared first, so no product passes 2^53.
+  local max = (capacity + max_debt) * period
   local ahead, whole = tat - now, idiv(max, limit)
   if ahead > whole or (ahead == whole and ahead * limit + frac > max) then
     return now + whole, max - whole * limit, true
@@ -30,7 +31,7 @@ local function load(key, now, limit, period, capacity)
 end
 
 local function remaining(a, b, now, limit, period, capacity)
-  return idiv(capacity * period - (a - now) * limit - b, period)
+  return math.max(idiv(capacity * period - (a - now) * limit - b, period), 0)
 end
 
 local function wait(key, a, b, now, need, limit, period, capacity)
@@ -55,6 +56,19 @@ local function refund(key, a, b, now, cost, limit, period, capacity)
   local debt = math.max((a - now) * limit + b - cost * period, 0)
   local whole = idiv(debt, limit)
   return now + whole, debt - whole * limit
+end
+
+-- The TAT moves on by `cost` emission intervals, up to a full burst and the most a key may owe.
+-- A sum past 2^53 is past that ceiling too, and rounding keeps it there.
+local function debit(key, a, b, now, cost, limit, period, capacity, max_debt)
+  local backlog = math.min((a - now) * limit + b + cost * period, (capacity + max_debt) * period)
+  local whole = idiv(backlog, limit)
+  return now + whole, backlog - whole * limit
+end
+
+-- Units owed past a full burst, rounded up.
+local function debt(a, b, now, limit, period, capacity, max_debt)
+  return math.max(ceil_div((a - now) * limit + b - capacity * period, period), 0)
 end
 
 local function reset_after(a, b, now, limit, period, capacity)

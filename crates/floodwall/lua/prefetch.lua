@@ -2,7 +2,8 @@
 -- or gives back the units it did not spend. Assembled after prelude.lua and fixed_window.lua.
 --
 -- KEYS[1]: the state key. ARGV[1]: now_us, or empty for Redis TIME; ARGV[2]: 'take' or 'give';
--- ARGV[3], ARGV[4]: the policy's limit and period, as decide.lua takes them; then
+-- ARGV[3], ARGV[4]: the policy's limit and period, as decide.lua takes them; ARGV[7]: its
+-- max_debt; and
 --   take: ARGV[5] the most units to take, ARGV[6] the fewest (the request's cost): takes
 --         min(most, remaining) when that is at least the fewest, else nothing;
 --   give: ARGV[5] the units, ARGV[6] the start of the window that counted them. They are given
@@ -22,7 +23,8 @@ local limit, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local units, bound = tonumber(ARGV[5]), tonumber(ARGV[6])
 local start = window(now, period)
 
-local a, b, dirty = load(key, now, limit, period, limit)
+local max_debt = tonumber(ARGV[7])
+local a, b, dirty = load(key, now, limit, period, limit, max_debt)
 local left = remaining(a, b, now, limit, period, limit)
 local moved, retry = 0, -1
 if ARGV[2] == 'take' then
@@ -30,13 +32,13 @@ if ARGV[2] == 'take' then
     moved = math.min(units, left)
     a, b = consume(key, a, b, now, moved, limit, period, '')
   else
-    retry = wait(key, a, b, now, bound, limit, period, limit)
+    retry = wait(key, a, b, now, bound, limit, period, limit, max_debt)
   end
 elseif start == bound then
   moved = math.min(units, a)
   a, b = refund(key, a, b, now, moved, limit, period, limit)
 end
 left = remaining(a, b, now, limit, period, limit)
-local reset = reset_after(a, b, now, limit, period, limit)
+local reset = reset_after(a, b, now, limit, period, limit, max_debt)
 if moved > 0 or dirty then persist(store, key, a, b, now, period, reset, min_ttl_ms) end
 return { now, moved, left, reset, retry, start }

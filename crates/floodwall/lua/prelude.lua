@@ -53,8 +53,8 @@ end
 -- `commit` is true and the policy admits, writes the state when it changed, and returns the
 -- reply's four items for the policy: admits (1 | 0), remaining, reset_after_us, retry_after_us
 -- (-1 when it admits). A cost of 0 judges one unit and consumes nothing.
-local function conclude(consume, wait, reset_after, store, key, a, b, dirty, left, now, cost,
-                        commit, limit, period, capacity, member, min_ttl_ms)
+local function conclude(consume, wait, reset_after, store, debt, key, a, b, dirty, left, now,
+                        cost, commit, limit, period, capacity, max_debt, member, min_ttl_ms)
   local need = math.max(cost, 1)
   local admits = need <= left
   local consumed = commit and admits and cost > 0
@@ -63,8 +63,8 @@ local function conclude(consume, wait, reset_after, store, key, a, b, dirty, lef
     left = left - cost
   end
   local retry = -1
-  if not admits then retry = wait(key, a, b, now, need, limit, period, capacity) end
-  local reset = reset_after(a, b, now, limit, period, capacity)
+  if not admits then retry = wait(key, a, b, now, need, limit, period, capacity, max_debt) end
+  local reset = reset_after(a, b, now, limit, period, capacity, max_debt)
   if consumed or dirty then persist(store, key, a, b, now, period, reset, min_ttl_ms) end
-  return admits and 1 or 0, left, reset, retry
+  return admits and 1 or 0, left, reset, retry, debt(a, b, now, limit, period, capacity, max_debt)
 end

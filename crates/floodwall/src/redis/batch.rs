@@ -198,7 +198,9 @@ impl Sender {
 /// Gives each decision of `group` its part of the batch's reply, or the batch's failure; returns
 /// how many callers had left.
 fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) -> u64 {
-    let expected = 1 + 5 * group.len();
+    // Each decision: whether it is allowed, then the fields of a policy's decision.
+    let each = 1 + reply::PER_POLICY;
+    let expected = 1 + each * group.len();
     let items = match outcome {
         Ok(Value::Array(items)) if items.len() == expected => Ok(items),
         Ok(other) => Err(StoreError::Reply {
@@ -213,10 +215,10 @@ fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) -> u64 {
     for (i, pending) in group.into_iter().enumerate() {
         let result = match &items {
             Ok(items) => {
-                // The shape of a single-policy reply: now, then this decision's five fields.
-                let mut one = Vec::with_capacity(6);
+                // The shape of a single-policy reply: now, then this decision's fields.
+                let mut one = Vec::with_capacity(1 + each);
                 one.push(items[0].clone());
-                one.extend_from_slice(&items[1 + 5 * i..6 + 5 * i]);
+                one.extend_from_slice(&items[1 + each * i..1 + each * (i + 1)]);
                 reply::decode(&Value::Array(one), &[&pending.policy])
             }
             Err(error) => Err(error.clone()),

@@ -64,14 +64,17 @@ impl<'a> Integers<'a> {
     }
 }
 
-/// Decodes `{ now_us, allowed, (allowed, remaining, reset_after_us, retry_after_us)… }`.
+/// The integers per policy in a decision script's reply.
+pub(crate) const PER_POLICY: usize = 5;
+
+/// Decodes `{ now_us, allowed, (allowed, remaining, reset_after_us, retry_after_us, debt)… }`.
 pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, StoreError> {
     let what = format!("{} policies", policies.len());
-    let items = Integers::of(reply, 2 + 4 * policies.len(), &what)?;
+    let items = Integers::of(reply, 2 + PER_POLICY * policies.len(), &what)?;
     let allowed = items.flag(1)?;
     let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
     for (n, policy) in policies.iter().enumerate() {
-        let base = 2 + 4 * n;
+        let base = 2 + PER_POLICY * n;
         let admits = items.flag(base)?;
         decisions.push(Decision {
             allowed: admits,
@@ -79,8 +82,7 @@ pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, Stor
             remaining: items.non_negative(base + 1)?,
             reset_after: Duration::from_micros(items.non_negative(base + 2)?),
             retry_after: items.retry_after(base + 3, admits)?,
-            // The scripts carry no debt yet.
-            debt: 0,
+            debt: items.non_negative(base + 4)?,
         });
     }
     Ok(Answer::from_store(allowed, decisions))
@@ -149,6 +151,7 @@ mod tests {
             Value::Int(0),
             Value::Int(200_000),
             Value::Int(200_000),
+            Value::Int(0),
         ]);
         let answer = decode(&reply, &[&policy()]).unwrap();
         assert!(!answer.allowed);
@@ -165,7 +168,7 @@ mod tests {
             Value::Int(1),
             Value::SimpleString("OK".into()),
             Value::Array(vec![]),
-            Value::Array(vec![Value::Int(0); 7]),
+            Value::Array(vec![Value::Int(0); 8]),
             Value::Array(vec![
                 Value::Int(1),
                 Value::Int(1),
@@ -173,6 +176,7 @@ mod tests {
                 Value::Int(-2),
                 Value::Int(0),
                 Value::Int(-1),
+                Value::Int(0),
             ]),
             Value::Array(vec![
                 Value::Int(1),
@@ -181,6 +185,7 @@ mod tests {
                 Value::Int(0),
                 Value::Int(0),
                 Value::Int(-1),
+                Value::Int(0),
             ]),
             Value::Array(vec![
                 Value::Int(1),
@@ -189,6 +194,7 @@ mod tests {
                 Value::Int(0),
                 Value::Int(0),
                 Value::Int(5),
+                Value::Int(0),
             ]),
             Value::Array(vec![
                 Value::Int(1),
@@ -197,6 +203,7 @@ mod tests {
                 Value::Int(0),
                 Value::Int(0),
                 Value::Int(-1),
+                Value::Int(0),
             ]),
         ];
         for reply in bad {

@@ -48,14 +48,16 @@ macro_rules! module {
             "_module()\n",
             include_str!(concat!("../../lua/", stringify!($name), ".lua")),
             "return { load = load, remaining = remaining, wait = wait, consume = consume, ",
-            "refund = refund, reset_after = reset_after, store = store }\nend\n",
+            "refund = refund, debit = debit, debt = debt, reset_after = reset_after, ",
+            "store = store }\nend\n",
         )
     };
 }
 
 /// The texts of every script, from the algorithm registry: the single-policy ones in
 /// [`Algorithm::ALL`] order, then [`DECIDE`], then [`REFUND`], then the batch ones from
-/// [`BATCH`] in [`Algorithm::ALL`] order, then [`PREFETCH`], then [`RELEASE`], then [`QUOTA`].
+/// [`BATCH`] in [`Algorithm::ALL`] order, then [`PREFETCH`], then [`RELEASE`], then [`QUOTA`],
+/// then [`DEBIT`].
 macro_rules! sources {
     ([] $($(#[$doc:meta])* $variant:ident $module:ident,)*) => {
         /// The text every multi-policy script starts with: the helpers, every module's
@@ -73,7 +75,7 @@ macro_rules! sources {
                 )
             };
         }
-        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 5] = [
+        pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 6] = [
             $(one_algorithm!($module, "single.lua"),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
             concat!(modules!(), include_str!("../../lua/refund.lua")),
@@ -82,6 +84,7 @@ macro_rules! sources {
             one_algorithm!(fixed_window, "prefetch.lua"),
             concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/release.lua")),
             concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/quota.lua")),
+            concat!(modules!(), include_str!("../../lua/debit.lua")),
         ];
     };
 }
@@ -106,6 +109,9 @@ const RELEASE: usize = PREFETCH + 1;
 /// The quota script's index in [`SOURCES`].
 const QUOTA: usize = RELEASE + 1;
 
+/// The debit script's index in [`SOURCES`].
+const DEBIT: usize = QUOTA + 1;
+
 /// Each script's SHA-1, as EVALSHA wants it.
 static SHA1: LazyLock<[String; SOURCES.len()]> =
     LazyLock::new(|| SOURCES.map(|source| ::redis::Script::new(source).get_hash().to_owned()));
@@ -117,12 +123,15 @@ pub(crate) enum Operation {
     Decide,
     /// Give back.
     Refund,
+    /// Charge whatever is left, into debt.
+    Debit,
 }
 
 /// The script for `operation` on `policies`: for a decision on one policy, its algorithm's own.
 fn script_for(operation: Operation, policies: &[&Policy]) -> usize {
     match (operation, policies) {
         (Operation::Refund, _) => REFUND,
+        (Operation::Debit, _) => DEBIT,
         (Operation::Decide, [policy]) => policy.algorithm().index(),
         (Operation::Decide, _) => DECIDE,
     }
@@ -247,7 +256,8 @@ pub(crate) fn prefetch_command(
         .arg(policy.limit())
         .arg(period_arg(policy))
         .arg(units)
-        .arg(bound);
+        .arg(bound)
+        .arg(policy.max_debt());
     cmd
 }
 
@@ -313,12 +323,14 @@ fn now_arg(cmd: &mut ::redis::Cmd, now_us: Option<u64>) {
     };
 }
 
-/// A policy's parameters as every decision script takes them: limit, period, capacity, shadow.
+/// A policy's parameters as every decision script takes them: limit, period, capacity, shadow,
+/// max_debt.
 fn policy_args(cmd: &mut ::redis::Cmd, policy: &Policy) {
     cmd.arg(policy.limit())
         .arg(period_arg(policy))
         .arg(policy.capacity())
-        .arg(u8::from(policy.mode() == Mode::Shadow));
+        .arg(u8::from(policy.mode() == Mode::Shadow))
+        .arg(policy.max_debt());
 }
 
 /// A policy's period as the scripts take it: microseconds, aligned to the epoch; minus the
