@@ -171,6 +171,7 @@ mod tests {
             remaining: 0,
             reset_after: Duration::from_secs(1),
             retry_after: (!allowed).then_some(Duration::from_secs(1)),
+            debt: 0,
         }
     }
 

@@ -150,6 +150,7 @@ mod tests {
             remaining: 5,
             reset_after: Duration::from_millis(reset_after_ms),
             retry_after: (!allowed).then(|| Duration::from_millis(reset_after_ms)),
+            debt: 0,
         }
     }
 

@@ -586,6 +586,7 @@ mod tests {
             remaining,
             reset_after: Duration::ZERO,
             retry_after: None,
+            debt: 0,
         };
         assert_eq!(fill(&decision(10, 7)), 19_660);
         assert_eq!(fill(&decision(10, 10)), 0);
