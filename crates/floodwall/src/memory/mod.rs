@@ -9,7 +9,7 @@ mod tests;
 use std::hash::Hasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use floodwall_core::algorithm::{Evaluation, refund_in_place, release_in_place};
+use floodwall_core::algorithm::{Evaluation, debit_in_place, refund_in_place, release_in_place};
 use floodwall_core::{Algorithm, Clock, Decision, Holder, Mode, Policy, SystemClock, with_meter};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use smallvec::SmallVec;
@@ -254,6 +254,24 @@ impl MemoryStore {
         Answer::from_store(true, decisions)
     }
 
+    /// Charges each pair of `check` its cost whatever is left (a cost known only after the
+    /// answer): past zero a key owes the rest, up to its policy's `max_debt`
+    /// ([`floodwall_core::algorithm::debit`]). Never denied; the decisions report each key's
+    /// debt.
+    pub fn debit_sync(&self, check: &Check<'_>) -> Answer {
+        let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
+        for (i, (policy, key)) in check.pairs().iter().enumerate() {
+            let id = self.key_id(policy, key);
+            let mut shard = self.lock(self.shard_of(id));
+            let now = self.inner.clock.now_us();
+            let cost = check.cost_of(i);
+            decisions.push(
+                with_meter!(policy.algorithm(), M => debit::<M>(&mut shard, id, now, cost, policy)),
+            );
+        }
+        Answer::from_store(true, decisions)
+    }
+
     /// [`Store::release`] without a future.
     pub fn release_sync(&self, check: &Check<'_>) {
         let holder = check.holder();
@@ -482,6 +500,27 @@ fn refund<M: Tracked>(
     if entry.record(now_us, ttl_us, &decision) {
         shard.remove_at_rest::<M>(id);
     }
+    decision
+}
+
+/// Charges `cost` to the key's state whatever is left, tracking a key not yet tracked.
+fn debit<M: Tracked>(
+    shard: &mut Shard,
+    id: KeyId<'_>,
+    now_us: u64,
+    cost: u64,
+    policy: &Policy,
+) -> Decision {
+    if let Some(entry) = shard.get_mut::<M>(id) {
+        let (decision, ttl_us) = debit_in_place::<M>(&mut entry.state, now_us, cost, policy);
+        if entry.record(now_us, ttl_us, &decision) {
+            shard.remove_at_rest::<M>(id);
+        }
+        return decision;
+    }
+    let mut state = M::fresh(now_us, policy);
+    let (decision, ttl_us) = debit_in_place::<M>(&mut state, now_us, cost, policy);
+    shard.track_new::<M>(id, now_us, ttl_us, &decision, state);
     decision
 }
 

@@ -477,6 +477,7 @@ impl RedisStore {
                 Operation::Decide if costs.consumes() => {
                     Replicated::by(self.inner.wait_replicas, deadline)
                 }
+                Operation::Debit => Replicated::by(self.inner.wait_replicas, deadline),
                 _ => None,
             };
             let reply = run_script(&self.inner.connection, replicated, |with_source| {
@@ -494,6 +495,21 @@ impl RedisStore {
             reply::decode(&reply, policies)
         };
         self.until(deadline, call).await
+    }
+
+    /// Charges each pair of `check` its cost whatever is left (a cost known only after the
+    /// answer), in one script call per slot: past zero a key owes the rest, up to its policy's
+    /// `max_debt` ([`floodwall_core::algorithm::debit`]). Never denied; the decisions report
+    /// each key's debt. On a cluster, pairs in different slots are charged one slot after
+    /// another, and a failure may leave the earlier ones charged.
+    ///
+    /// # Errors
+    ///
+    /// When Redis could not be reached, as for a decision.
+    pub async fn debit(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
+        // A charge changes what a cached denial assumed.
+        self.forget_denials(check);
+        self.run(check, Operation::Debit).await
     }
 
     /// Drops this instance's cached denials of `check`'s client keys.

@@ -198,7 +198,10 @@ fn from_future(state: &State, now_us: u64, policy: &Policy) -> bool {
         State::Concurrency(s) => s.holdings().any(|l| l.expires_us > now_us + period),
         State::TokenBucket(s) => s.updated_us > now_us,
         State::Gcra(s) => {
-            let (limit, max) = (policy.limit(), policy.capacity() * period);
+            let (limit, max) = (
+                policy.limit(),
+                (policy.capacity() + policy.max_debt()) * period,
+            );
             let (ahead, whole) = (s.tat_us.saturating_sub(now_us), max / limit);
             s.tat_us > now_us
                 && (ahead > whole
@@ -293,6 +296,99 @@ fn lua_refunds_agree_with_rust() {
                         expected.new_state
                     } else {
                         stored_after(state, expected, now, cost, &policy)
+                    };
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+}
+
+/// What one operation of a debit sequence does.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Check,
+    Refund,
+    Debit,
+}
+
+/// A policy from [`policy`] with a `max_debt` of up to its capacity when its algorithm
+/// carries debt.
+fn policy_with_debt(name: &'static str) -> impl Strategy<Value = Policy> {
+    (policy(name), 0u64..=80).prop_map(|(policy, max_debt)| {
+        if !policy.algorithm().carries_debt() {
+            return policy;
+        }
+        let max_debt = max_debt.min(policy.capacity());
+        policy.with_max_debt(max_debt).unwrap()
+    })
+}
+
+/// Debits into debt, interleaved with checks and refunds: the debit script agrees with
+/// `algorithm::debit`, and later decisions and refunds on a key in debt agree with Rust's, the
+/// clock stepping back now and then; the memory store charges the same (docs/testing.md: A21).
+#[test]
+fn lua_debits_agree_with_rust_and_the_memory_store() {
+    let server = RedisServer::start().unwrap();
+    let rt = runtime();
+    let mut runner = TestRunner::new(Config::with_cases(96));
+    let cases = AtomicU64::new(0);
+    let operation = prop_oneof![
+        5 => Just(Operation::Check),
+        1 => Just(Operation::Refund),
+        3 => Just(Operation::Debit),
+    ];
+    let operations = proptest::collection::vec((advance(), operation, 0u64..=90), 1..40);
+    let strategy = (policy_with_debt("p"), 0u64..10_000_000, operations);
+    runner
+        .run(&strategy, |(policy, start, operations)| {
+            let case = cases.fetch_add(1, Ordering::Relaxed);
+            rt.block_on(async {
+                let start = EPOCH_US + start;
+                let clock = ManualClock::new(start);
+                let store = store(&server, &clock, 3_000_000 + case).await;
+                let memory = MemoryStore::builder().clock(clock.clone()).build();
+                let policies = [policy.clone()];
+                let (mut state, mut now) = (None, start);
+                // Memory and Redis may differ after the clock steps back (see stored_after), so
+                // the memory store is compared until it first does.
+                let mut forward = true;
+                for (i, (advance, operation, cost)) in operations.into_iter().enumerate() {
+                    forward &= advance >= 0;
+                    now = now.saturating_add_signed(advance);
+                    clock.set_us(now);
+                    let cost = cost.min(policy.capacity());
+                    let check = Check::new(&policies, b"client", cost).unwrap();
+                    let (expected, actual, in_memory) = match operation {
+                        Operation::Check => (
+                            algorithm::step(state.clone(), now, cost, &policy).unwrap(),
+                            store.decide(&check).await.unwrap(),
+                            memory.decide_sync(&check),
+                        ),
+                        Operation::Refund => (
+                            algorithm::refund(state.clone(), now, cost, &policy).unwrap(),
+                            store.refund(&check).await.unwrap(),
+                            memory.refund_sync(&check),
+                        ),
+                        Operation::Debit => (
+                            algorithm::debit(state.clone(), now, cost, &policy),
+                            store.debit(&check).await.unwrap(),
+                            memory.debit_sync(&check),
+                        ),
+                    };
+                    let what = format!("operation {i} ({operation:?} of {cost})");
+                    prop_assert_eq!(actual.decisions[0], expected.decision, "{}", what);
+                    if forward {
+                        prop_assert_eq!(
+                            in_memory.decisions[0],
+                            expected.decision,
+                            "memory: {}",
+                            what
+                        );
+                    }
+                    state = match operation {
+                        Operation::Check => stored_after(state, expected, now, cost, &policy),
+                        _ => expected.new_state,
                     };
                 }
                 Ok(())
