@@ -21,7 +21,8 @@ use crate::runtime::WaitingCaller;
 /// What a finished decision gives its future.
 pub(crate) enum Delivery {
     Decision(PyDecision),
-    Verdict(PyVerdict),
+    /// Boxed: a verdict carries its decisions inline, several times any other delivery.
+    Verdict(Box<PyVerdict>),
     /// A decision and the units it holds: the holder goes to the future only if it still
     /// waits; otherwise the units are released.
     Held(PyDecision, Option<HeldUnits>),
@@ -148,7 +149,7 @@ impl Completions {
             caller.answered();
             out.push(match result {
                 Ok(Delivery::Decision(decision)) => (future, true, decision.into_py_any(py)?),
-                Ok(Delivery::Verdict(verdict)) => (future, true, verdict.into_py_any(py)?),
+                Ok(Delivery::Verdict(verdict)) => (future, true, (*verdict).into_py_any(py)?),
                 Ok(Delivery::Held(decision, guard)) => {
                     let holder = guard.and_then(HeldUnits::keep);
                     (future, true, (decision, holder).into_py_any(py)?)

@@ -320,7 +320,7 @@ impl PyLimiter {
         let (gate, policies) = (self.gate.clone(), owned(&policies));
         runtime::spawn(completions, future, self.by_the_gate(), async move {
             let verdict = decide(&gate, Check::new(&policies, key.as_ref(), cost)).await?;
-            Ok(Delivery::Verdict(PyVerdict { verdict }))
+            Ok(Delivery::Verdict(Box::new(PyVerdict { verdict })))
         })
     }
 
@@ -335,7 +335,7 @@ impl PyLimiter {
         runtime::spawn(completions, future, self.by_the_gate(), async move {
             let pairs = weighted(&policies, &keys, &costs);
             let verdict = decide(&gate, Check::weighted(pairs.iter().copied())).await?;
-            Ok(Delivery::Verdict(PyVerdict { verdict }))
+            Ok(Delivery::Verdict(Box::new(PyVerdict { verdict })))
         })
     }
 
