@@ -1,9 +1,9 @@
 //! The scripts, assembled from `lua/`, and the call that runs one.
 //!
 //! Constant texts: one per algorithm for a single policy (the common call), one that decides
-//! any mix of (policy, key) pairs all-or-nothing, one that refunds and one that debits. Redis therefore caches a
-//! fixed number of scripts whatever the keys; no script text is ever built from input. All take
-//! the same KEYS and ARGV and give the same reply shape.
+//! any mix of (policy, key) pairs all-or-nothing, one that refunds and one that debits. Redis
+//! therefore caches a fixed number of scripts whatever the keys; no script text is ever built
+//! from input. All take the same KEYS and ARGV and give the same reply shape.
 
 use std::sync::LazyLock;
 
