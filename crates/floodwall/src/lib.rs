@@ -51,7 +51,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
 pub use storage::{Storage, StorageConfig};
-pub use store::{Check, Source};
+pub use store::{Charge, Check, Source};
 pub use verdict::Verdict;
 
 /// What a limiter and its stores count, as [`Limiter::stats`] and the stores' own `stats`

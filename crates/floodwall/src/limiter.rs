@@ -21,9 +21,9 @@ use crate::lease::{Lease, new_holder};
 use crate::memory::MemoryStore;
 use crate::offenders::{Offender, OffenderTable};
 use crate::storage::Storage;
-use crate::store::Check;
 use crate::store::Store;
 use crate::store::{Answer, Source};
+use crate::store::{Charge, Check};
 use crate::verdict::Verdict;
 
 /// Decides requests against a [`Storage`], applying each policy's `on_error` when the store
@@ -212,6 +212,61 @@ impl Limiter {
             .await
             .map_err(|source| Error::StoreUnavailable { source })?;
         Ok(Verdict::of(check, answer))
+    }
+
+    /// Charges `cost` units to `key` under `policy` whatever is left: a cost known only after
+    /// the answer (the tokens a response used, the bytes it sent). Past zero the key owes the
+    /// rest, up to the policy's [`max_debt`](Policy::with_max_debt), and is denied until refill
+    /// or the next window has paid it; the verdict says what it owes
+    /// ([`Decision::debt`](crate::Decision::debt)). A charge is never denied, and never answered
+    /// by `on_error`: one that did not happen is an error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use floodwall::{Algorithm, Limiter, MemoryStore, Policy};
+    ///
+    /// // 1 000 tokens a minute per organisation, and a minute's worth of debt.
+    /// let tokens = Policy::new("tokens", Algorithm::TokenBucket, 1_000, Duration::from_secs(60))?
+    ///     .with_max_debt(1_000)?;
+    /// let limiter = Limiter::new(MemoryStore::new());
+    /// assert!(limiter.check(&tokens, "org-1", 1).await?.allowed());
+    /// // The answer used 1 500 tokens: 1 499 more than the request was admitted for.
+    /// let charged = limiter.debit(&tokens, "org-1", 1_499).await?;
+    /// assert_eq!(charged.decisions()[0].debt, 500);
+    /// assert!(!limiter.check(&tokens, "org-1", 1).await?.allowed());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Check`] when a policy is named twice; [`Error::StoreUnavailable`] when the
+    /// store failed.
+    pub async fn debit(
+        &self,
+        policy: &Policy,
+        key: impl AsRef<[u8]>,
+        cost: u64,
+    ) -> Result<Verdict, Error> {
+        self.charge(&Charge::new(slice::from_ref(policy), key.as_ref(), cost)?)
+            .await
+    }
+
+    /// Charges each pair of `charge`, as [`Limiter::debit`] does for one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] when the store failed.
+    pub async fn charge(&self, charge: &Charge<'_>) -> Result<Verdict, Error> {
+        let answer = self
+            .shared
+            .store
+            .debit(charge)
+            .await
+            .map_err(|source| Error::StoreUnavailable { source })?;
+        Ok(Verdict::of(charge.as_check(), answer))
     }
 
     /// Forgets `key`'s state under `policy`: its next request starts with a full quota.

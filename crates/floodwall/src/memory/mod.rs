@@ -18,8 +18,8 @@ pub use self::builder::MemoryStoreBuilder;
 use self::shard::{Hashing, KeyId, Shard, StoredKey, Tracked};
 use crate::error::StoreError;
 use crate::store::Answer;
-use crate::store::Check;
 use crate::store::Store;
+use crate::store::{Charge, Check};
 
 /// The default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -254,11 +254,9 @@ impl MemoryStore {
         Answer::from_store(true, decisions)
     }
 
-    /// Charges each pair of `check` its cost whatever is left (a cost known only after the
-    /// answer): past zero a key owes the rest, up to its policy's `max_debt`
-    /// ([`floodwall_core::algorithm::debit`]). Never denied; the decisions report each key's
-    /// debt.
-    pub fn debit_sync(&self, check: &Check<'_>) -> Answer {
+    /// [`Store::debit`] without a future.
+    pub fn debit_sync(&self, charge: &Charge<'_>) -> Answer {
+        let check = charge.as_check();
         let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
         for (i, (policy, key)) in check.pairs().iter().enumerate() {
             let id = self.key_id(policy, key);
@@ -548,6 +546,10 @@ impl Store for MemoryStore {
 
     async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         Ok(self.refund_sync(check))
+    }
+
+    async fn debit(&self, charge: &Charge<'_>) -> Result<Answer, StoreError> {
+        Ok(self.debit_sync(charge))
     }
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {

@@ -68,8 +68,8 @@ pub use self::sentinel::SentinelMaster;
 use self::sentinel::Sentinels;
 use crate::error::StoreError;
 use crate::store::Answer;
-use crate::store::Check;
 use crate::store::Store;
+use crate::store::{Charge, Check};
 
 /// How often a call answered by "not executed, try elsewhere or later" is sent again.
 const MAX_NOT_EXECUTED_RETRIES: u32 = 5;
@@ -497,21 +497,6 @@ impl RedisStore {
         self.until(deadline, call).await
     }
 
-    /// Charges each pair of `check` its cost whatever is left (a cost known only after the
-    /// answer), in one script call per slot: past zero a key owes the rest, up to its policy's
-    /// `max_debt` ([`floodwall_core::algorithm::debit`]). Never denied; the decisions report
-    /// each key's debt. On a cluster, pairs in different slots are charged one slot after
-    /// another, and a failure may leave the earlier ones charged.
-    ///
-    /// # Errors
-    ///
-    /// When Redis could not be reached, as for a decision.
-    pub async fn debit(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
-        // A charge changes what a cached denial assumed.
-        self.forget_denials(check);
-        self.run(check, Operation::Debit).await
-    }
-
     /// Drops this instance's cached denials of `check`'s client keys.
     fn forget_denials(&self, check: &Check<'_>) {
         if let Some(cache) = &self.inner.deny_cache {
@@ -616,6 +601,16 @@ impl Store for RedisStore {
         // A refund changes what a cached denial assumed.
         self.forget_denials(check);
         self.run(check, Operation::Refund).await
+    }
+
+    /// One script call per slot (on one node, one call). On a cluster, pairs in different
+    /// slots are charged one slot after another, and a failure may leave the earlier ones
+    /// charged.
+    async fn debit(&self, charge: &Charge<'_>) -> Result<Answer, StoreError> {
+        let check = charge.as_check();
+        // A charge changes what a cached denial assumed.
+        self.forget_denials(check);
+        self.run(check, Operation::Debit).await
     }
 
     async fn release(&self, check: &Check<'_>) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use crate::memory::{DEFAULT_MAX_KEYS, MemoryStats, MemoryStore};
 #[cfg(feature = "redis")]
 use crate::redis::{RedisConfig, RedisStats, RedisStore};
 use crate::store::Answer;
-use crate::store::Check;
+use crate::store::{Charge, Check};
 use crate::store::{ControlStore, Store};
 
 /// Which store to build: what [`Storage::connect`] accepts.
@@ -310,6 +310,15 @@ impl Store for Storage {
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.refund(check).await,
             Storage::Plugged(store) => store.refund(check).await,
+        }
+    }
+
+    async fn debit(&self, charge: &Charge<'_>) -> Result<Answer, StoreError> {
+        match self {
+            Storage::Memory(store) => store.debit(charge).await,
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.debit(charge).await,
+            Storage::Plugged(store) => store.debit(charge).await,
         }
     }
 

@@ -13,7 +13,7 @@ use floodwall_core::Clock;
 use tokio_util::task::TaskTracker;
 
 use crate::error::StoreError;
-use crate::store::{Answer, Check, ControlField, ControlStore, Store};
+use crate::store::{Answer, Charge, Check, ControlField, ControlStore, Store};
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -21,6 +21,7 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 
 trait Erased: Send + Sync + fmt::Debug {
     fn decide<'a>(&'a self, check: &'a Check<'_>) -> Boxed<'a, Answer>;
     fn refund<'a>(&'a self, check: &'a Check<'_>) -> Boxed<'a, Answer>;
+    fn debit<'a>(&'a self, charge: &'a Charge<'_>) -> Boxed<'a, Answer>;
     fn reset<'a>(&'a self, check: &'a Check<'_>) -> Boxed<'a, ()>;
     fn release<'a>(&'a self, check: &'a Check<'_>) -> Boxed<'a, ()>;
     fn release_in_place(&self, check: &Check<'_>) -> bool;
@@ -37,6 +38,10 @@ impl<S: Store + ControlStore> Erased for S {
 
     fn refund<'a>(&'a self, check: &'a Check<'_>) -> Boxed<'a, Answer> {
         Box::pin(Store::refund(self, check))
+    }
+
+    fn debit<'a>(&'a self, charge: &'a Charge<'_>) -> Boxed<'a, Answer> {
+        Box::pin(Store::debit(self, charge))
     }
 
     fn reset<'a>(&'a self, check: &'a Check<'_>) -> Boxed<'a, ()> {
@@ -108,6 +113,10 @@ impl Store for PluggedStore {
 
     async fn refund(&self, check: &Check<'_>) -> Result<Answer, StoreError> {
         self.store.refund(check).await
+    }
+
+    async fn debit(&self, charge: &Charge<'_>) -> Result<Answer, StoreError> {
+        self.store.debit(charge).await
     }
 
     async fn reset(&self, check: &Check<'_>) -> Result<(), StoreError> {

@@ -74,14 +74,22 @@ impl<'a> Check<'a> {
     pub fn weighted(
         pairs: impl IntoIterator<Item = (&'a Policy, &'a [u8], u64)>,
     ) -> Result<Self, CheckError> {
+        Check::with_costs(pairs, |policy, cost| {
+            check_cost(policy, cost)?;
+            Ok(cost)
+        })
+    }
+
+    /// Each pair with the cost `admissible` makes of its own (or the error it returns).
+    fn with_costs(
+        pairs: impl IntoIterator<Item = (&'a Policy, &'a [u8], u64)>,
+        admissible: impl Fn(&Policy, u64) -> Result<u64, CheckError>,
+    ) -> Result<Self, CheckError> {
         let mut plain: SmallVec<[(&'a Policy, &'a [u8]); 2]> = SmallVec::new();
         let mut costs: SmallVec<[u64; 2]> = SmallVec::new();
         for (policy, key, cost) in pairs {
+            costs.push(admissible(policy, cost)?);
             plain.push((policy, key));
-            costs.push(cost);
-        }
-        for ((policy, _), cost) in plain.iter().zip(&costs) {
-            check_cost(policy, *cost)?;
         }
         let largest = costs.iter().copied().max().unwrap_or(0);
         let one_key = plain.windows(2).all(|w| w[0].1 == w[1].1);
@@ -257,6 +265,60 @@ impl OwnedCheck {
             one_key: self.one_key,
             holder: self.holder,
         }
+    }
+}
+
+/// Costs known only after the answer, charged whatever is left ([`Store::debit`](crate::store::Store::debit)):
+/// (policy, client key) pairs with a cost each. Past zero a key owes the rest, up to its
+/// policy's [`max_debt`](floodwall_core::Policy::with_max_debt); what would go past that is
+/// forgiven, so each pair's cost is cut to its capacity and `max_debt` together, which charges
+/// exactly as much as any more would. A charge is never a decision: a store cannot be asked to
+/// decide one.
+#[derive(Debug, Clone)]
+pub struct Charge<'a>(Check<'a>);
+
+impl<'a> Charge<'a> {
+    /// `cost` units for `key` under every one of `policies`.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckError::Duplicate`] when a policy is named twice.
+    pub fn new(policies: &'a [Policy], key: &'a [u8], cost: u64) -> Result<Self, CheckError> {
+        Charge::each(policies.iter().map(|policy| (policy, key, cost)))
+    }
+
+    /// Each (policy, client key) pair with a cost of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckError::Duplicate`] when the same policy comes twice with the same key.
+    pub fn each(
+        pairs: impl IntoIterator<Item = (&'a Policy, &'a [u8], u64)>,
+    ) -> Result<Self, CheckError> {
+        let check = Check::with_costs(pairs, |policy, cost| {
+            Ok(cost.min(policy.capacity() + policy.max_debt()))
+        })?;
+        Ok(Charge(check))
+    }
+
+    /// The (policy, client key) pairs, in order.
+    #[inline]
+    pub fn pairs(&self) -> &[(&'a Policy, &'a [u8])] {
+        self.0.pairs()
+    }
+
+    /// The cost of pair `i` (as cut).
+    #[inline]
+    pub fn cost_of(&self, i: usize) -> u64 {
+        self.0.cost_of(i)
+    }
+
+    /// The pairs and their costs as a check, for the stores of this crate, which charge by the
+    /// same paths they decide by. Never handed out: a decision on it could be asked for a cost
+    /// no policy admits.
+    #[inline]
+    pub(crate) fn as_check(&self) -> &Check<'a> {
+        &self.0
     }
 }
 

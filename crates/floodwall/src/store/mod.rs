@@ -15,8 +15,8 @@ mod controls;
 /// A store of the user's own, as [`Storage::plugged`](crate::Storage::plugged) holds it.
 pub use crate::storage::PluggedStore;
 pub use answer::{Answer, Source};
-pub use check::Check;
 pub(crate) use check::OwnedCheck;
+pub use check::{Charge, Check};
 pub use controls::{ControlField, ControlStore, VERSION_FIELD};
 
 use crate::error::StoreError;
@@ -44,6 +44,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the store could not be reached; the refund may or may not have happened.
     fn refund(&self, check: &Check<'_>) -> impl Future<Output = Result<Answer, StoreError>> + Send;
+
+    /// Charges each pair of `charge` its cost whatever is left (a cost known only after the
+    /// answer): past zero a key owes the rest, up to its policy's `max_debt`, and is denied
+    /// until refill or the next window has paid it. Never denied; answers the state after the
+    /// charge, with each key's debt. The default refuses: a store of one's own charges only
+    /// once it implements this.
+    ///
+    /// # Errors
+    ///
+    /// When the store could not be reached (the charge may or may not have happened), or
+    /// cannot charge at all.
+    fn debit(
+        &self,
+        charge: &Charge<'_>,
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send {
+        let _ = charge;
+        async {
+            Err(StoreError::Config {
+                detail: "this store cannot charge a cost after the answer: implement Store::debit"
+                    .to_owned(),
+            })
+        }
+    }
 
     /// Forgets the state of each pair: its next request starts with a full quota.
     ///

@@ -8,6 +8,7 @@ mod boundedness;
 mod concurrency;
 mod conformance;
 mod controls;
+mod debts;
 mod differential;
 mod gate;
 mod in_flight;

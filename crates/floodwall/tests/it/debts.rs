@@ -1,0 +1,132 @@
+//! Charges after the answer across instances (docs/testing.md: A21): many limiters, each with its
+//! own connection, charging one key at once through real redis-server processes (one node and a
+//! 3-master cluster) and the memory store. Every unit charged is counted exactly; a key charged
+//! past its limit owes at most `max_debt`, is denied while it owes, and its next window starts
+//! with the debt counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use floodwall::redis::{RedisConfig, RedisStore};
+use floodwall::{Algorithm, Limiter, ManualClock, MemoryStore, Policy, Storage};
+use floodwall_testkit::{RedisCluster, RedisServer};
+
+const INSTANCES: usize = 4;
+const TASKS: usize = 16;
+const CHARGES: u64 = 25;
+/// A window boundary, so that the clock the stores share starts a window.
+const START_US: u64 = 1_767_225_600_000_000;
+const HOUR: Duration = Duration::from_secs(3_600);
+
+/// `INSTANCES` limiters on the Redis at `url`, deciding by `clock`.
+async fn limiters(url: &str, clock: &ManualClock) -> Vec<Limiter> {
+    let mut limiters = Vec::new();
+    for _ in 0..INSTANCES {
+        let config = RedisConfig::new(url)
+            .timeout(Duration::from_secs(5))
+            .clock(clock.clone());
+        limiters.push(Limiter::new(RedisStore::connect(config).await.unwrap()));
+    }
+    limiters
+}
+
+/// Every task charges `CHARGES` costs of 1 to 40 on one key; returns the sum charged.
+async fn charge_at_once(limiters: &[Limiter], policy: &Policy, key: &'static str) -> u64 {
+    let total = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (limiter, policy, total) = (
+                limiters[t % limiters.len()].clone(),
+                policy.clone(),
+                Arc::clone(&total),
+            );
+            tokio::spawn(async move {
+                for n in 0..CHARGES {
+                    let cost = 1 + (t as u64 * 7 + n * 13) % 40;
+                    let verdict = limiter.debit(&policy, key, cost).await.unwrap();
+                    assert!(verdict.allowed(), "a charge is never denied");
+                    total.fetch_add(cost, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    total.load(Ordering::Relaxed)
+}
+
+async fn every_unit_charged_counts_and_debt_is_capped(limiters: &[Limiter], clock: &ManualClock) {
+    for algorithm in Algorithm::ALL
+        .into_iter()
+        .filter(|algorithm| algorithm.carries_debt())
+    {
+        // Far below what is charged: each key goes into debt, and past it.
+        let policy = Policy::new("charged", algorithm, 1_000_000, HOUR).unwrap();
+        let charged = charge_at_once(limiters, &policy, "under").await;
+        let after = limiters[0].check(&policy, "under", 0).await.unwrap();
+        assert_eq!(
+            after.decisions()[0].remaining,
+            1_000_000 - charged,
+            "{algorithm}: every unit charged at once is counted"
+        );
+        let capped = Policy::new("capped", algorithm, 1_000, HOUR)
+            .and_then(|policy| policy.with_max_debt(400))
+            .unwrap();
+        let charged = charge_at_once(limiters, &capped, "over").await;
+        assert!(charged > 1_400, "the charges pass the limit and the debt");
+        let owing = limiters[1].check(&capped, "over", 1).await.unwrap();
+        assert!(!owing.allowed(), "{algorithm}: a key in debt is denied");
+        assert_eq!(
+            owing.decisions()[0].debt,
+            400,
+            "{algorithm}: at most max_debt"
+        );
+        assert_eq!(owing.decisions()[0].remaining, 0);
+        // An hour on, the debt is paid: by refill for the buckets (an hour refills 1 000, of
+        // which the debt takes 400), by the next window for the windows, which starts with the
+        // 400 counted. A sliding window's previous window (the limit it counted) still weighs in
+        // fully at the start; an hour later only the 400 does.
+        clock.advance(HOUR);
+        let paid = limiters[2].check(&capped, "over", 0).await.unwrap();
+        assert_eq!(paid.decisions()[0].debt, 0, "{algorithm}");
+        if algorithm == Algorithm::SlidingWindow {
+            assert_eq!(paid.decisions()[0].remaining, 0, "{algorithm}");
+            clock.advance(HOUR);
+        }
+        let paid = limiters[3 % limiters.len()]
+            .check(&capped, "over", 0)
+            .await
+            .unwrap();
+        assert_eq!(paid.decisions()[0].remaining, 600, "{algorithm}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_on_one_node_count_exactly_and_owe_at_most_max_debt() {
+    let server = RedisServer::start().unwrap();
+    let clock = ManualClock::new(START_US);
+    let limiters = limiters(&server.url(), &clock).await;
+    every_unit_charged_counts_and_debt_is_capped(&limiters, &clock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_on_a_cluster_count_exactly_and_owe_at_most_max_debt() {
+    let cluster = RedisCluster::start().unwrap();
+    let clock = ManualClock::new(START_US);
+    let limiters = limiters(&cluster.url(), &clock).await;
+    every_unit_charged_counts_and_debt_is_capped(&limiters, &clock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_in_memory_count_exactly_and_owe_at_most_max_debt() {
+    let clock = ManualClock::new(START_US);
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    let limiter = Limiter::new(Storage::from(store));
+    every_unit_charged_counts_and_debt_is_capped(
+        &[limiter.clone(), limiter.clone(), limiter],
+        &clock,
+    )
+    .await;
+}
