@@ -210,6 +210,15 @@ pub enum CheckError {
         /// The policy named twice.
         policy: String,
     },
+    /// A reservation names a `concurrency` policy, whose units are held until released, not
+    /// spent: there is no cost to settle (HTTP 422).
+    #[error(
+        "policy {policy:?} is a concurrency policy: a reservation settles a cost, and concurrency counts requests in flight; hold a lease for it instead"
+    )]
+    NotReservable {
+        /// The concurrency policy.
+        policy: String,
+    },
 }
 
 /// Why a [`Limiter`](crate::Limiter) could not answer.

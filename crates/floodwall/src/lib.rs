@@ -34,6 +34,7 @@ pub mod memory;
 pub mod offenders;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod reservation;
 mod storage;
 pub mod store;
 mod verdict;
@@ -50,6 +51,7 @@ pub use limiter::{Limiter, LimiterBuilder};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
+pub use reservation::Reservation;
 pub use storage::{Storage, StorageConfig};
 pub use store::{Charge, Check, Source};
 pub use verdict::Verdict;

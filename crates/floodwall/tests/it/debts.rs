@@ -2,7 +2,7 @@
 //! own connection, charging one key at once through real redis-server processes (one node and a
 //! 3-master cluster) and the memory store. Every unit charged is counted exactly; a key charged
 //! past its limit owes at most `max_debt`, is denied while it owes, and its next window starts
-//! with the debt counted.
+//! with the debt counted. Reservations settled at their actual costs charge exactly their sum.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,4 +129,80 @@ async fn charges_in_memory_count_exactly_and_owe_at_most_max_debt() {
         &clock,
     )
     .await;
+}
+
+/// Every task reserves on an estimate of 1 to 40 and settles at an actual cost of 0 to 59,
+/// `CHARGES` times; returns the sum of actual costs.
+async fn reserve_and_settle_at_once(limiters: &[Limiter], policy: &Policy) -> u64 {
+    let total = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (limiter, policies, total) = (
+                limiters[t % limiters.len()].clone(),
+                [policy.clone()],
+                Arc::clone(&total),
+            );
+            tokio::spawn(async move {
+                for n in 0..CHARGES {
+                    let estimate = 1 + (t as u64 * 11 + n * 5) % 40;
+                    let actual = (t as u64 * 3 + n * 17) % 60;
+                    let reservation = limiter.reserve(&policies, "settled", estimate).await;
+                    let reservation = reservation.unwrap();
+                    assert!(reservation.allowed());
+                    reservation.settle(actual).await.unwrap();
+                    total.fetch_add(actual, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    total.load(Ordering::Relaxed)
+}
+
+async fn settled_reservations_charge_their_actual_costs(limiters: &[Limiter]) {
+    for algorithm in Algorithm::ALL
+        .into_iter()
+        .filter(|algorithm| algorithm.carries_debt())
+    {
+        let policy = Policy::new("reserved", algorithm, 1_000_000, HOUR)
+            .and_then(|policy| policy.with_max_debt(1_000))
+            .unwrap();
+        let actual = reserve_and_settle_at_once(limiters, &policy).await;
+        let after = limiters[0].check(&policy, "settled", 0).await.unwrap();
+        assert_eq!(
+            after.decisions()[0].remaining,
+            1_000_000 - actual,
+            "{algorithm}: the sum of actual costs, whatever the estimates"
+        );
+        // A reservation its owner drops is settled at its estimate.
+        let dropped = limiters[1]
+            .reserve(std::slice::from_ref(&policy), "dropped", 30)
+            .await
+            .unwrap();
+        drop(dropped);
+        let after = limiters[2].check(&policy, "dropped", 0).await.unwrap();
+        assert_eq!(
+            after.decisions()[0].remaining,
+            1_000_000 - 30,
+            "{algorithm}"
+        );
+    }
+    let held = Policy::new("held", Algorithm::Concurrency, 10, HOUR).unwrap();
+    let refused = limiters[0].reserve(&[held], "k", 1).await.unwrap_err();
+    assert!(refused.to_string().contains("hold a lease"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_on_one_node_and_a_cluster_charge_the_sum_of_actual_costs() {
+    let clock = ManualClock::new(START_US);
+    let server = RedisServer::start().unwrap();
+    settled_reservations_charge_their_actual_costs(&limiters(&server.url(), &clock).await).await;
+    let cluster = RedisCluster::start().unwrap();
+    settled_reservations_charge_their_actual_costs(&limiters(&cluster.url(), &clock).await).await;
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    let limiter = Limiter::new(Storage::from(store));
+    settled_reservations_charge_their_actual_costs(&[limiter.clone(), limiter.clone(), limiter])
+        .await;
 }
