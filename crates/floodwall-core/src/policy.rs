@@ -293,7 +293,8 @@ impl Policy {
     /// The same policy with `units` as the most a key may owe past zero after a debit (a
     /// reservation settled above its estimate); what a debit would charge beyond it is
     /// forgiven. At most the capacity, so that a debt is paid back within one period of refill
-    /// or by the next window. The default is 0: a debit charges only what is left.
+    /// or by the next window; the capacity by default. `0` forbids debt: a debit then charges
+    /// only what is left.
     ///
     /// # Errors
     ///
@@ -316,10 +317,14 @@ impl Policy {
     }
 
     /// The most a key may owe past zero: see [`Policy::with_max_debt`]. Never above the
-    /// capacity; `0` unless set.
+    /// capacity; the capacity unless set, for an algorithm that carries debt, else 0.
     #[inline]
     pub fn max_debt(&self) -> u64 {
-        self.max_debt.unwrap_or(0).min(self.capacity())
+        let default = match self.algorithm.carries_debt() {
+            true => self.capacity(),
+            false => 0,
+        };
+        self.max_debt.unwrap_or(default).min(self.capacity())
     }
 
     /// The same policy in `mode`.

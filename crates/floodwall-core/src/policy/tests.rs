@@ -215,7 +215,8 @@ fn max_debt_is_at_most_the_capacity_and_only_for_algorithms_that_carry_debt() {
     let bucket = Policy::new("b", Algorithm::TokenBucket, 5, second)
         .and_then(|policy| policy.with_burst(8))
         .unwrap();
-    assert_eq!(bucket.max_debt(), 0, "no debt unless asked for");
+    assert_eq!(bucket.max_debt(), 8, "one capacity unless set");
+    assert_eq!(bucket.clone().with_max_debt(0).unwrap().max_debt(), 0);
     assert_eq!(bucket.clone().with_max_debt(8).unwrap().max_debt(), 8);
     assert_eq!(
         bucket.with_max_debt(9).unwrap_err(),
