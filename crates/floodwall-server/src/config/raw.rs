@@ -85,6 +85,7 @@ pub(crate) struct RawPolicy {
     pub(crate) limit: Spanned<i64>,
     pub(crate) period: Spanned<String>,
     pub(crate) burst: Option<Spanned<i64>>,
+    pub(crate) max_debt: Option<Spanned<i64>>,
     pub(crate) prefetch: Option<Spanned<i64>>,
     pub(crate) mode: Option<Spanned<String>>,
     pub(crate) on_error: Option<Spanned<String>>,

@@ -118,6 +118,7 @@ const POLICY: Section = Section {
         "limit",
         "period",
         "burst",
+        "max_debt",
         "prefetch",
         "mode",
         "on_error",

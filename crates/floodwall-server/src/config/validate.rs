@@ -335,36 +335,45 @@ fn policy(raw: &RawPolicy, diagnostics: &mut Diagnostics<'_>) -> Option<Policy> 
             return None;
         }
     };
-    if let Some(burst) = &raw.burst {
-        let Ok(value) = u64::try_from(*burst.get_ref()) else {
+    // Burst before max_debt: a debt is bounded by the capacity the burst sets.
+    type With = fn(Policy, u64) -> Result<Policy, floodwall::PolicyError>;
+    let counts: [(_, _, _, _, With); 3] = [
+        (
+            &raw.burst,
+            "burst",
+            1,
+            "must be at least 1",
+            Policy::with_burst,
+        ),
+        (
+            &raw.max_debt,
+            "max_debt",
+            0,
+            "must be 0 (no debt) or more",
+            Policy::with_max_debt,
+        ),
+        (
+            &raw.prefetch,
+            "prefetch",
+            0,
+            "must be 0 (none) or more",
+            Policy::with_prefetch,
+        ),
+    ];
+    for (field, what, least, rule, with) in counts {
+        let Some(value) = field else { continue };
+        let Some(count) = u64::try_from(*value.get_ref()).ok().filter(|n| *n >= least) else {
             diagnostics.error(
-                Some(burst.span()),
-                format!("burst {} must be at least 1", burst.get_ref()),
+                Some(value.span()),
+                format!("{what} {} {rule}", value.get_ref()),
                 None,
             );
             return None;
         };
-        policy = match policy.with_burst(value) {
+        policy = match with(policy, count) {
             Ok(policy) => policy,
             Err(error) => {
-                diagnostics.error(Some(burst.span()), error.to_string(), None);
-                return None;
-            }
-        };
-    }
-    if let Some(prefetch) = &raw.prefetch {
-        let Ok(value) = u64::try_from(*prefetch.get_ref()) else {
-            diagnostics.error(
-                Some(prefetch.span()),
-                format!("prefetch {} must be 0 (none) or more", prefetch.get_ref()),
-                None,
-            );
-            return None;
-        };
-        policy = match policy.with_prefetch(value) {
-            Ok(policy) => policy,
-            Err(error) => {
-                diagnostics.error(Some(prefetch.span()), error.to_string(), None);
+                diagnostics.error(Some(value.span()), error.to_string(), None);
                 return None;
             }
         };

@@ -290,6 +290,27 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "prefetch",
         ),
         (
+            POLICY.to_owned() + "max_debt = 6\n",
+            6,
+            12,
+            "max_debt 6 is larger than the capacity 5",
+            "max_debt",
+        ),
+        (
+            POLICY.replace("gcra", "sliding_log") + "max_debt = 2\n",
+            6,
+            12,
+            "max_debt is not supported by sliding_log",
+            "sliding_log promises at most limit units in any period",
+        ),
+        (
+            POLICY.to_owned() + "max_debt = -1\n",
+            6,
+            12,
+            "max_debt -1 must be 0 (no debt) or more",
+            "max_debt",
+        ),
+        (
             POLICY.replace("gcra", "fixed_window") + "lease = 6\n",
             6,
             1,
