@@ -71,14 +71,10 @@ end
 
 -- No debt: a charge takes only what is left.
 local function debit(key, a, b, now, cost, limit, period, capacity, max_debt, member)
-  local taken = math.min(cost, math.max(limit - a, 0))
-  if taken > 0 then return consume(key, a, b, now, taken, limit, period, member) end
-  return a, b
+  return charge_what_is_left(consume, key, a, b, now, cost, limit, period, member)
 end
 
-local function debt(a, b, now, limit, period, capacity, max_debt)
-  return 0
-end
+local debt = no_debt
 
 local function store(key, a, b, now, period, expiry)
   redis.call('PEXPIRE', key, expiry)

@@ -1,4 +1,4 @@
--- floodwall: the algorithm modules of the multi-policy scripts (decide.lua, refund.lua), built on
+-- floodwall: the algorithm modules of the multi-policy scripts (decide.lua, adjust.lua), built on
 -- first use in a call. Follows the `<name>_module` constructors and the `constructors` table that
 -- the script assembly generates from the algorithm registry.
 

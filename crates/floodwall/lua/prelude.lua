@@ -39,6 +39,19 @@ local function clock(now_arg)
   return tonumber(now_arg), 3600000
 end
 
+-- A charge on an algorithm that carries no debt (a count of units, `a`, that must stay within
+-- the limit): it takes only what is left.
+local function charge_what_is_left(consume, key, a, b, now, cost, limit, period, member)
+  local taken = math.min(cost, math.max(limit - a, 0))
+  if taken > 0 then return consume(key, a, b, now, taken, limit, period, member) end
+  return a, b
+end
+
+-- The debt of an algorithm that carries none.
+local function no_debt()
+  return 0
+end
+
 -- Writes a policy's state after a decision or a refund: with an expiry at the time it is back at
 -- rest (`reset` µs from now), or deleted when it already is, so no key is ever left without a TTL.
 local function persist(store, key, a, b, now, period, reset, min_ttl_ms)

@@ -78,13 +78,13 @@ macro_rules! sources {
         pub(crate) const SOURCES: [&str; 2 * Algorithm::ALL.len() + 6] = [
             $(one_algorithm!($module, "single.lua"),)*
             concat!(modules!(), include_str!("../../lua/decide.lua")),
-            concat!(modules!(), include_str!("../../lua/refund.lua")),
+            concat!(modules!(), "local ADJUSTMENT = 'refund'\n", include_str!("../../lua/adjust.lua")),
             $(one_algorithm!($module, "batch.lua"),)*
             // Prefetches are of fixed windows only: a window bounds how late a unit is spent.
             one_algorithm!(fixed_window, "prefetch.lua"),
             concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/release.lua")),
             concat!(shebang!(), include_str!("../../lua/prelude.lua"), include_str!("../../lua/quota.lua")),
-            concat!(modules!(), include_str!("../../lua/debit.lua")),
+            concat!(modules!(), "local ADJUSTMENT = 'debit'\n", include_str!("../../lua/adjust.lua")),
         ];
     };
 }
