@@ -32,6 +32,10 @@ pub(crate) struct PyDecision {
     /// False when the store failed and the policy failed open: allowed without counting.
     #[pyo3(get)]
     counted: bool,
+    /// Units the key owes past zero (a charge took more than was left); `remaining` is 0 while
+    /// it owes any.
+    #[pyo3(get)]
+    debt: u64,
 }
 
 impl PyDecision {
@@ -44,6 +48,7 @@ impl PyDecision {
             retry_after: decision.retry_after.map(|d| d.as_secs_f64()),
             decided_by: policy.clone(),
             counted: source != Source::FailOpen,
+            debt: decision.debt,
         }
     }
 
@@ -70,6 +75,7 @@ impl PyDecision {
                 retry_after: None,
                 decided_by: policy.clone(),
                 counted: false,
+                debt: 0,
             },
         }
     }

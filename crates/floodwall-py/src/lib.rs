@@ -12,6 +12,7 @@ mod decision;
 mod errors;
 mod limiter;
 mod policy;
+mod reservation;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -24,6 +25,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<decision::PyDecision>()?;
     module.add_class::<decision::PyVerdict>()?;
     module.add_class::<limiter::PyLimiter>()?;
+    module.add_class::<reservation::PyReservation>()?;
     module.add_class::<clock::PyManualClock>()?;
     module.add_class::<answer::PyClientIp>()?;
     module.add_class::<answer::PyRateLimitHeaders>()?;

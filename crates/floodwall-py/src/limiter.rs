@@ -14,6 +14,7 @@ use crate::completions::{Completions, Delivery, HeldUnits};
 use crate::decision::{PyDecision, PyVerdict};
 use crate::errors::{self, ConfigError};
 use crate::policy::{PyPolicy, on_error_of};
+use crate::reservation::PyReservation;
 use crate::runtime;
 use crate::runtime::Work;
 
@@ -192,6 +193,33 @@ impl PyLimiter {
     ) -> PyResult<PyDecision> {
         let verdict = self.run(py, self.limiter.refund(&policy.inner, &key, cost))?;
         Ok(PyDecision::of(&policy.inner, &verdict))
+    }
+
+    /// Charges `cost` units whatever is left (a cost known only after the answer): past zero
+    /// the key owes the rest, up to the policy's `max_debt`. Never denied.
+    fn debit(
+        &self,
+        py: Python<'_>,
+        policy: &PyPolicy,
+        key: Key,
+        cost: u64,
+    ) -> PyResult<PyDecision> {
+        let verdict = self.run(py, self.limiter.debit(&policy.inner, &key, cost))?;
+        Ok(PyDecision::of(&policy.inner, &verdict))
+    }
+
+    /// Admits a request on an `estimate` of its cost under every one of `policies`,
+    /// all-or-nothing; settle the reservation at the actual cost once known.
+    fn reserve(
+        &self,
+        py: Python<'_>,
+        policies: Vec<PyRef<'_, PyPolicy>>,
+        key: Key,
+        estimate: u64,
+    ) -> PyResult<PyReservation> {
+        let policies = owned(&policies);
+        let reservation = self.run(py, self.limiter.reserve(&policies, key.as_ref(), estimate))?;
+        PyReservation::new(py, reservation)
     }
 
     /// Decides several (policy, key, cost) items at once, all-or-nothing: allowed only if every

@@ -21,13 +21,15 @@ impl PyPolicy {
     /// `limit` is a rate string ("10/minute", "5 per 2 minutes") or a (count, period) pair with
     /// the period in seconds or as a `datetime.timedelta`.
     #[new]
-    #[pyo3(signature = (name, limit, *, algorithm = "sliding_window", burst = None, prefetch = 0, mode = "enforce", on_error = None))]
+    #[pyo3(signature = (name, limit, *, algorithm = "sliding_window", burst = None, prefetch = 0, max_debt = None, mode = "enforce", on_error = None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per setting
     fn new(
         name: &str,
         limit: &Bound<'_, PyAny>,
         algorithm: &str,
         burst: Option<u64>,
         prefetch: u64,
+        max_debt: Option<u64>,
         mode: &str,
         on_error: Option<&str>,
     ) -> PyResult<Self> {
@@ -38,6 +40,9 @@ impl PyPolicy {
             policy = policy.with_burst(burst).map_err(errors::config)?;
         }
         policy = policy.with_prefetch(prefetch).map_err(errors::config)?;
+        if let Some(max_debt) = max_debt {
+            policy = policy.with_max_debt(max_debt).map_err(errors::config)?;
+        }
         policy = policy.with_mode(mode_of(mode)?);
         if let Some(on_error) = on_error {
             policy = policy.with_on_error(on_error_of(on_error)?);
@@ -80,6 +85,13 @@ impl PyPolicy {
     #[getter]
     fn prefetch(&self) -> u64 {
         self.inner.prefetch()
+    }
+
+    /// The most a key may owe past zero after a charge (`Limiter.debit`, a reservation settled
+    /// above its estimate): the capacity unless set; 0 for an algorithm without debt.
+    #[getter]
+    fn max_debt(&self) -> u64 {
+        self.inner.max_debt()
     }
 
     /// "enforce" or "shadow".

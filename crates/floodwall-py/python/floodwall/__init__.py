@@ -44,6 +44,7 @@ from ._native import (
     Decision,
     Error,
     Policy,
+    Reservation,
     StoreUnavailable,
     Verdict,
     __version__,
@@ -58,6 +59,7 @@ __all__ = [
     "Limiter",
     "Policy",
     "RateLimited",
+    "Reservation",
     "StoreUnavailable",
     "Verdict",
     "__version__",
@@ -135,6 +137,48 @@ class Limiter(_native.Limiter):
         if self.in_memory:
             return self.reset(policy, key)
         await _submit(self._spawn_reset, policy, key)
+
+    def reserve(
+        self,
+        policies: Union[Policy, Sequence[Policy]],
+        key: Union[str, bytes],
+        estimate: int,
+    ) -> Reservation:
+        """Admits a request on an ``estimate`` of its cost (the tokens a completion may use),
+        under one policy or several (all-or-nothing); ``settle(actual)`` on the reservation
+        charges the difference once the cost is known. Usable as ``with limiter.reserve(...)
+        as r:``; a reservation never settled stays charged at its estimate."""
+        if isinstance(policies, Policy):
+            policies = [policies]
+        return super().reserve(list(policies), key, estimate)
+
+    async def areserve(
+        self,
+        policies: Union[Policy, Sequence[Policy]],
+        key: Union[str, bytes],
+        estimate: int,
+    ) -> Reservation:
+        """:meth:`reserve`, awaited without blocking the event loop. Settle it with
+        ``await asyncio.to_thread(r.settle, actual)`` or :meth:`asettle`."""
+        if self.in_memory:
+            return self.reserve(policies, key, estimate)
+        # On a thread of its own (the call releases the GIL): a task cancelled meanwhile
+        # leaves the reservation to finish, charged at its estimate.
+        return await asyncio.to_thread(self.reserve, policies, key, estimate)
+
+    async def asettle(self, reservation: Reservation, actual: int) -> Verdict:
+        """``reservation.settle(actual)``, awaited without blocking the event loop; a task
+        cancelled meanwhile leaves the settle to finish."""
+        if self.in_memory:
+            return reservation.settle(actual)
+        return await asyncio.to_thread(reservation.settle, actual)
+
+    async def adebit(self, policy: Policy, key: Union[str, bytes], cost: int) -> Decision:
+        """:meth:`debit`, awaited without blocking the event loop; a task cancelled meanwhile
+        leaves the charge to finish."""
+        if self.in_memory:
+            return self.debit(policy, key, cost)
+        return await asyncio.to_thread(self.debit, policy, key, cost)
 
     def acquire(
         self,
