@@ -243,29 +243,29 @@ impl MemoryStore {
 
     /// [`Store::refund`] without a future.
     pub fn refund_sync(&self, check: &Check<'_>) -> Answer {
-        let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
-        for (i, (policy, key)) in check.pairs().iter().enumerate() {
-            let id = self.key_id(policy, key);
-            let mut shard = self.lock(self.shard_of(id));
-            let now = self.inner.clock.now_us();
-            let cost = check.cost_of(i);
-            decisions.push(with_meter!(policy.algorithm(), M => refund::<M>(&mut shard, id, now, cost, policy)));
-        }
-        Answer::from_store(true, decisions)
+        self.adjust_sync(check, Adjustment::Refund)
     }
 
     /// [`Store::debit`] without a future.
     pub fn debit_sync(&self, charge: &Charge<'_>) -> Answer {
-        let check = charge.as_check();
+        self.adjust_sync(charge.as_check(), Adjustment::Debit)
+    }
+
+    /// Each pair's cost given back or charged, under its shard's lock: never denied.
+    fn adjust_sync(&self, check: &Check<'_>, adjustment: Adjustment) -> Answer {
         let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
         for (i, (policy, key)) in check.pairs().iter().enumerate() {
             let id = self.key_id(policy, key);
             let mut shard = self.lock(self.shard_of(id));
             let now = self.inner.clock.now_us();
             let cost = check.cost_of(i);
-            decisions.push(
-                with_meter!(policy.algorithm(), M => debit::<M>(&mut shard, id, now, cost, policy)),
-            );
+            decisions.push(with_meter!(policy.algorithm(), M => {
+                let step = match adjustment {
+                    Adjustment::Refund => refund_in_place::<M>,
+                    Adjustment::Debit => debit_in_place::<M>,
+                };
+                adjust::<M>(&mut shard, id, now, cost, policy, step)
+            }));
         }
         Answer::from_store(true, decisions)
     }
@@ -481,43 +481,33 @@ fn conclude<M: Tracked>(
     decision
 }
 
-/// Gives back `cost` units of the key's state, forgetting it once at rest.
-fn refund<M: Tracked>(
-    shard: &mut Shard,
-    id: KeyId<'_>,
-    now_us: u64,
-    cost: u64,
-    policy: &Policy,
-) -> Decision {
-    let Some(entry) = shard.get_mut::<M>(id) else {
-        // A key not tracked is at rest: there is nothing to give back.
-        let mut fresh = M::fresh(now_us, policy);
-        return refund_in_place::<M>(&mut fresh, now_us, cost, policy).0;
-    };
-    let (decision, ttl_us) = refund_in_place::<M>(&mut entry.state, now_us, cost, policy);
-    if entry.record(now_us, ttl_us, &decision) {
-        shard.remove_at_rest::<M>(id);
-    }
-    decision
+/// What [`MemoryStore::adjust_sync`] does to each pair.
+#[derive(Debug, Clone, Copy)]
+enum Adjustment {
+    Refund,
+    Debit,
 }
 
-/// Charges `cost` to the key's state whatever is left, tracking a key not yet tracked.
-fn debit<M: Tracked>(
+/// Gives back (`refund_in_place`) or charges (`debit_in_place`) `cost` units of the key's
+/// state: `adjust` is one of them. The state is kept only while away from rest, so a refund of
+/// a key not tracked (at rest: nothing to give back) tracks nothing, and a charge tracks it.
+fn adjust<M: Tracked>(
     shard: &mut Shard,
     id: KeyId<'_>,
     now_us: u64,
     cost: u64,
     policy: &Policy,
+    adjust: fn(&mut M::State, u64, u64, &Policy) -> (Decision, u64),
 ) -> Decision {
     if let Some(entry) = shard.get_mut::<M>(id) {
-        let (decision, ttl_us) = debit_in_place::<M>(&mut entry.state, now_us, cost, policy);
+        let (decision, ttl_us) = adjust(&mut entry.state, now_us, cost, policy);
         if entry.record(now_us, ttl_us, &decision) {
             shard.remove_at_rest::<M>(id);
         }
         return decision;
     }
     let mut state = M::fresh(now_us, policy);
-    let (decision, ttl_us) = debit_in_place::<M>(&mut state, now_us, cost, policy);
+    let (decision, ttl_us) = adjust(&mut state, now_us, cost, policy);
     shard.track_new::<M>(id, now_us, ttl_us, &decision, state);
     decision
 }
