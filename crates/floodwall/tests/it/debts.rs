@@ -18,6 +18,9 @@ const CHARGES: u64 = 25;
 /// A window boundary, so that the clock the stores share starts a window.
 const START_US: u64 = 1_767_225_600_000_000;
 const HOUR: Duration = Duration::from_secs(3_600);
+/// Windows end on multiples of the period since the epoch: one of 366 days ends once a year, so
+/// a test on Redis's own clock does not cross one.
+const YEAR: Duration = Duration::from_secs(366 * 86_400);
 
 /// `INSTANCES` limiters on the Redis at `url`, deciding by `clock`.
 async fn limiters(url: &str, clock: &ManualClock) -> Vec<Limiter> {
@@ -205,4 +208,43 @@ async fn reservations_on_one_node_and_a_cluster_charge_the_sum_of_actual_costs()
     let limiter = Limiter::new(Storage::from(store));
     settled_reservations_charge_their_actual_costs(&[limiter.clone(), limiter.clone(), limiter])
         .await;
+}
+
+/// Callers who leave mid-call, on a healthy Redis and while it hangs (SIGSTOP): a settle whose
+/// caller is gone still charges once Redis answers, and a reservation whose caller left before
+/// its answer stays charged at its estimate. Nothing is lost and nothing counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_who_leave_a_settle_or_a_reservation_mid_call_leave_it_charged() {
+    let server = RedisServer::start().unwrap();
+    let config = RedisConfig::new(server.url()).timeout(Duration::from_secs(5));
+    let limiter = Limiter::new(RedisStore::connect(config).await.unwrap());
+    let policy = Policy::new("tokens", Algorithm::FixedWindow, 1_000, YEAR).unwrap();
+    let policies = std::slice::from_ref(&policy);
+    for stall in [false, true] {
+        let key = format!("left-{stall}");
+        let reservation = limiter.reserve(policies, &key, 10).await.unwrap();
+        if stall {
+            server.pause().unwrap();
+        }
+        let settle = tokio::time::timeout(Duration::from_millis(5), reservation.settle(110));
+        let left = settle.await.is_err();
+        assert!(left || !stall, "settled while Redis hung");
+        let reserve = limiter.reserve(policies, "gone", 7);
+        let gone = tokio::time::timeout(Duration::from_millis(5), reserve).await;
+        assert!(gone.is_err() || !stall, "reserved while Redis hung");
+        if stall {
+            server.resume().unwrap();
+        }
+        assert!(limiter.quiesce(Duration::from_secs(5)).await);
+        let after = limiter.check(&policy, &key, 0).await.unwrap();
+        assert_eq!(
+            after.decisions()[0].remaining,
+            1_000 - 110,
+            "stall: {stall}"
+        );
+    }
+    // Two reservations of 7 whose callers left: each charged its estimate at most once (not at
+    // all if its caller left before the call reached the store).
+    let gone = limiter.check(&policy, "gone", 0).await.unwrap();
+    assert!(gone.decisions()[0].remaining >= 1_000 - 14, "{gone:?}");
 }
