@@ -120,3 +120,34 @@ def test_a_cancelled_aacquire_stops_waiting_and_spending(redis):
     for _ in range(2):
         assert limiter.check(policy, "partner").allowed
     assert limiter.abandoned >= 1
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_a_cancelled_asettle_or_adebit_still_charges_once(redis, stall):
+    """A settle or a charge whose task is cancelled mid-call finishes on its thread: on a
+    healthy Redis, and once a stalled one resumes, the key is charged exactly once."""
+    limiter = floodwall.Limiter(redis.url, timeout=5.0)
+    policy = floodwall.Policy("tokens", (1_000, 366 * 86_400), algorithm="fixed_window")
+    reservation = limiter.reserve(policy, "k", 10)
+
+    async def main() -> None:
+        if stall:
+            os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            calls = [
+                asyncio.ensure_future(limiter.asettle(reservation, 110)),
+                asyncio.ensure_future(limiter.adebit(policy, "k", 5)),
+            ]
+            await asyncio.sleep(0.02)
+            for call in calls:
+                call.cancel()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            if stall:
+                assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+        finally:
+            if stall:
+                os.kill(redis.process.pid, signal.SIGCONT)
+
+    # asyncio.run waits for the threads the cancelled calls left running.
+    asyncio.run(main())
+    assert limiter.peek(policy, "k").remaining == 1_000 - 115
