@@ -24,7 +24,9 @@ def rule(descriptor: List[str], policies: List[str]) -> str:
     )
 
 
-def policy(name: str, limit: int, period: str = "1h", algorithm: str = "fixed_window") -> str:
+def policy(name: str, limit: int, period: str = "1h", algorithm: str = "gcra") -> str:
+    # GCRA by default: its resets count from each key's own requests, so no test straddles a
+    # window boundary on the clock.
     return (
         f"[[policy]]\nname = \"{name}\"\nalgorithm = \"{algorithm}\"\n"
         f"limit = {limit}\nperiod = \"{period}\"\n"
@@ -150,7 +152,8 @@ def test_redis_down_under_envoys_default_timeout_then_recovered(
     redis = stack.redis()
     storage = f"[storage]\nurl = \"{redis.url}\"\ntimeout = \"{storage_timeout}\"\n"
     floodwall = stack.floodwall(config(
-        policy("per-ip", 100000), rule(["remote_address"], ["per-ip"]), storage=storage,
+        # One unit per 17 s: two requests in a row always lower what remains.
+        policy("per-ip", 10000, "2d"), rule(["remote_address"], ["per-ip"]), storage=storage,
     ))
     # Envoy's defaults: a 20 ms timeout, failure_mode_deny false.
     envoy = stack.envoy([floodwall.rls_port], [{"prefix": "/", "rate_limits": REMOTE}])
@@ -205,6 +208,8 @@ def test_apply_on_stream_done_counts_the_reported_usage(stack: Stack) -> None:
 
 
 def test_draft_03_x_ratelimit_headers(stack: Stack) -> None:
+    # GCRA (the default here): a fixed window's reset is the time to the next minute on the
+    # clock, under a second (Envoy shows 0) for one request in 60.
     floodwall = stack.floodwall(config(policy("per-ip", 3, "1m"), rule(["remote_address"], ["per-ip"])))
     envoy = stack.envoy([floodwall.rls_port], [{"prefix": "/", "rate_limits": REMOTE}],
                         enable_x_ratelimit_headers="DRAFT_VERSION_03")
