@@ -191,20 +191,53 @@ def test_hits_addend_from_a_request_header(stack: Stack) -> None:
     assert status == 200 and "ratelimit" not in headers
 
 
+def settling_rule(descriptor: List[str], policies: List[str]) -> str:
+    return rule(descriptor, policies) + "settle = true\n"
+
+
+#: What Envoy sends, per request: before it, a peek (0 units) at what is left, denied once the
+#: key owes; after the response, the usage the upstream reported, under a marker entry that
+#: the settling rule pins.
+SETTLED_PER_ROUTE = {"rate_limits": [
+    {"actions": [{"remote_address": {}}], "hits_addend": {"number": 0}},
+    {"actions": [{"generic_key": {"descriptor_key": "usage", "descriptor_value": "reported"}},
+                 {"remote_address": {}}],
+     "apply_on_stream_done": True, "hits_addend": {"format": "%RESP(x-usage)%"}},
+]}
+
+
 def test_apply_on_stream_done_counts_the_reported_usage(stack: Stack) -> None:
-    floodwall = stack.floodwall(config(policy("tokens", 100), rule(["remote_address"], ["tokens"])))
-    per_route = {"rate_limits": [
-        # Before the request: a peek (0 units), denied once the usage is spent.
-        {"actions": [{"remote_address": {}}], "hits_addend": {"number": 0}},
-        # After the response: the usage the upstream reported.
-        {"actions": [{"remote_address": {}}], "apply_on_stream_done": True,
-         "hits_addend": {"format": "%RESP(x-usage)%"}},
-    ]}
-    envoy = stack.envoy([floodwall.rls_port], [{"prefix": "/", "per_route": per_route}])
+    floodwall = stack.floodwall(config(
+        policy("tokens", 100), rule(["remote_address"], ["tokens"]),
+        settling_rule(["usage=reported", "remote_address"], ["tokens"]),
+    ))
+    envoy = stack.envoy([floodwall.rls_port], [{"prefix": "/", "per_route": SETTLED_PER_ROUTE}])
     for usage in (60, 30, 10):
         assert envoy.get("/", {"x-report-usage": str(usage)})[0] == 200
         time.sleep(0.1)  # the stream-done call follows the response
     assert envoy.get("/", {"x-report-usage": "1"})[0] == 429
+
+
+def test_a_usage_past_what_is_left_is_owed_and_denies_until_refill_pays_it(stack: Stack) -> None:
+    # 100 tokens, 10 a second back.
+    floodwall = stack.floodwall(config(
+        policy("tokens", 100, "10s", "token_bucket"), rule(["remote_address"], ["tokens"]),
+        settling_rule(["usage=reported", "remote_address"], ["tokens"]),
+    ))
+    envoy = stack.envoy([floodwall.rls_port], [{"prefix": "/", "per_route": SETTLED_PER_ROUTE}])
+    # 150 tokens used when 100 were left: the stream-done call charges them all, 50 owed.
+    assert envoy.get("/", {"x-report-usage": "150"})[0] == 200
+    settled = time.monotonic()
+    time.sleep(0.2)
+    status, headers, body = envoy.get("/", {"x-report-usage": "1"})
+    assert status == 429, "the usage past what was left was lost"
+    # The 429 waits for the debt: 50 owed at 10 a second, about 5 s.
+    assert 4 <= int(headers["retry-after"]) <= 6, headers
+    while envoy.get("/", {"x-report-usage": "0"})[0] == 429:
+        assert time.monotonic() - settled < 8, "still denied long after refill paid the debt"
+        time.sleep(0.2)
+    assert time.monotonic() - settled >= 4.8, "admitted before the debt was paid"
+    assert envoy.stat("cluster.upstream.ratelimit.error") == 0
 
 
 def test_draft_03_x_ratelimit_headers(stack: Stack) -> None:

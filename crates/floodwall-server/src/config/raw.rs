@@ -138,6 +138,8 @@ pub(crate) struct RawRlsRule {
     pub(crate) domain: Spanned<String>,
     pub(crate) descriptor: Spanned<Vec<Spanned<String>>>,
     pub(crate) policies: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(crate) settle: bool,
 }
 
 #[derive(Debug, Deserialize)]

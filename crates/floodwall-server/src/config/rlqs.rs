@@ -93,6 +93,7 @@ pub(super) fn rlqs(
         domain: &bucket.domain,
         entries: &bucket.bucket,
         policies: &bucket.policies,
+        settle: false,
         entries_are: "bucket",
     });
     let buckets = entry_rules(written, defined, &unusable, diagnostics);

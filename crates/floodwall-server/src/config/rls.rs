@@ -43,6 +43,10 @@ pub struct RlsRule {
     pub descriptor: Vec<EntryMatch>,
     /// The policies that limit matching descriptors, all-or-nothing with the rest of the request.
     pub policies: Vec<String>,
+    /// Whether matching descriptors are settles (Envoy's `apply_on_stream_done` calls, which
+    /// report a cost after the response): always answered OK and always charged, into debt
+    /// past what is left.
+    pub settle: bool,
     /// Where the rule was written, for messages: `file:line`.
     pub origin: String,
 }
@@ -189,6 +193,7 @@ pub(super) fn rls(
         domain: &rule.domain,
         entries: &rule.descriptor,
         policies: &rule.policies,
+        settle: rule.settle,
         entries_are: "descriptor",
     });
     let rules = entry_rules(written, defined, &in_flight, diagnostics);
@@ -239,6 +244,8 @@ pub(super) struct WrittenRule<'a> {
     pub(super) domain: &'a Spanned<String>,
     pub(super) entries: &'a Spanned<Vec<Spanned<String>>>,
     pub(super) policies: &'a Spanned<Vec<Spanned<String>>>,
+    /// Whether the rule settles costs reported after the response.
+    pub(super) settle: bool,
     /// What the entries describe, for messages: "descriptor" or "bucket".
     pub(super) entries_are: &'static str,
 }
@@ -286,7 +293,7 @@ fn rule(
     unusable: &[Unusable],
     diagnostics: &mut Diagnostics<'_>,
 ) -> Option<RlsRule> {
-    let entries_are = raw.entries_are;
+    let (entries_are, settle) = (raw.entries_are, raw.settle);
     let domain = parse_or(
         diagnostics,
         raw.domain,
@@ -352,6 +359,7 @@ fn rule(
         domain: domain?,
         descriptor,
         policies,
+        settle,
         origin,
     })
 }

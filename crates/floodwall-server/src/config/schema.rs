@@ -64,7 +64,7 @@ const LOG: Section = Section {
 
 const RLS_RULE: Section = Section {
     name: "[[rls.rule]]",
-    keys: &["domain", "descriptor", "policies"],
+    keys: &["domain", "descriptor", "policies", "settle"],
     tables: &[],
     free: &[],
 };

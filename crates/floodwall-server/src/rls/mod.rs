@@ -1,7 +1,8 @@
 //! Envoy's RateLimitService v3 (`ShouldRateLimit`, gRPC over h2c) on `[rls] listen`: each
 //! request descriptor is matched to its most specific rule, and every matched (policy, client
 //! key) pair of the request is decided in one all-or-nothing check, at the descriptor's own
-//! `hits_addend`.
+//! `hits_addend`. A descriptor of a settling rule (Envoy's `apply_on_stream_done` call, with the
+//! cost the response reported) is charged whatever is left, and never denied.
 
 mod answer;
 mod deadline;
@@ -21,7 +22,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use floodwall::gate::{Front, Gate, Passing};
-use floodwall::{Check, Error, Limiter, Policy, Verdict};
+use floodwall::{Charge, Check, Error, Limiter, Policy, Verdict};
 use floodwall_http::{DecisionCounters, EnvoyAnswer, RateLimitHeaders, Reply};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
@@ -70,6 +71,8 @@ pub(crate) const MAX_DESCRIPTORS: usize = 64;
 
 /// The answers by domain and code.
 pub(crate) const RLS_REQUESTS_TOTAL: &str = "floodwall_rls_requests_total";
+/// Settles (costs charged after the response), by front end and outcome.
+pub(crate) const SETTLES_TOTAL: &str = "floodwall_settles_total";
 /// The route label of RLS decisions in the latency histogram.
 const RLS_ROUTE: &str = "grpc ShouldRateLimit";
 /// The domain label of requests for a domain no rule names (kept bounded).
@@ -90,6 +93,9 @@ struct RlsState {
     max_overrides: usize,
     overrides: Mutex<HashMap<(String, u32, i32), Policy>>,
     overrides_refused: PerSecond,
+    /// Settles charged and failed.
+    settles: [Counter; 2],
+    settles_lost: PerSecond,
 }
 
 /// What separates an override policy's name from the name of the policy it overrides.
@@ -150,6 +156,10 @@ impl RlsState {
             max_overrides: config.rls.as_ref().map_or(0, |r| r.max_overrides),
             overrides: Mutex::new(HashMap::new()),
             overrides_refused: PerSecond::new(1),
+            settles: ["charged", "failed"].map(
+                |outcome| metrics::counter!(SETTLES_TOTAL, "front" => "rls", "outcome" => outcome),
+            ),
+            settles_lost: PerSecond::new(1),
         }
     }
 
@@ -328,9 +338,9 @@ impl RateLimitService for RlsService {
             state.answered(&request.domain, Answered::Invalid);
             return Err(status);
         }
-        let (taken, refunded) = pairs(state, &request);
+        let sides = pairs(state, &request);
         // The gate counts the call as abandoned if Envoy resets the stream before the answer.
-        let answer = decide(state, &taken, &refunded, answer_by).await;
+        let answer = decide(state, &sides, answer_by).await;
         let decided = match answer {
             Ok(decided) => decided,
             Err(error) => match Reply::of(Err(&error)).envoy() {
@@ -346,7 +356,7 @@ impl RateLimitService for RlsService {
                 }
             },
         };
-        let response = respond(state, &request, &taken, &refunded, &decided);
+        let response = respond(state, &request, &sides, &decided);
         let answered = match response.overall_code == Code::OverLimit as i32 {
             true => Answered::OverLimit,
             false => Answered::Ok,
@@ -356,12 +366,23 @@ impl RateLimitService for RlsService {
     }
 }
 
-/// What a request got: the verdict on its consuming pairs, the refund of the others, and which
+/// What a request got: the verdict on its consuming pairs, the refund of the negative ones, the
+/// charge of the settling ones (`None` when it failed: a settle is never denied), and which
 /// consuming pairs asked for more than their policy could ever admit.
 struct Decided {
     verdict: Verdict,
     refunds: Option<Verdict>,
+    settles: Option<Verdict>,
     impossible: Vec<bool>,
+}
+
+/// A request's pairs by what they do: consume (decided), give back (`is_negative_hits`), or
+/// settle (charged whatever is left).
+#[derive(Default)]
+struct Sides<'s> {
+    taken: Pairs<'s>,
+    refunded: Pairs<'s>,
+    settled: Pairs<'s>,
 }
 
 impl Decided {
@@ -370,10 +391,10 @@ impl Decided {
     }
 }
 
-/// The pairs of `request`: those that consume and those that give back (`is_negative_hits`),
-/// each descriptor matched to what limits it. A limit that another matched limit `replaces` (by
-/// name) does not apply.
-fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pairs<'s>) {
+/// The pairs of `request`: those that consume, those that give back (`is_negative_hits`) and
+/// those that settle (a settling rule's), each descriptor matched to what limits it. A limit
+/// that another matched limit `replaces` (by name) does not apply.
+fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> Sides<'s> {
     let domain = state.book.domain(&request.domain);
     let mut matches: Vec<Option<Matched<'s>>> = request
         .descriptors
@@ -397,12 +418,19 @@ fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pai
             *matched = None;
         }
     }
-    let (mut taken, mut refunded) = (Pairs::default(), Pairs::default());
+    let mut sides = Sides::default();
     for (descriptor, matched) in request.descriptors.iter().zip(&matches) {
         let units = units(descriptor, request.hits_addend);
-        let (these, other) = match descriptor.is_negative_hits {
-            true => (&mut refunded, &mut taken),
-            false => (&mut taken, &mut refunded),
+        let settle = matched.as_ref().is_some_and(|m| m.settle);
+        let Sides {
+            taken,
+            refunded,
+            settled,
+        } = &mut sides;
+        let (these, others) = match (descriptor.is_negative_hits, settle) {
+            (true, _) => (refunded, [taken, settled]),
+            (false, true) => (settled, [taken, refunded]),
+            (false, false) => (taken, [refunded, settled]),
         };
         let indexes = match matched {
             Some(matched) => matched
@@ -419,32 +447,38 @@ fn pairs<'s>(state: &'s RlsState, request: &RateLimitRequest) -> (Pairs<'s>, Pai
             None => Vec::new(),
         };
         these.of_descriptor.push(indexes);
-        other.of_descriptor.push(Vec::new());
+        for other in others {
+            other.of_descriptor.push(Vec::new());
+        }
         let asked = if descriptor.is_negative_hits {
             0
         } else {
             units
         };
-        taken.specials.push(
+        sides.taken.specials.push(
             matched
                 .as_ref()
                 .and_then(|m| m.special)
                 .map(|special| (special, asked)),
         );
     }
-    (taken, refunded)
+    sides
 }
 
 /// The decision on the consuming pairs, all-or-nothing, and the refund of the others. A pair
 /// asking for more than its policy could ever admit puts the request over the limit with
 /// nothing consumed: every pair is then only judged. With `answer_by`, the caller's deadline,
 /// a store that has not decided by then is answered per `on_error`.
-async fn decide<'t>(
+async fn decide(
     state: &RlsState,
-    taken: &'t Pairs<'_>,
-    refunded: &'t Pairs<'_>,
+    sides: &Sides<'_>,
     answer_by: Option<tokio::time::Instant>,
 ) -> Result<Decided, Error> {
+    let Sides {
+        taken,
+        refunded,
+        settled,
+    } = sides;
     let impossible: Vec<bool> = taken
         .pairs
         .iter()
@@ -478,23 +512,86 @@ async fn decide<'t>(
         caller.answered();
         Some(given_back?)
     };
+    let settles = match settled.pairs.is_empty() {
+        true => None,
+        false => settle(state, settled).await,
+    };
     Ok(Decided {
         verdict,
         refunds,
+        settles,
         impossible,
     })
+}
+
+/// Charges the settling pairs whatever is left (into debt, up to each policy's `max_debt`), on
+/// a task of its own: Envoy stops waiting for a stream-done call after its timeout, and the
+/// cost it reported is charged all the same. `None` when the store failed: the cost is lost,
+/// which is logged and counted.
+async fn settle(state: &RlsState, settled: &Pairs<'_>) -> Option<Verdict> {
+    let owned: Vec<(Policy, Vec<u8>, u64)> = settled
+        .pairs
+        .iter()
+        .map(|(policy, key, units)| ((**policy).clone(), key.clone(), *units))
+        .collect();
+    let limiter = state.limiter.clone();
+    let caller = state.limiter.caller(Front::Rls);
+    let charged = tokio::spawn(async move {
+        let charge = Charge::each(owned.iter().map(|(p, k, units)| (p, &k[..], *units)))?;
+        limiter.charge(&charge).await
+    })
+    .await;
+    caller.answered();
+    let failure = match charged {
+        Ok(Ok(verdict)) => {
+            state.settles[0].increment(1);
+            return Some(verdict);
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(panicked) => panicked.to_string(),
+    };
+    state.settles[1].increment(1);
+    if let Admission::Admitted { dropped } = state.settles_lost.admit() {
+        tracing::warn!(
+            error = failure,
+            dropped,
+            "a settle (an apply_on_stream_done call) could not be charged: its cost is lost"
+        );
+    }
+    None
 }
 
 fn respond(
     state: &RlsState,
     request: &RateLimitRequest,
-    taken: &Pairs<'_>,
-    refunded: &Pairs<'_>,
+    sides: &Sides<'_>,
     decided: &Decided,
 ) -> RateLimitResponse {
+    let Sides {
+        taken,
+        refunded,
+        settled,
+    } = sides;
     let verdict = &decided.verdict;
     let statuses = (0..request.descriptors.len())
         .map(|d| {
+            if !settled.of_descriptor[d].is_empty() {
+                return match &decided.settles {
+                    Some(charged) => {
+                        let of = &settled.of_descriptor[d];
+                        let decisions = charged
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| of.contains(i))
+                            .map(|(_, decision)| decision);
+                        let mut status = answer::status(decisions, charged.source());
+                        // Charged, never denied: the key may owe, and the call is still OK.
+                        status.code = Code::Ok as i32;
+                        status
+                    }
+                    None => answer::not_limited(),
+                };
+            }
             let (pairs, of) = match &decided.refunds {
                 Some(refunds) if !refunded.of_descriptor[d].is_empty() => {
                     (refunds, &refunded.of_descriptor[d])

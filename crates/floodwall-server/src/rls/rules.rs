@@ -33,6 +33,7 @@ pub(crate) enum Domain {
 pub(crate) struct Rule {
     entries: Vec<EntryMatch>,
     policies: Vec<Policy>,
+    settle: bool,
 }
 
 /// One node of an envoyproxy/ratelimit tree, its policy resolved.
@@ -108,6 +109,8 @@ pub(crate) struct Matched<'b> {
     pub(crate) name: Option<&'b str>,
     pub(crate) replaces: &'b [String],
     pub(crate) special: Option<Special<'b>>,
+    /// Whether the descriptor is a settle: charged, never denied.
+    pub(crate) settle: bool,
 }
 
 /// How closely an entry matcher fits: an exact value over a prefix (a longer one first) over
@@ -186,6 +189,7 @@ impl RuleBook {
                 .push(Rule {
                     entries: rule.descriptor.clone(),
                     policies,
+                    settle: rule.settle,
                 });
         }
         let mut book = RuleBook::default();
@@ -235,6 +239,7 @@ impl Domain {
                     name: None,
                     replaces: &[],
                     special: None,
+                    settle: rule.settle,
                 })
             }
             Domain::Envoy(roots) => walk(roots, entries),
@@ -322,6 +327,7 @@ fn walk<'b, 'e>(
         name: limit.name.as_deref(),
         replaces: &limit.replaces,
         special,
+        settle: false,
     })
 }
 

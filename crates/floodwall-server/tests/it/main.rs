@@ -26,6 +26,7 @@ mod proxy;
 mod rlqs;
 mod rls;
 mod rls_envoy_config;
+mod rls_settle;
 mod sentinel;
 mod service;
 mod walk_away;
