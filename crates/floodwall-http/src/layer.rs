@@ -8,12 +8,12 @@ use floodwall::Policy;
 use floodwall::gate::{Front, Gate, Observer};
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::request::Parts;
-use http::{Method, StatusCode};
+use http::{HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
 use crate::headers::{HeaderMode, RateLimitHeaders};
 use crate::key::{ClientIp, KeyExtractor};
-use crate::metrics::DecisionCounters;
+use crate::metrics::{DecisionCounters, SettleCounters};
 use crate::service::RateLimit;
 
 type CostFn = dyn Fn(&Parts) -> u64 + Send + Sync;
@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) exempt: Box<ExemptFn>,
     /// When it holds for the inner service's status, the request's units are given back.
     pub(crate) refund: Option<Box<RefundFn>>,
+    /// The response header that reports what a request actually cost, and the settle counters.
+    pub(crate) settle_from: Option<(HeaderName, SettleCounters)>,
     pub(crate) headers: RateLimitHeaders,
     /// Whether a policy is `concurrency`: each admitted request then holds a lease.
     pub(crate) holds: bool,
@@ -108,6 +110,7 @@ impl RateLimitLayer {
             cost: Box::new(|_| 1),
             exempt: Box::new(is_cors_preflight),
             refund: None,
+            settle_from: None,
             headers: HeaderMode::default(),
             observers: Vec::new(),
             screen: None,
@@ -136,6 +139,7 @@ pub struct RateLimitLayerBuilder {
     cost: Box<CostFn>,
     exempt: Box<ExemptFn>,
     refund: Option<Box<RefundFn>>,
+    settle_from: Option<HeaderName>,
     headers: HeaderMode,
     observers: Vec<Arc<dyn Observer>>,
     screen: Option<ClientIp>,
@@ -205,6 +209,22 @@ impl RateLimitLayerBuilder {
         self
     }
 
+    /// Settles each admitted request at the cost its response reports in `header` (a whole
+    /// number, as an LLM API reports the tokens it used): the request was admitted on its
+    /// [`cost`](Self::cost), the estimate, and once the inner service has answered, the
+    /// difference is charged (into debt past what is left, up to each policy's `max_debt`)
+    /// or, when less, given back under the refund rule of [`refund_when`](Self::refund_when).
+    /// The rate-limit headers then show the state after the settle, and `header` is removed
+    /// from the response. A response without it, or with anything but a whole number, is
+    /// settled at the estimate; so is a request refunded by `refund_when`, which counts
+    /// nothing. The settle runs on a task of its own: a client that leaves meanwhile does not
+    /// stop it. `concurrency` policies hold units, not a cost, and are left alone.
+    #[must_use]
+    pub fn settle_from(mut self, header: HeaderName) -> Self {
+        self.settle_from = Some(header);
+        self
+    }
+
     /// Screens each request's client address, as `client` resolves it, against the limiter's
     /// allow and deny lists ([`Limiter::list`](floodwall::Limiter::list)) before its key: a deny-listed client is answered
     /// 403, an allow-listed one goes through unchecked. Without it only keys are screened (a key
@@ -252,6 +272,9 @@ impl RateLimitLayerBuilder {
                 cost: self.cost,
                 exempt: self.exempt,
                 refund: self.refund,
+                settle_from: self
+                    .settle_from
+                    .map(|header| (header, SettleCounters::new("http"))),
                 screen: self.screen,
             }),
         }

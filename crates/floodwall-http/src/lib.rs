@@ -31,7 +31,9 @@ pub use headers::{
 };
 pub use held::HeldBody;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, is_cors_preflight};
-pub use metrics::{CountedAs, DECISIONS_TOTAL, DecisionCounters, PolicyCounters};
+pub use metrics::{
+    CountedAs, DECISIONS_TOTAL, DecisionCounters, PolicyCounters, SETTLES_TOTAL, SettleCounters,
+};
 pub use problem::{QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY};
 pub use reply::{EnvoyAnswer, Reply};
 pub use service::{RateLimit, RateLimitBody, ResponseFuture};

@@ -15,6 +15,37 @@ use metrics::{Counter, counter};
 /// The name of the decision counter.
 pub const DECISIONS_TOTAL: &str = "floodwall_decisions_total";
 
+/// The name of the settle counter: costs charged after the answer, by front end and outcome
+/// (`charged`, or `failed`: the store could not take it and the cost is lost).
+pub const SETTLES_TOTAL: &str = "floodwall_settles_total";
+
+/// One front end's `floodwall_settles_total` counters, registered once.
+#[derive(Debug, Clone)]
+pub struct SettleCounters {
+    charged: Counter,
+    failed: Counter,
+}
+
+impl SettleCounters {
+    /// Registers the counters of `front` (`http`, `rls`, `check`) with the installed recorder.
+    pub fn new(front: &'static str) -> Self {
+        let handle =
+            |outcome: &'static str| counter!(SETTLES_TOTAL, "front" => front, "outcome" => outcome);
+        SettleCounters {
+            charged: handle("charged"),
+            failed: handle("failed"),
+        }
+    }
+
+    /// Counts a settle by whether the store took it.
+    pub fn count(&self, charged: bool) {
+        match charged {
+            true => self.charged.increment(1),
+            false => self.failed.increment(1),
+        }
+    }
+}
+
 /// One policy's `floodwall_decisions_total` counters, registered once so that counting costs
 /// no registry lookup. The layer keeps one per policy; so can any other front end (the
 /// floodwall service's check API does) to count the same way.

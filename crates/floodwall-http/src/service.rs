@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use floodwall::gate::Passing;
+use floodwall::gate::{Passage, Passing};
 use floodwall::{Algorithm, Check, List, Policy};
 use http::{Request, Response};
 use http_body::Body;
@@ -120,7 +120,12 @@ where
                 let mut response = inner.call(Request::from_parts(parts, body)).await?;
                 config.headers.write(response.headers_mut(), verdict);
                 let mut passage = passage;
-                if cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status())) {
+                let refunded =
+                    cost > 0 && config.refund.as_ref().is_some_and(|r| r(response.status()));
+                if config.settle_from.is_some() {
+                    settle(&config, &passage, &key, cost, refunded, &mut response).await;
+                }
+                if refunded {
                     // The rates the refund rule allows; in-flight units go back with the body,
                     // and only the holder's own.
                     let consumed = passage
@@ -148,6 +153,50 @@ where
             Ok(ours(problem::denied(verdict, &config.headers)))
         })
     }
+}
+
+/// Settles an admitted request at the cost its response reports (in the layer's `settle_from`
+/// header, which is removed) and writes the headers of the state after it. Nothing to settle
+/// when the response reports no whole cost, reports the estimate, or was refunded.
+async fn settle<B>(
+    config: &Config,
+    passage: &Passage,
+    key: &[u8],
+    estimate: u64,
+    refunded: bool,
+    response: &mut Response<B>,
+) {
+    let Some((header, counters)) = &config.settle_from else {
+        return;
+    };
+    let reported = response.headers_mut().remove(header);
+    let actual = reported.as_ref().and_then(whole_number);
+    if reported.is_some() && actual.is_none() {
+        tracing::debug!(%header, "a response reported no whole cost; settled at the estimate");
+    }
+    let Some(actual) = actual.filter(|actual| !refunded && *actual != estimate) else {
+        return;
+    };
+    let Some(reservation) = config.gate.reservation(passage, key, estimate) else {
+        return;
+    };
+    // On a task of its own: a client that leaves does not stop it.
+    let settled = match tokio::spawn(reservation.settle(actual)).await {
+        Ok(settled) => settled.map_err(|error| error.to_string()),
+        Err(failed) => Err(failed.to_string()),
+    };
+    counters.count(settled.is_ok());
+    match settled {
+        Ok(settled) => config.headers.write(response.headers_mut(), &settled),
+        Err(error) => {
+            tracing::debug!(%error, "settle failed; the request stays counted at its estimate");
+        }
+    }
+}
+
+/// A header value that is a whole number of units.
+fn whole_number(value: &http::HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse().ok()
 }
 
 fn ours<B>(response: Response<Full<Bytes>>) -> Response<RateLimitBody<B>> {

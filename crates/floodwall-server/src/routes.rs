@@ -144,10 +144,16 @@ impl RouteTable {
                     .filter_map(|name| config.policy(name).cloned());
                 let service: RouteService = match policies.next() {
                     Some(first) => {
-                        let layer = policies
+                        let cost = route.cost;
+                        let mut builder = policies
                             .fold(RateLimitLayer::builder(limiter.clone(), first), |b, p| {
                                 b.policy(p)
-                            })
+                            });
+                        if let Some(header) = &route.settle_from {
+                            builder = builder.settle_from(header.clone());
+                        }
+                        let layer = builder
+                            .cost(move |_| cost)
                             .key(key_extractor(&route.key, config))
                             .screen_clients(client_ip(config))
                             .headers(config.server.headers)

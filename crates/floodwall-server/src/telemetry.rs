@@ -85,7 +85,7 @@ fn describe() {
         "Redis calls whose caller stopped waiting before Redis answered; each still ran to its end, and its breaker heard how it went."
     );
     describe_counter!(
-        crate::rls::SETTLES_TOTAL,
+        floodwall_http::SETTLES_TOTAL,
         "Costs charged after the answer (an RLS apply_on_stream_done call, a route's settle_from, POST /v1/settle), by front end and outcome: charged, or failed (the cost is lost)."
     );
     describe_counter!(

@@ -204,6 +204,11 @@ impl Passage {
         self.outcome
     }
 
+    /// When the decision was asked for.
+    pub(crate) fn asked_at(&self) -> Instant {
+        self.asked_at
+    }
+
     /// The positions of the pairs a refund may give back now that the response is done:
     /// [`Verdict::refundable`] for the time since the decision was asked for. None when there
     /// is no verdict.

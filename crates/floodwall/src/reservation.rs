@@ -9,6 +9,7 @@ use floodwall_core::{Algorithm, Policy};
 use tokio::time::Instant;
 
 use crate::error::{CheckError, Error};
+use crate::gate::{Gate, Passage};
 use crate::limiter::Limiter;
 use crate::store::{Charge, Check, Source};
 use crate::verdict::Verdict;
@@ -85,6 +86,24 @@ impl Limiter {
     }
 }
 
+impl Gate {
+    /// The reservation of a request this gate admitted for `key` on `estimate` (the cost it
+    /// checked), as `passage` answered it: for a front end that admits through the gate and
+    /// settles once the response says what the request cost. `None` when the passage answered
+    /// an error. Its `concurrency` policies hold units rather than a cost: a settle leaves them
+    /// alone.
+    pub fn reservation(&self, passage: &Passage, key: &[u8], estimate: u64) -> Option<Reservation> {
+        let verdict = passage.outcome().ok()?.clone();
+        Some(Reservation {
+            limiter: self.limiter().clone(),
+            key: key.to_vec(),
+            estimate,
+            verdict,
+            reserved_at: passage.asked_at(),
+        })
+    }
+}
+
 impl Reservation {
     /// Whether the request may go on.
     #[inline]
@@ -136,9 +155,15 @@ impl Reservation {
         };
         let key = self.key.as_slice();
         let policies = self.verdict.policies();
+        // In-flight limits (only a gate's reservation has them) hold units, not a cost.
+        let costed = |policy: &&Policy| policy.algorithm() != Algorithm::Concurrency;
         if !counted {
-            let charge = Charge::new(policies, key, actual)?;
-            return self.limiter.charge(&charge).await;
+            let every: Vec<_> = policies
+                .iter()
+                .filter(costed)
+                .map(|p| (p, key, actual))
+                .collect();
+            return self.charge(every).await;
         }
         let decisions = self.verdict.decisions();
         if actual > self.estimate {
@@ -146,9 +171,10 @@ impl Reservation {
             let took = policies
                 .iter()
                 .zip(decisions)
-                .filter(|(_, decision)| decision.allowed)
-                .map(|(policy, _)| (policy, key, more));
-            return self.limiter.charge(&Charge::each(took)?).await;
+                .filter(|(policy, decision)| decision.allowed && costed(policy))
+                .map(|(policy, _)| (policy, key, more))
+                .collect();
+            return self.charge(took).await;
         }
         if actual < self.estimate {
             let served_in = self.reserved_at.elapsed();
@@ -157,6 +183,7 @@ impl Reservation {
                 .verdict
                 .refundable(served_in)
                 .filter_map(|index| policies.get(index))
+                .filter(costed)
                 .map(|policy| (policy, key))
                 .collect();
             if refundable.is_empty() {
@@ -168,6 +195,14 @@ impl Reservation {
                 .await;
         }
         Ok(self.verdict)
+    }
+
+    /// Charges `pairs`; with none, answers the reservation's own verdict.
+    async fn charge(&self, pairs: Vec<(&Policy, &[u8], u64)>) -> Result<Verdict, Error> {
+        if pairs.is_empty() {
+            return Ok(self.verdict.clone());
+        }
+        self.limiter.charge(&Charge::each(pairs)?).await
     }
 
     /// How long ago the reservation was admitted.

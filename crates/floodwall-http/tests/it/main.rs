@@ -10,4 +10,5 @@ mod in_flight;
 mod layer;
 mod outage;
 mod real_socket;
+mod settle;
 mod support;

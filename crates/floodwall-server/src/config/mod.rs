@@ -213,6 +213,11 @@ pub struct RouteConfig {
     pub key: Vec<KeyPart>,
     /// The names of the policies checked together, all-or-nothing.
     pub policies: Vec<String>,
+    /// The units each request is admitted for (default 1): with `settle_from`, the estimate.
+    pub cost: u64,
+    /// The upstream's response header that reports what a request actually cost: the request
+    /// is settled at it, into debt past what is left.
+    pub settle_from: Option<http::HeaderName>,
     /// What an allowed request gets.
     pub action: RouteAction,
 }

@@ -101,6 +101,8 @@ pub(crate) struct RawRoute {
     pub(crate) respond: Option<Spanned<RawRespond>>,
     pub(crate) upstream: Option<Spanned<String>>,
     pub(crate) upstream_timeout: Option<Spanned<String>>,
+    pub(crate) cost: Option<Spanned<i64>>,
+    pub(crate) settle_from: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -78,6 +78,7 @@ fn route_match(text: &String) -> Result<RouteMatch, String> {
 pub(super) fn route(
     raw: &RawRoute,
     defined: &[&str],
+    valid: &[floodwall::Policy],
     diagnostics: &mut Diagnostics<'_>,
 ) -> Option<RouteConfig> {
     let matcher = parse_or(
@@ -202,10 +203,79 @@ pub(super) fn route(
             None
         }
     };
+    let cost = match &raw.cost {
+        Some(cost) => parse_or(
+            diagnostics,
+            cost,
+            |cost| {
+                let cost = u64::try_from(*cost).map_err(|_| format!("cost {cost} is negative"))?;
+                let named = valid
+                    .iter()
+                    .filter(|p| names.contains(&p.name().to_owned()));
+                match named.into_iter().find(|p| cost > p.capacity()) {
+                    Some(p) => Err(format!(
+                        "cost {cost} can never be admitted by policy {:?}, whose capacity is {}",
+                        p.name(),
+                        p.capacity()
+                    )),
+                    None => Ok(cost),
+                }
+            },
+            Some(
+                "the units each request is admitted for (1 by default, 0 to only look), at most each policy's capacity",
+            ),
+        ),
+        None => Some(1),
+    };
+    let settle_from = match &raw.settle_from {
+        Some(text) => settle_from(raw, text, &names, diagnostics),
+        None => Some(None),
+    };
     Some(RouteConfig {
         matcher: matcher?,
         key: key?,
         policies: names,
+        cost: cost?,
+        settle_from: settle_from?,
         action: action?,
     })
+}
+
+/// `settle_from = "header:NAME"` on a route that forwards and is limited: the upstream's
+/// response reports the cost there.
+fn settle_from(
+    raw: &RawRoute,
+    text: &toml::Spanned<String>,
+    policies: &[String],
+    diagnostics: &mut Diagnostics<'_>,
+) -> Option<Option<HeaderName>> {
+    let header = parse_or(
+        diagnostics,
+        text,
+        |text| match text.trim().split_once(':') {
+            Some(("header", name)) => HeaderName::from_str(name.trim())
+                .map_err(|_| format!("invalid header name {name:?} in settle_from {text:?}")),
+            _ => Err(format!("settle_from {text:?} names no response header")),
+        },
+        Some(
+            "\"header:NAME\", the upstream's response header with the actual cost, e.g. \"header:x-usage\"",
+        ),
+    )?;
+    if raw.upstream.is_none() {
+        diagnostics.error(
+            Some(text.span()),
+            "settle_from on a route that answers itself: no upstream reports a cost",
+            Some("set upstream = \"http://host:port\", or remove settle_from".to_owned()),
+        );
+        return None;
+    }
+    if policies.is_empty() {
+        diagnostics.error(
+            Some(text.span()),
+            "settle_from on a route without policies settles nothing",
+            Some("name the policies the cost counts against in policies".to_owned()),
+        );
+        return None;
+    }
+    Some(Some(header))
 }

@@ -136,7 +136,15 @@ const RESPOND: Section = Section {
 
 const ROUTE: Section = Section {
     name: "[[route]]",
-    keys: &["match", "key", "policies", "upstream", "upstream_timeout"],
+    keys: &[
+        "match",
+        "key",
+        "policies",
+        "upstream",
+        "upstream_timeout",
+        "cost",
+        "settle_from",
+    ],
     tables: &[("respond", &RESPOND)],
     free: &[],
 };

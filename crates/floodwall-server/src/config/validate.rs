@@ -61,12 +61,12 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
             defined.push(policy.name.get_ref());
         }
     }
+    let mut policies: Vec<Policy> = policies.into_iter().map(|(policy, _)| policy).collect();
     let routes = raw
         .routes
         .iter()
-        .filter_map(|route| routes::route(route, &defined, &mut diagnostics))
+        .filter_map(|route| routes::route(route, &defined, &policies, &mut diagnostics))
         .collect();
-    let mut policies: Vec<Policy> = policies.into_iter().map(|(policy, _)| policy).collect();
     let rls = super::rls::rls(raw.rls.as_ref(), &defined, &mut policies, &mut diagnostics);
     let rlqs = super::rlqs::rlqs(raw.rlqs.as_ref(), &defined, &policies, &mut diagnostics);
     super::rlqs::listener_apart(

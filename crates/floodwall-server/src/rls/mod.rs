@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use floodwall::gate::{Front, Gate, Passing};
 use floodwall::{Charge, Check, Error, Limiter, Policy, Verdict};
-use floodwall_http::{DecisionCounters, EnvoyAnswer, RateLimitHeaders, Reply};
+use floodwall_http::{DecisionCounters, EnvoyAnswer, RateLimitHeaders, Reply, SettleCounters};
 use metrics::Counter;
 use tonic::{Request, Response, Status};
 
@@ -71,8 +71,6 @@ pub(crate) const MAX_DESCRIPTORS: usize = 64;
 
 /// The answers by domain and code.
 pub(crate) const RLS_REQUESTS_TOTAL: &str = "floodwall_rls_requests_total";
-/// Settles (costs charged after the response), by front end and outcome.
-pub(crate) const SETTLES_TOTAL: &str = "floodwall_settles_total";
 /// The route label of RLS decisions in the latency histogram.
 const RLS_ROUTE: &str = "grpc ShouldRateLimit";
 /// The domain label of requests for a domain no rule names (kept bounded).
@@ -93,8 +91,7 @@ struct RlsState {
     max_overrides: usize,
     overrides: Mutex<HashMap<(String, u32, i32), Policy>>,
     overrides_refused: PerSecond,
-    /// Settles charged and failed.
-    settles: [Counter; 2],
+    settles: SettleCounters,
     settles_lost: PerSecond,
 }
 
@@ -156,9 +153,7 @@ impl RlsState {
             max_overrides: config.rls.as_ref().map_or(0, |r| r.max_overrides),
             overrides: Mutex::new(HashMap::new()),
             overrides_refused: PerSecond::new(1),
-            settles: ["charged", "failed"].map(
-                |outcome| metrics::counter!(SETTLES_TOTAL, "front" => "rls", "outcome" => outcome),
-            ),
+            settles: SettleCounters::new("rls"),
             settles_lost: PerSecond::new(1),
         }
     }
@@ -544,13 +539,13 @@ async fn settle(state: &RlsState, settled: &Pairs<'_>) -> Option<Verdict> {
     caller.answered();
     let failure = match charged {
         Ok(Ok(verdict)) => {
-            state.settles[0].increment(1);
+            state.settles.count(true);
             return Some(verdict);
         }
         Ok(Err(error)) => error.to_string(),
         Err(panicked) => panicked.to_string(),
     };
-    state.settles[1].increment(1);
+    state.settles.count(false);
     if let Admission::Admitted { dropped } = state.settles_lost.admit() {
         tracing::warn!(
             error = failure,

@@ -465,6 +465,51 @@ fn each_mistake_is_reported_at_its_line_with_a_fix() {
             "exactly one of respond or upstream",
             "respond",
         ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = {{ status = 200 }}\nsettle_from = \"header:x-usage\"\n"
+            ),
+            10,
+            15,
+            "settle_from on a route that answers itself",
+            "upstream = ",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nupstream = \"http://127.0.0.1:9000\"\nsettle_from = \"x-usage\"\n"
+            ),
+            10,
+            15,
+            "names no response header",
+            "header:x-usage",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\nupstream = \"http://127.0.0.1:9000\"\nsettle_from = \"header:x-usage\"\n"
+            ),
+            9,
+            15,
+            "settle_from on a route without policies",
+            "policies",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = {{ status = 200 }}\ncost = 6\n"
+            ),
+            10,
+            8,
+            "cost 6 can never be admitted by policy \"p\", whose capacity is 5",
+            "at most each policy's capacity",
+        ),
+        (
+            format!(
+                "{POLICY}[[route]]\nmatch = \"GET /\"\npolicies = [\"p\"]\nrespond = {{ status = 200 }}\ncost = -1\n"
+            ),
+            10,
+            8,
+            "cost -1 is negative",
+            "0 to only look",
+        ),
     ];
     for (source, line, column, message, fix) in cases {
         let errors = errors(&source);

@@ -29,4 +29,5 @@ mod rls_envoy_config;
 mod rls_settle;
 mod sentinel;
 mod service;
+mod settle_routes;
 mod walk_away;
