@@ -27,7 +27,14 @@ pub fn problem(
     detail: &str,
     violated: Option<&[&str]>,
 ) -> Response<Full<Bytes>> {
-    let body = problem_body(status, kind, title, detail, violated);
+    problem_response(
+        status,
+        problem_body(status, kind, title, detail, violated, &[]),
+    )
+}
+
+/// `body` as an `application/problem+json` response of `status`, never cached.
+fn problem_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -39,13 +46,15 @@ pub fn problem(
     response
 }
 
-/// The JSON of a problem: `type`, `title`, `status`, `detail`, and `violated-policies` when given.
+/// The JSON of a problem: `type`, `title`, `status`, `detail`, `violated-policies` when given,
+/// and `debt` (units owed, by policy) when any is owed.
 fn problem_body(
     status: StatusCode,
     kind: &str,
     title: &str,
     detail: &str,
     violated: Option<&[&str]>,
+    owed: &[(&str, u64)],
 ) -> Bytes {
     let mut body = json!({
         "type": kind,
@@ -53,28 +62,65 @@ fn problem_body(
         "status": status.as_u16(),
         "detail": detail,
     });
-    if let (Some(violated), Some(object)) = (violated, body.as_object_mut()) {
-        object.insert("violated-policies".into(), json!(violated));
+    if let Some(object) = body.as_object_mut() {
+        if let Some(violated) = violated {
+            object.insert("violated-policies".into(), json!(violated));
+        }
+        if !owed.is_empty() {
+            let debt: serde_json::Map<String, serde_json::Value> = owed
+                .iter()
+                .map(|(policy, units)| ((*policy).to_owned(), json!(units)))
+                .collect();
+            object.insert("debt".into(), serde_json::Value::Object(debt));
+        }
     }
     Bytes::from(body.to_string())
 }
 
-/// 429: the enforced policies that denied, and when to retry.
-pub fn quota_exceeded(violated: &[&str], retry_after_seconds: u64) -> Response<Full<Bytes>> {
-    problem(
+/// 429: the enforced policies that denied, what each owes (`owed`: policy and units, for
+/// those in debt), and when to retry.
+pub fn quota_exceeded(
+    violated: &[&str],
+    owed: &[(&str, u64)],
+    retry_after_seconds: u64,
+) -> Response<Full<Bytes>> {
+    problem_response(
         StatusCode::TOO_MANY_REQUESTS,
-        QUOTA_EXCEEDED,
-        QUOTA_EXCEEDED_TITLE,
-        &quota_exceeded_detail(violated, retry_after_seconds),
-        Some(violated),
+        quota_exceeded_body(violated, owed, retry_after_seconds),
     )
+}
+
+/// The policies of `verdict` that deny while their key owes units, and how many: what a 429
+/// reports as `debt`.
+pub fn owed(verdict: &Verdict) -> Vec<(&str, u64)> {
+    verdict
+        .iter()
+        .filter(|(policy, decision)| {
+            !decision.allowed && decision.debt > 0 && policy.mode() == floodwall::Mode::Enforce
+        })
+        .map(|(policy, decision)| (policy.name(), decision.debt))
+        .collect()
 }
 
 const QUOTA_EXCEEDED_TITLE: &str = "Request quota exceeded";
 
-fn quota_exceeded_detail(violated: &[&str], retry_after_seconds: u64) -> String {
+fn quota_exceeded_detail(
+    violated: &[&str],
+    owed: &[(&str, u64)],
+    retry_after_seconds: u64,
+) -> String {
+    let debt = match owed {
+        [] => String::new(),
+        owed => {
+            let each: Vec<String> = owed
+                .iter()
+                .map(|(policy, units)| format!("{units} units to {policy:?}"))
+                .collect();
+            format!(" The quota is in debt: {}.", each.join(", "))
+        }
+    };
     format!(
-        "Too many requests under {}: retry after {retry_after_seconds} s.",
+        "Too many requests under {}: retry after {retry_after_seconds} s.{debt}",
         quoted_list(violated)
     )
 }
@@ -98,20 +144,25 @@ pub fn denied(verdict: &Verdict, headers: &RateLimitHeaders) -> Response<Full<By
         return deny_listed();
     }
     let violated: Vec<&str> = verdict.violated().map(Policy::name).collect();
-    let mut response = quota_exceeded(&violated, retry_after_seconds(verdict));
+    let mut response = quota_exceeded(&violated, &owed(verdict), retry_after_seconds(verdict));
     headers.write(response.headers_mut(), verdict);
     response
 }
 
 /// The body of [`quota_exceeded`] alone, for a proxy that answers the 429 itself (Envoy, from a
 /// RateLimitService's `raw_body`).
-pub fn quota_exceeded_body(violated: &[&str], retry_after_seconds: u64) -> Bytes {
+pub fn quota_exceeded_body(
+    violated: &[&str],
+    owed: &[(&str, u64)],
+    retry_after_seconds: u64,
+) -> Bytes {
     problem_body(
         StatusCode::TOO_MANY_REQUESTS,
         QUOTA_EXCEEDED,
         QUOTA_EXCEEDED_TITLE,
-        &quota_exceeded_detail(violated, retry_after_seconds),
+        &quota_exceeded_detail(violated, owed, retry_after_seconds),
         Some(violated),
+        owed,
     )
 }
 
@@ -194,6 +245,7 @@ pub fn impossible_cost_body(detail: &str) -> Bytes {
         "Request cost exceeds the limit",
         detail,
         None,
+        &[],
     )
 }
 

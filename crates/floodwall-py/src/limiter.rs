@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodwall::gate::{Gate, Passing};
-use floodwall::{Check, Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig};
+use floodwall::{Charge, Check, Limiter, MemoryStore, Policy, RedisConfig, Storage, StorageConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -240,6 +240,15 @@ impl PyLimiter {
             py,
             give_back(&self.limiter, Check::weighted(pairs.iter().copied())),
         )?;
+        Ok(())
+    }
+
+    /// Charges several (policy, key, cost) items whatever is left (past zero the key owes it, up
+    /// to each policy's `max_debt`), in one call; never denied.
+    fn debit_weighted(&self, py: Python<'_>, items: Vec<Item<'_>>) -> PyResult<()> {
+        let (policies, keys, costs) = split(&items);
+        let pairs = weighted(&policies, &keys, &costs);
+        self.run(py, charge(&self.limiter, Charge::each(pairs)))?;
         Ok(())
     }
 
@@ -530,6 +539,14 @@ async fn give_back(
     check: Result<Check<'_>, floodwall::CheckError>,
 ) -> Result<floodwall::Verdict, floodwall::Error> {
     limiter.give_back(&check?).await
+}
+
+/// Charges `charge` whatever is left.
+async fn charge(
+    limiter: &Limiter,
+    charge: Result<Charge<'_>, floodwall::CheckError>,
+) -> Result<floodwall::Verdict, floodwall::Error> {
+    limiter.charge(&charge?).await
 }
 
 /// Gives back what `holder` holds under `check`.

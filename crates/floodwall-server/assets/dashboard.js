@@ -205,7 +205,9 @@ function render(snapshot) {
         const state = await act("GET", path);
         const shown = $("#inspected");
         shown.hidden = false;
-        shown.textContent = o.policy + " / " + o.shown + "\n" + JSON.stringify(state, null, 2);
+        // A key in debt (a settle charged more than was left) is denied until it is paid.
+        const owes = state.debt > 0 ? "\nin debt: owes " + state.debt + " units" : "";
+        shown.textContent = o.policy + " / " + o.shown + owes + "\n" + JSON.stringify(state, null, 2);
       } catch (error) { say("inspect failed: " + error.message); }
     });
     button(actions, "reset", "reset", async () => {

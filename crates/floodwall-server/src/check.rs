@@ -272,6 +272,9 @@ pub struct DecisionBody<'a> {
     pub reset_after_ms: Option<u64>,
     /// On a denial, milliseconds until the same request would be admitted, rounded up.
     pub retry_after_ms: Option<u64>,
+    /// Units the key owes past zero (a settle charged more than was left; `remaining` is then
+    /// 0); `null` when nothing was counted.
+    pub debt: Option<u64>,
 }
 
 /// A body of the check API, with a lease's fields when one was asked for.
@@ -326,6 +329,7 @@ fn decision_body<'a>(
         remaining: counted.then_some(decision.remaining),
         reset_after_ms: counted.then(|| millis_ceil(decision.reset_after)),
         retry_after_ms: decision.retry_after.map(millis_ceil),
+        debt: counted.then_some(decision.debt),
     }
 }
 

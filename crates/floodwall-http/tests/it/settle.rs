@@ -100,6 +100,13 @@ async fn a_usage_past_what_is_left_is_owed_and_denies_until_refill_pays_it() {
     assert_eq!(denied.headers()["retry-after"], "51");
     let problem = json_body(denied).await;
     assert_eq!(problem["violated-policies"], serde_json::json!(["tokens"]));
+    // The clock has not moved: all 50 are still owed.
+    assert_eq!(problem["debt"], serde_json::json!({"tokens": 50}));
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("in debt: 50 units to \"tokens\""),
+        "{detail}"
+    );
     clock.advance(Duration::from_secs(50));
     assert_eq!(
         ask(&app, "/", None, None).await.status(),

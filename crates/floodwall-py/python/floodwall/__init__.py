@@ -180,6 +180,13 @@ class Limiter(_native.Limiter):
             return self.debit(policy, key, cost)
         return await asyncio.to_thread(self.debit, policy, key, cost)
 
+    async def adebit_weighted(self, items: Sequence[Tuple[Policy, Union[str, bytes], int]]) -> None:
+        """:meth:`debit_weighted`, awaited without blocking the event loop; a task cancelled
+        meanwhile leaves the charge to finish."""
+        if self.in_memory:
+            return self.debit_weighted(items)
+        await asyncio.to_thread(self.debit_weighted, list(items))
+
     def acquire(
         self,
         policy: Policy,

@@ -23,6 +23,7 @@ class Limit:
     methods: Optional[frozenset] = None
     exempt_when: Optional[Callable[[], bool]] = None
     deduct_when: Optional[Callable[[Any], bool]] = None
+    cost_from_response: Optional[Callable[..., Optional[int]]] = None
 
     def applies_to(self, method: str) -> bool:
         return self.methods is None or method.upper() in self.methods
@@ -58,6 +59,37 @@ def failure_answer(error: Exception, policies: Sequence[Policy]) -> Answer:
 def missing_key() -> Answer:
     """The Rust layer's 401 for a request whose key function found no key (returned None)."""
     return _native.missing_key("the request carries no client key for its rate limit")
+
+
+def settlements(
+    items: List[Any], verdict: Any, actuals: Sequence[Optional[int]], served_in: float
+) -> Tuple[List[Any], List[Any]]:
+    """What settling an allowed verdict's items at their actual costs takes: the items to
+    charge and the items to give back. Item ``i`` was admitted on its cost, the estimate, and
+    actually cost ``actuals[i]`` (None: its estimate). More than the estimate charges the
+    difference whatever is left (into debt), on each policy that admitted; less gives it back
+    under the refund rule (:func:`refundable`). A verdict that counted nothing (the store failed
+    and its policies fail open) is charged each whole actual cost. The same rule as the Rust
+    library's ``Reservation::settle``."""
+    charges: List[Any] = []
+    refunds: List[Any] = []
+    refundable_now: Optional[frozenset] = None
+    decisions = verdict.decisions
+    for index, ((policy, key, estimate), actual) in enumerate(zip(items, actuals)):
+        if actual is None or policy.algorithm == "concurrency":
+            continue
+        if isinstance(actual, bool) or not isinstance(actual, int) or actual < 0:
+            raise ValueError(f"cost_from_response gave {actual!r}: a cost is a whole number of units, or None")
+        if not verdict.counted:
+            charges.append((policy, key, actual))
+        elif actual > estimate and decisions[index].allowed:
+            charges.append((policy, key, actual - estimate))
+        elif actual < estimate:
+            if refundable_now is None:
+                refundable_now = frozenset(verdict.refundable(served_in))
+            if index in refundable_now:
+                refunds.append((policy, key, estimate - actual))
+    return charges, refunds
 
 
 def refundable(items: List[Any], verdict: Any, served_in: float) -> List[int]:

@@ -14,10 +14,10 @@ event loop without blocking it.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Optional, Sequence, Tuple, Union
 
 from . import Limiter, Policy
-from ._http import failure_answer, header_mode, missing_key, policy_of, refundable
+from ._http import failure_answer, header_mode, missing_key, policy_of, refundable, settlements
 from ._native import ClientIp, CostTooLarge, RateLimitHeaders, StoreUnavailable
 
 __all__ = ["RateLimitMiddleware"]
@@ -35,6 +35,15 @@ class RateLimitMiddleware:
     ``trusted_proxies``; a key function that returns None gets the Rust layer's 401); ``cost(scope)`` the units (default 1); ``exempt(scope)`` true lets a
     request through unchecked (``exempt_paths`` does the same for exact paths); ``refund_when``
     ``(status)`` true gives a request's units back once its response has started.
+
+    ``cost_from_response(scope, status, headers)`` (the response's raw header pairs) gives what
+    the request actually cost once the app has finished, or None: the request was admitted on
+    ``cost``, the estimate, and is settled at the actual cost, charged whatever is left when
+    more (the key then owes it and is denied until refill has paid it), given back under the
+    refund rule when less. A cost known only once a streamed body has ended can be left in
+    the scope by the app (FastAPI: ``request.state.tokens = n``, read back as
+    ``scope["state"]["tokens"]``). A refunded response is not settled; a request whose task is
+    cancelled is settled at its estimate.
     """
 
     def __init__(
@@ -56,6 +65,7 @@ class RateLimitMiddleware:
         exempt: Optional[Callable[[Scope], bool]] = None,
         exempt_paths: Iterable[str] = (),
         refund_when: Optional[Callable[[int], bool]] = None,
+        cost_from_response: Optional[Callable[[Scope, int, List[Tuple[bytes, bytes]]], Optional[int]]] = None,
     ) -> None:
         self.app = app
         if limiter is None:
@@ -74,6 +84,7 @@ class RateLimitMiddleware:
         self._exempt = exempt
         self._exempt_paths = frozenset(exempt_paths)
         self._refund_when = refund_when
+        self._cost_from_response = cost_from_response
 
     def client_key(self, scope: Scope) -> str:
         """The client IP key of a request, as the Rust layer resolves it."""
@@ -97,8 +108,9 @@ class RateLimitMiddleware:
             return
         cost = self._cost(scope) if callable(self._cost) else self._cost
         items = [(policy, key, cost) for policy in self.policies]
-        # Only a middleware that may refund needs to know how long its request was served.
-        checked_at = time.monotonic() if self._refund_when is not None else 0.0
+        # Only a middleware that may refund or settle needs to know how long its request was served.
+        settles = self._cost_from_response is not None
+        checked_at = time.monotonic() if self._refund_when is not None or settles else 0.0
         try:
             verdict = await self.limiter.acheck_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:
@@ -109,18 +121,24 @@ class RateLimitMiddleware:
             return
         extra = self._headers.raw(verdict)
         status: List[int] = []
+        response_headers: List[Tuple[bytes, bytes]] = []
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                if settles:
+                    response_headers.extend(message.get("headers", ()))
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
+        finished = False
         try:
             await self.app(scope, receive, send_with_headers)
+            finished = True
         finally:
-            if self._refund_when is not None and status and self._refund_when(status[0]):
+            refunded = self._refund_when is not None and status and self._refund_when(status[0])
+            if refunded:
                 served_in = time.monotonic() - checked_at
                 refunds = [items[index] for index in refundable(items, verdict, served_in)]
                 if refunds:
@@ -128,6 +146,28 @@ class RateLimitMiddleware:
                         await self.limiter.arefund_weighted(refunds)
                     except StoreUnavailable:
                         pass  # the request stays counted: a refund that fails never over-admits
+        if settles and finished and status and not refunded:
+            await self._settle(scope, status[0], response_headers, items, verdict, time.monotonic() - checked_at)
+
+    async def _settle(
+        self,
+        scope: Scope,
+        status: int,
+        headers: List[Tuple[bytes, bytes]],
+        items: List[Any],
+        verdict: Any,
+        served_in: float,
+    ) -> None:
+        assert self._cost_from_response is not None
+        actual = self._cost_from_response(scope, status, headers)
+        charges, refunds = settlements(items, verdict, [actual] * len(items), served_in)
+        try:
+            if charges:
+                await self.limiter.adebit_weighted(charges)
+            if refunds:
+                await self.limiter.arefund_weighted(refunds)
+        except StoreUnavailable:
+            pass  # the request stays counted at its estimate
 
 
 async def _answer(send: Send, answer: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import flask
 
 from . import Limiter, Policy, policy_name
-from ._http import Limit, failure_answer, header_mode, methods_of, missing_key, policy_of, refundable
+from ._http import Limit, failure_answer, header_mode, methods_of, missing_key, policy_of, refundable, settlements
 from ._native import ClientIp, CostTooLarge, RateLimitHeaders, StoreUnavailable, Verdict
 
 __all__ = ["FloodWall", "remote_address"]
@@ -138,6 +138,7 @@ class FloodWall:
         methods: Optional[Iterable[str]] = None,
         exempt_when: Optional[Callable[[], bool]] = None,
         deduct_when: Optional[Callable[[flask.Response], bool]] = None,
+        cost_from_response: Optional[Callable[[flask.Response], Optional[int]]] = None,
         name: Optional[str] = None,
         algorithm: Optional[str] = None,
         burst: Optional[int] = None,
@@ -145,7 +146,12 @@ class FloodWall:
         """Limits one view (stack several for several limits; they are checked together,
         all-or-nothing). ``deduct_when(response)`` false gives the units back after the view
         ran, so only the responses it selects count; the check itself happens before the view,
-        so nothing is ever over-admitted."""
+        so nothing is ever over-admitted. ``cost_from_response(response)`` gives what the
+        request actually cost once the view has answered (the tokens a model generated, say),
+        or None: the request was admitted on ``cost``, the estimate, and is settled at the
+        actual cost, charged whatever is left when more (the key then owes it, up to the
+        policy's ``max_debt``, and is denied until refill has paid it), given back under the
+        refund rule when less."""
 
         def decorate(view: Callable) -> Callable:
             limits: List[Limit] = getattr(view, _LIMITS, [])
@@ -153,7 +159,7 @@ class FloodWall:
             if name is None and limits:
                 base = f"{base[:60]}-{len(limits) + 1}"
             policy = policy_of(rate, base, algorithm or self._algorithm, burst)
-            limit = Limit(policy, key, cost, methods_of(methods), exempt_when, deduct_when)
+            limit = Limit(policy, key, cost, methods_of(methods), exempt_when, deduct_when, cost_from_response)
             setattr(view, _LIMITS, [*limits, limit])
             return view
 
@@ -225,8 +231,8 @@ class FloodWall:
         if not items:
             return None
         assert self.limiter is not None
-        # Only a route that may refund needs to know how long its request was served.
-        checked_at = time.monotonic() if route.refunds else 0.0
+        # Only a route that may refund or settle needs to know how long its request was served.
+        checked_at = time.monotonic() if route.refunds or route.settles else 0.0
         try:
             verdict = self.limiter.check_weighted(items)
         except (StoreUnavailable, CostTooLarge) as error:
@@ -248,7 +254,30 @@ class FloodWall:
             headers[name] = value
         if route.refunds:
             self._refund(response, verdict, items, limits, time.monotonic() - checked_at)
+        if route.settles:
+            self._settle(response, verdict, items, limits, time.monotonic() - checked_at)
         return response
+
+    def _settle(
+        self, response: flask.Response, verdict: Verdict, items: List[Item], limits: List[Limit], served_in: float
+    ) -> None:
+        # A response deduct_when does not count is not settled either: it counts nothing.
+        actuals = [
+            None
+            if limit.cost_from_response is None
+            or (limit.deduct_when is not None and not limit.deduct_when(response))
+            else limit.cost_from_response(response)
+            for limit in limits
+        ]
+        charges, refunds = settlements(items, verdict, actuals, served_in)
+        assert self.limiter is not None
+        try:
+            if charges:
+                self.limiter.debit_weighted(charges)
+            if refunds:
+                self.limiter.refund_weighted(refunds)
+        except StoreUnavailable:
+            pass  # the request stays counted at its estimate
 
     def _refund(
         self, response: flask.Response, verdict: Verdict, items: List[Item], limits: List[Limit], served_in: float
@@ -270,12 +299,13 @@ class _Route:
     """A view's limits, prepared once: whether a request may skip some of them (by method or
     ``exempt_when``), whether responses may give units back, and the headers of its policies."""
 
-    __slots__ = ("limits", "selective", "refunds", "headers")
+    __slots__ = ("limits", "selective", "refunds", "settles", "headers")
 
     def __init__(self, limits: List[Limit], mode: str) -> None:
         self.limits = limits
         self.selective = any(limit.methods is not None or limit.exempt_when is not None for limit in limits)
         self.refunds = any(limit.deduct_when is not None for limit in limits)
+        self.settles = any(limit.cost_from_response is not None for limit in limits)
         self.headers = RateLimitHeaders([limit.policy for limit in limits], mode)
 
 

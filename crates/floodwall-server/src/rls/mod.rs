@@ -651,7 +651,8 @@ fn respond(
                     answer::set_retry_after(&mut response.response_headers_to_add, retry_after);
                 }
                 response.dynamic_metadata = Some(answer::violated_metadata(&violated));
-                floodwall_http::problem::quota_exceeded_body(&violated, retry_after)
+                let owed = floodwall_http::problem::owed(verdict);
+                floodwall_http::problem::quota_exceeded_body(&violated, &owed, retry_after)
             }
         };
         response.raw_body = body.to_vec();

@@ -102,6 +102,21 @@ async fn a_settle_past_what_is_left_is_ok_charged_and_denies_until_paid() {
         Code::OverLimit,
         "the key owes 50"
     );
+    let problem: serde_json::Value = serde_json::from_slice(&denied.raw_body).unwrap();
+    assert_eq!(problem["debt"], serde_json::json!({"tokens": 50}));
+    // The check API counts an address as RLS does, and says what it owes.
+    let checked = reqwest::Client::new()
+        .post(service.url("/v1/check"))
+        .json(&serde_json::json!({"policy": "tokens", "key": ADDRESS, "cost": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = checked.json().await.unwrap();
+    assert_eq!(
+        (body["remaining"].as_u64(), body["debt"].as_u64()),
+        (Some(0), Some(50))
+    );
     // Another settle while in debt is charged all the same, up to max_debt (one capacity).
     let more = ask(&mut rls, request(vec![reporting(500)])).await;
     assert_eq!(code(more.overall_code), Code::Ok);
