@@ -51,7 +51,7 @@ pub use limiter::{Limiter, LimiterBuilder};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
-pub use reservation::Reservation;
+pub use reservation::{KEPT_ID_LEN, KeptSettle, Reservation};
 pub use storage::{Storage, StorageConfig};
 pub use store::{Charge, Check, Source};
 pub use verdict::Verdict;

@@ -73,6 +73,7 @@ impl MemoryStoreBuilder {
                 // Secret per store, from the OS-seeded keys of std's RandomState.
                 digest_key: (random.hash_one(0x5eed_u64), random.hash_one(0xf00d_u64)),
                 quotas: super::quota::Quotas::new(self.max_keys / 4),
+                records: super::records::Records::new(self.max_keys / 4),
             }),
         }
     }

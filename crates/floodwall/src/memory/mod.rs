@@ -2,6 +2,7 @@
 
 mod builder;
 mod quota;
+mod records;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -70,6 +71,8 @@ struct Inner {
     digest_key: (u64, u64),
     /// Shares of rates among proxies (RLQS), apart from the decisions' state.
     quotas: quota::Quotas,
+    /// One-time records (kept reservations), apart from the decisions' state.
+    records: records::Records,
 }
 
 /// One shard on its own cache lines, so threads on different shards do not contend for one.
@@ -561,6 +564,3 @@ impl Store for MemoryStore {
         MemoryStore::clock(self)
     }
 }
-
-/// The memory store shares nothing with other processes: the controls live in the process.
-impl crate::store::ControlStore for MemoryStore {}

@@ -2,6 +2,7 @@
 
 use redis::Value;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::time::Instant;
 
 use super::RedisStore;
@@ -12,6 +13,11 @@ impl RedisStore {
     /// `<prefix>:controls`: no state key has this form (each ends with its `{tag}`).
     fn controls_key(&self) -> String {
         format!("{}:controls", self.inner.prefix)
+    }
+
+    /// `<prefix>:record:<name>`: no state key has this form either.
+    fn record_key(&self, name: &str) -> String {
+        format!("{}:record:{name}", self.inner.prefix)
     }
 
     async fn controls_query(&self, cmd: &::redis::Cmd) -> Result<Value, StoreError> {
@@ -103,5 +109,35 @@ impl ControlStore for RedisStore {
                 detail: "the controls write's task ended".to_owned(),
             })
         })
+    }
+
+    /// `SET … PX`: the record expires with its time to live, wherever it was kept.
+    async fn put_record(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let cmd = ::redis::cmd("SET")
+            .arg(self.record_key(name))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .to_owned();
+        match self.controls_query(&cmd).await? {
+            Value::Okay => Ok(()),
+            Value::SimpleString(ok) if ok == "OK" => Ok(()),
+            other => Err(StoreError::Reply {
+                detail: format!("SET of a record answered {other:?}"),
+            }),
+        }
+    }
+
+    /// `GETDEL`: one atomic command, so of any number of takers one gets the record.
+    async fn take_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let cmd = ::redis::cmd("GETDEL").arg(self.record_key(name)).to_owned();
+        match self.controls_query(&cmd).await? {
+            Value::BulkString(value) => Ok(Some(value)),
+            Value::Nil => Ok(None),
+            other => Err(StoreError::Reply {
+                detail: format!("GETDEL of a record answered {other:?}"),
+            }),
+        }
     }
 }

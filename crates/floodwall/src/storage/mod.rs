@@ -5,6 +5,8 @@ mod plugged;
 
 pub use plugged::PluggedStore;
 
+use std::time::Duration;
+
 use crate::error::StoreError;
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStats, MemoryStore};
 #[cfg(feature = "redis")]
@@ -276,6 +278,24 @@ impl ControlStore for Storage {
             #[cfg(feature = "redis")]
             Storage::Redis(store) => store.write_controls(set, remove).await,
             Storage::Plugged(store) => store.write_controls(set, remove).await,
+        }
+    }
+
+    async fn put_record(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Storage::Memory(store) => store.put_record(name, value, ttl).await,
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.put_record(name, value, ttl).await,
+            Storage::Plugged(store) => store.put_record(name, value, ttl).await,
+        }
+    }
+
+    async fn take_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Storage::Memory(store) => store.take_record(name).await,
+            #[cfg(feature = "redis")]
+            Storage::Redis(store) => store.take_record(name).await,
+            Storage::Plugged(store) => store.take_record(name).await,
         }
     }
 }

@@ -29,6 +29,8 @@ trait Erased: Send + Sync + fmt::Debug {
     fn controls_version(&self) -> Boxed<'_, Option<Vec<u8>>>;
     fn read_controls(&self) -> Boxed<'_, Vec<ControlField>>;
     fn write_controls(&self, set: Option<ControlField>, remove: Option<Vec<u8>>) -> Boxed<'_, ()>;
+    fn put_record<'a>(&'a self, name: &'a str, value: &'a [u8], ttl: Duration) -> Boxed<'a, ()>;
+    fn take_record<'a>(&'a self, name: &'a str) -> Boxed<'a, Option<Vec<u8>>>;
 }
 
 impl<S: Store + ControlStore> Erased for S {
@@ -70,6 +72,14 @@ impl<S: Store + ControlStore> Erased for S {
 
     fn write_controls(&self, set: Option<ControlField>, remove: Option<Vec<u8>>) -> Boxed<'_, ()> {
         Box::pin(ControlStore::write_controls(self, set, remove))
+    }
+
+    fn put_record<'a>(&'a self, name: &'a str, value: &'a [u8], ttl: Duration) -> Boxed<'a, ()> {
+        Box::pin(ControlStore::put_record(self, name, value, ttl))
+    }
+
+    fn take_record<'a>(&'a self, name: &'a str) -> Boxed<'a, Option<Vec<u8>>> {
+        Box::pin(ControlStore::take_record(self, name))
     }
 }
 
@@ -151,5 +161,13 @@ impl ControlStore for PluggedStore {
         remove: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         self.store.write_controls(set, remove).await
+    }
+
+    async fn put_record(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.store.put_record(name, value, ttl).await
+    }
+
+    async fn take_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.take_record(name).await
     }
 }

@@ -135,24 +135,42 @@ async fn charges_in_memory_count_exactly_and_owe_at_most_max_debt() {
 }
 
 /// Every task reserves on an estimate of 1 to 40 and settles at an actual cost of 0 to 59,
-/// `CHARGES` times; returns the sum of actual costs.
-async fn reserve_and_settle_at_once(limiters: &[Limiter], policy: &Policy) -> u64 {
+/// `CHARGES` times, on `key`; returns the sum of actual costs. With `kept`, each reservation is
+/// kept in the store and settled by its id through another limiter, twice (the second finds
+/// nothing).
+async fn reserve_and_settle_at_once(
+    limiters: &[Limiter],
+    policy: &Policy,
+    key: &'static str,
+    kept: bool,
+) -> u64 {
     let total = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
-            let (limiter, policies, total) = (
+            let (limiter, settler, policies, total) = (
                 limiters[t % limiters.len()].clone(),
+                limiters[(t + 1) % limiters.len()].clone(),
                 [policy.clone()],
                 Arc::clone(&total),
             );
             tokio::spawn(async move {
+                let named = |name: &str| (name == policies[0].name()).then(|| policies[0].clone());
                 for n in 0..CHARGES {
                     let estimate = 1 + (t as u64 * 11 + n * 5) % 40;
                     let actual = (t as u64 * 3 + n * 17) % 60;
-                    let reservation = limiter.reserve(&policies, "settled", estimate).await;
+                    let reservation = limiter.reserve(&policies, key, estimate).await;
                     let reservation = reservation.unwrap();
                     assert!(reservation.allowed());
-                    reservation.settle(actual).await.unwrap();
+                    if kept {
+                        let id = reservation.keep(HOUR).await.unwrap().unwrap();
+                        assert_eq!(id.len(), floodwall::KEPT_ID_LEN);
+                        let settled = settler.settle_kept(&id, actual, named).await.unwrap();
+                        assert_eq!(settled.map(|s| s.estimate), Some(estimate));
+                        let again = settler.settle_kept(&id, actual, named).await.unwrap();
+                        assert!(again.is_none(), "a kept reservation settled twice");
+                    } else {
+                        reservation.settle(actual).await.unwrap();
+                    }
                     total.fetch_add(actual, Ordering::Relaxed);
                 }
             })
@@ -172,13 +190,15 @@ async fn settled_reservations_charge_their_actual_costs(limiters: &[Limiter]) {
         let policy = Policy::new("reserved", algorithm, 1_000_000, HOUR)
             .and_then(|policy| policy.with_max_debt(1_000))
             .unwrap();
-        let actual = reserve_and_settle_at_once(limiters, &policy).await;
-        let after = limiters[0].check(&policy, "settled", 0).await.unwrap();
-        assert_eq!(
-            after.decisions()[0].remaining,
-            1_000_000 - actual,
-            "{algorithm}: the sum of actual costs, whatever the estimates"
-        );
+        for (key, kept) in [("settled", false), ("kept", true)] {
+            let actual = reserve_and_settle_at_once(limiters, &policy, key, kept).await;
+            let after = limiters[0].check(&policy, key, 0).await.unwrap();
+            assert_eq!(
+                after.decisions()[0].remaining,
+                1_000_000 - actual,
+                "{algorithm}, kept {kept}: the sum of actual costs, whatever the estimates"
+            );
+        }
         // A reservation its owner drops is settled at its estimate.
         let dropped = limiters[1]
             .reserve(std::slice::from_ref(&policy), "dropped", 30)
@@ -247,4 +267,29 @@ async fn callers_who_leave_a_settle_or_a_reservation_mid_call_leave_it_charged()
     // all if its caller left before the call reached the store).
     let gone = limiter.check(&policy, "gone", 0).await.unwrap();
     assert!(gone.decisions()[0].remaining >= 1_000 - 14, "{gone:?}");
+}
+
+/// A kept reservation expires with its time to live (its estimate stays charged), an id that
+/// was never given finds nothing, and a policy gone from the configuration is left alone.
+#[tokio::test]
+async fn kept_reservations_expire_and_unknown_ids_find_nothing() {
+    let clock = ManualClock::new(START_US);
+    let limiter = Limiter::new(MemoryStore::builder().clock(clock.clone()).build());
+    let policy = Policy::new("tokens", Algorithm::TokenBucket, 1_000, HOUR).unwrap();
+    let named = |name: &str| (name == "tokens").then(|| policy.clone());
+    let reserve = || limiter.reserve(std::slice::from_ref(&policy), "org", 100);
+    let expiring = reserve().await.unwrap();
+    let id = expiring.keep(Duration::from_secs(10)).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(11));
+    assert!(limiter.settle_kept(&id, 500, named).await.unwrap().is_none());
+    for never in ["", "0123", &"g".repeat(32), &id.to_uppercase()] {
+        assert!(limiter.settle_kept(never, 5, named).await.unwrap().is_none(), "{never}");
+    }
+    let orphan = reserve().await.unwrap().keep(HOUR).await.unwrap().unwrap();
+    let settled = limiter.settle_kept(&orphan, 900, |_| None).await.unwrap();
+    assert!(settled.is_some_and(|s| s.state.is_none()), "nothing left to charge");
+    // Both estimates stayed charged, and nothing more; refill of the 11 s aside.
+    let after = limiter.check(&policy, "org", 0).await.unwrap();
+    let refilled = 11 * 1_000 / 3_600;
+    assert_eq!(after.decisions()[0].remaining, 1_000 - 200 + refilled);
 }

@@ -1,6 +1,11 @@
 //! Costs known only after the answer: a [`Reservation`] admits a request on an estimate of its
 //! cost, and its [`settle`](Reservation::settle) charges the difference from the actual cost,
-//! once.
+//! once. A reservation can also be kept in the store ([`Reservation::keep`]) for any limiter
+//! sharing it to settle by id ([`Limiter::settle_kept`]).
+
+mod kept;
+
+pub use kept::{KEPT_ID_LEN, KeptSettle};
 
 use std::fmt;
 use std::time::Duration;
@@ -145,64 +150,30 @@ impl Reservation {
     /// [`Error::StoreUnavailable`] when the store failed: the settle may or may not have
     /// happened (it is never answered by `on_error`).
     pub async fn settle(self, actual: u64) -> Result<Verdict, Error> {
-        let counted = match self.verdict.source() {
-            _ if !self.verdict.allowed() => return Ok(self.verdict),
-            Source::Store | Source::Prefetched => true,
-            Source::FailOpen | Source::Local => false,
-            Source::AllowList | Source::DenyCache | Source::Blocked | Source::DenyList => {
-                return Ok(self.verdict);
-            }
-        };
-        let key = self.key.as_slice();
-        let policies = self.verdict.policies();
-        // In-flight limits (only a gate's reservation has them) hold units, not a cost.
-        let costed = |policy: &&Policy| policy.algorithm() != Algorithm::Concurrency;
-        if !counted {
-            let every: Vec<_> = policies
-                .iter()
-                .filter(costed)
-                .map(|p| (p, key, actual))
-                .collect();
-            return self.charge(every).await;
+        let admitted = self.admitted();
+        let settlement = Settlement::of(
+            &admitted,
+            counted(&self.verdict),
+            self.estimate,
+            actual,
+            self.reserved_at.elapsed(),
+        );
+        match settlement.run(&self.limiter, &self.key).await? {
+            Some(verdict) => Ok(verdict),
+            None => Ok(self.verdict),
         }
-        let decisions = self.verdict.decisions();
-        if actual > self.estimate {
-            let more = actual - self.estimate;
-            let took = policies
-                .iter()
-                .zip(decisions)
-                .filter(|(policy, decision)| decision.allowed && costed(policy))
-                .map(|(policy, _)| (policy, key, more))
-                .collect();
-            return self.charge(took).await;
-        }
-        if actual < self.estimate {
-            let served_in = self.reserved_at.elapsed();
-            let less = self.estimate - actual;
-            let refundable: Vec<(&Policy, &[u8])> = self
-                .verdict
-                .refundable(served_in)
-                .filter_map(|index| policies.get(index))
-                .filter(costed)
-                .map(|policy| (policy, key))
-                .collect();
-            if refundable.is_empty() {
-                return Ok(self.verdict);
-            }
-            return self
-                .limiter
-                .give_back(&Check::each(refundable, less)?)
-                .await;
-        }
-        Ok(self.verdict)
     }
 
-    /// Charges `pairs`; with none, answers the reservation's own verdict.
-    async fn charge(&self, pairs: Vec<(&Policy, &[u8], u64)>) -> Result<Verdict, Error> {
-        if pairs.is_empty() {
-            return Ok(self.verdict.clone());
-        }
-        self.limiter.charge(&Charge::each(pairs)?).await
+    /// Each policy's part of the admission.
+    fn admitted(&self) -> Vec<Admitted<'_>> {
+        self.verdict
+            .iter()
+            .map(|(policy, decision)| Admitted {
+                policy,
+                allowed: decision.allowed,
+                reset_after: decision.reset_after,
+            })
+            .collect()
     }
 
     /// How long ago the reservation was admitted.
@@ -217,5 +188,91 @@ impl fmt::Debug for Reservation {
             .field("estimate", &self.estimate)
             .field("verdict", &self.verdict)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether an admission counted its estimate in the store: `Some(true)` when the store
+/// counted it, `Some(false)` when it was admitted without counting (the store failed and its
+/// policies fail open, or the in-process fallback decided), `None` when there is nothing to
+/// settle (denied, or decided by the lists, a block or a cached denial).
+fn counted(verdict: &Verdict) -> Option<bool> {
+    match verdict.source() {
+        _ if !verdict.allowed() => None,
+        Source::Store | Source::Prefetched => Some(true),
+        Source::FailOpen | Source::Local => Some(false),
+        Source::AllowList | Source::DenyCache | Source::Blocked | Source::DenyList => None,
+    }
+}
+
+/// One policy's part of an admission, as a settle needs it.
+#[derive(Debug, Clone)]
+struct Admitted<'p> {
+    policy: &'p Policy,
+    allowed: bool,
+    reset_after: Duration,
+}
+
+/// What settling an admission at its actual cost takes: a charge of some pairs, a refund of
+/// some, or nothing. The one settle rule, for reservations in hand and kept ones alike.
+enum Settlement<'p> {
+    Charge(Vec<(&'p Policy, u64)>),
+    Refund(Vec<&'p Policy>, u64),
+    Nothing,
+}
+
+impl<'p> Settlement<'p> {
+    /// More than the estimate charges the difference on each policy that admitted; less gives
+    /// it back on each whose admission still counts `served_in` after it (its `reset_after`
+    /// has not passed); an admission that counted nothing is charged the whole actual cost.
+    /// In-flight limits hold units, not a cost: they are left alone.
+    fn of(
+        admitted: &[Admitted<'p>],
+        counted: Option<bool>,
+        estimate: u64,
+        actual: u64,
+        served_in: Duration,
+    ) -> Self {
+        let costed = admitted
+            .iter()
+            .filter(|a| a.policy.algorithm() != Algorithm::Concurrency);
+        let pairs: Vec<_> = match counted {
+            None => return Settlement::Nothing,
+            Some(false) => costed.map(|a| (a.policy, actual)).collect(),
+            Some(true) if actual > estimate => costed
+                .filter(|a| a.allowed)
+                .map(|a| (a.policy, actual - estimate))
+                .collect(),
+            Some(true) if actual < estimate => {
+                let refundable: Vec<_> = costed
+                    .filter(|a| a.allowed && served_in < a.reset_after)
+                    .map(|a| a.policy)
+                    .collect();
+                return match refundable.is_empty() {
+                    true => Settlement::Nothing,
+                    false => Settlement::Refund(refundable, estimate - actual),
+                };
+            }
+            Some(true) => Vec::new(),
+        };
+        match pairs.is_empty() {
+            true => Settlement::Nothing,
+            false => Settlement::Charge(pairs),
+        }
+    }
+
+    /// Runs the settlement for `key`: the state afterwards, `None` when there was nothing to do.
+    async fn run(&self, limiter: &Limiter, key: &[u8]) -> Result<Option<Verdict>, Error> {
+        match self {
+            Settlement::Charge(pairs) => {
+                let charge =
+                    Charge::each(pairs.iter().map(|(policy, cost)| (*policy, key, *cost)))?;
+                Ok(Some(limiter.charge(&charge).await?))
+            }
+            Settlement::Refund(policies, less) => {
+                let check = Check::each(policies.iter().map(|policy| (*policy, key)), *less)?;
+                Ok(Some(limiter.give_back(&check).await?))
+            }
+            Settlement::Nothing => Ok(None),
+        }
     }
 }
