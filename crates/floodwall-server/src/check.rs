@@ -11,8 +11,8 @@ use bytes::Bytes;
 use std::collections::HashMap;
 
 use floodwall::gate::{Front, Gate, Observer, Passing};
-use floodwall::{Check, Decision, Limiter, Policy, Source, Verdict};
-use floodwall_http::{DecisionCounters, HeaderMode, RateLimitHeaders, Reply};
+use floodwall::{Algorithm, Check, Decision, Limiter, Policy, Source, Verdict};
+use floodwall_http::{DecisionCounters, HeaderMode, RateLimitHeaders, Reply, SettleCounters};
 use http::{HeaderValue, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,8 @@ pub(crate) struct CheckState {
     per_policy: HashMap<String, RateLimitHeaders>,
     /// The check API's latency, answers and decision log.
     pub(crate) watch: DecisionWatch,
+    /// `POST /v1/settle`'s settles, charged and failed.
+    pub(crate) settles: SettleCounters,
 }
 
 impl CheckState {
@@ -73,6 +75,7 @@ impl CheckState {
             headers,
             per_policy,
             watch,
+            settles: SettleCounters::new("check"),
         }
     }
 
@@ -97,6 +100,9 @@ struct CheckRequest<'a> {
     key: Cow<'a, str>,
     #[serde(default = "one")]
     cost: u64,
+    /// Admit on `cost` as an estimate, to be settled at the actual cost by `POST /v1/settle`.
+    #[serde(default)]
+    reserve: bool,
 }
 
 fn one() -> u64 {
@@ -175,6 +181,23 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
         }
     };
     let (key, cost) = (request.key.as_bytes(), request.cost);
+    let reserve = request.reserve;
+    if reserve {
+        if ask == Ask::Lease {
+            return Err(ApiError::BadCheck(
+                "a lease holds units until released; \"reserve\" is for costs settled later, on /v1/check".to_owned(),
+            ));
+        }
+        if let Some(held) = policies
+            .iter()
+            .find(|p| p.algorithm() == Algorithm::Concurrency)
+        {
+            return Err(ApiError::BadCheck(format!(
+                "policy {:?} is a concurrency policy: it holds units (POST /v1/leases), it cannot be reserved",
+                held.name()
+            )));
+        }
+    }
     let (gate, hold) = match ask {
         Ask::Check => (&state.checks, false),
         Ask::Lease => (&state.leases, true),
@@ -184,6 +207,9 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
         ..Passing::default()
     };
     let mut passage = gate.pass(Check::new(policies, key, cost), passing).await;
+    let reservation = reserve
+        .then(|| gate.reservation(&passage, key, cost))
+        .flatten();
     let guard = passage.take_held();
     let verdict = match passage.into_outcome() {
         Ok(verdict) => verdict,
@@ -197,6 +223,11 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
             .map(|holder| crate::leases::LeaseId::new(holder, cost, key, policies).encode()),
         timeout_ms: Some(millis_ceil(guard.timeout().unwrap_or_default())),
     });
+    let reserved = match reservation {
+        Some(reservation) => Some(keep(state, reservation).await),
+        None if reserve => Some(ReservationFields::none()),
+        None => None,
+    };
     let lease = match (ask, held) {
         (Ask::Check, _) => None,
         (Ask::Lease, Some(held)) => Some(held),
@@ -217,10 +248,20 @@ async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Respon
                 .map(|(policy, decision)| decision_body(&verdict, policy, decision))
                 .collect(),
         };
-        serde_json::to_writer(&mut body, &Leased { decisions, lease })
+        let answer = Leased {
+            decisions,
+            lease,
+            reserved,
+        };
+        serde_json::to_writer(&mut body, &answer)
     } else {
         let decisions = single_decision_body(&verdict);
-        serde_json::to_writer(&mut body, &Leased { decisions, lease })
+        let answer = Leased {
+            decisions,
+            lease,
+            reserved,
+        };
+        serde_json::to_writer(&mut body, &answer)
     };
     if written.is_err() {
         body.clear();
@@ -277,13 +318,50 @@ pub struct DecisionBody<'a> {
     pub debt: Option<u64>,
 }
 
-/// A body of the check API, with a lease's fields when one was asked for.
+/// A body of the check API, with a lease's fields or a reservation's when one was asked for.
 #[derive(Debug, Serialize)]
 struct Leased<T> {
     #[serde(flatten)]
     decisions: T,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     lease: Option<LeaseFields>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    reserved: Option<ReservationFields>,
+}
+
+/// What `"reserve": true` adds to a check's body: the id to settle by (`POST /v1/settle`) and
+/// how long it waits for its settle; both `null` when nothing was reserved (denied, or decided
+/// by a list or a block) or the store could not keep it (the estimate then stands).
+#[derive(Debug, Serialize)]
+struct ReservationFields {
+    reservation: Option<String>,
+    reservation_ttl_ms: Option<u64>,
+}
+
+impl ReservationFields {
+    fn none() -> Self {
+        ReservationFields {
+            reservation: None,
+            reservation_ttl_ms: None,
+        }
+    }
+}
+
+/// Keeps `reservation` for any instance to settle, for `[check] reservation_ttl`. A store that
+/// cannot keep it leaves the request admitted on its estimate, which is logged.
+async fn keep(state: &CheckState, reservation: floodwall::Reservation) -> ReservationFields {
+    let ttl = state.config.check.reservation_ttl;
+    match reservation.keep(ttl).await {
+        Ok(Some(id)) => ReservationFields {
+            reservation: Some(id),
+            reservation_ttl_ms: Some(millis_ceil(ttl)),
+        },
+        Ok(None) => ReservationFields::none(),
+        Err(error) => {
+            tracing::warn!(%error, "a reservation could not be kept: it stays charged at its estimate");
+            ReservationFields::none()
+        }
+    }
 }
 
 /// What `POST /v1/leases` adds to a check's body: the id to release the lease by and how long
@@ -316,7 +394,7 @@ pub fn single_decision_body(verdict: &Verdict) -> Option<DecisionBody<'_>> {
 }
 
 /// One decision of `verdict`, with its counts only if the verdict was counted.
-fn decision_body<'a>(
+pub(crate) fn decision_body<'a>(
     verdict: &Verdict,
     policy: &'a Policy,
     decision: &Decision,

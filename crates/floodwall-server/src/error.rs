@@ -29,6 +29,8 @@ pub(crate) enum ApiError {
         /// The names configured.
         defined: Vec<String>,
     },
+    /// 404: no reservation is kept under the id a settle names.
+    UnknownReservation,
     /// 404: no route takes the request.
     NoRoute {
         /// The request's method.
@@ -156,6 +158,11 @@ impl IntoResponse for ApiError {
                 StatusCode::NOT_FOUND,
                 "Unknown policy",
                 &format!("no policy named {name:?}; defined: {}", defined.join(", ")),
+            ),
+            ApiError::UnknownReservation => about_blank(
+                StatusCode::NOT_FOUND,
+                "Unknown reservation",
+                "no reservation is kept under that id: it was never made, is settled already, or expired (and was settled at its estimate)",
             ),
             ApiError::NoRoute { method, path } => about_blank(
                 StatusCode::NOT_FOUND,

@@ -23,6 +23,7 @@ mod rlqs;
 mod rls;
 mod routes;
 mod serving;
+mod settle;
 mod telemetry;
 
 use std::future::Future;
@@ -221,6 +222,12 @@ fn check_routes<S: Clone + Send + Sync + 'static>(state: Arc<CheckState>) -> Rou
         .route(
             "/v1/check",
             post(check::check)
+                .with_state(Arc::clone(&state))
+                .fallback(only("POST")),
+        )
+        .route(
+            "/v1/settle",
+            post(settle::settle)
                 .with_state(Arc::clone(&state))
                 .fallback(only("POST")),
         )

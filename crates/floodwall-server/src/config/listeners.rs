@@ -339,5 +339,14 @@ pub(super) fn check(raw: &RawConfig, diagnostics: &mut Diagnostics<'_>) -> Check
         )
         .unwrap_or(check.max_policies);
     }
+    if let Some(ttl) = &section.reservation_ttl {
+        check.reservation_ttl = parse_or(
+            diagnostics,
+            ttl,
+            |text| super::validate::duration(text),
+            Some("how long a reservation waits for its settle, e.g. \"15m\""),
+        )
+        .unwrap_or(check.reservation_ttl);
+    }
     check
 }

@@ -126,10 +126,16 @@ pub struct CheckConfig {
     pub token: Option<String>,
     /// The most policies one check may name.
     pub max_policies: usize,
+    /// How long a reservation (`"reserve": true`) waits for its settle before it is settled
+    /// at its estimate.
+    pub reservation_ttl: std::time::Duration,
 }
 
 /// The default `max_policies`.
 pub const DEFAULT_MAX_POLICIES: usize = 16;
+
+/// The default `reservation_ttl`: long enough for a slow streamed answer.
+pub const DEFAULT_RESERVATION_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl Default for CheckConfig {
     fn default() -> Self {
@@ -138,6 +144,7 @@ impl Default for CheckConfig {
             listen: None,
             token: None,
             max_policies: DEFAULT_MAX_POLICIES,
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
         }
     }
 }

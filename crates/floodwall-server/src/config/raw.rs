@@ -64,6 +64,7 @@ pub(crate) struct RawCheck {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) token_env: Option<Spanned<String>>,
     pub(crate) max_policies: Option<Spanned<i64>>,
+    pub(crate) reservation_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -44,7 +44,13 @@ const ADMIN: Section = Section {
 
 const CHECK: Section = Section {
     name: "[check]",
-    keys: &["enabled", "listen", "token_env", "max_policies"],
+    keys: &[
+        "enabled",
+        "listen",
+        "token_env",
+        "max_policies",
+        "reservation_ttl",
+    ],
     tables: &[],
     free: &[],
 };

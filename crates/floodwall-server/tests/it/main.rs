@@ -10,6 +10,7 @@ mod admin_keys;
 mod app;
 mod binary;
 mod check_api;
+mod check_settle;
 mod connections;
 mod controls;
 #[path = "../fixtures/envoy_files.rs"]

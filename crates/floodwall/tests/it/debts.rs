@@ -279,15 +279,35 @@ async fn kept_reservations_expire_and_unknown_ids_find_nothing() {
     let named = |name: &str| (name == "tokens").then(|| policy.clone());
     let reserve = || limiter.reserve(std::slice::from_ref(&policy), "org", 100);
     let expiring = reserve().await.unwrap();
-    let id = expiring.keep(Duration::from_secs(10)).await.unwrap().unwrap();
+    let id = expiring
+        .keep(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
     clock.advance(Duration::from_secs(11));
-    assert!(limiter.settle_kept(&id, 500, named).await.unwrap().is_none());
+    assert!(
+        limiter
+            .settle_kept(&id, 500, named)
+            .await
+            .unwrap()
+            .is_none()
+    );
     for never in ["", "0123", &"g".repeat(32), &id.to_uppercase()] {
-        assert!(limiter.settle_kept(never, 5, named).await.unwrap().is_none(), "{never}");
+        assert!(
+            limiter
+                .settle_kept(never, 5, named)
+                .await
+                .unwrap()
+                .is_none(),
+            "{never}"
+        );
     }
     let orphan = reserve().await.unwrap().keep(HOUR).await.unwrap().unwrap();
     let settled = limiter.settle_kept(&orphan, 900, |_| None).await.unwrap();
-    assert!(settled.is_some_and(|s| s.state.is_none()), "nothing left to charge");
+    assert!(
+        settled.is_some_and(|s| s.state.is_none()),
+        "nothing left to charge"
+    );
     // Both estimates stayed charged, and nothing more; refill of the 11 s aside.
     let after = limiter.check(&policy, "org", 0).await.unwrap();
     let refilled = 11 * 1_000 / 3_600;
