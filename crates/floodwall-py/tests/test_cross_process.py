@@ -90,3 +90,75 @@ period = "1h"
         assert not limiter.peek(policy, "proof").allowed
     finally:
         service.close()
+
+
+def test_python_processes_and_the_check_api_settle_exactly_the_actual_costs(shared_redis):
+    """Two Python processes reserving and settling through the library, and HTTP clients
+    reserving through /v1/check and settling through /v1/settle, on one key of one Redis: the
+    key is charged exactly the sum of the actual costs, whatever the estimates."""
+    prefix, limit, period = unique_prefix(), 1_000_000, 366 * 86_400
+    service = Floodwall(
+        f"""
+[storage]
+url = "{shared_redis.url}"
+prefix = "{prefix}"
+timeout = "10s"
+on_error = "deny"
+
+[[policy]]
+name = "shared"
+algorithm = "fixed_window"
+limit = {limit}
+period = "366d"
+"""
+    )
+    try:
+        host, port = service.address.rsplit(":", 1)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, str(WORKER), shared_redis.url, prefix, "fixed_window", str(limit), "5",
+                 str(period), "settle"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        http_actuals = []
+        lock = threading.Lock()
+
+        def http_client(client: int) -> None:
+            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            actuals = 0
+
+            def post(path, body):
+                connection.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+                response = connection.getresponse()
+                return response.status, json.loads(response.read())
+
+            for n in range(10):
+                estimate, actual = 1 + (client * 7 + n * 3) % 50, (client * 5 + n * 13) % 70
+                status, reserved = post("/v1/check", {"policy": "shared", "key": "one-key", "cost": estimate,
+                                                      "reserve": True})
+                assert status == 200 and reserved["reservation"], reserved
+                status, settled = post("/v1/settle", {"reservation": reserved["reservation"], "cost": actual})
+                assert status == 200, settled
+                actuals += actual
+            with lock:
+                http_actuals.append(actuals)
+
+        clients = [threading.Thread(target=http_client, args=(c,)) for c in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        python_actuals = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=120)
+            assert worker.returncode == 0
+            python_actuals.append(int(out.strip()))
+        assert len(http_actuals) == 8
+        limiter = floodwall.Limiter(shared_redis.url, prefix=prefix, on_error="deny", timeout=10.0)
+        policy = floodwall.Policy("shared", (limit, period), algorithm="fixed_window")
+        assert limiter.peek(policy, "one-key").remaining == limit - sum(python_actuals) - sum(http_actuals)
+    finally:
+        service.close()
