@@ -313,3 +313,50 @@ async fn kept_reservations_expire_and_unknown_ids_find_nothing() {
     let refilled = 11 * 1_000 / 3_600;
     assert_eq!(after.decisions()[0].remaining, 1_000 - 200 + refilled);
 }
+
+/// A settle for less after the admission's `reset_after` gives nothing back: the window that
+/// counted the estimate is gone, and a refund would hand the next one more than its limit. A
+/// settle for more charges the current window all the same, in hand or kept.
+#[tokio::test]
+async fn a_settle_after_reset_after_charges_the_current_quota_and_refunds_nothing() {
+    // 10 ms before a minute window ends.
+    let clock = ManualClock::new(1_699_999_979_990_000);
+    let limiter = Limiter::new(MemoryStore::builder().clock(clock.clone()).build());
+    let policy = Policy::new(
+        "tokens",
+        Algorithm::FixedWindow,
+        10,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let policies = std::slice::from_ref(&policy);
+    let named = |name: &str| (name == "tokens").then(|| policy.clone());
+    let in_hand = limiter.reserve(policies, "in-hand", 8).await.unwrap();
+    let kept = limiter.reserve(policies, "kept", 8).await.unwrap();
+    let kept = kept.keep(HOUR).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(1));
+    // A reservation in hand times its service on the runtime's clock, a kept one on the
+    // store's: both have moved past the 10 ms the window had left.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let settled = in_hand.settle(2).await.unwrap();
+    assert_eq!(
+        settled.decisions()[0].remaining,
+        2,
+        "answered the admission, refunded nothing"
+    );
+    let settled = limiter.settle_kept(&kept, 2, named).await.unwrap().unwrap();
+    assert!(settled.state.is_none(), "nothing given back");
+    for key in ["in-hand", "kept"] {
+        let now = limiter.check(&policy, key, 0).await.unwrap();
+        assert_eq!(
+            now.decisions()[0].remaining,
+            10,
+            "{key}: the new window is whole"
+        );
+    }
+    // More than the estimate, after the window turned: the difference lands in this one.
+    let late = limiter.reserve(policies, "late", 4).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let charged = late.settle(7).await.unwrap();
+    assert_eq!(charged.decisions()[0].remaining, 7);
+}
