@@ -249,6 +249,23 @@ test("the dashboard shows live decisions and its block button blocks", async (t)
   await offender.locator("button.inspect").click();
   await waitFor("the inspected state", async () => /"remaining"/.test(await page.locator("#inspected").textContent()));
 
+  // A key whose settle charged past what was left is denied, and inspect says what it owes.
+  const post = async (path, body) =>
+    (await fetch(`${service.main}${path}`, { method: "POST", body: JSON.stringify(body) })).json();
+  const reserved = await post("/v1/check", { policy: "per-user", key: "debtor", cost: 1, reserve: true });
+  const settled = await post("/v1/settle", { reservation: reserved.reservation, cost: 30 });
+  assert.ok(settled.decisions[0].debt > 0, JSON.stringify(settled));
+  // Denied often enough to rank among the top offenders.
+  for (let i = 0; i < 40; i++) {
+    const denied = await post("/v1/check", { policy: "per-user", key: "debtor", cost: 1 });
+    assert.equal(denied.allowed, false);
+  }
+  const debtor = page.locator('#offenders tr[data-key="debtor"][data-policy="per-user"]');
+  await debtor.waitFor({ timeout: 15000 });
+  await debtor.locator("button.inspect").click();
+  await waitFor("the debt of the inspected key", async () =>
+    /in debt: owes \d+ units/.test(await page.locator("#inspected").textContent()));
+
   // The store, policies and routes are shown.
   assert.match(await page.locator("#store").textContent(), /memory:\/\/ · \d+ of 1,000,000 keys/);
   assert.equal(await page.locator("#policies tbody tr").count(), 4);
