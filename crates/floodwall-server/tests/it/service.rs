@@ -96,6 +96,7 @@ async fn the_check_api_answers_single_and_multi_policy_checks_and_rejects_bad_in
         fields,
         [
             "allowed",
+            "debt",
             "limit",
             "policy",
             "remaining",
