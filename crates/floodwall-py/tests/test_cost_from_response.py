@@ -5,6 +5,8 @@ and given back the difference when less; on the memory store and on a real Redis
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from types import SimpleNamespace
 
 import flask
 import httpx
@@ -118,3 +120,46 @@ def test_asgi_on_redis_settles_exactly():
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
     finally:
         redis.close()
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def readme_block(after: str) -> str:
+    """The first ```python block of the README after the line containing ``after``."""
+    text = README.read_text()
+    start = text.index("```python\n", text.index(after)) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_the_readmes_fastapi_gateway_runs_as_written(redis: RedisServer):
+    code = readme_block("From FastAPI:").replace("redis://127.0.0.1:6379/0", redis.url)
+    reported = {"org-1": 150_000, "org-2": 10}
+
+    async def call_the_model(body):
+        # A stand-in for the model server: the usage it reports, and the completion.
+        tokens = reported[body["org"]]
+        return SimpleNamespace(usage=SimpleNamespace(total_tokens=tokens), body={"text": "…"})
+
+    namespace = {"call_the_model": call_the_model}
+    exec(compile(code, str(README), "exec"), namespace)
+
+    async def main():
+        transport = httpx.ASGITransport(app=namespace["app"], client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            async def complete(org):
+                return await http.post("/v1/chat/completions", json={"org": org}, headers={"x-org-id": org})
+
+            answers = [await complete("org-1"), await complete("org-1"), await complete("org-2")]
+            missing = await http.post("/v1/chat/completions", json={"org": "org-1"})
+            return answers, missing
+
+    (first, owed, other), missing = asyncio.run(main())
+    assert first.status_code == 200 and first.json() == {"text": "…"}
+    # 150 000 tokens used of 100 000: 50 000 owed, and the organisation refused until refill.
+    assert owed.status_code == 429
+    # What refill has paid back in the milliseconds since (1 667 tokens a second).
+    assert 49_000 <= owed.json()["debt"]["org-tokens"] <= 50_000
+    assert 29 <= int(owed.headers["retry-after"]) <= 31
+    assert other.status_code == 200, "another organisation is not affected"
+    assert missing.status_code == 401, "no organisation, no key"

@@ -337,3 +337,42 @@ fn an_rlqs_section_maps_buckets_to_the_policies_envoys_share() {
     let config = Config::parse(&with_ttl, Path::new("test.toml")).unwrap();
     assert_eq!(config.rlqs.unwrap().assignment_ttl, Duration::from_secs(30));
 }
+
+/// The README's `[[...]]` blocks for costs known after the answer parse as written: the LLM
+/// gateway in front of a model server, and the RLS rules that settle Envoy's stream-done calls.
+#[test]
+fn the_readmes_settling_configurations_parse_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let block_after = |marker: &str| {
+        let from = readme.find(marker).unwrap();
+        let start = readme[from..].find("```toml\n").unwrap() + from + "```toml\n".len();
+        let end = readme[start..].find("```").unwrap() + start;
+        readme[start..end].to_owned()
+    };
+    let gateway = Config::parse(
+        &block_after("As the service, in front of the model server:"),
+        Path::new("README.md"),
+    )
+    .unwrap();
+    let route = &gateway.routes[0];
+    assert_eq!(route.cost, 1);
+    assert_eq!(
+        route.settle_from.as_ref().map(|h| h.as_str()),
+        Some("x-usage")
+    );
+    let rules = format!(
+        "[[policy]]\nname = \"tokens\"\nalgorithm = \"token_bucket\"\nlimit = 1000\nperiod = \"1m\"\n\
+         [rls]\nlisten = \"127.0.0.1:0\"\n{}",
+        block_after("hits_addend: {format: \"%RESP(x-usage)%\"}\n  ```")
+    );
+    let rls = Config::parse(&rules, Path::new("README.md"))
+        .unwrap()
+        .rls
+        .unwrap();
+    assert_eq!(
+        rls.rules.iter().map(|r| r.settle).collect::<Vec<_>>(),
+        [false, true]
+    );
+}
