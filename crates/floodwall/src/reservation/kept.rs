@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use floodwall_core::Policy;
 
-use super::{Admitted, Reservation, Settlement, counted};
+use super::{Admitted, Reservation, Settlement, counted, micros};
 use crate::error::Error;
 use crate::lease::new_holder;
 use crate::limiter::Limiter;
@@ -48,8 +48,7 @@ impl Reservation {
             return Ok(None);
         };
         let store = self.limiter.store();
-        let now_us = store.clock().now_us();
-        let reserved_at_us = now_us.saturating_sub(micros(self.reserved_at.elapsed()));
+        let reserved_at_us = self.reserved_at_us;
         let mut record = format!(
             "{LAYOUT}{SEPARATOR}{}{SEPARATOR}{reserved_at_us}{SEPARATOR}{}{SEPARATOR}",
             self.estimate,
@@ -146,10 +145,6 @@ impl Limiter {
 /// The store's name of the record of the reservation `id`.
 fn record_name(id: &str) -> String {
     format!("reservation:{id}")
-}
-
-fn micros(span: Duration) -> u64 {
-    u64::try_from(span.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A kept reservation's record, read back.

@@ -32,6 +32,9 @@ pub struct Reservation {
     estimate: u64,
     verdict: Verdict,
     reserved_at: Instant,
+    /// When it was asked for, on the store's clock: the clock its `reset_after` counts on, so
+    /// the refund rule compares times of one clock.
+    reserved_at_us: u64,
 }
 
 impl Limiter {
@@ -80,6 +83,7 @@ impl Limiter {
         let key = key.as_ref();
         let check = Check::new(policies, key, estimate)?;
         let reserved_at = Instant::now();
+        let reserved_at_us = self.store().clock().now_us();
         let verdict = self.decide(&check).await?;
         Ok(Reservation {
             limiter: self.clone(),
@@ -87,6 +91,7 @@ impl Limiter {
             estimate,
             verdict,
             reserved_at,
+            reserved_at_us,
         })
     }
 }
@@ -99,12 +104,15 @@ impl Gate {
     /// alone.
     pub fn reservation(&self, passage: &Passage, key: &[u8], estimate: u64) -> Option<Reservation> {
         let verdict = passage.outcome().ok()?.clone();
+        let asked_at = passage.asked_at();
+        let now_us = self.limiter().store().clock().now_us();
         Some(Reservation {
             limiter: self.limiter().clone(),
             key: key.to_vec(),
             estimate,
             verdict,
-            reserved_at: passage.asked_at(),
+            reserved_at: asked_at,
+            reserved_at_us: now_us.saturating_sub(micros(asked_at.elapsed())),
         })
     }
 }
@@ -156,7 +164,7 @@ impl Reservation {
             counted(&self.verdict),
             self.estimate,
             actual,
-            self.reserved_at.elapsed(),
+            self.served_in(),
         );
         match settlement.run(&self.limiter, &self.key).await? {
             Some(verdict) => Ok(verdict),
@@ -179,6 +187,13 @@ impl Reservation {
     /// How long ago the reservation was admitted.
     pub fn age(&self) -> Duration {
         self.reserved_at.elapsed()
+    }
+
+    /// How long the request has been served, on the store's clock: the clock the admission's
+    /// `reset_after` counts on, which the refund rule compares it with.
+    fn served_in(&self) -> Duration {
+        let now_us = self.limiter.store().clock().now_us();
+        Duration::from_micros(now_us.saturating_sub(self.reserved_at_us))
     }
 }
 
@@ -275,4 +290,9 @@ impl<'p> Settlement<'p> {
             Settlement::Nothing => Ok(None),
         }
     }
+}
+
+/// Whole microseconds of `span`, saturating.
+fn micros(span: Duration) -> u64 {
+    u64::try_from(span.as_micros()).unwrap_or(u64::MAX)
 }
