@@ -131,17 +131,26 @@ pub(crate) async fn answer(state: &CheckState, request: Request, ask: Ask) -> Re
     response
 }
 
-async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Response, ApiError> {
+/// The body of a check API request (a check, a lease, a settle) once its bearer token is
+/// accepted, read up to [`MAX_CHECK_BODY`].
+pub(crate) async fn authorised_body(
+    state: &CheckState,
+    request: Request,
+) -> Result<Bytes, ApiError> {
     crate::auth::bearer(
         request.headers(),
         state.config.check.token.as_deref(),
         crate::auth::Api::Check,
     )?;
-    let body = Limited::new(request.into_body(), MAX_CHECK_BODY)
+    Ok(Limited::new(request.into_body(), MAX_CHECK_BODY)
         .collect()
         .await
         .map_err(|error| ApiError::reading_body(&*error))?
-        .to_bytes();
+        .to_bytes())
+}
+
+async fn decide(state: &CheckState, request: Request, ask: Ask) -> Result<Response, ApiError> {
+    let body = authorised_body(state, request).await?;
     let request: CheckRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadCheck(format!(
             "the body must be JSON like {{\"policy\": \"per-ip\", \"key\": \"1.2.3.4\", \"cost\": 1}}: {error}"

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use floodwall::gate::Front;
-use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 
-use crate::check::{CheckState, DecisionBody, MAX_CHECK_BODY, decision_body};
+use crate::check::{CheckState, DecisionBody, authorised_body, decision_body};
 use crate::error::ApiError;
 
 /// A settle as sent.
@@ -39,16 +38,7 @@ pub(crate) async fn settle(State(state): State<Arc<CheckState>>, request: Reques
 }
 
 async fn run(state: &Arc<CheckState>, request: Request) -> Result<Response, ApiError> {
-    crate::auth::bearer(
-        request.headers(),
-        state.config.check.token.as_deref(),
-        crate::auth::Api::Check,
-    )?;
-    let body = Limited::new(request.into_body(), MAX_CHECK_BODY)
-        .collect()
-        .await
-        .map_err(|error| ApiError::reading_body(&*error))?
-        .to_bytes();
+    let body = authorised_body(state, request).await?;
     let request: SettleRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadCheck(format!(
             "the body must be JSON like {{\"reservation\": \"<id from /v1/check>\", \"cost\": 1200}}: {error}"
