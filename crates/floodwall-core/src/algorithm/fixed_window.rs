@@ -58,6 +58,7 @@ impl Meter for FixedWindow {
         }
     }
 
+    #[inline]
     fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let current = window(now_us, policy).0;
         if state.window_start_us < current {
@@ -72,6 +73,7 @@ impl Meter for FixedWindow {
         }
     }
 
+    #[inline]
     fn remaining(state: &State, _now_us: u64, policy: &Policy) -> u64 {
         policy.limit().saturating_sub(state.count)
     }
@@ -87,6 +89,7 @@ impl Meter for FixedWindow {
         }
     }
 
+    #[inline]
     fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
         state.count += cost;
     }
@@ -102,6 +105,7 @@ impl Meter for FixedWindow {
         state.count = state.count.max(state.count.saturating_add(cost).min(most));
     }
 
+    #[inline]
     fn debt(state: &State, _now_us: u64, policy: &Policy) -> u64 {
         // A count past the limit by more (a limit lowered since) owes no more than that.
         state
@@ -110,6 +114,7 @@ impl Meter for FixedWindow {
             .min(policy.max_debt())
     }
 
+    #[inline]
     fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {
         let end = window(now_us, policy).1;
         if state.count == 0 {

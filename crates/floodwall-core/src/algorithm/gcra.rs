@@ -74,6 +74,7 @@ impl Meter for Gcra {
         }
     }
 
+    #[inline]
     fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let limit = policy.limit();
         // A fraction left from a larger limit (the policy was changed) is cut, never carried.
@@ -92,6 +93,7 @@ impl Meter for Gcra {
         }
     }
 
+    #[inline]
     fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
         max_backlog(policy).saturating_sub(current_backlog(state, now_us, policy))
             / policy.period_us()
@@ -112,6 +114,7 @@ impl Meter for Gcra {
         at.saturating_sub(now_us)
     }
 
+    #[inline]
     fn consume(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
         let limit = policy.limit();
         let scaled = state.tat_frac + cost * policy.period_us();
@@ -134,12 +137,14 @@ impl Meter for Gcra {
         *state = ahead(now_us, backlog, policy.limit());
     }
 
+    #[inline]
     fn debt(state: &State, now_us: u64, policy: &Policy) -> u64 {
         current_backlog(state, now_us, policy)
             .saturating_sub(max_backlog(policy))
             .div_ceil(policy.period_us())
     }
 
+    #[inline]
     fn reset_after_us(state: &State, now_us: u64, _policy: &Policy) -> u64 {
         if state.tat_frac > 0 {
             state.tat_us + 1 - now_us

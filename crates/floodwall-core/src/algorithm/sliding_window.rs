@@ -69,6 +69,7 @@ impl Meter for SlidingWindow {
         }
     }
 
+    #[inline]
     fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         let period = policy.period_us();
         let current = window_start(now_us, period);
@@ -102,6 +103,7 @@ impl Meter for SlidingWindow {
         }
     }
 
+    #[inline]
     fn remaining(state: &State, now_us: u64, policy: &Policy) -> u64 {
         policy
             .limit()
@@ -138,6 +140,7 @@ impl Meter for SlidingWindow {
         start + 3 * period - now_us
     }
 
+    #[inline]
     fn consume(state: &mut State, _now_us: u64, cost: u64, _policy: &Policy) {
         state.current += cost;
     }
@@ -158,10 +161,12 @@ impl Meter for SlidingWindow {
             .max(state.current.saturating_add(cost).min(most));
     }
 
+    #[inline]
     fn debt(state: &State, _now_us: u64, policy: &Policy) -> u64 {
         carry(state.current, policy)
     }
 
+    #[inline]
     fn reset_after_us(state: &State, now_us: u64, policy: &Policy) -> u64 {
         let period = policy.period_us();
         if carry(state.current, policy) > 0 {

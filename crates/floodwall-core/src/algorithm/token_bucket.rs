@@ -63,6 +63,7 @@ impl Meter for TokenBucket {
         }
     }
 
+    #[inline]
     fn catch_up(state: &mut State, now_us: u64, policy: &Policy) {
         // A last update in the future (the clock stepped back) is taken as now: nothing is
         // refilled for the gap, and the wait is never longer than one full refill.
@@ -74,6 +75,7 @@ impl Meter for TokenBucket {
         state.updated_us = now_us;
     }
 
+    #[inline]
     fn remaining(state: &State, _now_us: u64, policy: &Policy) -> u64 {
         state.credit / policy.period_us()
     }
@@ -82,6 +84,7 @@ impl Meter for TokenBucket {
         (need * policy.period_us() + state.owed - state.credit).div_ceil(policy.limit())
     }
 
+    #[inline]
     fn consume(state: &mut State, _now_us: u64, cost: u64, policy: &Policy) {
         state.credit -= cost * policy.period_us();
     }
@@ -96,10 +99,12 @@ impl Meter for TokenBucket {
         set_balance(state, balance(state) - charged, policy);
     }
 
+    #[inline]
     fn debt(state: &State, _now_us: u64, policy: &Policy) -> u64 {
         state.owed.div_ceil(policy.period_us())
     }
 
+    #[inline]
     fn reset_after_us(state: &State, _now_us: u64, policy: &Policy) -> u64 {
         (full(policy) - state.credit + state.owed).div_ceil(policy.limit())
     }
