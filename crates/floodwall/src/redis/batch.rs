@@ -215,11 +215,7 @@ fn answer(group: Vec<Pending>, outcome: Result<Value, StoreError>) -> u64 {
     for (i, pending) in group.into_iter().enumerate() {
         let result = match &items {
             Ok(items) => {
-                // The shape of a single-policy reply: now, then this decision's fields.
-                let mut one = Vec::with_capacity(1 + each);
-                one.push(items[0].clone());
-                one.extend_from_slice(&items[1 + each * i..1 + each * (i + 1)]);
-                reply::decode(&Value::Array(one), &[&pending.policy])
+                reply::decode_fields(&items[1 + each * i..1 + each * (i + 1)], &[&pending.policy])
             }
             Err(error) => Err(error.clone()),
         };

@@ -23,9 +23,19 @@ impl<'a> Integers<'a> {
         let Value::Array(items) = reply else {
             return Err(malformed(format!("expected an array, got {reply:?}")));
         };
+        Integers::exactly(items, expected, || what.to_owned())
+    }
+
+    /// `items`, which must be exactly `expected`; `what` names them in the error.
+    fn exactly(
+        items: &'a [Value],
+        expected: usize,
+        what: impl FnOnce() -> String,
+    ) -> Result<Self, StoreError> {
         if items.len() != expected {
             return Err(malformed(format!(
-                "expected {expected} integers for {what}, got {}",
+                "expected {expected} integers for {}, got {}",
+                what(),
                 items.len()
             )));
         }
@@ -69,12 +79,26 @@ pub(crate) const PER_POLICY: usize = 5;
 
 /// Decodes `{ now_us, allowed, (allowed, remaining, reset_after_us, retry_after_us, debt)… }`.
 pub(crate) fn decode(reply: &Value, policies: &[&Policy]) -> Result<Answer, StoreError> {
-    let what = format!("{} policies", policies.len());
-    let items = Integers::of(reply, 2 + PER_POLICY * policies.len(), &what)?;
-    let allowed = items.flag(1)?;
+    let Value::Array(items) = reply else {
+        return Err(malformed(format!("expected an array, got {reply:?}")));
+    };
+    match items.split_first() {
+        Some((_now, fields)) => decode_fields(fields, policies),
+        None => Err(malformed(
+            "expected an array of integers, got none".to_owned(),
+        )),
+    }
+}
+
+/// Decodes a decision's fields without the `now_us` before them: `{ allowed, (allowed,
+/// remaining, reset_after_us, retry_after_us, debt)… }`, one decision of a batch's reply.
+pub(crate) fn decode_fields(fields: &[Value], policies: &[&Policy]) -> Result<Answer, StoreError> {
+    let expected = 1 + PER_POLICY * policies.len();
+    let items = Integers::exactly(fields, expected, || format!("{} policies", policies.len()))?;
+    let allowed = items.flag(0)?;
     let mut decisions: SmallVec<[Decision; 2]> = SmallVec::new();
     for (n, policy) in policies.iter().enumerate() {
-        let base = 2 + PER_POLICY * n;
+        let base = 1 + PER_POLICY * n;
         let admits = items.flag(base)?;
         decisions.push(Decision {
             allowed: admits,

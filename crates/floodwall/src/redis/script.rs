@@ -217,11 +217,38 @@ pub(crate) fn batch_command<'a>(
     }
     now_arg(&mut cmd, now_us);
     cmd.arg(token).arg(algorithm.as_str());
+    // Each policy once, however many decisions use it: the script reads fewer arguments, and
+    // this side formats fewer.
+    let mut policies: SmallVec<[&Policy; 2]> = SmallVec::new();
+    let mut used_by: SmallVec<[(u64, usize); 32]> = SmallVec::new();
     for (_, policy, cost) in decisions {
-        cmd.arg(cost);
+        let index = match policies.iter().position(|p| same_args(p, policy)) {
+            Some(index) => index,
+            None => {
+                policies.push(policy);
+                policies.len() - 1
+            }
+        };
+        used_by.push((cost, index + 1));
+    }
+    cmd.arg(policies.len());
+    for policy in &policies {
         policy_args(&mut cmd, policy);
     }
+    for (cost, policy) in used_by {
+        cmd.arg(cost).arg(policy);
+    }
     cmd
+}
+
+/// Whether two policies give the scripts the same numbers, so one may stand for both.
+fn same_args(a: &Policy, b: &Policy) -> bool {
+    std::ptr::eq(a, b)
+        || (a.limit() == b.limit()
+            && period_arg(a) == period_arg(b)
+            && a.capacity() == b.capacity()
+            && a.mode() == b.mode()
+            && a.max_debt() == b.max_debt())
 }
 
 /// What a prefetch call does with units of a key.

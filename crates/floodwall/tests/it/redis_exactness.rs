@@ -220,29 +220,35 @@ async fn checks_across_keys_count_everywhere_or_nowhere_on_a_cluster() {
 
 /// One store under many concurrent single-policy decisions coalesces them: fewer script calls
 /// reach Redis than decisions were made, and every key still admits exactly its limit, for
-/// every algorithm (the batches decide each of their entries atomically and in turn).
+/// every algorithm (the batches decide each of their entries atomically and in turn). Two
+/// policies of different limits share the batches, each sent once per batch: every key admits
+/// its own policy's limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_decisions_on_one_node_share_calls_and_stay_exact() {
     const KEYS: u64 = 32;
-    const LIMIT: u64 = 5;
+    const LIMITS: [u64; 2] = [5, 7];
+    const DECISIONS: u64 = KEYS * 4 * (5 + 7);
     let server = RedisServer::start().unwrap();
     let config = RedisConfig::new(server.url()).timeout(Duration::from_secs(5));
     let store = RedisStore::connect(config).await.unwrap();
     for algorithm in Algorithm::ALL {
-        let policy = Arc::new([Policy::new("batched", algorithm, LIMIT, WINDOW).unwrap()]);
+        let policies = Arc::new(LIMITS.map(|limit| {
+            [Policy::new(format!("batched-{limit}"), algorithm, limit, WINDOW).unwrap()]
+        }));
         let admitted: Arc<Vec<AtomicU64>> =
-            Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+            Arc::new((0..2 * KEYS).map(|_| AtomicU64::new(0)).collect());
         let calls_before = script_calls(&server);
-        let tasks: Vec<_> = (0..KEYS * 4 * LIMIT)
+        let tasks: Vec<_> = (0..DECISIONS)
             .map(|n| {
-                let (store, policy, admitted) =
-                    (store.clone(), Arc::clone(&policy), Arc::clone(&admitted));
+                let (store, policies, admitted) =
+                    (store.clone(), Arc::clone(&policies), Arc::clone(&admitted));
                 tokio::spawn(async move {
-                    let key = n % KEYS;
+                    let (key, which) = (n % KEYS, (n / KEYS % 2) as usize);
                     let name = format!("k{key}");
-                    let check = store.check(&policy[..], name.as_bytes(), 1);
+                    let check = store.check(&policies[which][..], name.as_bytes(), 1);
                     if check.await.unwrap().allowed() {
-                        admitted[key as usize].fetch_add(1, Ordering::Relaxed);
+                        admitted[which * KEYS as usize + key as usize]
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
@@ -250,18 +256,19 @@ async fn concurrent_decisions_on_one_node_share_calls_and_stay_exact() {
         for task in tasks {
             task.await.unwrap();
         }
-        for (key, count) in admitted.iter().enumerate() {
+        for (slot, count) in admitted.iter().enumerate() {
+            let (which, key) = (slot / KEYS as usize, slot % KEYS as usize);
             assert_eq!(
                 count.load(Ordering::Relaxed),
-                LIMIT,
-                "{algorithm}, key k{key}"
+                LIMITS[which],
+                "{algorithm}, policy batched-{}, key k{key}",
+                LIMITS[which]
             );
         }
         let calls = script_calls(&server) - calls_before;
         assert!(
-            calls < KEYS * 4 * LIMIT,
-            "{algorithm}: {calls} calls for {} decisions",
-            KEYS * 4 * LIMIT
+            calls < DECISIONS,
+            "{algorithm}: {calls} calls for {DECISIONS} decisions"
         );
     }
     assert_every_key_expires(&server);
