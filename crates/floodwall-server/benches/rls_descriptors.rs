@@ -10,6 +10,8 @@
 //! `cargo bench` does), it only says how to run it.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+// A load generator measures wall time.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 
