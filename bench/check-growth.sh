@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # How the check API's cost grows with the policies in one check: POST /v1/check of 1, 4 and 16
 # policies (gcra, never reached) for one of 10 000 random keys, wrk -t2 -c64 on loopback, on the
-# memory store. One line per case: requests/s, checks of one policy per second, and the
-# server's CPU time per request.
+# memory store. One line per case: requests/s, p50/p99, and the server's CPU time per request
+# (a check of N policies decides N policy checks).
 #
 #   bench/check-growth.sh [SECONDS=6]     # run it alone; needs wrk
 set -euo pipefail
@@ -23,14 +23,10 @@ server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+seconds=$secs
+# shellcheck source=bench/lib/wrk.sh
+. bench/lib/wrk.sh
 for policies in 1 4 16; do
-  before=$(cpu_ticks $server)
-  out=$(POLICIES=$policies wrk -t2 -c64 -d"${secs}s" -s bench/wrk/check_policies.lua "http://127.0.0.1:$port/v1/check")
-  total=$(echo "$out" | awk '/requests in/ {print $1}')
-  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  awk -v p="$policies" -v rps="$rps" -v n="$total" -v bad="${non2xx:-0}" \
-    -v t=$(( $(cpu_ticks $server) - before )) -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { printf "{\"bench\": \"check-policies\", \"policies\": %d, \"requests_per_s\": %.0f, \"policy_checks_per_s\": %.0f, \"non_2xx\": %d, \"server_cpu_us_per_request\": %.1f}\n", p, rps, rps * p, bad, t * 1e6 / hz / n }'
+  POLICIES=$policies wrk_measure "\"bench\": \"check-policies\", \"policies\": $policies" \
+    "http://127.0.0.1:$port/v1/check" "$server" -s bench/wrk/check_policies.lua
 done

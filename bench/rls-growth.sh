@@ -13,33 +13,18 @@ cargo build -q --release -p floodwall-server
 cargo bench -q -p floodwall-server --bench rls_descriptors --no-run 2>/dev/null
 load=$(ls -t target/release/deps/rls_descriptors-* | grep -v '\.d$' | head -1)
 dir=$(mktemp -d)
-cat > "$dir/floodwall.toml" <<TOML
-[server]
-listen = "127.0.0.1:$http"
-[storage]
-url = "memory://"
-[[policy]]
-name = "per-address"
-algorithm = "fixed_window"
-limit = 1000000
-period = "60s"
-[rls]
-listen = "127.0.0.1:$port"
-[[rls.rule]]
-domain = "edge"
-descriptor = ["remote_address"]
-policies = ["per-address"]
-TOML
+# shellcheck source=bench/lib/wrk.sh
+. bench/lib/wrk.sh
+# shellcheck source=bench/lib/rls.sh
+. bench/lib/rls.sh
+rls_config memory:// > "$dir/floodwall.toml"
 RUST_LOG=warn target/release/floodwall serve --config "$dir/floodwall.toml" > "$dir/floodwall.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+wait_port "$port"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for descriptors in 1 4 16; do
   before=$(cpu_ticks $server)
   line=$("$load" --addr "http://127.0.0.1:$port" --descriptors "$descriptors" --duration "$secs")
-  calls=$(echo "$line" | sed -E 's/.*"ok": ([0-9]+), "over_limit": ([0-9]+).*/\1/')
-  awk -v line="$line" -v t=$(( $(cpu_ticks $server) - before )) -v hz="$(getconf CLK_TCK)" -v n="$calls" \
-    'BEGIN { sub(/}$/, "", line); printf "%s, \"server_cpu_us_per_call\": %.1f}\n", line, t * 1e6 / hz / n }'
+  with_cpu_per_call "$line" $(( $(cpu_ticks $server) - before ))
 done

@@ -17,46 +17,23 @@ port=${RLS_PORT:-18591}; http=${RLS_HTTP_PORT:-18590}; rport=${REDIS_PORT:-16591
 dir=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; }
-
-# The same limit as limitador-limits.yaml: 1 000 000 per 60 s per remote_address.
-floodwall_config() {
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$http"
-[storage]
-url = "$1"
-[[policy]]
-name = "per-address"
-algorithm = "${ALGORITHM:-fixed_window}"
-limit = 1000000
-period = "60s"
-[rls]
-listen = "127.0.0.1:$port"
-[[rls.rule]]
-domain = "edge"
-descriptor = ["remote_address"]
-policies = ["per-address"]
-TOML
-}
-
-# The server's CPU time (user + system, in clock ticks) so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=bench/lib/wrk.sh
+. bench/lib/wrk.sh
+# shellcheck source=bench/lib/rls.sh
+. bench/lib/rls.sh
 
 # Runs the load against the server `$2` (a pid) and adds its CPU time per call to the line.
 run_load() {
-  local before line calls
+  local before line
   before=$(cpu_ticks "$2")
   line=$("$load" --addr "http://127.0.0.1:$port" --domain edge --key remote_address --keys 10000 \
     --concurrency "$conc" --connections 4 --duration "$secs" --label "$1")
-  calls=$(echo "$line" | sed -E 's/.*"ok": ([0-9]+).*/\1/')
-  awk -v line="$line" -v t=$(( $(cpu_ticks "$2") - before )) -v hz="$(getconf CLK_TCK)" -v n="$calls" \
-    'BEGIN { sub(/}$/, "", line); printf "%s, \"server_cpu_us_per_call\": %.1f}\n", line, t * 1e6 / hz / n }'
+  with_cpu_per_call "$line" $(( $(cpu_ticks "$2") - before ))
 }
 
 floodwall() {
-  floodwall_config "$1" > "$dir/floodwall.toml"
+  rls_config "$1" > "$dir/floodwall.toml"
   RUST_LOG=warn target/release/floodwall serve --config "$dir/floodwall.toml" > "$dir/floodwall.log" 2>&1 &
   pids+=($!)
   wait_port "$port"

@@ -10,41 +10,18 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use floodwall::{Algorithm, Check, MemoryStore, Policy};
-use governor::{Quota, RateLimiter};
+use floodwall::{Algorithm, Check, MemoryStore};
+use governor::RateLimiter;
+
+#[path = "memory_support/mod.rs"]
+mod memory_support;
+use memory_support::{SEQUENCE, governor_never_reached, key_sequence, never_reached};
 
 const KEYS: u64 = 10_000;
-const SEQUENCE: usize = 1 << 16;
-
-/// A fixed pseudo-random key sequence (xorshift64*), so the RNG costs nothing in the loop.
-fn key_sequence(seed: u64, keys: u64) -> Vec<u64> {
-    let mut x = seed | 1;
-    (0..SEQUENCE)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys
-        })
-        .collect()
-}
-
-/// A policy no benchmark reaches: every decision is an admission.
-fn never_reached(algorithm: Algorithm) -> Policy {
-    let (limit, period) = match algorithm {
-        // One entry per admission (or holder): keep the log short by letting entries leave
-        // quickly.
-        Algorithm::SlidingLog | Algorithm::Concurrency => (1_000_000, Duration::from_millis(1)),
-        _ => (1_000_000_000, Duration::from_secs(1)),
-    };
-    Policy::new("bench", algorithm, limit, period).unwrap()
-}
-
 /// Runs `check` over the key sequence on `threads` threads, `iters` decisions in all.
 fn run_threads(
     threads: usize,
@@ -58,7 +35,7 @@ fn run_threads(
         for t in 0..threads {
             let (barrier, check) = (&barrier, &check);
             scope.spawn(move || {
-                let sequence = key_sequence(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1), keys);
+                let sequence = key_sequence(t, keys);
                 barrier.wait();
                 for i in 0..per_thread as usize {
                     black_box(check(black_box(sequence[i & (SEQUENCE - 1)])));
@@ -96,7 +73,7 @@ fn bench(c: &mut Criterion) {
                     });
                 });
             }
-            let quota = Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+            let quota = governor_never_reached();
             let governor: Arc<governor::DefaultKeyedRateLimiter<u64>> =
                 Arc::new(RateLimiter::keyed(quota));
             for k in 0..keys {
@@ -146,7 +123,7 @@ fn scale(c: &mut Criterion) {
             });
         });
         drop(store);
-        let quota = Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
+        let quota = governor_never_reached();
         let governor: governor::DefaultKeyedRateLimiter<u64> = RateLimiter::keyed(quota);
         for k in 0..keys {
             let _ = governor.check_key(&k);

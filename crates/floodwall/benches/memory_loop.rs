@@ -4,7 +4,7 @@
 //! `cargo bench -p floodwall --bench memory_loop -- floodwall|governor [DECISIONS] [KEYS]`
 //!
 //! Prints the mean ns a decision. Each side pre-fills its keys, then decides for a fixed
-//! pseudo-random sequence of them (the memory bench's), a limit never reached. Under
+//! pseudo-random sequence of them (the memory bench's first thread's), a limit never reached. Under
 //! `valgrind --tool=callgrind`, a run of 0 decisions gives the setup's instructions to subtract.
 //! Run without a side (as `cargo bench` does), it runs both briefly.
 
@@ -13,37 +13,19 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use floodwall::{Algorithm, Check, MemoryStore, Policy};
-use governor::{Quota, RateLimiter};
+use floodwall::{Algorithm, Check, MemoryStore};
+use governor::RateLimiter;
 
-const SEQUENCE: usize = 1 << 16;
-
-/// The memory bench's key sequence (xorshift64*), so both loops visit keys alike.
-fn key_sequence(keys: u64) -> Vec<u64> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..SEQUENCE)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys
-        })
-        .collect()
-}
+#[path = "memory_support/mod.rs"]
+mod memory_support;
+use memory_support::{SEQUENCE, governor_never_reached, key_sequence, never_reached};
 
 fn floodwall(decisions: usize, keys: u64) -> f64 {
-    let sequence = key_sequence(keys);
+    let sequence = key_sequence(0, keys);
     let store = MemoryStore::builder().max_keys(100_000).build();
-    let policy = [Policy::new(
-        "bench",
-        Algorithm::Gcra,
-        1_000_000_000,
-        Duration::from_secs(1),
-    )
-    .unwrap()];
+    let policy = [never_reached(Algorithm::Gcra)];
     for k in 0..keys {
         store.decide_sync(&Check::new(&policy, &k.to_le_bytes(), 1).unwrap());
     }
@@ -60,9 +42,9 @@ fn floodwall(decisions: usize, keys: u64) -> f64 {
 }
 
 fn governor(decisions: usize, keys: u64) -> f64 {
-    let sequence = key_sequence(keys);
-    let quota = Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX);
-    let limiter: governor::DefaultKeyedRateLimiter<u64> = RateLimiter::keyed(quota);
+    let sequence = key_sequence(0, keys);
+    let limiter: governor::DefaultKeyedRateLimiter<u64> =
+        RateLimiter::keyed(governor_never_reached());
     for k in 0..keys {
         let _ = limiter.check_key(&k);
     }
