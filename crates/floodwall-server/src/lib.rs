@@ -16,6 +16,7 @@ mod error;
 mod framing;
 mod health;
 mod leases;
+pub mod otlp;
 mod path;
 mod pool;
 mod proxy;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use floodwall_server::config::{Config, LogFormat};
+use floodwall_server::otlp::Telemetry;
 
 use crate::cli::check::{ask_server, check};
 use crate::cli::serve::{init_logging, load, serve};
@@ -44,7 +45,6 @@ fn main() -> ExitCode {
         },
         _ => LogFormat::Text,
     };
-    init_logging(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -52,6 +52,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The exporters start inside the runtime: their gRPC channels run on it.
+    let telemetry = match served.as_ref().and_then(|config| config.telemetry.as_ref()) {
+        Some(config) => match runtime.block_on(async { Telemetry::start(config) }) {
+            Ok(telemetry) => Some(telemetry),
+            Err(error) => {
+                eprintln!("floodwall: [telemetry]: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    init_logging(format, telemetry.as_ref().and_then(Telemetry::tracer));
+    let telemetry = telemetry.map(|mut telemetry| {
+        telemetry.install_metrics();
+        telemetry
+    });
     let result = runtime.block_on(async {
         match command {
             Command::Serve { config, listen } => match served {
@@ -114,6 +130,10 @@ fn main() -> ExitCode {
             },
         }
     });
+    // What the exporters hold goes out while the runtime that carries it still runs.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     result.unwrap_or_else(|error| {
         eprintln!("floodwall: {}", report(&error));
         ExitCode::from(2)

@@ -163,7 +163,7 @@ impl Service {
             let _ = stopping.send(true);
         });
         let stop = Stop(stopped);
-        tasks.spawn(telemetry::upkeep(stop.begun()));
+        tasks.spawn(telemetry::upkeep(limiter.clone(), stop.begun()));
         if matches!(config.storage.store, floodwall::StorageConfig::Redis(_)) {
             let url: Arc<str> = config.storage.url().into();
             tasks.spawn(health::log_outages(limiter.clone(), url, stop.begun()));
@@ -197,7 +197,7 @@ impl Service {
                 let next = Arc::new(configs.borrow_and_update().clone());
                 if needs_restart(&config, &next) {
                     tracing::warn!(
-                        "[storage], the listen addresses (main, admin, check, rls, rlqs), max_connections and [log] format apply at restart only; the rest is reloaded"
+                        "[storage], the listen addresses (main, admin, check, rls, rlqs), max_connections, [log] format and [telemetry] apply at restart only; the rest is reloaded"
                     );
                 }
                 routers.swap(&next, &limiter);
@@ -282,6 +282,7 @@ fn needs_restart(config: &Config, next: &Config) -> bool {
         || rls_listen(next) != rls_listen(config)
         || rlqs_listen(next) != rlqs_listen(config)
         || next.log.format != config.log.format
+        || next.telemetry != config.telemetry
 }
 
 /// The connection limits of the main listener and of the side ones, each bound lowered (with a

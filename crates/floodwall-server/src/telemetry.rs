@@ -7,13 +7,17 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use floodwall::Limiter;
 use floodwall::gate::{Observed, Observer};
+use floodwall::stats::StorageStats;
 
 use http::StatusCode;
 use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::layers::FanoutBuilder;
 
 use crate::decision_log::DecisionLog;
+use crate::otlp::OtlpRecorder;
 
 /// The decision latency histogram, labelled by route.
 pub(crate) const DECISION_DURATION: &str = "floodwall_check_duration_seconds";
@@ -27,27 +31,97 @@ pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Latency buckets, in seconds: from 2 µs (a memory-store check takes a few) to 250 ms (far
 /// past any store deadline worth having).
-const BUCKETS: [f64; 16] = [
+pub(crate) const BUCKETS: [f64; 16] = [
     0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
     0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
 
+/// The recorder that exports every metric over OTLP too, when `[telemetry]` asks for it.
+static OTLP: OnceLock<OtlpRecorder> = OnceLock::new();
+
+/// Records every metric into `recorder` as well as Prometheus's, from the recorder's
+/// installation on. The process's first call wins.
+pub(crate) fn export_metrics_too(recorder: OtlpRecorder) {
+    let _ = OTLP.set(recorder);
+}
+
+/// Whether metrics are exported over OTLP too.
+fn exporting() -> bool {
+    OTLP.get().is_some()
+}
+
 /// The process's Prometheus recorder, installed on first use (before any layer registers its
-/// counters), with every metric's `# HELP`. `None` if the embedding program installed another
-/// recorder first.
+/// counters), with every metric's `# HELP`; beside it the OTLP recorder, when one was given
+/// first. `None` if the embedding program installed another recorder first.
 pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
+            let recorder = PrometheusBuilder::new()
                 .set_buckets(&BUCKETS)
                 .ok()?
-                .install_recorder()
-                .ok()?;
+                .build_recorder();
+            let handle = recorder.handle();
+            let installed = match OTLP.get() {
+                Some(otlp) => metrics::set_global_recorder(
+                    FanoutBuilder::default()
+                        .add_recorder(recorder)
+                        .add_recorder(otlp.clone())
+                        .build(),
+                )
+                .is_ok(),
+                None => metrics::set_global_recorder(recorder).is_ok(),
+            };
+            installed.then_some(())?;
             describe();
             Some(handle)
         })
         .as_ref()
+}
+
+/// Brings the figures the limiter and its store keep themselves (fallbacks, store errors,
+/// abandoned callers, the store's keys and breakers) into their metrics: before each scrape,
+/// and at each upkeep when they are exported over OTLP.
+pub(crate) fn refresh_limiter_metrics(limiter: &Limiter) {
+    let stats = limiter.stats();
+    for (kind, value) in [
+        ("fail_open", stats.fail_open),
+        ("fail_closed", stats.fail_closed),
+        ("local", stats.local),
+    ] {
+        metrics::counter!("floodwall_fallbacks_total", "kind" => kind).absolute(value);
+    }
+    for (kind, value) in stats.store_errors.iter() {
+        metrics::counter!("floodwall_store_errors_total", "kind" => kind.as_str()).absolute(value);
+    }
+    for (front, value) in stats.abandoned.iter() {
+        metrics::counter!("floodwall_abandoned_total", "front" => front.as_str()).absolute(value);
+    }
+    store_gauges(limiter.store().stats());
+}
+
+/// The store's own figures, as gauges: the memory store's keys, the Redis store's breakers.
+fn store_gauges(stats: StorageStats) {
+    match stats {
+        StorageStats::Memory(stats) => {
+            metrics::gauge!("floodwall_memory_keys").set(stats.keys as f64);
+            metrics::gauge!("floodwall_memory_max_keys").set(stats.max_keys as f64);
+            metrics::counter!("floodwall_memory_reclaimed_total").absolute(stats.reclaimed);
+            metrics::counter!("floodwall_memory_evicted_total").absolute(stats.evicted);
+        }
+        StorageStats::Redis(stats) => {
+            metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);
+            metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
+            metrics::counter!("floodwall_store_abandoned_total").absolute(stats.abandoned);
+            metrics::counter!("floodwall_given_back_total").absolute(stats.given_back);
+            if let Some(master) = stats.sentinel {
+                metrics::counter!("floodwall_redis_master_changes_total").absolute(master.changes);
+                metrics::gauge!("floodwall_redis_master_changed_at_seconds")
+                    .set(master.changed_at_unix_ms as f64 / 1000.0);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn describe() {
@@ -142,17 +216,27 @@ fn describe() {
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the limiter's own figures are brought into the metrics an OTLP reader exports
+/// (Prometheus's scrape brings them itself).
+const EXPORTED_REFRESH_EVERY: Duration = Duration::from_millis(100);
+
 /// Folds histogram samples into buckets every [`UPKEEP_EVERY`] until `stopped` completes.
 /// Without it every check's latency sample is kept until the next scrape, so a service that
-/// nobody scrapes would grow by a sample per request.
-pub(crate) async fn upkeep(stopped: impl std::future::Future<Output = ()>) {
+/// nobody scrapes would grow by a sample per request. When metrics are exported over OTLP,
+/// also refreshes `limiter`'s figures for the exporter's reads.
+pub(crate) async fn upkeep(limiter: Limiter, stopped: impl std::future::Future<Output = ()>) {
     let Some(handle) = prometheus() else { return };
-    let mut every = tokio::time::interval(UPKEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let exporting = exporting();
+    let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
+    let mut refresh = tokio::time::interval(EXPORTED_REFRESH_EVERY);
+    for every in [&mut upkeep, &mut refresh] {
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = every.tick() => handle.run_upkeep(),
+            _ = upkeep.tick() => handle.run_upkeep(),
+            _ = refresh.tick(), if exporting => refresh_limiter_metrics(&limiter),
             () = &mut stopped => return,
         }
     }

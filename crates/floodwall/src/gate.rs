@@ -9,6 +9,7 @@
 //! - it is answered by the caller's deadline when it has one, per `on_error`;
 //! - the time the decision took is measured, and the front end's [`Observer`]s are told of the
 //!   decision (its counters, histogram and decision log);
+//! - a sampled decision runs in a span of its own ([`crate::trace`]);
 //! - after the response, the refund rule says which pairs a refund may give back.
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use crate::lease::{LeaseGuard, new_holder};
 use crate::limiter::Limiter;
 pub use crate::limiter::{Caller, Front};
 use crate::store::Check;
+use crate::trace::DecisionSpan;
 use crate::verdict::Verdict;
 
 /// How one front end passes its checks through a limiter.
@@ -151,19 +153,28 @@ impl Gate {
             true => check.held_by(new_holder()),
             false => check,
         };
-        let (outcome, held) = match (passing.hold, passing.deadline) {
-            (true, _) => match self.limiter.hold_as(&check).await {
-                Ok(lease) => {
-                    let (verdict, held) = lease.split();
-                    (Ok(verdict), held)
-                }
-                Err(error) => (Err(error), None),
-            },
-            (false, Some(deadline)) => (self.limiter.decide_by(&check, deadline).await, None),
-            (false, None) => (self.limiter.decide(&check).await, None),
+        let span = DecisionSpan::start(&check, self.front.as_str(), self.limiter.store().kind());
+        let decided = async {
+            match (passing.hold, passing.deadline) {
+                (true, _) => match self.limiter.hold_as(&check).await {
+                    Ok(lease) => {
+                        let (verdict, held) = lease.split();
+                        (Ok(verdict), held)
+                    }
+                    Err(error) => (Err(error), None),
+                },
+                (false, Some(deadline)) => (self.limiter.decide_by(&check, deadline).await, None),
+                (false, None) => (self.limiter.decide(&check).await, None),
+            }
+        };
+        // An unsampled decision skips the span's enter and exit on every poll.
+        let (outcome, held) = match span.span().is_disabled() {
+            true => decided.await,
+            false => tracing::Instrument::instrument(decided, span.span().clone()).await,
         };
         caller.answered();
         let took = started.elapsed();
+        span.finish(outcome.as_ref(), took);
         let observed = Observed {
             check: &check,
             outcome: outcome.as_ref(),

@@ -37,6 +37,7 @@ pub mod redis;
 mod reservation;
 mod storage;
 pub mod store;
+pub mod trace;
 mod verdict;
 
 pub use clock::TokioClock;

@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use floodwall::client_key::{Escaped, percent_decoded, percent_encoded};
-use floodwall::stats::StorageStats;
 use floodwall::{Limiter, Policy};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -21,7 +20,7 @@ mod dashboard;
 use crate::check::single_decision_body;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::telemetry::prometheus;
+use crate::telemetry::{prometheus, refresh_limiter_metrics};
 
 struct AdminState {
     limiter: Limiter,
@@ -165,46 +164,8 @@ async fn offenders(
     .into_response())
 }
 
-/// The store's own figures, as gauges: the memory store's keys, the Redis store's breakers.
-fn store_gauges(stats: StorageStats) {
-    match stats {
-        StorageStats::Memory(stats) => {
-            metrics::gauge!("floodwall_memory_keys").set(stats.keys as f64);
-            metrics::gauge!("floodwall_memory_max_keys").set(stats.max_keys as f64);
-            metrics::counter!("floodwall_memory_reclaimed_total").absolute(stats.reclaimed);
-            metrics::counter!("floodwall_memory_evicted_total").absolute(stats.evicted);
-        }
-        StorageStats::Redis(stats) => {
-            metrics::gauge!("floodwall_breaker_open").set(stats.open_breakers as f64);
-            metrics::gauge!("floodwall_breakers").set(stats.breakers as f64);
-            metrics::counter!("floodwall_store_abandoned_total").absolute(stats.abandoned);
-            metrics::counter!("floodwall_given_back_total").absolute(stats.given_back);
-            if let Some(master) = stats.sentinel {
-                metrics::counter!("floodwall_redis_master_changes_total").absolute(master.changes);
-                metrics::gauge!("floodwall_redis_master_changed_at_seconds")
-                    .set(master.changed_at_unix_ms as f64 / 1000.0);
-            }
-        }
-        _ => {}
-    }
-}
-
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    let stats = state.limiter.stats();
-    for (kind, value) in [
-        ("fail_open", stats.fail_open),
-        ("fail_closed", stats.fail_closed),
-        ("local", stats.local),
-    ] {
-        metrics::counter!("floodwall_fallbacks_total", "kind" => kind).absolute(value);
-    }
-    for (kind, value) in stats.store_errors.iter() {
-        metrics::counter!("floodwall_store_errors_total", "kind" => kind.as_str()).absolute(value);
-    }
-    for (front, value) in stats.abandoned.iter() {
-        metrics::counter!("floodwall_abandoned_total", "front" => front.as_str()).absolute(value);
-    }
-    store_gauges(state.limiter.store().stats());
+    refresh_limiter_metrics(&state.limiter);
     let Some(handle) = prometheus() else {
         return ApiError::MetricsUnavailable.into_response();
     };

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use floodwall_server::config::{Config, LogFormat};
+use opentelemetry_sdk::trace::SdkTracer;
 
 pub(crate) fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
@@ -14,21 +15,37 @@ pub(crate) fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
-/// Logs to standard output in `format`, at the level of `RUST_LOG` (default `info`).
-pub(crate) fn init_logging(format: LogFormat) {
+/// Logs to standard output in `format`, at the level of `RUST_LOG` (default `info`); with a
+/// `tracer`, sends the library's decision spans to it too, whatever `RUST_LOG` says.
+pub(crate) fn init_logging(format: LogFormat, tracer: Option<SdkTracer>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder
+    let lines = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .init(),
-        _ => builder
+            .boxed(),
+        _ => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init(),
-    }
+            .boxed(),
+    };
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(floodwall::trace::TARGET, tracing::Level::TRACE),
+            )
+    });
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(spans)
+        .init();
 }
 
 pub(crate) async fn serve(

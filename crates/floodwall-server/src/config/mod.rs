@@ -10,6 +10,7 @@ mod rlqs;
 mod rls;
 mod routes;
 mod schema;
+mod telemetry;
 mod validate;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub use self::error::{ConfigError, ConfigErrors};
 pub use self::log::{DEFAULT_DECISIONS_PER_SECOND, DecisionLogMode, LogConfig, LogFormat};
 pub use self::rlqs::{DEFAULT_ASSIGNMENT_TTL, RlqsBucket, RlqsConfig};
 pub use self::rls::{DEFAULT_MAX_OVERRIDES, EntryMatch, RlsConfig, RlsRule};
+pub use self::telemetry::{DEFAULT_METRICS_INTERVAL, DEFAULT_SAMPLING_RATIO, TelemetryConfig};
 
 /// The default main listener.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -48,6 +50,8 @@ pub struct Config {
     pub check: CheckConfig,
     /// The log's format and the decision log.
     pub log: LogConfig,
+    /// OpenTelemetry export, if on. Fixed at start.
+    pub telemetry: Option<TelemetryConfig>,
     /// Envoy's RateLimitService, if served.
     pub rls: Option<RlsConfig>,
     /// Envoy's RateLimitQuotaService, if served.

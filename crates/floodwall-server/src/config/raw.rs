@@ -15,6 +15,7 @@ pub(crate) struct RawConfig {
     pub(crate) log: Option<RawLog>,
     pub(crate) rls: Option<RawRls>,
     pub(crate) rlqs: Option<RawRlqs>,
+    pub(crate) telemetry: Option<RawTelemetry>,
     #[serde(default)]
     pub(crate) storage: RawStorage,
     #[serde(default, rename = "policy")]
@@ -65,6 +66,16 @@ pub(crate) struct RawCheck {
     pub(crate) token_env: Option<Spanned<String>>,
     pub(crate) max_policies: Option<Spanned<i64>>,
     pub(crate) reservation_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub(crate) endpoint: Spanned<String>,
+    pub(crate) sampling_ratio: Option<Spanned<f64>>,
+    pub(crate) service_name: Option<Spanned<String>>,
+    pub(crate) metrics: Option<bool>,
+    pub(crate) metrics_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

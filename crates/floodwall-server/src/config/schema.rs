@@ -68,6 +68,19 @@ const LOG: Section = Section {
     free: &[],
 };
 
+const TELEMETRY: Section = Section {
+    name: "[telemetry]",
+    keys: &[
+        "endpoint",
+        "sampling_ratio",
+        "service_name",
+        "metrics",
+        "metrics_interval",
+    ],
+    tables: &[],
+    free: &[],
+};
+
 const RLS_RULE: Section = Section {
     name: "[[rls.rule]]",
     keys: &["domain", "descriptor", "policies", "settle"],
@@ -173,6 +186,7 @@ const FILE: Section = Section {
         ("log", &LOG),
         ("rls", &RLS),
         ("rlqs", &RLQS),
+        ("telemetry", &TELEMETRY),
         ("storage", &STORAGE),
         ("policy", &POLICY),
         ("route", &ROUTE),

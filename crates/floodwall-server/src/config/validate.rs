@@ -52,6 +52,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let access = listeners::access(&raw, &mut diagnostics);
     let check = listeners::check(&raw, &mut diagnostics);
     let log = super::log::log(&raw, &mut diagnostics);
+    let telemetry = super::telemetry::telemetry(&raw, &mut diagnostics);
     let storage = storage(&raw, &mut diagnostics);
     let policies = policies(&raw.policies, &mut diagnostics);
     // Names of every [[policy]], valid or not: a route naming an invalid one is not reported again.
@@ -100,6 +101,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         access,
         check,
         log,
+        telemetry,
         rls,
         rlqs,
         storage,

@@ -376,3 +376,31 @@ fn the_readmes_settling_configurations_parse_as_written() {
         [false, true]
     );
 }
+
+#[test]
+fn telemetry_is_off_unless_configured_and_its_mistakes_name_their_line() {
+    let off = Config::parse(POLICY, Path::new("test.toml")).unwrap();
+    assert_eq!(off.telemetry, None);
+    let source = format!(
+        "{POLICY}[telemetry]\nendpoint = \"http://collector:4317\"\nsampling_ratio = 0.25\n"
+    );
+    let on = Config::parse(&source, Path::new("test.toml")).unwrap();
+    let telemetry = on.telemetry.unwrap();
+    assert_eq!(telemetry.endpoint, "http://collector:4317");
+    assert_eq!(telemetry.sampling_ratio, 0.25);
+    assert_eq!(telemetry.service_name, "floodwall");
+    assert!(telemetry.metrics);
+    assert_eq!(telemetry.metrics_interval, Duration::from_secs(10));
+    let wrong = format!(
+        "{POLICY}[telemetry]\nendpoint = \"collector:4317\"\nsampling_ratio = 1.5\nservice_name = \"\"\nmetrics_interval = \"10ms\"\n"
+    );
+    let found = errors(&wrong);
+    let lines: Vec<usize> = found.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [7, 8, 9, 10], "{found:#?}");
+    assert!(found[0].message.contains("http://host:port"), "{found:#?}");
+    assert!(found[1].message.contains("from 0 to 1"), "{found:#?}");
+    assert!(found[3].message.contains("at least 100ms"), "{found:#?}");
+    assert!(found.iter().all(|e| e.hint.is_some()), "{found:#?}");
+    let missing = errors(&format!("{POLICY}[telemetry]\nsampling_ratio = 1.0\n"));
+    assert!(missing[0].message.contains("endpoint"), "{missing:#?}");
+}

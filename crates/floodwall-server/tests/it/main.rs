@@ -21,6 +21,7 @@ mod in_process;
 mod leases;
 mod logs;
 mod operations;
+mod otlp;
 mod outages;
 mod paths;
 mod proxy;

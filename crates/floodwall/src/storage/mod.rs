@@ -237,6 +237,16 @@ impl Storage {
         }
     }
 
+    /// The store's kind, as spans name it: `memory`, `redis` or `plugged`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Storage::Memory(_) => "memory",
+            #[cfg(feature = "redis")]
+            Storage::Redis(_) => "redis",
+            Storage::Plugged(_) => "plugged",
+        }
+    }
+
     /// The store's own figures.
     pub fn stats(&self) -> StorageStats {
         match self {
