@@ -61,7 +61,10 @@ impl MetricsService for Counts {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let Some(listen) = args.iter().position(|a| a == "--listen").and_then(|at| args.get(at + 1))
+    let Some(listen) = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|at| args.get(at + 1))
     else {
         eprintln!("otlp_sink: run by bench/telemetry.sh (needs --listen ADDR)");
         return;

@@ -94,7 +94,7 @@ impl DecisionLog {
                     cost,
                     remaining = remaining.filter(|_| verdict.source() != Source::FailOpen),
                     retry_after_ms,
-                    source = source_name(verdict.source()),
+                    source = Source::as_str(verdict.source()),
                     "decision"
                 );
             }
@@ -140,20 +140,6 @@ pub(crate) fn key_digest(key: &[u8]) -> String {
         let _ = write!(text, "{byte:02x}");
     }
     text
-}
-
-fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Store => "store",
-        Source::FailOpen => "fail_open",
-        Source::Local => "local",
-        Source::DenyCache => "deny_cache",
-        Source::Prefetched => "prefetched",
-        Source::Blocked => "blocked",
-        Source::AllowList => "allow_list",
-        Source::DenyList => "deny_list",
-        _ => "other",
-    }
 }
 
 /// How a decision went, as the log and the metrics name it.

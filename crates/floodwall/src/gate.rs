@@ -23,7 +23,7 @@ use crate::lease::{LeaseGuard, new_holder};
 use crate::limiter::Limiter;
 pub use crate::limiter::{Caller, Front};
 use crate::store::Check;
-use crate::trace::DecisionSpan;
+use crate::trace::{self, DecisionSpan};
 use crate::verdict::Verdict;
 
 /// How one front end passes its checks through a limiter.
@@ -167,11 +167,7 @@ impl Gate {
                 (false, None) => (self.limiter.decide(&check).await, None),
             }
         };
-        // An unsampled decision skips the span's enter and exit on every poll.
-        let (outcome, held) = match span.span().is_disabled() {
-            true => decided.await,
-            false => tracing::Instrument::instrument(decided, span.span().clone()).await,
-        };
+        let (outcome, held) = trace::within(span.span(), decided).await;
         caller.answered();
         let took = started.elapsed();
         span.finish(outcome.as_ref(), took);

@@ -24,7 +24,7 @@ use crate::storage::Storage;
 use crate::store::Store;
 use crate::store::{Answer, Source};
 use crate::store::{Charge, Check};
-use crate::trace::StoreSpan;
+use crate::trace::{self, StoreSpan};
 use crate::verdict::Verdict;
 
 /// Decides requests against a [`Storage`], applying each policy's `on_error` when the store
@@ -413,13 +413,7 @@ impl Limiter {
     /// Asks the store, and answers its failure per `on_error`.
     async fn ask_store(&self, check: &Check<'_>) -> Result<Answer, Error> {
         let span = StoreSpan::start();
-        let answered = match span.span().is_disabled() {
-            true => self.shared.store.decide(check).await,
-            false => {
-                let call = self.shared.store.decide(check);
-                tracing::Instrument::instrument(call, span.span().clone()).await
-            }
-        };
+        let answered = trace::within(span.span(), self.shared.store.decide(check)).await;
         span.finish(answered.as_ref().map(|_| ()));
         match answered {
             Ok(answer) => Ok(answer),

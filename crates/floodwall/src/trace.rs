@@ -32,7 +32,6 @@ use std::time::Duration;
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
-use crate::store::Source;
 use crate::{Check, Error, StoreError, Verdict};
 
 /// The target of every span this module makes.
@@ -102,42 +101,72 @@ fn draw() -> u64 {
     })
 }
 
-/// The span of one decision, when it is sampled; marks itself abandoned if dropped before
-/// [`DecisionSpan::finish`].
-pub(crate) struct DecisionSpan {
+/// A span whose outcome field says `abandoned` unless [`Outcome::finish`] recorded another:
+/// the caller left before its answer. A disabled span records nothing.
+struct Outcome {
     span: Span,
+    field: &'static str,
 }
+
+impl Outcome {
+    fn finish(mut self, outcome: &'static str) {
+        self.span.record(self.field, outcome);
+        self.span = Span::none();
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.span.is_disabled() {
+            self.span.record(self.field, "abandoned");
+        }
+    }
+}
+
+/// Runs `work` inside `span`; a disabled span costs no enter and exit on every poll.
+pub(crate) async fn within<F: Future>(span: &Span, work: F) -> F::Output {
+    match span.is_disabled() {
+        true => work.await,
+        false => tracing::Instrument::instrument(work, span.clone()).await,
+    }
+}
+
+/// The span of one decision, when it is sampled.
+pub(crate) struct DecisionSpan(Outcome);
 
 impl DecisionSpan {
     /// A span for `check` decided for `front` on `store`, or a disabled one when the
     /// decision is not sampled.
     #[inline]
     pub(crate) fn start(check: &Check<'_>, front: &'static str, store: &'static str) -> Self {
-        if !sampled() {
-            return DecisionSpan { span: Span::none() };
-        }
-        let span = tracing::span!(
-            target: TARGET,
-            Level::TRACE,
-            DECISION_SPAN,
-            "floodwall.policy" = %PolicyNames(check),
-            "floodwall.front" = front,
-            "floodwall.store" = store,
-            "floodwall.outcome" = Empty,
-            "floodwall.answered_by" = Empty,
-            "floodwall.latency_us" = Empty,
-        );
-        DecisionSpan { span }
+        let span = match sampled() {
+            false => Span::none(),
+            true => tracing::span!(
+                target: TARGET,
+                Level::TRACE,
+                DECISION_SPAN,
+                "floodwall.policy" = %PolicyNames(check),
+                "floodwall.front" = front,
+                "floodwall.store" = store,
+                "floodwall.outcome" = Empty,
+                "floodwall.answered_by" = Empty,
+                "floodwall.latency_us" = Empty,
+            ),
+        };
+        DecisionSpan(Outcome {
+            span,
+            field: "floodwall.outcome",
+        })
     }
 
     /// The span, to run the decision in (disabled when not sampled).
     pub(crate) fn span(&self) -> &Span {
-        &self.span
+        &self.0.span
     }
 
     /// Records how the decision ended and how long it took.
-    pub(crate) fn finish(mut self, outcome: Result<&Verdict, &Error>, took: Duration) {
-        if self.span.is_disabled() {
+    pub(crate) fn finish(self, outcome: Result<&Verdict, &Error>, took: Duration) {
+        if self.0.span.is_disabled() {
             return;
         }
         let (outcome, answered_by) = match outcome {
@@ -145,74 +174,55 @@ impl DecisionSpan {
             Ok(verdict) => ("denied", verdict.source().as_str()),
             Err(_) => ("error", "none"),
         };
-        self.span.record("floodwall.outcome", outcome);
-        self.span.record("floodwall.answered_by", answered_by);
+        self.0.span.record("floodwall.answered_by", answered_by);
         // As i64: OpenTelemetry's integers are signed, and an unsigned one arrives as text.
         let latency_us = i64::try_from(took.as_micros()).unwrap_or(i64::MAX);
-        self.span.record("floodwall.latency_us", latency_us);
-        self.span = Span::none();
+        self.0.span.record("floodwall.latency_us", latency_us);
+        self.0.finish(outcome);
     }
 }
 
-impl Drop for DecisionSpan {
-    fn drop(&mut self) {
-        if !self.span.is_disabled() {
-            self.span.record("floodwall.outcome", "abandoned");
-        }
-    }
-}
-
-/// The span of one store call inside a spanned decision; marks itself abandoned if dropped
-/// before [`StoreSpan::finish`].
-pub(crate) struct StoreSpan {
-    span: Span,
-}
+/// The span of one store call inside a spanned decision.
+pub(crate) struct StoreSpan(Outcome);
 
 impl StoreSpan {
     /// A child of the current decision span, or a disabled span when there is none.
     #[inline]
     pub(crate) fn start() -> Self {
-        if !on() {
-            return StoreSpan { span: Span::none() };
-        }
-        let parent = Span::current();
-        if parent.is_disabled() || parent.metadata().map(|m| m.name()) != Some(DECISION_SPAN) {
-            return StoreSpan { span: Span::none() };
-        }
-        let span = tracing::span!(
-            target: TARGET,
-            parent: &parent,
-            Level::TRACE,
-            STORE_SPAN,
-            "floodwall.store.outcome" = Empty,
-        );
-        StoreSpan { span }
+        let parent = match on() {
+            true => Span::current(),
+            false => Span::none(),
+        };
+        let span = match parent.metadata().map(|m| m.name()) {
+            Some(DECISION_SPAN) => tracing::span!(
+                target: TARGET,
+                parent: &parent,
+                Level::TRACE,
+                STORE_SPAN,
+                "floodwall.store.outcome" = Empty,
+            ),
+            _ => Span::none(),
+        };
+        StoreSpan(Outcome {
+            span,
+            field: "floodwall.store.outcome",
+        })
     }
 
     /// The span, to run the call in.
     pub(crate) fn span(&self) -> &Span {
-        &self.span
+        &self.0.span
     }
 
     /// Records how the call ended.
-    pub(crate) fn finish(mut self, outcome: Result<(), &StoreError>) {
-        if self.span.is_disabled() {
+    pub(crate) fn finish(self, outcome: Result<(), &StoreError>) {
+        if self.0.span.is_disabled() {
             return;
         }
-        let outcome = match outcome {
+        self.0.finish(match outcome {
             Ok(()) => "ok",
             Err(error) => error.kind().as_str(),
-        };
-        self.span.record("floodwall.store.outcome", outcome);
-        self.span = Span::none();
-    }
-}
-
-impl Drop for StoreSpan {
-    fn drop(&mut self) {
-        if !self.span.is_disabled() {
-            self.span.record("floodwall.store.outcome", "abandoned");
-        }
+        });
     }
 }
 
@@ -228,23 +238,6 @@ impl fmt::Display for PolicyNames<'_, '_> {
             f.write_str(policy.name())?;
         }
         Ok(())
-    }
-}
-
-impl Source {
-    /// The source's name in spans and logs: `store`, `fail_open`, `local`, `deny_cache`,
-    /// `prefetched`, `blocked`, `allow_list`, `deny_list`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Store => "store",
-            Source::FailOpen => "fail_open",
-            Source::Local => "local",
-            Source::DenyCache => "deny_cache",
-            Source::Prefetched => "prefetched",
-            Source::Blocked => "blocked",
-            Source::AllowList => "allow_list",
-            Source::DenyList => "deny_list",
-        }
     }
 }
 

@@ -108,61 +108,43 @@ impl Collector {
         panic!("no {what} in {:#?}", self.spans.lock().unwrap());
     }
 
-    /// The latest value of the sum `name` whose attributes include `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
+    /// The latest exported point of the metric `name` whose attributes include `labels`: a
+    /// sum's value, or a histogram's count.
+    fn latest(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
         let exports = self.metrics.lock().unwrap();
-        let mut latest = None;
-        for export in exports.iter() {
-            for scope in export
-                .resource_metrics
+        let metrics = exports
+            .iter()
+            .flat_map(|export| &export.resource_metrics)
+            .flat_map(|resource| &resource.scope_metrics)
+            .flat_map(|scope| &scope.metrics)
+            .filter(|metric| metric.name == name);
+        let matches = |attributes: &[KeyValue]| {
+            labels
                 .iter()
-                .flat_map(|r| &r.scope_metrics)
-            {
-                for metric in scope.metrics.iter().filter(|m| m.name == name) {
-                    let Some(Data::Sum(sum)) = &metric.data else {
-                        continue;
-                    };
-                    for point in &sum.data_points {
-                        if labels
-                            .iter()
-                            .all(|(k, v)| string(&point.attributes, k).as_deref() == Some(v))
-                        {
-                            latest = match point.value {
-                                Some(number_data_point::Value::AsInt(n)) => Some(n),
-                                Some(number_data_point::Value::AsDouble(x)) => Some(x as i64),
-                                None => latest,
-                            };
-                        }
+                .all(|(k, v)| string(attributes, k).as_deref() == Some(v))
+        };
+        let mut latest = None;
+        for metric in metrics {
+            match &metric.data {
+                Some(Data::Sum(sum)) => {
+                    for point in sum.data_points.iter().filter(|p| matches(&p.attributes)) {
+                        latest = match point.value {
+                            Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).ok(),
+                            Some(number_data_point::Value::AsDouble(x)) => Some(x as u64),
+                            None => latest,
+                        };
                     }
                 }
-            }
-        }
-        latest
-    }
-
-    /// The latest count of the histogram `name` whose attributes include `labels`.
-    fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let exports = self.metrics.lock().unwrap();
-        let mut latest = None;
-        for export in exports.iter() {
-            for scope in export
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-            {
-                for metric in scope.metrics.iter().filter(|m| m.name == name) {
-                    let Some(Data::Histogram(histogram)) = &metric.data else {
-                        continue;
-                    };
-                    for point in &histogram.data_points {
-                        if labels
-                            .iter()
-                            .all(|(k, v)| string(&point.attributes, k).as_deref() == Some(v))
-                        {
-                            latest = Some(point.count);
-                        }
+                Some(Data::Histogram(histogram)) => {
+                    for point in histogram
+                        .data_points
+                        .iter()
+                        .filter(|p| matches(&p.attributes))
+                    {
+                        latest = Some(point.count);
                     }
                 }
+                _ => {}
             }
         }
         latest
@@ -344,7 +326,7 @@ async fn every_decision_is_a_span_with_its_store_call_and_the_metrics_follow() {
     }
     // The counters and histogram of /metrics, exported as they are.
     for _ in 0..100 {
-        if collector.sum(
+        if collector.latest(
             "floodwall_decisions_total",
             &[("policy", "three"), ("outcome", "denied")],
         ) == Some(2)
@@ -354,7 +336,7 @@ async fn every_decision_is_a_span_with_its_store_call_and_the_metrics_follow() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let decided = |outcome| {
-        collector.sum(
+        collector.latest(
             "floodwall_decisions_total",
             &[("policy", "three"), ("outcome", outcome)],
         )
@@ -362,14 +344,14 @@ async fn every_decision_is_a_span_with_its_store_call_and_the_metrics_follow() {
     assert_eq!(decided("allowed"), Some(3));
     assert_eq!(decided("denied"), Some(2));
     assert_eq!(
-        collector.histogram_count(
+        collector.latest(
             "floodwall_check_duration_seconds",
             &[("route", "POST /v1/check")]
         ),
         Some(5)
     );
     assert_eq!(
-        collector.sum(
+        collector.latest(
             "floodwall_requests_total",
             &[("route", "POST /v1/check"), ("status", "4xx")]
         ),

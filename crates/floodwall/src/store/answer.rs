@@ -31,6 +31,23 @@ pub enum Source {
     DenyList,
 }
 
+impl Source {
+    /// The source's name in spans and logs: `store`, `fail_open`, `local`, `deny_cache`,
+    /// `prefetched`, `blocked`, `allow_list`, `deny_list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Store => "store",
+            Source::FailOpen => "fail_open",
+            Source::Local => "local",
+            Source::DenyCache => "deny_cache",
+            Source::Prefetched => "prefetched",
+            Source::Blocked => "blocked",
+            Source::AllowList => "allow_list",
+            Source::DenyList => "deny_list",
+        }
+    }
+}
+
 /// What a [`Store`](crate::store::Store) answers for a [`Check`](crate::Check): whether the request is
 /// admitted, and one decision per (policy, key) pair, in the check's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
