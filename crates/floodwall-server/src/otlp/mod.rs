@@ -16,8 +16,11 @@ use crate::config::TelemetryConfig;
 
 pub use self::metrics::OtlpRecorder;
 
-/// How long one export may take before it is given up (and its data dropped).
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one export may take before it is given up (and its data dropped). A stopping
+/// service waits at most this for each exporter's last export, so that a collector that is
+/// down cannot hold a stop past a grace period (the drain's 4 s, these, and some margin fit in
+/// Kubernetes' default 30 s, and in the 15 s of `deploy/kubernetes`).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,11 +136,11 @@ impl Telemetry {
     }
 
     /// Stops sampling, then exports what the exporters still hold and stops them; blocks
-    /// until they are done (each export is bounded by its timeout).
+    /// until they are done, each for at most its export timeout (2 s).
     pub fn shutdown(self) {
         floodwall::trace::sample_decisions(0.0);
         if let Some(provider) = self.spans {
-            let _ = provider.shutdown();
+            let _ = provider.shutdown_with_timeout(EXPORT_TIMEOUT);
         }
         if let Some(provider) = self.metrics {
             let _ = provider.shutdown();

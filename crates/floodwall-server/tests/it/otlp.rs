@@ -482,3 +482,39 @@ async fn without_telemetry_nothing_is_sent_and_no_exporter_runs() {
             .any(|name| name.starts_with("tokio"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_is_logged_and_holds_up_neither_decisions_nor_a_stop() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let file = config_file(&config("", &telemetry(closed)));
+    let mut service = Floodwall::serve_with(Some(file.path()), &QUICK_BATCHES, false);
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(check(&client, &service, "203.0.113.7").await);
+    }
+    assert_eq!(
+        statuses,
+        [
+            [StatusCode::OK; 3].as_slice(),
+            &[StatusCode::TOO_MANY_REQUESTS; 2]
+        ]
+        .concat()
+    );
+    // Said, not silent: each failed export is an error line.
+    let line = service.log_line("BatchSpanProcessor.ExportError").await;
+    assert!(line.contains("ERROR"), "{line}");
+    service.log_line("PeriodicReader.ExportError").await;
+    let stopping = tokio::time::Instant::now();
+    service.signal("-TERM");
+    let code = tokio::task::spawn_blocking(move || service.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    // The drain, then at most 2 s for each exporter's last attempt.
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(6), "the stop took {took:?}");
+}

@@ -41,8 +41,17 @@ async fn limiter(url: &str, wait_replicas: u32) -> Limiter {
 async fn an_answer_waits_for_the_replicas_it_was_told_to() {
     let set = RedisSentinels::start(1, 1).unwrap();
     let policy = daily();
-    // One replica confirms: answers as usual, and the replica has the count.
-    let confirmed = limiter(&set.url(), 1).await;
+    // One replica confirms: answers as usual, and the replica has the count. (A deadline far
+    // past a WAIT's few milliseconds: on a loaded 2-core machine 100 ms was once too short.)
+    let confirmed = Limiter::new(
+        RedisStore::connect(
+            RedisConfig::new(set.url())
+                .timeout(Duration::from_secs(2))
+                .wait_replicas(1),
+        )
+        .await
+        .unwrap(),
+    );
     for _ in 0..5 {
         let verdict = confirmed.check(&policy, "k", 1).await.unwrap();
         assert_eq!(verdict.source(), Source::Store);
