@@ -10,7 +10,8 @@ use super::validate::{duration, parse_or};
 /// `[telemetry]`: where spans and metrics go, and how many decisions are spanned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
-    /// The collector's OTLP/gRPC endpoint, `http://host:port` (or `https://`).
+    /// The collector's OTLP/gRPC endpoint, `http://host:port` (cleartext HTTP/2: TLS to the
+    /// collector is not built in).
     pub endpoint: String,
     /// The fraction of decisions spanned, from 0 (none: metrics only) to 1 (every one).
     pub sampling_ratio: f64,
@@ -45,13 +46,16 @@ pub(super) fn telemetry(
                 .parse()
                 .map_err(|_| format!("endpoint {text:?} is not a URL"))?;
             match (uri.scheme_str(), uri.authority()) {
-                (Some("http" | "https"), Some(_)) => Ok(text.clone()),
-                _ => Err(format!(
-                    "endpoint {text:?} must be http://host:port or https://host:port"
+                (Some("http"), Some(_)) => Ok(text.clone()),
+                (Some("https"), _) => Err(format!(
+                    "endpoint {text:?}: TLS to the collector is not supported"
                 )),
+                _ => Err(format!("endpoint {text:?} must be http://host:port")),
             }
         },
-        Some("the collector's OTLP/gRPC address, e.g. \"http://127.0.0.1:4317\""),
+        Some(
+            "the collector's OTLP/gRPC address, e.g. \"http://127.0.0.1:4317\"; for TLS, send to a collector agent on the node or in the pod, which forwards over TLS",
+        ),
     );
     let sampling_ratio = section.sampling_ratio.as_ref().and_then(|ratio| {
         parse_or(

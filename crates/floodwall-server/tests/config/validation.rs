@@ -401,6 +401,10 @@ fn telemetry_is_off_unless_configured_and_its_mistakes_name_their_line() {
     assert!(found[1].message.contains("from 0 to 1"), "{found:#?}");
     assert!(found[3].message.contains("at least 100ms"), "{found:#?}");
     assert!(found.iter().all(|e| e.hint.is_some()), "{found:#?}");
+    let tls = errors(&format!(
+        "{POLICY}[telemetry]\nendpoint = \"https://collector:4317\"\n"
+    ));
+    assert!(tls[0].message.contains("TLS"), "{tls:#?}");
     let missing = errors(&format!("{POLICY}[telemetry]\nsampling_ratio = 1.0\n"));
     assert!(missing[0].message.contains("endpoint"), "{missing:#?}");
 }
