@@ -14,7 +14,7 @@
 //! - `floodwall.store`: `memory`, `redis` or `plugged`;
 //! - `floodwall.outcome`: `allowed`, `denied`, `error` (no decision: the store failed and a
 //!   policy fails closed), or `abandoned` (the caller left before its answer);
-//! - `floodwall.answered_by`: who decided, as [`Source::as_str`] names it (`store`,
+//! - `floodwall.answered_by`: who decided, as [`Source::as_str`](crate::Source::as_str) names it (`store`,
 //!   `fail_open` when the store failed and `on_error` allowed, `local`, `prefetched`, …);
 //! - `floodwall.latency_us`: the decision's time in microseconds.
 //!
