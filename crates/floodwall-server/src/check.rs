@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
 use crate::error::ApiError;
+use crate::otlp::caller;
 use crate::telemetry::{CHECK_ROUTE, DecisionWatch, RouteInstruments};
 
 /// The largest check request body accepted.
@@ -118,13 +119,29 @@ pub(crate) enum Ask {
     Lease,
 }
 
+impl Ask {
+    /// The front end it is, as spans name it.
+    fn front(self) -> &'static str {
+        match self {
+            Ask::Check => Front::Check.as_str(),
+            Ask::Lease => Front::Leases.as_str(),
+        }
+    }
+}
+
 pub(crate) async fn check(State(state): State<Arc<CheckState>>, request: Request) -> Response {
     answer(&state, request, Ask::Check).await
 }
 
 /// Decides `request` as `ask` says, and counts the answer.
 pub(crate) async fn answer(state: &CheckState, request: Request, ask: Ask) -> Response {
-    let response = decide(state, request, ask)
+    let caller = caller::caller_span(ask.front(), || {
+        request
+            .headers()
+            .get(caller::TRACEPARENT)
+            .map(|v| v.as_bytes())
+    });
+    let response = caller::within(caller, decide(state, request, ask))
         .await
         .unwrap_or_else(IntoResponse::into_response);
     state.watch.instruments().answered(response.status());

@@ -3,7 +3,8 @@
 //! [`Gate`](crate::gate::Gate), with one `floodwall.store` child per store call it made.
 //!
 //! Off until [`sample_decisions`] is given a ratio above zero: an unsampled decision costs one
-//! relaxed atomic load, and no span is made for it. Spans are at `TRACE` level under the
+//! relaxed atomic load, and no span is made for it. A decision made inside a front end's
+//! [`CALLER_SPAN`] (its caller asked for a trace) is spanned whenever spans are on. Spans are at `TRACE` level under the
 //! target [`TARGET`], so a subscriber that logs at `info` ignores them; route that target to
 //! the exporter.
 //!
@@ -43,6 +44,11 @@ pub const DECISION_SPAN: &str = "floodwall.decision";
 /// The store call span's name.
 pub const STORE_SPAN: &str = "floodwall.store";
 
+/// The name of a span a front end may run a request in, under [`TARGET`], when its caller
+/// asked for it to be traced (a sampled W3C trace context, say): the decisions made inside it
+/// are spanned whatever the sampling ratio, as its children.
+pub const CALLER_SPAN: &str = "floodwall.request";
+
 /// Decisions are sampled when a draw below this is made from `0..u64::MAX`; 0 is off.
 static THRESHOLD: AtomicU64 = AtomicU64::new(0);
 
@@ -71,11 +77,17 @@ fn on() -> bool {
     THRESHOLD.load(Ordering::Relaxed) != 0
 }
 
-/// Draws whether the next decision is spanned.
+/// Draws whether the next decision is spanned; a decision made inside a [`CALLER_SPAN`] is,
+/// whenever spans are on at all.
 #[inline]
 fn sampled() -> bool {
     let threshold = THRESHOLD.load(Ordering::Relaxed);
-    threshold != 0 && (threshold == u64::MAX || draw() < threshold)
+    threshold != 0
+        && (threshold == u64::MAX
+            || draw() < threshold
+            || Span::current()
+                .metadata()
+                .is_some_and(|m| m.name() == CALLER_SPAN))
 }
 
 thread_local! {

@@ -2,6 +2,7 @@
 //! sampled decision spans (through `tracing-opentelemetry`) and every metric of `/metrics`
 //! (through [`OtlpRecorder`]). Nothing here runs, and no exporter thread exists, without it.
 
+pub(crate) mod caller;
 mod metrics;
 
 use std::time::Duration;

@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::decision_log::{Admission, DecisionLog, PerSecond};
+use crate::otlp::caller;
 use crate::telemetry::{DecisionWatch, RouteInstruments};
 
 use self::rules::{Matched, RuleBook, Special};
@@ -327,6 +328,12 @@ impl RateLimitService for RlsService {
             .get("grpc-timeout")
             .and_then(|value| deadline::parse(value.as_bytes()))
             .map(|timeout| deadline::answer_by(received, timeout));
+        let caller = caller::caller_span(Front::Rls.as_str(), || {
+            request
+                .metadata()
+                .get(caller::TRACEPARENT)
+                .map(|v| v.as_bytes())
+        });
         let request = request.into_inner();
         let state = &self.state;
         if let Err(status) = validate(&request) {
@@ -335,7 +342,7 @@ impl RateLimitService for RlsService {
         }
         let sides = pairs(state, &request);
         // The gate counts the call as abandoned if Envoy resets the stream before the answer.
-        let answer = decide(state, &sides, answer_by).await;
+        let answer = caller::within(caller, decide(state, &sides, answer_by)).await;
         let decided = match answer {
             Ok(decided) => decided,
             Err(error) => match Reply::of(Err(&error)).envoy() {
